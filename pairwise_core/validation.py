@@ -1,0 +1,105 @@
+"""Input and parameter checks, in one place, with one error style.
+
+Every check raises ``ValueError`` with a one-line message that names the
+argument, the problem and (for bad rows) the first offending row indices, so
+the pipeline can show it to a user as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+_MAX_ROWS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A numeric constraint: ``kind`` in [low, high] (None = unbounded)."""
+
+    kind: type
+    low: float | None
+    high: float | None
+    allow_none: bool = False
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None and self.allow_none:
+            return
+        integral = self.kind is Integral
+        ok_type = isinstance(value, Integral) if integral else isinstance(value, Real)
+        if not ok_type or isinstance(value, bool):
+            expected = "an integer" if integral else "a number"
+            raise ValueError(f"{name} must be {expected}{' or None' if self.allow_none else ''}, got {value!r}")
+        if not np.isfinite(float(value)):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            low = "-inf" if self.low is None else self.low
+            high = "inf" if self.high is None else self.high
+            raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """A string constraint: one of a fixed set."""
+
+    values: frozenset[str]
+
+    def check(self, name: str, value: Any) -> None:
+        if value not in self.values:
+            raise ValueError(f"{name} must be one of {sorted(self.values)}, got {value!r}")
+
+
+def check_params(params: dict[str, Any], constraints: dict[str, Interval | Options]) -> None:
+    """Check every parameter against its declared constraint."""
+    for name, constraint in constraints.items():
+        constraint.check(name, params[name])
+
+
+def _rows(mask: np.ndarray) -> str:
+    idx = np.flatnonzero(mask)
+    shown = ", ".join(str(i) for i in idx[:_MAX_ROWS_SHOWN])
+    more = f" and {idx.size - _MAX_ROWS_SHOWN} more" if idx.size > _MAX_ROWS_SHOWN else ""
+    return f"rows {shown}{more}"
+
+
+def check_embeddings(x: Any, name: str, *, n_features: int | None = None) -> np.ndarray:
+    """Return ``x`` as a 2-D float array with finite, non-zero rows, or raise.
+
+    float32 input stays float32 (no copy); anything else becomes float64.
+    """
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (items x dimensions), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: no rows")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has no dimensions")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} dimensions, expected {n_features}")
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{name} has NaN or Inf in {_rows(~finite)}")
+    zero = ~arr.any(axis=1)
+    if zero.any():
+        raise ValueError(f"{name} has all-zero vectors in {_rows(zero)}")
+    return arr
+
+
+def check_labels(y: Any, name: str) -> np.ndarray:
+    """Return ``y`` as a 1-D non-negative integer array, or raise."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name} has negative class ids in {_rows(arr < 0)}")
+    return arr

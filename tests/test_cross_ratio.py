@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from pairwise_core import cross_ratio
+from pairwise_core.cross_ratio import ZERO_VARIANCE_RTOL
+
+
+def brute_force_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The definition: mean over all (x, y) pairs of (x - y)^2 / 2, over sd_A * sd_B."""
+    crossvar = ((a[:, None, :] - b[None, :, :]) ** 2 / 2).mean(axis=(0, 1))
+    var_a = ((a - a.mean(0)) ** 2).mean(0)
+    var_b = ((b - b.mean(0)) ** 2).mean(0)
+    var_a = np.where(var_a <= ZERO_VARIANCE_RTOL * (a * a).mean(0), 0.0, var_a)
+    var_b = np.where(var_b <= ZERO_VARIANCE_RTOL * (b * b).mean(0), 0.0, var_b)
+    sd_product = np.sqrt(var_a * var_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.sqrt(crossvar / sd_product)
+    return np.where(sd_product == 0, np.where(crossvar > 0, np.inf, 1.0), ratio)
+
+
+# values on a coarse grid: a variance is then either exactly zero or far from it
+grid_values = st.integers(-64, 64).map(lambda v: v / 8)
+
+
+def sets(d: int):
+    return st.integers(1, 12).flatmap(lambda n: arrays(np.float64, (n, d), elements=grid_values))
+
+
+@given(st.integers(1, 6).flatmap(lambda d: st.tuples(sets(d), sets(d))))
+def test_cross_ratio_equals_brute_force(ab):
+    a, b = ab
+    got, expected = cross_ratio(a, b), brute_force_ratio(a, b)
+    finite = np.isfinite(expected)
+    assert np.array_equal(np.isfinite(got), finite)
+    assert np.array_equal(got[~finite], expected[~finite])
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-9)
+
+
+@given(st.integers(1, 6).flatmap(sets))
+def test_cross_ratio_of_a_set_with_itself_is_one(a):
+    np.testing.assert_allclose(cross_ratio(a, a), 1.0, rtol=1e-12)
+
+
+@given(st.integers(1, 6).flatmap(lambda d: st.tuples(sets(d), sets(d))))
+def test_cross_ratio_is_at_least_one_and_symmetric(ab):
+    a, b = ab
+    ratio = cross_ratio(a, b)
+    assert (ratio >= 1.0).all()
+    np.testing.assert_array_equal(ratio, cross_ratio(b, a))
+
+
+def test_zero_variance_conventions():
+    a = np.array([[1.0, 0.5, 3.0], [1.0, 0.5, 4.0]])
+    b = np.array([[1.0, 2.0, 5.0], [1.0, 2.0, 5.0]])
+    ratio = cross_ratio(a, b)
+    assert ratio[0] == 1.0  # same constant: no evidence
+    assert ratio[1] == np.inf  # different constants: separates perfectly
+    assert ratio[2] == np.inf  # one side constant, means differ
+
+
+def test_known_value():
+    # A = {0, 2}: mean 1, var 1; B = {4, 6}: mean 5, var 1 -> crossvar = (16 + 2) / 2 = 9, ratio 3
+    assert cross_ratio(np.array([0.0, 2.0]), np.array([4.0, 6.0]))[0] == pytest.approx(3.0)
+
+
+def test_cross_ratio_rejects_bad_input():
+    with pytest.raises(ValueError, match="same d"):
+        cross_ratio(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="at least one row"):
+        cross_ratio(np.zeros((0, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        cross_ratio(np.array([[np.nan]]), np.array([[1.0]]))
