@@ -1,0 +1,268 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pairwise_core import NotFittedError, PairwiseClassifier, cross_ratio
+
+
+def masked_cosine(x, c, mask):
+    xm, cm = x * mask, c * mask
+    nx, nc = np.linalg.norm(xm), np.linalg.norm(cm)
+    return 0.0 if nx == 0 or nc == 0 else float(xm @ cm / (nx * nc))
+
+
+def wins(x, a, b, masks, classes):
+    """One match as METHOD.md words it; ties go to a (the first named)."""
+    unit = classes / np.linalg.norm(classes, axis=1, keepdims=True)
+    m = masks[a, b]
+    return masked_cosine(x, unit[a], m) >= masked_cosine(x, unit[b], m)
+
+
+def reference_tourney(x, clf, classes):
+    labels = []
+    for row in x:
+        teams = list(clf.bracket_)
+        while len(teams) > 1:
+            nxt = [teams[j] if wins(row, teams[j], teams[j + 1], clf.masks_, classes) else teams[j + 1]
+                   for j in range(0, len(teams) - 1, 2)]
+            if len(teams) % 2:
+                nxt.append(teams[-1])
+            teams = nxt
+        labels.append(teams[0])
+    return np.array(labels)
+
+
+def reference_round_robin(x, clf, classes):
+    k = classes.shape[0]
+    unit = classes / np.linalg.norm(classes, axis=1, keepdims=True)
+    labels = []
+    for row in x:
+        won = np.zeros(k)
+        for a in range(k):
+            for b in range(a + 1, k):
+                won[a if wins(row, a, b, clf.masks_, classes) else b] += 1
+        base = unit @ (row / np.linalg.norm(row))
+        labels.append(max(range(k), key=lambda c: (won[c], base[c], -c)))
+    return np.array(labels)
+
+
+@st.composite
+def problems(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    k, d, n = draw(st.integers(1, 7)), draw(st.integers(1, 12)), draw(st.integers(1, 40))
+    classes = rng.standard_normal((k, d))
+    x = classes[rng.integers(0, k, n)] + rng.standard_normal((n, d))
+    params = dict(
+        cutoff=draw(st.sampled_from([1.0, 1.05, 1.3])),
+        min_dims=draw(st.integers(1, 4)),
+        min_items=draw(st.integers(1, 4)),
+        seed=draw(st.integers(0, 1000)),
+    )
+    return x, classes, params
+
+
+@given(problems())
+def test_vectorized_tourney_equals_per_item_reference(problem):
+    x, classes, params = problem
+    clf = PairwiseClassifier(classes, strategy="tourney", **params).fit(x)
+    np.testing.assert_array_equal(clf.predict(x), reference_tourney(x, clf, classes))
+
+
+@given(problems())
+def test_vectorized_round_robin_equals_per_item_reference(problem):
+    x, classes, params = problem
+    clf = PairwiseClassifier(classes, strategy="round_robin", **params).fit(x)
+    np.testing.assert_array_equal(clf.predict(x), reference_round_robin(x, clf, classes))
+
+
+@given(problems())
+def test_masks_follow_ratios_and_are_symmetric(problem):
+    x, classes, params = problem
+    clf = PairwiseClassifier(classes, **params).fit(x)
+    k, d = classes.shape
+    assert clf.masks_.shape == (k, k, d)
+    np.testing.assert_array_equal(clf.masks_, clf.masks_.transpose(1, 0, 2))
+    assert not clf.masks_[np.arange(k), np.arange(k)].any()
+    for a in range(k):
+        for b in range(a + 1, k):
+            n_dims = clf.masks_[a, b].sum()
+            if clf.fallback_[a, b]:
+                assert n_dims == d
+                continue
+            ratio = clf.ratios_[a, b]
+            passing = (ratio > params["cutoff"]).sum()
+            assert n_dims == max(passing, min(params["min_dims"], d))
+            # kept dimensions are the top ones by ratio
+            assert ratio[clf.masks_[a, b]].min() >= ratio[~clf.masks_[a, b]].max(initial=-np.inf)
+
+
+def test_ratios_match_cross_ratio_of_confident_sets():
+    rng = np.random.default_rng(0)
+    classes = rng.standard_normal((3, 8))
+    x = classes[rng.integers(0, 3, 300)] + 0.8 * rng.standard_normal((300, 8))
+    clf = PairwiseClassifier(classes, pair_margin=0.05).fit(x)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    scores = unit @ (classes / np.linalg.norm(classes, axis=1, keepdims=True)).T
+    base = scores.argmax(1)
+    set_a = unit[(base == 0) & (np.abs(scores[:, 0] - scores[:, 1]) >= 0.05)]
+    set_b = unit[(base == 1) & (np.abs(scores[:, 1] - scores[:, 0]) >= 0.05)]
+    np.testing.assert_allclose(clf.ratios_[0, 1], cross_ratio(set_a, set_b), rtol=1e-9)
+    assert clf.pair_counts_[0, 1] == len(set_a) and clf.pair_counts_[1, 0] == len(set_b)
+
+
+def test_same_seed_same_labels_and_seed_changes_bracket():
+    rng = np.random.default_rng(1)
+    classes = rng.standard_normal((9, 16))
+    x = classes[rng.integers(0, 9, 500)] + 1.5 * rng.standard_normal((500, 16))
+    first = PairwiseClassifier(classes, seed=7).fit(x)
+    again = PairwiseClassifier(classes, seed=7).fit(x)
+    np.testing.assert_array_equal(first.predict(x), again.predict(x))
+    np.testing.assert_array_equal(first.bracket_, again.bracket_)
+    brackets = {tuple(PairwiseClassifier(classes, seed=s).fit(x).bracket_) for s in range(5)}
+    assert len(brackets) > 1
+
+
+def test_margin_is_the_deciding_match_confidence():
+    rng = np.random.default_rng(2)
+    classes = rng.standard_normal((2, 10))
+    x = classes[rng.integers(0, 2, 50)] + rng.standard_normal((50, 10))
+    clf = PairwiseClassifier(classes, min_dims=4).fit(x)
+    labels, margin = clf.predict(x, return_margin=True)
+    unit = classes / np.linalg.norm(classes, axis=1, keepdims=True)
+    m = clf.masks_[0, 1]
+    w = unit[0] * m / np.linalg.norm(unit[0] * m) - unit[1] * m / np.linalg.norm(unit[1] * m)
+    expected = np.abs(x @ w) / np.linalg.norm(x * m, axis=1)
+    np.testing.assert_allclose(margin, expected, rtol=1e-10)
+    assert (margin >= 0).all()
+
+
+# -- degenerate cases ------------------------------------------------------
+
+
+def test_one_class():
+    classes = np.array([[1.0, 2.0, 3.0]])
+    x = np.random.default_rng(0).standard_normal((20, 3))
+    for strategy in ("tourney", "round_robin"):
+        clf = PairwiseClassifier(classes, strategy=strategy).fit(x)
+        labels, margin = clf.predict(x, return_margin=True)
+        assert (labels == 0).all() and np.isnan(margin).all()
+        assert clf.masks_.shape == (1, 1, 3) and not clf.masks_.any()
+
+
+def test_two_classes_is_one_match():
+    classes = np.array([[1.0, 0.0, 0.0, 0.2], [0.0, 1.0, 0.0, 0.2]])
+    # dimension 2 is a nuisance: +-5 in both classes alike
+    x = np.array([[0.9, 0.1, 5.0, 0.0], [0.9, 0.1, -5.0, 0.0], [0.1, 0.9, 5.0, 0.0], [0.1, 0.9, -5.0, 0.0]] * 5)
+    clf = PairwiseClassifier(classes, min_dims=1, min_items=2).fit(x)
+    np.testing.assert_array_equal(clf.predict(x), [0, 0, 1, 1] * 5)
+    np.testing.assert_array_equal(clf.masks_[0, 1], [True, True, False, False])
+    assert clf.ratios_[0, 1, 2] == pytest.approx(1.0)
+
+
+def test_class_with_no_confident_items_falls_back_to_all_dimensions():
+    rng = np.random.default_rng(4)
+    classes = np.eye(4, 12)
+    x = classes[rng.integers(0, 3, 200)] + 0.1 * rng.standard_normal((200, 12))  # nobody near class 3
+    clf = PairwiseClassifier(classes).fit(x)
+    assert (clf.pair_counts_[3] == 0).all()
+    assert clf.fallback_[3, :3].all() and clf.fallback_[:3, 3].all()
+    assert clf.masks_[3, 0].all() and clf.masks_[0, 3].all()
+    assert clf.predict(x).shape == (200,)
+
+
+def test_no_dimension_above_cutoff_keeps_the_top_min_dims():
+    rng = np.random.default_rng(5)
+    classes = rng.standard_normal((3, 10))
+    x = classes[rng.integers(0, 3, 300)] + rng.standard_normal((300, 10))
+    clf = PairwiseClassifier(classes, cutoff=1e6, min_dims=3).fit(x)
+    kept = clf.masks_.sum(-1)[~np.eye(3, dtype=bool)]
+    assert (kept == 3).all()
+
+
+def test_max_dims_caps_the_mask():
+    rng = np.random.default_rng(5)
+    classes = rng.standard_normal((3, 10))
+    x = classes[rng.integers(0, 3, 300)] + rng.standard_normal((300, 10))
+    clf = PairwiseClassifier(classes, cutoff=1.0, min_dims=1, max_dims=2).fit(x)
+    assert (clf.masks_.sum(-1)[~np.eye(3, dtype=bool)] == 2).all()
+
+
+def test_zero_variance_dimensions_do_not_break_fitting():
+    rng = np.random.default_rng(6)
+    classes = rng.standard_normal((3, 8))
+    x = classes[rng.integers(0, 3, 200)] + rng.standard_normal((200, 8))
+    x[:, 6:] = 0.0  # two dimensions with zero variance in every set
+    clf = PairwiseClassifier(classes, min_dims=1).fit(x)
+    assert np.isfinite(clf.predict(x, return_margin=True)[1]).all()
+    off_diagonal = ~np.eye(3, dtype=bool)
+    assert (clf.ratios_[off_diagonal][:, 6:] == 1.0).all()
+    assert not clf.masks_[off_diagonal][:, 6:].any()
+
+
+def test_one_dimension():
+    classes = np.array([[1.0], [-1.0]])
+    x = np.array([[0.5], [-2.0], [3.0]])
+    for strategy in ("tourney", "round_robin"):
+        clf = PairwiseClassifier(classes, strategy=strategy, min_items=1).fit(x)
+        np.testing.assert_array_equal(clf.predict(x), [0, 1, 0])
+        np.testing.assert_array_equal(clf.predict_base(x), [0, 1, 0])
+
+
+def test_float32_input_gives_float32_scores_and_same_labels():
+    rng = np.random.default_rng(8)
+    classes = rng.standard_normal((5, 32))
+    x = classes[rng.integers(0, 5, 400)] + rng.standard_normal((400, 32))
+    clf = PairwiseClassifier(classes).fit(x)
+    result32 = clf.classify(x.astype(np.float32))
+    assert result32.margin.dtype == np.float32
+    assert (result32.label == clf.predict(x)).mean() > 0.99
+
+
+# -- invalid input -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.array([[1.0, np.nan, 0.0]]), "NaN or Inf in rows 0"),
+        (np.array([[1.0, 1.0, 1.0], [1.0, np.inf, 0.0]]), "NaN or Inf in rows 1"),
+        (np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]), "all-zero vectors in rows 1"),
+        (np.ones((2, 4)), "4 dimensions, expected 3"),
+        (np.ones((0, 3)), "empty"),
+        (np.ones(3), "must be 2-D"),
+        (np.array([["a", "b", "c"]]), "must hold numbers"),
+    ],
+)
+def test_invalid_items_raise_a_clear_error(x, message):
+    clf = PairwiseClassifier(np.eye(3))
+    with pytest.raises(ValueError, match=message):
+        clf.fit(x)
+
+
+def test_invalid_classes_raise_a_clear_error():
+    with pytest.raises(ValueError, match="class_embeddings has all-zero vectors in rows 1"):
+        PairwiseClassifier(np.array([[1.0, 0.0], [0.0, 0.0]])).fit(np.ones((2, 2)))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"strategy": "knockout"}, "strategy must be one of"),
+        ({"cutoff": -1}, r"cutoff must be in \[0, inf\]"),
+        ({"min_dims": 0}, "min_dims must be in"),
+        ({"min_dims": 2.5}, "min_dims must be an integer"),
+        ({"max_dims": 2, "min_dims": 4}, "max_dims .2. must be >= min_dims"),
+        ({"score_floor": 2.0}, "score_floor must be in"),
+        ({"seed": -1}, "seed must be in"),
+    ],
+)
+def test_invalid_parameters_raise_when_fitting(params, message):
+    clf = PairwiseClassifier(np.eye(3), **params)  # __init__ only stores
+    with pytest.raises(ValueError, match=message):
+        clf.fit(np.eye(3))
+
+
+def test_predict_before_fit_says_so():
+    with pytest.raises(NotFittedError, match="not fitted"):
+        PairwiseClassifier(np.eye(3)).predict(np.eye(3))

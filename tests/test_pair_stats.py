@@ -1,0 +1,72 @@
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pairwise_core import PairStats, PairwiseClassifier
+
+
+def brute_force_stats(x: np.ndarray, classes: np.ndarray, score_floor, pair_margin) -> PairStats:
+    """Membership item by item, straight from METHOD.md step 2."""
+    k, d = classes.shape
+    stats = PairStats.zeros(k, d)
+    cu = classes / np.linalg.norm(classes, axis=1, keepdims=True)
+    for row in x:
+        unit = row / np.linalg.norm(row)
+        scores = cu @ unit
+        a = int(np.argmax(scores))
+        if score_floor is not None and scores[a] < score_floor:
+            continue
+        for b in range(k):
+            if b == a or abs(scores[a] - scores[b]) >= pair_margin:
+                stats.count[a, b] += 1
+                stats.sum[a, b] += unit
+                stats.sumsq[a, b] += unit * unit
+    return stats
+
+
+@st.composite
+def catalogs(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    k, d, n = draw(st.integers(1, 5)), draw(st.integers(1, 6)), draw(st.integers(1, 60))
+    classes = rng.standard_normal((k, d))
+    x = rng.standard_normal((n, d))
+    cuts = sorted(draw(st.lists(st.integers(1, n), max_size=4)))
+    return x, classes, cuts
+
+
+@given(catalogs(), st.sampled_from([0.0, 0.05, 0.3]), st.sampled_from([None, -0.2, 0.3]))
+def test_chunk_statistics_merge_into_whole_statistics(catalog, pair_margin, score_floor):
+    x, classes, cuts = catalog
+    clf = PairwiseClassifier(classes, pair_margin=pair_margin, score_floor=score_floor)
+    whole = clf.pair_stats(x)
+    merged = PairStats.zeros(*classes.shape)
+    for chunk in np.split(x, cuts):
+        if len(chunk):
+            merged = merged + clf.pair_stats(chunk)
+    expected = brute_force_stats(x, classes, score_floor, pair_margin)
+    np.testing.assert_array_equal(merged.count, whole.count)
+    np.testing.assert_array_equal(whole.count, expected.count)
+    np.testing.assert_allclose(merged.sum, whole.sum, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(merged.sumsq, whole.sumsq, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(whole.sum, expected.sum, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(whole.sumsq, expected.sumsq, rtol=1e-12, atol=1e-12)
+
+
+def test_partial_fit_over_chunks_equals_fit():
+    rng = np.random.default_rng(3)
+    classes, x = rng.standard_normal((6, 20)), rng.standard_normal((900, 20))
+    whole = PairwiseClassifier(classes, min_dims=3).fit(x)
+    streamed = PairwiseClassifier(classes, min_dims=3)
+    for chunk in np.array_split(x, 7):
+        streamed.partial_fit(chunk)
+    streamed.finalize()
+    np.testing.assert_array_equal(streamed.masks_, whole.masks_)
+    np.testing.assert_array_equal(streamed.predict(x), whole.predict(x))
+
+
+def test_merge_rejects_mismatched_shapes():
+    import pytest
+
+    with pytest.raises(ValueError, match="cannot merge"):
+        PairStats.zeros(3, 4) + PairStats.zeros(3, 5)
