@@ -20,8 +20,10 @@ Data
       category) and classes smaller than ``--min-class-size`` are dropped.
 
     Classes are capped at ``--per-class`` items by a seeded sample (numpy
-    ``default_rng(seed)``, over synsets sorted by offset), so the output is
-    the same on every run.
+    ``default_rng(seed)``, over synsets sorted by offset) and the rows are
+    then put in a seeded random order, so the output is the same on every run.
+    Caveat: the offset inside ``item_id`` is grouped by lexicographer file in
+    WordNet, so ``item_id`` leaks the label; never use it as a feature.
 
 Model
     sentence-transformers/all-MiniLM-L6-v2 (384-d, mean pooling, L2-normalised
@@ -215,8 +217,10 @@ def select_items(
             picks = np.sort(rng.choice(len(members), size=per_class, replace=False))
             members = [members[int(i)] for i in picks]
         chosen.extend(members)
-    chosen.sort(key=lambda s: s.offset)
-    return chosen, available
+    # Seeded shuffle: WordNet offsets are grouped by lexicographer file, so
+    # offset order would sort the rows by label.
+    order = rng.permutation(len(chosen))
+    return [chosen[int(i)] for i in order], available
 
 
 def article(word: str) -> str:

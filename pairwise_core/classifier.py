@@ -17,13 +17,13 @@ import numpy as np
 from pairwise_core.bracket import Outcome, pair_index, round_robin, tourney
 from pairwise_core.cross_ratio import moments_ratio
 from pairwise_core.pair_stats import PairStats, normalize_rows, pair_stats, top_two
-from pairwise_core.validation import Interval, Options, check_embeddings, check_params
+from pairwise_core.validation import Interval, Options, check_embeddings, check_matrix, check_params, check_rows
 
 STRATEGIES = frozenset({"tourney", "round_robin"})
 
 # Rows per matrix product in predict: big enough for BLAS, small enough that
 # the (rows x pairs) score block stays in cache-friendly territory.
-_BLOCK_ROWS = 16384
+_BLOCK_ROWS = 4096
 
 
 class NotFittedError(ValueError):
@@ -188,6 +188,7 @@ class PairwiseClassifier:
         self.bracket_ = np.random.default_rng(self.seed).permutation(self.n_classes_)
         self._pairs, self._pair_index = pair_index(self.n_classes_)
         self._weights = self._match_weights()
+        self._mask_dims, self._mask_weights = self._padded_mask_dims()
         return self
 
     def _masks(self, ratios: np.ndarray, fallback: np.ndarray, off_diagonal: np.ndarray) -> np.ndarray:
@@ -216,6 +217,15 @@ class PairwiseClassifier:
         u_hi = normalize_rows(classes[hi] * mask)
         return np.ascontiguousarray((u_lo - u_hi).T)  # (d, P)
 
+    def _padded_mask_dims(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each pair's kept dimensions as a row of indices, padded with weight 0."""
+        pair_masks = self.masks_[self._pairs[:, 0], self._pairs[:, 1]]
+        width = max(int(pair_masks.sum(axis=1).max(initial=0)), 1)
+        # stable sort puts each pair's kept dimensions first, in index order
+        dims = np.argsort(~pair_masks, axis=1, kind="stable")[:, :width]
+        weights = np.take_along_axis(pair_masks, dims, axis=1).astype(np.float32)
+        return dims, weights
+
     # -- prediction --------------------------------------------------------
 
     def _check_fitted(self) -> None:
@@ -243,21 +253,21 @@ class PairwiseClassifier:
 
         Per block of rows, one matrix product scores every item against every
         class and every pair at once; the bracket then only gathers from it.
+        Rows are validated block by block, while they are in cache.
         """
         self._check_fitted()
-        x = check_embeddings(X, "X", n_features=self.n_features_in_)
+        x = check_matrix(X, "X", n_features=self.n_features_in_)
         k = self.n_classes_
         both = np.concatenate([self._class_unit.T, self._weights], axis=1).astype(x.dtype)
-        pair_masks = self.masks_[self._pairs[:, 0], self._pairs[:, 1]].astype(x.dtype)
         parts = []
         for start in range(0, x.shape[0], _BLOCK_ROWS):
             block = x[start : start + _BLOCK_ROWS]
-            norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+            norms = np.sqrt(check_rows(block, "X", offset=start))
             scores = block @ both
             cosines = scores[:, :k] / norms[:, None]
             base_label, base_score, base_margin = top_two(cosines)
             outcome = self._play(scores[:, k:], cosines)
-            margin = self._normalize_margin(block, outcome, pair_masks)
+            margin = self._normalize_margin(block, outcome)
             parts.append((base_label, base_score, base_margin, outcome.labels, margin))
         return Classification(*(np.concatenate(column) for column in zip(*parts)))
 
@@ -266,15 +276,21 @@ class PairwiseClassifier:
             return tourney(pair_scores, self._pair_index, self.bracket_)
         return round_robin(pair_scores, self._pairs, self._pair_index, cosines)
 
-    @staticmethod
-    def _normalize_margin(block: np.ndarray, outcome: Outcome, pair_masks: np.ndarray) -> np.ndarray:
-        """(x . w) / |x * m| for each item's deciding match (METHOD.md step 5)."""
+    def _normalize_margin(self, block: np.ndarray, outcome: Outcome) -> np.ndarray:
+        """(x . w) / |x * m| for each item's deciding match (METHOD.md step 5).
+
+        |x * m| gathers only the pair's own dimensions (padded index lists),
+        not a full-width mask row per item.
+        """
         played = outcome.pair_column >= 0
         margin = np.full(block.shape[0], np.nan, dtype=block.dtype)
         if played.any():
-            mask = pair_masks[outcome.pair_column[played]]
-            masked_sq = np.einsum("ij,ij->i", block[played] * block[played], mask)
+            rows = np.flatnonzero(played)
+            column = outcome.pair_column[rows]
+            d = block.shape[1]
+            flat = self._mask_dims[column] + (rows * d)[:, None]
+            picked = np.take(block.reshape(-1), flat) * self._mask_weights[column]
+            masked_norm = np.sqrt(np.einsum("ij,ij->i", picked, picked))
             with np.errstate(divide="ignore", invalid="ignore"):
-                margin[played] = outcome.winner_score[played] / np.sqrt(masked_sq)
-            margin[played & ~np.isfinite(margin)] = 0.0
+                margin[rows] = np.where(masked_norm > 0, outcome.winner_score[rows] / masked_norm, 0.0)
         return margin

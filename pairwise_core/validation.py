@@ -58,17 +58,18 @@ def check_params(params: dict[str, Any], constraints: dict[str, Interval | Optio
         constraint.check(name, params[name])
 
 
-def _rows(mask: np.ndarray) -> str:
-    idx = np.flatnonzero(mask)
+def _rows(mask: np.ndarray, offset: int = 0) -> str:
+    idx = np.flatnonzero(mask) + offset
     shown = ", ".join(str(i) for i in idx[:_MAX_ROWS_SHOWN])
     more = f" and {idx.size - _MAX_ROWS_SHOWN} more" if idx.size > _MAX_ROWS_SHOWN else ""
     return f"rows {shown}{more}"
 
 
-def check_embeddings(x: Any, name: str, *, n_features: int | None = None) -> np.ndarray:
-    """Return ``x`` as a 2-D float array with finite, non-zero rows, or raise.
+def check_matrix(x: Any, name: str, *, n_features: int | None = None) -> np.ndarray:
+    """Return ``x`` as a non-empty 2-D float array of the right width, or raise.
 
     float32 input stays float32 (no copy); anything else becomes float64.
+    Row values are checked by ``check_rows``.
     """
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu":
@@ -83,12 +84,31 @@ def check_embeddings(x: Any, name: str, *, n_features: int | None = None) -> np.
         raise ValueError(f"{name} has no dimensions")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} dimensions, expected {n_features}")
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        raise ValueError(f"{name} has NaN or Inf in {_rows(~finite)}")
-    zero = ~arr.any(axis=1)
+    return arr
+
+
+def check_rows(rows: np.ndarray, name: str, *, offset: int = 0) -> np.ndarray:
+    """Square norms of ``rows``, after checking every row is finite and non-zero.
+
+    One pass: a NaN or Inf anywhere makes the row's square norm non-finite,
+    and only an all-zero row has square norm 0. ``offset`` is the index of
+    the first row in the caller's numbering, for the message.
+    """
+    square_norms = np.einsum("ij,ij->i", rows, rows)
+    if not np.isfinite(square_norms).all():
+        finite = np.isfinite(rows).all(axis=1)  # precise, only on the rare bad path
+        if not finite.all():
+            raise ValueError(f"{name} has NaN or Inf in {_rows(~finite, offset)}")
+    zero = square_norms == 0
     if zero.any():
-        raise ValueError(f"{name} has all-zero vectors in {_rows(zero)}")
+        raise ValueError(f"{name} has all-zero vectors in {_rows(zero, offset)}")
+    return square_norms
+
+
+def check_embeddings(x: Any, name: str, *, n_features: int | None = None) -> np.ndarray:
+    """``check_matrix`` and ``check_rows`` over the whole array."""
+    arr = check_matrix(x, name, n_features=n_features)
+    check_rows(arr, name)
     return arr
 
 
