@@ -48,8 +48,11 @@ class PairwiseClassifier:
     ----------
     class_embeddings : array (K, d)
         One prompt embedding per class.
-    cutoff : float, default 1.1
-        A dimension enters a pair's mask when its cross-deviation ratio exceeds it.
+    cutoff : float, default 1.05
+        A dimension enters a pair's mask when its cross-deviation ratio exceeds
+        it. 1.05 was chosen on half of a real catalog (WordNet, MiniLM 384-d)
+        and confirmed on the other half; 1.1 (the original's code) keeps too
+        few dimensions there. See README.
     min_dims : int, default 32
         Fewest dimensions in a mask: when fewer pass the cutoff, the top ones
         by ratio are kept.
@@ -102,7 +105,7 @@ class PairwiseClassifier:
         self,
         class_embeddings: Any,
         *,
-        cutoff: float = 1.1,
+        cutoff: float = 1.05,
         min_dims: int = 32,
         max_dims: int | None = None,
         min_items: int = 5,
