@@ -1,0 +1,117 @@
+"""The nightly flow: reclassify a catalog and write labels and agreement reports to DuckDB."""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from prefect import flow, unmapped
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
+
+from pairwise_core import PairwiseClassifier
+from tasks.artifacts import advance_progress, publish_artifacts, start_progress
+from tasks.fit import fit_masks, partition_stats
+from tasks.label import label_partition
+from tasks.metrics import compute_metrics
+from tasks.runs import commit_run, fail_run, stage_sources, start_run, validate_sources
+from tasks.staging import Staging
+from tasks.store import export_run
+
+_CORE_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(PairwiseClassifier).parameters.items() if p.kind == p.KEYWORD_ONLY
+}
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class ReclassifyParams(BaseModel):
+    """Parameters of a reclassification run (the Prefect UI renders them as a form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: str = Field(description="Items: a Parquet path, directory or glob, or table:NAME in the DuckDB file")
+    classes: str = Field(description="Classes: a Parquet path or glob, or table:NAME in the DuckDB file")
+    db: str = Field(default="pairwise.duckdb", description="DuckDB file the output tables are written to")
+    gold_column: str | None = Field(default=None, description="Items column with the current (gold) label")
+    strategy: Literal["tourney", "round_robin"] = _CORE_DEFAULTS["strategy"]
+    cutoff: float = Field(default=_CORE_DEFAULTS["cutoff"], ge=0)
+    min_dims: int = Field(default=_CORE_DEFAULTS["min_dims"], ge=1)
+    max_dims: int | None = Field(default=_CORE_DEFAULTS["max_dims"], ge=1)
+    min_items: int = Field(default=_CORE_DEFAULTS["min_items"], ge=1)
+    pair_margin: float = Field(default=_CORE_DEFAULTS["pair_margin"], ge=0)
+    score_floor: float | None = Field(default=_CORE_DEFAULTS["score_floor"], ge=-1, le=1)
+    seed: int = Field(default=_CORE_DEFAULTS["seed"], ge=0, description="Seeds the tourney bracket")
+    chunk_size: int = Field(default=50_000, ge=1, description="Rows per record batch and per partition")
+    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="Default: time-stamped")
+    export_dir: str | None = Field(default=None, description="Also write the run's tables as Parquet here")
+
+    def core_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _CORE_DEFAULTS}
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@flow(name="reclassify-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
+    """Validate, fit masks over all partitions (pass 1), label every partition (pass 2), measure, commit."""
+    run_id = params.run_id or new_run_id()
+    db = params.db
+    plan = validate_sources(params.items, params.classes, db, params.gold_column, params.chunk_size)
+    start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
+    staging = Staging.for_run(db, run_id)
+    timings: dict[str, float] = {}
+    try:
+        started = time.perf_counter()
+        plan, classes_path = stage_sources(plan, params.items, params.classes, db, staging, params.chunk_size)
+        n_parts = len(plan.partitions)
+        progress = start_progress(n_parts)
+        common = dict(plan=unmapped(plan), staging=unmapped(staging), chunk_size=unmapped(params.chunk_size))
+
+        stats_futures = partition_stats.map(
+            plan.partitions, classes_path=unmapped(classes_path), core_params=unmapped(params.core_params()), **common
+        )
+        stats_paths = _collect(stats_futures, progress, offset=0, total=2 * n_parts)
+        fitted = fit_masks(stats_paths, plan, classes_path, params.core_params(), staging, run_id)
+        timings["pass1_s"] = round(time.perf_counter() - started, 3)
+
+        label_futures = label_partition.map(
+            plan.partitions, model_path=unmapped(fitted["model"]), run_id=unmapped(run_id), **common
+        )
+        label_paths = _collect(label_futures, progress, offset=n_parts, total=2 * n_parts)
+        timings["pass2_s"] = round(time.perf_counter() - started - timings["pass1_s"], 3)
+        metrics_path = compute_metrics(label_paths, staging, run_id)
+
+        summary = {
+            "run_id": run_id,
+            "n_items": plan.n_items,
+            "n_classes": len(plan.class_names),
+            "modalities": list(plan.modalities),
+            "details": {"brackets": fitted["brackets"], "n_partitions": n_parts, "timings": timings},
+        }
+        staged = {"item_labels": label_paths, "pair_masks": [fitted["pair_masks"]], "agreement_metrics": [metrics_path]}
+        commit_run(db, run_id, staged, summary)
+    except BaseException as error:
+        fail_run(db, run_id, f"{type(error).__name__}: {error}".splitlines()[0])
+        raise
+    finally:
+        staging.remove()
+    publish_artifacts(db, run_id, {k: v for k, v in summary.items() if k != "details"} | timings)
+    if params.export_dir:
+        export_run(db, run_id, params.export_dir)
+    return summary
+
+
+def _collect(futures: list, progress: Any, *, offset: int, total: int) -> list[str]:
+    """Wait for mapped partition tasks, advancing the progress artifact as each one finishes."""
+    done = 0
+    for future in as_completed(futures):
+        future.result()
+        done += 1
+        advance_progress(progress, offset + done, total)
+    return [future.result() for future in futures]

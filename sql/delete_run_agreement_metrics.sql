@@ -1,0 +1,1 @@
+DELETE FROM agreement_metrics WHERE run_id = $run_id

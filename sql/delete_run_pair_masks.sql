@@ -1,0 +1,1 @@
+DELETE FROM pair_masks WHERE run_id = $run_id

@@ -1,0 +1,1 @@
+DELETE FROM rejected_items WHERE run_id = $run_id

@@ -1,0 +1,1 @@
+SELECT * FROM item_labels WHERE run_id = $run_id

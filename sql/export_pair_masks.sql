@@ -1,0 +1,1 @@
+SELECT * FROM pair_masks WHERE run_id = $run_id

@@ -1,0 +1,1 @@
+SELECT * FROM rejected_items WHERE run_id = $run_id

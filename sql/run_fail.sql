@@ -1,0 +1,1 @@
+UPDATE runs SET status = 'failed', finished_at = now(), error = $error WHERE run_id = $run_id

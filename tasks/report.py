@@ -1,0 +1,70 @@
+"""The agreement report of a run, as Markdown tables (they read well in a terminal too)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+from tasks import store
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def markdown_table(table: pa.Table, headers: list[str] | None = None) -> str:
+    rows = [[_fmt(v) for v in row.values()] for row in table.to_pylist()]
+    headers = headers or table.column_names
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def latest_run_id(db: str | Path) -> str | None:
+    table = store.query(db, "report_latest_run")
+    return table.column("run_id")[0].as_py() if table.num_rows else None
+
+
+def render_report(db: str | Path, run_id: str) -> str:
+    """Run summary, base vs pairwise metrics, and the class distribution."""
+    runs = store.query(db, "report_run", {"run_id": run_id}).to_pylist()
+    if not runs:
+        raise ValueError(f"no run {run_id!r} in {db}")
+    run = runs[0]
+    params = json.loads(run["params"])
+    lines = [
+        f"# Run {run_id}: {run['status']}",
+        "",
+        f"- items: {_fmt(run['n_items'])}, classes: {_fmt(run['n_classes'])}, "
+        f"modalities: {', '.join(run['modalities'] or []) or '-'}",
+        f"- strategy {params.get('strategy')}, cutoff {params.get('cutoff')}, seed {params.get('seed')}",
+        f"- started {run['started_at']:%Y-%m-%d %H:%M:%S %Z}, finished "
+        + (f"{run['finished_at']:%Y-%m-%d %H:%M:%S %Z}" if run["finished_at"] else "-"),
+    ]
+    if run["error"]:
+        lines.append(f"- error: {run['error']}")
+    if run["status"] != "succeeded":
+        return "\n".join(lines)
+    metrics = store.query(db, "report_metrics", {"run_id": run_id})
+    lines += ["", "## Agreement and accuracy: base vs pairwise", "", markdown_table(metrics)]
+    shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
+    lines += ["", "## Class shares", "", _shares_table(shares)]
+    return "\n".join(lines)
+
+
+def _shares_table(rows: list[dict]) -> str:
+    """One row per class, one column per modality x method."""
+    columns = sorted({(r["modality"], r["method"]) for r in rows})
+    classes = sorted({r["class"] for r in rows})
+    share = {(r["class"], r["modality"], r["method"]): r["share"] for r in rows}
+    table = pa.table({
+        "class": classes,
+        **{f"{m} {meth}": [f"{share.get((c, m, meth), 0.0):.1%}" for c in classes] for m, meth in columns},
+    })
+    return markdown_table(table)

@@ -1,0 +1,48 @@
+"""Tasks at the edges of a run: validate and stage the sources, register, commit or fail the run."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pyarrow.parquet as pq
+from prefect import task
+
+from tasks import store
+from tasks.policy import IO_TASK
+from tasks.sources import Plan, Source, inspect_sources, plan_partitions, read_table, stage_table
+from tasks.staging import Staging
+
+
+@task(name="validate-sources", **IO_TASK)
+def validate_sources(items: str, classes: str, db: str, gold_column: str | None, chunk_size: int) -> Plan:
+    """Schema, modalities and dimensions, before anything is written."""
+    return inspect_sources(items, classes, db=db, gold_column=gold_column, chunk_size=chunk_size)
+
+
+@task(name="stage-sources", **IO_TASK)
+def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Staging, chunk_size: int) -> tuple[Plan, str]:
+    """Classes to one staged file; a DuckDB items table to staged Parquet, so partitions read by path."""
+    columns = ["class_name", *(f"{m}_embedding" for m in plan.modalities)]
+    classes_path = str(staging.path("classes.parquet"))
+    pq.write_table(read_table(Source(classes), db, columns), classes_path)
+    table = Source(items).table
+    if table is not None:
+        files = stage_table(db, table, staging.root / "items", chunk_size)
+        plan = dataclasses.replace(plan, item_files=tuple(files), partitions=tuple(plan_partitions(files, chunk_size)))
+    return plan, classes_path
+
+
+@task(name="start-run", **IO_TASK)
+def start_run(db: str, run_id: str, params: dict[str, Any]) -> None:
+    store.start_run(db, run_id, params)
+
+
+@task(name="commit-run", **IO_TASK)
+def commit_run(db: str, run_id: str, staged: dict[str, list[str]], summary: dict[str, Any]) -> None:
+    store.commit_run(db, run_id, staged, summary)
+
+
+@task(name="fail-run", **IO_TASK)
+def fail_run(db: str, run_id: str, error: str) -> None:
+    store.fail_run(db, run_id, error)

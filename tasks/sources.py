@@ -1,0 +1,275 @@
+"""Reading the sources: Parquet paths or globs, or `table:NAME` in the DuckDB file.
+
+`inspect_sources` checks everything that can be checked before a run writes
+anything (files, schema, modalities, dimensions, class table) and plans the
+partitions. Bad input raises `SourceError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pairwise_core import embeddings
+from pairwise_core.validation import check_embeddings
+
+EMBEDDING_SUFFIX = "_embedding"
+TABLE_PREFIX = "table:"
+
+
+class SourceError(ValueError):
+    """The input cannot be used; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a table comes from: Parquet files, or a table inside the DuckDB file."""
+
+    text: str
+
+    @property
+    def table(self) -> str | None:
+        return self.text.removeprefix(TABLE_PREFIX) if self.text.startswith(TABLE_PREFIX) else None
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A unit of work: some row groups of one Parquet file, read by path."""
+
+    index: int
+    path: str
+    row_groups: tuple[int, ...]
+    n_rows: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What validation found, and how the items are split into partitions."""
+
+    modalities: tuple[str, ...]
+    dims: dict[str, int]
+    class_names: tuple[str, ...]
+    n_items: int
+    gold_column: str | None
+    item_files: tuple[str, ...] = ()
+    partitions: tuple[Partition, ...] = field(default=())
+
+    def item_columns(self) -> list[str]:
+        gold = [self.gold_column] if self.gold_column else []
+        return ["item_id", *(f"{m}{EMBEDDING_SUFFIX}" for m in self.modalities), *gold]
+
+
+# -- listing and schema --------------------------------------------------------
+
+
+def parquet_files(pattern: str) -> list[str]:
+    """The files a Parquet path, directory or glob names, sorted; raises if there are none."""
+    if os.path.isdir(pattern):
+        found = sorted(str(p) for p in Path(pattern).rglob("*.parquet"))
+    elif glob.has_magic(pattern):
+        found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    elif os.path.isfile(pattern):
+        found = [pattern]
+    else:
+        raise SourceError(f"{pattern}: no such file")
+    if not found:
+        raise SourceError(f"{pattern}: matches no Parquet files")
+    return found
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except PermissionError as error:
+        raise SourceError(f"{path}: cannot read ({error.strerror})") from None
+    except (pa.ArrowInvalid, OSError) as error:
+        raise SourceError(f"{path}: not a readable Parquet file ({error})") from None
+
+
+def _table_schema(db: str, table: str) -> tuple[pa.Schema, int]:
+    if not os.path.isfile(db):
+        raise SourceError(f"table:{table}: the DuckDB file {db} does not exist")
+    with duckdb.connect(db, read_only=True) as con:
+        try:
+            schema = con.execute("SELECT * FROM query_table($name) LIMIT 0", {"name": table}).fetch_arrow_table().schema
+        except duckdb.Error:
+            raise SourceError(f"table:{table}: no such table in {db}") from None
+        (n_rows,) = con.execute("SELECT count(*) FROM query_table($name)", {"name": table}).fetchone()
+    return schema, n_rows
+
+
+def read_table(source: Source, db: str, columns: list[str] | None = None) -> pa.Table:
+    """A whole (small) table, e.g. the classes."""
+    if source.table is not None:
+        _table_schema(db, source.table)
+        with duckdb.connect(db, read_only=True) as con:
+            table = con.execute("SELECT * FROM query_table($name)", {"name": source.table}).fetch_arrow_table()
+        return table.select(columns) if columns else table
+    parts = [_parquet_file(path).read(columns=columns) for path in parquet_files(source.text)]
+    try:
+        return pa.concat_tables(parts, promote_options="permissive")
+    except pa.ArrowInvalid as error:
+        raise SourceError(f"{source.text}: files have incompatible schemas ({error})") from None
+
+
+def _embedding_columns(schema: pa.Schema, where: str) -> dict[str, pa.DataType]:
+    found = {}
+    for name in schema.names:
+        if not name.endswith(EMBEDDING_SUFFIX):
+            continue
+        kind = schema.field(name).type
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+            raise SourceError(f"{where}: column {name} must be a list of floats, got {kind}")
+        if not pa.types.is_floating(kind.value_type):
+            raise SourceError(f"{where}: column {name} must be a list of floats, got a list of {kind.value_type}")
+        found[name.removesuffix(EMBEDDING_SUFFIX)] = kind
+    return found
+
+
+def _require(schema: pa.Schema, column: str, where: str) -> None:
+    if column not in schema.names:
+        raise SourceError(f"{where}: missing column {column}")
+    kind = schema.field(column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise SourceError(f"{where}: column {column} must be a string, got {kind}")
+
+
+# -- validation ----------------------------------------------------------------
+
+
+def inspect_sources(
+    items: str, classes: str, *, db: str, gold_column: str | None, chunk_size: int
+) -> Plan:
+    """Check the sources and plan the partitions, reading schemas and the class table only."""
+    item_source, class_source = Source(items), Source(classes)
+    if item_source.table is not None:
+        item_schema, n_items = _table_schema(db, item_source.table)
+        files: list[str] = []
+    else:
+        files = parquet_files(items)
+        metadata = [_parquet_file(path) for path in files]
+        item_schema, n_items = metadata[0].schema_arrow, sum(m.metadata.num_rows for m in metadata)
+        for path, meta in zip(files[1:], metadata[1:], strict=True):
+            if meta.schema_arrow != item_schema:
+                raise SourceError(f"{path}: schema differs from {files[0]}")
+    _require(item_schema, "item_id", items)
+    if gold_column is not None:
+        _require(item_schema, gold_column, items)
+    if n_items == 0:
+        raise SourceError(f"{items}: no items")
+
+    class_table = read_table(class_source, db)
+    _require(class_table.schema, "class_name", classes)
+    names = class_table.column("class_name").to_pylist()
+    if len(names) < 2:
+        raise SourceError(f"{classes}: {len(names)} class(es); at least 2 are needed to reclassify")
+    if None in names:
+        raise SourceError(f"{classes}: class_name has nulls")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SourceError(f"{classes}: duplicate class names {', '.join(duplicates)}")
+
+    item_modalities = _embedding_columns(item_schema, items)
+    class_modalities = _embedding_columns(class_table.schema, classes)
+    modalities = tuple(m for m in item_modalities if m in class_modalities)
+    if not modalities:
+        raise SourceError(
+            f"no modality shared by items ({', '.join(item_modalities) or 'none'}) "
+            f"and classes ({', '.join(class_modalities) or 'none'}): expected <modality>{EMBEDDING_SUFFIX} columns"
+        )
+    dims = {}
+    for modality in modalities:
+        column = f"{modality}{EMBEDDING_SUFFIX}"
+        try:
+            class_matrix = check_embeddings(embeddings(class_table, column), f"{classes}: {column}")
+        except ValueError as error:
+            raise SourceError(str(error)) from None
+        dims[modality] = class_matrix.shape[1]
+        item_dim = _item_dim(item_schema.field(column).type, files, column, db, item_source)
+        if item_dim is not None and item_dim != dims[modality]:
+            raise SourceError(f"{column}: items have {item_dim} dimensions, classes have {dims[modality]}")
+    partitions = tuple(plan_partitions(files, chunk_size)) if files else ()
+    return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions)
+
+
+def _item_dim(kind: pa.DataType, files: list[str], column: str, db: str, source: Source) -> int | None:
+    """Dimension of the first item, from the type when fixed, else from the first row."""
+    if pa.types.is_fixed_size_list(kind):
+        return kind.list_size
+    if files:
+        first = next(_parquet_file(files[0]).iter_batches(batch_size=1, columns=[column]), None)
+    else:
+        with duckdb.connect(db, read_only=True) as con:
+            first = con.execute(
+                "SELECT * FROM query_table($name) LIMIT 1", {"name": source.table}
+            ).fetch_arrow_table().select([column])
+    if first is None or first.num_rows == 0 or first.column(0)[0].values is None:
+        return None
+    return len(first.column(0)[0].values)
+
+
+def plan_partitions(files: list[str], chunk_size: int) -> Iterator[Partition]:
+    """Consecutive row groups of each file, about chunk_size rows per partition."""
+    index = 0
+    for path in files:
+        meta = _parquet_file(path).metadata
+        group: list[int] = []
+        rows = 0
+        for row_group in range(meta.num_row_groups):
+            group.append(row_group)
+            rows += meta.row_group(row_group).num_rows
+            if rows >= chunk_size:
+                yield Partition(index, path, tuple(group), rows)
+                index, group, rows = index + 1, [], 0
+        if group:
+            yield Partition(index, path, tuple(group), rows)
+            index += 1
+
+
+# -- staging and reading -------------------------------------------------------
+
+
+def stage_table(db: str, table: str, directory: Path, chunk_size: int) -> list[str]:
+    """Copy a DuckDB table to Parquet (row groups of chunk_size) so that partitions read it by path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "part-00000.parquet"
+    with duckdb.connect(db, read_only=True) as con:
+        reader = con.execute("SELECT * FROM query_table($name)", {"name": table}).fetch_record_batch(chunk_size)
+        with pq.ParquetWriter(path, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch, row_group_size=chunk_size)
+    return [str(path)]
+
+
+def read_partition(partition: Partition, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Stream a partition's rows in record batches of at most batch_size."""
+    yield from _parquet_file(partition.path).iter_batches(
+        batch_size=batch_size, row_groups=list(partition.row_groups), columns=columns
+    )
+
+
+def matrix(batch: pa.RecordBatch | pa.Table, modality: str) -> np.ndarray:
+    """A modality's embeddings as float32, or a SourceError naming the column and the first bad ids."""
+    column = f"{modality}{EMBEDDING_SUFFIX}"
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    values = table.column(column)
+    if values.null_count:
+        ids = _ids(table, np.asarray(values.is_null()))
+        raise SourceError(f"{column}: null embeddings for item_id {ids}")
+    try:
+        return embeddings(table, column)
+    except ValueError as error:
+        raise SourceError(f"{column}: {error}") from None
+
+
+def _ids(table: pa.Table, mask: np.ndarray, limit: int = 5) -> str:
+    ids = np.asarray(table.column("item_id"))[mask][:limit]
+    return ", ".join(map(str, ids)) + (" ..." if mask.sum() > limit else "")

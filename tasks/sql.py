@@ -1,0 +1,15 @@
+"""The statements of sql/, by file name: SQL lives there, not in Python strings."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+
+OUTPUT_TABLES = ("item_labels", "pair_masks", "agreement_metrics", "rejected_items")
+SCHEMA = ("create_runs", *(f"create_{table}" for table in OUTPUT_TABLES), "create_current_labels")
+
+
+@cache
+def statement(name: str) -> str:
+    """The text of sql/<name>.sql."""
+    return files("sql").joinpath(f"{name}.sql").read_text()

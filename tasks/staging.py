@@ -1,0 +1,83 @@
+"""A run's scratch space: files that tasks hand to each other by path, never visible to readers.
+
+Everything lives under `<db>.staging/<run_id>/` and is removed when the run
+ends, whether it succeeded or failed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pairwise_core import PairStats, PairwiseClassifier, embeddings
+from tasks.sources import EMBEDDING_SUFFIX, Plan
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Paths of one run's staged files."""
+
+    root: Path
+
+    @classmethod
+    def for_run(cls, db: str, run_id: str) -> Staging:
+        return cls(Path(f"{db}.staging") / run_id)
+
+    def path(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def part(self, kind: str, index: int) -> Path:
+        return self.path(kind, f"part-{index:05d}.parquet")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        parent = self.root.parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
+def classifiers(classes_path: str, plan: Plan, core_params: dict[str, Any]) -> dict[str, PairwiseClassifier]:
+    """One unfitted classifier per modality, from the staged class table."""
+    table = pq.read_table(classes_path)
+    return {
+        m: PairwiseClassifier(embeddings(table, f"{m}{EMBEDDING_SUFFIX}"), **core_params) for m in plan.modalities
+    }
+
+
+def save_stats(path: Path, stats: dict[str, PairStats]) -> str:
+    arrays = {}
+    for modality, s in stats.items():
+        arrays.update({f"{modality}/count": s.count, f"{modality}/sum": s.sum, f"{modality}/sumsq": s.sumsq})
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)
+    return str(path)
+
+
+def load_stats(path: str, modalities: tuple[str, ...]) -> dict[str, PairStats]:
+    with np.load(path) as data:
+        return {m: PairStats(data[f"{m}/count"], data[f"{m}/sum"], data[f"{m}/sumsq"]) for m in modalities}
+
+
+def save_model(path: Path, fitted: dict[str, PairwiseClassifier]) -> str:
+    with path.open("wb") as handle:
+        pickle.dump(fitted, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return str(path)
+
+
+def load_model(path: str) -> dict[str, PairwiseClassifier]:
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
+def write_parquet(path: Path, table: pa.Table) -> str:
+    pq.write_table(table, path)
+    return str(path)

@@ -1,0 +1,88 @@
+"""The one module that owns the DuckDB output file: schema, run lifecycle, atomic commit, reads.
+
+Readers never see half a run: partitions are staged as Parquet files, and one
+transaction deletes the run's old rows, bulk-loads the staged ones and flips
+the run to 'succeeded'. Until then `current_labels` shows the previous
+succeeded run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.sql import OUTPUT_TABLES, SCHEMA, statement
+
+
+@contextmanager
+def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection; the schema is created on first write."""
+    con = duckdb.connect(str(db), read_only=read_only)
+    try:
+        if not read_only:
+            for name in SCHEMA:
+                con.execute(statement(name))
+        yield con
+    finally:
+        con.close()
+
+
+def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> None:
+    with connect(db) as con:
+        con.execute(statement("run_start"), {"run_id": run_id, "params": json.dumps(params, sort_keys=True)})
+
+
+def fail_run(db: str | Path, run_id: str, error: str) -> None:
+    with connect(db) as con:
+        con.execute(statement("run_fail"), {"run_id": run_id, "error": error})
+
+
+def commit_run(db: str | Path, run_id: str, staged: Mapping[str, list[str]], summary: Mapping[str, Any]) -> None:
+    """Replace the run's rows by the staged Parquet parts and mark it succeeded, in one transaction."""
+    with connect(db) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in OUTPUT_TABLES:
+                con.execute(statement(f"delete_run_{table}"), {"run_id": run_id})
+                if staged.get(table):
+                    con.execute(statement(f"load_run_{table}"), {"files": list(staged[table])})
+            con.execute(statement("run_succeed"), {
+                "run_id": run_id,
+                "n_items": summary["n_items"],
+                "n_classes": summary["n_classes"],
+                "modalities": list(summary["modalities"]),
+                "details": json.dumps(summary["details"], sort_keys=True),
+            })
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
+def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+    """Run a report query of sql/ read-only, as an Arrow table."""
+    with connect(db, read_only=True) as con:
+        return con.execute(statement(name), dict(params or {})).fetch_arrow_table()
+
+
+def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]:
+    """Write the run's rows of every output table, and its runs row, as Parquet files for other engines."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with connect(db, read_only=True) as con:
+        for table in ("runs", *OUTPUT_TABLES):
+            reader = con.execute(statement(f"export_{table}"), {"run_id": run_id}).fetch_record_batch()
+            path = out / f"{table}.parquet"
+            with pq.ParquetWriter(path, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+            written.append(path)
+    return written
