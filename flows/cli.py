@@ -1,57 +1,164 @@
-"""The ``pairwise`` console script."""
+"""The ``pairwise`` console script: run, demo and report.
+
+Prefect's console output is turned down to what a user needs (our own lines
+and the report); everything still reaches the Prefect API, so a run shows in
+full in the UI when PREFECT_API_URL points at a server. --verbose brings
+Prefect's console logs back.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
+# A short-lived process with Prefect's temporary server: keep its background
+# services' chatter (telemetry, sqlite "database is locked" retries) off the
+# console. Users' own settings win.
+_QUIET_DEFAULTS = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+}
 
-from pairwise_core import PairwiseClassifier, accuracy, agreement_f1, class_shares, embeddings, make_catalog
+
+def _prepare_prefect(verbose: bool) -> None:
+    """Set quiet defaults before Prefect is imported (its logging reads them at import)."""
+    for key, value in _QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if not verbose:
+        # only the console handler: logs still reach the API, and so the UI
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _print_report(db: str, run_id: str) -> None:
+    from tasks.report import render_report
+
+    print(render_report(db, run_id))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from flows.reclassify import ReclassifyParams, reclassify_catalog
+    from tasks.sources import inspect_sources
+
+    fields = ("items", "classes", "db", "gold_column", "strategy", "cutoff", "min_dims", "max_dims", "min_items",
+              "pair_margin", "score_floor", "seed", "chunk_size", "run_id", "export_dir")
+    given = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    try:
+        params = ReclassifyParams(**given)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ValueError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
+                           chunk_size=params.chunk_size)
+    _say(f"Reclassifying {plan.n_items} items into {len(plan.class_names)} classes "
+         f"({', '.join(plan.modalities)}) -> {params.db}")
+    summary = _flow_or_fail(lambda: reclassify_catalog(params))
+    _print_report(params.db, summary["run_id"])
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    items, classes = make_catalog(args.n_items, args.n_classes, seed=args.seed)
-    names = classes.column("class_name").to_pylist()
-    class_id = {name: k for k, name in enumerate(names)}
-    gold = np.array([class_id[label] for label in items.column("label").to_pylist()])
-    results = {}
-    for modality in ("image", "text"):
-        column = f"{modality}_embedding"
-        clf = PairwiseClassifier(embeddings(classes, column), strategy=args.strategy, seed=args.seed)
-        results[modality] = clf.fit(embeddings(items, column)).classify(embeddings(items, column))
-    print(f"Synthetic demo catalog: {args.n_items} items, {args.n_classes} classes, modalities image and text\n")
-    print(f"{'':28}{'base':>8}{'pairwise':>10}")
-    print(f"{'image-text agreement (F1)':28}"
-          f"{agreement_f1(results['image'].base_label, results['text'].base_label):8.3f}"
-          f"{agreement_f1(results['image'].label, results['text'].label):10.3f}")
-    for modality, result in results.items():
-        print(f"{modality + ' gold accuracy':28}{accuracy(gold, result.base_label):8.3f}{accuracy(gold, result.label):10.3f}")
-    print("\nClass shares (image, pairwise):")
-    for name, share in zip(names, class_shares(results["image"].label, len(names)), strict=True):
-        print(f"  {name:<12}{share:6.1%}")
+    from flows.demo import demo
+
+    _say(f"Generating a synthetic catalog of {args.n_items} items, {args.n_classes} classes, into {args.db}, "
+         "and reclassifying it (Prefect flow 'pairwise-demo')...")
+    summary = _flow_or_fail(lambda: demo(
+        db=args.db, n_items=args.n_items, n_classes=args.n_classes, seed=args.seed, strategy=args.strategy
+    ))
+    _print_report(args.db, summary["run_id"])
+    _say(f"\nQuery it: duckdb {args.db} \"SELECT * FROM current_labels LIMIT 10\"")
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tasks.report import latest_run_id
+
+    if not os.path.isfile(args.db):
+        raise ValueError(f"{args.db}: no such DuckDB file")
+    run_id = args.run_id or latest_run_id(args.db)
+    if run_id is None:
+        raise ValueError(f"{args.db}: no runs yet")
+    _print_report(args.db, run_id)
+    return 0
+
+
+def _flow_or_fail(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a flow; a failure becomes one line (the run's reason), not a traceback."""
+    try:
+        return call()
+    except ValueError:
+        raise
+    except Exception as error:  # the run is marked failed with this reason in `runs`
+        raise RuntimeError(f"run failed: {type(error).__name__}: {error}".splitlines()[0]) from None
+
+
+def _strategy(text: str) -> str:
+    return text.replace("-", "_")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairwise", description="Zero-shot catalog reclassification.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run on a synthetic demo catalog and print the agreement report")
+
+    run = commands.add_parser("run", help="reclassify a catalog and write the output tables to a DuckDB file")
+    run.add_argument("--items", required=True, help="Parquet path, directory or glob, or table:NAME in --db")
+    run.add_argument("--classes", required=True, help="Parquet path or glob, or table:NAME in --db")
+    run.add_argument("--db", required=True, help="DuckDB file to write the output tables to")
+    run.add_argument("--gold-column", help="items column holding the current (gold) label")
+    run.add_argument("--strategy", type=_strategy, choices=["tourney", "round_robin"], help="default tourney")
+    run.add_argument("--cutoff", type=float, help="cross-deviation ratio a dimension must exceed (default 1.05)")
+    run.add_argument("--min-dims", type=int)
+    run.add_argument("--max-dims", type=int)
+    run.add_argument("--min-items", type=int)
+    run.add_argument("--pair-margin", type=float)
+    run.add_argument("--score-floor", type=float)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--chunk-size", type=int, help="rows per batch and partition (default 50000)")
+    run.add_argument("--run-id")
+    run.add_argument("--export-dir", help="also write the run's tables as Parquet files here")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser("demo", help="reclassify a synthetic demo catalog and print the report")
+    demo.add_argument("--db", default="pairwise-demo.duckdb")
     demo.add_argument("--n-items", type=int, default=20_000)
     demo.add_argument("--n-classes", type=int, default=13)
-    demo.add_argument("--strategy", choices=["tourney", "round_robin"], default="tourney")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--strategy", type=_strategy, choices=["tourney", "round_robin"], default="tourney")
     demo.set_defaults(handler=_demo)
+
+    report = commands.add_parser("report", help="print the report of the latest (or a given) run")
+    report.add_argument("--db", required=True)
+    report.add_argument("--run-id")
+    report.set_defaults(handler=_report)
+
+    for sub in (run, demo, report):
+        sub.add_argument("--verbose", action="store_true", help="show Prefect's own console logs")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _prepare_prefect(args.verbose)
     try:
         return args.handler(args)
-    except ValueError as error:
+    except ValueError as error:  # bad input: one line, no traceback
         print(f"pairwise: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        print(f"pairwise: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into head & co.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -15,5 +15,5 @@ def compute_metrics(label_paths: list[str], staging: Staging, run_id: str) -> st
     """Stage the run's agreement_metrics rows; return their path."""
     with duckdb.connect() as con:
         con.read_parquet(label_paths).create_view("labels")
-        table = con.execute(statement("metrics_agreement"), {"run_id": run_id}).fetch_arrow_table()
+        table = con.execute(statement("metrics_agreement"), {"run_id": run_id}).to_arrow_table()
     return write_parquet(staging.path("agreement_metrics", "part-00000.parquet"), table)

@@ -99,7 +99,7 @@ def _table_schema(db: str, table: str) -> tuple[pa.Schema, int]:
         raise SourceError(f"table:{table}: the DuckDB file {db} does not exist")
     with duckdb.connect(db, read_only=True) as con:
         try:
-            schema = con.execute("SELECT * FROM query_table($name) LIMIT 0", {"name": table}).fetch_arrow_table().schema
+            schema = con.execute("SELECT * FROM query_table($name) LIMIT 0", {"name": table}).to_arrow_table().schema
         except duckdb.Error:
             raise SourceError(f"table:{table}: no such table in {db}") from None
         (n_rows,) = con.execute("SELECT count(*) FROM query_table($name)", {"name": table}).fetchone()
@@ -111,7 +111,7 @@ def read_table(source: Source, db: str, columns: list[str] | None = None) -> pa.
     if source.table is not None:
         _table_schema(db, source.table)
         with duckdb.connect(db, read_only=True) as con:
-            table = con.execute("SELECT * FROM query_table($name)", {"name": source.table}).fetch_arrow_table()
+            table = con.execute("SELECT * FROM query_table($name)", {"name": source.table}).to_arrow_table()
         return table.select(columns) if columns else table
     parts = [_parquet_file(path).read(columns=columns) for path in parquet_files(source.text)]
     try:
@@ -210,7 +210,7 @@ def _item_dim(kind: pa.DataType, files: list[str], column: str, db: str, source:
         with duckdb.connect(db, read_only=True) as con:
             first = con.execute(
                 "SELECT * FROM query_table($name) LIMIT 1", {"name": source.table}
-            ).fetch_arrow_table().select([column])
+            ).to_arrow_table().select([column])
     if first is None or first.num_rows == 0 or first.column(0)[0].values is None:
         return None
     return len(first.column(0)[0].values)
@@ -242,7 +242,7 @@ def stage_table(db: str, table: str, directory: Path, chunk_size: int) -> list[s
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "part-00000.parquet"
     with duckdb.connect(db, read_only=True) as con:
-        reader = con.execute("SELECT * FROM query_table($name)", {"name": table}).fetch_record_batch(chunk_size)
+        reader = con.execute("SELECT * FROM query_table($name)", {"name": table}).to_arrow_reader(chunk_size)
         with pq.ParquetWriter(path, reader.schema) as writer:
             for batch in reader:
                 writer.write_batch(batch, row_group_size=chunk_size)

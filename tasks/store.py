@@ -23,7 +23,9 @@ from tasks.sql import OUTPUT_TABLES, SCHEMA, statement
 
 @contextmanager
 def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection; the schema is created on first write."""
+    """A short-lived connection; the file, its folder and the schema are created on first write."""
+    if not read_only:
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(db), read_only=read_only)
     try:
         if not read_only:
@@ -69,7 +71,7 @@ def commit_run(db: str | Path, run_id: str, staged: Mapping[str, list[str]], sum
 def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) -> pa.Table:
     """Run a report query of sql/ read-only, as an Arrow table."""
     with connect(db, read_only=True) as con:
-        return con.execute(statement(name), dict(params or {})).fetch_arrow_table()
+        return con.execute(statement(name), dict(params or {})).to_arrow_table()
 
 
 def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]:
@@ -79,7 +81,7 @@ def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]
     written = []
     with connect(db, read_only=True) as con:
         for table in ("runs", *OUTPUT_TABLES):
-            reader = con.execute(statement(f"export_{table}"), {"run_id": run_id}).fetch_record_batch()
+            reader = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
             path = out / f"{table}.parquet"
             with pq.ParquetWriter(path, reader.schema) as writer:
                 for batch in reader:

@@ -1,0 +1,135 @@
+"""The reclassify-catalog flow end to end, under a real (temporary) Prefect server."""
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import write_catalog
+from flows.reclassify import ReclassifyParams, reclassify_catalog
+from pairwise_core import PairwiseClassifier, accuracy, agreement_f1, embeddings, make_catalog
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+N_ITEMS, N_CLASSES = 1500, 5
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return make_catalog(N_ITEMS, N_CLASSES, seed=4, label_noise=0.05)
+
+
+def rows(db, sql, params=None):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def labels_of(db, run_id, modality):
+    got = rows(db, "SELECT item_id, base_class, pairwise_class FROM item_labels WHERE run_id = ? AND modality = ? "
+                   "ORDER BY item_id", [run_id, modality])
+    return {item: (base, pw) for item, base, pw in got}
+
+
+def run(tmp_path, items, classes, **extra):
+    params = ReclassifyParams(items=items, classes=classes, db=str(tmp_path / "out.duckdb"), gold_column="label",
+                              chunk_size=400, **extra)
+    return reclassify_catalog(params), tmp_path / "out.duckdb"
+
+
+def test_parquet_run_writes_every_table_and_matches_the_core(tmp_path, catalog):
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=3, row_group_size=200)
+    summary, db = run(tmp_path, items_glob, classes_path, seed=3)
+    run_id = summary["run_id"]
+    assert summary["details"]["n_partitions"] == 6
+    assert rows(db, "SELECT status, n_items, n_classes, modalities FROM runs") == [
+        ("succeeded", N_ITEMS, N_CLASSES, ["image", "text"])]
+    assert rows(db, "SELECT count(*), count(DISTINCT item_id) FROM item_labels")[0] == (2 * N_ITEMS, N_ITEMS)
+    assert rows(db, "SELECT count(*) FROM pair_masks")[0][0] == 2 * N_CLASSES * (N_CLASSES - 1) // 2
+    assert rows(db, "SELECT count(*) FROM current_labels")[0][0] == 2 * N_ITEMS
+    assert not (tmp_path / "out.duckdb.staging").exists()
+
+    # partitioned pass 1 + pass 2 give exactly the labels of the core on the whole catalog
+    names = classes.column("class_name").to_pylist()
+    ids = items.column("item_id").to_pylist()
+    gold = np.array([names.index(v) for v in items.column("label").to_pylist()])
+    core = {}
+    for modality in ("image", "text"):
+        x = embeddings(items, f"{modality}_embedding")
+        clf = PairwiseClassifier(embeddings(classes, f"{modality}_embedding"), seed=3).fit(x)
+        core[modality] = clf.classify(x)
+        written = labels_of(db, run_id, modality)
+        assert [written[i][1] for i in ids] == [names[k] for k in core[modality].label]
+        assert [written[i][0] for i in ids] == [names[k] for k in core[modality].base_label]
+        dims = rows(db, "SELECT dims FROM pair_masks WHERE modality = ? AND class_a = ? AND class_b = ?",
+                    [modality, names[0], names[1]])[0][0]
+        assert dims == list(np.flatnonzero(clf.masks_[0, 1]))
+
+    metrics = {(m, metric, a, b): v for m, metric, a, b, v in rows(
+        db, "SELECT method, metric, modality_a, modality_b, value FROM agreement_metrics")}
+    assert metrics[("pairwise", "agreement_f1_weighted", "image", "text")] == pytest.approx(
+        agreement_f1(core["image"].label, core["text"].label))
+    assert metrics[("base", "gold_accuracy", "text", "gold")] == pytest.approx(accuracy(gold, core["text"].base_label))
+    assert metrics[("pairwise", "gold_accuracy", "image", "gold")] > metrics[("base", "gold_accuracy", "image", "gold")]
+
+
+def test_duckdb_table_source_gives_the_same_labels_as_parquet(tmp_path, catalog):
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
+    from_parquet, db_parquet = run(tmp_path / "a", items_glob, classes_path)
+    db = tmp_path / "b" / "out.duckdb"
+    db.parent.mkdir()
+    with duckdb.connect(str(db)) as con:
+        con.register("i", items)
+        con.register("c", classes)
+        con.execute("CREATE TABLE catalog AS SELECT * FROM i")
+        con.execute("CREATE TABLE classes AS SELECT * FROM c")
+    from_table, _ = run(tmp_path / "b", "table:catalog", "table:classes")
+    for modality in ("image", "text"):
+        assert labels_of(db, from_table["run_id"], modality) == labels_of(db_parquet, from_parquet["run_id"], modality)
+
+
+def test_rerun_with_same_id_replaces_and_current_labels_follows_latest(tmp_path, catalog):
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    run(tmp_path, items_glob, classes_path, run_id="nightly-1")
+    run(tmp_path, items_glob, classes_path, run_id="nightly-1", strategy="round_robin")
+    db = tmp_path / "out.duckdb"
+    assert rows(db, "SELECT count(*) FROM runs")[0][0] == 1
+    assert rows(db, "SELECT count(*) FROM item_labels")[0][0] == 2 * N_ITEMS
+    assert rows(db, "SELECT count(*) FROM pair_masks")[0][0] == 2 * N_CLASSES * (N_CLASSES - 1) // 2
+    assert rows(db, "SELECT params->>'strategy' FROM runs")[0][0] == "round_robin"
+    run(tmp_path, items_glob, classes_path, run_id="nightly-2", seed=9)
+    assert {r[0] for r in rows(db, "SELECT DISTINCT run_id FROM current_labels")} == {"nightly-2"}
+
+
+def test_a_failed_run_changes_nothing_readers_see(tmp_path, catalog):
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    good, db = run(tmp_path, items_glob, classes_path, run_id="good")
+    before = rows(db, "SELECT * FROM current_labels ORDER BY item_id, modality")
+
+    # a null embedding deep in the last partition: found only while streaming
+    broken = items.to_pylist()
+    broken[-1]["image_embedding"] = None
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    pq.write_table(pa.Table.from_pylist(broken, schema=items.schema), bad_dir / "items.parquet", row_group_size=400)
+    with pytest.raises(Exception, match="null embeddings for item_id item-0001499"):
+        run(tmp_path, str(bad_dir / "items.parquet"), classes_path, run_id="bad")
+    assert rows(db, "SELECT run_id, status FROM runs ORDER BY run_id") == [("bad", "failed"), ("good", "succeeded")]
+    assert "null embeddings" in rows(db, "SELECT error FROM runs WHERE run_id = 'bad'")[0][0]
+    assert rows(db, "SELECT count(*) FROM item_labels WHERE run_id = 'bad'")[0][0] == 0
+    assert rows(db, "SELECT * FROM current_labels ORDER BY item_id, modality") == before
+    assert not (tmp_path / "out.duckdb.staging").exists()
+
+
+def test_export_writes_the_run_as_parquet(tmp_path, catalog):
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    summary, _ = run(tmp_path, items_glob, classes_path, export_dir=str(tmp_path / "export"))
+    exported = {p.stem: pq.read_table(p) for p in (tmp_path / "export").glob("*.parquet")}
+    assert set(exported) == {"runs", "item_labels", "pair_masks", "agreement_metrics", "rejected_items"}
+    assert exported["item_labels"].num_rows == 2 * N_ITEMS
+    assert set(exported["runs"].column("run_id").to_pylist()) == {summary["run_id"]}

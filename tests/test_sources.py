@@ -1,0 +1,131 @@
+"""Validation at the edge: bad sources stop with a one-line reason before anything is written."""
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import write_catalog
+from pairwise_core import make_catalog
+from tasks.sources import SourceError, inspect_sources, plan_partitions
+
+
+@pytest.fixture()
+def catalog(tmp_path):
+    items, classes = make_catalog(1200, 4, seed=0)
+    return tmp_path, items, classes
+
+
+def inspect(items, classes, tmp_path, gold=None):
+    return inspect_sources(items, classes, db=str(tmp_path / "out.duckdb"), gold_column=gold, chunk_size=500)
+
+
+def test_a_good_catalog_is_planned_into_partitions(catalog):
+    tmp_path, items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path, items, classes, n_files=2, row_group_size=200)
+    plan = inspect(items_glob, classes_path, tmp_path, gold="label")
+    assert plan.modalities == ("image", "text")
+    assert plan.dims == {"image": 512, "text": 384}
+    assert plan.n_items == 1200
+    assert sum(p.n_rows for p in plan.partitions) == 1200
+    assert all(p.n_rows <= 600 for p in plan.partitions)
+    assert not (tmp_path / "out.duckdb").exists()  # nothing written
+
+
+def _fail(tmp_path, items, classes, message, gold=None):
+    pq.write_table(items, tmp_path / "bad-items.parquet")
+    pq.write_table(classes, tmp_path / "bad-classes.parquet")
+    with pytest.raises(SourceError, match=message) as info:
+        inspect(str(tmp_path / "bad-items.parquet"), str(tmp_path / "bad-classes.parquet"), tmp_path, gold)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_item_id(catalog):
+    tmp_path, items, classes = catalog
+    _fail(tmp_path, items.drop(["item_id"]), classes, "missing column item_id")
+
+
+def test_missing_gold_column(catalog):
+    tmp_path, items, classes = catalog
+    _fail(tmp_path, items, classes, "missing column nope", gold="nope")
+
+
+def test_dimensions_differ_between_items_and_classes(catalog):
+    tmp_path, items, classes = catalog
+    short = pa.array([row[:100] for row in classes.column("text_embedding").to_pylist()], pa.list_(pa.float32()))
+    _fail(tmp_path, items, classes.set_column(2, "text_embedding", short),
+          "text_embedding: items have 384 dimensions, classes have 100")
+
+
+def test_no_shared_modality(catalog):
+    tmp_path, items, classes = catalog
+    renamed = classes.rename_columns(["class_name", "photo_embedding", "title_embedding"])
+    _fail(tmp_path, items, renamed, "no modality shared by items .image, text. and classes .photo, title.")
+
+
+def test_embedding_column_of_strings_is_named(catalog):
+    tmp_path, items, classes = catalog
+    strings = pa.array(["x"] * items.num_rows)
+    _fail(tmp_path, items.set_column(1, "image_embedding", strings), classes,
+          "column image_embedding must be a list of floats, got string")
+
+
+def test_embedding_column_of_ints_is_named(catalog):
+    tmp_path, items, classes = catalog
+    ints = pa.array([[1, 2]] * items.num_rows, pa.list_(pa.int64()))
+    _fail(tmp_path, items.set_column(1, "image_embedding", ints), classes,
+          "column image_embedding must be a list of floats, got a list of int64")
+
+
+def test_duplicate_and_single_classes(catalog):
+    tmp_path, items, classes = catalog
+    duplicated = pa.concat_tables([classes, classes.slice(0, 1)])
+    _fail(tmp_path, items, duplicated, "duplicate class names dress")
+    _fail(tmp_path, items, classes.slice(0, 1), "1 class.es.; at least 2 are needed")
+
+
+def test_zero_class_embedding_is_refused(catalog):
+    tmp_path, items, classes = catalog
+    rows = classes.column("image_embedding").to_pylist()
+    rows[2] = [0.0] * 512
+    _fail(tmp_path, items, classes.set_column(1, "image_embedding", pa.array(rows, pa.list_(pa.float32()))),
+          "image_embedding has all-zero vectors in rows 2")
+
+
+def test_empty_items(catalog):
+    tmp_path, items, classes = catalog
+    _fail(tmp_path, items.slice(0, 0), classes, "no items")
+
+
+def test_missing_file_glob_and_non_parquet(catalog):
+    tmp_path, items, classes = catalog
+    _, classes_path = write_catalog(tmp_path, items, classes)
+    with pytest.raises(SourceError, match="no such file"):
+        inspect(str(tmp_path / "missing.parquet"), classes_path, tmp_path)
+    with pytest.raises(SourceError, match="matches no Parquet files"):
+        inspect(str(tmp_path / "nothing-*.parquet"), classes_path, tmp_path)
+    (tmp_path / "notes.parquet").write_text("not parquet at all")
+    with pytest.raises(SourceError, match="not a readable Parquet file"):
+        inspect(str(tmp_path / "notes.parquet"), classes_path, tmp_path)
+
+
+def test_duckdb_table_sources(catalog):
+    tmp_path, items, classes = catalog
+    db = tmp_path / "out.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.register("i", items)
+        con.execute("CREATE TABLE catalog_items AS SELECT * FROM i")
+    _, classes_path = write_catalog(tmp_path, items, classes)
+    plan = inspect("table:catalog_items", classes_path, tmp_path, gold="label")
+    assert plan.n_items == 1200 and plan.modalities == ("image", "text")
+    with pytest.raises(SourceError, match="table:nope: no such table"):
+        inspect("table:nope", classes_path, tmp_path)
+
+
+def test_partitions_follow_row_groups(tmp_path):
+    table = pa.table({"x": np.arange(1000)})
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=300)
+    parts = list(plan_partitions([str(tmp_path / "a.parquet")], 500))
+    assert [p.row_groups for p in parts] == [(0, 1), (2, 3)]
+    assert [p.n_rows for p in parts] == [600, 400]

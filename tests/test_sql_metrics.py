@@ -1,0 +1,52 @@
+"""sql/metrics_agreement.sql computes exactly what pairwise_core.metrics computes."""
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pairwise_core import accuracy, agreement_f1, f1_weighted
+from tasks.sql import statement
+
+
+def sql_metrics(labels: pa.Table) -> dict[tuple, float]:
+    with duckdb.connect() as con:
+        con.register("labels", labels)
+        rows = con.execute(statement("metrics_agreement"), {"run_id": "r"}).fetchall()
+    return {(method, metric, a, b): value for _, method, metric, a, b, value in rows}
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.integers(1, 5))
+def test_sql_metrics_equal_core_metrics(seed, n, k):
+    rng = np.random.default_rng(seed)
+    names = np.array([f"c{i}" for i in range(k)])
+    image_base, image_pw, text_base, text_pw, gold = (rng.integers(0, k, n) for _ in range(5))
+    ids = [f"i{i}" for i in range(n)]
+    labels = pa.table({
+        "item_id": ids * 2,
+        "modality": ["image"] * n + ["text"] * n,
+        "base_class": names[np.concatenate([image_base, text_base])],
+        "pairwise_class": names[np.concatenate([image_pw, text_pw])],
+        "gold_class": names[np.concatenate([gold, gold])],
+    })
+    got = sql_metrics(labels)
+    assert got[("base", "agreement_f1_weighted", "image", "text")] == pytest.approx(agreement_f1(image_base, text_base))
+    assert got[("pairwise", "agreement_f1_weighted", "image", "text")] == pytest.approx(agreement_f1(image_pw, text_pw))
+    for modality, base, pw in (("image", image_base, image_pw), ("text", text_base, text_pw)):
+        assert got[("base", "gold_accuracy", modality, "gold")] == pytest.approx(accuracy(gold, base))
+        assert got[("pairwise", "gold_f1_weighted", modality, "gold")] == pytest.approx(f1_weighted(gold, pw))
+    assert len(got) == 2 + 2 * 2 * 2
+
+
+def test_no_gold_means_no_gold_metrics():
+    labels = pa.table({
+        "item_id": ["a", "b", "a", "b"], "modality": ["image", "image", "text", "text"],
+        "base_class": ["x", "y", "x", "x"], "pairwise_class": ["x", "y", "x", "y"],
+        "gold_class": pa.nulls(4, pa.string()),
+    })
+    got = sql_metrics(labels)
+    assert set(got) == {("base", "agreement_f1_weighted", "image", "text"),
+                        ("pairwise", "agreement_f1_weighted", "image", "text")}
+    assert got[("pairwise", "agreement_f1_weighted", "image", "text")] == 1.0
