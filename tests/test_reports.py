@@ -1,0 +1,77 @@
+"""The analyst's report queries of sql/, and the run lifecycle of tasks/store.py, on a hand-made DuckDB file."""
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import store
+from tasks.label import LABEL_SCHEMA
+
+
+def commit(db, tmp_path, run_id, labels):
+    """labels: item -> (image pairwise, text pairwise, gold)"""
+    rows = []
+    for item, (image, text, gold) in labels.items():
+        for modality, label in (("image", image), ("text", text)):
+            rows.append({"run_id": run_id, "item_id": item, "modality": modality, "base_class": "hat",
+                         "base_score": 0.5, "base_margin": 0.1, "pairwise_class": label,
+                         "pairwise_margin": 0.2, "gold_class": gold})
+    path = tmp_path / f"{run_id}.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=LABEL_SCHEMA), path)
+    store.start_run(db, run_id, {"seed": 0})
+    store.commit_run(db, run_id, {"item_labels": [str(path)]},
+                     {"n_items": len(labels), "n_classes": 2, "modalities": ["image", "text"], "details": {}})
+
+
+@pytest.fixture()
+def db(tmp_path):
+    path = str(tmp_path / "out.duckdb")
+    commit(path, tmp_path, "r1", {"a": ("hat", "hat", "hat"), "b": ("bag", "bag", "bag"), "c": ("hat", "bag", "hat")})
+    commit(path, tmp_path, "r2", {"a": ("hat", "hat", "hat"), "b": ("hat", "bag", "bag"), "c": ("hat", "bag", "hat")})
+    return path
+
+
+def test_current_labels_shows_only_the_latest_succeeded_run(db):
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT DISTINCT run_id FROM current_labels").fetchall() == [("r2",)]
+    store.start_run(db, "r3", {})
+    store.fail_run(db, "r3", "boom")
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT DISTINCT run_id FROM current_labels").fetchall() == [("r2",)]
+        assert con.execute("SELECT status, error FROM runs WHERE run_id = 'r3'").fetchall() == [("failed", "boom")]
+
+
+def test_label_changes_since_the_previous_succeeded_run(db):
+    rows = store.query(db, "report_label_changes", {"run_id": "r2"}).to_pylist()
+    assert rows == [{"item_id": "b", "modality": "image", "previous_class": "bag", "current_class": "hat",
+                     "previous_run_id": "r1"}]
+    assert store.query(db, "report_label_changes", {"run_id": "r1"}).num_rows == 0
+
+
+def test_modality_disagreements(db):
+    rows = store.query(db, "report_modality_disagreements", {"run_id": "r2"}).to_pylist()
+    assert [r["item_id"] for r in rows] == ["b", "c"]
+    assert dict(rows[0]["pairwise_class"]) == {"image": "hat", "text": "bag"}
+
+
+def test_gold_mismatches(db):
+    rows = store.query(db, "report_gold_mismatches", {"run_id": "r2"}).to_pylist()
+    assert [(r["item_id"], r["modality"]) for r in rows] == [("b", "image"), ("c", "text")]
+
+
+def test_class_distribution_shares_add_up(db):
+    rows = store.query(db, "report_class_distribution", {"run_id": "r2"}).to_pylist()
+    pairwise_image = {r["class"]: r["share"] for r in rows if r["method"] == "pairwise" and r["modality"] == "image"}
+    assert pairwise_image == {"hat": pytest.approx(1.0)}
+    assert sum(r["share"] for r in rows if r["method"] == "base" and r["modality"] == "text") == pytest.approx(1.0)
+
+
+def test_commit_is_all_or_nothing(db, tmp_path):
+    store.start_run(db, "r4", {})
+    with pytest.raises(duckdb.Error):
+        store.commit_run(db, "r4", {"item_labels": [str(tmp_path / "missing.parquet")]},
+                         {"n_items": 1, "n_classes": 2, "modalities": [], "details": {}})
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT status FROM runs WHERE run_id = 'r4'").fetchone() == ("running",)
+        assert con.execute("SELECT count(*) FROM item_labels WHERE run_id = 'r4'").fetchone() == (0,)
