@@ -75,7 +75,8 @@ def _demo(args: argparse.Namespace) -> int:
         db=args.db, n_items=args.n_items, n_classes=args.n_classes, seed=args.seed, strategy=args.strategy
     ))
     _print_report(args.db, summary["run_id"])
-    _say(f"\nQuery it: duckdb {args.db} \"SELECT * FROM current_labels LIMIT 10\"")
+    _say(f"\nQuery it: .venv/bin/python -c \"import duckdb; "
+         f"print(duckdb.connect('{args.db}', read_only=True).sql('SELECT * FROM current_labels LIMIT 5'))\"")
     return 0
 
 
