@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/bench_pipeline.py --items bench/data/real/items.parquet \
         --classes bench/data/real/classes.parquet --gold-column label
+    .venv/bin/python bench/bench_pipeline.py --synthetic 1000000
+
+--synthetic N generates (once, cached under bench/data/) a synthetic catalog
+of N items with two 768-d float32 modalities and 13 classes, as Parquet files
+of 100,000 rows in row groups of 50,000, and benchmarks that.
 
 The I/O floor streams the item_id, embedding and gold columns into numpy
 float32 matrices (what the pipeline must do at least once). The pipeline time
@@ -25,14 +30,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pairwise_core import embeddings
-from tasks.sources import parquet_files
+from pairwise_core import Modality, embeddings, iter_catalog
+from tasks.sources import READ_BATCH_ROWS, parquet_files
 
 
-def read_floor(items: str, columns: list[str], batch_size: int) -> float:
+def read_floor(items: str, columns: list[str]) -> float:
+    """Stream the columns into numpy, in the batch size that reads fastest here (the pipeline's)."""
     start = time.perf_counter()
     for path in parquet_files(items):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
             table = pa.Table.from_batches([batch])
             for column in columns:
                 if column.endswith("_embedding"):
@@ -40,20 +46,49 @@ def read_floor(items: str, columns: list[str], batch_size: int) -> float:
     return time.perf_counter() - start
 
 
+def synthetic(n_items: int) -> tuple[str, str]:
+    """Paths of the cached synthetic catalog of n_items, generated chunk by chunk if missing."""
+    root = Path(__file__).parent / "data" / f"synthetic-{n_items}"
+    items_dir, classes_path = root / "items", root / "classes.parquet"
+    if not classes_path.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        items_dir.mkdir(parents=True)
+        modalities = (Modality("image", 768, 0.045), Modality("text", 768, 0.035))
+        classes, chunks = iter_catalog(n_items, 13, modalities=modalities, seed=0)
+        writer, rows, part = None, 0, 0
+        for chunk in chunks:
+            if writer is None or rows >= 100_000:
+                if writer is not None:
+                    writer.close()
+                writer, rows = pq.ParquetWriter(items_dir / f"part-{part:04d}.parquet", chunk.schema), 0
+                part += 1
+            writer.write_table(chunk, row_group_size=50_000)
+            rows += chunk.num_rows
+        writer.close()
+        pq.write_table(classes, classes_path)  # last: its presence marks a complete cache
+    return str(items_dir / "*.parquet"), str(classes_path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", required=True)
-    parser.add_argument("--classes", required=True)
+    parser.add_argument("--items")
+    parser.add_argument("--classes")
+    parser.add_argument("--synthetic", type=int, metavar="N", help="benchmark a cached synthetic catalog of N items")
     parser.add_argument("--gold-column")
     parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--db", help="output DuckDB file (default: a temporary one)")
     args = parser.parse_args()
+    if args.synthetic:
+        args.items, args.classes = synthetic(args.synthetic)
+        args.gold_column = args.gold_column or "label"
+    elif not (args.items and args.classes):
+        parser.error("give --items and --classes, or --synthetic N")
 
     schema = pq.ParquetFile(parquet_files(args.items)[0]).schema_arrow
     class_columns = set(pq.ParquetFile(parquet_files(args.classes)[0]).schema_arrow.names)
     columns = ["item_id", *(n for n in schema.names if n.endswith("_embedding") and n in class_columns)]
     columns += [args.gold_column] if args.gold_column else []
-    floor = read_floor(args.items, columns, args.chunk_size)
+    floor = read_floor(args.items, columns)
 
     workdir = Path(tempfile.mkdtemp())
     db = args.db or str(workdir / "bench.duckdb")

@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.sources import inspect_sources
 
     fields = ("items", "classes", "db", "gold_column", "strategy", "cutoff", "min_dims", "max_dims", "min_items",
-              "pair_margin", "score_floor", "seed", "chunk_size", "run_id", "export_dir")
+              "pair_margin", "score_floor", "seed", "chunk_size", "run_id", "export_dir", "dask_address")
     given = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     try:
         params = ReclassifyParams(**given)
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chunk-size", type=int, help="rows per batch and partition (default 50000)")
     run.add_argument("--run-id")
     run.add_argument("--export-dir", help="also write the run's tables as Parquet files here")
+    run.add_argument("--dask-address", help="run the partition tasks on this Dask scheduler, e.g. tcp://host:8786")
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser("demo", help="reclassify a synthetic demo catalog and print the report")

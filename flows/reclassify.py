@@ -7,10 +7,11 @@ import secrets
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal
+from uuid import UUID
 
 from prefect import flow, unmapped
 from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from pairwise_core import PairwiseClassifier
@@ -19,6 +20,7 @@ from tasks.fit import fit_masks, partition_stats
 from tasks.label import label_partition
 from tasks.metrics import compute_metrics
 from tasks.runs import commit_run, fail_run, stage_sources, start_run, validate_sources
+from tasks.sources import Partition
 from tasks.staging import Staging
 from tasks.store import export_run
 
@@ -45,9 +47,13 @@ class ReclassifyParams(BaseModel):
     pair_margin: float = Field(default=_CORE_DEFAULTS["pair_margin"], ge=0)
     score_floor: float | None = Field(default=_CORE_DEFAULTS["score_floor"], ge=-1, le=1)
     seed: int = Field(default=_CORE_DEFAULTS["seed"], ge=0, description="Seeds the tourney bracket")
-    chunk_size: int = Field(default=50_000, ge=1, description="Rows per record batch and per partition")
+    chunk_size: int = Field(default=50_000, ge=1, description="Rows per partition (whole row groups), the unit of work")
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="Default: time-stamped")
     export_dir: str | None = Field(default=None, description="Also write the run's tables as Parquet here")
+    dask_address: str | None = Field(
+        default=None,
+        description="Run the partition tasks on this Dask scheduler (tcp://host:8786) instead of local threads",
+    )
 
     def core_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _CORE_DEFAULTS}
@@ -71,19 +77,21 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         plan, classes_path = stage_sources(plan, params.items, params.classes, db, staging, params.chunk_size)
         n_parts = len(plan.partitions)
         progress = start_progress(n_parts)
-        common = dict(plan=unmapped(plan), staging=unmapped(staging), chunk_size=unmapped(params.chunk_size))
 
-        stats_futures = partition_stats.map(
-            plan.partitions, classes_path=unmapped(classes_path), core_params=unmapped(params.core_params()), **common
+        partitions = map_partitions.with_options(task_runner=task_runner(params.dask_address))
+        stats_paths = partitions(
+            "pair-stats", plan.partitions,
+            {"plan": plan, "staging": staging, "classes_path": classes_path, "core_params": params.core_params()},
+            progress, offset=0, total=2 * n_parts,
         )
-        stats_paths = _collect(stats_futures, progress, offset=0, total=2 * n_parts)
         fitted = fit_masks(stats_paths, plan, classes_path, params.core_params(), staging, run_id)
         timings["pass1_s"] = round(time.perf_counter() - started, 3)
 
-        label_futures = label_partition.map(
-            plan.partitions, model_path=unmapped(fitted["model"]), run_id=unmapped(run_id), **common
+        label_paths = partitions(
+            "label-partition", plan.partitions,
+            {"plan": plan, "staging": staging, "model_path": fitted["model"], "run_id": run_id},
+            progress, offset=n_parts, total=2 * n_parts,
         )
-        label_paths = _collect(label_futures, progress, offset=n_parts, total=2 * n_parts)
         timings["pass2_s"] = round(time.perf_counter() - started - timings["pass1_s"], 3)
         metrics_path = compute_metrics(label_paths, staging, run_id)
 
@@ -107,8 +115,29 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     return summary
 
 
-def _collect(futures: list, progress: Any, *, offset: int, total: int) -> list[str]:
-    """Wait for mapped partition tasks, advancing the progress artifact as each one finishes."""
+PARTITION_TASKS = {"pair-stats": partition_stats, "label-partition": label_partition}
+
+
+def task_runner(dask_address: str | None) -> TaskRunner:
+    """Local threads by default; a Dask cluster (prefect-dask) when an address is given."""
+    if dask_address is None:
+        return ThreadPoolTaskRunner(max_workers=2)
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(address=dask_address)
+
+
+@flow(name="map-partitions")
+def map_partitions(
+    stage: str, partitions: list[Partition], arguments: dict[str, Any], progress: UUID, *, offset: int, total: int
+) -> list[str]:
+    """One pass: a task per partition on the chosen task runner, advancing the parent's progress artifact.
+
+    Every task reads its own partition by path: nothing but paths and small
+    plans travel to the workers.
+    """
+    task = PARTITION_TASKS[stage]
+    futures = task.map(partitions, **{name: unmapped(value) for name, value in arguments.items()})
     done = 0
     for future in as_completed(futures):
         future.result()

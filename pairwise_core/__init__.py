@@ -3,7 +3,7 @@
 No I/O, no Prefect, no DuckDB: the pipeline wraps it; tests call it directly.
 """
 
-from pairwise_core.catalog import Modality, class_names, embeddings, make_catalog
+from pairwise_core.catalog import Modality, class_names, embeddings, iter_catalog, make_catalog
 from pairwise_core.classifier import Classification, NotFittedError, PairwiseClassifier
 from pairwise_core.cross_ratio import cross_ratio, moments_ratio
 from pairwise_core.metrics import (
@@ -31,6 +31,7 @@ __all__ = [
     "cross_ratio",
     "embeddings",
     "f1_weighted",
+    "iter_catalog",
     "make_catalog",
     "moments_ratio",
 ]

@@ -23,7 +23,9 @@ classes have ``class_name`` and the same embedding columns.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +54,26 @@ def class_names(n_classes: int) -> list[str]:
     return [CLASS_NAMES[k] if k < len(CLASS_NAMES) else f"class-{k}" for k in range(n_classes)]
 
 
-def make_catalog(
+_CHUNK_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class _Planted:
+    """The structure of one modality: what every item and prompt is built from."""
+
+    modality: Modality
+    common: np.ndarray  # (d,)
+    means: np.ndarray  # (K, d) class signal
+    styles: np.ndarray  # (n_styles, d) nuisance, class-independent
+
+
+def make_catalog(n_items: int = 10_000, n_classes: int = 13, **options: Any) -> tuple[pa.Table, pa.Table]:
+    """A synthetic catalog: (items, classes) Arrow tables. See the module docstring and ``iter_catalog``."""
+    classes, chunks = iter_catalog(n_items, n_classes, **options)
+    return pa.concat_tables(list(chunks)).combine_chunks(), classes
+
+
+def iter_catalog(
     n_items: int = 10_000,
     n_classes: int = 13,
     *,
@@ -66,8 +87,11 @@ def make_catalog(
     prompt_noise: float = 0.03,
     label_noise: float = 0.0,
     seed: int = 0,
-) -> tuple[pa.Table, pa.Table]:
-    """A synthetic catalog: (items, classes) Arrow tables. See the module docstring.
+) -> tuple[pa.Table, Iterator[pa.Table]]:
+    """The classes table, and the items as a stream of tables of at most 50,000 rows.
+
+    Memory stays bounded by the chunk, so catalogs of millions of items can be
+    written to disk; ``make_catalog`` is the same catalog in one table.
 
     Parameters
     ----------
@@ -84,46 +108,57 @@ def make_catalog(
     label_noise : float
         Share of gold labels moved to a different class (seeded).
     seed : int
-        Seeds everything.
+        Seeds everything: the structure, and each chunk of items from (seed, chunk index).
     """
     if n_items < 1 or n_classes < 1:
         raise ValueError("make_catalog needs n_items >= 1 and n_classes >= 1")
     if not 0.0 <= label_noise <= 1.0:
         raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
     rng = np.random.default_rng(seed)
-    truth = rng.integers(0, n_classes, size=n_items)
-    styles = rng.integers(0, n_styles, size=n_items)
-    item_columns: dict[str, pa.Array] = {}
-    class_columns: dict[str, pa.Array] = {}
-    for modality in modalities:
-        items, prompts = _modality(
-            rng, modality, truth, styles, n_classes,
-            signal_dims=signal_dims, signal_strength=signal_strength,
-            nuisance_dims=nuisance_dims, nuisance_strength=nuisance_strength,
-            n_styles=n_styles, common_strength=common_strength, prompt_noise=prompt_noise,
-        )
-        column = f"{modality.name}_embedding"
-        item_columns[column] = _fixed_size_list(items)
-        class_columns[column] = _fixed_size_list(prompts)
-    gold = truth.copy()
-    flipped = rng.random(n_items) < label_noise
-    if n_classes > 1:
-        gold[flipped] = (truth[flipped] + rng.integers(1, n_classes, size=int(flipped.sum()))) % n_classes
+    planted = [
+        _plant(rng, m, n_classes, signal_dims=signal_dims, signal_strength=signal_strength,
+               nuisance_dims=nuisance_dims, nuisance_strength=nuisance_strength, n_styles=n_styles,
+               common_strength=common_strength)
+        for m in modalities
+    ]
     names = np.array(class_names(n_classes))
-    item_table = pa.table({
-        "item_id": pa.array([f"item-{i:07d}" for i in range(n_items)], pa.string()),
-        **item_columns,
-        "label": pa.array(names[gold], pa.string()),
+    class_table = pa.table({
+        "class_name": pa.array(names, pa.string()),
+        **{
+            f"{p.modality.name}_embedding": _fixed_size_list(
+                p.common + p.means + prompt_noise * rng.standard_normal(p.means.shape)
+            )
+            for p in planted
+        },
     })
-    class_table = pa.table({"class_name": pa.array(names, pa.string()), **class_columns})
-    return item_table, class_table
+
+    def chunks() -> Iterator[pa.Table]:
+        for index, start in enumerate(range(0, n_items, _CHUNK_ROWS)):
+            n = min(_CHUNK_ROWS, n_items - start)
+            chunk_rng = np.random.default_rng([seed, index])
+            truth = chunk_rng.integers(0, n_classes, size=n)
+            styles = chunk_rng.integers(0, n_styles, size=n)
+            columns = {}
+            for p in planted:
+                x = p.common + p.means[truth] + p.styles[styles]
+                x += p.modality.noise * chunk_rng.standard_normal(x.shape)
+                columns[f"{p.modality.name}_embedding"] = _fixed_size_list(x)
+            gold = truth.copy()
+            flipped = chunk_rng.random(n) < label_noise
+            if n_classes > 1:
+                gold[flipped] = (truth[flipped] + chunk_rng.integers(1, n_classes, size=int(flipped.sum()))) % n_classes
+            yield pa.table({
+                "item_id": pa.array([f"item-{i:07d}" for i in range(start, start + n)], pa.string()),
+                **columns,
+                "label": pa.array(names[gold], pa.string()),
+            })
+
+    return class_table, chunks()
 
 
-def _modality(
+def _plant(
     rng: np.random.Generator,
     modality: Modality,
-    truth: np.ndarray,
-    styles: np.ndarray,
     n_classes: int,
     *,
     signal_dims: int,
@@ -132,9 +167,8 @@ def _modality(
     nuisance_strength: float,
     n_styles: int,
     common_strength: float,
-    prompt_noise: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Item and prompt embeddings of one modality (float32)."""
+) -> _Planted:
+    """Draw one modality's structure: signal dimensions per class, nuisance block, common offset."""
     d = modality.dim
     n_nuisance = min(nuisance_dims, d // 4)
     dims = rng.permutation(d)
@@ -145,14 +179,11 @@ def _modality(
     for k in range(n_classes):
         planted = rng.choice(signal_pool, size=min(signal_dims, signal_pool.size), replace=False)
         means[k, planted] = signal_strength * rng.choice([-1.0, 1.0], size=planted.size)
-    style_vectors = np.zeros((n_styles, d))
-    style_vectors[:, nuisance_block] = rng.standard_normal((n_styles, n_nuisance)) * (
+    styles = np.zeros((n_styles, d))
+    styles[:, nuisance_block] = rng.standard_normal((n_styles, n_nuisance)) * (
         nuisance_strength / np.sqrt(max(n_nuisance, 1))
     )
-    items = common + means[truth] + style_vectors[styles]
-    items += modality.noise * rng.standard_normal((truth.size, d))
-    prompts = common + means + prompt_noise * rng.standard_normal((n_classes, d))
-    return items.astype(np.float32), prompts.astype(np.float32)
+    return _Planted(modality, common, means, styles)
 
 
 def _fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:

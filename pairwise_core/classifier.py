@@ -21,9 +21,10 @@ from pairwise_core.validation import Interval, Options, check_embeddings, check_
 
 STRATEGIES = frozenset({"tourney", "round_robin"})
 
-# Rows per matrix product in predict: big enough for BLAS, small enough that
-# the (rows x pairs) score block stays in cache-friendly territory.
-_BLOCK_ROWS = 4096
+# Rows per block: big enough for BLAS, small enough that every temporary stays
+# under glibc's 32 MB mmap threshold (memory is reused instead of page-faulted
+# in afresh, which costs more than the arithmetic on these machines).
+BLOCK_ROWS = 4096
 
 
 class NotFittedError(ValueError):
@@ -144,14 +145,20 @@ class PairwiseClassifier:
         for name in ("masks_", "ratios_", "pair_counts_", "fallback_", "bracket_"):
             self.__dict__.pop(name, None)
 
-    def pair_stats(self, X: Any) -> PairStats:
-        """Statistics of one chunk, without changing the classifier (map step)."""
+    def pair_stats(self, X: Any, *, into: PairStats | None = None) -> PairStats:
+        """Statistics of one chunk (added to ``into`` when given), without changing the classifier (map step)."""
         if not hasattr(self, "stats_"):
             self._reset()
-        x = check_embeddings(X, "X", n_features=self.n_features_in_)
-        x_unit = normalize_rows(x)
-        scores = x_unit @ self._class_unit.T.astype(x.dtype)
-        return pair_stats(x_unit, scores, score_floor=self.score_floor, pair_margin=self.pair_margin)
+        x = check_matrix(X, "X", n_features=self.n_features_in_)
+        classes = self._class_unit.T.astype(x.dtype)
+        stats = PairStats.zeros(self.n_classes_, self.n_features_in_) if into is None else into
+        for start in range(0, x.shape[0], BLOCK_ROWS):
+            block = x[start : start + BLOCK_ROWS]
+            norms = np.sqrt(check_rows(block, "X", offset=start))
+            x_unit = block / norms[:, None].astype(x.dtype)
+            pair_stats(x_unit, x_unit @ classes, score_floor=self.score_floor, pair_margin=self.pair_margin,
+                       into=stats)
+        return stats
 
     def merge_stats(self, stats: PairStats) -> PairwiseClassifier:
         """Add statistics computed elsewhere (reduce step); call finalize() after."""
@@ -263,8 +270,8 @@ class PairwiseClassifier:
         k = self.n_classes_
         both = np.concatenate([self._class_unit.T, self._weights], axis=1).astype(x.dtype)
         parts = []
-        for start in range(0, x.shape[0], _BLOCK_ROWS):
-            block = x[start : start + _BLOCK_ROWS]
+        for start in range(0, x.shape[0], BLOCK_ROWS):
+            block = x[start : start + BLOCK_ROWS]
             norms = np.sqrt(check_rows(block, "X", offset=start))
             scores = block @ both
             cosines = scores[:, :k] / norms[:, None]

@@ -70,8 +70,9 @@ def pair_stats(
     *,
     score_floor: float | None,
     pair_margin: float,
+    into: PairStats | None = None,
 ) -> PairStats:
-    """Pair statistics of one chunk.
+    """Pair statistics of one block of items, added to ``into`` (or to new zeros).
 
     Parameters
     ----------
@@ -83,23 +84,32 @@ def pair_stats(
         Items whose top score is below it join no set.
     pair_margin : float
         An item of class a joins the set (a, b) only if |s_a - s_b| >= pair_margin.
+    into : PairStats, optional
+        Accumulate here, in place.
 
-    One float64 matrix product per class: the membership matrix of the
-    class's items against every b, times the items (and their squares).
+    Per class a, in float64: the sums of a's items go to every pair (a, b),
+    then the few items too close to b (|s_a - s_b| < pair_margin) are taken
+    out of (a, b) again. That is O(n d) work, not O(n K d). Callers pass
+    blocks of a few thousand rows, so the float64 copies stay small.
     """
     n_classes = scores.shape[1]
-    stats = PairStats.zeros(n_classes, x_unit.shape[1])
+    stats = PairStats.zeros(n_classes, x_unit.shape[1]) if into is None else into
     labels, top, _ = top_two(scores)
     eligible = np.ones_like(top, dtype=bool) if score_floor is None else top >= score_floor
-    for a in range(n_classes):
-        idx = np.flatnonzero(eligible & (labels == a))
-        if idx.size == 0:
-            continue
-        xa = x_unit[idx].astype(np.float64)
-        gap = np.abs(scores[idx, a : a + 1].astype(np.float64) - scores[idx])
-        member = (gap >= pair_margin).astype(np.float64)
-        member[:, a] = 1.0
-        stats.count[a] += member.sum(0).astype(np.int64)
-        stats.sum[a] += member.T @ xa
-        stats.sumsq[a] += member.T @ (xa * xa)
+    for a in np.unique(labels[eligible]):
+        rows = np.flatnonzero(eligible & (labels == a))
+        xa = x_unit[rows].astype(np.float64)
+        xa_sq = xa * xa
+        stats.count[a] += rows.size
+        stats.sum[a] += xa.sum(axis=0)
+        stats.sumsq[a] += xa_sq.sum(axis=0)
+        if pair_margin > 0:
+            gap = np.abs(scores[rows, a : a + 1].astype(np.float64) - scores[rows])
+            too_close = gap < pair_margin
+            too_close[:, a] = False
+            for b in np.flatnonzero(too_close.any(axis=0)):
+                out = too_close[:, b]
+                stats.count[a, b] -= int(out.sum())
+                stats.sum[a, b] -= xa[out].sum(axis=0)
+                stats.sumsq[a, b] -= xa_sq[out].sum(axis=0)
     return stats
