@@ -17,24 +17,13 @@ from tasks.staging import Staging, classifiers, load_stats, save_model, save_sta
 def partition_stats(
     partition: Partition, plan: Plan, classes_path: str, core_params: dict[str, Any], staging: Staging
 ) -> str:
-    """Stream one partition: accumulate its pair statistics and spill its decoded embeddings for pass 2.
-
-    Decoding Parquet list columns is the slowest step of a run; the raw
-    float32 spill lets pass 2 skip it. Returns the path of the statistics.
-    """
+    """Stream one partition and return the path of its pair statistics, per modality."""
     models = classifiers(classes_path, plan, core_params)
     totals = {m: PairStats.zeros(len(plan.class_names), plan.dims[m]) for m in plan.modalities}
-    spills = {m: staging.spill(m, partition.index).open("wb") for m in plan.modalities}
-    try:
-        columns = ["item_id", *(f"{m}_embedding" for m in plan.modalities)]
-        for batch in read_partition(partition, columns):
-            for modality, model in models.items():
-                x = matrix(batch, modality)
-                model.pair_stats(x, into=totals[modality])
-                x.tofile(spills[modality])
-    finally:
-        for handle in spills.values():
-            handle.close()
+    columns = ["item_id", *(f"{m}_embedding" for m in plan.modalities)]
+    for batch in read_partition(partition, columns):
+        for modality, model in models.items():
+            model.pair_stats(matrix(batch, modality), into=totals[modality])
     return save_stats(staging.path("stats", f"part-{partition.index:05d}.npz"), totals)
 
 

@@ -38,10 +38,6 @@ class Staging:
     def part(self, kind: str, index: int) -> Path:
         return self.path(kind, f"part-{index:05d}.parquet")
 
-    def spill(self, modality: str, index: int) -> Path:
-        """Raw float32 rows of one partition and modality, decoded once in pass 1 and read back in pass 2."""
-        return self.path("spill", f"{modality}-{index:05d}.f32")
-
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         parent = self.root.parent

@@ -1,25 +1,32 @@
-"""sql/metrics_agreement.sql computes exactly what pairwise_core.metrics computes."""
+"""sql/metrics_*.sql compute exactly what pairwise_core.metrics computes, however the labels are split into files."""
 
-import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pairwise_core import accuracy, agreement_f1, f1_weighted
-from tasks.sql import statement
+from tasks.metrics import agreement_metrics
 
 
-def sql_metrics(labels: pa.Table) -> dict[tuple, float]:
-    with duckdb.connect() as con:
-        con.register("labels", labels)
-        rows = con.execute(statement("metrics_agreement"), {"run_id": "r"}).fetchall()
-    return {(method, metric, a, b): value for _, method, metric, a, b, value in rows}
+def sql_metrics(labels: pa.Table, tmp_path, n_parts: int = 1) -> dict[tuple, float]:
+    """Write the labels as n_parts files (whole items per file) and compute the metrics from them."""
+    items = sorted(set(labels.column("item_id").to_pylist()))
+    paths = []
+    for k in range(n_parts):
+        mine = pa.array(items[k::n_parts], pa.string())
+        part = labels.filter(pa.compute.is_in(labels.column("item_id"), value_set=mine))
+        paths.append(str(tmp_path / f"labels-{k}.parquet"))
+        pq.write_table(part, paths[-1])
+    rows = agreement_metrics(paths, "r").to_pylist()
+    return {(r["method"], r["metric"], r["modality_a"], r["modality_b"]): r["value"] for r in rows}
 
 
-@given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.integers(1, 5))
-def test_sql_metrics_equal_core_metrics(seed, n, k):
+@given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.integers(1, 5), st.integers(1, 3))
+def test_sql_metrics_equal_core_metrics(tmp_path_factory, seed, n, k, n_parts):
     rng = np.random.default_rng(seed)
     names = np.array([f"c{i}" for i in range(k)])
     image_base, image_pw, text_base, text_pw, gold = (rng.integers(0, k, n) for _ in range(5))
@@ -31,7 +38,7 @@ def test_sql_metrics_equal_core_metrics(seed, n, k):
         "pairwise_class": names[np.concatenate([image_pw, text_pw])],
         "gold_class": names[np.concatenate([gold, gold])],
     })
-    got = sql_metrics(labels)
+    got = sql_metrics(labels, tmp_path_factory.mktemp("m"), n_parts)
     assert got[("base", "agreement_f1_weighted", "image", "text")] == pytest.approx(agreement_f1(image_base, text_base))
     assert got[("pairwise", "agreement_f1_weighted", "image", "text")] == pytest.approx(agreement_f1(image_pw, text_pw))
     for modality, base, pw in (("image", image_base, image_pw), ("text", text_base, text_pw)):
@@ -40,13 +47,13 @@ def test_sql_metrics_equal_core_metrics(seed, n, k):
     assert len(got) == 2 + 2 * 2 * 2
 
 
-def test_no_gold_means_no_gold_metrics():
+def test_no_gold_means_no_gold_metrics(tmp_path):
     labels = pa.table({
         "item_id": ["a", "b", "a", "b"], "modality": ["image", "image", "text", "text"],
         "base_class": ["x", "y", "x", "x"], "pairwise_class": ["x", "y", "x", "y"],
         "gold_class": pa.nulls(4, pa.string()),
     })
-    got = sql_metrics(labels)
+    got = sql_metrics(labels, tmp_path)
     assert set(got) == {("base", "agreement_f1_weighted", "image", "text"),
                         ("pairwise", "agreement_f1_weighted", "image", "text")}
     assert got[("pairwise", "agreement_f1_weighted", "image", "text")] == 1.0
