@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.sources import inspect_sources
 
     fields = ("items", "classes", "db", "gold_column", "strategy", "cutoff", "min_dims", "max_dims", "min_items",
-              "pair_margin", "score_floor", "seed", "chunk_size", "run_id", "export_dir", "dask_address")
+              "pair_margin", "score_floor", "candidates", "seed", "chunk_size", "run_id", "export_dir", "dask_address")
     given = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     try:
         params = ReclassifyParams(**given)
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--min-items", type=int)
     run.add_argument("--pair-margin", type=float)
     run.add_argument("--score-floor", type=float)
+    run.add_argument("--candidates", type=int, help="many classes: only each item's top-m classes play")
     run.add_argument("--seed", type=int)
     run.add_argument("--chunk-size", type=int, help="rows per batch and partition (default 50000)")
     run.add_argument("--run-id")

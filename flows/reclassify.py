@@ -46,6 +46,10 @@ class ReclassifyParams(BaseModel):
     min_items: int = Field(default=_CORE_DEFAULTS["min_items"], ge=1)
     pair_margin: float = Field(default=_CORE_DEFAULTS["pair_margin"], ge=0)
     score_floor: float | None = Field(default=_CORE_DEFAULTS["score_floor"], ge=-1, le=1)
+    candidates: int | None = Field(
+        default=_CORE_DEFAULTS["candidates"], ge=2,
+        description="Many classes: only each item's top-m classes by base score play (None: all)",
+    )
     seed: int = Field(default=_CORE_DEFAULTS["seed"], ge=0, description="Seeds the tourney bracket")
     chunk_size: int = Field(default=50_000, ge=1, description="Rows per partition (whole row groups), the unit of work")
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="Default: time-stamped")

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from pairwise_core.bracket import Outcome, pair_index, round_robin, tourney
+from pairwise_core.bracket import OnDemand, Outcome, Referee, ScoreTable, pair_index, round_robin, tourney
 from pairwise_core.cross_ratio import moments_ratio
-from pairwise_core.pair_stats import PairStats, normalize_rows, pair_stats, top_two
+from pairwise_core.pair_stats import PairStats, normalize_rows, pair_stats, top_candidates, top_two
 from pairwise_core.validation import Interval, Options, check_embeddings, check_matrix, check_params, check_rows
 
 STRATEGIES = frozenset({"tourney", "round_robin"})
@@ -25,6 +25,8 @@ STRATEGIES = frozenset({"tourney", "round_robin"})
 # under glibc's 32 MB mmap threshold (memory is reused instead of page-faulted
 # in afresh, which costs more than the arithmetic on these machines).
 BLOCK_ROWS = 4096
+# Pairs per step of finalize(): bounds its float64 working set.
+_PAIR_CHUNK = 2048
 
 
 class NotFittedError(ValueError):
@@ -70,6 +72,11 @@ class PairwiseClassifier:
     strategy : {"tourney", "round_robin"}, default "tourney"
         Tourney: K - 1 matches per item in a seeded bracket. Round robin:
         all K(K-1)/2 matches, most wins, ties broken by base score.
+    candidates : int or None, default None
+        Candidate pruning for many classes: only an item's top ``candidates``
+        classes by base score enter its bracket (in the seeded bracket order),
+        and masks are fitted only for pairs that meet among some item's
+        candidates. None: every class plays.
     seed : int, default 0
         Seeds the bracket order.
 
@@ -79,16 +86,20 @@ class PairwiseClassifier:
     n_classes_ : int
     stats_ : PairStats
         Accumulated statistics of confident pair members.
-    pair_counts_ : ndarray (K, K)
-        pair_counts_[a, b]: confident items of a against b.
-    ratios_ : ndarray (K, K, d)
-        Cross-deviation ratio per pair and dimension (symmetric; NaN on the diagonal).
-    masks_ : ndarray (K, K, d) of bool
-        Dimensions kept per pair (symmetric; all False on the diagonal).
-    fallback_ : ndarray (K, K) of bool
-        Pairs that fell back to all dimensions for lack of confident items.
     bracket_ : ndarray (K,)
         The seeded class order of the tourney.
+    pairs_ : ndarray (P, 2)
+        The class pairs (lo < hi) that have masks: all of them, or those that meet.
+    pair_masks_ : ndarray (P, d) of bool
+        Dimensions kept per pair.
+    pair_ratios_ : ndarray (P, d) of float32
+        Cross-deviation ratio per pair and dimension (NaN for fallback pairs).
+    pair_counts_ab_ : ndarray (P, 2)
+        Confident items of lo against hi, and of hi against lo.
+    pair_fallback_ : ndarray (P,) of bool
+        Pairs that fell back to all dimensions for lack of confident items.
+    masks_, ratios_, pair_counts_, fallback_ : dense K x K (x d) views of the
+        above, for inspection with few classes.
     """
 
     _constraints = {
@@ -99,6 +110,7 @@ class PairwiseClassifier:
         "pair_margin": Interval(Real, 0, None),
         "score_floor": Interval(Real, -1, 1, allow_none=True),
         "strategy": Options(STRATEGIES),
+        "candidates": Interval(Integral, 2, None, allow_none=True),
         "seed": Interval(Integral, 0, None),
     }
 
@@ -113,6 +125,7 @@ class PairwiseClassifier:
         pair_margin: float = 0.0,
         score_floor: float | None = None,
         strategy: str = "tourney",
+        candidates: int | None = None,
         seed: int = 0,
     ) -> None:
         self.class_embeddings = class_embeddings
@@ -123,6 +136,7 @@ class PairwiseClassifier:
         self.pair_margin = pair_margin
         self.score_floor = score_floor
         self.strategy = strategy
+        self.candidates = candidates
         self.seed = seed
 
     def get_params(self) -> dict[str, Any]:
@@ -142,22 +156,28 @@ class PairwiseClassifier:
     def _reset(self) -> None:
         self._validate()
         self.stats_ = PairStats.zeros(self.n_classes_, self.n_features_in_)
-        for name in ("masks_", "ratios_", "pair_counts_", "fallback_", "bracket_"):
+        for name in ("pair_masks_", "pair_ratios_", "pair_counts_ab_", "pair_fallback_", "pairs_", "bracket_"):
             self.__dict__.pop(name, None)
 
-    def pair_stats(self, X: Any, *, into: PairStats | None = None) -> PairStats:
-        """Statistics of one chunk (added to ``into`` when given), without changing the classifier (map step)."""
+    @property
+    def _pruned(self) -> bool:
+        return self.candidates is not None and self.candidates < self.n_classes_
+
+    def pair_stats(self, X: Any) -> PairStats:
+        """Statistics of one chunk, without changing the classifier (map step)."""
         if not hasattr(self, "stats_"):
             self._reset()
         x = check_matrix(X, "X", n_features=self.n_features_in_)
         classes = self._class_unit.T.astype(x.dtype)
-        stats = PairStats.zeros(self.n_classes_, self.n_features_in_) if into is None else into
+        stats = PairStats.zeros(self.n_classes_, self.n_features_in_)
         for start in range(0, x.shape[0], BLOCK_ROWS):
             block = x[start : start + BLOCK_ROWS]
             norms = np.sqrt(check_rows(block, "X", offset=start))
             x_unit = block / norms[:, None].astype(x.dtype)
-            pair_stats(x_unit, x_unit @ classes, score_floor=self.score_floor, pair_margin=self.pair_margin,
-                       into=stats)
+            stats = stats + pair_stats(
+                x_unit, x_unit @ classes, score_floor=self.score_floor, pair_margin=self.pair_margin,
+                candidates=self.candidates if self._pruned else None,
+            )
         return stats
 
     def merge_stats(self, stats: PairStats) -> PairwiseClassifier:
@@ -180,66 +200,112 @@ class PairwiseClassifier:
         """Turn the accumulated statistics into ratios, masks, match weights and a bracket."""
         if not hasattr(self, "stats_"):
             self._reset()
-        stats = self.stats_
-        counts = stats.count
-        # set A of pair (a, b) is stats[a, b]; set B is stats[b, a]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = moments_ratio(
-                counts[:, :, None], stats.sum, stats.sumsq,
-                counts.T[:, :, None], stats.sum.transpose(1, 0, 2), stats.sumsq.transpose(1, 0, 2),
-            )
-        off_diagonal = ~np.eye(self.n_classes_, dtype=bool)
-        fallback = (np.minimum(counts, counts.T) < self.min_items) & off_diagonal
-        ratios = np.where(fallback[:, :, None] | ~off_diagonal[:, :, None], np.nan, ratios)
-        self.pair_counts_ = counts.copy()
-        self.ratios_ = ratios
-        self.fallback_ = fallback
-        self.masks_ = self._masks(ratios, fallback, off_diagonal)
-        self.bracket_ = np.random.default_rng(self.seed).permutation(self.n_classes_)
-        self._pairs, self._pair_index = pair_index(self.n_classes_)
-        self._weights = self._match_weights()
+        k, d = self.n_classes_, self.n_features_in_
+        if self._pruned:
+            lo, hi = np.divmod(self.stats_.met, k)
+        else:
+            lo, hi = np.triu_indices(k, k=1)
+        self.pairs_ = np.stack([lo, hi], axis=1).astype(np.int64)
+        n_pairs = len(self.pairs_)
+        self.pair_masks_ = np.zeros((n_pairs, d), dtype=bool)
+        self.pair_ratios_ = np.full((n_pairs, d), np.nan, dtype=np.float32)
+        self.pair_counts_ab_ = np.zeros((n_pairs, 2), dtype=np.int64)
+        self.pair_fallback_ = np.zeros(n_pairs, dtype=bool)
+        # with pruning there can be many pairs: their weights are kept in float32
+        self._weights = np.zeros((n_pairs, d), dtype=np.float32 if self._pruned else np.float64)
+        for start in range(0, n_pairs, _PAIR_CHUNK):
+            self._fit_pairs(slice(start, start + _PAIR_CHUNK))
+        self._index = pair_index(self.pairs_, k)
+        self.bracket_ = np.random.default_rng(self.seed).permutation(k)
+        self._bracket_rank = np.argsort(self.bracket_)
         self._mask_dims, self._mask_weights = self._padded_mask_dims()
         return self
 
-    def _masks(self, ratios: np.ndarray, fallback: np.ndarray, off_diagonal: np.ndarray) -> np.ndarray:
+    def _fit_pairs(self, chunk: slice) -> None:
+        """Ratios, masks and match weights of a chunk of pairs, from the pair statistics (float64)."""
+        lo, hi = self.pairs_[chunk, 0], self.pairs_[chunk, 1]
+        n_a, sum_a, sumsq_a = self.stats_.moments(lo, hi)
+        n_b, sum_b, sumsq_b = self.stats_.moments(hi, lo)
+        fallback = np.minimum(n_a, n_b) < self.min_items
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = moments_ratio(n_a[:, None], sum_a, sumsq_a, n_b[:, None], sum_b, sumsq_b)
+        ratios[fallback] = np.nan
+        masks = self._masks(ratios, fallback)
+        self.pair_counts_ab_[chunk] = np.stack([n_a, n_b], axis=1)
+        self.pair_fallback_[chunk] = fallback
+        self.pair_ratios_[chunk] = ratios
+        self.pair_masks_[chunk] = masks
+        # w_p = u_lo - u_hi: each class embedding masked to the pair's dims, unit length
+        weight = masks.astype(np.float64)
+        self._weights[chunk] = normalize_rows(self._class_unit[lo] * weight) - normalize_rows(
+            self._class_unit[hi] * weight
+        )
+
+    def _masks(self, ratios: np.ndarray, fallback: np.ndarray) -> np.ndarray:
         d = self.n_features_in_
         min_dims = min(self.min_dims, d)
         max_dims = d if self.max_dims is None else min(self.max_dims, d)
-        masks = ratios > self.cutoff
-        # rank dimensions by ratio, highest first; a stable sort of the same
-        # ratio vector gives the same order for (a, b) and (b, a)
-        order = np.argsort(-np.nan_to_num(ratios, nan=-np.inf), axis=2, kind="stable")
+        # rank dimensions by ratio, highest first; the ratio vector of (a, b)
+        # is that of (b, a), so the mask is symmetric by construction
+        order = np.argsort(-np.nan_to_num(ratios, nan=-np.inf), axis=1, kind="stable")
         rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.arange(d)[None, None, :], axis=2)
-        n_pass = masks.sum(axis=2, keepdims=True)
-        keep = np.clip(n_pass, min_dims, max_dims)
+        np.put_along_axis(rank, order, np.arange(d)[None, :], axis=1)
+        keep = np.clip((ratios > self.cutoff).sum(axis=1, keepdims=True), min_dims, max_dims)
         masks = rank < keep
         masks[fallback] = True
-        masks[~off_diagonal] = False
         return masks
 
-    def _match_weights(self) -> np.ndarray:
-        """Column p = u_lo - u_hi: each class embedding masked to the pair's dims, unit length."""
-        lo, hi = self._pairs[:, 0], self._pairs[:, 1]
-        mask = self.masks_[lo, hi].astype(np.float64)  # (P, d)
-        classes = self._class_unit
-        u_lo = normalize_rows(classes[lo] * mask)
-        u_hi = normalize_rows(classes[hi] * mask)
-        return np.ascontiguousarray((u_lo - u_hi).T)  # (d, P)
-
     def _padded_mask_dims(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each pair's kept dimensions as a row of indices, padded with weight 0."""
-        pair_masks = self.masks_[self._pairs[:, 0], self._pairs[:, 1]]
-        width = max(int(pair_masks.sum(axis=1).max(initial=0)), 1)
+        """Each pair's kept dimensions as a row of indices, padded with weight 0.
+
+        Fallback pairs keep every dimension and are measured with |x| instead,
+        so they do not set the width.
+        """
+        masks = self.pair_masks_ & ~self.pair_fallback_[:, None]
+        width = max(int(masks.sum(axis=1).max(initial=0)), 1)
         # stable sort puts each pair's kept dimensions first, in index order
-        dims = np.argsort(~pair_masks, axis=1, kind="stable")[:, :width]
-        weights = np.take_along_axis(pair_masks, dims, axis=1).astype(np.float32)
+        dims = np.argsort(~masks, axis=1, kind="stable")[:, :width].astype(np.int64)
+        weights = np.take_along_axis(masks, dims, axis=1).astype(np.float32)
         return dims, weights
+
+    # -- dense views (few classes) ------------------------------------------
+
+    def _dense(self, values: np.ndarray, fill: Any) -> np.ndarray:
+        k = self.n_classes_
+        dense = np.full((k, k, *values.shape[1:]), fill, dtype=values.dtype)
+        lo, hi = self.pairs_[:, 0], self.pairs_[:, 1]
+        dense[lo, hi] = values
+        dense[hi, lo] = values
+        return dense
+
+    @property
+    def masks_(self) -> np.ndarray:
+        """(K, K, d) bool, symmetric, all False on the diagonal and for pairs that never meet."""
+        return self._dense(self.pair_masks_, False)
+
+    @property
+    def ratios_(self) -> np.ndarray:
+        """(K, K, d) cross-deviation ratios, symmetric, NaN where undefined."""
+        return self._dense(self.pair_ratios_, np.nan)
+
+    @property
+    def fallback_(self) -> np.ndarray:
+        """(K, K) bool: pairs that fell back to all dimensions."""
+        return self._dense(self.pair_fallback_, False)
+
+    @property
+    def pair_counts_(self) -> np.ndarray:
+        """(K, K): [a, b] confident items of a against b; the diagonal holds each class's confident items."""
+        counts = np.diag(self.stats_.count).astype(np.int64)
+        lo, hi = self.pairs_[:, 0], self.pairs_[:, 1]
+        counts[lo, hi] = self.pair_counts_ab_[:, 0]
+        counts[hi, lo] = self.pair_counts_ab_[:, 1]
+        return counts
 
     # -- prediction --------------------------------------------------------
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "masks_"):
+        if not hasattr(self, "pair_masks_"):
             raise NotFittedError("PairwiseClassifier is not fitted: call fit(), or partial_fit() then finalize()")
 
     def base_scores(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -262,45 +328,64 @@ class PairwiseClassifier:
         """Base and pairwise labels with scores and margins, in one pass over ``X``.
 
         Per block of rows, one matrix product scores every item against every
-        class and every pair at once; the bracket then only gathers from it.
+        class, and (without pruning) every pair too; the bracket then only
+        gathers. With pruning, only the matches played are scored.
         Rows are validated block by block, while they are in cache.
         """
         self._check_fitted()
         x = check_matrix(X, "X", n_features=self.n_features_in_)
         k = self.n_classes_
-        both = np.concatenate([self._class_unit.T, self._weights], axis=1).astype(x.dtype)
+        weights = self._weights.astype(x.dtype)
+        columns = self._class_unit.astype(x.dtype) if self._pruned else np.concatenate(
+            [self._class_unit.astype(x.dtype), weights]
+        )
         parts = []
         for start in range(0, x.shape[0], BLOCK_ROWS):
             block = x[start : start + BLOCK_ROWS]
             norms = np.sqrt(check_rows(block, "X", offset=start))
-            scores = block @ both
+            scores = block @ columns.T
             cosines = scores[:, :k] / norms[:, None]
             base_label, base_score, base_margin = top_two(cosines)
-            outcome = self._play(scores[:, k:], cosines)
-            margin = self._normalize_margin(block, outcome)
+            if self._pruned:
+                referee: Referee = OnDemand(block, weights, self._index, cosines, norms)
+                candidates = top_candidates(cosines, self.candidates)
+                order = np.argsort(self._bracket_rank[candidates], axis=1)
+                candidates = np.take_along_axis(candidates, order, axis=1)
+            else:
+                referee = ScoreTable(scores[:, k:], self._index)
+                candidates = None
+            outcome = self._play(referee, cosines, candidates)
+            margin = self._normalize_margin(block, norms, outcome)
             parts.append((base_label, base_score, base_margin, outcome.labels, margin))
         return Classification(*(np.concatenate(column) for column in zip(*parts)))
 
-    def _play(self, pair_scores: np.ndarray, cosines: np.ndarray) -> Outcome:
+    def _play(self, referee: Referee, cosines: np.ndarray, candidates: np.ndarray | None) -> Outcome:
+        n = cosines.shape[0]
         if self.strategy == "tourney":
-            return tourney(pair_scores, self._pair_index, self.bracket_)
-        return round_robin(pair_scores, self._pairs, self._pair_index, cosines)
+            holders = np.broadcast_to(self.bracket_, (n, self.n_classes_)) if candidates is None else candidates
+            return tourney(referee, holders)
+        everyone = np.broadcast_to(np.arange(self.n_classes_), (n, self.n_classes_))
+        return round_robin(referee, everyone if candidates is None else candidates, cosines)
 
-    def _normalize_margin(self, block: np.ndarray, outcome: Outcome) -> np.ndarray:
+    def _normalize_margin(self, block: np.ndarray, norms: np.ndarray, outcome: Outcome) -> np.ndarray:
         """(x . w) / |x * m| for each item's deciding match (METHOD.md step 5).
 
         |x * m| gathers only the pair's own dimensions (padded index lists),
-        not a full-width mask row per item.
+        not a full-width mask row per item; fallback pairs and pairs played
+        on the full embedding use |x|.
         """
-        played = outcome.pair_column >= 0
         margin = np.full(block.shape[0], np.nan, dtype=block.dtype)
-        if played.any():
-            rows = np.flatnonzero(played)
-            column = outcome.pair_column[rows]
-            d = block.shape[1]
-            flat = self._mask_dims[column] + (rows * d)[:, None]
-            picked = np.take(block.reshape(-1), flat) * self._mask_weights[column]
-            masked_norm = np.sqrt(np.einsum("ij,ij->i", picked, picked))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                margin[rows] = np.where(masked_norm > 0, outcome.winner_score[rows] / masked_norm, 0.0)
+        played = np.isfinite(outcome.winner_score)
+        if not played.any():
+            return margin
+        column = outcome.pair_column
+        full = played & ((column < 0) | self.pair_fallback_[np.maximum(column, 0)])
+        masked = np.flatnonzero(played & ~full)
+        norm = norms.astype(np.float64)
+        if masked.size:
+            flat = self._mask_dims[column[masked]] + (masked * block.shape[1])[:, None]
+            picked = np.take(block.reshape(-1), flat) * self._mask_weights[column[masked]]
+            norm[masked] = np.sqrt(np.einsum("ij,ij->i", picked, picked))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            margin[played] = np.where(norm[played] > 0, outcome.winner_score[played] / norm[played], 0.0)
         return margin

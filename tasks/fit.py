@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from prefect import task
 
@@ -23,7 +24,7 @@ def partition_stats(
     columns = ["item_id", *(f"{m}_embedding" for m in plan.modalities)]
     for batch in read_partition(partition, columns):
         for modality, model in models.items():
-            model.pair_stats(matrix(batch, modality), into=totals[modality])
+            totals[modality] = totals[modality] + model.pair_stats(matrix(batch, modality))
     return save_stats(staging.path("stats", f"part-{partition.index:05d}.npz"), totals)
 
 
@@ -40,25 +41,26 @@ def fit_masks(
     for path in stats_paths:
         for modality, stats in load_stats(path, plan.modalities).items():
             models[modality].merge_stats(stats)
-    rows: dict[str, list] = {k: [] for k in ("modality", "class_a", "class_b", "n_dims", "dims", "n_a", "n_b", "fallback")}
+    tables = []
     for modality, model in models.items():
         model.finalize()
-        for a in range(model.n_classes_):
-            for b in range(a + 1, model.n_classes_):
-                dims = model.masks_[a, b].nonzero()[0]
-                rows["modality"].append(modality)
-                rows["class_a"].append(plan.class_names[a])
-                rows["class_b"].append(plan.class_names[b])
-                rows["n_dims"].append(int(dims.size))
-                rows["dims"].append(dims.astype("int32"))
-                rows["n_a"].append(int(model.pair_counts_[a, b]))
-                rows["n_b"].append(int(model.pair_counts_[b, a]))
-                rows["fallback"].append(bool(model.fallback_[a, b]))
-    table = pa.table({
-        "run_id": pa.array([run_id] * len(rows["modality"]), pa.string()),
-        **{k: v for k, v in rows.items() if k != "dims"},
-        "dims": pa.array(rows["dims"], pa.list_(pa.int32())),
-    })
+        names = np.asarray(plan.class_names, dtype=object)
+        lo, hi = model.pairs_[:, 0], model.pairs_[:, 1]
+        n_dims = model.pair_masks_.sum(axis=1)
+        dims = np.nonzero(model.pair_masks_)[1].astype(np.int32)
+        offsets = np.concatenate([[0], np.cumsum(n_dims)]).astype(np.int32)
+        tables.append(pa.table({
+            "run_id": pa.array(np.full(lo.size, run_id, dtype=object), pa.string()),
+            "modality": pa.array(np.full(lo.size, modality, dtype=object), pa.string()),
+            "class_a": pa.array(names[lo], pa.string()),
+            "class_b": pa.array(names[hi], pa.string()),
+            "n_dims": pa.array(n_dims.astype(np.int32)),
+            "dims": pa.ListArray.from_arrays(pa.array(offsets), pa.array(dims)),
+            "n_a": pa.array(model.pair_counts_ab_[:, 0]),
+            "n_b": pa.array(model.pair_counts_ab_[:, 1]),
+            "fallback": pa.array(model.pair_fallback_),
+        }))
+    table = pa.concat_tables(tables)
     return {
         "model": save_model(staging.path("model.pkl"), models),
         "pair_masks": write_parquet(staging.path("pair_masks", "part-00000.parquet"), table),

@@ -6,6 +6,7 @@ ends, whether it succeeded or failed.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import shutil
 from dataclasses import dataclass
@@ -54,9 +55,11 @@ def classifiers(classes_path: str, plan: Plan, core_params: dict[str, Any]) -> d
 
 
 def save_stats(path: Path, stats: dict[str, PairStats]) -> str:
-    arrays = {}
-    for modality, s in stats.items():
-        arrays.update({f"{modality}/count": s.count, f"{modality}/sum": s.sum, f"{modality}/sumsq": s.sumsq})
+    arrays = {
+        f"{modality}/{field.name}": getattr(s, field.name)
+        for modality, s in stats.items()
+        for field in dataclasses.fields(PairStats)
+    }
     with path.open("wb") as handle:
         np.savez(handle, **arrays)
     return str(path)
@@ -64,7 +67,10 @@ def save_stats(path: Path, stats: dict[str, PairStats]) -> str:
 
 def load_stats(path: str, modalities: tuple[str, ...]) -> dict[str, PairStats]:
     with np.load(path) as data:
-        return {m: PairStats(data[f"{m}/count"], data[f"{m}/sum"], data[f"{m}/sumsq"]) for m in modalities}
+        return {
+            m: PairStats(**{field.name: data[f"{m}/{field.name}"] for field in dataclasses.fields(PairStats)})
+            for m in modalities
+        }
 
 
 def save_model(path: Path, fitted: dict[str, PairwiseClassifier]) -> str:

@@ -107,7 +107,7 @@ def test_ratios_match_cross_ratio_of_confident_sets():
     base = scores.argmax(1)
     set_a = unit[(base == 0) & (np.abs(scores[:, 0] - scores[:, 1]) >= 0.05)]
     set_b = unit[(base == 1) & (np.abs(scores[:, 1] - scores[:, 0]) >= 0.05)]
-    np.testing.assert_allclose(clf.ratios_[0, 1], cross_ratio(set_a, set_b), rtol=1e-9)
+    np.testing.assert_allclose(clf.ratios_[0, 1], cross_ratio(set_a, set_b), rtol=1e-6)  # stored as float32
     assert clf.pair_counts_[0, 1] == len(set_a) and clf.pair_counts_[1, 0] == len(set_b)
 
 

@@ -1,0 +1,103 @@
+"""Candidate pruning: only an item's top-m classes play, and only pairs that meet get masks."""
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pairwise_core import PairwiseClassifier, make_catalog, embeddings, accuracy
+
+
+def masked_cosine(x, c, mask):
+    xm, cm = x * mask, c * mask
+    nx, nc = np.linalg.norm(xm), np.linalg.norm(cm)
+    return 0.0 if nx == 0 or nc == 0 else float(xm @ cm / (nx * nc))
+
+
+def reference_pruned_tourney(x, clf, classes, m):
+    """Per item: top-m classes by cosine, in bracket order, then the plain bracket of METHOD.md."""
+    unit = classes / np.linalg.norm(classes, axis=1, keepdims=True)
+    rank = {c: r for r, c in enumerate(clf.bracket_)}
+    masks = clf.masks_
+    met = {(a, b) for a, b in clf.pairs_}
+    labels = []
+    for row in x:
+        cos = unit @ (row / np.linalg.norm(row))
+        top = sorted(np.argsort(-cos, kind="stable")[:m], key=lambda c: rank[c])
+        teams = list(top)
+        while len(teams) > 1:
+            nxt = []
+            for j in range(0, len(teams) - 1, 2):
+                a, b = teams[j], teams[j + 1]
+                mask = masks[a, b] if (min(a, b), max(a, b)) in met else np.ones_like(row)
+                nxt.append(a if masked_cosine(row, unit[a], mask) >= masked_cosine(row, unit[b], mask) else b)
+            if len(teams) % 2:
+                nxt.append(teams[-1])
+            teams = nxt
+        labels.append(teams[0])
+    return np.array(labels)
+
+
+@st.composite
+def problems(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    k, d, n = draw(st.integers(3, 9)), draw(st.integers(2, 10)), draw(st.integers(1, 40))
+    classes = rng.standard_normal((k, d))
+    x = classes[rng.integers(0, k, n)] + rng.standard_normal((n, d))
+    return x, classes, draw(st.integers(2, k - 1)), draw(st.integers(0, 100))
+
+
+@given(problems())
+def test_pruned_tourney_equals_per_item_reference(problem):
+    x, classes, m, seed = problem
+    clf = PairwiseClassifier(classes, candidates=m, min_dims=2, min_items=1, seed=seed).fit(x)
+    np.testing.assert_array_equal(clf.predict(x), reference_pruned_tourney(x, clf, classes, m))
+    # only pairs that meet among some item's candidates get masks
+    unit = classes / np.linalg.norm(classes, axis=1, keepdims=True)
+    cos = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ unit.T
+    top = np.argsort(-cos, axis=1)[:, :m]
+    expected = {(min(a, b), max(a, b)) for row in top for a in row for b in row if a != b}
+    assert {tuple(p) for p in clf.pairs_} == expected
+
+
+def test_candidates_covering_every_class_is_no_pruning():
+    rng = np.random.default_rng(0)
+    classes = rng.standard_normal((6, 12))
+    x = classes[rng.integers(0, 6, 300)] + rng.standard_normal((300, 12))
+    full = PairwiseClassifier(classes).fit(x)
+    same = PairwiseClassifier(classes, candidates=6).fit(x)
+    np.testing.assert_array_equal(same.masks_, full.masks_)
+    np.testing.assert_array_equal(same.predict(x), full.predict(x))
+
+
+def test_pruned_statistics_stream_and_merge():
+    rng = np.random.default_rng(1)
+    classes = rng.standard_normal((12, 16))
+    x = classes[rng.integers(0, 12, 900)] + rng.standard_normal((900, 16))
+    whole = PairwiseClassifier(classes, candidates=4, pair_margin=0.02).fit(x)
+    streamed = PairwiseClassifier(classes, candidates=4, pair_margin=0.02)
+    for chunk in np.array_split(x, 5):
+        streamed.partial_fit(chunk)
+    streamed.finalize()
+    np.testing.assert_array_equal(streamed.pairs_, whole.pairs_)
+    np.testing.assert_array_equal(streamed.pair_masks_, whole.pair_masks_)
+    np.testing.assert_array_equal(streamed.predict(x), whole.predict(x))
+    assert whole.stats_.sum.shape == (12, 16)  # O(K d), not O(K^2 d)
+
+
+def test_pruned_round_robin_and_margins_are_defined():
+    items, classes = make_catalog(3000, 40, seed=2)
+    x, c = embeddings(items, "image_embedding"), embeddings(classes, "image_embedding")
+    for strategy in ("tourney", "round_robin"):
+        clf = PairwiseClassifier(c, candidates=6, strategy=strategy).fit(x)
+        labels, margin = clf.predict(x, return_margin=True)
+        assert np.isfinite(margin).all()
+
+
+def test_pruning_keeps_accuracy_on_a_synthetic_catalog():
+    items, classes = make_catalog(6000, 30, seed=3, signal_strength=0.2)
+    names = classes.column("class_name").to_pylist()
+    gold = np.array([names.index(v) for v in items.column("label").to_pylist()])
+    x, c = embeddings(items, "image_embedding"), embeddings(classes, "image_embedding")
+    full = accuracy(gold, PairwiseClassifier(c).fit(x).predict(x))
+    pruned = accuracy(gold, PairwiseClassifier(c, candidates=8).fit(x).predict(x))
+    assert pruned > full - 0.02
