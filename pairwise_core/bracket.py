@@ -18,6 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+_GATHER_ROWS = 512
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -77,10 +79,16 @@ class OnDemand:
         rows = np.arange(a.shape[0])[:, None]
         score = (self.cosines[rows, lo] - self.cosines[rows, hi]) * self.norms[:, None]
         for slot in range(a.shape[1]):  # a few slots per round, never a loop over items
-            known = np.flatnonzero(column[:, slot] >= 0)
-            score[known, slot] = np.einsum(
-                "ij,ij->i", self.x[known], self.weights[column[known, slot]], dtype=self.x.dtype
-            )
+            # sub-blocks keep the gathered weight rows in cache
+            for start in range(0, a.shape[0], _GATHER_ROWS):
+                col = column[start : start + _GATHER_ROWS, slot]
+                known = col >= 0
+                x = self.x[start : start + _GATHER_ROWS]
+                if known.all():
+                    score[start : start + _GATHER_ROWS, slot] = np.einsum("ij,ij->i", x, self.weights[col])
+                elif known.any():
+                    rows = np.flatnonzero(known)
+                    score[start + rows, slot] = np.einsum("ij,ij->i", x[rows], self.weights[col[rows]])
         return column, np.where(a < b, score, -score)
 
 

@@ -335,7 +335,7 @@ class PairwiseClassifier:
         self._check_fitted()
         x = check_matrix(X, "X", n_features=self.n_features_in_)
         k = self.n_classes_
-        weights = self._weights.astype(x.dtype)
+        weights = self._weights.astype(x.dtype, copy=False)
         columns = self._class_unit.astype(x.dtype) if self._pruned else np.concatenate(
             [self._class_unit.astype(x.dtype), weights]
         )
@@ -345,13 +345,16 @@ class PairwiseClassifier:
             norms = np.sqrt(check_rows(block, "X", offset=start))
             scores = block @ columns.T
             cosines = scores[:, :k] / norms[:, None]
-            base_label, base_score, base_margin = top_two(cosines)
             if self._pruned:
                 referee: Referee = OnDemand(block, weights, self._index, cosines, norms)
                 candidates = top_candidates(cosines, self.candidates)
+                # the top two are among the candidates: no second pass over all K
+                best, base_score, base_margin = top_two(np.take_along_axis(cosines, candidates, axis=1))
+                base_label = np.take_along_axis(candidates, best[:, None], axis=1)[:, 0]
                 order = np.argsort(self._bracket_rank[candidates], axis=1)
                 candidates = np.take_along_axis(candidates, order, axis=1)
             else:
+                base_label, base_score, base_margin = top_two(cosines)
                 referee = ScoreTable(scores[:, k:], self._index)
                 candidates = None
             outcome = self._play(referee, cosines, candidates)
