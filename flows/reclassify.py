@@ -82,7 +82,11 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         n_parts = len(plan.partitions)
         progress = start_progress(n_parts)
 
-        partitions = map_partitions.with_options(task_runner=task_runner(params.dask_address))
+        def partitions(*args: Any, **kwargs: Any) -> list[str]:
+            if params.dask_address is None:  # a subflow costs seconds: map right here on local threads
+                return map_partitions.fn(*args, **kwargs)
+            return map_partitions.with_options(task_runner=dask_runner(params.dask_address))(*args, **kwargs)
+
         stats_paths = partitions(
             "pair-stats", plan.partitions,
             {"plan": plan, "staging": staging, "classes_path": classes_path, "core_params": params.core_params()},
@@ -122,23 +126,22 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
 PARTITION_TASKS = {"pair-stats": partition_stats, "label-partition": label_partition}
 
 
-def task_runner(dask_address: str | None) -> TaskRunner:
-    """Local threads by default; a Dask cluster (prefect-dask) when an address is given."""
-    if dask_address is None:
-        return ThreadPoolTaskRunner(max_workers=2)
+def dask_runner(address: str) -> TaskRunner:
+    """prefect-dask's runner on an existing Dask scheduler (imported only when used)."""
     from prefect_dask import DaskTaskRunner
 
-    return DaskTaskRunner(address=dask_address)
+    return DaskTaskRunner(address=address)
 
 
 @flow(name="map-partitions")
 def map_partitions(
     stage: str, partitions: list[Partition], arguments: dict[str, Any], progress: UUID, *, offset: int, total: int
 ) -> list[str]:
-    """One pass: a task per partition on the chosen task runner, advancing the parent's progress artifact.
+    """One pass: a task per partition, advancing the parent's progress artifact.
 
-    Every task reads its own partition by path: nothing but paths and small
-    plans travel to the workers.
+    Called as a plain function on the parent flow's local threads, or as a
+    subflow on a Dask cluster. Every task reads its own partition by path:
+    nothing but paths and small plans travel to the workers.
     """
     task = PARTITION_TASKS[stage]
     futures = task.map(partitions, **{name: unmapped(value) for name, value in arguments.items()})
