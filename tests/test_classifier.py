@@ -4,44 +4,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pairwise_core import NotFittedError, PairwiseClassifier, cross_ratio
-
-
-def masked_cosine(x, c, mask):
-    xm, cm = x * mask, c * mask
-    nx, nc = np.linalg.norm(xm), np.linalg.norm(cm)
-    return 0.0 if nx == 0 or nc == 0 else float(xm @ cm / (nx * nc))
-
-
-def wins(x, a, b, masks, classes):
-    """One match as METHOD.md words it; ties go to a (the first named)."""
-    unit = classes / np.linalg.norm(classes, axis=1, keepdims=True)
-    m = masks[a, b]
-    return masked_cosine(x, unit[a], m) >= masked_cosine(x, unit[b], m)
+from reference import play_bracket, unit_rows, wins
 
 
 def reference_tourney(x, clf, classes):
-    labels = []
-    for row in x:
-        teams = list(clf.bracket_)
-        while len(teams) > 1:
-            nxt = [teams[j] if wins(row, teams[j], teams[j + 1], clf.masks_, classes) else teams[j + 1]
-                   for j in range(0, len(teams) - 1, 2)]
-            if len(teams) % 2:
-                nxt.append(teams[-1])
-            teams = nxt
-        labels.append(teams[0])
-    return np.array(labels)
+    unit, masks = unit_rows(classes), clf.masks_
+    return np.array([play_bracket(row, list(clf.bracket_), unit, lambda a, b: masks[a, b]) for row in x])
 
 
 def reference_round_robin(x, clf, classes):
     k = classes.shape[0]
-    unit = classes / np.linalg.norm(classes, axis=1, keepdims=True)
+    unit, masks = unit_rows(classes), clf.masks_
     labels = []
     for row in x:
         won = np.zeros(k)
         for a in range(k):
             for b in range(a + 1, k):
-                won[a if wins(row, a, b, clf.masks_, classes) else b] += 1
+                won[a if wins(row, a, b, unit, masks[a, b]) else b] += 1
         base = unit @ (row / np.linalg.norm(row))
         labels.append(max(range(k), key=lambda c: (won[c], base[c], -c)))
     return np.array(labels)

@@ -4,36 +4,24 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pairwise_core import PairwiseClassifier, make_catalog, embeddings, accuracy
-
-
-def masked_cosine(x, c, mask):
-    xm, cm = x * mask, c * mask
-    nx, nc = np.linalg.norm(xm), np.linalg.norm(cm)
-    return 0.0 if nx == 0 or nc == 0 else float(xm @ cm / (nx * nc))
+from pairwise_core import PairwiseClassifier, accuracy, embeddings, make_catalog
+from reference import play_bracket, unit_rows
 
 
 def reference_pruned_tourney(x, clf, classes, m):
     """Per item: top-m classes by cosine, in bracket order, then the plain bracket of METHOD.md."""
-    unit = classes / np.linalg.norm(classes, axis=1, keepdims=True)
+    unit, masks = unit_rows(classes), clf.masks_
     rank = {c: r for r, c in enumerate(clf.bracket_)}
-    masks = clf.masks_
     met = {(a, b) for a, b in clf.pairs_}
+
+    def mask_of(a, b):  # a pair that never met is played on the full embedding
+        return masks[a, b] if (min(a, b), max(a, b)) in met else np.ones(classes.shape[1])
+
     labels = []
     for row in x:
         cos = unit @ (row / np.linalg.norm(row))
         top = sorted(np.argsort(-cos, kind="stable")[:m], key=lambda c: rank[c])
-        teams = list(top)
-        while len(teams) > 1:
-            nxt = []
-            for j in range(0, len(teams) - 1, 2):
-                a, b = teams[j], teams[j + 1]
-                mask = masks[a, b] if (min(a, b), max(a, b)) in met else np.ones_like(row)
-                nxt.append(a if masked_cosine(row, unit[a], mask) >= masked_cosine(row, unit[b], mask) else b)
-            if len(teams) % 2:
-                nxt.append(teams[-1])
-            teams = nxt
-        labels.append(teams[0])
+        labels.append(play_bracket(row, list(top), unit, mask_of))
     return np.array(labels)
 
 
