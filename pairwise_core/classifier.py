@@ -27,6 +27,11 @@ STRATEGIES = frozenset({"tourney", "round_robin"})
 BLOCK_ROWS = 4096
 # Pairs per step of finalize(): bounds its float64 working set.
 _PAIR_CHUNK = 2048
+# With pruning, pass 1 records the pairs among each item's top (_MET_NET x m)
+# classes by base score: predict picks its m candidates by a sharper score
+# that is only known after pass 1, so the net is cast wider. A pair that
+# still meets without a mask is played on the full embedding.
+_MET_NET = 2
 
 
 class NotFittedError(ValueError):
@@ -176,7 +181,7 @@ class PairwiseClassifier:
             x_unit = block / norms[:, None].astype(x.dtype)
             stats = stats + pair_stats(
                 x_unit, x_unit @ classes, score_floor=self.score_floor, pair_margin=self.pair_margin,
-                candidates=self.candidates if self._pruned else None,
+                candidates=min(_MET_NET * self.candidates, self.n_classes_) if self._pruned else None,
             )
         return stats
 
@@ -218,6 +223,8 @@ class PairwiseClassifier:
         self._index = pair_index(self.pairs_, k)
         self.bracket_ = np.random.default_rng(self.seed).permutation(k)
         self._bracket_rank = np.argsort(self.bracket_)
+        if self._pruned:
+            self._candidate_columns, self._candidate_masks = self._class_vs_rest()
         self._mask_dims, self._mask_weights = self._padded_mask_dims()
         return self
 
@@ -240,6 +247,27 @@ class PairwiseClassifier:
         self._weights[chunk] = normalize_rows(self._class_unit[lo] * weight) - normalize_rows(
             self._class_unit[hi] * weight
         )
+
+    def _class_vs_rest(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per class, the dims that separate its items from all others' (the same mask rule as pairs).
+
+        Candidates are ranked by the cosine on those dims: base cosines are
+        swamped by dims no class owns, and pruning keeps only what its ranking
+        finds (top-8 recall 0.855 -> 0.986 on a 200-class synthetic catalog,
+        0.784 -> 0.824 on the WordNet glosses, 0.641 -> 0.636 on their titles).
+        """
+        stats = self.stats_
+        rest_count = stats.count.sum() - stats.count
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = moments_ratio(
+                stats.count[:, None], stats.sum, stats.sumsq,
+                rest_count[:, None], stats.sum.sum(axis=0) - stats.sum, stats.sumsq.sum(axis=0) - stats.sumsq,
+            )
+        fallback = np.minimum(stats.count, rest_count) < self.min_items
+        ratios[fallback] = np.nan
+        masks = self._masks(ratios, fallback)
+        columns = normalize_rows(self._class_unit * masks)
+        return columns.astype(np.float32), masks.astype(np.float32)
 
     def _masks(self, ratios: np.ndarray, fallback: np.ndarray) -> np.ndarray:
         d = self.n_features_in_
@@ -336,25 +364,24 @@ class PairwiseClassifier:
         x = check_matrix(X, "X", n_features=self.n_features_in_)
         k = self.n_classes_
         weights = self._weights.astype(x.dtype, copy=False)
-        columns = self._class_unit.astype(x.dtype) if self._pruned else np.concatenate(
-            [self._class_unit.astype(x.dtype), weights]
-        )
+        extra = self._candidate_columns if self._pruned else weights
+        columns = np.concatenate([self._class_unit.astype(x.dtype), extra.astype(x.dtype, copy=False)])
         parts = []
         for start in range(0, x.shape[0], BLOCK_ROWS):
             block = x[start : start + BLOCK_ROWS]
             norms = np.sqrt(check_rows(block, "X", offset=start))
             scores = block @ columns.T
             cosines = scores[:, :k] / norms[:, None]
+            base_label, base_score, base_margin = top_two(cosines)
             if self._pruned:
                 referee: Referee = OnDemand(block, weights, self._index, cosines, norms)
-                candidates = top_candidates(cosines, self.candidates)
-                # the top two are among the candidates: no second pass over all K
-                best, base_score, base_margin = top_two(np.take_along_axis(cosines, candidates, axis=1))
-                base_label = np.take_along_axis(candidates, best[:, None], axis=1)[:, 0]
+                masked_norms = np.sqrt((block * block) @ self._candidate_masks.T.astype(x.dtype, copy=False))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    candidate_scores = np.nan_to_num(scores[:, k:] / masked_norms, nan=-np.inf)
+                candidates = top_candidates(candidate_scores, self.candidates)
                 order = np.argsort(self._bracket_rank[candidates], axis=1)
                 candidates = np.take_along_axis(candidates, order, axis=1)
             else:
-                base_label, base_score, base_margin = top_two(cosines)
                 referee = ScoreTable(scores[:, k:], self._index)
                 candidates = None
             outcome = self._play(referee, cosines, candidates)

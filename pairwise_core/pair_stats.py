@@ -171,7 +171,7 @@ def pair_stats(
                 counts.append(int(out.sum()))
                 sums.append(xa[out].sum(axis=0))
                 sumsqs.append(xa_sq[out].sum(axis=0))
-    met = _pairs_met(scores, candidates) if candidates is not None and candidates < n_classes else stats.met
+    met = _pairs_met(scores, min(candidates, n_classes)) if candidates is not None else stats.met
     order = np.argsort(keys)
     return PairStats(
         stats.count, stats.sum, stats.sumsq,
