@@ -62,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.sources import inspect_sources
 
     fields = ("items", "classes", "db", "gold_column", "strategy", "cutoff", "min_dims", "max_dims", "min_items",
-              "pair_margin", "score_floor", "candidates", "seed", "chunk_size", "run_id", "export_dir", "dask_address")
+              "pair_margin", "score_floor", "candidates", "seed", "chunk_size", "run_id", "export_dir",
+              "fit_fraction", "dask_address")
     given = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     try:
         params = ReclassifyParams(**given)
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chunk-size", type=int, help="rows per batch and partition (default 50000)")
     run.add_argument("--run-id")
     run.add_argument("--export-dir", help="also write the run's tables as Parquet files here")
+    run.add_argument("--fit-fraction", type=float,
+                     help="fit masks on this seeded share of partitions (default 1; not for class-sorted files)")
     run.add_argument("--dask-address", help="run the partition tasks on this Dask scheduler, e.g. tcp://host:8786")
     run.set_defaults(handler=_run)
 

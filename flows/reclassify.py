@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import math
 import secrets
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 from uuid import UUID
 
+import numpy as np
 from prefect import flow, unmapped
 from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -54,6 +56,11 @@ class ReclassifyParams(BaseModel):
     chunk_size: int = Field(default=50_000, ge=1, description="Rows per partition (whole row groups), the unit of work")
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN, description="Default: time-stamped")
     export_dir: str | None = Field(default=None, description="Also write the run's tables as Parquet here")
+    fit_fraction: float = Field(
+        default=1.0, gt=0, le=1,
+        description="Fit the masks on this seeded share of the partitions (1: all). Only for catalogs whose "
+        "files are not sorted by class: a share of sorted row groups misses whole classes",
+    )
     dask_address: str | None = Field(
         default=None,
         description="Run the partition tasks on this Dask scheduler (tcp://host:8786) instead of local threads",
@@ -88,10 +95,11 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             return map_partitions.with_options(task_runner=dask_runner(params.dask_address))(*args, **kwargs)
 
         stats_paths = partitions(
-            "pair-stats", plan.partitions,
+            "pair-stats", fit_partitions(plan.partitions, params.fit_fraction, params.seed),
             {"plan": plan, "staging": staging, "classes_path": classes_path, "core_params": params.core_params()},
             progress, offset=0, total=2 * n_parts,
         )
+        advance_progress(progress, n_parts, 2 * n_parts)
         fitted = fit_masks(stats_paths, plan, classes_path, params.core_params(), staging, run_id)
         timings["pass1_s"] = round(time.perf_counter() - started, 3)
 
@@ -124,6 +132,15 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
 
 
 PARTITION_TASKS = {"pair-stats": partition_stats, "label-partition": label_partition}
+
+
+def fit_partitions(partitions: tuple[Partition, ...], fraction: float, seed: int) -> list[Partition]:
+    """A seeded share of the partitions (at least one), in their order; all of them for fraction 1."""
+    if fraction >= 1:
+        return list(partitions)
+    count = max(1, math.ceil(fraction * len(partitions)))
+    chosen = np.random.default_rng(seed).choice(len(partitions), size=count, replace=False)
+    return [partitions[i] for i in sorted(chosen)]
 
 
 def dask_runner(address: str) -> TaskRunner:

@@ -155,3 +155,18 @@ def test_a_dask_cluster_gives_the_same_outputs_as_local_threads(tmp_path, catalo
     for got, want in zip(rows(db_dask, metrics), rows(db_local, metrics), strict=True):
         assert got[:4] == want[:4] and got[4] == pytest.approx(want[4], rel=1e-12)  # summation order
     assert rows(db_dask, "SELECT count(*) FROM item_labels")[0][0] == 2 * N_ITEMS
+
+
+def test_fit_fraction_fits_on_a_seeded_share_and_labels_everything(tmp_path, catalog):
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=3, row_group_size=200)
+    summary, db = run(tmp_path, items_glob, classes_path, fit_fraction=0.5, seed=2)
+    assert rows(db, "SELECT count(*) FROM item_labels")[0][0] == 2 * N_ITEMS
+    # the masks come from half of the 6 partitions: fewer confident items behind them than with all
+    n_half = rows(db, "SELECT sum(n_a + n_b) FROM pair_masks")[0][0]
+    _, db_all = run(tmp_path / "all", items_glob, classes_path, seed=2)
+    n_all = rows(db_all, "SELECT sum(n_a + n_b) FROM pair_masks")[0][0]
+    assert n_half < 0.7 * n_all
+    metrics = dict(rows(db, "SELECT modality_a, value FROM agreement_metrics "
+                            "WHERE method = 'pairwise' AND metric = 'gold_accuracy'"))
+    assert min(metrics.values()) > 0.8
