@@ -23,6 +23,7 @@ tune_allocator()  # the floor gets the same allocator settings as `pairwise run`
 import argparse
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--gold-column")
     parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--db", help="output DuckDB file (default: a temporary one)")
+    parser.add_argument("--pairwise-args", default="", help="more options for `pairwise run`, e.g. '--fit-fraction 0.2'")
     args = parser.parse_args()
     if args.synthetic:
         args.items, args.classes = synthetic(args.synthetic)
@@ -102,6 +104,7 @@ def main() -> None:
     command = [str(Path(sys.executable).with_name("pairwise")), "run", "--items", args.items, "--classes", args.classes,
                "--db", db, "--chunk-size", str(args.chunk_size)]
     command += ["--gold-column", args.gold_column] if args.gold_column else []
+    command += shlex.split(args.pairwise_args)
     timer = ["/usr/bin/time", "-v"] if shutil.which("/usr/bin/time") else []
     start = time.perf_counter()
     result = subprocess.run(timer + command, capture_output=True, text=True)
