@@ -11,6 +11,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 import numpy as np
+import pyarrow.parquet as pq
 from prefect import flow, unmapped
 from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -89,7 +90,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         n_parts = len(plan.partitions)
         progress = start_progress(n_parts)
 
-        def partitions(*args: Any, **kwargs: Any) -> list[str]:
+        def partitions(*args: Any, **kwargs: Any) -> list[Any]:
             if params.dask_address is None:  # a subflow costs seconds: map right here on local threads
                 return map_partitions.fn(*args, **kwargs)
             return map_partitions.with_options(task_runner=dask_runner(params.dask_address))(*args, **kwargs)
@@ -103,12 +104,14 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         fitted = fit_masks(stats_paths, plan, classes_path, params.core_params(), staging, run_id)
         timings["pass1_s"] = round(time.perf_counter() - started, 3)
 
-        label_paths = partitions(
+        staged_parts = partitions(
             "label-partition", plan.partitions,
             {"plan": plan, "staging": staging, "model_path": fitted["model"], "run_id": run_id},
             progress, offset=n_parts, total=2 * n_parts,
         )
         timings["pass2_s"] = round(time.perf_counter() - started - timings["pass1_s"], 3)
+        label_paths = [part["item_labels"] for part in staged_parts]
+        rejected_paths = [part["rejected_items"] for part in staged_parts]
         metrics_path = compute_metrics(label_paths, staging, run_id)
 
         summary = {
@@ -116,9 +119,19 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             "n_items": plan.n_items,
             "n_classes": len(plan.class_names),
             "modalities": list(plan.modalities),
-            "details": {"brackets": fitted["brackets"], "n_partitions": n_parts, "timings": timings},
+            "details": {
+                "brackets": fitted["brackets"],
+                "n_partitions": n_parts,
+                "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
+                "timings": timings,
+            },
         }
-        staged = {"item_labels": label_paths, "pair_masks": [fitted["pair_masks"]], "agreement_metrics": [metrics_path]}
+        staged = {
+            "item_labels": label_paths,
+            "rejected_items": rejected_paths,
+            "pair_masks": [fitted["pair_masks"]],
+            "agreement_metrics": [metrics_path],
+        }
         commit_run(db, run_id, staged, summary)
     except BaseException as error:
         fail_run(db, run_id, f"{type(error).__name__}: {error}".splitlines()[0])
@@ -153,7 +166,7 @@ def dask_runner(address: str) -> TaskRunner:
 @flow(name="map-partitions")
 def map_partitions(
     stage: str, partitions: list[Partition], arguments: dict[str, Any], progress: UUID, *, offset: int, total: int
-) -> list[str]:
+) -> list[Any]:
     """One pass: a task per partition, advancing the parent's progress artifact.
 
     Called as a plain function on the parent flow's local threads, or as a

@@ -24,7 +24,9 @@ def partition_stats(
     columns = ["item_id", *(f"{m}_embedding" for m in plan.modalities)]
     for batch in read_partition(partition, columns):
         for modality, model in models.items():
-            totals[modality] = totals[modality] + model.pair_stats(matrix(batch, modality))
+            usable = matrix(batch, modality, plan.dims[modality]).x  # rejected rows are recorded in pass 2
+            if len(usable):
+                totals[modality] = totals[modality] + model.pair_stats(usable)
     return save_stats(staging.path("stats", f"part-{partition.index:05d}.npz"), totals)
 
 

@@ -24,32 +24,62 @@ LABEL_SCHEMA = pa.schema([
 ])
 
 
-@task(name="label-partition", **IO_TASK)
-def label_partition(partition: Partition, plan: Plan, model_path: str, staging: Staging, run_id: str) -> str:
-    """Run the tourney over one partition, streaming; return the staged item_labels part.
+REJECTED_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("item_id", pa.string()),
+    ("modality", pa.string()),
+    ("reason", pa.string()),
+])
 
-    The partition is decoded again rather than spilled in pass 1: with Arrow's
-    allocator tuned, decoding (about 0.9 GB/s here) beat writing and reading
-    back a raw float32 spill (bench/bench_pipeline.py, 1M items).
+
+@task(name="label-partition", **IO_TASK)
+def label_partition(
+    partition: Partition, plan: Plan, model_path: str, staging: Staging, run_id: str
+) -> dict[str, str]:
+    """Run the tourney over one partition, streaming; stage its item_labels and rejected_items rows.
+
+    Every (item, modality) lands in exactly one of the two. The partition is
+    decoded again rather than spilled in pass 1: with Arrow's allocator
+    tuned, decoding (about 0.9 GB/s here) beat writing and reading back a raw
+    float32 spill (bench/bench_pipeline.py, 1M items).
     """
     models = load_model(model_path)
     names = pa.array(plan.class_names, pa.string())
-    path = staging.part("item_labels", partition.index)
-    with pq.ParquetWriter(path, LABEL_SCHEMA) as writer:
+    paths = {"item_labels": staging.part("item_labels", partition.index),
+             "rejected_items": staging.part("rejected_items", partition.index)}
+    with pq.ParquetWriter(paths["item_labels"], LABEL_SCHEMA) as labels, \
+            pq.ParquetWriter(paths["rejected_items"], REJECTED_SCHEMA) as rejected:
         for batch in read_partition(partition, plan.item_columns()):
-            n = batch.num_rows
-            gold = batch.column(plan.gold_column) if plan.gold_column else pa.nulls(n, pa.string())
+            ids = batch.column("item_id").cast(pa.string())
+            gold = batch.column(plan.gold_column).cast(pa.string()) if plan.gold_column else None
             for modality, model in models.items():
-                result = model.classify(matrix(batch, modality))
-                writer.write_table(pa.table({
-                    "run_id": pa.array(np.full(n, run_id, dtype=object), pa.string()),
-                    "item_id": batch.column("item_id").cast(pa.string()),
-                    "modality": pa.array(np.full(n, modality, dtype=object), pa.string()),
+                usable = matrix(batch, modality, plan.dims[modality])
+                if not usable.valid.all():
+                    bad = ~usable.valid
+                    rejected.write_table(pa.table({
+                        "run_id": _repeat(run_id, int(bad.sum())),
+                        "item_id": ids.filter(pa.array(bad)),
+                        "modality": _repeat(modality, int(bad.sum())),
+                        "reason": pa.array(usable.reasons[bad], pa.string()),
+                    }, schema=REJECTED_SCHEMA))
+                n = len(usable.x)
+                if n == 0:
+                    continue
+                keep = pa.array(usable.valid)
+                result = model.classify(usable.x)
+                labels.write_table(pa.table({
+                    "run_id": _repeat(run_id, n),
+                    "item_id": ids.filter(keep),
+                    "modality": _repeat(modality, n),
                     "base_class": names.take(result.base_label),
                     "base_score": pa.array(result.base_score.astype(np.float32)),
                     "base_margin": pa.array(result.base_margin.astype(np.float32)),
                     "pairwise_class": names.take(result.label),
                     "pairwise_margin": pa.array(result.margin.astype(np.float32)),
-                    "gold_class": gold.cast(pa.string()),
+                    "gold_class": gold.filter(keep) if gold is not None else pa.nulls(n, pa.string()),
                 }, schema=LABEL_SCHEMA))
-    return str(path)
+    return {kind: str(path) for kind, path in paths.items()}
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    return pa.array(np.full(n, value, dtype=object), pa.string())

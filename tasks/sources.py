@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pairwise_core import embeddings
@@ -260,20 +261,46 @@ def read_partition(partition: Partition, columns: list[str]) -> Iterator[pa.Reco
     )
 
 
-def matrix(batch: pa.RecordBatch | pa.Table, modality: str) -> np.ndarray:
-    """A modality's embeddings as float32, or a SourceError naming the column and the first bad ids."""
-    column = f"{modality}{EMBEDDING_SUFFIX}"
-    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-    values = table.column(column)
-    if values.null_count:
-        ids = _ids(table, np.asarray(values.is_null()))
-        raise SourceError(f"{column}: null embeddings for item_id {ids}")
-    try:
-        return embeddings(table, column)
-    except ValueError as error:
-        raise SourceError(f"{column}: {error}") from None
+@dataclass(frozen=True)
+class BatchEmbeddings:
+    """One modality of one record batch: the usable rows as float32, and why the others are rejected."""
+
+    x: np.ndarray  # (n_valid, d)
+    valid: np.ndarray  # (n,) bool
+    reasons: np.ndarray  # (n,) object: None where valid
 
 
-def _ids(table: pa.Table, mask: np.ndarray, limit: int = 5) -> str:
-    ids = np.asarray(table.column("item_id"))[mask][:limit]
-    return ", ".join(map(str, ids)) + (" ..." if mask.sum() > limit else "")
+def matrix(batch: pa.RecordBatch, modality: str, dim: int) -> BatchEmbeddings:
+    """A modality's embeddings, with the bad rows set aside instead of failing the run.
+
+    A row is rejected for this modality when its embedding is null, has the
+    wrong number of values, holds a NaN, Inf or null value, or is all zeros.
+    """
+    column = batch.column(f"{modality}{EMBEDDING_SUFFIX}")
+    n = batch.num_rows
+    reasons = np.full(n, None, dtype=object)
+    null = np.asarray(column.is_null(), dtype=bool)
+    reasons[null] = "null embedding"
+    if pa.types.is_fixed_size_list(column.type):
+        lengths = np.full(n, column.type.list_size)
+    else:
+        lengths = np.asarray(column.value_lengths().fill_null(dim), dtype=np.int64)
+    wrong = ~null & (lengths != dim)
+    for row in np.flatnonzero(wrong):
+        reasons[row] = f"embedding has {lengths[row]} values, expected {dim}"
+    shaped = ~null & ~wrong
+    kept = column if shaped.all() else column.filter(pa.array(shaped))
+    values = pc.list_flatten(kept) if not pa.types.is_fixed_size_list(kept.type) else kept.flatten()
+    x = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+    square_norms = np.einsum("ij,ij->i", x, x)
+    bad_value = ~np.isfinite(square_norms)
+    if bad_value.any():
+        bad_value = ~np.isfinite(x).all(axis=1)
+    zero = square_norms == 0
+    rows = np.flatnonzero(shaped)
+    reasons[rows[bad_value]] = "NaN, Inf or null value in embedding"
+    reasons[rows[zero & ~bad_value]] = "all-zero embedding"
+    good = ~bad_value & ~zero
+    valid = np.zeros(n, dtype=bool)
+    valid[rows[good]] = True
+    return BatchEmbeddings(x if good.all() else x[good], valid, reasons)

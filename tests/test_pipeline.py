@@ -104,22 +104,51 @@ def test_rerun_with_same_id_replaces_and_current_labels_follows_latest(tmp_path,
     assert {r[0] for r in rows(db, "SELECT DISTINCT run_id FROM current_labels")} == {"nightly-2"}
 
 
+def test_bad_rows_are_rejected_per_modality_and_every_item_is_accounted_for(tmp_path, catalog):
+    items, classes = catalog
+    rows_ = items.to_pylist()
+    rows_[3]["image_embedding"] = None
+    rows_[10]["text_embedding"] = [float("nan")] * 384
+    rows_[11]["image_embedding"] = [0.0] * 512
+    rows_[-1]["text_embedding"] = [1.0] * 100
+    schema = pa.schema([items.schema.field("item_id"), ("image_embedding", pa.list_(pa.float32())),
+                        ("text_embedding", pa.list_(pa.float32())), items.schema.field("label")])
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows_, schema=schema), bad_dir / "items.parquet", row_group_size=400)
+    pq.write_table(classes, bad_dir / "classes.parquet")
+    summary, db = run(tmp_path, str(bad_dir / "items.parquet"), str(bad_dir / "classes.parquet"))
+    assert summary["details"]["n_rejected"] == 4
+    rejected = rows(db, "SELECT item_id, modality, reason FROM rejected_items ORDER BY item_id")
+    assert rejected == [
+        ("item-0000003", "image", "null embedding"),
+        ("item-0000010", "text", "NaN, Inf or null value in embedding"),
+        ("item-0000011", "image", "all-zero embedding"),
+        ("item-0001499", "text", "embedding has 100 values, expected 384"),
+    ]
+    # every (item, modality) is in exactly one of item_labels and rejected_items
+    accounted = rows(db, "SELECT count(*), count(DISTINCT (item_id, modality)) FROM "
+                         "(SELECT item_id, modality FROM item_labels UNION ALL "
+                         " SELECT item_id, modality FROM rejected_items)")[0]
+    assert accounted == (2 * N_ITEMS, 2 * N_ITEMS)
+
+
 def test_a_failed_run_changes_nothing_readers_see(tmp_path, catalog):
     items, classes = catalog
-    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
     good, db = run(tmp_path, items_glob, classes_path, run_id="good")
     before = rows(db, "SELECT * FROM current_labels ORDER BY item_id, modality")
 
-    # a null embedding deep in the last partition: found only while streaming
-    broken = items.to_pylist()
-    broken[-1]["image_embedding"] = None
-    bad_dir = tmp_path / "bad"
-    bad_dir.mkdir()
-    pq.write_table(pa.Table.from_pylist(broken, schema=items.schema), bad_dir / "items.parquet", row_group_size=400)
-    with pytest.raises(Exception, match="null embeddings for item_id item-0001499"):
-        run(tmp_path, str(bad_dir / "items.parquet"), classes_path, run_id="bad")
+    # corrupt data pages of the second file (its footer, read by validation, stays intact):
+    # the run fails while streaming, after it started writing
+    second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]
+    data = bytearray(second.read_bytes())
+    data[100:60_000] = bytes(59_900)
+    second.write_bytes(bytes(data))
+    with pytest.raises(Exception):
+        run(tmp_path, items_glob, classes_path, run_id="bad")
     assert rows(db, "SELECT run_id, status FROM runs ORDER BY run_id") == [("bad", "failed"), ("good", "succeeded")]
-    assert "null embeddings" in rows(db, "SELECT error FROM runs WHERE run_id = 'bad'")[0][0]
+    assert rows(db, "SELECT error FROM runs WHERE run_id = 'bad'")[0][0]
     assert rows(db, "SELECT count(*) FROM item_labels WHERE run_id = 'bad'")[0][0] == 0
     assert rows(db, "SELECT * FROM current_labels ORDER BY item_id, modality") == before
     assert not (tmp_path / "out.duckdb.staging").exists()

@@ -129,3 +129,20 @@ def test_partitions_follow_row_groups(tmp_path):
     parts = list(plan_partitions([str(tmp_path / "a.parquet")], 500))
     assert [p.row_groups for p in parts] == [(0, 1), (2, 3)]
     assert [p.n_rows for p in parts] == [600, 400]
+
+
+def test_bad_rows_are_set_aside_with_a_reason():
+    from tasks.sources import matrix
+
+    values = [[1.0, 2.0], None, [1.0], [float("inf"), 1.0], [0.0, 0.0], [1.0, None], [3.0, 4.0]]
+    batch = pa.RecordBatch.from_pydict({"item_id": [f"i{k}" for k in range(7)],
+                                        "x_embedding": pa.array(values, pa.list_(pa.float32()))})
+    got = matrix(batch, "x", 2)
+    assert got.valid.tolist() == [True, False, False, False, False, False, True]
+    assert got.reasons.tolist() == [None, "null embedding", "embedding has 1 values, expected 2",
+                                    "NaN, Inf or null value in embedding", "all-zero embedding",
+                                    "NaN, Inf or null value in embedding", None]
+    np.testing.assert_array_equal(got.x, [[1.0, 2.0], [3.0, 4.0]])
+    fixed = pa.RecordBatch.from_pydict({"item_id": ["a", "b"], "x_embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array([1.0, float("nan"), 2.0, 2.0], pa.float32()), 2)})
+    assert matrix(fixed, "x", 2).valid.tolist() == [False, True]
