@@ -30,4 +30,3 @@ IO_TASK: dict[str, Any] = {
     "retry_condition_fn": is_transient,
     "cache_policy": NONE,
 }
-PURE_TASK: dict[str, Any] = {"cache_policy": NONE}
