@@ -112,7 +112,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         timings["pass2_s"] = round(time.perf_counter() - started - timings["pass1_s"], 3)
         label_paths = [part["item_labels"] for part in staged_parts]
         rejected_paths = [part["rejected_items"] for part in staged_parts]
-        metrics_path = compute_metrics(label_paths, staging, run_id)
+        metrics_path = compute_metrics(label_paths, rejected_paths, staging, run_id)
 
         summary = {
             "run_id": run_id,

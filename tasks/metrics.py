@@ -26,7 +26,19 @@ def agreement_metrics(label_paths: list[str], run_id: str) -> pa.Table:
         return con.execute(statement("metrics_agreement"), {"run_id": run_id}).to_arrow_table()
 
 
+def check_unique_items(paths: list[str]) -> None:
+    """Raise a one-line ValueError naming duplicate item_ids, if any (memory-bounded: DuckDB spills)."""
+    with duckdb.connect() as con:
+        con.execute("SET memory_limit = '1GB'")
+        con.read_parquet(paths, union_by_name=True).select("item_id, modality").create_view("staged")
+        duplicates = con.execute(statement("check_duplicate_items")).fetchall()
+    if duplicates:
+        shown = ", ".join(f"{item_id} ({n}x)" for item_id, n in duplicates)
+        raise ValueError(f"item_id must be unique; duplicated: {shown}")
+
+
 @task(name="agreement-metrics", **IO_TASK)
-def compute_metrics(label_paths: list[str], staging: Staging, run_id: str) -> str:
-    """Stage the run's agreement_metrics rows; return their path."""
+def compute_metrics(label_paths: list[str], rejected_paths: list[str], staging: Staging, run_id: str) -> str:
+    """Check that no item is counted twice, then stage the run's agreement_metrics rows; return their path."""
+    check_unique_items(label_paths + rejected_paths)
     return write_parquet(staging.path("agreement_metrics", "part-00000.parquet"), agreement_metrics(label_paths, run_id))
