@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 import pyarrow.parquet as pq
-from prefect import task
+from prefect import get_run_logger, task
 
 from tasks import store
 from tasks.policy import IO_TASK
@@ -35,7 +35,8 @@ def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Stagin
 
 @task(name="start-run", **IO_TASK)
 def start_run(db: str, run_id: str, params: dict[str, Any]) -> None:
-    store.start_run(db, run_id, params)
+    for stale in store.start_run(db, run_id, params):
+        get_run_logger().warning("Run %s was left running by a process that died: marked failed", stale)
 
 
 @task(name="commit-run", **IO_TASK)

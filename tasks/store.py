@@ -9,6 +9,8 @@ succeeded run.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,9 +38,38 @@ def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckD
         con.close()
 
 
-def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> None:
+def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> list[str]:
+    """Register the run as running; first mark failed the runs whose process on this host is gone.
+
+    Returns the run ids so marked.
+    """
+    host, pid = socket.gethostname(), os.getpid()
     with connect(db) as con:
-        con.execute(statement("run_start"), {"run_id": run_id, "params": json.dumps(params, sort_keys=True)})
+        stale = [
+            (stale_id, stale_pid) for stale_id, stale_host, stale_pid in con.execute(statement("runs_running")).fetchall()
+            if stale_host == host and stale_pid is not None and not _alive(stale_pid)
+        ]
+        for stale_id, stale_pid in stale:
+            con.execute(statement("run_fail"), {
+                "run_id": stale_id,
+                "error": f"its process {stale_pid} on {host} died while it was running (found by run {run_id})",
+            })
+        con.execute(statement("run_start"), {
+            "run_id": run_id,
+            "params": json.dumps(params, sort_keys=True),
+            "details": json.dumps({"owner": {"host": host, "pid": pid}}),
+        })
+    return [stale_id for stale_id, _ in stale]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def fail_run(db: str | Path, run_id: str, error: str) -> None:

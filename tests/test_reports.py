@@ -75,3 +75,24 @@ def test_commit_is_all_or_nothing(db, tmp_path):
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("SELECT status FROM runs WHERE run_id = 'r4'").fetchone() == ("running",)
         assert con.execute("SELECT count(*) FROM item_labels WHERE run_id = 'r4'").fetchone() == (0,)
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_failed_on_start(db, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    with duckdb.connect(db) as con:
+        con.execute("INSERT INTO runs (run_id, status, started_at, params, details) VALUES "
+                    "('crashed', 'running', now(), '{}', ?), ('elsewhere', 'running', now(), '{}', ?)",
+                    [json.dumps({"owner": {"host": socket.gethostname(), "pid": dead_pid}}),
+                     json.dumps({"owner": {"host": "another-host", "pid": dead_pid}})])
+    assert store.start_run(db, "next", {}) == ["crashed"]
+    with duckdb.connect(db, read_only=True) as con:
+        status = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
+        error = con.execute("SELECT error FROM runs WHERE run_id = 'crashed'").fetchone()[0]
+    assert status["crashed"] == "failed" and status["elsewhere"] == "running" and status["next"] == "running"
+    assert f"process {dead_pid}" in error and "died" in error
