@@ -25,7 +25,7 @@ from tasks.metrics import compute_metrics
 from tasks.runs import commit_run, fail_run, stage_sources, start_run, validate_sources
 from tasks.sources import Partition
 from tasks.staging import Staging
-from tasks.store import export_run
+from tasks.store import export_run, run_lock
 
 _CORE_DEFAULTS = {
     name: p.default for name, p in inspect.signature(PairwiseClassifier).parameters.items() if p.kind == p.KEYWORD_ONLY
@@ -81,63 +81,64 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     run_id = params.run_id or new_run_id()
     db = params.db
     plan = validate_sources(params.items, params.classes, db, params.gold_column, params.chunk_size)
-    start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
-    staging = Staging.for_run(db, run_id)
-    timings: dict[str, float] = {}
-    try:
-        started = time.perf_counter()
-        plan, classes_path = stage_sources(plan, params.items, params.classes, db, staging, params.chunk_size)
-        n_parts = len(plan.partitions)
-        progress = start_progress(n_parts)
+    with run_lock(db):
+        start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
+        staging = Staging.for_run(db, run_id)
+        timings: dict[str, float] = {}
+        try:
+            started = time.perf_counter()
+            plan, classes_path = stage_sources(plan, params.items, params.classes, db, staging, params.chunk_size)
+            n_parts = len(plan.partitions)
+            progress = start_progress(n_parts)
 
-        def partitions(*args: Any, **kwargs: Any) -> list[Any]:
-            if params.dask_address is None:  # a subflow costs seconds: map right here on local threads
-                return map_partitions.fn(*args, **kwargs)
-            return map_partitions.with_options(task_runner=dask_runner(params.dask_address))(*args, **kwargs)
+            def partitions(*args: Any, **kwargs: Any) -> list[Any]:
+                if params.dask_address is None:  # a subflow costs seconds: map right here on local threads
+                    return map_partitions.fn(*args, **kwargs)
+                return map_partitions.with_options(task_runner=dask_runner(params.dask_address))(*args, **kwargs)
 
-        stats_paths = partitions(
-            "pair-stats", fit_partitions(plan.partitions, params.fit_fraction, params.seed),
-            {"plan": plan, "staging": staging, "classes_path": classes_path, "core_params": params.core_params()},
-            progress, offset=0, total=2 * n_parts,
-        )
-        advance_progress(progress, n_parts, 2 * n_parts)
-        fitted = fit_masks(stats_paths, plan, classes_path, params.core_params(), staging, run_id)
-        timings["pass1_s"] = round(time.perf_counter() - started, 3)
+            stats_paths = partitions(
+                "pair-stats", fit_partitions(plan.partitions, params.fit_fraction, params.seed),
+                {"plan": plan, "staging": staging, "classes_path": classes_path, "core_params": params.core_params()},
+                progress, offset=0, total=2 * n_parts,
+            )
+            advance_progress(progress, n_parts, 2 * n_parts)
+            fitted = fit_masks(stats_paths, plan, classes_path, params.core_params(), staging, run_id)
+            timings["pass1_s"] = round(time.perf_counter() - started, 3)
 
-        staged_parts = partitions(
-            "label-partition", plan.partitions,
-            {"plan": plan, "staging": staging, "model_path": fitted["model"], "run_id": run_id},
-            progress, offset=n_parts, total=2 * n_parts,
-        )
-        timings["pass2_s"] = round(time.perf_counter() - started - timings["pass1_s"], 3)
-        label_paths = [part["item_labels"] for part in staged_parts]
-        rejected_paths = [part["rejected_items"] for part in staged_parts]
-        metrics_path = compute_metrics(label_paths, rejected_paths, staging, run_id)
+            staged_parts = partitions(
+                "label-partition", plan.partitions,
+                {"plan": plan, "staging": staging, "model_path": fitted["model"], "run_id": run_id},
+                progress, offset=n_parts, total=2 * n_parts,
+            )
+            timings["pass2_s"] = round(time.perf_counter() - started - timings["pass1_s"], 3)
+            label_paths = [part["item_labels"] for part in staged_parts]
+            rejected_paths = [part["rejected_items"] for part in staged_parts]
+            metrics_path = compute_metrics(label_paths, rejected_paths, staging, run_id)
 
-        summary = {
-            "run_id": run_id,
-            "n_items": plan.n_items,
-            "n_classes": len(plan.class_names),
-            "modalities": list(plan.modalities),
-            "details": {
-                "brackets": fitted["brackets"],
-                "n_partitions": n_parts,
-                "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
-                "timings": timings,
-            },
-        }
-        staged = {
-            "item_labels": label_paths,
-            "rejected_items": rejected_paths,
-            "pair_masks": [fitted["pair_masks"]],
-            "agreement_metrics": [metrics_path],
-        }
-        commit_run(db, run_id, staged, summary)
-    except BaseException as error:
-        fail_run(db, run_id, f"{type(error).__name__}: {error}".splitlines()[0])
-        raise
-    finally:
-        staging.remove()
+            summary = {
+                "run_id": run_id,
+                "n_items": plan.n_items,
+                "n_classes": len(plan.class_names),
+                "modalities": list(plan.modalities),
+                "details": {
+                    "brackets": fitted["brackets"],
+                    "n_partitions": n_parts,
+                    "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
+                    "timings": timings,
+                },
+            }
+            staged = {
+                "item_labels": label_paths,
+                "rejected_items": rejected_paths,
+                "pair_masks": [fitted["pair_masks"]],
+                "agreement_metrics": [metrics_path],
+            }
+            commit_run(db, run_id, staged, summary)
+        except BaseException as error:
+            fail_run(db, run_id, f"{type(error).__name__}: {error}".splitlines()[0])
+            raise
+        finally:
+            staging.remove()
     publish_artifacts(db, run_id, {k: v for k, v in summary.items() if k != "details"} | timings)
     if params.export_dir:
         export_run(db, run_id, params.export_dir)

@@ -8,6 +8,7 @@ succeeded run.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -36,6 +37,36 @@ def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckD
         yield con
     finally:
         con.close()
+
+
+class RunLocked(RuntimeError):
+    """Another run is writing the same DuckDB file."""
+
+
+@contextmanager
+def run_lock(db: str | Path) -> Iterator[None]:
+    """Hold ``<db>.lock`` for a whole run: a second run on the same file fails at once, clearly.
+
+    The OS releases the lock when the holder's process ends, however it ends
+    (SIGKILL included), so a crash never leaves it behind.
+    """
+    path = Path(f"{db}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RunLocked(f"another run is writing {db} ({holder}); try again when it has finished") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> list[str]:

@@ -68,3 +68,21 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(env, tmp_path, args, message
 def test_report_without_runs_says_so(env, tmp_path):
     result = pairwise(env, "report", "--db", str(tmp_path / "none.duckdb"))
     assert result.returncode == 2 and "no such DuckDB file" in result.stderr
+
+
+def test_a_second_run_on_the_same_file_fails_at_once_while_the_first_holds_it(env, tmp_path):
+    from tasks.store import run_lock
+
+    items, classes = make_catalog(2000, 5, seed=5)
+    items_glob, classes_path = write_catalog(tmp_path, items, classes)
+    db = tmp_path / "out.duckdb"
+    args = ["run", "--items", items_glob, "--classes", classes_path, "--db", str(db)]
+    with run_lock(db):  # this test process plays the first run, mid-way
+        second = pairwise(env, *args, "--run-id", "second")
+    assert second.returncode == 1
+    last = second.stderr.strip().splitlines()[-1]  # after the "Reclassifying ..." line: one line, no traceback
+    assert last.startswith("pairwise: run failed: RunLocked: another run is writing") and "Traceback" not in second.stderr
+    assert f"pid {os.getpid()}" in last
+    assert not db.exists()  # nothing was written
+    after = pairwise(env, *args, "--run-id", "after")  # once the lock is free, the next run goes through
+    assert after.returncode == 0, after.stderr
