@@ -96,3 +96,20 @@ def test_a_run_left_running_by_a_dead_process_is_marked_failed_on_start(db, tmp_
         error = con.execute("SELECT error FROM runs WHERE run_id = 'crashed'").fetchone()[0]
     assert status["crashed"] == "failed" and status["elsewhere"] == "running" and status["next"] == "running"
     assert f"process {dead_pid}" in error and "died" in error
+
+
+def test_a_reader_in_another_process_gets_a_clear_lock_message_or_the_committed_state(db):
+    import subprocess
+    import sys
+
+    reader = ("import duckdb, sys\n"
+              "try:\n"
+              "    con = duckdb.connect(sys.argv[1], read_only=True)\n"
+              "    print(con.execute('SELECT DISTINCT run_id FROM current_labels').fetchall())\n"
+              "except duckdb.IOException as error:\n"
+              "    print('locked' if 'Could not set lock' in str(error) else error)\n")
+    with duckdb.connect(db):  # a run registering or committing holds the file open
+        during = subprocess.run([sys.executable, "-c", reader, db], capture_output=True, text=True, timeout=60)
+    after = subprocess.run([sys.executable, "-c", reader, db], capture_output=True, text=True, timeout=60)
+    assert during.stdout.strip() == "locked"
+    assert after.stdout.strip() == "[('r2',)]"
