@@ -37,6 +37,10 @@ def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Stagin
 def start_run(db: str, run_id: str, params: dict[str, Any]) -> None:
     for stale in store.start_run(db, run_id, params):
         get_run_logger().warning("Run %s was left running by a process that died: marked failed", stale)
+    # scratch space of runs that are no longer running (a process killed before its clean-up left it)
+    running = set(store.query(db, "runs_running_ids").column("run_id").to_pylist())
+    for leftover in Staging.leftovers(db, keep=running):
+        leftover.remove()
 
 
 @task(name="commit-run", **IO_TASK)

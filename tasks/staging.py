@@ -31,6 +31,12 @@ class Staging:
     def for_run(cls, db: str, run_id: str) -> Staging:
         return cls(Path(f"{db}.staging") / run_id)
 
+    @classmethod
+    def leftovers(cls, db: str, keep: set[str]) -> list[Staging]:
+        """Staging folders of the runs not in ``keep``."""
+        root = Path(f"{db}.staging")
+        return [cls(path) for path in sorted(root.iterdir()) if path.name not in keep] if root.is_dir() else []
+
     def path(self, *parts: str) -> Path:
         path = self.root.joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)

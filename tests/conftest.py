@@ -1,6 +1,12 @@
 """Shared test setup: hypothesis profiles, one Prefect test server per session, catalog files."""
 
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,3 +42,48 @@ def write_catalog(directory: Path, items: pa.Table, classes: pa.Table, *, n_file
         pq.write_table(part, directory / f"items-{k}.parquet", row_group_size=row_group_size)
     pq.write_table(classes, directory / "classes.parquet")
     return str(directory / "items-*.parquet"), str(directory / "classes.parquet")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def api(url: str, path: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{url}{path}", data=data, headers={"Content-Type": "application/json"},
+                                     method="POST" if data is not None else "GET")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """A real `prefect server start` on a free port: (API URL, environment pointing at it)."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "server.log").open("w")
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    process = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            api(url, "/health")
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("prefect server did not become healthy in 120 s")
+    yield url, {**env, "PREFECT_API_URL": url}
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
