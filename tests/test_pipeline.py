@@ -211,3 +211,30 @@ def test_duplicate_item_ids_fail_the_run_with_their_ids(tmp_path, catalog):
     assert rows(db, "SELECT status FROM runs")[0][0] == "failed"
     assert "item_id must be unique" in rows(db, "SELECT error FROM runs")[0][0]
     assert rows(db, "SELECT count(*) FROM item_labels")[0][0] == 0
+
+
+def test_a_briefly_locked_database_is_retried_with_backoff(tmp_path, catalog):
+    import subprocess
+    import sys
+    import time
+
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    db = tmp_path / "out.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('held', flush=True);"
+         " time.sleep(4)", str(db)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"  # another process has the file open for writing
+    started = time.monotonic()
+    summary, _ = run(tmp_path, items_glob, classes_path, run_id="retried")
+    holder.wait(timeout=30)
+    assert time.monotonic() - started > 3
+    assert rows(db, "SELECT status FROM runs WHERE run_id = 'retried'") == [("succeeded",)]
+    # the registering task met the lock, and Prefect's retries (1 s, then 4 s) got it through
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        attempts = [t.run_count for t in client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="start-run")))]
+    assert max(attempts) >= 2
