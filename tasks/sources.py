@@ -205,20 +205,31 @@ def inspect_sources(
     return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions)
 
 
+_DIM_SAMPLE_ROWS = 1000
+
+
 def _item_dim(kind: pa.DataType, files: list[str], column: str, db: str, source: Source) -> int | None:
-    """Dimension of the first item, from the type when fixed, else from the first row."""
+    """The items' dimension: from the type when fixed, else the commonest length among the first rows.
+
+    A single bad row must not decide it: rows of another length are rejected
+    one by one later, while a whole column of the wrong length stops the run.
+    """
     if pa.types.is_fixed_size_list(kind):
         return kind.list_size
     if files:
-        first = next(_parquet_file(files[0]).iter_batches(batch_size=1, columns=[column]), None)
+        sample = next(_parquet_file(files[0]).iter_batches(batch_size=_DIM_SAMPLE_ROWS, columns=[column]), None)
     else:
         with duckdb.connect(db, read_only=True) as con:
-            first = con.execute(
-                "SELECT * FROM query_table($name) LIMIT 1", {"name": source.table}
+            sample = con.execute(
+                "SELECT * FROM query_table($name) LIMIT $n", {"name": source.table, "n": _DIM_SAMPLE_ROWS}
             ).to_arrow_table().select([column])
-    if first is None or first.num_rows == 0 or first.column(0)[0].values is None:
+    if sample is None:
         return None
-    return len(first.column(0)[0].values)
+    lengths = pc.drop_null(pc.list_value_length(sample.column(0)))
+    if len(lengths) == 0:
+        return None
+    values, counts = np.unique(lengths.to_numpy(), return_counts=True)
+    return int(values[np.argmax(counts)])
 
 
 def plan_partitions(files: list[str], chunk_size: int) -> Iterator[Partition]:
