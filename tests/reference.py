@@ -29,3 +29,9 @@ def play_bracket(x: np.ndarray, teams: list[int], unit: np.ndarray, mask_of: Cal
 
 def unit_rows(classes: np.ndarray) -> np.ndarray:
     return classes / np.linalg.norm(classes, axis=1, keepdims=True)
+
+
+def noisy_catalog(rng: np.random.Generator, k: int, d: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """k random class embeddings and n items, each a class plus unit Gaussian noise: (x, classes)."""
+    classes = rng.standard_normal((k, d))
+    return classes[rng.integers(0, k, n)] + rng.standard_normal((n, d)), classes

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pairwise_core import NotFittedError, PairwiseClassifier, cross_ratio
-from reference import play_bracket, unit_rows, wins
+from reference import noisy_catalog, play_bracket, unit_rows, wins
 
 
 def reference_tourney(x, clf, classes):
@@ -30,8 +30,7 @@ def reference_round_robin(x, clf, classes):
 def problems(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     k, d, n = draw(st.integers(1, 7)), draw(st.integers(1, 12)), draw(st.integers(1, 40))
-    classes = rng.standard_normal((k, d))
-    x = classes[rng.integers(0, k, n)] + rng.standard_normal((n, d))
+    x, classes = noisy_catalog(rng, k, d, n)
     params = dict(
         cutoff=draw(st.sampled_from([1.0, 1.05, 1.3])),
         min_dims=draw(st.integers(1, 4)),

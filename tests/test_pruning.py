@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pairwise_core import PairwiseClassifier, accuracy, embeddings, make_catalog
-from reference import play_bracket, unit_rows
+from reference import noisy_catalog, play_bracket, unit_rows
 
 
 def candidate_scores(x, clf):
@@ -34,8 +34,7 @@ def reference_pruned_tourney(x, clf, classes, m):
 def problems(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     k, d, n = draw(st.integers(3, 9)), draw(st.integers(2, 10)), draw(st.integers(1, 40))
-    classes = rng.standard_normal((k, d))
-    x = classes[rng.integers(0, k, n)] + rng.standard_normal((n, d))
+    x, classes = noisy_catalog(rng, k, d, n)
     return x, classes, draw(st.integers(2, k - 1)), draw(st.integers(0, 100))
 
 
