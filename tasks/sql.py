@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import cache
 from importlib.resources import files
 
-OUTPUT_TABLES = ("item_labels", "pair_masks", "agreement_metrics", "rejected_items")
-SCHEMA = ("create_runs", *(f"create_{table}" for table in OUTPUT_TABLES), "create_current_labels")
+OUTPUT_TABLES = ("item_labels", "pair_masks", "agreement_metrics", "rejected_items", "annotation_issues")
+SCHEMA = ("create_runs", *(f"create_{table}" for table in OUTPUT_TABLES), "create_current_labels", "create_consensus_labels")
 
 
 @cache

@@ -1,0 +1,1 @@
+DELETE FROM annotation_issues WHERE run_id = $run_id

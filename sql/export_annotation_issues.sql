@@ -1,0 +1,1 @@
+SELECT * FROM annotation_issues WHERE run_id = $run_id ORDER BY rank
