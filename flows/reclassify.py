@@ -23,6 +23,7 @@ from tasks.artifacts import advance_progress, publish_artifacts, start_progress
 from tasks.fit import fit_masks, partition_stats
 from tasks.label import label_partition
 from tasks.metrics import compute_metrics
+from tasks.review import stage_annotation_issues
 from tasks.runs import commit_run, fail_run, stage_sources, start_run, validate_sources
 from tasks.sources import Partition
 from tasks.staging import Staging
@@ -118,6 +119,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             label_paths = [part["item_labels"] for part in staged_parts]
             rejected_paths = [part["rejected_items"] for part in staged_parts]
             metrics_path = compute_metrics(label_paths, rejected_paths, staging, run_id)
+            issues_paths = [stage_annotation_issues(label_paths, staging, run_id)] if plan.gold_column else []
 
             summary = {
                 "run_id": run_id,
@@ -136,6 +138,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "rejected_items": rejected_paths,
                 "pair_masks": [fitted["pair_masks"]],
                 "agreement_metrics": [metrics_path],
+                "annotation_issues": issues_paths,
             }
             commit_run(db, run_id, staged, summary)
         except BaseException as error:

@@ -47,6 +47,9 @@ class Classification:
     base_margin: np.ndarray  # top-1 minus top-2 cosine
     label: np.ndarray  # int64, pairwise label
     margin: np.ndarray  # confidence of the deciding match, (x . w) / |x * m|, seen from the winner
+    # evidence against a given label (classify(X, given=...)); NaN where no label was given
+    given_gap: np.ndarray | None = None  # top base cosine minus the given label's (0: base agrees)
+    given_h2h: np.ndarray | None = None  # the pairwise label's normalized margin over the given label, head to head
 
 
 class PairwiseClassifier:
@@ -352,16 +355,21 @@ class PairwiseClassifier:
         result = self.classify(X)
         return (result.label, result.margin) if return_margin else result.label
 
-    def classify(self, X: Any) -> Classification:
+    def classify(self, X: Any, *, given: Any = None) -> Classification:
         """Base and pairwise labels with scores and margins, in one pass over ``X``.
 
         Per block of rows, one matrix product scores every item against every
         class, and (without pruning) every pair too; the bracket then only
         gathers. With pruning, only the matches played are scored.
         Rows are validated block by block, while they are in cache.
+
+        ``given`` (class indices, -1 for none) asks for the evidence against
+        each item's current label too: a catalog's labels are reviewed in the
+        same pass that makes the new ones.
         """
         self._check_fitted()
         x = check_matrix(X, "X", n_features=self.n_features_in_)
+        codes = None if given is None else self._check_given(given, x.shape[0])
         k = self.n_classes_
         weights = self._weights.astype(x.dtype, copy=False)
         extra = self._candidate_columns if self._pruned else weights
@@ -386,8 +394,37 @@ class PairwiseClassifier:
                 candidates = None
             outcome = self._play(referee, cosines, candidates)
             margin = self._normalize_margin(block, norms, outcome)
-            parts.append((base_label, base_score, base_margin, outcome.labels, margin))
+            part = (base_label, base_score, base_margin, outcome.labels, margin)
+            if codes is not None:
+                part += self._against_given(referee, block, norms, cosines, outcome.labels, codes[start : start + len(block)])
+            parts.append(part)
         return Classification(*(np.concatenate(column) for column in zip(*parts)))
+
+    def _check_given(self, given: Any, n: int) -> np.ndarray:
+        codes = np.asarray(given)
+        if codes.shape != (n,) or codes.dtype.kind not in "iu":
+            raise ValueError(f"given must be {n} class indices (-1 for none), got {codes.dtype} of shape {codes.shape}")
+        if codes.size and (codes.min() < -1 or codes.max() >= self.n_classes_):
+            raise ValueError(f"given holds class indices outside -1..{self.n_classes_ - 1}")
+        return codes.astype(np.int64)
+
+    def _against_given(
+        self, referee: Referee, block: np.ndarray, norms: np.ndarray, cosines: np.ndarray,
+        labels: np.ndarray, given: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(given_gap, given_h2h): how far the given label trails the base winner, and how the
+        pairwise winner fares against it in their own match (same normalization as the margin)."""
+        rows = np.arange(len(given))
+        known = given >= 0
+        g = np.where(known, given, 0)
+        gap = np.where(known, cosines[rows, np.argmax(cosines, axis=1)] - cosines[rows, g], np.nan)
+        differ = known & (labels != g)
+        if not differ.any():
+            return gap.astype(np.float32), np.where(known, 0.0, np.nan).astype(np.float32)
+        column, score = referee.seen_from(labels[:, None], np.where(differ, g, (labels + 1) % self.n_classes_)[:, None])
+        played = Outcome(labels, column[:, 0], np.where(differ, score[:, 0], np.nan))
+        h2h = np.where(differ, self._normalize_margin(block, norms, played), np.where(known, 0.0, np.nan))
+        return gap.astype(np.float32), h2h.astype(np.float32)
 
     def _play(self, referee: Referee, cosines: np.ndarray, candidates: np.ndarray | None) -> Outcome:
         n = cosines.shape[0]

@@ -1,6 +1,10 @@
 -- Items whose given (gold) label the run's evidence speaks against, most likely mislabelled first.
 -- Only runs with a gold column write rows, and only for items with some evidence (score > 0).
--- score: mean over the item's labelled modalities of given_gap + max(given_h2h, 0) (pairwise_core/review.py).
+-- score: mean over the item's labelled modalities of [pairwise label <> given] + given_gap (sql/annotation_issues.sql):
+-- first how many modalities' pairwise labels disagree, then how far the given label trails in base cosine.
+-- suggested_label: the pairwise label other than the given one that most modalities give (then the larger
+-- margin); when every pairwise label is the given one, the base label that beats it by the widest gap.
+-- agreeing_modalities: how many modalities' pairwise labels are the suggested one.
 -- evidence, one struct per labelled modality:
 --   given_gap  base cosine of the best class minus that of the given label (0 when the base label is the given one);
 --   given_h2h  the pairwise label's normalized margin over the given label in their own match, (x . w) / |x * m|

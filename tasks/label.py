@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 
@@ -21,6 +22,8 @@ LABEL_SCHEMA = pa.schema([
     ("pairwise_class", pa.string()),
     ("pairwise_margin", pa.float32()),
     ("gold_class", pa.string()),
+    ("given_gap", pa.float32()),
+    ("given_h2h", pa.float32()),
 ])
 
 
@@ -52,6 +55,8 @@ def label_partition(
         for batch in read_partition(partition, plan.item_columns()):
             ids = batch.column("item_id").cast(pa.string())
             gold = batch.column(plan.gold_column).cast(pa.string()) if plan.gold_column else None
+            # the gold column is the catalog's current label: review it in the same pass (-1: none or unknown)
+            given = None if gold is None else pc.index_in(gold, value_set=names).fill_null(-1).to_numpy()
             for modality, model in models.items():
                 usable = matrix(batch, modality, plan.dims[modality])
                 if not usable.valid.all():
@@ -66,7 +71,8 @@ def label_partition(
                 if n == 0:
                     continue
                 keep = pa.array(usable.valid)
-                result = model.classify(usable.x)
+                result = model.classify(usable.x, given=None if given is None else given[usable.valid])
+                no_gold = pa.nulls(n, pa.float32())
                 labels.write_table(pa.table({
                     "run_id": _repeat(run_id, n),
                     "item_id": ids.filter(keep),
@@ -77,8 +83,14 @@ def label_partition(
                     "pairwise_class": names.take(result.label),
                     "pairwise_margin": pa.array(result.margin.astype(np.float32)),
                     "gold_class": gold.filter(keep) if gold is not None else pa.nulls(n, pa.string()),
+                    "given_gap": no_gold if given is None else _nan_to_null(result.given_gap),
+                    "given_h2h": no_gold if given is None else _nan_to_null(result.given_h2h),
                 }, schema=LABEL_SCHEMA))
     return {kind: str(path) for kind, path in paths.items()}
+
+
+def _nan_to_null(values: np.ndarray) -> pa.Array:
+    return pa.array(values, pa.float32(), mask=np.isnan(values))
 
 
 def _repeat(value: str, n: int) -> pa.Array:

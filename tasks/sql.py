@@ -6,7 +6,11 @@ from functools import cache
 from importlib.resources import files
 
 OUTPUT_TABLES = ("item_labels", "pair_masks", "agreement_metrics", "rejected_items", "annotation_issues")
-SCHEMA = ("create_runs", *(f"create_{table}" for table in OUTPUT_TABLES), "create_current_labels", "create_consensus_labels")
+SCHEMA = (
+    "create_runs", *(f"create_{table}" for table in OUTPUT_TABLES),
+    "upgrade_item_labels_given_gap", "upgrade_item_labels_given_h2h",
+    "create_current_labels", "create_consensus_labels",
+)
 
 
 @cache
