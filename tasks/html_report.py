@@ -1,0 +1,508 @@
+"""The HTML report of a run: its tables and matplotlib figures in one self-contained file.
+
+Every count behind a figure is aggregated by DuckDB (sql/report_*.sql), so
+only aggregates (at most classes x classes cells per modality pair) reach
+Python and the report costs about the same for a thousand items as for a
+million. Figures are PNGs embedded as data URIs, and the page's
+Content-Security-Policy forbids any fetch: the file opens offline and can be
+mailed or archived as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure as MplFigure
+
+from tasks import store
+
+# Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
+MAX_HEATMAP_CLASSES = 40
+# Distinct colours for the stacked bars: tab20 and Dark2 without their greys (25); the rest is one grey "other".
+BAR_COLOURS = [c for i, c in enumerate(colormaps["tab20"].colors) if i not in (14, 15)] + list(
+    colormaps["Dark2"].colors[:7])
+OTHER_COLOUR = "#9e9e9e"
+# Counts are written in the cells of heatmaps this small.
+ANNOTATE_UP_TO = 15
+TOP_ISSUES = 25
+DPI = 100
+METHODS = ("base", "pairwise")
+CONSENSUS_STATUSES = {
+    "agreed": "every labelled modality (at least two) gives the same label",
+    "single_modality": "only one modality labelled the item (the others were rejected)",
+    "majority": "more modalities give this label than any other",
+    "by_margin": "a tie in votes, broken by the larger normalized pairwise margin",
+    "undecided": "a tie in votes and in margin: no label",
+}
+
+Cells = Mapping[tuple[str, str], int]  # (row label, column label) -> items
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One rendered figure, kept as PNG so the page and the Prefect artifact embed the same bytes."""
+
+    title: str
+    caption: str
+    png: bytes
+
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """The page, and the figures worth showing where only a few fit (the Prefect UI)."""
+
+    run_id: str
+    html: str
+    main_figures: tuple[Figure, ...]
+
+
+@dataclass(frozen=True)
+class _Section:
+    anchor: str
+    title: str
+    body: str
+
+
+# ---------------------------------------------------------------- reading (aggregates only)
+
+
+def latest_succeeded_run_id(db: str | Path) -> str | None:
+    """The run current_labels shows: a report of a run still running or failed has no figures."""
+    table = store.query(db, "report_latest_succeeded_run")
+    return table.column("run_id")[0].as_py() if table.num_rows else None
+
+
+def _run(db: str | Path, run_id: str) -> dict[str, Any]:
+    runs = store.query(db, "report_run", {"run_id": run_id}).to_pylist()
+    if not runs:
+        raise ValueError(f"no run {run_id!r} in {db}")
+    return runs[0]
+
+
+def _confusions(db: str | Path, run_id: str) -> dict[tuple[str, str], dict[str, Counter]]:
+    """(modality_a, modality_b) -> method -> {(ref, pred): items}; modality_b may be 'gold'."""
+    out: dict[tuple[str, str], dict[str, Counter]] = defaultdict(lambda: {m: Counter() for m in METHODS})
+    for row in store.query(db, "report_confusion", {"run_id": run_id}).to_pylist():
+        out[row["modality_a"], row["modality_b"]][row["method"]][row["ref"], row["pred"]] += row["n"]
+    return dict(out)
+
+
+def _class_items(shares: list[dict], confusions: Mapping[tuple[str, str], dict[str, Counter]]) -> Counter:
+    """Items per class over every modality, method and the gold label: what 'top classes' ranks by."""
+    items: Counter = Counter()
+    for row in shares:
+        items[row["class"]] += row["n_items"]
+    for (_, modality_b), methods in confusions.items():
+        if modality_b == "gold":
+            for (ref, _), n in methods["base"].items():
+                items[ref] += n
+    return items
+
+
+def _shown_classes(candidates: Iterable[str], items: Mapping[str, int], limit: int) -> tuple[list[str], int]:
+    """The classes an axis shows, by name, and how many were left out (the least common)."""
+    ranked = sorted(set(candidates), key=lambda c: (-items.get(c, 0), c))
+    return sorted(ranked[:limit]), max(0, len(ranked) - limit)
+
+
+# ---------------------------------------------------------------- figures (pure: data in, PNG out)
+
+
+def _png(fig: MplFigure) -> bytes:
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+    return buffer.getvalue()
+
+
+def _heatmap_side(n_classes: int, largest: float) -> float:
+    """Inches per heatmap panel: cells of about 0.3 in, but no panel so large the page must scale it down."""
+    return float(np.clip(0.3 * n_classes, 3.0, largest))
+
+
+def _tick_size(n_classes: int) -> float:
+    return 9.0 if n_classes <= 16 else 8.0 if n_classes <= 26 else 6.5
+
+
+def _label_axes(ax: Any, rows: Sequence[str], columns: Sequence[str]) -> None:
+    size = _tick_size(max(len(rows), len(columns)))
+    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=size)
+    ax.set_yticks(range(len(rows)), rows, fontsize=size)
+    ax.tick_params(length=2)
+
+
+def _annotate(ax: Any, values: np.ndarray, colour_by: np.ndarray, threshold: float) -> None:
+    """Write each cell's value, white on dark cells."""
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value) and value:
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                    color="white" if colour_by[i, j] > threshold else "black")
+
+
+def confusion_shares(cells: Cells, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and row shares on the shown classes; a row's share counts all its items, shown or not."""
+    index = {c: i for i, c in enumerate(classes)}
+    counts = np.zeros((len(classes), len(classes)))
+    totals = np.zeros(len(classes))
+    for (ref, pred), n in cells.items():
+        if ref in index:
+            totals[index[ref]] += n
+            if pred in index:
+                counts[index[ref], index[pred]] += n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(totals[:, None] > 0, counts / totals[:, None], np.nan)
+    return counts, shares
+
+
+def confusion_figure(panels: Mapping[str, Cells], classes: Sequence[str], *, rows: str, columns: str) -> bytes:
+    """One heatmap per method, side by side on a shared colour scale (share of the row's items)."""
+    k = len(classes)
+    side = _heatmap_side(k, 5.6)
+    fig = MplFigure(figsize=(len(panels) * side + 2.2, side + 1.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    cmap = colormaps["Blues"].with_extremes(bad="#f4f4f4")
+    for ax, (method, cells) in zip(axes, panels.items(), strict=True):
+        counts, shares = confusion_shares(cells, classes)
+        image = ax.imshow(np.ma.masked_invalid(shares), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        _label_axes(ax, classes, classes)
+        ax.set_title(method, fontsize=11)
+        ax.set_xlabel(f"{columns} label", fontsize=9)
+        if k <= ANNOTATE_UP_TO:
+            _annotate(ax, counts, np.nan_to_num(shares), 0.55)
+    axes[0].set_ylabel(f"{rows} label", fontsize=9)
+    for ax in axes[1:]:
+        ax.tick_params(labelleft=False)
+    fig.colorbar(image, ax=list(axes), shrink=0.8, pad=0.02).set_label("share of the row's items", fontsize=9)
+    return _png(fig)
+
+
+def mask_size_figure(sizes: Mapping[tuple[str, str], int], classes: Sequence[str], *, modality: str) -> bytes:
+    """Kept dimensions per class pair, mirrored; pairs without a mask (never met) stay blank."""
+    index = {c: i for i, c in enumerate(classes)}
+    matrix = np.full((len(classes), len(classes)), np.nan)
+    for (a, b), n_dims in sizes.items():
+        if a in index and b in index:
+            matrix[index[a], index[b]] = matrix[index[b], index[a]] = n_dims
+    side = _heatmap_side(len(classes), 5.2)
+    fig = MplFigure(figsize=(side + 1.6, side + 0.9), layout="constrained")
+    ax = fig.subplots()
+    cmap = colormaps["viridis"].with_extremes(bad="#f4f4f4")
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, interpolation="nearest")
+    _label_axes(ax, classes, classes)
+    ax.set_title(modality, fontsize=11)
+    if len(classes) <= ANNOTATE_UP_TO and np.isfinite(matrix).any():
+        low, high = np.nanmin(matrix), np.nanmax(matrix)
+        _annotate(ax, matrix, (high - np.nan_to_num(matrix, nan=high)) / max(high - low, 1), 0.5)
+    fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02).set_label("kept dimensions", fontsize=9)
+    return _png(fig)
+
+
+def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequence[str]) -> bytes:
+    """Stacked horizontal bars of class shares, one bar per modality x method (and gold).
+
+    ``classes`` get their own colours, in that order; every other class is
+    summed into one grey 'other' segment at the end.
+    """
+    width = 11.5
+    labels = list(bars)
+    fig = MplFigure(figsize=(width + 1.6, 0.42 * len(labels) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    segments = [*classes, "other"] if any(set(b) - set(classes) for b in bars.values()) else list(classes)
+    for y, label in enumerate(labels):
+        left = 0.0
+        for k, name in enumerate(segments):
+            share = (sum(v for c, v in bars[label].items() if c not in classes) if name == "other"
+                     else bars[label].get(name, 0.0))
+            colour = OTHER_COLOUR if name == "other" else BAR_COLOURS[k % len(BAR_COLOURS)]
+            ax.barh(y, share, left=left, color=colour, edgecolor="white", linewidth=0.5,
+                    label=name if y == 0 else None)
+            if share * width >= 0.075 * len(name) + 0.15:
+                ax.text(left + share / 2, y, name, ha="center", va="center", fontsize=7, clip_on=True)
+            left += share
+    ax.set_yticks(range(len(labels)), labels, fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter("{x:.0%}")
+    ax.set_xlabel("share of the items", fontsize=9)
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 8), fontsize=8, frameon=False)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------- HTML pieces
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if np.isfinite(value) else "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """An HTML table, every cell escaped."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _figure_html(figure: Figure) -> str:
+    return (f'<figure><img src="{figure.data_uri()}" alt="{html.escape(figure.title)}">'
+            f"<figcaption><b>{html.escape(figure.title)}.</b> {html.escape(figure.caption)}</figcaption></figure>")
+
+
+def _figures_html(figures: Sequence[Figure], *, wide: bool) -> str:
+    """Wide figures (two panels) get a row each; the others share rows."""
+    return f'<div class="figures{" wide" if wide else ""}">' + "".join(_figure_html(f) for f in figures) + "</div>"
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _left_out(n_left_out: int, limit: int) -> str:
+    return (f" Only the {limit} classes with the most items are shown; {n_left_out} others are left out."
+            if n_left_out else "")
+
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; color: #222; margin: 0; }
+main { max-width: 1360px; margin: 0 auto; padding: 12px 20px 40px; box-sizing: border-box; }
+h1 { font-size: 22px; margin: 8px 0; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; }
+nav a { margin-right: 14px; }
+.scroll { max-width: 100%; overflow-x: auto; }
+table { border-collapse: collapse; margin: 6px 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f6f6f6; }
+table.issues td:nth-child(2) { white-space: nowrap; }
+table.issues td { font-size: 13px; } table.issues tbody tr:has(td[rowspan]) { border-top: 2px solid #bbb; }
+.figures { display: flex; flex-wrap: wrap; gap: 16px; }
+figure { margin: 0; flex: 1 1 0; min-width: min(520px, 100%); max-width: 100%; }
+.figures.wide figure { flex-basis: 100%; }
+figure img { max-width: 100%; height: auto; display: block; }
+figcaption { font-size: 13px; color: #444; max-width: 1100px; }
+.note { color: #555; }
+"""
+
+# no fetch of any kind: images are data URIs, the style is inline
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def _page(title: str, sections: Sequence[_Section]) -> str:
+    nav = " ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{s.body}</section>' for s in sections)
+    return ("<!DOCTYPE html>\n"
+            f'<html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+            f"<body><main><h1>{html.escape(title)}</h1><nav>{nav}</nav>{body}</main></body></html>\n")
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _summary_section(run: Mapping[str, Any]) -> _Section:
+    params = json.loads(run["params"]) if run["params"] else {}
+    when = lambda t: f"{t:%Y-%m-%d %H:%M:%S %Z}" if t else None  # noqa: E731
+    rows = [("run id", run["run_id"]), ("status", run["status"]), ("items", run["n_items"]),
+            ("classes", run["n_classes"]), ("modalities", ", ".join(run["modalities"] or []) or None),
+            ("started", when(run["started_at"])), ("finished", when(run["finished_at"]))]
+    if run["error"]:
+        rows.append(("error", run["error"]))
+    rows += [(f"param {key}", json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+             for key, value in sorted(params.items()) if value is not None]
+    return _Section("run", "Run", _table(["field", "value"], rows))
+
+
+def _metrics_section(db: str | Path, run_id: str) -> _Section:
+    rows = store.query(db, "report_metrics", {"run_id": run_id}).to_pylist()
+    if not rows:
+        return _Section("metrics", "Agreement and accuracy", _note("No metrics for this run."))
+    table = _table(
+        ["metric", "modality a", "modality b", "base", "pairwise", "pairwise − base"],
+        [(r["metric"], r["modality_a"], r["modality_b"], r["base"], r["pairwise"],
+          f"{r['pairwise'] - r['base']:+.3f}" if r["base"] is not None and r["pairwise"] is not None else None)
+         for r in rows],
+    )
+    note = _note("agreement_f1_weighted: modality a's labels against modality b's; "
+                 "gold_*: a modality's labels against the gold label.")
+    return _Section("metrics", "Agreement and accuracy: base vs pairwise", table + note)
+
+
+def _consensus_section(db: str | Path, run_id: str) -> _Section:
+    rows = store.query(db, "report_consensus_status", {"run_id": run_id}).to_pylist()
+    table = _table(["status", "items", "share", "meaning"],
+                   [(r["status"], r["n_items"], f"{r['share']:.1%}", CONSENSUS_STATUSES.get(r["status"], ""))
+                    for r in rows])
+    return _Section("consensus", "Consensus labels", table if rows else _note("No labelled items in this run."))
+
+
+def _confusion_figures(confusions: Mapping[tuple[str, str], dict[str, Counter]], items: Mapping[str, int],
+                       *, gold: bool) -> list[Figure]:
+    figures = []
+    for (modality_a, modality_b), methods in sorted(confusions.items()):
+        if (modality_b == "gold") != gold:
+            continue
+        cells = [c for counter in methods.values() for cell in counter for c in cell]
+        classes, left_out = _shown_classes(cells, items, MAX_HEATMAP_CLASSES)
+        rows = "gold" if gold else modality_b
+        png = confusion_figure(methods, classes, rows=rows, columns=modality_a)
+        title = f"{modality_a} against gold" if gold else f"{modality_a} against {modality_b}"
+        caption = (f"Rows: the {rows} label; columns: {modality_a}'s label; base on the left, pairwise on the right. "
+                   "Colour: share of the row's items"
+                   + (", numbers: items." if len(classes) <= ANNOTATE_UP_TO else ".")
+                   + _left_out(left_out, MAX_HEATMAP_CLASSES))
+        figures.append(Figure(title, caption, png))
+    return figures
+
+
+def _shares_figure(shares: list[dict], confusions: Mapping[tuple[str, str], dict[str, Counter]],
+                   items: Mapping[str, int]) -> Figure | None:
+    bars: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in sorted(shares, key=lambda r: (r["modality"], r["method"])):
+        bars[f"{row['modality']} · {row['method']}"][row["class"]] = row["share"]
+    gold = next((m["base"] for (_, b), m in sorted(confusions.items()) if b == "gold"), None)
+    if gold:
+        total = sum(gold.values())
+        for (ref, _), n in gold.items():
+            bars["gold"][ref] = bars["gold"].get(ref, 0.0) + n / total
+    if not bars:
+        return None
+    classes = sorted(items, key=lambda c: (-items[c], c))
+    shown = classes if len(classes) <= len(BAR_COLOURS) + 1 else classes[: len(BAR_COLOURS)]
+    caption = ("Share of the items per class, for each modality and method"
+               + (" and for the gold label" if gold else "")
+               + ". A method that piles items into a few classes shows here even when agreement looks good."
+               + (f" The {len(shown)} classes with the most items have their own colour; the other "
+                  f"{len(classes) - len(shown)} are summed as 'other'." if len(shown) < len(classes) else ""))
+    return Figure("Class shares", caption, class_share_figure(bars, shown))
+
+
+ISSUE_COLUMNS = ["rank", "item", "given label", "suggested label", "score", "agreeing modalities"]
+EVIDENCE_COLUMNS = ["modality", "base label (margin)", "pairwise label (margin)", "given gap", "given h2h"]
+
+
+def _evidence_cells(evidence: Mapping[str, Any]) -> list[str]:
+    """What one modality said about the item, and how hard it spoke against the given label."""
+    return [evidence["modality"], f"{evidence['base_label']} ({_fmt(evidence['base_margin'])})",
+            f"{evidence['pairwise_label']} ({_fmt(evidence['pairwise_margin'])})",
+            _fmt(evidence["given_gap"]), _fmt(evidence["given_h2h"])]
+
+
+def _issue_rows(issue: Mapping[str, Any]) -> str:
+    """One table row per modality of evidence; the item's own cells span them, so columns line up."""
+    evidence = list(issue["evidence"]) or [None]
+    span = f' rowspan="{len(evidence)}"' if len(evidence) > 1 else ""
+    item = "".join(f"<td{span}>{html.escape(_fmt(issue[k]))}</td>" for k in
+                   ("rank", "item_id", "given_label", "suggested_label", "score", "agreeing_modalities"))
+    rows = []
+    for k, modality in enumerate(evidence):
+        cells = _evidence_cells(modality) if modality else ["–"] * len(EVIDENCE_COLUMNS)
+        rows.append("<tr>" + (item if k == 0 else "") + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+                    + "</tr>")
+    return "".join(rows)
+
+
+def _issues_section(db: str | Path, run_id: str) -> _Section:
+    rows = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": TOP_ISSUES}).to_pylist()
+    title = "Annotation issues"
+    if not rows:
+        return _Section("issues", title, _note(
+            "No annotation issues for this run: it had no gold column, or no item's evidence spoke against its label."))
+    intro = _note(f"The top {len(rows)} of {rows[0]['n_issues']:,} items whose given (gold) label the run's evidence "
+                  "speaks against, by rank. given gap: base cosine of the best class minus that of the given label; "
+                  "given h2h: the pairwise label's normalized margin over the given label in their own match.")
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in [*ISSUE_COLUMNS, *EVIDENCE_COLUMNS])
+    body = "".join(_issue_rows(r) for r in rows)
+    table = (f'<div class="scroll"><table class="issues"><thead><tr>{head}</tr></thead>'
+             f"<tbody>{body}</tbody></table></div>")
+    return _Section("issues", title, intro + table)
+
+
+def _mask_figures(db: str | Path, run_id: str, items: Mapping[str, int]) -> list[Figure]:
+    by_modality: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
+    fallbacks: Counter = Counter()
+    for row in store.query(db, "report_mask_sizes", {"run_id": run_id}).to_pylist():
+        by_modality[row["modality"]][row["class_a"], row["class_b"]] = row["n_dims"]
+        fallbacks[row["modality"]] += bool(row["fallback"])
+    figures = []
+    for modality, sizes in sorted(by_modality.items()):
+        classes, left_out = _shown_classes([c for pair in sizes for c in pair], items, MAX_HEATMAP_CLASSES)
+        values = sorted(sizes.values())
+        caption = (f"Dimensions kept by each class pair's mask for {modality} (min {values[0]}, "
+                   f"median {values[len(values) // 2]}, max {values[-1]}; {fallbacks[modality]} pairs fell back "
+                   "to every dimension). Blank: pairs that never met, so have no mask."
+                   + _left_out(left_out, MAX_HEATMAP_CLASSES))
+        figures.append(Figure(f"Mask sizes: {modality}", caption, mask_size_figure(sizes, classes, modality=modality)))
+    return figures
+
+
+def _figure_section(anchor: str, title: str, figures: Sequence[Figure], empty: str, *, wide: bool = False) -> _Section:
+    return _Section(anchor, title, _figures_html(figures, wide=wide) if figures else _note(empty))
+
+
+# ---------------------------------------------------------------- the report
+
+
+def build_report(db: str | Path, run_id: str) -> RunReport:
+    """Read the run's aggregates, draw the figures and lay out the page."""
+    run = _run(db, run_id)
+    title = f"Pairwise run {run_id}: {run['status']}"
+    sections = [_summary_section(run)]
+    if run["status"] != "succeeded":
+        sections.append(_Section("results", "Results", _note(f"No results: the run is {run['status']}.")))
+        return RunReport(run_id, _page(title, sections), ())
+    confusions = _confusions(db, run_id)
+    shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
+    items = _class_items(shares, confusions)
+    agreement = _confusion_figures(confusions, items, gold=False)
+    against_gold = _confusion_figures(confusions, items, gold=True)
+    share_figure = _shares_figure(shares, confusions, items)
+    sections += [
+        _metrics_section(db, run_id),
+        _consensus_section(db, run_id),
+        _figure_section("agreement", "Modality against modality", agreement,
+                        "Only one modality labelled items in this run: nothing to compare.", wide=True),
+        _figure_section("gold", "Against the gold label", against_gold, "No gold column in this run.", wide=True),
+        _figure_section("shares", "Class shares", [share_figure] if share_figure else [],
+                        "No labelled items in this run."),
+        _issues_section(db, run_id),
+        _figure_section("masks", "Mask sizes per class pair", _mask_figures(db, run_id, items),
+                        "No pair masks in this run."),
+    ]
+    main = tuple(f for f in (*agreement[:1], *against_gold[:1], share_figure) if f is not None)
+    return RunReport(run_id, _page(title, sections), main)
+
+
+def write_report(db: str | Path, run_id: str, path: str | Path) -> RunReport:
+    """Build the report and write it atomically: a reader never opens half a file."""
+    report = build_report(db, run_id)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(report.html, encoding="utf-8")
+    os.replace(partial, target)
+    return report
+
+
+def report_path(db: str | Path, run_id: str) -> Path:
+    """Where the flow files a run's HTML report: beside the database, one file per run."""
+    return Path(f"{db}.reports") / f"{run_id}.html"
