@@ -55,6 +55,15 @@ def _print_report(db: str, run_id: str) -> None:
     print(render_report(db, run_id))
 
 
+def _point_to_html_report(db: str, run_id: str) -> None:
+    """The flow files an HTML report beside the database: say where."""
+    from tasks.html_report import report_path
+
+    path = report_path(db, run_id)
+    if path.is_file():
+        _say(f"\nHTML report with figures: {path}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -76,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
          f"({', '.join(plan.modalities)}) -> {params.db}")
     summary = _flow_or_fail(lambda: reclassify_catalog(params))
     _print_report(params.db, summary["run_id"])
+    _point_to_html_report(params.db, summary["run_id"])
     return 0
 
 
@@ -88,21 +98,48 @@ def _demo(args: argparse.Namespace) -> int:
         db=args.db, n_items=args.n_items, n_classes=args.n_classes, seed=args.seed, strategy=args.strategy
     ))
     _print_report(args.db, summary["run_id"])
+    _point_to_html_report(args.db, summary["run_id"])
     _say(f"\nQuery it: .venv/bin/python -c \"import duckdb; "
          f"print(duckdb.connect('{args.db}', read_only=True).sql('SELECT * FROM current_labels LIMIT 5'))\"")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from tasks.report import latest_run_id
+    import duckdb
 
     if not os.path.isfile(args.db):
         raise ValueError(f"{args.db}: no such DuckDB file")
-    run_id = args.run_id or latest_run_id(args.db)
-    if run_id is None:
-        raise ValueError(f"{args.db}: no runs yet")
-    _print_report(args.db, run_id)
+    try:
+        if args.html:
+            _write_html_report(args.db, args.run_id, args.html)
+        else:
+            _print_markdown_report(args.db, args.run_id)
+    except duckdb.Error as error:  # not one of our files, or one a run is writing
+        raise ValueError(f"{args.db}: cannot read it: {str(error).splitlines()[0]}") from None
     return 0
+
+
+def _print_markdown_report(db: str, run_id: str | None) -> None:
+    from tasks.report import latest_run_id
+
+    run_id = run_id or latest_run_id(db)
+    if run_id is None:
+        raise ValueError(f"{db}: no runs yet")
+    _print_report(db, run_id)
+
+
+def _write_html_report(db: str, run_id: str | None, path: str) -> None:
+    """The latest succeeded run by default: a running or failed run has no figures to show."""
+    from tasks.html_report import latest_succeeded_run_id, write_report
+
+    run_id = run_id or latest_succeeded_run_id(db)
+    if run_id is None:
+        raise ValueError(f"{db}: no succeeded run yet")
+    try:
+        write_report(db, run_id, path)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot write the report: {error.strerror or error}") from None
+    _say(f"Wrote the HTML report of run {run_id} to {path}")
 
 
 def _flow_or_fail(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -155,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="print the report of the latest (or a given) run")
     report.add_argument("--db", required=True)
-    report.add_argument("--run-id")
+    report.add_argument("--run-id", help="default: the latest run (with --html, the latest succeeded run)")
+    report.add_argument("--html", metavar="PATH",
+                        help="write a self-contained HTML report with figures to PATH instead of printing Markdown")
     report.set_defaults(handler=_report)
 
     for sub in (run, demo, report):
