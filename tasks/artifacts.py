@@ -1,14 +1,23 @@
-"""What a run shows in the Prefect UI: a summary table, the agreement report, and progress."""
+"""What a run shows in the Prefect UI: a summary table, the agreement report with figures, and progress.
+
+The UI renders a markdown artifact's images with a plain <img>, data URIs
+included, so the main figures are embedded in the report as PNGs. The full
+HTML report (every figure, the annotation issues) is written beside the
+database as <db>.reports/<run_id>.html and named in the artifact: a
+file:// link would not open from the UI's http page, so no link artifact.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
 from prefect.artifacts import update_progress_artifact
 
+from tasks.html_report import Figure, report_path, write_report
 from tasks.policy import IO_TASK
 from tasks.report import render_report
 
@@ -28,6 +37,15 @@ def advance_progress(artifact_id: UUID, done: int, total: int) -> None:
     update_progress_artifact(artifact_id, progress=100.0 * done / max(total, 1))
 
 
+def figures_markdown(figures: Sequence[Figure], html_path: str) -> str:
+    """The main figures as Markdown images with data URIs, and where the full report is."""
+    lines = ["", "## Figures", ""]
+    for figure in figures:
+        lines += [f"### {figure.title}", "", f"![{figure.title}]({figure.data_uri()})", "", figure.caption, ""]
+    lines.append(f"Full HTML report (every figure, the annotation issues): `{html_path}`")
+    return "\n".join(lines)
+
+
 @task(name="publish-artifacts", **IO_TASK)
 def publish_artifacts(db: str, run_id: str, summary: dict[str, Any]) -> None:
     create_table_artifact(
@@ -35,4 +53,10 @@ def publish_artifacts(db: str, run_id: str, summary: dict[str, Any]) -> None:
         table=[{"field": k, "value": str(v)} for k, v in summary.items()],
         description=f"Run {run_id}",
     )
-    create_markdown_artifact(key=REPORT_KEY, markdown=render_report(db, run_id), description=f"Run {run_id}")
+    markdown = render_report(db, run_id)
+    path = report_path(db, run_id)
+    try:
+        markdown += figures_markdown(write_report(db, run_id, path).main_figures, str(path.resolve()))
+    except Exception as error:  # the run is committed: a report it cannot draw must not fail it
+        get_run_logger().warning("no HTML report for run %s: %s: %s", run_id, type(error).__name__, error)
+    create_markdown_artifact(key=REPORT_KEY, markdown=markdown, description=f"Run {run_id}")
