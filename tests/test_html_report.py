@@ -1,0 +1,243 @@
+"""The HTML report on a hand-made DuckDB file: its SQL counts, its text, and the page in headless Chromium."""
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks import html_report, store
+
+PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
+# a class name that is also HTML: the page must show it as text, never run it
+TRICKY = '<img src=x onerror="document.title=1">coat & "co"'
+CLASSES = ["bag", "hat", "shoe", TRICKY]
+MODALITIES = ["image", "text"]
+LONG_ID = "item-" + "x" * 300  # one unbreakable word: the page must still not scroll sideways
+FIRST_ISSUE = "item-007"
+
+
+def _labels(rng: np.random.Generator, n_items: int, *, gold: bool) -> list[tuple]:
+    """item_labels rows: each modality keeps the gold label with a fixed chance, pairwise more often than base."""
+    rows = []
+    for i in range(n_items):
+        truth = CLASSES[i % len(CLASSES)]
+        item = LONG_ID if i == 0 else f"item-{i:03d}"
+        for modality in MODALITIES:
+            base = truth if rng.random() < 0.6 else CLASSES[rng.integers(len(CLASSES))]
+            pairwise = truth if rng.random() < 0.85 else CLASSES[rng.integers(len(CLASSES))]
+            rows.append((item, modality, base, float(rng.random()), 0.1, pairwise, 0.2, truth if gold else None))
+    return rows
+
+
+def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_items: int, seed: int) -> list[tuple]:
+    con.execute(
+        "INSERT INTO runs (run_id, status, started_at, finished_at, params, n_items, n_classes, modalities, error) "
+        "VALUES (?, ?, ?::TIMESTAMPTZ, ?::TIMESTAMPTZ + INTERVAL 5 SECOND, ?, ?, ?, ?, ?)",
+        [run_id, status, started, started, json.dumps({"seed": seed, "strategy": "tourney", "cutoff": 1.05}),
+         n_items, len(CLASSES), MODALITIES, "boom" if status == "failed" else None],
+    )
+    if status != "succeeded":
+        return []
+    labels = _labels(np.random.default_rng(seed), n_items, gold=gold)
+    con.executemany(
+        "INSERT INTO item_labels (run_id, item_id, modality, base_class, base_score, base_margin, pairwise_class, "
+        "pairwise_margin, gold_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(run_id, *row) for row in labels],
+    )
+    for modality in MODALITIES:
+        for a in range(len(CLASSES)):
+            for b in range(a + 1, len(CLASSES)):
+                if (a, b) != (0, 1):  # bag and hat never met: no mask
+                    con.execute("INSERT INTO pair_masks VALUES (?, ?, ?, ?, ?, [1, 2], 10, 10, false)",
+                                [run_id, modality, CLASSES[a], CLASSES[b], 10 * a + b])
+    for method, value in (("base", 0.5), ("pairwise", 0.8)):
+        con.execute("INSERT INTO agreement_metrics VALUES (?, ?, 'agreement_f1_weighted', 'image', 'text', ?)",
+                    [run_id, method, value])
+    if gold:
+        evidence = [{"modality": m, "base_label": "hat", "base_margin": 0.1, "pairwise_label": "shoe",
+                     "pairwise_margin": 0.3, "given_gap": 0.2, "given_h2h": 0.4} for m in MODALITIES]
+        issues = [(run_id, rank, item, given, "shoe", 1.0 / rank, 2, evidence)
+                  for rank, item, given in ((2, "item-011", TRICKY), (1, FIRST_ISSUE, "bag"), (3, LONG_ID, "hat"))]
+        con.executemany("INSERT INTO annotation_issues VALUES (?, ?, ?, ?, ?, ?, ?, ?)", issues)
+    return labels
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A file with a succeeded run with gold (r-main), an older one without (r-nogold), and a later failed one."""
+    db = tmp_path_factory.mktemp("report") / "out.duckdb"
+    with store.connect(db) as con:
+        _insert_run(con, "r-nogold", "succeeded", "2026-01-01 00:00:00+00", gold=False, n_items=20, seed=1)
+        labels = _insert_run(con, "r-main", "succeeded", "2026-01-02 00:00:00+00", gold=True, n_items=60, seed=2)
+        _insert_run(con, "r-failed", "failed", "2026-01-03 00:00:00+00", gold=True, n_items=60, seed=3)
+    return db, labels
+
+
+def test_confusion_counts_match_a_count_by_hand(made):
+    db, labels = made
+    counted = Counter()
+    by_item = {}
+    for item, modality, base, _, _, pairwise, _, gold in labels:
+        by_item.setdefault(item, {})[modality] = {"base": base, "pairwise": pairwise}
+        for method, label in (("base", base), ("pairwise", pairwise)):
+            counted[method, modality, "gold", label, gold] += 1
+    for modalities in by_item.values():
+        for method in ("base", "pairwise"):
+            counted[method, "image", "text", modalities["image"][method], modalities["text"][method]] += 1
+    rows = store.query(db, "report_confusion", {"run_id": "r-main"}).to_pylist()
+    from_sql = Counter({(r["method"], r["modality_a"], r["modality_b"], r["pred"], r["ref"]): r["n"] for r in rows})
+    assert from_sql == counted
+
+
+def test_confusion_shares_count_every_item_of_a_row_even_when_some_columns_are_hidden():
+    counts, shares = html_report.confusion_shares({("a", "a"): 3, ("a", "b"): 1, ("a", "z"): 4}, ["a", "b"])
+    assert counts.tolist() == [[3, 1], [0, 0]]
+    assert shares[0].tolist() == [3 / 8, 1 / 8] and np.isnan(shares[1]).all()
+
+
+def test_only_the_top_classes_are_shown_past_the_limit():
+    items = {f"c{i:02d}": i for i in range(50)}
+    shown, left_out = html_report._shown_classes(items, items, 40)
+    assert left_out == 10 and shown == sorted(f"c{i:02d}" for i in range(10, 50))
+
+
+def test_default_run_is_the_latest_succeeded_one(made):
+    db, _ = made
+    assert html_report.latest_succeeded_run_id(db) == "r-main"
+    failed = html_report.build_report(db, "r-failed")
+    assert "No results: the run is failed." in failed.html and "boom" in failed.html
+    assert "<img" not in failed.html
+
+
+def test_a_run_without_gold_says_so_in_one_line(made):
+    db, _ = made
+    page = html_report.build_report(db, "r-nogold").html
+    assert "No gold column in this run." in page
+    assert "No annotation issues for this run" in page
+
+
+def test_text_from_the_database_is_escaped(made):
+    db, _ = made
+    page = html_report.build_report(db, "r-main").html
+    assert TRICKY not in page and "&lt;img src=x onerror=" in page
+
+
+# ---------------------------------------------------------------- the page as a browser shows it
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pytest.importorskip("selenium")
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("headless Chromium needs the Debian packages chromium and chromium-driver (see .ci/run)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    yield session
+    session.quit()
+
+
+@pytest.fixture(scope="module")
+def page(made, browser, tmp_path_factory):
+    """The default HTML report, written by the CLI as a user would, open in Chromium."""
+    db, _ = made
+    out = tmp_path_factory.mktemp("html") / "report.html"
+    result = subprocess.run([PAIRWISE, "report", "--db", str(db), "--html", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "run r-main" in result.stderr
+    browser.get(out.as_uri())
+    return browser
+
+
+def test_every_figure_loads(page):
+    sizes = page.execute_script(
+        "return [...document.images].map(i => [i.complete, i.naturalWidth, i.closest('section').id])")
+    # a pair of modalities, two against gold, the class shares, a mask heatmap per modality
+    assert Counter(section for _, _, section in sizes) == {"agreement": 1, "gold": 2, "shares": 1, "masks": 2}
+    assert all(complete and width > 0 for complete, width, _ in sizes)
+
+
+def test_the_page_does_not_scroll_sideways_at_1400_px(page):
+    assert page.execute_script("return window.innerWidth") >= 1380
+    overflow = page.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0
+
+
+def test_every_section_is_there_with_its_content(page):
+    ids = page.execute_script("return [...document.querySelectorAll('section')].map(s => s.id)")
+    assert ids == ["run", "metrics", "consensus", "agreement", "gold", "shares", "issues", "masks"]
+    text = page.execute_script("return document.body.innerText")
+    assert "Pairwise run r-main: succeeded" in text
+    assert "agreement_f1_weighted" in text and "+0.300" in text
+    assert TRICKY in text  # a given label of the issues table, shown as text
+    assert page.title == "Pairwise run r-main: succeeded"  # and its onerror never ran
+
+
+def test_the_annotation_issues_table_lists_the_top_issue_first(page):
+    first = page.execute_script(
+        "const row = document.querySelector('#issues table tbody tr');"
+        "return [...row.cells].map(c => c.innerText)")
+    assert first[:4] == ["1", FIRST_ISSUE, "bag", "shoe"]
+    assert first[6:9] == ["image", "hat (0.100)", "shoe (0.300)"]
+    items = page.execute_script(
+        "return [...document.querySelectorAll('#issues tbody td[rowspan]:nth-child(2)')].map(c => c.innerText)")
+    assert items == [FIRST_ISSUE, "item-011", LONG_ID]
+
+
+def test_no_console_errors(page):
+    errors = [entry for entry in page.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == []
+
+
+# ---------------------------------------------------------------- the command line and the Prefect artifact
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--db", "{tmp}/missing.duckdb"], "no such DuckDB file"),
+        (["--db", "{db}", "--run-id", "nope"], "no run 'nope'"),
+        (["--db", "{tmp}/empty.duckdb"], "no succeeded run yet"),
+        (["--db", "{tmp}/not-a-db.duckdb"], "cannot read it"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_exit_2(made, tmp_path, args, message):
+    db, _ = made
+    with store.connect(tmp_path / "empty.duckdb"):
+        pass
+    (tmp_path / "not-a-db.duckdb").write_text("hello")
+    argv = [a.format(tmp=tmp_path, db=db) for a in args]
+    result = subprocess.run([PAIRWISE, "report", *argv, "--html", str(tmp_path / "out.html")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert not (tmp_path / "out.html").exists()
+
+
+def test_the_prefect_artifact_embeds_the_main_figures_and_names_the_html_report(made, monkeypatch):
+    from tasks import artifacts
+
+    db, _ = made
+    published = {}
+    monkeypatch.setattr(artifacts, "create_table_artifact", lambda **kwargs: None)
+    monkeypatch.setattr(artifacts, "create_markdown_artifact", lambda **kwargs: published.update(kwargs))
+    artifacts.publish_artifacts.fn(str(db), "r-main", {"run_id": "r-main"})
+    markdown = published["markdown"]
+    path = html_report.report_path(db, "r-main")
+    assert path.is_file() and str(path.resolve()) in markdown
+    assert markdown.count("](data:image/png;base64,") == 3  # modalities, gold, class shares
+    assert markdown.startswith("# Run r-main: succeeded")
