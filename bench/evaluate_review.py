@@ -8,8 +8,8 @@ share of the items get their label flipped to another class chosen uniformly;
 the truth stays in memory and the noisy catalog is written as Parquet. Then:
 
 - zero-shot: the product itself, `pairwise run --gold-column label` on the noisy
-  catalog (a subprocess, timed whole); the score is annotation_issues.score,
-  0 for items the table leaves out (no evidence against their label);
+  catalog (a subprocess, timed whole); the ranking is annotation_issues.rank,
+  and the items the table leaves out (no evidence against their label) tie last;
 - supervised (confident learning, as cleanlab ranks by default): out-of-fold
   probabilities of a LogisticRegression trained on the noisy labels (5-fold
   StratifiedKFold) on the L2-normalised [title, gloss] embeddings (and on each
@@ -85,13 +85,14 @@ def zero_shot(items: pa.Table, classes: Path, seed: int, workdir: Path) -> dict:
         run_id, details = con.execute(
             "SELECT run_id, details FROM runs WHERE status = 'succeeded' ORDER BY finished_at DESC LIMIT 1"
         ).fetchone()
-        issues = con.execute("SELECT item_id, score FROM annotation_issues WHERE run_id = ?", [run_id]).fetchall()
+        issues = con.execute("SELECT item_id, rank FROM annotation_issues WHERE run_id = ?", [run_id]).fetchall()
         labels = con.execute(
             "SELECT item_id, modality, pairwise_class FROM item_labels WHERE run_id = ?", [run_id]
         ).fetchall()
-    score = np.zeros(len(ids))
-    for item_id, value in issues:
-        score[position[item_id]] = value
+    # the table's order is the ranking; items it leaves out (no evidence against their label) tie last
+    score = np.full(len(ids), -float(len(ids) + 1))
+    for item_id, rank in issues:
+        score[position[item_id]] = -rank
     pairwise = {view: np.full(len(ids), "", dtype=object) for view in VIEWS}
     for item_id, modality, label in labels:
         pairwise[modality][position[item_id]] = label

@@ -1,7 +1,12 @@
 -- Items whose given (gold) label the run's evidence speaks against, most likely mislabelled first.
--- Only runs with a gold column write rows, and only for items with some evidence (score > 0).
--- score: mean over the item's labelled modalities of [pairwise label <> given] + given_gap (sql/annotation_issues.sql):
--- first how many modalities' pairwise labels disagree, then how far the given label trails in base cosine.
+-- Only runs with a gold column write rows, and only for items with some evidence (raw_score > 0).
+-- raw_score: mean over the item's labelled modalities of [pairwise label <> given] + given_gap
+-- (sql/annotation_issues.sql): first how many modalities' pairwise labels disagree, then how far the
+-- given label trails in base cosine.
+-- score (the rank order): raw_score standardized among the items given the same label, (raw - mean) / sd.
+-- A class the prompts describe badly draws disagreement on most of its items, clean ones included;
+-- measured against its own items, an item stands out only if its class's usual disagreement does not
+-- explain it (bench/evaluate_review.py; cleanlab's per-class thresholds answer the same problem).
 -- suggested_label: the pairwise label other than the given one that most modalities give (then the larger
 -- margin); when every pairwise label is the given one, the base label that beats it by the widest gap.
 -- agreeing_modalities: how many modalities' pairwise labels are the suggested one.
@@ -16,6 +21,7 @@ CREATE TABLE IF NOT EXISTS annotation_issues (
     given_label         VARCHAR NOT NULL,
     suggested_label     VARCHAR NOT NULL,
     score               DOUBLE NOT NULL,
+    raw_score           DOUBLE NOT NULL,
     agreeing_modalities INTEGER NOT NULL,
     evidence            STRUCT(
                             modality VARCHAR, base_label VARCHAR, base_margin REAL,

@@ -103,14 +103,20 @@ def test_annotation_issues_rank_the_evidence_against_the_given_label():
         )
         con.execute("CREATE VIEW labels AS SELECT * FROM item_labels")
         got = con.sql(statement("annotation_issues"), params={"run_id": "r"}).fetchall()
-    ranked = [(rank, item, given_label, suggested, round(score, 3), agreeing)
-              for _, rank, item, given_label, suggested, score, agreeing, _ in got]
+    ranked = [(rank, item, given_label, suggested, round(raw, 3), agreeing)
+              for _, rank, item, given_label, suggested, _, raw, agreeing, _ in got]
     assert ranked == [
         (1, "wrong", "a", "b", 1.55, 2),  # both modalities say b, far from a: mean(1 + 0.6, 1 + 0.5)
         (2, "tie", "a", "b", 1.1, 1),  # mean(1 + 0.2, 1 + 0.0); b and c tie in votes, b has the larger margin
         (3, "even", "c", "a", 1.05, 1),  # mean(1 + 0.1, 1 + 0.0); a and b tie in votes and margin: first by name
         (4, "alone", "a", "c", 0.05, 0),  # only the base label disagrees: it is the suggestion
     ]  # "agree" has no evidence against it and is left out
+    # score: raw_score standardized among the items given the same label ("agree" included);
+    # "even" is alone in class c, so its score is 0
+    given_a = np.array([0.0, 1.1, 1.55, 0.05])  # agree, tie, wrong, alone
+    z = (given_a - given_a.mean()) / given_a.std()
+    scores = {item: score for _, _, item, _, _, score, _, _, _ in got}
+    assert scores == pytest.approx({"wrong": z[2], "tie": z[1], "even": 0.0, "alone": z[3]})
     evidence = got[0][-1]
     assert [e["modality"] for e in evidence] == ["image", "text"]
     assert evidence[0]["given_gap"] == pytest.approx(0.6) and evidence[0]["pairwise_label"] == "b"
