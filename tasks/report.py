@@ -32,7 +32,7 @@ def latest_run_id(db: str | Path) -> str | None:
 
 
 def render_report(db: str | Path, run_id: str) -> str:
-    """Run summary, base vs pairwise metrics, and the class distribution."""
+    """Run summary, base vs pairwise metrics, class distribution, consensus and the top label issues."""
     runs = store.query(db, "report_run", {"run_id": run_id}).to_pylist()
     if not runs:
         raise ValueError(f"no run {run_id!r} in {db}")
@@ -55,6 +55,14 @@ def render_report(db: str | Path, run_id: str) -> str:
     lines += ["", "## Agreement and accuracy: base vs pairwise", "", markdown_table(metrics)]
     shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
     lines += ["", "## Class shares", "", _shares_table(shares)]
+    consensus = store.query(db, "report_consensus_status", {"run_id": run_id})
+    lines += ["", "## One label per item (consensus_labels)", "", markdown_table(consensus)]
+    issues = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": 5})
+    if issues.num_rows:
+        n_issues = issues.column("n_issues")[0].as_py()
+        lines += ["", f"## Labels worth a look: top 5 of {n_issues:,} (annotation_issues)", "",
+                  markdown_table(issues.select(["rank", "item_id", "given_label", "suggested_label", "score",
+                                                "agreeing_modalities"]))]
     return "\n".join(lines)
 
 

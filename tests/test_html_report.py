@@ -61,9 +61,9 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
     if gold:
         evidence = [{"modality": m, "base_label": "hat", "base_margin": 0.1, "pairwise_label": "shoe",
                      "pairwise_margin": 0.3, "given_gap": 0.2, "given_h2h": 0.4} for m in MODALITIES]
-        issues = [(run_id, rank, item, given, "shoe", 1.0 / rank, 2, evidence)
+        issues = [(run_id, rank, item, given, "shoe", 1.0 / rank, 1.0 / rank, 2, evidence)
                   for rank, item, given in ((2, "item-011", TRICKY), (1, FIRST_ISSUE, "bag"), (3, LONG_ID, "hat"))]
-        con.executemany("INSERT INTO annotation_issues VALUES (?, ?, ?, ?, ?, ?, ?, ?)", issues)
+        con.executemany("INSERT INTO annotation_issues VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", issues)
     return labels
 
 
