@@ -1,7 +1,7 @@
 -- Items whose given (gold) label the run's evidence speaks against, most likely mislabelled first.
 -- Only runs with a gold column write rows, and only for items with some evidence (raw_score > 0).
 -- raw_score: mean over the item's labelled modalities of [pairwise label <> given] + given_gap
--- (sql/annotation_issues.sql): first how many modalities' pairwise labels disagree, then how far the
+-- (pairwise_core/review.py): first how many modalities' pairwise labels disagree, then how far the
 -- given label trails in base cosine.
 -- score (the rank order): raw_score standardized among the items given the same label, (raw - mean) / sd.
 -- A class the prompts describe badly draws disagreement on most of its items, clean ones included;

@@ -1,6 +1,8 @@
-"""Pass 2: label one partition with the fitted model and stage its item_labels rows."""
+"""Pass 2: label one partition with the fitted model; stage its item_labels, rejected_items and review_items rows."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -8,6 +10,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 
+from pairwise_core import Classification
+from pairwise_core.review import review_items
 from tasks.policy import IO_TASK
 from tasks.sources import Partition, Plan, matrix, read_partition
 from tasks.staging import Staging, load_model
@@ -26,6 +30,26 @@ LABEL_SCHEMA = pa.schema([
     ("given_h2h", pa.float32()),
 ])
 
+
+EVIDENCE_TYPE = pa.struct([
+    ("modality", pa.string()),
+    ("base_label", pa.string()),
+    ("base_margin", pa.float32()),
+    ("pairwise_label", pa.string()),
+    ("pairwise_margin", pa.float32()),
+    ("given_gap", pa.float32()),
+    ("given_h2h", pa.float32()),
+])
+
+# one row per item with a known given label; evidence only where it speaks against the label
+REVIEW_SCHEMA = pa.schema([
+    ("item_id", pa.string()),
+    ("given_label", pa.string()),
+    ("suggested_label", pa.string()),
+    ("raw_score", pa.float64()),
+    ("agreeing_modalities", pa.int32()),
+    ("evidence", pa.list_(EVIDENCE_TYPE)),
+])
 
 REJECTED_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -48,16 +72,17 @@ def label_partition(
     """
     models = load_model(model_path)
     names = pa.array(plan.class_names, pa.string())
-    paths = {"item_labels": staging.part("item_labels", partition.index),
-             "rejected_items": staging.part("rejected_items", partition.index)}
+    paths = {kind: staging.part(kind, partition.index) for kind in ("item_labels", "rejected_items", "review_items")}
     with pq.ParquetWriter(paths["item_labels"], LABEL_SCHEMA) as labels, \
-            pq.ParquetWriter(paths["rejected_items"], REJECTED_SCHEMA) as rejected:
+            pq.ParquetWriter(paths["rejected_items"], REJECTED_SCHEMA) as rejected, \
+            pq.ParquetWriter(paths["review_items"], REVIEW_SCHEMA) as review:
         for batch in read_partition(partition, plan.item_columns()):
             ids = batch.column("item_id").cast(pa.string())
             gold = batch.column(plan.gold_column).cast(pa.string()) if plan.gold_column else None
             # the gold column is the catalog's current label: review it in the same pass (-1: none or unknown)
             given = None if gold is None else pc.index_in(gold, value_set=names).fill_null(-1).to_numpy()
-            for modality, model in models.items():
+            evidence = Evidence.empty(batch.num_rows, len(models))
+            for column, (modality, model) in enumerate(models.items()):
                 usable = matrix(batch, modality, plan.dims[modality])
                 if not usable.valid.all():
                     bad = ~usable.valid
@@ -86,7 +111,63 @@ def label_partition(
                     "given_gap": no_gold if given is None else _nan_to_null(result.given_gap),
                     "given_h2h": no_gold if given is None else _nan_to_null(result.given_h2h),
                 }, schema=LABEL_SCHEMA))
+                if given is not None:
+                    evidence.record(column, usable.valid, result)
+            if given is not None:
+                review.write_table(evidence.review_table(ids, given, names, list(models)))
     return {kind: str(path) for kind, path in paths.items()}
+
+
+@dataclass
+class Evidence:
+    """One record batch's per-modality results, as (rows, modalities) arrays, for the review of its items."""
+
+    base_label: np.ndarray
+    base_margin: np.ndarray
+    label: np.ndarray
+    margin: np.ndarray
+    given_gap: np.ndarray
+    given_h2h: np.ndarray
+    reviewed: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int, n_modalities: int) -> Evidence:
+        shape = (n, n_modalities)
+        nan = lambda: np.full(shape, np.nan, np.float32)  # noqa: E731
+        return cls(np.zeros(shape, np.int64), nan(), np.zeros(shape, np.int64), nan(), nan(), nan(),
+                   np.zeros(shape, bool))
+
+    def record(self, column: int, valid: np.ndarray, result: Classification) -> None:
+        for name in ("base_label", "base_margin", "label", "margin", "given_gap", "given_h2h"):
+            getattr(self, name)[valid, column] = getattr(result, name)
+        self.reviewed[valid, column] = ~np.isnan(result.given_gap)
+
+    def review_table(self, ids: pa.Array, given: np.ndarray, names: pa.Array, modalities: list[str]) -> pa.Table:
+        """review_items rows of the batch's items with a known given label; evidence only where it speaks against it."""
+        rows = np.flatnonzero(self.reviewed.any(axis=1))
+        reviewed = self.reviewed[rows]
+        verdict = review_items(given[rows], self.base_label[rows], self.label[rows], self.margin[rows],
+                               self.given_gap[rows], reviewed)
+        against = verdict.raw_score > 0
+        shown = reviewed & against[:, None]  # row-major flattening keeps each item's modalities together
+        offsets = np.concatenate([[0], np.cumsum(shown.sum(axis=1))]).astype(np.int32)
+        column = np.broadcast_to(np.arange(len(modalities)), shown.shape)[shown]
+        pick = lambda values: values[rows][shown]  # noqa: E731
+        structs = pa.StructArray.from_arrays([
+            pa.array(np.asarray(modalities, dtype=object)[column], pa.string()),
+            names.take(pick(self.base_label)), pa.array(pick(self.base_margin)),
+            names.take(pick(self.label)), pa.array(pick(self.margin)),
+            pa.array(pick(self.given_gap)), pa.array(pick(self.given_h2h)),
+        ], fields=list(REVIEW_SCHEMA.field("evidence").type.value_type))
+        suggested = verdict.suggested
+        return pa.table({
+            "item_id": ids.take(pa.array(rows)),
+            "given_label": names.take(pa.array(given[rows])),
+            "suggested_label": names.take(pa.array(suggested, mask=suggested < 0)),
+            "raw_score": pa.array(verdict.raw_score),
+            "agreeing_modalities": pa.array(verdict.agreeing.astype(np.int32)),
+            "evidence": pa.ListArray.from_arrays(pa.array(offsets), structs, mask=pa.array(~against)),
+        }, schema=REVIEW_SCHEMA)
 
 
 def _nan_to_null(values: np.ndarray) -> pa.Array:

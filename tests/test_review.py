@@ -5,14 +5,17 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import PairwiseClassifier, make_catalog
+from pairwise_core.review import review_items
 from tasks import store
-from tasks.sql import statement
+from tasks.label import REVIEW_SCHEMA
+from tasks.review import rank_annotation_issues
 from tests.conftest import write_catalog
 from tests.reference import masked_cosine, noisy_catalog, unit_rows
 
@@ -57,7 +60,7 @@ def test_given_labels_are_checked():
         clf.classify(x, given=np.zeros(9, dtype=int))
 
 
-# -- the SQL rules, on hand-made labels -----------------------------------------------------------------------
+# -- the review rules, on hand-made labels ---------------------------------------------------------------------
 
 LABELS = [  # item, modality, base, pairwise, pairwise margin, gold, given_gap, given_h2h
     ("agree", "image", "a", "a", 0.30, "a", 0.0, 0.0),
@@ -70,6 +73,7 @@ LABELS = [  # item, modality, base, pairwise, pairwise margin, gold, given_gap, 
     ("wrong", "text", "b", "b", 0.40, "a", 0.5, 0.3),
     ("alone", "image", "c", "a", 0.15, "a", 0.05, 0.0),
 ]
+ITEMS, CLASSES = ["agree", "tie", "even", "wrong", "alone"], ["a", "b", "c"]
 
 
 def labelled_db(path):
@@ -80,11 +84,103 @@ def labelled_db(path):
     return path
 
 
+def evidence_arrays():
+    """LABELS as the label pass holds them: (items, modalities) arrays, class indices."""
+    shape = (len(ITEMS), 2)
+    base, label = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+    margin, gap, reviewed = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, bool)
+    given = np.zeros(len(ITEMS), np.int64)
+    for item, modality, b, p, m, g, gp, _ in LABELS:
+        i, j = ITEMS.index(item), ["image", "text"].index(modality)
+        base[i, j], label[i, j], margin[i, j], gap[i, j] = CLASSES.index(b), CLASSES.index(p), m, gp
+        reviewed[i, j], given[i] = True, CLASSES.index(g)
+    return given, base, label, margin, gap, reviewed
+
+
+def test_review_rules_by_hand():
+    verdict = review_items(*evidence_arrays())
+    got = {item: (round(raw, 3), CLASSES[s] if s >= 0 else None, int(n))
+           for item, raw, s, n in zip(ITEMS, verdict.raw_score, verdict.suggested, verdict.agreeing, strict=True)}
+    assert got == {
+        "agree": (0.0, None, 0),  # nothing against its label
+        "tie": (1.1, "b", 1),  # mean(1 + 0.2, 1 + 0.0); b and c tie in votes, b has the larger margin
+        "even": (1.05, "a", 1),  # mean(1 + 0.1, 1 + 0.0); a and b tie in votes and margin: the first class
+        "wrong": (1.55, "b", 2),  # both modalities say b, far from a: mean(1 + 0.6, 1 + 0.5)
+        "alone": (0.05, "c", 0),  # only the base label disagrees: it is the suggestion
+    }
+
+
+@st.composite
+def verdicts(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n, m, k = draw(st.integers(1, 30)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    reviewed = rng.random((n, m)) < 0.8
+    margin = np.round(rng.random((n, m)), 1)  # coarse, so that ties happen
+    margin[rng.random((n, m)) < 0.1] = np.nan
+    gap = np.round(rng.random((n, m)), 1) * (rng.random((n, m)) < 0.5)
+    return (rng.integers(0, k, n), rng.integers(0, k, (n, m)), rng.integers(0, k, (n, m)), margin,
+            np.where(reviewed, gap, np.nan), reviewed)
+
+
+@given(verdicts())
+def test_review_rules_match_a_per_item_reading_of_the_docstring(case):
+    given_labels, base, label, margin, gap, reviewed = case
+    verdict = review_items(given_labels, base, label, margin, gap, reviewed)
+    for i, g in enumerate(given_labels):
+        mods = np.flatnonzero(reviewed[i])
+        if not mods.size:
+            assert np.isnan(verdict.raw_score[i])
+            continue
+        assert verdict.raw_score[i] == pytest.approx(np.mean([(label[i, j] != g) + gap[i, j] for j in mods]))
+        strength = lambda c, values: max((values[i, j] for j in mods if label[i, j] == c and not np.isnan(values[i, j])),
+                                         default=-np.inf)
+        others = {label[i, j] for j in mods if label[i, j] != g}
+        if others:
+            votes = {c: sum(label[i, j] == c for j in mods) for c in others}
+            best = min(others, key=lambda c: (-votes[c], -strength(c, margin), c))
+            assert (verdict.suggested[i], verdict.agreeing[i]) == (best, votes[best])
+            continue
+        base_others = {base[i, j] for j in mods if base[i, j] != g}
+        gap_of = lambda c: max(gap[i, j] for j in mods if base[i, j] == c)
+        expected = min(base_others, key=lambda c: (-gap_of(c), c)) if base_others else -1
+        assert (verdict.suggested[i], verdict.agreeing[i]) == (expected, 0)
+
+
+def test_annotation_issues_are_standardized_within_the_given_label(tmp_path):
+    given, base, label, margin, gap, reviewed = evidence_arrays()
+    verdict = review_items(given, base, label, margin, gap, reviewed)
+    part = tmp_path / "review.parquet"
+    pq.write_table(pa.table({
+        "item_id": ITEMS, "given_label": [CLASSES[g] for g in given],
+        "suggested_label": [CLASSES[s] if s >= 0 else None for s in verdict.suggested],
+        "raw_score": verdict.raw_score, "agreeing_modalities": verdict.agreeing.astype(np.int32),
+        "evidence": pa.nulls(len(ITEMS), REVIEW_SCHEMA.field("evidence").type),
+    }, schema=REVIEW_SCHEMA), part)
+    files = rank_annotation_issues([str(part)], tmp_path / "w", "r")
+    got = pq.read_table(files[0]).to_pylist()
+    assert [(row["rank"], row["item_id"], row["suggested_label"]) for row in got] == [
+        (1, "wrong", "b"), (2, "tie", "b"), (3, "even", "a"), (4, "alone", "c"),
+    ]  # "agree" has no evidence against it and is left out
+    # score: raw_score standardized among the items given the same label ("agree" included);
+    # "even" is alone in class c, so its score is 0
+    given_a = np.array([0.0, 1.1, 1.55, 0.05])  # agree, tie, wrong, alone
+    z = (given_a - given_a.mean()) / given_a.std()
+    assert {row["item_id"]: row["score"] for row in got} == pytest.approx(
+        {"wrong": z[2], "tie": z[1], "even": 0.0, "alone": z[3]})
+
+
+def test_no_issue_no_file(tmp_path):
+    part = tmp_path / "review.parquet"
+    pq.write_table(REVIEW_SCHEMA.empty_table(), part)
+    assert rank_annotation_issues([str(part)], tmp_path / "w", "r") == []
+
+
 def test_consensus_labels_follow_the_documented_rule(tmp_path):
     db = labelled_db(tmp_path / "out.duckdb")
     with duckdb.connect(str(db), read_only=True) as con:
         got = {row[0]: row[1:] for row in con.execute(
-            "SELECT item_id, label, round(CAST(confidence AS DOUBLE), 3), agreeing_modalities, status FROM consensus_labels"
+            "SELECT item_id, label, round(CAST(confidence AS DOUBLE), 3), agreeing_modalities, status "
+            "FROM consensus_labels"
         ).fetchall()}
     assert got == {
         "agree": ("a", 0.2, 2, "agreed"),  # the smaller of the two margins
@@ -93,33 +189,6 @@ def test_consensus_labels_follow_the_documented_rule(tmp_path):
         "wrong": ("b", 0.4, 2, "agreed"),
         "alone": ("a", 0.15, 1, "single_modality"),
     }
-
-
-def test_annotation_issues_rank_the_evidence_against_the_given_label():
-    with duckdb.connect() as con:
-        con.execute(statement("create_item_labels"))
-        con.executemany(
-            "INSERT INTO item_labels VALUES ('r', ?, ?, ?, 0.5, 0.1, ?, ?, ?, ?, ?)", [list(row) for row in LABELS]
-        )
-        con.execute("CREATE VIEW labels AS SELECT * FROM item_labels")
-        got = con.sql(statement("annotation_issues"), params={"run_id": "r"}).fetchall()
-    ranked = [(rank, item, given_label, suggested, round(raw, 3), agreeing)
-              for _, rank, item, given_label, suggested, _, raw, agreeing, _ in got]
-    assert ranked == [
-        (1, "wrong", "a", "b", 1.55, 2),  # both modalities say b, far from a: mean(1 + 0.6, 1 + 0.5)
-        (2, "tie", "a", "b", 1.1, 1),  # mean(1 + 0.2, 1 + 0.0); b and c tie in votes, b has the larger margin
-        (3, "even", "c", "a", 1.05, 1),  # mean(1 + 0.1, 1 + 0.0); a and b tie in votes and margin: first by name
-        (4, "alone", "a", "c", 0.05, 0),  # only the base label disagrees: it is the suggestion
-    ]  # "agree" has no evidence against it and is left out
-    # score: raw_score standardized among the items given the same label ("agree" included);
-    # "even" is alone in class c, so its score is 0
-    given_a = np.array([0.0, 1.1, 1.55, 0.05])  # agree, tie, wrong, alone
-    z = (given_a - given_a.mean()) / given_a.std()
-    scores = {item: score for _, _, item, _, _, score, _, _, _ in got}
-    assert scores == pytest.approx({"wrong": z[2], "tie": z[1], "even": 0.0, "alone": z[3]})
-    evidence = got[0][-1]
-    assert [e["modality"] for e in evidence] == ["image", "text"]
-    assert evidence[0]["given_gap"] == pytest.approx(0.6) and evidence[0]["pairwise_label"] == "b"
 
 
 # -- the flow --------------------------------------------------------------------------------------------------
