@@ -118,7 +118,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             watch.lap("pass2")
             label_paths = [part["item_labels"] for part in staged_parts]
             rejected_paths = [part["rejected_items"] for part in staged_parts]
-            metrics_path = compute_metrics(label_paths, rejected_paths, staging, run_id)
+            metrics_paths = compute_metrics(label_paths, rejected_paths, staging, run_id)
             watch.lap("metrics")
             review_paths = [part["review_items"] for part in staged_parts]
             issues_paths = stage_annotation_issues(review_paths, staging, run_id) if plan.gold_column else []
@@ -140,7 +140,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "item_labels": label_paths,
                 "rejected_items": rejected_paths,
                 "pair_masks": [fitted["pair_masks"]],
-                "agreement_metrics": [metrics_path],
+                "agreement_metrics": [metrics_paths["agreement_metrics"]],
+                "confusion_counts": [metrics_paths["confusion_counts"]],
                 "annotation_issues": issues_paths,
             }
             commit_run(db, run_id, staged, summary)

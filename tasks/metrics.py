@@ -15,15 +15,17 @@ from tasks.sql import statement
 from tasks.staging import Staging, write_parquet
 
 
-def agreement_metrics(label_paths: list[str], run_id: str) -> pa.Table:
-    """The agreement_metrics rows of a run, from its item_labels files."""
+def agreement_metrics(label_paths: list[str], run_id: str) -> tuple[pa.Table, pa.Table]:
+    """The agreement_metrics and confusion_counts rows of a run, from its item_labels files."""
     with duckdb.connect() as con:
         counts = []
         for path in label_paths:
             con.read_parquet(path).create_view("labels", replace=True)
             counts.append(con.execute(statement("metrics_confusion")).to_arrow_table())
         con.register("confusion", pa.concat_tables(counts))
-        return con.execute(statement("metrics_agreement"), {"run_id": run_id}).to_arrow_table()
+        params = {"run_id": run_id}
+        metrics = con.execute(statement("metrics_agreement"), params).to_arrow_table()
+        return metrics, con.execute(statement("metrics_confusion_total"), params).to_arrow_table()
 
 
 def check_unique_items(paths: list[str]) -> None:
@@ -38,7 +40,11 @@ def check_unique_items(paths: list[str]) -> None:
 
 
 @task(name="agreement-metrics", **IO_TASK)
-def compute_metrics(label_paths: list[str], rejected_paths: list[str], staging: Staging, run_id: str) -> str:
-    """Check that no item is counted twice, then stage the run's agreement_metrics rows; return their path."""
+def compute_metrics(label_paths: list[str], rejected_paths: list[str], staging: Staging, run_id: str) -> dict[str, str]:
+    """Check that no item is counted twice, then stage the run's agreement_metrics and confusion_counts rows."""
     check_unique_items(label_paths + rejected_paths)
-    return write_parquet(staging.path("agreement_metrics", "part-00000.parquet"), agreement_metrics(label_paths, run_id))
+    metrics, confusion = agreement_metrics(label_paths, run_id)
+    return {
+        "agreement_metrics": write_parquet(staging.path("agreement_metrics", "part-00000.parquet"), metrics),
+        "confusion_counts": write_parquet(staging.path("confusion_counts", "part-00000.parquet"), confusion),
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib.resources import files
 
-OUTPUT_TABLES = ("item_labels", "pair_masks", "agreement_metrics", "rejected_items", "annotation_issues")
+OUTPUT_TABLES = ("item_labels", "pair_masks", "agreement_metrics", "rejected_items", "annotation_issues", "confusion_counts")
 SCHEMA = (
     "create_runs", *(f"create_{table}" for table in OUTPUT_TABLES),
     "upgrade_item_labels_given_gap", "upgrade_item_labels_given_h2h",

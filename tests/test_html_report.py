@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tasks import html_report, store
+from tasks.sql import statement
 
 PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
 # a class name that is also HTML: the page must show it as text, never run it
@@ -55,6 +56,9 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
                 if (a, b) != (0, 1):  # bag and hat never met: no mask
                     con.execute("INSERT INTO pair_masks VALUES (?, ?, ?, ?, ?, [1, 2], 10, 10, false)",
                                 [run_id, modality, CLASSES[a], CLASSES[b], 10 * a + b])
+    # the confusion counts, as the run's agreement-metrics step stages them
+    con.execute(f"CREATE OR REPLACE TEMP VIEW labels AS SELECT * FROM item_labels WHERE run_id = '{run_id}'")
+    con.execute(f"INSERT INTO confusion_counts SELECT ?, * FROM ({statement('metrics_confusion')})", [run_id])
     for method, value in (("base", 0.5), ("pairwise", 0.8)):
         con.execute("INSERT INTO agreement_metrics VALUES (?, ?, 'agreement_f1_weighted', 'image', 'text', ?)",
                     [run_id, method, value])

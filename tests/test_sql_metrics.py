@@ -1,4 +1,7 @@
-"""sql/metrics_*.sql compute exactly what pairwise_core.metrics computes, however the labels are split into files."""
+"""sql/metrics_*.sql compute exactly what pairwise_core.metrics computes, and the confusion counts a count item by
+item gives, however the labels are split into files."""
+
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -21,8 +24,22 @@ def sql_metrics(labels: pa.Table, tmp_path, n_parts: int = 1) -> dict[tuple, flo
         part = labels.filter(pa.compute.is_in(labels.column("item_id"), value_set=mine))
         paths.append(str(tmp_path / f"labels-{k}.parquet"))
         pq.write_table(part, paths[-1])
-    rows = agreement_metrics(paths, "r").to_pylist()
-    return {(r["method"], r["metric"], r["modality_a"], r["modality_b"]): r["value"] for r in rows}
+    metrics, confusion = agreement_metrics(paths, "r")
+    counted = Counter()  # the confusion counts, item by item
+    by_item = {}
+    for row in labels.to_pylist():
+        by_item.setdefault(row["item_id"], {})[row["modality"]] = row
+    for rows in by_item.values():
+        for method in ("base", "pairwise"):
+            for a, b in ((a, b) for a in rows for b in rows if a < b):
+                counted[method, a, b, rows[a][f"{method}_class"], rows[b][f"{method}_class"]] += 1
+            for modality, row in rows.items():
+                if row["gold_class"] is not None:
+                    counted[method, modality, "gold", row[f"{method}_class"], row["gold_class"]] += 1
+    assert {(r["method"], r["modality_a"], r["modality_b"], r["pred"], r["ref"]): r["n"]
+            for r in confusion.to_pylist()} == counted
+    assert set(confusion.column("run_id").to_pylist()) <= {"r"}
+    return {(r["method"], r["metric"], r["modality_a"], r["modality_b"]): r["value"] for r in metrics.to_pylist()}
 
 
 @given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.integers(1, 5), st.integers(1, 3))

@@ -1,0 +1,1 @@
+DELETE FROM confusion_counts WHERE run_id = $run_id

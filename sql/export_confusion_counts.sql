@@ -1,0 +1,1 @@
+SELECT * FROM confusion_counts WHERE run_id = $run_id
