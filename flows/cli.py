@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     _say(f"Reclassifying {plan.n_items} items into {len(plan.class_names)} classes "
          f"({', '.join(plan.modalities)}) -> {params.db}")
     summary = _flow_or_fail(lambda: reclassify_catalog(params))
-    _print_report(params.db, summary["run_id"])
+    print(summary["report"])  # the report the run published, not queried again
     _point_to_html_report(params.db, summary["run_id"])
     return 0
 
@@ -97,7 +97,7 @@ def _demo(args: argparse.Namespace) -> int:
     summary = _flow_or_fail(lambda: demo(
         db=args.db, n_items=args.n_items, n_classes=args.n_classes, seed=args.seed, strategy=args.strategy
     ))
-    _print_report(args.db, summary["run_id"])
+    print(summary["report"])
     _point_to_html_report(args.db, summary["run_id"])
     _say(f"\nQuery it: .venv/bin/python -c \"import duckdb; "
          f"print(duckdb.connect('{args.db}', read_only=True).sql('SELECT * FROM current_labels LIMIT 5'))\"")

@@ -150,7 +150,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             raise
         finally:
             staging.remove()
-    publish_artifacts(db, run_id, {k: v for k, v in summary.items() if k != "details"} | timings)
+    summary["report"] = publish_artifacts(db, run_id, {k: v for k, v in summary.items() if k != "details"} | timings)
     if params.export_dir:
         export_run(db, run_id, params.export_dir)
     return summary
