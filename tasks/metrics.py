@@ -11,13 +11,14 @@ import pyarrow as pa
 from prefect import task
 
 from tasks.policy import IO_TASK
+from tasks.store import DUCKDB_MEMORY
 from tasks.sql import statement
 from tasks.staging import Staging, write_parquet
 
 
 def agreement_metrics(label_paths: list[str], run_id: str) -> tuple[pa.Table, pa.Table]:
     """The agreement_metrics and confusion_counts rows of a run, from its item_labels files."""
-    with duckdb.connect() as con:
+    with duckdb.connect(config=DUCKDB_MEMORY) as con:
         counts = []
         for path in label_paths:
             con.read_parquet(path).create_view("labels", replace=True)
@@ -30,8 +31,7 @@ def agreement_metrics(label_paths: list[str], run_id: str) -> tuple[pa.Table, pa
 
 def check_unique_items(paths: list[str]) -> None:
     """Raise a one-line ValueError naming duplicate item_ids, if any (memory-bounded: DuckDB spills)."""
-    with duckdb.connect() as con:
-        con.execute("SET memory_limit = '1GB'")
+    with duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.read_parquet(paths, union_by_name=True).select("item_id, modality").create_view("staged")
         duplicates = con.execute(statement("check_duplicate_items")).fetchall()
     if duplicates:

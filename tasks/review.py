@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from tasks.policy import IO_TASK
+from tasks.store import DUCKDB_MEMORY
 from tasks.sql import statement
 from tasks.staging import Staging
 
@@ -27,8 +28,7 @@ def rank_annotation_issues(review_paths: list[str], workdir: Path, run_id: str) 
     """Write the run's annotation_issues rows, ranked, to ``workdir``; return the file (none if no issue)."""
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "annotation_issues.parquet"
-    with duckdb.connect() as con:
-        con.execute("SET memory_limit = '1GB'")
+    with duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.execute("SET temp_directory = ?", [str(workdir / "spill")])
         con.read_parquet(review_paths).create_view("review_items")
         con.register("spread", con.sql(statement("review_class_spread")).to_arrow_table())

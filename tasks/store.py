@@ -24,12 +24,17 @@ import pyarrow.parquet as pq
 from tasks.sql import OUTPUT_TABLES, SCHEMA, statement
 
 
+# Every DuckDB connection of a run works within this much memory and spills past it: peak RSS must stay
+# flat in the catalog's size (bench/bench_pipeline.py), and DuckDB's default is 80% of the machine.
+DUCKDB_MEMORY = {"memory_limit": "512MB"}
+
+
 @contextmanager
 def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection; the file, its folder and the schema are created on first write."""
     if not read_only:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db), read_only=read_only)
+    con = duckdb.connect(str(db), read_only=read_only, config=DUCKDB_MEMORY)
     try:
         if not read_only:
             for name in SCHEMA:
