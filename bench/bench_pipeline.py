@@ -16,9 +16,15 @@ its peak RSS comes from the OS (/usr/bin/time -v when present).
 
 from __future__ import annotations
 
+import os
+
 from flows.cli import tune_allocator
 
-tune_allocator()  # the floor gets the same allocator settings as `pairwise run`, before pyarrow loads
+# The floor reads with the allocator settings that decode fastest here (freed memory never returned),
+# whatever `pairwise run` picks for itself: set before pyarrow loads, and not passed on to the run.
+_USER_PURGE_DELAY = os.environ.get("MIMALLOC_PURGE_DELAY")
+os.environ["MIMALLOC_PURGE_DELAY"] = "-1"
+tune_allocator()
 
 import argparse
 import json
@@ -107,7 +113,9 @@ def main() -> None:
     command += shlex.split(args.pairwise_args)
     timer = ["/usr/bin/time", "-v"] if shutil.which("/usr/bin/time") else []
     start = time.perf_counter()
-    result = subprocess.run(timer + command, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_PURGE_DELAY"}
+    env |= {"MIMALLOC_PURGE_DELAY": _USER_PURGE_DELAY} if _USER_PURGE_DELAY is not None else {}
+    result = subprocess.run(timer + command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"pairwise run failed:\n{result.stderr}")
