@@ -113,8 +113,11 @@ def main() -> None:
     command += shlex.split(args.pairwise_args)
     timer = ["/usr/bin/time", "-v"] if shutil.which("/usr/bin/time") else []
     start = time.perf_counter()
-    env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_PURGE_DELAY"}
-    env |= {"MIMALLOC_PURGE_DELAY": _USER_PURGE_DELAY} if _USER_PURGE_DELAY is not None else {}
+    env = dict(os.environ)
+    if _USER_PURGE_DELAY is None:
+        del env["MIMALLOC_PURGE_DELAY"]  # `pairwise` picks its own
+    else:
+        env["MIMALLOC_PURGE_DELAY"] = _USER_PURGE_DELAY
     result = subprocess.run(timer + command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if result.returncode != 0:

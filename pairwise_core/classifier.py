@@ -396,7 +396,9 @@ class PairwiseClassifier:
             margin = self._normalize_margin(block, norms, outcome)
             part = (base_label, base_score, base_margin, outcome.labels, margin)
             if codes is not None:
-                part += self._against_given(referee, block, norms, cosines, outcome.labels, codes[start : start + len(block)])
+                part += self._against_given(
+                    referee, block, norms, cosines, base_score, outcome.labels, codes[start : start + len(block)]
+                )
             parts.append(part)
         return Classification(*(np.concatenate(column) for column in zip(*parts)))
 
@@ -409,7 +411,7 @@ class PairwiseClassifier:
         return codes.astype(np.int64)
 
     def _against_given(
-        self, referee: Referee, block: np.ndarray, norms: np.ndarray, cosines: np.ndarray,
+        self, referee: Referee, block: np.ndarray, norms: np.ndarray, cosines: np.ndarray, base_score: np.ndarray,
         labels: np.ndarray, given: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(given_gap, given_h2h): how far the given label trails the base winner, and how the
@@ -417,11 +419,14 @@ class PairwiseClassifier:
         rows = np.arange(len(given))
         known = given >= 0
         g = np.where(known, given, 0)
-        gap = np.where(known, cosines[rows, np.argmax(cosines, axis=1)] - cosines[rows, g], np.nan)
+        gap = np.where(known, base_score - cosines[rows, g], np.nan)
         differ = known & (labels != g)
         if not differ.any():
             return gap.astype(np.float32), np.where(known, 0.0, np.nan).astype(np.float32)
-        column, score = referee.seen_from(labels[:, None], np.where(differ, g, (labels + 1) % self.n_classes_)[:, None])
+        # rows with no match to play still need a real pair (a referee has none for (a, a)): any other
+        # class stands in, and its score is discarded below
+        opponent = np.where(differ, g, (labels + 1) % self.n_classes_)
+        column, score = referee.seen_from(labels[:, None], opponent[:, None])
         played = Outcome(labels, column[:, 0], np.where(differ, score[:, 0], np.nan))
         h2h = np.where(differ, self._normalize_margin(block, norms, played), np.where(known, 0.0, np.nan))
         return gap.astype(np.float32), h2h.astype(np.float32)

@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from tasks import store
+from tasks.report import run_row
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -85,13 +86,6 @@ def latest_succeeded_run_id(db: str | Path) -> str | None:
     """The run current_labels shows: a report of a run still running or failed has no figures."""
     table = store.query(db, "report_latest_succeeded_run")
     return table.column("run_id")[0].as_py() if table.num_rows else None
-
-
-def _run(db: str | Path, run_id: str) -> dict[str, Any]:
-    runs = store.query(db, "report_run", {"run_id": run_id}).to_pylist()
-    if not runs:
-        raise ValueError(f"no run {run_id!r} in {db}")
-    return runs[0]
 
 
 def _confusions(db: str | Path, run_id: str) -> dict[tuple[str, str], dict[str, Counter]]:
@@ -464,7 +458,7 @@ def _figure_section(anchor: str, title: str, figures: Sequence[Figure], empty: s
 
 def build_report(db: str | Path, run_id: str) -> RunReport:
     """Read the run's aggregates, draw the figures and lay out the page."""
-    run = _run(db, run_id)
+    run = run_row(db, run_id)
     title = f"Pairwise run {run_id}: {run['status']}"
     sections = [_summary_section(run)]
     if run["status"] != "succeeded":

@@ -31,12 +31,17 @@ def latest_run_id(db: str | Path) -> str | None:
     return table.column("run_id")[0].as_py() if table.num_rows else None
 
 
-def render_report(db: str | Path, run_id: str) -> str:
-    """Run summary, base vs pairwise metrics, class distribution, consensus and the top label issues."""
+def run_row(db: str | Path, run_id: str) -> dict:
+    """The run's row of `runs`, or a one-line ValueError."""
     runs = store.query(db, "report_run", {"run_id": run_id}).to_pylist()
     if not runs:
         raise ValueError(f"no run {run_id!r} in {db}")
-    run = runs[0]
+    return runs[0]
+
+
+def render_report(db: str | Path, run_id: str) -> str:
+    """Run summary, base vs pairwise metrics, class distribution, consensus and the top label issues."""
+    run = run_row(db, run_id)
     params = json.loads(run["params"])
     lines = [
         f"# Run {run_id}: {run['status']}",
