@@ -140,11 +140,24 @@ def _label_axes(ax: Any, rows: Sequence[str], columns: Sequence[str]) -> None:
     ax.tick_params(length=2)
 
 
+def compact(value: float) -> str:
+    """A count short enough for a heatmap cell: 950, 9.5k, 95k, 1.2M."""
+    if abs(value) < 999.5:
+        return f"{value:.0f}"
+    for scale, unit in ((1e3, "k"), (1e6, "M")):
+        scaled = value / scale
+        if abs(scaled) < 9.95:
+            return f"{scaled:.1f}{unit}"
+        if abs(scaled) < 999.5:
+            return f"{scaled:.0f}{unit}"
+    return f"{value / 1e6:.0f}M"
+
+
 def _annotate(ax: Any, values: np.ndarray, colour_by: np.ndarray, threshold: float) -> None:
-    """Write each cell's value, white on dark cells."""
+    """Write each cell's value, white on dark cells (inside the axes: left out of the layout's sums)."""
     for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value) and value:
-            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, compact(value), ha="center", va="center", fontsize=7, in_layout=False,
                     color="white" if colour_by[i, j] > threshold else "black")
 
 

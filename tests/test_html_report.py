@@ -104,6 +104,14 @@ def test_confusion_shares_count_every_item_of_a_row_even_when_some_columns_are_h
     assert shares[0].tolist() == [3 / 8, 1 / 8] and np.isnan(shares[1]).all()
 
 
+@pytest.mark.parametrize(("value", "text"), [
+    (0, "0"), (950, "950"), (999.6, "1.0k"), (9_499, "9.5k"), (9_960, "10k"), (34_322, "34k"),
+    (999_499, "999k"), (999_999, "1.0M"), (12_500_000, "12M"),
+])
+def test_cell_counts_are_compact_enough_for_a_cell(value, text):
+    assert html_report.compact(value) == text
+
+
 def test_only_the_top_classes_are_shown_past_the_limit():
     items = {f"c{i:02d}": i for i in range(50)}
     shown, left_out = html_report._shown_classes(items, items, 40)
