@@ -21,8 +21,7 @@ def partition_stats(
     """Stream one partition and return the path of its pair statistics, per modality."""
     models = classifiers(classes_path, plan, core_params)
     totals = {m: PairStats.zeros(len(plan.class_names), plan.dims[m]) for m in plan.modalities}
-    columns = ["item_id", *(f"{m}_embedding" for m in plan.modalities)]
-    for batch in read_partition(partition, columns):
+    for batch in read_partition(partition, [f"{m}_embedding" for m in plan.modalities]):
         for modality, model in models.items():
             usable = matrix(batch, modality, plan.dims[modality]).x  # rejected rows are recorded in pass 2
             if len(usable):

