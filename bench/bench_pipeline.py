@@ -5,8 +5,9 @@
     .venv/bin/python bench/bench_pipeline.py --synthetic 1000000
 
 --synthetic N generates (once, cached under bench/data/) a synthetic catalog
-of N items with two 768-d float32 modalities and 13 classes, as Parquet files
-of 100,000 rows in row groups of 50,000, and benchmarks that.
+of N items with two 768-d float32 modalities and 13 classes (--n-classes K
+for more), as Parquet files of 100,000 rows in row groups of 50,000, and
+benchmarks that.
 
 The I/O floor streams the item_id, embedding and gold columns into numpy
 float32 matrices (what the pipeline must do at least once). The pipeline time
@@ -57,15 +58,15 @@ def read_floor(items: str, columns: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def synthetic(n_items: int) -> tuple[str, str]:
+def synthetic(n_items: int, n_classes: int = 13) -> tuple[str, str]:
     """Paths of the cached synthetic catalog of n_items, generated chunk by chunk if missing."""
-    root = Path(__file__).parent / "data" / f"synthetic-{n_items}"
+    root = Path(__file__).parent / "data" / (f"synthetic-{n_items}" + (f"-k{n_classes}" if n_classes != 13 else ""))
     items_dir, classes_path = root / "items", root / "classes.parquet"
     if not classes_path.exists():
         shutil.rmtree(root, ignore_errors=True)
         items_dir.mkdir(parents=True)
         modalities = (Modality("image", 768, 0.045), Modality("text", 768, 0.035))
-        classes, chunks = iter_catalog(n_items, 13, modalities=modalities, seed=0)
+        classes, chunks = iter_catalog(n_items, n_classes, modalities=modalities, seed=0)
         writer, rows, part = None, 0, 0
         for chunk in chunks:
             if writer is None or rows >= 100_000:
@@ -85,13 +86,14 @@ def main() -> None:
     parser.add_argument("--items")
     parser.add_argument("--classes")
     parser.add_argument("--synthetic", type=int, metavar="N", help="benchmark a cached synthetic catalog of N items")
+    parser.add_argument("--n-classes", type=int, default=13, help="classes of the --synthetic catalog")
     parser.add_argument("--gold-column")
     parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--db", help="output DuckDB file (default: a temporary one)")
     parser.add_argument("--pairwise-args", default="", help="more options for `pairwise run`, e.g. '--fit-fraction 0.2'")
     args = parser.parse_args()
     if args.synthetic:
-        args.items, args.classes = synthetic(args.synthetic)
+        args.items, args.classes = synthetic(args.synthetic, args.n_classes)
         args.gold_column = args.gold_column or "label"
     elif not (args.items and args.classes):
         parser.error("give --items and --classes, or --synthetic N")

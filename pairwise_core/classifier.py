@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pairwise_core.bracket import OnDemand, Outcome, Referee, ScoreTable, pair_index, round_robin, tourney
-from pairwise_core.cross_ratio import moments_ratio
+from pairwise_core.cross_ratio import moments_ratio, top_n
 from pairwise_core.pair_stats import PairStats, normalize_rows, pair_stats, top_candidates, top_two
 from pairwise_core.validation import Interval, Options, check_embeddings, check_matrix, check_params, check_rows
 
@@ -101,7 +101,8 @@ class PairwiseClassifier:
     pair_masks_ : ndarray (P, d) of bool
         Dimensions kept per pair.
     pair_ratios_ : ndarray (P, d) of float32
-        Cross-deviation ratio per pair and dimension (NaN for fallback pairs).
+        Cross-deviation ratio per pair and dimension (NaN for fallback pairs),
+        computed from ``stats_`` when read.
     pair_counts_ab_ : ndarray (P, 2)
         Confident items of lo against hi, and of hi against lo.
     pair_fallback_ : ndarray (P,) of bool
@@ -164,7 +165,7 @@ class PairwiseClassifier:
     def _reset(self) -> None:
         self._validate()
         self.stats_ = PairStats.zeros(self.n_classes_, self.n_features_in_)
-        for name in ("pair_masks_", "pair_ratios_", "pair_counts_ab_", "pair_fallback_", "pairs_", "bracket_"):
+        for name in ("pair_masks_", "pair_counts_ab_", "pair_fallback_", "pairs_", "bracket_"):
             self.__dict__.pop(name, None)
 
     @property
@@ -205,7 +206,7 @@ class PairwiseClassifier:
         return self.partial_fit(X).finalize()
 
     def finalize(self) -> PairwiseClassifier:
-        """Turn the accumulated statistics into ratios, masks, match weights and a bracket."""
+        """Turn the accumulated statistics into masks, match weights and a bracket."""
         if not hasattr(self, "stats_"):
             self._reset()
         k, d = self.n_classes_, self.n_features_in_
@@ -216,23 +217,21 @@ class PairwiseClassifier:
         self.pairs_ = np.stack([lo, hi], axis=1).astype(np.int64)
         n_pairs = len(self.pairs_)
         self.pair_masks_ = np.zeros((n_pairs, d), dtype=bool)
-        self.pair_ratios_ = np.full((n_pairs, d), np.nan, dtype=np.float32)
         self.pair_counts_ab_ = np.zeros((n_pairs, 2), dtype=np.int64)
         self.pair_fallback_ = np.zeros(n_pairs, dtype=bool)
-        # with pruning there can be many pairs: their weights are kept in float32
-        self._weights = np.zeros((n_pairs, d), dtype=np.float32 if self._pruned else np.float64)
         for start in range(0, n_pairs, _PAIR_CHUNK):
-            self._fit_pairs(slice(start, start + _PAIR_CHUNK))
-        self._index = pair_index(self.pairs_, k)
+            chunk = slice(start, start + _PAIR_CHUNK)
+            ratios, counts, fallback = self._pair_ratios(chunk)
+            self.pair_masks_[chunk] = self._masks(ratios, fallback)
+            self.pair_counts_ab_[chunk] = counts
+            self.pair_fallback_[chunk] = fallback
         self.bracket_ = np.random.default_rng(self.seed).permutation(k)
         self._bracket_rank = np.argsort(self.bracket_)
-        if self._pruned:
-            self._candidate_columns, self._candidate_masks = self._class_vs_rest()
-        self._mask_dims, self._mask_weights = self._padded_mask_dims()
+        self._derive()
         return self
 
-    def _fit_pairs(self, chunk: slice) -> None:
-        """Ratios, masks and match weights of a chunk of pairs, from the pair statistics (float64)."""
+    def _pair_ratios(self, chunk: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ratios (NaN for fallback pairs), confident counts (lo, hi) and fallback of a chunk of pairs."""
         lo, hi = self.pairs_[chunk, 0], self.pairs_[chunk, 1]
         n_a, sum_a, sumsq_a = self.stats_.moments(lo, hi)
         n_b, sum_b, sumsq_b = self.stats_.moments(hi, lo)
@@ -240,16 +239,37 @@ class PairwiseClassifier:
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = moments_ratio(n_a[:, None], sum_a, sumsq_a, n_b[:, None], sum_b, sumsq_b)
         ratios[fallback] = np.nan
-        masks = self._masks(ratios, fallback)
-        self.pair_counts_ab_[chunk] = np.stack([n_a, n_b], axis=1)
-        self.pair_fallback_[chunk] = fallback
-        self.pair_ratios_[chunk] = ratios
-        self.pair_masks_[chunk] = masks
-        # w_p = u_lo - u_hi: each class embedding masked to the pair's dims, unit length
-        weight = masks.astype(np.float64)
-        self._weights[chunk] = normalize_rows(self._class_unit[lo] * weight) - normalize_rows(
-            self._class_unit[hi] * weight
-        )
+        return ratios, np.stack([n_a, n_b], axis=1), fallback
+
+    # what prediction derives from the masks: rebuilt after unpickling rather than stored, since
+    # with many classes the weights alone are P x d floats (K = 500: 380 MB per modality)
+    _DERIVED = ("_weights", "_index", "_candidate_columns", "_candidate_masks", "_mask_dims", "_mask_real")
+
+    def _derive(self) -> None:
+        """Match weights w_p = u_lo - u_hi (each class embedding masked to the pair's dims, unit length),
+        the pair lookup, the candidates' columns and the padded mask dimensions."""
+        n_pairs, d = self.pair_masks_.shape
+        # with pruning there can be many pairs: their weights are kept in float32
+        self._weights = np.zeros((n_pairs, d), dtype=np.float32 if self._pruned else np.float64)
+        for start in range(0, n_pairs, _PAIR_CHUNK):
+            chunk = slice(start, start + _PAIR_CHUNK)
+            lo, hi = self.pairs_[chunk, 0], self.pairs_[chunk, 1]
+            weight = self.pair_masks_[chunk].astype(np.float64)
+            self._weights[chunk] = normalize_rows(self._class_unit[lo] * weight) - normalize_rows(
+                self._class_unit[hi] * weight
+            )
+        self._index = pair_index(self.pairs_, self.n_classes_)
+        if self._pruned:
+            self._candidate_columns, self._candidate_masks = self._class_vs_rest()
+        self._mask_dims, self._mask_real = self._padded_mask_dims()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: value for name, value in self.__dict__.items() if name not in self._DERIVED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if hasattr(self, "pair_masks_"):
+            self._derive()
 
     def _class_vs_rest(self) -> tuple[np.ndarray, np.ndarray]:
         """Per class, the dims that separate its items from all others' (the same mask rule as pairs).
@@ -273,31 +293,33 @@ class PairwiseClassifier:
         return columns.astype(np.float32), masks.astype(np.float32)
 
     def _masks(self, ratios: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        """Dimensions with ratio > cutoff; rows with fewer than min_dims or more than max_dims keep
+        their top-N by ratio instead (ties to the lower dimension). Only those rows are ranked."""
         d = self.n_features_in_
         min_dims = min(self.min_dims, d)
         max_dims = d if self.max_dims is None else min(self.max_dims, d)
-        # rank dimensions by ratio, highest first; the ratio vector of (a, b)
-        # is that of (b, a), so the mask is symmetric by construction
-        order = np.argsort(-np.nan_to_num(ratios, nan=-np.inf), axis=1, kind="stable")
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.arange(d)[None, :], axis=1)
-        keep = np.clip((ratios > self.cutoff).sum(axis=1, keepdims=True), min_dims, max_dims)
-        masks = rank < keep
+        masks = ratios > self.cutoff  # NaN compares False
+        n_above = masks.sum(axis=1)
+        for keep, out_of_range in ((min_dims, n_above < min_dims), (max_dims, n_above > max_dims)):
+            rows = np.flatnonzero(out_of_range & ~fallback)
+            if rows.size:
+                masks[rows] = top_n(ratios[rows], keep)
         masks[fallback] = True
         return masks
 
     def _padded_mask_dims(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each pair's kept dimensions as a row of indices, padded with weight 0.
+        """Each pair's kept dimensions as a row of indices (int32), padded; and which entries are real.
 
         Fallback pairs keep every dimension and are measured with |x| instead,
         so they do not set the width.
         """
         masks = self.pair_masks_ & ~self.pair_fallback_[:, None]
-        width = max(int(masks.sum(axis=1).max(initial=0)), 1)
-        # stable sort puts each pair's kept dimensions first, in index order
-        dims = np.argsort(~masks, axis=1, kind="stable")[:, :width].astype(np.int64)
-        weights = np.take_along_axis(masks, dims, axis=1).astype(np.float32)
-        return dims, weights
+        counts = masks.sum(axis=1)
+        width = max(int(counts.max(initial=0)), 1)
+        real = np.arange(width) < counts[:, None]
+        dims = np.zeros(real.shape, dtype=np.int32)
+        dims[real] = np.flatnonzero(masks) % masks.shape[1]  # row-major: each pair's dims in index order
+        return dims, real
 
     # -- dense views (few classes) ------------------------------------------
 
@@ -313,6 +335,17 @@ class PairwiseClassifier:
     def masks_(self) -> np.ndarray:
         """(K, K, d) bool, symmetric, all False on the diagonal and for pairs that never meet."""
         return self._dense(self.pair_masks_, False)
+
+    @property
+    def pair_ratios_(self) -> np.ndarray:
+        """(P, d) float32 cross-deviation ratios, computed from the statistics when asked for (with
+        many classes they are P x d floats that prediction never needs)."""
+        self._check_fitted()
+        ratios = np.empty(self.pair_masks_.shape, dtype=np.float32)
+        for start in range(0, len(self.pairs_), _PAIR_CHUNK):
+            chunk = slice(start, start + _PAIR_CHUNK)
+            ratios[chunk] = self._pair_ratios(chunk)[0]
+        return ratios
 
     @property
     def ratios_(self) -> np.ndarray:
@@ -456,7 +489,7 @@ class PairwiseClassifier:
         norm = norms.astype(np.float64)
         if masked.size:
             flat = self._mask_dims[column[masked]] + (masked * block.shape[1])[:, None]
-            picked = np.take(block.reshape(-1), flat) * self._mask_weights[column[masked]]
+            picked = np.take(block.reshape(-1), flat) * self._mask_real[column[masked]]  # padding counts 0
             norm[masked] = np.sqrt(np.einsum("ij,ij->i", picked, picked))
         with np.errstate(divide="ignore", invalid="ignore"):
             margin[played] = np.where(norm[played] > 0, outcome.winner_score[played] / norm[played], 0.0)

@@ -86,3 +86,16 @@ def cross_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a64.shape[0], a64.sum(0), (a64 * a64).sum(0),
         b64.shape[0], b64.sum(0), (b64 * b64).sum(0),
     )
+
+
+def top_n(ratios: np.ndarray, n: int) -> np.ndarray:
+    """Per row, the n dimensions with the largest ratios (NaN lowest, ties to the lower dimension).
+
+    The same set a stable descending sort would keep, found with one
+    partition per row (O(d)) instead of a sort.
+    """
+    values = np.nan_to_num(ratios, nan=-np.inf)
+    kth = -np.partition(-values, n - 1, axis=1)[:, n - 1 : n]  # each row's n-th largest
+    above = values > kth
+    tied = values == kth
+    return above | (tied & (np.cumsum(tied, axis=1) <= n - above.sum(axis=1, keepdims=True)))

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from pairwise_core import cross_ratio
-from pairwise_core.cross_ratio import ZERO_VARIANCE_RTOL
+from pairwise_core.cross_ratio import ZERO_VARIANCE_RTOL, top_n
 
 
 def brute_force_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -73,3 +73,19 @@ def test_cross_ratio_rejects_bad_input():
         cross_ratio(np.zeros((0, 3)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="NaN or Inf"):
         cross_ratio(np.array([[np.nan]]), np.array([[1.0]]))
+
+
+@given(
+    st.integers(1, 12).flatmap(
+        lambda d: st.tuples(
+            arrays(np.float64, (4, d), elements=st.sampled_from([0.5, 1.0, 1.05, 1.2, np.inf, np.nan])),
+            st.integers(1, d),
+        )
+    )
+)
+def test_top_n_keeps_what_a_stable_descending_sort_keeps(case):
+    ratios, n = case
+    order = np.argsort(-np.nan_to_num(ratios, nan=-np.inf), axis=1, kind="stable")
+    expected = np.zeros(ratios.shape, dtype=bool)
+    np.put_along_axis(expected, order[:, :n], True, axis=1)
+    assert (top_n(ratios, n) == expected).all()

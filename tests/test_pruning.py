@@ -1,5 +1,7 @@
 """Candidate pruning: only an item's top-m classes play, and only pairs that meet get masks."""
 
+import pickle
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -93,3 +95,17 @@ def test_pruning_keeps_accuracy_on_a_synthetic_catalog():
     pruned = accuracy(gold, PairwiseClassifier(c, candidates=8).fit(x).predict(x))
     base = accuracy(gold, PairwiseClassifier(c).predict_base(x))
     assert pruned >= full - 0.01 and pruned > base + 0.1
+
+
+def test_a_pickled_model_leaves_out_what_it_derives_and_predicts_the_same():
+    items, classes = make_catalog(2_000, 12, seed=3)
+    x, c = embeddings(items, "image_embedding"), embeddings(classes, "image_embedding")
+    for candidates in (None, 4):
+        clf = PairwiseClassifier(c, candidates=candidates).fit(x)
+        state = clf.__getstate__()
+        assert not set(PairwiseClassifier._DERIVED) & set(state)
+        loaded = pickle.loads(pickle.dumps(clf))
+        before, after = clf.classify(x), loaded.classify(x)
+        for field in ("label", "margin", "base_label", "base_score"):
+            np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
+        np.testing.assert_array_equal(loaded.pair_ratios_, clf.pair_ratios_)
