@@ -63,7 +63,7 @@ class PairStats:
         )
         return PairStats(
             self.count + other.count, self.sum + other.sum, self.sumsq + other.sumsq,
-            keys, count, total, total_sq, np.union1d(self.met, other.met),
+            keys, count, total, total_sq, union_keys([self.met, other.met], self.n_classes),
         )
 
     def moments(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,14 +186,26 @@ def top_candidates(scores: np.ndarray, candidates: int) -> np.ndarray:
 
 
 def _pairs_met(scores: np.ndarray, candidates: int) -> np.ndarray:
-    """Keys lo * K + hi of the unordered pairs among some row's candidate classes.
-
-    Marked in a K x K bitmap rather than sorted out of n * m(m-1)/2 keys:
-    K = 500, m = 16 is 500,000 keys per block of rows.
-    """
+    """Keys lo * K + hi of the unordered pairs among some row's candidate classes."""
     k = scores.shape[1]
     top = np.sort(top_candidates(scores, candidates), axis=1)
     lo, hi = np.triu_indices(candidates, k=1)
-    met = np.zeros(k * k, dtype=bool)
-    met[top[:, lo] * k + top[:, hi]] = True
-    return np.flatnonzero(met)
+    return union_keys([top[:, lo] * k + top[:, hi]], k)
+
+
+# K x K flags up to this many (16 MB), a sort beyond
+_BITMAP_KEYS = 1 << 24
+
+
+def union_keys(parts: list[np.ndarray], n_classes: int) -> np.ndarray:
+    """The sorted unique pair keys (lo * K + hi) found in any of the parts.
+
+    Marked in a K x K bitmap while that is small: sorting the keys of every
+    block of rows (K = 500, m = 16: 500,000 a block) was most of pass 1.
+    """
+    if n_classes * n_classes > _BITMAP_KEYS:
+        return np.unique(np.concatenate([part.ravel() for part in parts]))
+    seen = np.zeros(n_classes * n_classes, dtype=bool)
+    for part in parts:
+        seen[part] = True
+    return np.flatnonzero(seen)

@@ -3,6 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pairwise_core import PairStats, PairwiseClassifier
+from pairwise_core.pair_stats import union_keys
 
 
 def brute_force_stats(x: np.ndarray, classes: np.ndarray, score_floor, pair_margin):
@@ -68,3 +69,12 @@ def test_merge_rejects_mismatched_shapes():
 
     with pytest.raises(ValueError, match="cannot merge"):
         PairStats.zeros(3, 4) + PairStats.zeros(3, 5)
+
+
+@given(st.lists(st.lists(st.integers(0, 24), max_size=30), min_size=1, max_size=4), st.sampled_from([5, 5000]))
+def test_union_keys_is_the_sorted_union_whether_flagged_or_sorted(parts, n_classes):
+    # K = 5 marks a bitmap, K = 5000 (25 million flags) sorts instead: both must give the union
+    arrays = [np.asarray(part, dtype=np.int64) for part in parts]
+    expected = np.unique(np.concatenate(arrays))
+    got = union_keys(arrays, n_classes)
+    assert got.dtype.kind == "i" and got.tolist() == expected.tolist()
