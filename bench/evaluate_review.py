@@ -97,7 +97,7 @@ def zero_shot(items: pa.Table, classes: Path, seed: int, workdir: Path) -> dict:
     for item_id, modality, label in labels:
         pairwise[modality][position[item_id]] = label
     timings = json.loads(details)["timings"]
-    return {"score": score, "pairwise": pairwise, "wall": wall, "inside": timings["pass1_s"] + timings["pass2_s"]}
+    return {"score": score, "pairwise": pairwise, "wall": wall, "inside": timings["pass1_s"] + timings["fit_s"] + timings["pass2_s"]}
 
 
 def self_confidence(x: np.ndarray, noisy: np.ndarray, seed: int, c: float | None,

@@ -107,8 +107,9 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 progress, offset=0, total=2 * n_parts,
             )
             advance_progress(progress, n_parts, 2 * n_parts)
-            fitted = fit_masks(stats_paths, plan, classes_path, params.core_params(), staging, run_id)
             watch.lap("pass1")
+            fitted = fit_masks(stats_paths, plan, classes_path, params.core_params(), staging, run_id)
+            watch.lap("fit")
 
             staged_parts = partitions(
                 "label-partition", plan.partitions,

@@ -23,6 +23,12 @@ def labels(db: Path) -> list[tuple]:
                            "ORDER BY item_id, modality").fetchall()
 
 
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_sigkill_at_random_moments_never_shows_half_a_run(server, tmp_path):
     _, env = server
     items, classes = make_catalog(N_ITEMS, 13, seed=8)
@@ -40,7 +46,11 @@ def test_sigkill_at_random_moments_never_shows_half_a_run(server, tmp_path):
     for k in range(KILLS):
         process = subprocess.Popen(command + ["--run-id", f"killed-{k}"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 6.0))
+        if k % 2:  # any moment, start-up included
+            time.sleep(rng.uniform(0.5, 6.0))
+        else:  # a moment after the run has begun staging, however slow the machine is today
+            wait_for(Path(f"{db}.staging") / f"killed-{k}", process)
+            time.sleep(rng.uniform(0.0, 1.5))
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
