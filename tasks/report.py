@@ -71,13 +71,24 @@ def render_report(db: str | Path, run_id: str) -> str:
     return "\n".join(lines)
 
 
-def _shares_table(rows: list[dict]) -> str:
-    """One row per class, one column per modality x method."""
+# more classes than this make the terminal report a wall of rows: the commonest are shown, and the
+# class_distribution query has them all
+SHOWN_CLASSES = 20
+
+
+def _shares_table(rows: list[dict], limit: int = SHOWN_CLASSES) -> str:
+    """One row per class (the ``limit`` with the most items, by name), one column per modality x method."""
     columns = sorted({(r["modality"], r["method"]) for r in rows})
-    classes = sorted({r["class"] for r in rows})
+    items: dict[str, int] = {}
+    for r in rows:
+        items[r["class"]] = items.get(r["class"], 0) + r["n_items"]
+    classes = sorted(sorted(items, key=lambda c: (-items[c], c))[:limit])
     share = {(r["class"], r["modality"], r["method"]): r["share"] for r in rows}
     table = pa.table({
         "class": classes,
         **{f"{m} {meth}": [f"{share.get((c, m, meth), 0.0):.1%}" for c in classes] for m, meth in columns},
     })
-    return markdown_table(table)
+    left_out = len(items) - len(classes)
+    note = (f"\n\nThe {len(classes)} classes with the most items, of {len(items)}; all of them: "
+            "sql/report_class_distribution.sql.") if left_out else ""
+    return markdown_table(table) + note

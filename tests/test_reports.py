@@ -7,6 +7,7 @@ import pytest
 
 from tasks import store
 from tasks.label import LABEL_SCHEMA
+from tasks.report import _shares_table
 
 
 def commit(db, tmp_path, run_id, labels):
@@ -113,3 +114,13 @@ def test_a_reader_in_another_process_gets_a_clear_lock_message_or_the_committed_
     after = subprocess.run([sys.executable, "-c", reader, db], capture_output=True, text=True, timeout=60)
     assert during.stdout.strip() == "locked"
     assert after.stdout.strip() == "[('r2',)]"
+
+
+def test_the_terminal_shares_table_shows_the_commonest_classes_and_says_how_many_are_left_out():
+    rows = [{"class": f"c{i:02d}", "modality": "image", "method": method, "n_items": i + 1, "share": (i + 1) / 300}
+            for i in range(24) for method in ("base", "pairwise")]
+    table = _shares_table(rows, limit=5)
+    shown = [line.split("|")[1].strip() for line in table.splitlines()[2:] if line.startswith("| c")]
+    assert shown == ["c19", "c20", "c21", "c22", "c23"]  # the most items, listed by name
+    assert "The 5 classes with the most items, of 24" in table
+    assert "of 24" not in _shares_table(rows, limit=24)
