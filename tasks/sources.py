@@ -7,6 +7,7 @@ partitions. Bad input raises `SourceError` with a one-line reason.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pairwise_core import embeddings
@@ -24,6 +26,7 @@ from pairwise_core.validation import check_embeddings
 from tasks.store import DUCKDB_MEMORY
 
 EMBEDDING_SUFFIX = "_embedding"
+URI_MARK = "://"  # s3://bucket/key: read through pyarrow's filesystems, not the local one
 # Rows per decoded record batch: small batches decode several times faster
 # here than whole row groups (fresh memory is expensive to fault in) and keep
 # memory flat; partitions (units of work) are made of whole row groups.
@@ -77,8 +80,14 @@ class Plan:
 
 
 def parquet_files(pattern: str) -> list[str]:
-    """The files a Parquet path, directory or glob names, sorted; raises if there are none."""
-    if os.path.isdir(pattern):
+    """The files a Parquet path, directory or glob names, sorted; raises if there are none.
+
+    A URI (``s3://bucket/prefix/*.parquet``, ``gs://...``) is listed through
+    pyarrow's filesystems and its files come back as URIs.
+    """
+    if URI_MARK in pattern:
+        found = _object_store_files(pattern)
+    elif os.path.isdir(pattern):
         found = sorted(str(p) for p in Path(pattern).rglob("*.parquet"))
     elif glob.has_magic(pattern):
         found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
@@ -89,6 +98,30 @@ def parquet_files(pattern: str) -> list[str]:
     if not found:
         raise SourceError(f"{pattern}: matches no Parquet files")
     return found
+
+
+def _object_store_files(uri: str) -> list[str]:
+    """An object, every Parquet object under a prefix, or the objects a glob matches (``*`` spans ``/``)."""
+    scheme = uri.split(URI_MARK, 1)[0]
+    try:
+        store, path = pafs.FileSystem.from_uri(uri)
+        if glob.has_magic(path):
+            first_magic = min(i for i, c in enumerate(path) if c in "*?[")
+            base = path[:first_magic].rsplit("/", 1)[0]  # the folder every match lies under
+            listed = store.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+            found = [info.path for info in listed if info.is_file and fnmatch.fnmatchcase(info.path, path)]
+        else:
+            info = store.get_file_info(path)
+            if info.type == pafs.FileType.NotFound:
+                raise SourceError(f"{uri}: no such file")
+            if info.type == pafs.FileType.Directory:
+                listed = store.get_file_info(pafs.FileSelector(path, recursive=True))
+                found = [i.path for i in listed if i.is_file and i.path.endswith(".parquet")]
+            else:
+                found = [path]
+    except (OSError, pa.ArrowInvalid) as error:
+        raise SourceError(f"{uri}: cannot list ({str(error).splitlines()[0]})") from None
+    return [f"{scheme}{URI_MARK}{key}" for key in sorted(found)]
 
 
 def _parquet_file(path: str) -> pq.ParquetFile:
