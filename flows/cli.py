@@ -132,9 +132,10 @@ def _print_markdown_report(db: str, run_id: str | None) -> None:
 
 def _write_html_report(db: str, run_id: str | None, path: str) -> None:
     """The latest succeeded run by default: a running or failed run has no figures to show."""
-    from tasks.html_report import latest_succeeded_run_id, write_report
+    from tasks.html_report import write_report
+    from tasks.report import latest_run_id
 
-    run_id = run_id or latest_succeeded_run_id(db)
+    run_id = run_id or latest_run_id(db, succeeded=True)
     if run_id is None:
         raise ValueError(f"{db}: no succeeded run yet")
     try:

@@ -8,6 +8,7 @@ restricted to those dimensions. See METHOD.md for the algorithm.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -219,8 +220,7 @@ class PairwiseClassifier:
         self.pair_masks_ = np.zeros((n_pairs, d), dtype=bool)
         self.pair_counts_ab_ = np.zeros((n_pairs, 2), dtype=np.int64)
         self.pair_fallback_ = np.zeros(n_pairs, dtype=bool)
-        for start in range(0, n_pairs, _PAIR_CHUNK):
-            chunk = slice(start, start + _PAIR_CHUNK)
+        for chunk in self._pair_chunks():
             ratios, counts, fallback = self._pair_ratios(chunk)
             self.pair_masks_[chunk] = self._masks(ratios, fallback)
             self.pair_counts_ab_[chunk] = counts
@@ -229,6 +229,11 @@ class PairwiseClassifier:
         self._bracket_rank = np.argsort(self.bracket_)
         self._derive()
         return self
+
+    def _pair_chunks(self) -> Iterator[slice]:
+        """The pairs in chunks: per-pair work on (chunk, d) float64 arrays keeps its temporaries small."""
+        for start in range(0, len(self.pairs_), _PAIR_CHUNK):
+            yield slice(start, start + _PAIR_CHUNK)
 
     def _pair_ratios(self, chunk: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ratios (NaN for fallback pairs), confident counts (lo, hi) and fallback of a chunk of pairs."""
@@ -251,8 +256,7 @@ class PairwiseClassifier:
         n_pairs, d = self.pair_masks_.shape
         # with pruning there can be many pairs: their weights are kept in float32
         self._weights = np.zeros((n_pairs, d), dtype=np.float32 if self._pruned else np.float64)
-        for start in range(0, n_pairs, _PAIR_CHUNK):
-            chunk = slice(start, start + _PAIR_CHUNK)
+        for chunk in self._pair_chunks():
             lo, hi = self.pairs_[chunk, 0], self.pairs_[chunk, 1]
             weight = self.pair_masks_[chunk].astype(np.float64)
             self._weights[chunk] = normalize_rows(self._class_unit[lo] * weight) - normalize_rows(
@@ -342,8 +346,7 @@ class PairwiseClassifier:
         many classes they are P x d floats that prediction never needs)."""
         self._check_fitted()
         ratios = np.empty(self.pair_masks_.shape, dtype=np.float32)
-        for start in range(0, len(self.pairs_), _PAIR_CHUNK):
-            chunk = slice(start, start + _PAIR_CHUNK)
+        for chunk in self._pair_chunks():
             ratios[chunk] = self._pair_ratios(chunk)[0]
         return ratios
 

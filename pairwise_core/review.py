@@ -41,7 +41,6 @@ def review_items(
     reviewed: np.ndarray,
 ) -> ItemReview:
     """The rules above, for (n,) given labels and (n, M) per-modality evidence; O(n M^2), no loop over items."""
-    n, n_modalities = label.shape
     differ = reviewed & (label != given[:, None])
     with np.errstate(invalid="ignore"):
         evidence = np.where(reviewed, differ + np.nan_to_num(given_gap), 0.0).sum(axis=1) / reviewed.sum(axis=1)

@@ -27,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from tasks import store
-from tasks.report import run_row
+from tasks.report import run_row, shown_classes
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -82,12 +82,6 @@ class _Section:
 # ---------------------------------------------------------------- reading (aggregates only)
 
 
-def latest_succeeded_run_id(db: str | Path) -> str | None:
-    """The run current_labels shows: a report of a run still running or failed has no figures."""
-    table = store.query(db, "report_latest_succeeded_run")
-    return table.column("run_id")[0].as_py() if table.num_rows else None
-
-
 def _confusions(db: str | Path, run_id: str) -> dict[tuple[str, str], dict[str, Counter]]:
     """(modality_a, modality_b) -> method -> {(ref, pred): items}; modality_b may be 'gold'."""
     out: dict[tuple[str, str], dict[str, Counter]] = defaultdict(lambda: {m: Counter() for m in METHODS})
@@ -106,12 +100,6 @@ def _class_items(shares: list[dict], confusions: Mapping[tuple[str, str], dict[s
             for (ref, _), n in methods["base"].items():
                 items[ref] += n
     return items
-
-
-def _shown_classes(candidates: Iterable[str], items: Mapping[str, int], limit: int) -> tuple[list[str], int]:
-    """The classes an axis shows, by name, and how many were left out (the least common)."""
-    ranked = sorted(set(candidates), key=lambda c: (-items.get(c, 0), c))
-    return sorted(ranked[:limit]), max(0, len(ranked) - limit)
 
 
 # ---------------------------------------------------------------- figures (pure: data in, PNG out)
@@ -369,7 +357,7 @@ def _confusion_figures(confusions: Mapping[tuple[str, str], dict[str, Counter]],
         if (modality_b == "gold") != gold:
             continue
         cells = [c for counter in methods.values() for cell in counter for c in cell]
-        classes, left_out = _shown_classes(cells, items, MAX_HEATMAP_CLASSES)
+        classes, left_out = shown_classes(cells, items, MAX_HEATMAP_CLASSES)
         rows = "gold" if gold else modality_b
         png = confusion_figure(methods, classes, rows=rows, columns=modality_a)
         title = f"{modality_a} against gold" if gold else f"{modality_a} against {modality_b}"
@@ -452,7 +440,7 @@ def _mask_figures(db: str | Path, run_id: str, items: Mapping[str, int]) -> list
         fallbacks[row["modality"]] += bool(row["fallback"])
     figures = []
     for modality, sizes in sorted(by_modality.items()):
-        classes, left_out = _shown_classes([c for pair in sizes for c in pair], items, MAX_HEATMAP_CLASSES)
+        classes, left_out = shown_classes([c for pair in sizes for c in pair], items, MAX_HEATMAP_CLASSES)
         values = sorted(sizes.values())
         caption = (f"Dimensions kept by each class pair's mask for {modality} (min {values[0]}, "
                    f"median {values[len(values) // 2]}, max {values[-1]}; {fallbacks[modality]} pairs fell back "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,9 +28,17 @@ def markdown_table(table: pa.Table, headers: list[str] | None = None) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def latest_run_id(db: str | Path) -> str | None:
-    table = store.query(db, "report_latest_run")
+def latest_run_id(db: str | Path, *, succeeded: bool = False) -> str | None:
+    """The latest run, or the latest succeeded one (what current_labels shows: a run still running
+    or failed has no figures)."""
+    table = store.query(db, "report_latest_succeeded_run" if succeeded else "report_latest_run")
     return table.column("run_id")[0].as_py() if table.num_rows else None
+
+
+def shown_classes(candidates: Iterable[str], items: Mapping[str, int], limit: int) -> tuple[list[str], int]:
+    """The ``limit`` classes with the most items, by name, and how many were left out (the least common)."""
+    ranked = sorted(set(candidates), key=lambda c: (-items.get(c, 0), c))
+    return sorted(ranked[:limit]), max(0, len(ranked) - limit)
 
 
 def run_row(db: str | Path, run_id: str) -> dict:
@@ -79,16 +89,15 @@ SHOWN_CLASSES = 20
 def _shares_table(rows: list[dict], limit: int = SHOWN_CLASSES) -> str:
     """One row per class (the ``limit`` with the most items, by name), one column per modality x method."""
     columns = sorted({(r["modality"], r["method"]) for r in rows})
-    items: dict[str, int] = {}
+    items: Counter = Counter()
     for r in rows:
-        items[r["class"]] = items.get(r["class"], 0) + r["n_items"]
-    classes = sorted(sorted(items, key=lambda c: (-items[c], c))[:limit])
+        items[r["class"]] += r["n_items"]
+    classes, left_out = shown_classes(items, items, limit)
     share = {(r["class"], r["modality"], r["method"]): r["share"] for r in rows}
     table = pa.table({
         "class": classes,
         **{f"{m} {meth}": [f"{share.get((c, m, meth), 0.0):.1%}" for c in classes] for m, meth in columns},
     })
-    left_out = len(items) - len(classes)
     note = (f"\n\nThe {len(classes)} classes with the most items, of {len(items)}; all of them: "
             "sql/report_class_distribution.sql.") if left_out else ""
     return markdown_table(table) + note

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from pairwise_core import embeddings
 from pairwise_core.validation import check_embeddings
-from tasks.store import DUCKDB_MEMORY
+from tasks.store import connect
 
 EMBEDDING_SUFFIX = "_embedding"
 URI_MARK = "://"  # s3://bucket/key: read through pyarrow's filesystems, not the local one
@@ -136,7 +136,7 @@ def _parquet_file(path: str) -> pq.ParquetFile:
 def _table_schema(db: str, table: str) -> tuple[pa.Schema, int]:
     if not os.path.isfile(db):
         raise SourceError(f"table:{table}: the DuckDB file {db} does not exist")
-    with duckdb.connect(db, read_only=True, config=DUCKDB_MEMORY) as con:
+    with connect(db, read_only=True) as con:
         try:
             schema = con.execute("SELECT * FROM query_table($name) LIMIT 0", {"name": table}).to_arrow_table().schema
         except duckdb.Error:
@@ -149,7 +149,7 @@ def read_table(source: Source, db: str, columns: list[str] | None = None) -> pa.
     """A whole (small) table, e.g. the classes."""
     if source.table is not None:
         _table_schema(db, source.table)
-        with duckdb.connect(db, read_only=True, config=DUCKDB_MEMORY) as con:
+        with connect(db, read_only=True) as con:
             table = con.execute("SELECT * FROM query_table($name)", {"name": source.table}).to_arrow_table()
         return table.select(columns) if columns else table
     parts = [_parquet_file(path).read(columns=columns) for path in parquet_files(source.text)]
@@ -253,7 +253,7 @@ def _item_dim(kind: pa.DataType, files: list[str], column: str, db: str, source:
     if files:
         sample = next(_parquet_file(files[0]).iter_batches(batch_size=_DIM_SAMPLE_ROWS, columns=[column]), None)
     else:
-        with duckdb.connect(db, read_only=True, config=DUCKDB_MEMORY) as con:
+        with connect(db, read_only=True) as con:
             sample = con.execute(
                 "SELECT * FROM query_table($name) LIMIT $n", {"name": source.table, "n": _DIM_SAMPLE_ROWS}
             ).to_arrow_table().select([column])
@@ -291,7 +291,7 @@ def stage_table(db: str, table: str, directory: Path, chunk_size: int) -> list[s
     """Copy a DuckDB table to Parquet (row groups of chunk_size) so that partitions read it by path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "part-00000.parquet"
-    with duckdb.connect(db, read_only=True, config=DUCKDB_MEMORY) as con:
+    with connect(db, read_only=True) as con:
         reader = con.execute("SELECT * FROM query_table($name)", {"name": table}).to_arrow_reader(chunk_size)
         with pq.ParquetWriter(path, reader.schema) as writer:
             for batch in reader:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import html_report, store
+from tasks import html_report, report, store
 from tasks.sql import statement
 
 PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
@@ -114,13 +114,13 @@ def test_cell_counts_are_compact_enough_for_a_cell(value, text):
 
 def test_only_the_top_classes_are_shown_past_the_limit():
     items = {f"c{i:02d}": i for i in range(50)}
-    shown, left_out = html_report._shown_classes(items, items, 40)
+    shown, left_out = report.shown_classes(items, items, 40)
     assert left_out == 10 and shown == sorted(f"c{i:02d}" for i in range(10, 50))
 
 
 def test_default_run_is_the_latest_succeeded_one(made):
     db, _ = made
-    assert html_report.latest_succeeded_run_id(db) == "r-main"
+    assert report.latest_run_id(db, succeeded=True) == "r-main"
     failed = html_report.build_report(db, "r-failed")
     assert "No results: the run is failed." in failed.html and "boom" in failed.html
     assert "<img" not in failed.html
