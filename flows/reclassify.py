@@ -48,7 +48,7 @@ class ReclassifyParams(BaseModel):
     cutoff: float = Field(default=_CORE_DEFAULTS["cutoff"], ge=0)
     min_dims: int = Field(default=_CORE_DEFAULTS["min_dims"], ge=1)
     max_dims: int | None = Field(default=_CORE_DEFAULTS["max_dims"], ge=1)
-    min_items: int = Field(default=_CORE_DEFAULTS["min_items"], ge=1)
+    min_items: int = Field(default=_CORE_DEFAULTS["min_items"], ge=2)
     pair_margin: float = Field(default=_CORE_DEFAULTS["pair_margin"], ge=0)
     score_floor: float | None = Field(default=_CORE_DEFAULTS["score_floor"], ge=-1, le=1)
     candidates: int | None = Field(

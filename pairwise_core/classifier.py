@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from pairwise_core.bracket import OnDemand, Outcome, Referee, ScoreTable, pair_index, round_robin, tourney
+from pairwise_core.bracket import (
+    OnDemand, Outcome, Referee, ScoreTable, pair_index, round_robin, seeded_slots, tourney,
+)
 from pairwise_core.cross_ratio import moments_ratio, top_n
 from pairwise_core.pair_stats import PairStats, normalize_rows, pair_stats, top_candidates, top_two
 from pairwise_core.validation import Interval, Options, check_embeddings, check_matrix, check_params, check_rows
@@ -72,14 +74,16 @@ class PairwiseClassifier:
         Most dimensions in a mask (the top ones by ratio); None for no limit.
     min_items : int, default 5
         Fewest confident items on each side of a pair; below it the pair falls
-        back to all dimensions (too little evidence to pick any).
+        back to all dimensions (too little evidence to pick any). At least 2:
+        one item has no spread, so every ratio would be infinite.
     pair_margin : float, default 0.0
         An item of base class a counts for pair (a, b) only when its cosines
         for a and b differ by at least this: boundary items blur the statistics.
     score_floor : float or None, default None
         Items whose top cosine is below it count for no pair.
     strategy : {"tourney", "round_robin"}, default "tourney"
-        Tourney: K - 1 matches per item in a seeded bracket. Round robin:
+        Tourney: K - 1 matches per item in a seeded bracket, padded to a
+        power of two with the byes in round 1 (``bracket_slots_``). Round robin:
         all K(K-1)/2 matches, most wins, ties broken by base score.
     candidates : int or None, default None
         Candidate pruning for many classes: only an item's top ``candidates``
@@ -87,7 +91,7 @@ class PairwiseClassifier:
         and masks are fitted only for pairs that meet among some item's
         candidates. None: every class plays.
     seed : int, default 0
-        Seeds the bracket order.
+        Seeds the bracket order and where its byes fall.
 
     Attributes
     ----------
@@ -97,6 +101,10 @@ class PairwiseClassifier:
         Accumulated statistics of confident pair members.
     bracket_ : ndarray (K,)
         The seeded class order of the tourney.
+    bracket_slots_ : ndarray (2**ceil(log2 T),)
+        The tourney's slots over the T teams of an item's bracket (all K
+        classes in ``bracket_`` order, or its ``candidates`` classes in that
+        order): the team in each slot, -1 for a bye.
     pairs_ : ndarray (P, 2)
         The class pairs (lo < hi) that have masks: all of them, or those that meet.
     pair_masks_ : ndarray (P, d) of bool
@@ -116,7 +124,7 @@ class PairwiseClassifier:
         "cutoff": Interval(Real, 0, None),
         "min_dims": Interval(Integral, 1, None),
         "max_dims": Interval(Integral, 1, None, allow_none=True),
-        "min_items": Interval(Integral, 1, None),
+        "min_items": Interval(Integral, 2, None),
         "pair_margin": Interval(Real, 0, None),
         "score_floor": Interval(Real, -1, 1, allow_none=True),
         "strategy": Options(STRATEGIES),
@@ -166,7 +174,7 @@ class PairwiseClassifier:
     def _reset(self) -> None:
         self._validate()
         self.stats_ = PairStats.zeros(self.n_classes_, self.n_features_in_)
-        for name in ("pair_masks_", "pair_counts_ab_", "pair_fallback_", "pairs_", "bracket_"):
+        for name in ("pair_masks_", "pair_counts_ab_", "pair_fallback_", "pairs_", "bracket_", "bracket_slots_"):
             self.__dict__.pop(name, None)
 
     @property
@@ -225,7 +233,9 @@ class PairwiseClassifier:
             self.pair_masks_[chunk] = self._masks(ratios, fallback)
             self.pair_counts_ab_[chunk] = counts
             self.pair_fallback_[chunk] = fallback
-        self.bracket_ = np.random.default_rng(self.seed).permutation(k)
+        rng = np.random.default_rng(self.seed)
+        self.bracket_ = rng.permutation(k)
+        self.bracket_slots_ = seeded_slots(self.candidates if self._pruned else k, rng)
         self._bracket_rank = np.argsort(self.bracket_)
         self._derive()
         return self
@@ -471,7 +481,7 @@ class PairwiseClassifier:
         n = cosines.shape[0]
         if self.strategy == "tourney":
             holders = np.broadcast_to(self.bracket_, (n, self.n_classes_)) if candidates is None else candidates
-            return tourney(referee, holders)
+            return tourney(referee, holders, self.bracket_slots_)
         everyone = np.broadcast_to(np.arange(self.n_classes_), (n, self.n_classes_))
         return round_robin(referee, everyone if candidates is None else candidates, cosines)
 
@@ -487,7 +497,9 @@ class PairwiseClassifier:
         if not played.any():
             return margin
         column = outcome.pair_column
-        full = played & ((column < 0) | self.pair_fallback_[np.maximum(column, 0)])
+        full = played & (column < 0)  # a pair that never met: no mask, no fallback flag
+        known = np.flatnonzero(column >= 0)
+        full[known] |= self.pair_fallback_[column[known]]
         masked = np.flatnonzero(played & ~full)
         norm = norms.astype(np.float64)
         if masked.size:

@@ -37,7 +37,7 @@ def fit_masks(
     """Merge the partitions' statistics and fit masks.
 
     Returns the paths of the pickled fitted models and of the staged
-    pair_masks rows, and each modality's bracket (class names, seeded order).
+    pair_masks rows, and each modality's bracket (class names in seeded order, and the slots).
     """
     models = classifiers(classes_path, plan, core_params)
     for path in stats_paths:
@@ -69,5 +69,9 @@ def fit_masks(
     return {
         "model": save_model(staging.path("model.pkl"), models),
         "pair_masks": write_parquet(staging.path("pair_masks", "part-00000.parquet"), table),
-        "brackets": {m: [plan.class_names[k] for k in model.bracket_] for m, model in models.items()},
+        # the seeded class order, and the tourney's slots over it (or over an item's candidates): -1 is a bye
+        "brackets": {
+            m: {"order": [plan.class_names[k] for k in model.bracket_], "slots": model.bracket_slots_.tolist()}
+            for m, model in models.items()
+        },
     }

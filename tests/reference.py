@@ -4,6 +4,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+MaskOf = Callable[[int, int], np.ndarray]
+
 
 def masked_cosine(x: np.ndarray, c: np.ndarray, mask: np.ndarray) -> float:
     xm, cm = x * mask, c * mask
@@ -16,15 +18,30 @@ def wins(x: np.ndarray, a: int, b: int, unit: np.ndarray, mask: np.ndarray) -> b
     return masked_cosine(x, unit[a], mask) >= masked_cosine(x, unit[b], mask)
 
 
-def play_bracket(x: np.ndarray, teams: list[int], unit: np.ndarray, mask_of: Callable[[int, int], np.ndarray]) -> int:
-    """Pair slots (0, 1), (2, 3), ...; an odd last team gets a bye; until one is left."""
-    while len(teams) > 1:
-        nxt = [teams[j] if wins(x, teams[j], teams[j + 1], unit, mask_of(teams[j], teams[j + 1])) else teams[j + 1]
-               for j in range(0, len(teams) - 1, 2)]
-        if len(teams) % 2:
-            nxt.append(teams[-1])
-        teams = nxt
-    return teams[0]
+def match_margin(x: np.ndarray, winner: int, loser: int, unit: np.ndarray, mask: np.ndarray) -> float:
+    """A match's confidence (x . w) / |x * m|: the winner's masked cosine minus the loser's."""
+    return masked_cosine(x, unit[winner], mask) - masked_cosine(x, unit[loser], mask)
+
+
+def play_bracket(
+    x: np.ndarray, teams: list[int], unit: np.ndarray, mask_of: MaskOf, slots: np.ndarray
+) -> tuple[int, float]:
+    """The label and the final's margin. Round 1 pairs slots (0, 1), (2, 3), ... of the padded
+    bracket, a team facing a bye (-1) moving on; then the survivors pair up until one is left."""
+    if len(teams) == 1:
+        return teams[0], float("nan")
+    placed = [teams[s] if s >= 0 else None for s in slots]
+    while len(placed) > 1:
+        survivors = []
+        for a, b in zip(placed[0::2], placed[1::2], strict=True):
+            if b is None:
+                survivors.append(a)
+                continue
+            won = wins(x, a, b, unit, mask_of(a, b))
+            survivors.append(a if won else b)
+            final = (a, b) if won else (b, a)
+        placed = survivors
+    return placed[0], match_margin(x, *final, unit, mask_of(*final))
 
 
 def unit_rows(classes: np.ndarray) -> np.ndarray:

@@ -58,7 +58,7 @@ def test_every_item_is_labelled_or_rejected_or_the_run_stops_cleanly(tmp_path_fa
     pq.write_table(classes, tmp / "classes.parquet")
     db = tmp / "out.duckdb"
     params = ReclassifyParams(items=str(tmp / "items.parquet"), classes=str(tmp / "classes.parquet"), db=str(db),
-                              gold_column="label", run_id="fuzz", chunk_size=25, min_items=1)
+                              gold_column="label", run_id="fuzz", chunk_size=25, min_items=2)
     try:
         reclassify_catalog(params)
     except SourceError as error:  # stopped before writing anything, with one line

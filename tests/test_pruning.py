@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pairwise_core import PairwiseClassifier, accuracy, embeddings, make_catalog
-from reference import noisy_catalog, play_bracket, unit_rows
+from reference import match_margin, noisy_catalog, play_bracket, unit_rows, wins
 
 
 def candidate_scores(x, clf):
@@ -16,20 +16,48 @@ def candidate_scores(x, clf):
     return num / np.sqrt((x * x) @ clf._candidate_masks.T.astype(x.dtype))
 
 
-def reference_pruned_tourney(x, clf, classes, m):
-    """Per item: top-m classes by candidate score, in bracket order, then the plain bracket of METHOD.md."""
-    unit, masks = unit_rows(classes), clf.masks_
-    rank = {c: r for r, c in enumerate(clf.bracket_)}
-    met = {(a, b) for a, b in clf.pairs_}
+def pruned_mask_of(clf, classes):
+    masks, met = clf.masks_, {(a, b) for a, b in clf.pairs_}
 
     def mask_of(a, b):  # a pair that never met is played on the full embedding
         return masks[a, b] if (min(a, b), max(a, b)) in met else np.ones(classes.shape[1])
 
-    labels = []
-    for row, scores in zip(x, candidate_scores(x, clf), strict=True):
-        top = sorted(np.argsort(-scores, kind="stable")[:m], key=lambda c: rank[c])
-        labels.append(play_bracket(row, list(top), unit, mask_of))
-    return np.array(labels)
+    return mask_of
+
+
+def brackets(x, clf, m):
+    """Per item: its top-m classes by candidate score, in bracket order."""
+    rank = {c: r for r, c in enumerate(clf.bracket_)}
+    for scores in candidate_scores(x, clf):
+        yield sorted(np.argsort(-scores, kind="stable")[:m], key=lambda c: rank[c])
+
+
+def reference_pruned_tourney(x, clf, classes, m):
+    """(labels, margins): the plain bracket of METHOD.md over each item's candidates."""
+    unit, mask_of = unit_rows(classes), pruned_mask_of(clf, classes)
+    played = [play_bracket(row, top, unit, mask_of, clf.bracket_slots_) for row, top in zip(x, brackets(x, clf, m))]
+    return np.array([label for label, _ in played]), np.array([margin for _, margin in played])
+
+
+def reference_pruned_round_robin(x, clf, classes, m):
+    """(labels, margins): every pair of an item's candidates plays; most wins, then base cosine; the
+    margin of the winner's win over the strongest opponent it beat."""
+    unit, mask_of = unit_rows(classes), pruned_mask_of(clf, classes)
+    labels, margins = [], []
+    for row, top in zip(x, brackets(x, clf, m)):
+        base = unit @ (row / np.linalg.norm(row))
+        won, beat = {c: 0 for c in top}, {c: set() for c in top}
+        for s, a in enumerate(top):
+            for b in top[s + 1 :]:
+                winner, loser = (a, b) if wins(row, a, b, unit, mask_of(a, b)) else (b, a)
+                won[winner] += 1
+                beat[winner].add(loser)
+        order = {c: (won[c], base[c], -s) for s, c in enumerate(top)}
+        label = max(top, key=order.get)
+        beaten = max(beat[label], key=order.get)
+        labels.append(label)
+        margins.append(match_margin(row, label, beaten, unit, mask_of(label, beaten)))
+    return np.array(labels), np.array(margins)
 
 
 @st.composite
@@ -43,8 +71,11 @@ def problems(draw):
 @given(problems())
 def test_pruned_tourney_equals_per_item_reference(problem):
     x, classes, m, seed = problem
-    clf = PairwiseClassifier(classes, candidates=m, min_dims=2, min_items=1, seed=seed).fit(x)
-    np.testing.assert_array_equal(clf.predict(x), reference_pruned_tourney(x, clf, classes, m))
+    clf = PairwiseClassifier(classes, candidates=m, min_dims=2, min_items=2, seed=seed).fit(x)
+    labels, margins = clf.predict(x, return_margin=True)
+    expected_labels, expected_margins = reference_pruned_tourney(x, clf, classes, m)
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_allclose(margins, expected_margins, rtol=1e-5, atol=1e-6)  # pruned weights are float32
     # masks are fitted for the pairs among each item's top 2m classes by base cosine (pass 1's net)
     cos = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ unit_rows(classes).T
     top = np.argsort(-cos, axis=1)[:, : 2 * m]
@@ -77,13 +108,15 @@ def test_pruned_statistics_stream_and_merge():
     assert whole.stats_.sum.shape == (12, 16)  # O(K d), not O(K^2 d)
 
 
-def test_pruned_round_robin_and_margins_are_defined():
-    items, classes = make_catalog(3000, 40, seed=2)
-    x, c = embeddings(items, "image_embedding"), embeddings(classes, "image_embedding")
-    for strategy in ("tourney", "round_robin"):
-        clf = PairwiseClassifier(c, candidates=6, strategy=strategy).fit(x)
-        labels, margin = clf.predict(x, return_margin=True)
-        assert np.isfinite(margin).all()
+@given(problems())
+def test_pruned_round_robin_equals_per_item_reference(problem):
+    x, classes, m, seed = problem
+    clf = PairwiseClassifier(classes, candidates=m, min_dims=2, strategy="round_robin", seed=seed).fit(x)
+    labels, margins = clf.predict(x, return_margin=True)
+    expected_labels, expected_margins = reference_pruned_round_robin(x, clf, classes, m)
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_allclose(margins, expected_margins, rtol=1e-5, atol=1e-6)
+    assert (margins >= 0).all()
 
 
 def test_pruning_keeps_accuracy_on_a_synthetic_catalog():
