@@ -80,7 +80,8 @@ def _run(args: argparse.Namespace) -> int:
         params = ReclassifyParams(**given)
     except ValidationError as error:
         first = error.errors()[0]
-        raise ValueError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+        option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""  # a check of several
+        raise ValueError(f"{option}{first['msg'].removeprefix('Value error, ')}") from None
     plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
                            chunk_size=params.chunk_size)
     _say(f"Reclassifying {plan.n_items} items into {len(plan.class_names)} classes "

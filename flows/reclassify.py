@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from prefect import flow, unmapped
 from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from threadpoolctl import threadpool_limits
 
 from pairwise_core import PairwiseClassifier
@@ -68,6 +68,13 @@ class ReclassifyParams(BaseModel):
         default=None,
         description="Run the partition tasks on this Dask scheduler (tcp://host:8786) instead of local threads",
     )
+
+    @model_validator(mode="after")
+    def _dims_in_order(self) -> ReclassifyParams:
+        # checked here too, so that a bad pair is refused before a run starts, not inside its first task
+        if self.max_dims is not None and self.max_dims < self.min_dims:
+            raise ValueError(f"max_dims ({self.max_dims}) must be >= min_dims ({self.min_dims})")
+        return self
 
     def core_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _CORE_DEFAULTS}
