@@ -94,7 +94,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # OpenBLAS spawn (and spin) its own threads on top oversubscribes the cores and slows every
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)
     with run_lock(db), threadpool_limits(limits=1, user_api="blas"):
-        start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
+        attempt = start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
         staging = Staging.for_run(db, run_id)
         watch = Stopwatch()
         timings = watch.laps
@@ -152,9 +152,9 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "confusion_counts": [metrics_paths["confusion_counts"]],
                 "annotation_issues": issues_paths,
             }
-            commit_run(db, run_id, staged, summary)
+            commit_run(db, run_id, attempt, staged, summary)
         except BaseException as error:
-            fail_run(db, run_id, f"{type(error).__name__}: {error}".splitlines()[0])
+            fail_run(db, run_id, attempt, f"{type(error).__name__}: {error}".splitlines()[0])
             raise
         finally:
             staging.remove()

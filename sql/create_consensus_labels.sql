@@ -1,4 +1,8 @@
 -- One label per run and item, from its modalities' pairwise labels: what downstream systems consume.
+-- Every succeeded run, and succeeded runs only (current_labels is the latest one alone): a run's rows are
+-- loaded by the transaction that marks it succeeded, and a re-run that fails leaves rows and status alone.
+-- The filter hides the rows that code before schema version 2 left under a run id whose re-run then failed
+-- or was killed (that code marked the id running, then failed, and kept its rows).
 -- status:
 --   agreed           every labelled modality (at least two) gives the same label;
 --   single_modality  only one modality labelled the item (the others were rejected);
@@ -9,11 +13,13 @@
 -- confidence: the smallest margin among the modalities giving the label (agreed, majority,
 -- single_modality), or the winning margin minus the best margin for another label (by_margin).
 -- agreeing_modalities: how many modalities give the label (for undecided, the tied count).
+-- Re-created by every write connection (tasks/store.py), after the migrations.
 CREATE OR REPLACE VIEW consensus_labels AS
 WITH votes AS (
     SELECT run_id, item_id, pairwise_class AS label, count(*) AS votes,
            max(pairwise_margin) AS top_margin, min(pairwise_margin) AS low_margin
     FROM item_labels
+    WHERE run_id NOT IN (SELECT run_id FROM runs WHERE status <> 'succeeded')
     GROUP BY run_id, item_id, pairwise_class
 ),
 ranked AS (

@@ -1,4 +1,5 @@
 -- The labels of the latest succeeded run, and nothing else: readers never see half a run.
+-- Re-created by every write connection (tasks/store.py), after the migrations.
 CREATE OR REPLACE VIEW current_labels AS
 SELECT l.*
 FROM item_labels AS l

@@ -34,20 +34,22 @@ def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Stagin
 
 
 @task(name="start-run", **IO_TASK)
-def start_run(db: str, run_id: str, params: dict[str, Any]) -> None:
-    for stale in store.start_run(db, run_id, params):
-        get_run_logger().warning("Run %s was left running by a process that died: marked failed", stale)
-    # scratch space of runs that are no longer running (a process killed before its clean-up left it)
-    running = set(store.query(db, "runs_running_ids").column("run_id").to_pylist())
-    for leftover in Staging.leftovers(db, keep=running):
+def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
+    """Register an attempt of the run (its number is returned); clean up after attempts whose process died."""
+    started = store.start_run(db, run_id, params)
+    for stale in started.stale:
+        get_run_logger().warning("An attempt of run %s was left running by a process that died: marked failed", stale)
+    # scratch space of runs no longer running, this one's included (a process killed before its clean-up left it)
+    for leftover in Staging.leftovers(db, keep=started.running):
         leftover.remove()
+    return started.attempt
 
 
 @task(name="commit-run", **IO_TASK)
-def commit_run(db: str, run_id: str, staged: dict[str, list[str]], summary: dict[str, Any]) -> None:
-    store.commit_run(db, run_id, staged, summary)
+def commit_run(db: str, run_id: str, attempt: int, staged: dict[str, list[str]], summary: dict[str, Any]) -> None:
+    store.commit_run(db, run_id, attempt, staged, summary)
 
 
 @task(name="fail-run", **IO_TASK)
-def fail_run(db: str, run_id: str, error: str) -> None:
-    store.fail_run(db, run_id, error)
+def fail_run(db: str, run_id: str, attempt: int, error: str) -> None:
+    store.fail_run(db, run_id, attempt, error)

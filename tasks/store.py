@@ -1,9 +1,13 @@
-"""The one module that owns the DuckDB output file: schema, run lifecycle, atomic commit, reads.
+"""The one module that owns the DuckDB output file: schema and its migrations, run lifecycle, atomic commit, reads.
 
 Readers never see half a run: partitions are staged as Parquet files, and one
 transaction deletes the run's old rows, bulk-loads the staged ones and flips
 the run to 'succeeded'. Until then `current_labels` shows the previous
-succeeded run.
+succeeded run, and a run id that succeeded before keeps that success however
+its re-run ends: every attempt has its own row in `run_attempts`.
+
+The file records its schema version (`schema_migrations`): a write connection
+applies the migrations of sql/migrations/ that the file lacks, in order.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.sql import OUTPUT_TABLES, SCHEMA, statement
+from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 
 
 # Every DuckDB connection of a run works within this much memory and spills past it: peak RSS must stay
@@ -31,17 +36,85 @@ DUCKDB_MEMORY = {"memory_limit": "512MB"}
 
 @contextmanager
 def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection; the file, its folder and the schema are created on first write."""
+    """A short-lived connection.
+
+    A write connection creates the file and its folder and brings the schema
+    to the latest version. A read-only one changes nothing, since sources read
+    the catalog's own tables with it before a run may write: our tables are
+    read through `reader`.
+    """
     if not read_only:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(db), read_only=read_only, config=DUCKDB_MEMORY)
     try:
         if not read_only:
-            for name in SCHEMA:
-                con.execute(statement(name))
+            _migrate(con, db)
         yield con
     finally:
         con.close()
+
+
+@contextmanager
+def reader(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to read our tables, at the latest schema version.
+
+    A file of ours at an older version is upgraded first, through a short
+    write connection (users keep files for months and read them with `pairwise
+    report`); a newer one is refused. A file without our tables opens as it is.
+    """
+    with connect(db, read_only=True) as con:
+        version = schema_version(con)
+        _refuse_newer(db, version)
+        if version is None or version == len(MIGRATIONS):
+            yield con
+            return
+    with connect(db):
+        pass
+    with connect(db, read_only=True) as con:
+        yield con
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The file's schema version: None if it holds none of our tables, 0 if written before versions were recorded."""
+    tables = {name for (name,) in con.execute(statement("schema_tables")).fetchall()}
+    if "schema_migrations" in tables:
+        return con.execute(statement("schema_version")).fetchone()[0]
+    return 0 if "runs" in tables else None
+
+
+def _refuse_newer(db: str | Path, version: int | None) -> None:
+    if version is not None and version > len(MIGRATIONS):
+        raise ValueError(f"{db}: schema version {version} is newer than this code knows ({len(MIGRATIONS)}); "
+                         "use a newer pairwise")
+
+
+def _migrate(con: duckdb.DuckDBPyConnection, db: str | Path) -> None:
+    """Apply the migrations the file lacks, each in one transaction with its record, then re-create the views."""
+    version = schema_version(con) or 0
+    _refuse_newer(db, version)
+    for migration in MIGRATIONS[version:]:
+        try:
+            with _transaction(con):
+                con.execute(migration.text)
+                con.execute(statement("schema_migration_record"),
+                            {"version": migration.version, "name": migration.name})
+        except duckdb.Error as error:
+            raise RuntimeError(f"{db}: upgrading to schema version {migration.version} ({migration.name}) failed, "
+                               f"the file is left at version {migration.version - 1}: {str(error).splitlines()[0]}"
+                               ) from error
+    for view in VIEWS:
+        con.execute(statement(view))
+
+
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 class RunLocked(RuntimeError):
@@ -74,28 +147,41 @@ def run_lock(db: str | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> list[str]:
-    """Register the run as running; first mark failed the runs whose process on this host is gone.
+@dataclass(frozen=True)
+class Started:
+    """A registered attempt of a run, and what registering it found."""
 
-    Returns the run ids so marked.
+    attempt: int  # its number among the run id's attempts (1, 2, ...)
+    stale: list[str]  # run ids whose running attempt's process on this host was gone: marked failed
+    running: set[str]  # run ids with another attempt still running (in use: their staging stays)
+
+
+def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started:
+    """Register a new attempt of the run, in one transaction.
+
+    First the attempts whose process on this host is gone are marked failed
+    (with their run, unless it succeeded before). A run id that succeeded
+    before stays succeeded until this attempt commits.
     """
     host, pid = socket.gethostname(), os.getpid()
-    with connect(db) as con:
-        stale = [
-            (stale_id, stale_pid) for stale_id, stale_host, stale_pid in con.execute(statement("runs_running")).fetchall()
-            if stale_host == host and stale_pid is not None and not _alive(stale_pid)
-        ]
-        for stale_id, stale_pid in stale:
-            con.execute(statement("run_fail"), {
-                "run_id": stale_id,
-                "error": f"its process {stale_pid} on {host} died while it was running (found by run {run_id})",
-            })
-        con.execute(statement("run_start"), {
-            "run_id": run_id,
-            "params": json.dumps(params, sort_keys=True),
-            "details": json.dumps({"owner": {"host": host, "pid": pid}}),
-        })
-    return [stale_id for stale_id, _ in stale]
+    text = json.dumps(params, sort_keys=True)
+    with connect(db) as con, _transaction(con):
+        running = con.execute(statement("attempts_running")).fetchall()
+        stale = [(stale_id, number, stale_pid) for stale_id, number, stale_host, stale_pid in running
+                 if stale_host == host and stale_pid is not None and not _alive(stale_pid)]
+        for stale_id, number, stale_pid in stale:
+            error = f"its process {stale_pid} on {host} died while it was running (found by run {run_id})"
+            con.execute(statement("attempt_fail"), {"run_id": stale_id, "attempt": number, "error": error})
+            con.execute(statement("run_fail"), {"run_id": stale_id, "error": error})
+        con.execute(statement("run_start"), {"run_id": run_id, "params": text})
+        (attempt,) = con.execute(statement("attempt_start"),
+                                 {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchone()
+    gone = {(stale_id, number) for stale_id, number, _ in stale}
+    return Started(
+        attempt=attempt,
+        stale=[stale_id for stale_id, _, _ in stale],
+        running={other for other, number, _, _ in running if (other, number) not in gone},
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -108,39 +194,40 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fail_run(db: str | Path, run_id: str, error: str) -> None:
-    with connect(db) as con:
+def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:
+    """Mark the attempt failed, and its run too unless the run succeeded before: that success stays current."""
+    with connect(db) as con, _transaction(con):
+        con.execute(statement("attempt_fail"), {"run_id": run_id, "attempt": attempt, "error": error})
         con.execute(statement("run_fail"), {"run_id": run_id, "error": error})
 
 
-def commit_run(db: str | Path, run_id: str, staged: Mapping[str, list[str]], summary: Mapping[str, Any]) -> None:
-    """Replace the run's rows by the staged Parquet parts and mark it succeeded, in one transaction."""
+def commit_run(
+    db: str | Path, run_id: str, attempt: int, staged: Mapping[str, list[str]], summary: Mapping[str, Any]
+) -> None:
+    """Replace the run's rows by the staged Parquet parts and mark run and attempt succeeded, in one transaction."""
     with connect(db) as con:
         # rows carry their order in columns (rank, item_id): letting DuckDB insert in any order
         # loads on every core (1M items: 3.4 s -> 2.1 s for the labels and issues)
         con.execute("SET preserve_insertion_order = false")
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con):
             for table in OUTPUT_TABLES:
                 con.execute(statement(f"delete_run_{table}"), {"run_id": run_id})
                 if staged.get(table):
                     con.execute(statement(f"load_run_{table}"), {"files": list(staged[table])})
             con.execute(statement("run_succeed"), {
                 "run_id": run_id,
+                "attempt": attempt,
                 "n_items": summary["n_items"],
                 "n_classes": summary["n_classes"],
                 "modalities": list(summary["modalities"]),
                 "details": json.dumps(summary["details"], sort_keys=True),
             })
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            con.execute(statement("attempt_succeed"), {"run_id": run_id, "attempt": attempt})
 
 
 def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-    """Run a report query of sql/ read-only, as an Arrow table."""
-    with connect(db, read_only=True) as con:
+    """Run a report query of sql/ read-only (see `reader`), as an Arrow table."""
+    with reader(db) as con:
         return con.execute(statement(name), dict(params or {})).to_arrow_table()
 
 
@@ -149,12 +236,12 @@ def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    with connect(db, read_only=True) as con:
+    with reader(db) as con:
         for table in ("runs", *OUTPUT_TABLES):
-            reader = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
+            batches = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
             path = out / f"{table}.parquet"
-            with pq.ParquetWriter(path, reader.schema) as writer:
-                for batch in reader:
+            with pq.ParquetWriter(path, batches.schema) as writer:
+                for batch in batches:
                     writer.write_batch(batch)
             written.append(path)
     return written

@@ -100,6 +100,7 @@ def test_rerun_with_same_id_replaces_and_current_labels_follows_latest(tmp_path,
     assert rows(db, "SELECT count(*) FROM item_labels")[0][0] == 2 * N_ITEMS
     assert rows(db, "SELECT count(*) FROM pair_masks")[0][0] == 2 * N_CLASSES * (N_CLASSES - 1) // 2
     assert rows(db, "SELECT params->>'strategy' FROM runs")[0][0] == "round_robin"
+    assert rows(db, "SELECT attempt, status FROM run_attempts ORDER BY attempt") == [(1, "succeeded"), (2, "succeeded")]
     run(tmp_path, items_glob, classes_path, run_id="nightly-2", seed=9)
     assert {r[0] for r in rows(db, "SELECT DISTINCT run_id FROM current_labels")} == {"nightly-2"}
 
@@ -151,6 +152,29 @@ def test_a_failed_run_changes_nothing_readers_see(tmp_path, catalog):
     assert rows(db, "SELECT error FROM runs WHERE run_id = 'bad'")[0][0]
     assert rows(db, "SELECT count(*) FROM item_labels WHERE run_id = 'bad'")[0][0] == 0
     assert rows(db, "SELECT * FROM current_labels ORDER BY item_id, modality") == before
+    assert not (tmp_path / "out.duckdb.staging").exists()
+
+
+def test_a_failed_rerun_of_a_succeeded_run_id_changes_nothing_readers_see(tmp_path, catalog):
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
+    _, db = run(tmp_path, items_glob, classes_path, run_id="nightly")
+    readers_see = {
+        "runs": "SELECT * FROM runs",
+        "current_labels": "SELECT * FROM current_labels ORDER BY item_id, modality",
+        "consensus_labels": "SELECT * FROM consensus_labels ORDER BY run_id, item_id",
+    }
+    before = {name: rows(db, sql) for name, sql in readers_see.items()}
+
+    second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]  # corrupt data pages, as above
+    data = bytearray(second.read_bytes())
+    data[100:60_000] = bytes(59_900)
+    second.write_bytes(bytes(data))
+    with pytest.raises(Exception):
+        run(tmp_path, items_glob, classes_path, run_id="nightly", seed=5)
+    assert {name: rows(db, sql) for name, sql in readers_see.items()} == before
+    attempts = rows(db, "SELECT attempt, status, error IS NOT NULL FROM run_attempts ORDER BY attempt")
+    assert attempts == [(1, "succeeded", False), (2, "failed", True)]
     assert not (tmp_path / "out.duckdb.staging").exists()
 
 

@@ -20,8 +20,8 @@ def commit(db, tmp_path, run_id, labels):
                          "pairwise_margin": 0.2, "gold_class": gold})
     path = tmp_path / f"{run_id}.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=LABEL_SCHEMA), path)
-    store.start_run(db, run_id, {"seed": 0})
-    store.commit_run(db, run_id, {"item_labels": [str(path)]},
+    started = store.start_run(db, run_id, {"seed": 0})
+    store.commit_run(db, run_id, started.attempt, {"item_labels": [str(path)]},
                      {"n_items": len(labels), "n_classes": 2, "modalities": ["image", "text"], "details": {}})
 
 
@@ -36,8 +36,7 @@ def db(tmp_path):
 def test_current_labels_shows_only_the_latest_succeeded_run(db):
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("SELECT DISTINCT run_id FROM current_labels").fetchall() == [("r2",)]
-    store.start_run(db, "r3", {})
-    store.fail_run(db, "r3", "boom")
+    store.fail_run(db, "r3", store.start_run(db, "r3", {}).attempt, "boom")
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("SELECT DISTINCT run_id FROM current_labels").fetchall() == [("r2",)]
         assert con.execute("SELECT status, error FROM runs WHERE run_id = 'r3'").fetchall() == [("failed", "boom")]
@@ -69,13 +68,40 @@ def test_class_distribution_shares_add_up(db):
 
 
 def test_commit_is_all_or_nothing(db, tmp_path):
-    store.start_run(db, "r4", {})
+    attempt = store.start_run(db, "r4", {}).attempt
     with pytest.raises(duckdb.Error):
-        store.commit_run(db, "r4", {"item_labels": [str(tmp_path / "missing.parquet")]},
+        store.commit_run(db, "r4", attempt, {"item_labels": [str(tmp_path / "missing.parquet")]},
                          {"n_items": 1, "n_classes": 2, "modalities": [], "details": {}})
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("SELECT status FROM runs WHERE run_id = 'r4'").fetchone() == ("running",)
+        assert con.execute("SELECT status FROM run_attempts WHERE run_id = 'r4'").fetchone() == ("running",)
         assert con.execute("SELECT count(*) FROM item_labels WHERE run_id = 'r4'").fetchone() == (0,)
+
+
+READERS_SEE = {
+    "runs": "SELECT * FROM runs ORDER BY run_id",
+    "current_labels": "SELECT * FROM current_labels ORDER BY ALL",
+    "consensus_labels": "SELECT * FROM consensus_labels ORDER BY ALL",
+}
+
+
+def readers_see(db):
+    with duckdb.connect(db, read_only=True) as con:
+        return {name: con.execute(sql).fetchall() for name, sql in READERS_SEE.items()}
+
+
+def test_a_failed_rerun_keeps_the_earlier_success_and_a_successful_one_replaces_it(db, tmp_path):
+    before = readers_see(db)
+    store.fail_run(db, "r2", store.start_run(db, "r2", {"seed": 1}).attempt, "boom")
+    assert readers_see(db) == before  # status, finished_at, n_items, params, rows: all of the earlier success
+    commit(db, tmp_path, "r2", {"a": ("bag", "bag", "hat")})
+    after = readers_see(db)
+    assert after["current_labels"] == [("r2", "a", m, "hat", 0.5, pytest.approx(0.1), "bag", pytest.approx(0.2), "hat",
+                                        None, None) for m in ("image", "text")]
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT attempt, status, error FROM run_attempts WHERE run_id = 'r2' ORDER BY attempt"
+                           ).fetchall() == [(1, "succeeded", None), (2, "failed", "boom"), (3, "succeeded", None)]
+        assert con.execute("SELECT n_items, params->>'seed' FROM runs WHERE run_id = 'r2'").fetchall() == [(1, "0")]
 
 
 def test_a_run_left_running_by_a_dead_process_is_marked_failed_on_start(db, tmp_path):
@@ -87,16 +113,43 @@ def test_a_run_left_running_by_a_dead_process_is_marked_failed_on_start(db, tmp_
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     with duckdb.connect(db) as con:
-        con.execute("INSERT INTO runs (run_id, status, started_at, params, details) VALUES "
-                    "('crashed', 'running', now(), '{}', ?), ('elsewhere', 'running', now(), '{}', ?)",
-                    [json.dumps({"owner": {"host": socket.gethostname(), "pid": dead_pid}}),
-                     json.dumps({"owner": {"host": "another-host", "pid": dead_pid}})])
-    assert store.start_run(db, "next", {}) == ["crashed"]
+        con.execute("INSERT INTO runs (run_id, status, started_at, params) VALUES "
+                    "('crashed', 'running', now(), '{}'), ('elsewhere', 'running', now(), '{}')")
+        con.execute("INSERT INTO run_attempts (run_id, attempt, status, started_at, params, host, pid) VALUES "
+                    "('crashed', 1, 'running', now(), '{}', ?, ?), ('elsewhere', 1, 'running', now(), '{}', ?, ?)",
+                    [socket.gethostname(), dead_pid, "another-host", dead_pid])
+    started = store.start_run(db, "next", {})
+    assert started.stale == ["crashed"] and started.running == {"elsewhere"}
     with duckdb.connect(db, read_only=True) as con:
         status = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
         error = con.execute("SELECT error FROM runs WHERE run_id = 'crashed'").fetchone()[0]
+        attempt = con.execute("SELECT status, error FROM run_attempts WHERE run_id = 'crashed'").fetchone()
     assert status["crashed"] == "failed" and status["elsewhere"] == "running" and status["next"] == "running"
-    assert f"process {dead_pid}" in error and "died" in error
+    assert f"process {dead_pid}" in error and "died" in error and attempt == ("failed", error)
+
+
+def test_a_killed_rerun_of_a_succeeded_run_leaves_it_succeeded_and_its_staging_is_removed(db, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from prefect.logging import disable_run_logger
+
+    from tasks.runs import start_run
+
+    before = readers_see(db)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with duckdb.connect(db) as con:  # what `pairwise run --run-id r2` killed mid-run leaves behind
+        con.execute("INSERT INTO run_attempts (run_id, attempt, status, started_at, params, host, pid) "
+                    "VALUES ('r2', 2, 'running', now(), '{}', ?, ?)", [socket.gethostname(), int(dead.stdout)])
+    (tmp_path / "out.duckdb.staging" / "r2").mkdir(parents=True)
+    with disable_run_logger():
+        assert start_run.fn(db, "r2", {"seed": 2}) == 3  # the next attempt, of the same run id
+    assert readers_see(db) == before
+    assert not (tmp_path / "out.duckdb.staging" / "r2").exists()
+    with duckdb.connect(db, read_only=True) as con:
+        attempts = con.execute("SELECT attempt, status FROM run_attempts WHERE run_id = 'r2' ORDER BY 1").fetchall()
+    assert attempts == [(1, "succeeded"), (2, "failed"), (3, "running")]
 
 
 def test_a_reader_in_another_process_gets_a_clear_lock_message_or_the_committed_state(db):

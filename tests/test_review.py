@@ -218,15 +218,3 @@ def test_a_run_ranks_flipped_catalog_labels_first(prefect_harness, tmp_path):
     assert sum(statuses.values()) == items.num_rows
     assert statuses.get("agreed", 0) > 0.5 * items.num_rows
 
-
-def test_a_file_written_before_the_review_columns_gets_them(tmp_path):
-    db = tmp_path / "old.duckdb"
-    with duckdb.connect(str(db)) as con:  # item_labels as the previous release created it
-        con.execute("CREATE TABLE item_labels (run_id VARCHAR NOT NULL, item_id VARCHAR NOT NULL, "
-                    "modality VARCHAR NOT NULL, base_class VARCHAR NOT NULL, base_score REAL NOT NULL, "
-                    "base_margin REAL, pairwise_class VARCHAR NOT NULL, pairwise_margin REAL, gold_class VARCHAR)")
-        con.execute("INSERT INTO item_labels VALUES ('old', 'i1', 'image', 'a', 0.5, 0.1, 'a', 0.2, NULL)")
-    with store.connect(db) as con:
-        columns = [name for name, *_ in con.execute("DESCRIBE item_labels").fetchall()]
-        old_row = con.execute("SELECT given_gap, given_h2h FROM item_labels WHERE run_id = 'old'").fetchall()
-    assert columns[-2:] == ["given_gap", "given_h2h"] and old_row == [(None, None)]
