@@ -1,8 +1,9 @@
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pairwise_core import PairStats, PairwiseClassifier
+from pairwise_core import PairStats, PairwiseClassifier, classifier
 from pairwise_core.pair_stats import union_keys
 
 
@@ -25,31 +26,88 @@ def brute_force_stats(x: np.ndarray, classes: np.ndarray, score_floor, pair_marg
     return count, total, total_sq
 
 
+def too_close(x: np.ndarray, classes: np.ndarray, score_floor, pair_margin):
+    """The (item, b) pairs the pair margin takes out, item by item: (item indices, keys a * K + b)."""
+    k = classes.shape[0]
+    unit, cu = x / np.linalg.norm(x, axis=1, keepdims=True), classes / np.linalg.norm(classes, axis=1, keepdims=True)
+    items, keys = [], []
+    for i, scores in enumerate(unit @ cu.T):
+        a = int(np.argmax(scores))
+        if score_floor is not None and scores[a] < score_floor:
+            continue
+        for b in range(k):
+            if b != a and abs(scores[a] - scores[b]) < pair_margin:
+                items.append(i)
+                keys.append(a * k + b)
+    return np.array(items, dtype=np.int64), np.array(keys, dtype=np.int64)
+
+
+def correction_bytes(stats: PairStats) -> int:
+    fields = ("correction_keys", "correction_count", "correction_sum", "correction_sumsq",
+              "near_items", "near_keys", "near_rows")
+    return sum(getattr(stats, name).nbytes for name in fields)
+
+
+def check_against_brute_force(stats: PairStats, x, classes, score_floor, pair_margin):
+    """Moments of every ordered pair as METHOD.md step 2 defines them, and the stated memory bound:
+    the corrections never take more bytes than the smaller of their two exact forms."""
+    expected = brute_force_stats(x, classes, score_floor, pair_margin)
+    got = stats.dense()
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[2], expected[2], rtol=1e-12, atol=1e-12)
+    items, keys = too_close(x, classes, score_floor, pair_margin)
+    d = x.shape[1]
+    summed = np.unique(keys).size * (2 * d * 8 + 16)  # key, count, sum and sumsq per key
+    per_item = np.unique(items).size * d * 8 + keys.size * 16  # each item once, (key, row) per entry
+    assert correction_bytes(stats) <= min(summed, per_item)
+    assert np.all(np.diff(stats.correction_keys) > 0) and np.all(np.diff(stats.near_keys) >= 0)
+    assert stats.near_items.shape[0] <= np.unique(items).size
+
+
 @st.composite
-def catalogs(draw):
+def catalogs(draw, max_classes=5, max_dims=6, max_items=60):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    k, d, n = draw(st.integers(1, 5)), draw(st.integers(1, 6)), draw(st.integers(1, 60))
+    k, d, n = draw(st.integers(1, max_classes)), draw(st.integers(1, max_dims)), draw(st.integers(1, max_items))
     classes = rng.standard_normal((k, d))
     x = rng.standard_normal((n, d))
     cuts = sorted(draw(st.lists(st.integers(1, n), max_size=4)))
     return x, classes, cuts
 
 
-@given(catalogs(), st.sampled_from([0.0, 0.05, 0.3]), st.sampled_from([None, -0.2, 0.3]))
-def test_chunk_statistics_merge_into_whole_statistics(catalog, pair_margin, score_floor):
+@given(catalogs(), st.sampled_from([0.0, 0.05, 0.3]), st.sampled_from([None, -0.2, 0.3]),
+       st.sampled_from([None, 2, 3]))
+def test_chunk_statistics_merge_into_whole_statistics(catalog, pair_margin, score_floor, candidates):
     x, classes, cuts = catalog
-    clf = PairwiseClassifier(classes, pair_margin=pair_margin, score_floor=score_floor)
+    clf = PairwiseClassifier(classes, pair_margin=pair_margin, score_floor=score_floor, candidates=candidates)
     whole = clf.pair_stats(x)
     merged = PairStats.zeros(*classes.shape)
     for chunk in np.split(x, cuts):
         if len(chunk):
             merged = merged + clf.pair_stats(chunk)
-    expected = brute_force_stats(x, classes, score_floor, pair_margin)
-    for got in (whole.dense(), merged.dense()):
-        np.testing.assert_array_equal(got[0], expected[0])
-        np.testing.assert_allclose(got[1], expected[1], rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(got[2], expected[2], rtol=1e-12, atol=1e-12)
+    for got in (whole, merged, PairStats.merge(clf.pair_stats(chunk) for chunk in np.split(x, cuts) if len(chunk))):
+        check_against_brute_force(got, x, classes, score_floor, pair_margin)
+        np.testing.assert_array_equal(got.met, whole.met)
+
+
+@given(catalogs(max_classes=30, max_dims=40, max_items=200), st.sampled_from([0.02, 0.1, 0.5]))
+def test_corrections_never_take_more_than_either_exact_form(catalog, pair_margin):
+    # many classes against few items: the per-item form is the smaller; few classes, many items: summed per key
+    x, classes, cuts = catalog
+    clf = PairwiseClassifier(classes, pair_margin=pair_margin)
+    merged = PairStats.merge(clf.pair_stats(chunk) for chunk in np.split(x, cuts) if len(chunk))
+    check_against_brute_force(merged, x, classes, None, pair_margin)
+
+
+@pytest.mark.parametrize(("k", "n", "form"), [(3, 400, "summed"), (40, 60, "per item")])
+def test_both_forms_of_the_corrections_are_exact(k, n, form, monkeypatch):
+    monkeypatch.setattr(classifier, "BLOCK_ROWS", 16)  # many blocks, merged at once
+    rng = np.random.default_rng(k)
+    classes, x = rng.standard_normal((k, 24)), rng.standard_normal((n, 24))
+    stats = PairwiseClassifier(classes, pair_margin=0.1).pair_stats(x)
+    assert (stats.correction_keys.size > 0, stats.near_keys.size > 0) == (form == "summed", form == "per item")
+    check_against_brute_force(stats, x, classes, None, 0.1)
 
 
 def test_partial_fit_over_chunks_equals_fit():

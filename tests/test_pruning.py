@@ -105,7 +105,18 @@ def test_pruned_statistics_stream_and_merge():
     np.testing.assert_array_equal(streamed.pairs_, whole.pairs_)
     np.testing.assert_array_equal(streamed.pair_masks_, whole.pair_masks_)
     np.testing.assert_array_equal(streamed.predict(x), whole.predict(x))
-    assert whole.stats_.sum.shape == (12, 16)  # O(K d), not O(K^2 d)
+    # the K^2 part is the pair margin's corrections: never more bytes than the smaller of their two
+    # exact forms, every (a, b) key summed, or every item that has one held once
+    cos = unit_rows(x) @ unit_rows(classes).T
+    a = cos.argmax(axis=1)
+    close = cos[np.arange(len(x)), a][:, None] - cos < 0.02
+    close[np.arange(len(x)), a] = False
+    item, b = np.nonzero(close)
+    bound = min(np.unique(a[item] * 12 + b).size * (2 * 16 * 8 + 16), np.unique(item).size * 16 * 8 + item.size * 16)
+    for stats in (whole.stats_, streamed.stats_):
+        held = [stats.correction_keys, stats.correction_count, stats.correction_sum, stats.correction_sumsq,
+                stats.near_items, stats.near_keys, stats.near_rows]
+        assert 0 < sum(array.nbytes for array in held) <= bound
 
 
 @given(problems())
