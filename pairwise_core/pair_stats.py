@@ -144,12 +144,15 @@ class PairStats:
             n = np.searchsorted(self.near_keys, keys[chunk], "right") - start
             count[chunk] -= n
             order = np.argsort(-n, kind="stable")[: np.count_nonzero(n)]
-            start, longest, place = start[order], n[order], order + begin
+            start, longest = start[order], n[order]
+            sums, sums_sq = np.zeros((order.size, total.shape[1])), np.zeros((order.size, total.shape[1]))
             for j in range(longest[0] if longest.size else 0):
                 runs = np.searchsorted(-longest, -j)  # the keys with more than j entries
                 step = self.near_items[self.near_rows[start[:runs] + j]].astype(np.float64, copy=False)
-                total[place[:runs]] -= step
-                total_sq[place[:runs]] -= np.multiply(step, step, out=step)
+                sums[:runs] += step
+                sums_sq[:runs] += np.multiply(step, step, out=step)
+            total[order + begin] -= sums
+            total_sq[order + begin] -= sums_sq
 
     def moments(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """count, sum and sumsq of the confident a-items against b, for arrays of ordered pairs."""
