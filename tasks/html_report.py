@@ -27,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from tasks import store
-from tasks.report import run_row, shown_classes
+from tasks.report import CALIBRATIONS, CONSENSUS_STATUSES, run_row, shown_classes, signed
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -39,14 +39,11 @@ OTHER_COLOUR = "#9e9e9e"
 ANNOTATE_UP_TO = 15
 TOP_ISSUES = 25
 DPI = 100
-METHODS = ("base", "pairwise")
-CONSENSUS_STATUSES = {
-    "agreed": "every labelled modality (at least two) gives the same label",
-    "single_modality": "only one modality labelled the item (the others were rejected)",
-    "majority": "more modalities give this label than any other",
-    "by_margin": "a tie in votes, broken by the larger normalized pairwise margin",
-    "undecided": "a tie in votes and in margin: no label",
-}
+METHODS = ("base", "pairwise", "refined")
+# Inches of heatmap panels side by side, at most: wider figures are scaled down by the page, and their
+# tick labels with them.
+HEATMAPS_WIDTH = 11.2
+JOINT = "joint"
 
 Cells = Mapping[tuple[str, str], int]  # (row label, column label) -> items
 
@@ -83,11 +80,12 @@ class _Section:
 
 
 def _confusions(db: str | Path, run_id: str) -> dict[tuple[str, str], dict[str, Counter]]:
-    """(modality_a, modality_b) -> method -> {(ref, pred): items}; modality_b may be 'gold'."""
-    out: dict[tuple[str, str], dict[str, Counter]] = defaultdict(lambda: {m: Counter() for m in METHODS})
+    """(modality_a, modality_b) -> method -> {(ref, pred): items}, methods in METHODS order; modality_b may be
+    'gold', and modality_a 'joint' (the joint label, method 'refined' only)."""
+    out: dict[tuple[str, str], dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for row in store.query(db, "report_confusion", {"run_id": run_id}).to_pylist():
         out[row["modality_a"], row["modality_b"]][row["method"]][row["ref"], row["pred"]] += row["n"]
-    return dict(out)
+    return {pair: {m: methods[m] for m in METHODS if m in methods} for pair, methods in out.items()}
 
 
 def _class_items(shares: list[dict], confusions: Mapping[tuple[str, str], dict[str, Counter]]) -> Counter:
@@ -97,7 +95,7 @@ def _class_items(shares: list[dict], confusions: Mapping[tuple[str, str], dict[s
         items[row["class"]] += row["n_items"]
     for (_, modality_b), methods in confusions.items():
         if modality_b == "gold":
-            for (ref, _), n in methods["base"].items():
+            for (ref, _), n in next(iter(methods.values())).items():
                 items[ref] += n
     return items
 
@@ -167,7 +165,7 @@ def confusion_shares(cells: Cells, classes: Sequence[str]) -> tuple[np.ndarray, 
 def confusion_figure(panels: Mapping[str, Cells], classes: Sequence[str], *, rows: str, columns: str) -> bytes:
     """One heatmap per method, side by side on a shared colour scale (share of the row's items)."""
     k = len(classes)
-    side = _heatmap_side(k, 5.6)
+    side = _heatmap_side(k, min(5.6, HEATMAPS_WIDTH / len(panels)))
     fig = MplFigure(figsize=(len(panels) * side + 2.2, side + 1.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
     cmap = colormaps["Blues"].with_extremes(bad="#f4f4f4")
@@ -236,6 +234,34 @@ def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequenc
     ax.set_xlabel("share of the items", fontsize=9)
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 8), fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def reliability_figure(points: Mapping[str, Sequence[Mapping[str, Any]]], ece: Mapping[str, float]) -> bytes:
+    """Accuracy against mean confidence per bin, one line per modality (the joint label in black), over the
+    items per bin: a calibrated confidence lies on the diagonal, and the counts say which points are noise."""
+    fig = MplFigure(figsize=(6.4, 5.6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1.1), sharex=True)
+    top.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=1, label="perfectly calibrated")
+    width = 0.09 / len(points)
+    for k, (modality, bins) in enumerate(points.items()):
+        joint = modality == JOINT
+        colour = "black" if joint else colormaps["tab10"].colors[k % 10]
+        label = f"{modality} (ECE {ece[modality]:.3f})"
+        top.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                 markersize=5 if joint else 4, linewidth=2 if joint else 1.3, color=colour, label=label)
+        bottom.bar([(b["bin"] + 0.5) / 10 + (k - (len(points) - 1) / 2) * width for b in bins],
+                   [b["n"] for b in bins], width=width, color=colour)
+    top.set_xlim(0, 1.015)  # room for the markers of a confidence of 1
+    top.set_ylim(0, 1.03)
+    top.set_ylabel("share right against gold", fontsize=9)
+    top.legend(loc="upper left", fontsize=8, frameon=False)
+    top.grid(alpha=0.3)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("items", fontsize=9)
+    bottom.set_xlabel("confidence (mean per bin of width 0.1)", fontsize=9)
+    bottom.set_xticks(np.linspace(0, 1, 11))
+    bottom.grid(alpha=0.3, axis="y")
     return _png(fig)
 
 
@@ -332,28 +358,71 @@ def _metrics_section(db: str | Path, run_id: str) -> _Section:
     if not rows:
         return _Section("metrics", "Agreement and accuracy", _note("No metrics for this run."))
     table = _table(
-        ["metric", "modality a", "modality b", "base", "pairwise", "pairwise − base"],
-        [(r["metric"], r["modality_a"], r["modality_b"], r["base"], r["pairwise"],
-          f"{r['pairwise'] - r['base']:+.3f}" if r["base"] is not None and r["pairwise"] is not None else None)
-         for r in rows],
+        ["metric", "modality a", "modality b", *METHODS, "pairwise − base", "refined − pairwise"],
+        [(r["metric"], r["modality_a"], r["modality_b"], r["base"], r["pairwise"], r["refined"],
+          signed(r["pairwise_minus_base"]), signed(r["refined_minus_pairwise"])) for r in rows],
     )
     note = _note("agreement_f1_weighted: modality a's labels against modality b's; "
-                 "gold_*: a modality's labels against the gold label.")
-    return _Section("metrics", "Agreement and accuracy: base vs pairwise", table + note)
+                 "gold_*: a modality's labels against the gold label; joint: the one label per item from all its "
+                 "modalities (refined only); gold_ece: expected calibration error of the refined confidence "
+                 "against gold over 10 bins (lower is better; see Confidence).")
+    return _Section("metrics", "Agreement and accuracy: base, pairwise, refined", table + note)
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{value:.1%}"
 
 
 def _consensus_section(db: str | Path, run_id: str) -> _Section:
+    """The statuses a downstream system acts on, and how many joint labels are confident enough to accept."""
     rows = store.query(db, "report_consensus_status", {"run_id": run_id}).to_pylist()
-    table = _table(["status", "items", "share", "meaning"],
-                   [(r["status"], r["n_items"], f"{r['share']:.1%}", CONSENSUS_STATUSES.get(r["status"], ""))
-                    for r in rows])
-    return _Section("consensus", "Consensus labels", table if rows else _note("No labelled items in this run."))
+    if not rows:
+        return _Section("consensus", "Consensus labels", _note("No labelled items in this run."))
+    gold = any(r["gold_accuracy"] is not None for r in rows)
+    gold_column = ["right against gold"] if gold else []
+
+    def right(row: Mapping[str, Any]) -> list[str | None]:
+        return [_percent(row["gold_accuracy"])] if gold else []
+
+    statuses = _table(["status", "items", "share", "mean confidence", *gold_column, "meaning"],
+                      [(r["status"], r["n_items"], _percent(r["share"]), r["mean_confidence"], *right(r),
+                        CONSENSUS_STATUSES.get(r["status"], "")) for r in rows])
+    bands = store.query(db, "report_consensus_confidence", {"run_id": run_id}).to_pylist()
+    if not bands:
+        return _Section("consensus", "Consensus labels", statuses + _note(
+            "A run made before the joint label (schema version 3): its labels are votes, with no confidence."))
+    confidence = _table(["joint confidence", "items", "share", *gold_column],
+                        [(b["band"], b["n_items"], _percent(b["share"]), *right(b)) for b in bands])
+    note = _note("One label per item (view consensus_labels), from the joint posterior of all its modalities. "
+                 "Accept by confidence (e.g. ≥ 0.9); send 'split' and low-confidence items to review."
+                 + ("" if gold else " No gold column in this run: the accuracy of the confidence is not known."))
+    return _Section("consensus", "Consensus labels", statuses + confidence + note)
+
+
+def _confidence_section(db: str | Path, run_id: str, details: str | None) -> tuple[_Section, Figure | None]:
+    """The reliability diagram, when the run has gold labels to check the confidence against."""
+    calibration = json.loads(details).get("calibration") if details else None
+    how = f" The confidence was {CALIBRATIONS.get(calibration, calibration)}." if calibration else ""
+    rows = store.query(db, "report_calibration", {"run_id": run_id}).to_pylist()
+    if not rows:
+        return _Section("confidence", "Confidence", _note(
+            "No gold column in this run: the confidence cannot be checked." + how)), None
+    points: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        points[row["modality"]].append(row)
+    ece = {modality: bins[0]["ece"] for modality, bins in points.items()}
+    caption = ("Reliability of the refined confidence: per bin of confidence (width 0.1), the share of the labels "
+               "that are right against gold, at the bin's mean confidence; each modality's own label, and the joint "
+               "label in black. On the diagonal, a confidence of p is right a share p of the time. Below: items per "
+               "bin (log scale). ECE: the items' mean distance to the diagonal over the bins." + how)
+    figure = Figure("Reliability diagram", caption, reliability_figure(points, ece))
+    return _Section("confidence", "Confidence", _figures_html([figure], wide=False)), figure
 
 
 def _confusion_figures(confusions: Mapping[tuple[str, str], dict[str, Counter]], items: Mapping[str, int],
                        *, gold: bool) -> list[Figure]:
     figures = []
-    for (modality_a, modality_b), methods in sorted(confusions.items()):
+    for (modality_a, modality_b), methods in sorted(confusions.items(), key=lambda kv: (kv[0][0] == JOINT, kv[0])):
         if (modality_b == "gold") != gold:
             continue
         cells = [c for counter in methods.values() for cell in counter for c in cell]
@@ -361,7 +430,10 @@ def _confusion_figures(confusions: Mapping[tuple[str, str], dict[str, Counter]],
         rows = "gold" if gold else modality_b
         png = confusion_figure(methods, classes, rows=rows, columns=modality_a)
         title = f"{modality_a} against gold" if gold else f"{modality_a} against {modality_b}"
-        caption = (f"Rows: the {rows} label; columns: {modality_a}'s label; base on the left, pairwise on the right. "
+        panels = "one panel per method: " + ", ".join(methods) if len(methods) > 1 else f"method {next(iter(methods))}"
+        who = ("the joint label (all the item's modalities together)" if modality_a == JOINT
+               else f"{modality_a}'s label")
+        caption = (f"Rows: the {rows} label; columns: {who}; {panels}. "
                    "Colour: share of the row's items"
                    + (", numbers: items." if len(classes) <= ANNOTATE_UP_TO else ".")
                    + _left_out(left_out, MAX_HEATMAP_CLASSES))
@@ -374,7 +446,7 @@ def _shares_figure(shares: list[dict], confusions: Mapping[tuple[str, str], dict
     bars: dict[str, dict[str, float]] = defaultdict(dict)
     for row in sorted(shares, key=lambda r: (r["modality"], r["method"])):
         bars[f"{row['modality']} · {row['method']}"][row["class"]] = row["share"]
-    gold = next((m["base"] for (_, b), m in sorted(confusions.items()) if b == "gold"), None)
+    gold = next((m["base"] for (_, b), m in sorted(confusions.items()) if b == "gold" and "base" in m), None)
     if gold:
         total = sum(gold.values())
         for (ref, _), n in gold.items():
@@ -471,9 +543,11 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
     agreement = _confusion_figures(confusions, items, gold=False)
     against_gold = _confusion_figures(confusions, items, gold=True)
     share_figure = _shares_figure(shares, confusions, items)
+    confidence, reliability = _confidence_section(db, run_id, run["details"])
     sections += [
         _metrics_section(db, run_id),
         _consensus_section(db, run_id),
+        confidence,
         _figure_section("agreement", "Modality against modality", agreement,
                         "Only one modality labelled items in this run: nothing to compare.", wide=True),
         _figure_section("gold", "Against the gold label", against_gold, "No gold column in this run.", wide=True),
@@ -483,7 +557,11 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
         _figure_section("masks", "Mask sizes per class pair", _mask_figures(db, run_id, items),
                         "No pair masks in this run."),
     ]
-    main = tuple(f for f in (*agreement[:1], *against_gold[:1], share_figure) if f is not None)
+    # three figures at most for the Prefect UI: with gold, the joint label against it (one panel) and the
+    # reliability diagram say the most; without, the modalities against each other
+    headline = next((f for f in against_gold if f.title == f"{JOINT} against gold"), None) or next(
+        iter(against_gold or agreement), None)
+    main = tuple(f for f in (headline, reliability, share_figure) if f is not None)
     return RunReport(run_id, _page(title, sections), main)
 
 

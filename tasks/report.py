@@ -50,7 +50,7 @@ def run_row(db: str | Path, run_id: str) -> dict:
 
 
 def render_report(db: str | Path, run_id: str) -> str:
-    """Run summary, base vs pairwise metrics, class distribution, consensus and the top label issues."""
+    """Run summary, base / pairwise / refined metrics, class distribution, consensus and the top label issues."""
     run = run_row(db, run_id)
     params = json.loads(run["params"])
     lines = [
@@ -66,12 +66,13 @@ def render_report(db: str | Path, run_id: str) -> str:
         lines.append(f"- error: {run['error']}")
     if run["status"] != "succeeded":
         return "\n".join(lines)
-    metrics = store.query(db, "report_metrics", {"run_id": run_id})
-    lines += ["", "## Agreement and accuracy: base vs pairwise", "", markdown_table(metrics)]
+    metrics = store.query(db, "report_metrics", {"run_id": run_id}).to_pylist()
+    lines += ["", "## Agreement and accuracy: base, pairwise, refined", "", _metrics_table(metrics)]
+    if any(r["refined"] is not None for r in metrics):
+        lines += ["", METRICS_NOTE]
     shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
     lines += ["", "## Class shares", "", _shares_table(shares)]
-    consensus = store.query(db, "report_consensus_status", {"run_id": run_id})
-    lines += ["", "## One label per item (consensus_labels)", "", markdown_table(consensus)]
+    lines += ["", "## One label per item (consensus_labels)", "", *_consensus_lines(db, run_id, run["details"])]
     issues = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": 5})
     if issues.num_rows:
         n_issues = issues.column("n_issues")[0].as_py()
@@ -79,6 +80,73 @@ def render_report(db: str | Path, run_id: str) -> str:
                   markdown_table(issues.select(["rank", "item_id", "given_label", "suggested_label", "score",
                                                 "agreeing_modalities"]))]
     return "\n".join(lines)
+
+
+METRICS_NOTE = ("joint: one label per item from all its modalities (refined only); gold_ece: calibration error "
+                "of the refined confidence against gold, lower is better.")
+# What each consensus_labels status means; the last three only in runs made before schema version 3.
+CONSENSUS_STATUSES = {
+    "agreed": "every modality of the item (two or more) gives its label",
+    "split": "the modalities' own refined labels differ: the joint posterior decided",
+    "single_modality": "only one modality labelled the item (the others were rejected)",
+    "majority": "older run: more modalities give this label than any other",
+    "by_margin": "older run: a tie in votes, broken by the larger normalized pairwise margin",
+    "undecided": "older run: a tie in votes and in margin, no label",
+}
+CALIBRATIONS = {"gold": "fitted out of fold on the gold column", "label-free": "fitted without labels"}
+
+
+def signed(value: float | None) -> str | None:
+    """A difference with its sign, so a loss is seen at a glance."""
+    return None if value is None else f"{round(value, 3) or 0.0:+.3f}"  # no "-0.000" for a tiny loss
+
+
+def _metrics_table(rows: list[dict]) -> str:
+    """Both gains, under short headers: the report is printed after every run and must stay narrow."""
+    table = pa.table({
+        "metric": [r["metric"] for r in rows],
+        "modality": [r["modality_a"] for r in rows],
+        "vs": [r["modality_b"] for r in rows],
+        **{method: pa.array([r[method] for r in rows], pa.float64()) for method in ("base", "pairwise", "refined")},
+        "pw-base": [signed(r["pairwise_minus_base"]) for r in rows],
+        "ref-pw": [signed(r["refined_minus_pairwise"]) for r in rows],
+    })
+    return markdown_table(table)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def confidence_summary(bands: list[dict], calibration: str | None) -> str:
+    """One line: the share of joint labels in each confidence band, and how often they are right."""
+    gold = any(b["gold_accuracy"] is not None for b in bands)
+    parts = [f"{b['band']}: {_percent(b['share'])}" + (f", {_percent(b['gold_accuracy'])} right" if gold else "")
+             for b in bands]
+    return ("Joint confidence " + "; ".join(parts) + (" (against gold)" if gold else "") + "."
+            + (f" Confidence {CALIBRATIONS.get(calibration, calibration)}." if calibration else ""))
+
+
+def _consensus_lines(db: str | Path, run_id: str, details: str | None) -> list[str]:
+    """The statuses (with their meaning, once) and the confidence bands: what a downstream system acts on."""
+    rows = store.query(db, "report_consensus_status", {"run_id": run_id}).to_pylist()
+    if not rows:
+        return ["No labelled items in this run."]
+    gold = any(r["gold_accuracy"] is not None for r in rows)
+    table = pa.table({
+        "status": [r["status"] for r in rows],
+        "items": [f"{r['n_items']:,}" for r in rows],
+        "share": [_percent(r["share"]) for r in rows],
+        "mean confidence": pa.array([r["mean_confidence"] for r in rows], pa.float64()),
+        **({"gold accuracy": [_percent(r["gold_accuracy"]) for r in rows]} if gold else {}),
+    })
+    lines = [markdown_table(table), ""]
+    lines += [f"- {r['status']}: {CONSENSUS_STATUSES[r['status']]}" for r in rows if r["status"] in CONSENSUS_STATUSES]
+    bands = store.query(db, "report_consensus_confidence", {"run_id": run_id}).to_pylist()
+    if bands:
+        calibration = json.loads(details).get("calibration") if details else None
+        lines += ["", confidence_summary(bands, calibration)]
+    return lines
 
 
 # more classes than this make the terminal report a wall of rows: the commonest are shown, and the

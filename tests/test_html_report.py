@@ -22,8 +22,9 @@ LONG_ID = "item-" + "x" * 300  # one unbreakable word: the page must still not s
 FIRST_ISSUE = "item-007"
 
 
-def _labels(rng: np.random.Generator, n_items: int, *, gold: bool) -> list[tuple]:
-    """item_labels rows: each modality keeps the gold label with a fixed chance, pairwise more often than base."""
+def _labels(rng: np.random.Generator, n_items: int, *, gold: bool, refined: bool = True) -> list[tuple]:
+    """item_labels rows: each modality keeps the gold label with a fixed chance, pairwise more often than base,
+    refined more often still, with a confidence in [0.3, 1) (a run from before the refinement has none)."""
     rows = []
     for i in range(n_items):
         truth = CLASSES[i % len(CLASSES)]
@@ -31,11 +32,30 @@ def _labels(rng: np.random.Generator, n_items: int, *, gold: bool) -> list[tuple
         for modality in MODALITIES:
             base = truth if rng.random() < 0.6 else CLASSES[rng.integers(len(CLASSES))]
             pairwise = truth if rng.random() < 0.85 else CLASSES[rng.integers(len(CLASSES))]
-            rows.append((item, modality, base, float(rng.random()), 0.1, pairwise, 0.2, truth if gold else None))
+            better = truth if rng.random() < 0.9 else CLASSES[rng.integers(len(CLASSES))]
+            confidence = float(np.float32(0.3 + 0.7 * rng.random()))
+            rows.append((item, modality, base, float(rng.random()), 0.1, pairwise, 0.2, truth if gold else None,
+                         better if refined else None, confidence if refined else None))
     return rows
 
 
-def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_items: int, seed: int) -> list[tuple]:
+def _joint(labels: list[tuple]) -> list[tuple]:
+    """joint_labels rows: the more confident modality's refined label (a stand-in for the joint posterior)."""
+    by_item: dict[str, list[tuple]] = {}
+    for row in labels:
+        by_item.setdefault(row[0], []).append(row)
+    rows = []
+    for item, modalities in by_item.items():
+        best = max(modalities, key=lambda r: r[9])
+        agreeing = sum(r[8] == best[8] for r in modalities)
+        status = "agreed" if agreeing == len(modalities) else "split"
+        rows.append((item, best[8], best[9], status, agreeing, len(modalities), best[7]))
+    return rows
+
+
+def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_items: int, seed: int,
+                old: bool = False) -> list[tuple]:
+    """A run as the flow commits it; ``old``: as the migration to schema version 3 leaves a run made before it."""
     con.execute(
         "INSERT INTO runs (run_id, status, started_at, finished_at, params, n_items, n_classes, modalities, error) "
         "VALUES (?, ?, ?::TIMESTAMPTZ, ?::TIMESTAMPTZ + INTERVAL 5 SECOND, ?, ?, ?, ?, ?)",
@@ -44,12 +64,19 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
     )
     if status != "succeeded":
         return []
-    labels = _labels(np.random.default_rng(seed), n_items, gold=gold)
+    labels = _labels(np.random.default_rng(seed), n_items, gold=gold, refined=not old)
     con.executemany(
         "INSERT INTO item_labels (run_id, item_id, modality, base_class, base_score, base_margin, pairwise_class, "
-        "pairwise_margin, gold_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "pairwise_margin, gold_class, refined_class, refined_confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(run_id, *row) for row in labels],
     )
+    if old:  # the votes of the migration: only their statuses matter here
+        con.executemany("INSERT INTO joint_labels VALUES (?, ?, ?, NULL, ?, 1, 2, ?)",
+                        [(run_id, row[0], row[5], "majority" if k % 3 else "by_margin", row[7])
+                         for k, row in enumerate(labels[::2])])
+    else:
+        con.executemany("INSERT INTO joint_labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(run_id, *row) for row in _joint(labels)])
     for modality in MODALITIES:
         for a in range(len(CLASSES)):
             for b in range(a + 1, len(CLASSES)):
@@ -58,10 +85,18 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
                                 [run_id, modality, CLASSES[a], CLASSES[b], 10 * a + b])
     # the confusion counts, as the run's agreement-metrics step stages them
     con.execute(f"CREATE OR REPLACE TEMP VIEW labels AS SELECT * FROM item_labels WHERE run_id = '{run_id}'")
-    con.execute(f"INSERT INTO confusion_counts SELECT ?, * FROM ({statement('metrics_confusion')})", [run_id])
-    for method, value in (("base", 0.5), ("pairwise", 0.8)):
-        con.execute("INSERT INTO agreement_metrics VALUES (?, ?, 'agreement_f1_weighted', 'image', 'text', ?)",
-                    [run_id, method, value])
+    con.execute(f"CREATE OR REPLACE TEMP VIEW joint AS SELECT * FROM joint_labels WHERE run_id = '{run_id}'")
+    for name in ("metrics_confusion", "metrics_confusion_joint"):
+        con.execute(f"INSERT INTO confusion_counts SELECT ?, * FROM ({statement(name)}) WHERE pred IS NOT NULL",
+                    [run_id])
+    for method, value in (("base", 0.5), ("pairwise", 0.8), ("refined", None if old else 0.85)):
+        if value is not None:
+            con.execute("INSERT INTO agreement_metrics VALUES (?, ?, 'agreement_f1_weighted', 'image', 'text', ?)",
+                        [run_id, method, value])
+    if gold and not old:  # the calibration sums and gold_ece, as the agreement-metrics step stages them
+        con.execute(f"CREATE OR REPLACE TEMP TABLE calibration AS {statement('metrics_calibration')}")
+        con.execute(f"INSERT INTO calibration_bins {statement('metrics_calibration_total')}", {"run_id": run_id})
+        con.execute(f"INSERT INTO agreement_metrics {statement('metrics_ece')}", {"run_id": run_id})
     if gold:
         evidence = [{"modality": m, "base_label": "hat", "base_margin": 0.1, "pairwise_label": "shoe",
                      "pairwise_margin": 0.3, "given_gap": 0.2, "given_h2h": 0.4} for m in MODALITIES]
@@ -73,9 +108,11 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """A file with a succeeded run with gold (r-main), an older one without (r-nogold), and a later failed one."""
+    """A file with a succeeded run with gold (r-main), an older one without (r-nogold), one made before the
+    refinement (r-old), and a later failed one."""
     db = tmp_path_factory.mktemp("report") / "out.duckdb"
     with store.connect(db) as con:
+        _insert_run(con, "r-old", "succeeded", "2025-12-31 00:00:00+00", gold=True, n_items=20, seed=4, old=True)
         _insert_run(con, "r-nogold", "succeeded", "2026-01-01 00:00:00+00", gold=False, n_items=20, seed=1)
         labels = _insert_run(con, "r-main", "succeeded", "2026-01-02 00:00:00+00", gold=True, n_items=60, seed=2)
         _insert_run(con, "r-failed", "failed", "2026-01-03 00:00:00+00", gold=True, n_items=60, seed=3)
@@ -86,13 +123,15 @@ def test_confusion_counts_match_a_count_by_hand(made):
     db, labels = made
     counted = Counter()
     by_item = {}
-    for item, modality, base, _, _, pairwise, _, gold in labels:
-        by_item.setdefault(item, {})[modality] = {"base": base, "pairwise": pairwise}
-        for method, label in (("base", base), ("pairwise", pairwise)):
+    for item, modality, base, _, _, pairwise, _, gold, refined, _ in labels:
+        by_item.setdefault(item, {})[modality] = {"base": base, "pairwise": pairwise, "refined": refined}
+        for method, label in (("base", base), ("pairwise", pairwise), ("refined", refined)):
             counted[method, modality, "gold", label, gold] += 1
     for modalities in by_item.values():
-        for method in ("base", "pairwise"):
+        for method in ("base", "pairwise", "refined"):
             counted[method, "image", "text", modalities["image"][method], modalities["text"][method]] += 1
+    for _, label, _, _, _, _, gold in _joint(labels):
+        counted["refined", "joint", "gold", label, gold] += 1
     rows = store.query(db, "report_confusion", {"run_id": "r-main"}).to_pylist()
     from_sql = Counter({(r["method"], r["modality_a"], r["modality_b"], r["pred"], r["ref"]): r["n"] for r in rows})
     assert from_sql == counted
@@ -131,6 +170,59 @@ def test_a_run_without_gold_says_so_in_one_line(made):
     page = html_report.build_report(db, "r-nogold").html
     assert "No gold column in this run." in page
     assert "No annotation issues for this run" in page
+    confidence = page[page.index('<section id="confidence">'):]
+    confidence = confidence[:confidence.index("</section>")]
+    assert confidence.count('<p class="note">') == 1 and "<img" not in confidence
+    assert "No gold column in this run: the confidence cannot be checked." in confidence
+    text = report.render_report(db, "r-nogold")
+    assert "Joint confidence ≥ 0.9: " in text and "right" not in text and "gold accuracy" not in text
+
+
+def test_the_reliability_points_are_the_refined_confidence_against_gold(made):
+    db, labels = made
+    bins: dict[tuple[str, int], list[tuple[float, bool]]] = {}
+    scored = [(m, conf, refined == gold) for _, m, _, _, _, _, _, gold, refined, conf in labels]
+    scored += [("joint", conf, label == gold) for _, label, conf, _, _, _, gold in _joint(labels)]
+    for modality, confidence, right in scored:
+        bins.setdefault((modality, min(int(confidence * 10), 9)), []).append((confidence, right))
+    rows = store.query(db, "report_calibration", {"run_id": "r-main"}).to_pylist()
+    assert {(r["modality"], r["bin"]) for r in rows} == set(bins)
+    for r in rows:
+        points = bins[r["modality"], r["bin"]]
+        assert r["n"] == len(points)
+        assert r["mean_confidence"] == pytest.approx(np.mean([c for c, _ in points]))
+        assert r["accuracy"] == pytest.approx(np.mean([right for _, right in points]))
+    ece = {r["modality_a"]: r["refined"] for r in store.query(db, "report_metrics", {"run_id": "r-main"}).to_pylist()
+           if r["metric"] == "gold_ece"}
+    assert ece.keys() == {"image", "text", "joint"}
+    assert all(r["ece"] == pytest.approx(ece[r["modality"]]) for r in rows)
+    assert store.query(db, "report_calibration", {"run_id": "r-nogold"}).num_rows == 0
+
+
+def test_the_terminal_report_shows_the_three_methods_the_statuses_and_the_confidence_and_stays_narrow(made):
+    db, labels = made
+    text = report.render_report(db, "r-main")
+    header = next(line for line in text.splitlines() if line.startswith("| metric"))
+    assert header.split("|")[4:-1] == [" base  ", " pairwise ", " refined ", " pw-base ", " ref-pw "]
+    assert "| agreement_f1_weighted | image    | text | 0.500 | 0.800    | 0.850   | +0.300  | +0.050 |" in text
+    assert "| gold_ece" in text and "| joint    | gold" in text
+    joint = _joint(labels)
+    confident = [label == gold for _, label, conf, _, _, _, gold in joint if conf >= 0.9]
+    assert (f"Joint confidence ≥ 0.9: {len(confident) / len(joint):.1%}, {np.mean(confident):.1%} right;"
+            in text)
+    assert "- split: the modalities' own refined labels differ" in text
+    metrics = text[text.index("## Agreement"):text.index("## Class shares")]
+    assert max(len(line) for line in metrics.splitlines() if line.startswith("|")) <= 100
+
+
+def test_a_run_from_before_the_refinement_keeps_its_statuses_and_has_no_confidence(made):
+    db, _ = made
+    page = html_report.build_report(db, "r-old").html
+    assert "older run: a tie in votes, broken by the larger normalized pairwise margin" in page
+    assert "its labels are votes, with no confidence" in page
+    text = report.render_report(db, "r-old")
+    assert "- majority: older run:" in text and "Joint confidence" not in text
+    assert "| refined |" in text  # an empty column, the same table as any run's
 
 
 def test_text_from_the_database_is_escaped(made):
@@ -177,8 +269,10 @@ def page(made, browser, tmp_path_factory):
 def test_every_figure_loads(page):
     sizes = page.execute_script(
         "return [...document.images].map(i => [i.complete, i.naturalWidth, i.closest('section').id])")
-    # a pair of modalities, two against gold, the class shares, a mask heatmap per modality
-    assert Counter(section for _, _, section in sizes) == {"agreement": 1, "gold": 2, "shares": 1, "masks": 2}
+    # the reliability diagram, a pair of modalities, two modalities and the joint label against gold, the class
+    # shares, a mask heatmap per modality
+    assert Counter(section for _, _, section in sizes) == {"confidence": 1, "agreement": 1, "gold": 3, "shares": 1,
+                                                           "masks": 2}
     assert all(complete and width > 0 for complete, width, _ in sizes)
 
 
@@ -191,7 +285,7 @@ def test_the_page_does_not_scroll_sideways_at_1400_px(page):
 
 def test_every_section_is_there_with_its_content(page):
     ids = page.execute_script("return [...document.querySelectorAll('section')].map(s => s.id)")
-    assert ids == ["run", "metrics", "consensus", "agreement", "gold", "shares", "issues", "masks"]
+    assert ids == ["run", "metrics", "consensus", "confidence", "agreement", "gold", "shares", "issues", "masks"]
     text = page.execute_script("return document.body.innerText")
     assert "Pairwise run r-main: succeeded" in text
     assert "agreement_f1_weighted" in text and "+0.300" in text
@@ -208,6 +302,32 @@ def test_the_annotation_issues_table_lists_the_top_issue_first(page):
     items = page.execute_script(
         "return [...document.querySelectorAll('#issues tbody td[rowspan]:nth-child(2)')].map(c => c.innerText)")
     assert items == [FIRST_ISSUE, "item-011", LONG_ID]
+
+
+def test_the_metrics_table_has_the_refined_column_and_both_gains(page):
+    headers = page.execute_script("return [...document.querySelectorAll('#metrics th')].map(c => c.innerText)")
+    assert headers[3:] == ["base", "pairwise", "refined", "pairwise − base", "refined − pairwise"]
+    rows = page.execute_script(
+        "return [...document.querySelectorAll('#metrics tbody tr')].map(r => [...r.cells].map(c => c.innerText))")
+    assert ["agreement_f1_weighted", "image", "text", "0.500", "0.800", "0.850", "+0.300", "+0.050"] in rows
+    assert [r[:6] for r in rows if r[1] == "joint"] == [["gold_ece", "joint", "gold", "–", "–", r[5]]
+                                                        for r in rows if r[1] == "joint"]  # refined only, last
+    assert rows[-1][1] == "joint"
+
+
+def test_the_reliability_diagram_names_each_curve_and_the_joint_label_against_gold_has_one_panel(page):
+    figure = page.execute_script(
+        "const f = document.querySelector('#confidence figure');"
+        "return [f.querySelector('img').alt, f.querySelector('img').naturalWidth, f.innerText]")
+    assert figure[0] == "Reliability diagram" and figure[1] > 300
+    assert "ECE" in figure[2] and "joint label in black" in figure[2]
+    titles = page.execute_script(
+        "return [...document.querySelectorAll('#gold figcaption b')].map(b => b.innerText)")
+    assert titles == ["image against gold.", "text against gold.", "joint against gold."]
+    captions = page.execute_script("return [...document.querySelectorAll('#gold figcaption')].map(c => c.innerText)")
+    assert "one panel per method: base, pairwise, refined" in captions[0] and "method refined" in captions[2]
+    consensus = page.execute_script("return document.querySelector('#consensus').innerText")
+    assert "joint confidence" in consensus and "≥ 0.9" in consensus and "right against gold" in consensus
 
 
 def test_no_console_errors(page):
@@ -251,5 +371,7 @@ def test_the_prefect_artifact_embeds_the_main_figures_and_names_the_html_report(
     markdown = published["markdown"]
     path = html_report.report_path(db, "r-main")
     assert path.is_file() and str(path.resolve()) in markdown
-    assert markdown.count("](data:image/png;base64,") == 3  # modalities, gold, class shares
+    assert markdown.count("](data:image/png;base64,") == 3
+    assert [line for line in markdown.splitlines() if line.startswith("### ")] == [
+        "### joint against gold", "### Reliability diagram", "### Class shares"]
     assert markdown.startswith("# Run r-main: succeeded")
