@@ -74,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
 
     fields = ("items", "classes", "db", "gold_column", "strategy", "cutoff", "min_dims", "max_dims", "min_items",
               "pair_margin", "score_floor", "candidates", "seed", "chunk_size", "run_id", "export_dir",
-              "fit_fraction", "dask_address")
+              "fit_fraction", "dask_address", "refine_iterations", "refine_temperature", "refine_anchor", "refine_eps",
+              "refine_tau", "refine_sample", "calibration")
     given = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     try:
         params = ReclassifyParams(**given)
@@ -184,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fit-fraction", type=float,
                      help="fit masks on this seeded share of partitions (default 1; not for class-sorted files)")
     run.add_argument("--dask-address", help="run the partition tasks on this Dask scheduler, e.g. tcp://host:8786")
+    run.add_argument("--refine-iterations", type=int, help="EM iterations of the refinement")
+    run.add_argument("--refine-temperature", type=float, help="refinement temperature, relative to the variance")
+    run.add_argument("--refine-anchor", type=float, help="weight of the zero-shot anchor in the refinement")
+    run.add_argument("--refine-eps", type=float, help="share of the anchor given to the cosine softmax")
+    run.add_argument("--refine-tau", type=float, help="sharpness of the anchor's cosine softmax")
+    run.add_argument("--refine-sample", type=int, help="rows of the seeded sample the refinement is fitted on")
+    run.add_argument("--calibration", choices=["auto", "gold", "label-free"],
+                     help="fit the confidence on the gold column out of fold, or not (auto: when one is given)")
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser("demo", help="reclassify a synthetic demo catalog and print the report")

@@ -18,11 +18,13 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from threadpoolctl import threadpool_limits
 
-from pairwise_core import PairwiseClassifier
+from pairwise_core import MixtureRefiner, PairwiseClassifier
+from pairwise_core.joint import LABEL_FREE_WEIGHT
 from tasks.artifacts import advance_progress, publish_artifacts, start_progress
 from tasks.fit import fit_masks, partition_stats
 from tasks.label import label_partition
 from tasks.metrics import compute_metrics
+from tasks.refine import fit_refinement
 from tasks.review import stage_annotation_issues
 from tasks.runs import commit_run, fail_run, stage_sources, start_run, validate_sources
 from tasks.sources import Partition
@@ -31,6 +33,9 @@ from tasks.store import export_run, run_lock
 
 _CORE_DEFAULTS = {
     name: p.default for name, p in inspect.signature(PairwiseClassifier).parameters.items() if p.kind == p.KEYWORD_ONLY
+}
+_REFINE_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(MixtureRefiner).parameters.items() if p.kind == p.KEYWORD_ONLY
 }
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -74,7 +79,29 @@ class ReclassifyParams(BaseModel):
         # checked here too, so that a bad pair is refused before a run starts, not inside its first task
         if self.max_dims is not None and self.max_dims < self.min_dims:
             raise ValueError(f"max_dims ({self.max_dims}) must be >= min_dims ({self.min_dims})")
+        if self.calibration == "gold" and self.gold_column is None:
+            raise ValueError("calibration 'gold' needs a gold column (--gold-column)")
         return self
+
+    refine_iterations: int = Field(default=_REFINE_DEFAULTS["n_iter"], ge=1,
+                                   description="EM iterations of the refinement (METHOD.md step 8)")
+    refine_temperature: float = Field(default=_REFINE_DEFAULTS["temperature"], gt=0,
+                                      description="Refinement temperature, relative to the mixture's variance")
+    refine_anchor: float = Field(default=_REFINE_DEFAULTS["anchor_weight"], ge=0,
+                                 description="Weight of the zero-shot anchor in the refinement's E-step")
+    refine_eps: float = Field(default=_REFINE_DEFAULTS["eps"], ge=0, le=1,
+                              description="Share of the anchor given to the cosine softmax, not the pairwise label")
+    refine_tau: float = Field(default=_REFINE_DEFAULTS["tau"], ge=0, description="Sharpness of the anchor's cosine softmax")
+    refine_sample: int = Field(default=50_000, ge=100,
+                               description="Rows of the seeded sample that carries the refinement's EM iterations")
+    calibration: Literal["auto", "gold", "label-free"] = Field(
+        default="auto", description="Fit the confidence weights out of fold on the gold column ('gold'), or not "
+        "('label-free'); 'auto': gold when a gold column is given")
+
+    def refine_params(self) -> dict[str, Any]:
+        return {"n_iter": self.refine_iterations, "temperature": self.refine_temperature,
+                "anchor_weight": self.refine_anchor, "eps": self.refine_eps, "tau": self.refine_tau,
+                "weight": LABEL_FREE_WEIGHT}
 
     def core_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _CORE_DEFAULTS}
@@ -108,25 +135,35 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     return map_partitions.fn(*args, **kwargs)
                 return map_partitions.with_options(task_runner=dask_runner(params.dask_address))(*args, **kwargs)
 
-            stats_paths = partitions(
-                "pair-stats", fit_partitions(plan.partitions, params.fit_fraction, params.seed),
-                {"plan": plan, "staging": staging, "classes_path": classes_path, "core_params": params.core_params()},
+            fitting = fit_partitions(plan.partitions, params.fit_fraction, params.seed)
+            sample_rate = min(1.0, params.refine_sample / max(1, sum(p.n_rows for p in fitting)))
+            pass1 = partitions(
+                "pair-stats", fitting,
+                {"plan": plan, "staging": staging, "classes_path": classes_path, "core_params": params.core_params(),
+                 "sample_rate": sample_rate},
                 progress, offset=0, total=2 * n_parts,
             )
             advance_progress(progress, n_parts, 2 * n_parts)
             watch.lap("pass1")
-            fitted = fit_masks(stats_paths, plan, classes_path, params.core_params(), staging, run_id)
+            fitted = fit_masks([part["stats"] for part in pass1], plan, classes_path, params.core_params(), staging,
+                               run_id)
             watch.lap("fit")
+            label_aware = params.calibration == "gold" or (params.calibration == "auto" and bool(plan.gold_column))
+            refinement = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
+                                        params.refine_params(), staging, label_aware)
+            watch.lap("refine")
 
             staged_parts = partitions(
                 "label-partition", plan.partitions,
-                {"plan": plan, "staging": staging, "model_path": fitted["model"], "run_id": run_id},
+                {"plan": plan, "staging": staging, "model_path": fitted["model"], "refinement_path": refinement["path"],
+                 "seed": params.seed, "run_id": run_id},
                 progress, offset=n_parts, total=2 * n_parts,
             )
             watch.lap("pass2")
             label_paths = [part["item_labels"] for part in staged_parts]
+            joint_paths = [part["joint_labels"] for part in staged_parts]
             rejected_paths = [part["rejected_items"] for part in staged_parts]
-            metrics_paths = compute_metrics(label_paths, rejected_paths, staging, run_id)
+            metrics_paths = compute_metrics(label_paths, joint_paths, rejected_paths, staging, run_id)
             watch.lap("metrics")
             review_paths = [part["review_items"] for part in staged_parts]
             issues_paths = stage_annotation_issues(review_paths, staging, run_id) if plan.gold_column else []
@@ -139,6 +176,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "modalities": list(plan.modalities),
                 "details": {
                     "brackets": fitted["brackets"],
+                    "calibration": refinement["calibration"],
+                    "sample_rate": sample_rate,
                     "n_partitions": n_parts,
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
                     "timings": timings,
@@ -146,10 +185,12 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             }
             staged = {
                 "item_labels": label_paths,
+                "joint_labels": joint_paths,
                 "rejected_items": rejected_paths,
                 "pair_masks": [fitted["pair_masks"]],
                 "agreement_metrics": [metrics_paths["agreement_metrics"]],
                 "confusion_counts": [metrics_paths["confusion_counts"]],
+                "calibration_bins": [metrics_paths["calibration_bins"]],
                 "annotation_issues": issues_paths,
             }
             commit_run(db, run_id, attempt, staged, summary)

@@ -9,12 +9,15 @@ from pairwise_core.cross_ratio import cross_ratio, moments_ratio
 from pairwise_core.metrics import (
     accuracy,
     agreement_f1,
+    calibration_bins,
     class_shares,
     cohen_kappa,
     confusion_matrix,
+    expected_calibration_error,
     f1_weighted,
 )
 from pairwise_core.pair_stats import PairStats
+from pairwise_core.refine import MixtureRefiner, MixtureSums
 
 __all__ = [
     "Classification",
@@ -23,13 +26,17 @@ __all__ = [
     "PairStats",
     "PairwiseClassifier",
     "accuracy",
+    "MixtureRefiner",
+    "MixtureSums",
     "agreement_f1",
+    "calibration_bins",
     "class_names",
     "class_shares",
     "cohen_kappa",
     "confusion_matrix",
     "cross_ratio",
     "embeddings",
+    "expected_calibration_error",
     "f1_weighted",
     "iter_catalog",
     "make_catalog",

@@ -187,16 +187,18 @@ class PairwiseClassifier:
             self._reset()
         x = check_matrix(X, "X", n_features=self.n_features_in_)
         classes = self._class_unit.T.astype(x.dtype)
-        stats = PairStats.zeros(self.n_classes_, self.n_features_in_)
-        for start in range(0, x.shape[0], BLOCK_ROWS):
-            block = x[start : start + BLOCK_ROWS]
-            norms = np.sqrt(check_rows(block, "X", offset=start))
-            x_unit = block / norms[:, None].astype(x.dtype)
-            stats = stats + pair_stats(
-                x_unit, x_unit @ classes, score_floor=self.score_floor, pair_margin=self.pair_margin,
-                candidates=min(_MET_NET * self.candidates, self.n_classes_) if self._pruned else None,
-            )
-        return stats
+
+        def blocks() -> Iterator[PairStats]:
+            for start in range(0, x.shape[0], BLOCK_ROWS):
+                block = x[start : start + BLOCK_ROWS]
+                norms = np.sqrt(check_rows(block, "X", offset=start))
+                x_unit = block / norms[:, None].astype(x.dtype)
+                yield pair_stats(
+                    x_unit, x_unit @ classes, score_floor=self.score_floor, pair_margin=self.pair_margin,
+                    candidates=min(_MET_NET * self.candidates, self.n_classes_) if self._pruned else None,
+                )
+
+        return PairStats.merge(blocks())  # one merge of all blocks, not one per block
 
     def merge_stats(self, stats: PairStats) -> PairwiseClassifier:
         """Add statistics computed elsewhere (reduce step); call finalize() after."""

@@ -72,3 +72,32 @@ def class_shares(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Share of items per class: the distribution to report beside agreement."""
     y = check_labels(labels, "labels")
     return np.bincount(y, minlength=n_classes) / max(y.size, 1)
+
+
+def calibration_bins(correct: np.ndarray, confidence: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """(n_bins, 3) sums per equal-width confidence bin: items, confidence, correct ones.
+
+    Sums, so bins of partitions add up; ``expected_calibration_error`` reads them.
+    A confidence of exactly 1 falls in the last bin.
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    hit = np.asarray(correct, dtype=np.float64)
+    if conf.shape != hit.shape or conf.ndim != 1:
+        raise ValueError(f"correct and confidence must be 1-D of one length, got {hit.shape} and {conf.shape}")
+    if conf.size and (np.isnan(conf).any() or conf.min() < 0 or conf.max() > 1):
+        raise ValueError("confidence must lie in [0, 1]")
+    bins = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    return np.stack([np.bincount(bins, weights=w, minlength=n_bins) for w in (np.ones_like(conf), conf, hit)], axis=1)
+
+
+def expected_calibration_error(correct: np.ndarray, confidence: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: sum over equal-width bins of |accuracy - mean confidence|, weighted by the bin's share of items.
+
+    A user who auto-accepts every item above a threshold relies on it: of the
+    items given confidence p, a share p should be right.
+    """
+    sums = calibration_bins(correct, confidence, n_bins)
+    n = sums[:, 0].sum()
+    if n == 0:
+        raise ValueError("no items to measure calibration on")
+    return float(np.abs(sums[:, 1] - sums[:, 2]).sum() / n)

@@ -5,6 +5,8 @@ WITH long AS (
     SELECT item_id, modality, 'base' AS method, base_class AS label FROM labels
     UNION ALL
     SELECT item_id, modality, 'pairwise' AS method, pairwise_class AS label FROM labels
+    UNION ALL
+    SELECT item_id, modality, 'refined' AS method, refined_class AS label FROM labels WHERE refined_class IS NOT NULL
 ),
 gold AS (
     SELECT DISTINCT item_id, gold_class AS label FROM labels WHERE gold_class IS NOT NULL

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 from prefect import task
 
@@ -16,6 +18,7 @@ DEMO_CLASSES = "demo_classes"
 def write_demo_catalog(db: str, n_items: int, n_classes: int, seed: int) -> tuple[str, str]:
     """Generate the catalog (pairwise_core.make_catalog) and (re)create its two tables; return their sources."""
     items, classes = make_catalog(n_items, n_classes, seed=seed)
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(db) as con:
         con.register("new_items", items)
         con.register("new_classes", classes)

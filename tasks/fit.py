@@ -1,4 +1,4 @@
-"""Pass 1: pair statistics per partition (mapped), then one merge and the mask fit."""
+"""Pass 1: pair statistics and the seeded sample per partition (mapped), then one merge and the mask fit."""
 
 from __future__ import annotations
 
@@ -10,24 +10,43 @@ import pyarrow as pa
 from prefect import task
 
 from pairwise_core import PairStats, PairwiseClassifier
+from pairwise_core.refine import row_draws
 from tasks.policy import IO_TASK
+from tasks.sample import N_FOLDS, SampleParts, gold_codes
 from tasks.sources import Partition, Plan, matrix, read_partition
 from tasks.staging import Staging, classifiers, load_stats, save_model, save_stats, write_parquet
 
 
 @task(name="pair-stats", **IO_TASK)
 def partition_stats(
-    partition: Partition, plan: Plan, classes_path: str, core_params: dict[str, Any], staging: Staging
-) -> str:
-    """Stream one partition and return the path of its pair statistics, per modality."""
+    partition: Partition, plan: Plan, classes_path: str, core_params: dict[str, Any], staging: Staging,
+    sample_rate: float,
+) -> dict[str, str]:
+    """Stream one partition; return the paths of its pair statistics and of its share of the seeded sample.
+
+    The sample (rows drawn by ``row_draws``, every modality, and the gold
+    label when there is one) carries the refinement's EM iterations and its
+    calibration after pass 1, so the labelling pass can apply them at once.
+    """
     models = classifiers(classes_path, plan, core_params)
     totals = {m: PairStats.zeros(len(plan.class_names), plan.dims[m]) for m in plan.modalities}
-    for batch in read_partition(partition, [f"{m}_embedding" for m in plan.modalities]):
+    sampled, folds = row_draws(core_params["seed"], partition.index, partition.n_rows, sample_rate, N_FOLDS)
+    sample = SampleParts(plan)
+    offset = 0
+    gold = [plan.gold_column] if plan.gold_column else []
+    for batch in read_partition(partition, [*(f"{m}_embedding" for m in plan.modalities), *gold]):
+        rows = np.flatnonzero(sampled[offset : offset + batch.num_rows])
         for modality, model in models.items():
-            usable = matrix(batch, modality, plan.dims[modality]).x  # rejected rows are recorded in pass 2
-            if len(usable):
-                totals[modality] = totals[modality] + model.pair_stats(usable)
-    return save_stats(staging.path("stats", f"part-{partition.index:05d}.npz"), totals)
+            usable = matrix(batch, modality, plan.dims[modality])  # rejected rows are recorded in pass 2
+            if len(usable.x):
+                totals[modality] = totals[modality] + model.pair_stats(usable.x)
+            sample.add_modality(modality, usable, rows)
+        sample.add_rows(folds[offset + rows], gold_codes(batch, plan).take(rows) if gold else None, len(rows))
+        offset += batch.num_rows
+    return {
+        "stats": save_stats(staging.path("stats", f"part-{partition.index:05d}.npz"), totals),
+        "sample": sample.save(staging.path("sample", f"part-{partition.index:05d}.npz")),
+    }
 
 
 @task(name="fit-masks", **IO_TASK)

@@ -11,10 +11,14 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from pairwise_core import Classification
+from pairwise_core.joint import joint_log_posterior
+from pairwise_core.refine import log_softmax, row_draws
 from pairwise_core.review import review_items
 from tasks.policy import IO_TASK
+from tasks.refine import Refinement
+from tasks.sample import N_FOLDS
 from tasks.sources import Partition, Plan, matrix, read_partition
-from tasks.staging import Staging, load_model
+from tasks.staging import Staging, load_model, load_pickle
 
 LABEL_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -28,6 +32,19 @@ LABEL_SCHEMA = pa.schema([
     ("gold_class", pa.string()),
     ("given_gap", pa.float32()),
     ("given_h2h", pa.float32()),
+    ("refined_class", pa.string()),
+    ("refined_confidence", pa.float32()),
+])
+
+JOINT_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("item_id", pa.string()),
+    ("label", pa.string()),
+    ("confidence", pa.float32()),
+    ("status", pa.string()),
+    ("agreeing_modalities", pa.int32()),
+    ("n_modalities", pa.int32()),
+    ("gold_class", pa.string()),
 ])
 
 
@@ -61,22 +78,31 @@ REJECTED_SCHEMA = pa.schema([
 
 @task(name="label-partition", **IO_TASK)
 def label_partition(
-    partition: Partition, plan: Plan, model_path: str, staging: Staging, run_id: str
+    partition: Partition, plan: Plan, model_path: str, refinement_path: str, seed: int, staging: Staging, run_id: str
 ) -> dict[str, str]:
-    """Run the tourney over one partition, streaming; stage its item_labels and rejected_items rows.
+    """Run the tourney and the refinement over one partition, streaming; stage its item_labels,
+    joint_labels, rejected_items and review_items rows.
 
-    Every (item, modality) lands in exactly one of the two. The partition is
+    Every (item, modality) lands in exactly one of item_labels and rejected_items. The partition is
     decoded again rather than spilled in pass 1: with Arrow's allocator
     tuned, decoding (about 0.9 GB/s here) beat writing and reading back a raw
     float32 spill (bench/bench_pipeline.py, 1M items).
     """
     models = load_model(model_path)
+    refinement: Refinement = load_pickle(refinement_path)
+    folds = row_draws(seed, partition.index, partition.n_rows, 0.0, N_FOLDS)[1]  # the folds pass 1 drew
+    offset = 0
     names = pa.array(plan.class_names, pa.string())
-    paths = {kind: staging.part(kind, partition.index) for kind in ("item_labels", "rejected_items", "review_items")}
+    kinds = ("item_labels", "joint_labels", "rejected_items", "review_items")
+    paths = {kind: staging.part(kind, partition.index) for kind in kinds}
     with pq.ParquetWriter(paths["item_labels"], LABEL_SCHEMA) as labels, \
+            pq.ParquetWriter(paths["joint_labels"], JOINT_SCHEMA) as joint_labels, \
             pq.ParquetWriter(paths["rejected_items"], REJECTED_SCHEMA) as rejected, \
             pq.ParquetWriter(paths["review_items"], REVIEW_SCHEMA) as review:
         for batch in read_partition(partition, plan.item_columns()):
+            fold = folds[offset : offset + batch.num_rows]
+            offset += batch.num_rows
+            joint = Joint.empty(batch.num_rows, len(models), len(plan.class_names))
             ids = batch.column("item_id").cast(pa.string())
             gold = batch.column(plan.gold_column).cast(pa.string()) if plan.gold_column else None
             # the gold column is the catalog's current label: review it in the same pass (-1: none or unknown)
@@ -97,6 +123,11 @@ def label_partition(
                     continue
                 keep = pa.array(usable.valid)
                 result = model.classify(usable.x, given=None if given is None else given[usable.valid])
+                terms = refinement.refiners[modality].log_terms(usable.x, result.label)
+                refined = terms.argmax(axis=1)
+                weight = refinement.view_weights[fold[usable.valid], column]
+                confidence = np.exp(log_softmax(terms * weight[:, None])[np.arange(n), refined])
+                joint.record(column, usable.valid, terms, refined)
                 no_gold = pa.nulls(n, pa.float32())
                 labels.write_table(pa.table({
                     "run_id": _repeat(run_id, n),
@@ -110,12 +141,56 @@ def label_partition(
                     "gold_class": gold.filter(keep) if gold is not None else pa.nulls(n, pa.string()),
                     "given_gap": no_gold if given is None else _nan_to_null(result.given_gap),
                     "given_h2h": no_gold if given is None else _nan_to_null(result.given_h2h),
+                    "refined_class": names.take(refined),
+                    "refined_confidence": pa.array(confidence.astype(np.float32)),
                 }, schema=LABEL_SCHEMA))
                 if given is not None:
                     evidence.record(column, usable.valid, result)
             if given is not None:
                 review.write_table(evidence.review_table(ids, given, names, list(models)))
+            joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names))
     return {kind: str(path) for kind, path in paths.items()}
+
+
+@dataclass
+class Joint:
+    """One record batch's refined log terms and labels by modality, for each item's joint label."""
+
+    terms: np.ndarray  # (rows, modalities, K)
+    present: np.ndarray  # (rows, modalities)
+    refined: np.ndarray  # (rows, modalities): each modality's refined label
+
+    @classmethod
+    def empty(cls, n: int, n_modalities: int, n_classes: int) -> Joint:
+        return cls(np.zeros((n, n_modalities, n_classes)), np.zeros((n, n_modalities), bool),
+                   np.full((n, n_modalities), -1, np.int64))
+
+    def record(self, column: int, valid: np.ndarray, terms: np.ndarray, refined: np.ndarray) -> None:
+        self.terms[valid, column] = terms
+        self.present[valid, column] = True
+        self.refined[valid, column] = refined
+
+    def table(self, weights: np.ndarray, run_id: str, ids: pa.Array, gold: pa.Array | None,
+              names: pa.Array) -> pa.Table:
+        """joint_labels rows of the items with at least one modality (see sql/create_consensus_labels.sql)."""
+        rows = np.flatnonzero(self.present.any(axis=1))
+        present = self.present[rows]
+        log_p = joint_log_posterior(self.terms[rows], present, weights[rows])
+        label = log_p.argmax(axis=1)
+        n_modalities = present.sum(axis=1)
+        agreeing = ((self.refined[rows] == label[:, None]) & present).sum(axis=1)
+        status = np.where(n_modalities == 1, "single_modality", np.where(agreeing == n_modalities, "agreed", "split"))
+        picked = pa.array(rows)
+        return pa.table({
+            "run_id": _repeat(run_id, rows.size),
+            "item_id": ids.take(picked),
+            "label": names.take(label),
+            "confidence": pa.array(np.exp(log_p.max(axis=1)).astype(np.float32)),
+            "status": pa.array(status.astype(object), pa.string()),
+            "agreeing_modalities": pa.array(agreeing.astype(np.int32)),
+            "n_modalities": pa.array(n_modalities.astype(np.int32)),
+            "gold_class": gold.take(picked) if gold is not None else pa.nulls(rows.size, pa.string()),
+        }, schema=JOINT_SCHEMA)
 
 
 @dataclass

@@ -16,17 +16,28 @@ from tasks.sql import statement
 from tasks.staging import Staging, write_parquet
 
 
-def agreement_metrics(label_paths: list[str], run_id: str) -> tuple[pa.Table, pa.Table]:
-    """The agreement_metrics and confusion_counts rows of a run, from its item_labels files."""
+def agreement_metrics(label_paths: list[str], joint_paths: list[str], run_id: str) -> dict[str, pa.Table]:
+    """The agreement_metrics, confusion_counts and calibration_bins rows of a run, from its staged labels."""
     with duckdb.connect(config=DUCKDB_MEMORY) as con:
-        counts = []
-        for path in label_paths:
-            con.read_parquet(path).create_view("labels", replace=True)
-            counts.append(con.execute(statement("metrics_confusion")).to_arrow_table())
-        con.register("confusion", pa.concat_tables(counts))
+        counts, bins = [], []
+        for labels, joint in zip(label_paths, joint_paths, strict=True):
+            con.read_parquet(labels).create_view("labels", replace=True)
+            con.read_parquet(joint).create_view("joint", replace=True)
+            counts += [con.execute(statement(name)).to_arrow_table()
+                       for name in ("metrics_confusion", "metrics_confusion_joint")]
+            bins.append(con.execute(statement("metrics_calibration")).to_arrow_table())
+        con.register("confusion", pa.concat_tables(counts, promote_options="permissive"))
+        con.register("calibration", pa.concat_tables(bins, promote_options="permissive"))
         params = {"run_id": run_id}
-        metrics = con.execute(statement("metrics_agreement"), params).to_arrow_table()
-        return metrics, con.execute(statement("metrics_confusion_total"), params).to_arrow_table()
+        metrics = pa.concat_tables([
+            con.execute(statement("metrics_agreement"), params).to_arrow_table(),
+            con.execute(statement("metrics_ece"), params).to_arrow_table(),
+        ], promote_options="permissive")
+        return {
+            "agreement_metrics": metrics,
+            "confusion_counts": con.execute(statement("metrics_confusion_total"), params).to_arrow_table(),
+            "calibration_bins": con.execute(statement("metrics_calibration_total"), params).to_arrow_table(),
+        }
 
 
 def check_unique_items(paths: list[str]) -> None:
@@ -40,11 +51,11 @@ def check_unique_items(paths: list[str]) -> None:
 
 
 @task(name="agreement-metrics", **IO_TASK)
-def compute_metrics(label_paths: list[str], rejected_paths: list[str], staging: Staging, run_id: str) -> dict[str, str]:
-    """Check that no item is counted twice, then stage the run's agreement_metrics and confusion_counts rows."""
+def compute_metrics(
+    label_paths: list[str], joint_paths: list[str], rejected_paths: list[str], staging: Staging, run_id: str
+) -> dict[str, str]:
+    """Check that no item is counted twice, then stage the run's agreement_metrics, confusion_counts and
+    calibration_bins rows."""
     check_unique_items(label_paths + rejected_paths)
-    metrics, confusion = agreement_metrics(label_paths, run_id)
-    return {
-        "agreement_metrics": write_parquet(staging.path("agreement_metrics", "part-00000.parquet"), metrics),
-        "confusion_counts": write_parquet(staging.path("confusion_counts", "part-00000.parquet"), confusion),
-    }
+    tables = agreement_metrics(label_paths, joint_paths, run_id)
+    return {name: write_parquet(staging.path(name, "part-00000.parquet"), table) for name, table in tables.items()}

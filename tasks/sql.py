@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
-OUTPUT_TABLES = ("item_labels", "pair_masks", "agreement_metrics", "rejected_items", "annotation_issues", "confusion_counts")
+OUTPUT_TABLES = (
+    "item_labels", "joint_labels", "pair_masks", "agreement_metrics", "rejected_items", "annotation_issues",
+    "confusion_counts", "calibration_bins",
+)
 # views carry no data: every write connection re-creates them, after the migrations
 VIEWS = ("create_current_labels", "create_consensus_labels")
 

@@ -117,3 +117,8 @@ def load_model(path: str) -> dict[str, PairwiseClassifier]:
 def write_parquet(path: Path, table: pa.Table) -> str:
     pq.write_table(table, path)
     return str(path)
+
+
+def load_pickle(path: str) -> Any:
+    with open(path, "rb") as handle:
+        return pickle.load(handle)

@@ -76,14 +76,6 @@ LABELS = [  # item, modality, base, pairwise, pairwise margin, gold, given_gap, 
 ITEMS, CLASSES = ["agree", "tie", "even", "wrong", "alone"], ["a", "b", "c"]
 
 
-def labelled_db(path):
-    with store.connect(path) as con:
-        con.executemany(
-            "INSERT INTO item_labels VALUES ('r', ?, ?, ?, 0.5, 0.1, ?, ?, ?, ?, ?)", [list(row) for row in LABELS]
-        )
-    return path
-
-
 def evidence_arrays():
     """LABELS as the label pass holds them: (items, modalities) arrays, class indices."""
     shape = (len(ITEMS), 2)
@@ -175,19 +167,26 @@ def test_no_issue_no_file(tmp_path):
     assert rank_annotation_issues([str(part)], tmp_path / "w", "r") == []
 
 
-def test_consensus_labels_follow_the_documented_rule(tmp_path):
-    db = labelled_db(tmp_path / "out.duckdb")
-    with duckdb.connect(str(db), read_only=True) as con:
+def test_runs_before_the_joint_label_keep_their_vote_rule_after_the_upgrade(tmp_path):
+    from test_schema import V0_TABLES  # the tables as the code before schema versions wrote them
+
+    db = tmp_path / "old.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(V0_TABLES)
+        con.execute("INSERT INTO runs VALUES ('r', 'succeeded', now(), now(), '{}', 5, 2, ['image', 'text'], '{}', "
+                    "NULL)")
+        con.executemany("INSERT INTO item_labels VALUES ('r', ?, ?, ?, 0.5, 0.1, ?, ?, ?, ?, ?)",
+                        [list(row) for row in LABELS])
+    with store.connect(db) as con:  # upgrades: the old runs' labels become their joint_labels rows
         got = {row[0]: row[1:] for row in con.execute(
-            "SELECT item_id, label, round(CAST(confidence AS DOUBLE), 3), agreeing_modalities, status "
-            "FROM consensus_labels"
+            "SELECT item_id, label, confidence, agreeing_modalities, status FROM consensus_labels"
         ).fetchall()}
-    assert got == {
-        "agree": ("a", 0.2, 2, "agreed"),  # the smaller of the two margins
-        "tie": ("b", 0.3, 1, "by_margin"),  # 0.40 beats 0.10 by 0.30
+    assert got == {  # confidence NULL: the margins they had are not probabilities
+        "agree": ("a", None, 2, "agreed"),
+        "tie": ("b", None, 1, "by_margin"),  # margin 0.40 beats 0.10
         "even": (None, None, 1, "undecided"),  # one vote each, equal margins
-        "wrong": ("b", 0.4, 2, "agreed"),
-        "alone": ("a", 0.15, 1, "single_modality"),
+        "wrong": ("b", None, 2, "agreed"),
+        "alone": ("a", None, 1, "single_modality"),
     }
 
 

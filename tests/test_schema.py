@@ -160,14 +160,16 @@ def test_a_file_written_before_versions_is_upgraded_and_its_runs_stay_readable(t
         current = con.execute("SELECT item_id, modality, pairwise_class, given_gap, given_h2h FROM current_labels "
                               "ORDER BY ALL").fetchall()
         consensus = con.execute("SELECT run_id, item_id, label, status FROM consensus_labels ORDER BY ALL").fetchall()
+        confidences = con.execute("SELECT DISTINCT confidence FROM consensus_labels").fetchall()
         attempts = con.execute("SELECT run_id, attempt, status, host FROM run_attempts ORDER BY ALL").fetchall()
     applied = versions(db)
     assert [(version, name) for version, name, _ in applied] == [(m.version, m.name) for m in MIGRATIONS]
-    assert columns[-2:] == ["given_gap", "given_h2h"]
+    assert columns[-4:] == ["given_gap", "given_h2h", "refined_class", "refined_confidence"]
     assert current == [("a", "image", "hat", None, None), ("a", "text", "hat", None, None),
                        ("b", "image", "bag", None, None), ("b", "text", "bag", None, None)]
     # the rows a failed re-run left under its id no longer show: succeeded runs only
     assert consensus == [("old", "a", "hat", "agreed"), ("old", "b", "bag", "agreed")]
+    assert confidences == [(None,)]  # runs before the joint label had no probability to give
     assert attempts == [("crashed", 1, "running", socket.gethostname()), ("old", 1, "succeeded", None),
                         ("withdrawn", 1, "failed", None)]
     assert store.query(db, "report_consensus_status", {"run_id": "old"}).column("n_items").to_pylist() == [2]
@@ -201,7 +203,7 @@ def test_a_fresh_file_gets_every_migration(tmp_path):
                  .fetchall()}
     assert [version for version, *_ in versions(db)] == list(range(1, LATEST + 1))
     assert tables == {"schema_migrations", "runs", "run_attempts", "item_labels", "pair_masks", "agreement_metrics",
-                      "rejected_items", "annotation_issues", "confusion_counts"}
+                      "rejected_items", "annotation_issues", "confusion_counts", "joint_labels", "calibration_bins"}
     assert views == {"current_labels", "consensus_labels"}
 
 
@@ -228,7 +230,7 @@ def test_a_migration_that_fails_is_rolled_back_and_not_recorded(tmp_path, monkey
     with store.connect(db):
         pass
     applied = versions(db)
-    broken = Migration(LATEST + 1, "broken", "ALTER TABLE item_labels ADD COLUMN refined_class VARCHAR;\n"
+    broken = Migration(LATEST + 1, "broken", "ALTER TABLE item_labels ADD COLUMN never_added VARCHAR;\n"
                                              "CREATE TABLE half_done (i INTEGER);\n"
                                              "SELECT * FROM no_such_table;")
     monkeypatch.setattr(store, "MIGRATIONS", (*MIGRATIONS, broken))
@@ -240,4 +242,4 @@ def test_a_migration_that_fails_is_rolled_back_and_not_recorded(tmp_path, monkey
     with duckdb.connect(str(db), read_only=True) as con:
         columns = [name for name, *_ in con.execute("DESCRIBE item_labels").fetchall()]
         tables = {name for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert "refined_class" not in columns and "half_done" not in tables
+    assert "never_added" not in columns and "half_done" not in tables

@@ -1,5 +1,5 @@
-"""sql/metrics_*.sql compute exactly what pairwise_core.metrics computes, and the confusion counts a count item by
-item gives, however the labels are split into files."""
+"""sql/metrics_*.sql compute exactly what pairwise_core.metrics computes, and the confusion counts and calibration
+bins a count item by item gives, however the labels are split into files."""
 
 from collections import Counter
 
@@ -11,66 +11,95 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pairwise_core import accuracy, agreement_f1, f1_weighted
+from pairwise_core import accuracy, agreement_f1, calibration_bins, expected_calibration_error, f1_weighted
 from tasks.metrics import agreement_metrics
 
+METHODS = ("base", "pairwise", "refined")
 
-def sql_metrics(labels: pa.Table, tmp_path, n_parts: int = 1) -> dict[tuple, float]:
-    """Write the labels as n_parts files (whole items per file) and compute the metrics from them."""
-    items = sorted(set(labels.column("item_id").to_pylist()))
+
+def write_parts(table: pa.Table, items: list[str], tmp_path, name: str, n_parts: int) -> list[str]:
     paths = []
     for k in range(n_parts):
         mine = pa.array(items[k::n_parts], pa.string())
-        part = labels.filter(pa.compute.is_in(labels.column("item_id"), value_set=mine))
-        paths.append(str(tmp_path / f"labels-{k}.parquet"))
-        pq.write_table(part, paths[-1])
-    metrics, confusion = agreement_metrics(paths, "r")
+        paths.append(str(tmp_path / f"{name}-{k}.parquet"))
+        pq.write_table(table.filter(pa.compute.is_in(table.column("item_id"), value_set=mine)), paths[-1])
+    return paths
+
+
+def sql_metrics(labels: pa.Table, joint: pa.Table, tmp_path, n_parts: int = 1) -> dict[tuple, float]:
+    """Write the labels as n_parts files (whole items per file) and compute the metrics from them."""
+    items = sorted(set(labels.column("item_id").to_pylist()))
+    tables = agreement_metrics(write_parts(labels, items, tmp_path, "labels", n_parts),
+                               write_parts(joint, items, tmp_path, "joint", n_parts), "r")
     counted = Counter()  # the confusion counts, item by item
     by_item = {}
     for row in labels.to_pylist():
         by_item.setdefault(row["item_id"], {})[row["modality"]] = row
     for rows in by_item.values():
-        for method in ("base", "pairwise"):
+        for method in METHODS:
             for a, b in ((a, b) for a in rows for b in rows if a < b):
                 counted[method, a, b, rows[a][f"{method}_class"], rows[b][f"{method}_class"]] += 1
             for modality, row in rows.items():
                 if row["gold_class"] is not None:
                     counted[method, modality, "gold", row[f"{method}_class"], row["gold_class"]] += 1
+    for row in joint.to_pylist():
+        if row["gold_class"] is not None:
+            counted["refined", "joint", "gold", row["label"], row["gold_class"]] += 1
     assert {(r["method"], r["modality_a"], r["modality_b"], r["pred"], r["ref"]): r["n"]
-            for r in confusion.to_pylist()} == counted
-    assert set(confusion.column("run_id").to_pylist()) <= {"r"}
-    return {(r["method"], r["metric"], r["modality_a"], r["modality_b"]): r["value"] for r in metrics.to_pylist()}
+            for r in tables["confusion_counts"].to_pylist()} == counted
+    assert set(tables["confusion_counts"].column("run_id").to_pylist()) <= {"r"}
+    return {(r["method"], r["metric"], r["modality_a"], r["modality_b"]): r["value"]
+            for r in tables["agreement_metrics"].to_pylist()} | {"bins": tables["calibration_bins"].to_pylist()}
 
 
 @given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.integers(1, 5), st.integers(1, 3))
 def test_sql_metrics_equal_core_metrics(tmp_path_factory, seed, n, k, n_parts):
     rng = np.random.default_rng(seed)
     names = np.array([f"c{i}" for i in range(k)])
-    image_base, image_pw, text_base, text_pw, gold = (rng.integers(0, k, n) for _ in range(5))
+    image, text = ({m: rng.integers(0, k, n) for m in METHODS} for _ in range(2))
+    confidence = {"image": rng.random(n).astype(np.float32), "text": rng.random(n).astype(np.float32)}
+    joint_label, joint_confidence, gold = rng.integers(0, k, n), rng.random(n).astype(np.float32), rng.integers(0, k, n)
     ids = [f"i{i}" for i in range(n)]
     labels = pa.table({
         "item_id": ids * 2,
         "modality": ["image"] * n + ["text"] * n,
-        "base_class": names[np.concatenate([image_base, text_base])],
-        "pairwise_class": names[np.concatenate([image_pw, text_pw])],
+        **{f"{m}_class": names[np.concatenate([image[m], text[m]])] for m in METHODS},
+        "refined_confidence": np.concatenate([confidence["image"], confidence["text"]]),
         "gold_class": names[np.concatenate([gold, gold])],
     })
-    got = sql_metrics(labels, tmp_path_factory.mktemp("m"), n_parts)
-    assert got[("base", "agreement_f1_weighted", "image", "text")] == pytest.approx(agreement_f1(image_base, text_base))
-    assert got[("pairwise", "agreement_f1_weighted", "image", "text")] == pytest.approx(agreement_f1(image_pw, text_pw))
-    for modality, base, pw in (("image", image_base, image_pw), ("text", text_base, text_pw)):
-        assert got[("base", "gold_accuracy", modality, "gold")] == pytest.approx(accuracy(gold, base))
-        assert got[("pairwise", "gold_f1_weighted", modality, "gold")] == pytest.approx(f1_weighted(gold, pw))
-    assert len(got) == 2 + 2 * 2 * 2
+    joint = pa.table({"item_id": ids, "label": names[joint_label], "confidence": joint_confidence,
+                      "gold_class": names[gold]})
+    got = sql_metrics(labels, joint, tmp_path_factory.mktemp("m"), n_parts)
+    for m in METHODS:
+        assert got[(m, "agreement_f1_weighted", "image", "text")] == pytest.approx(agreement_f1(image[m], text[m]))
+        for modality, predicted in (("image", image[m]), ("text", text[m])):
+            assert got[(m, "gold_accuracy", modality, "gold")] == pytest.approx(accuracy(gold, predicted))
+            assert got[(m, "gold_f1_weighted", modality, "gold")] == pytest.approx(f1_weighted(gold, predicted))
+    assert got[("refined", "gold_accuracy", "joint", "gold")] == pytest.approx(accuracy(gold, joint_label))
+    scored = {"image": (image["refined"], confidence["image"]), "text": (text["refined"], confidence["text"]),
+              "joint": (joint_label, joint_confidence)}
+    for modality, (predicted, conf) in scored.items():
+        correct = predicted == gold
+        assert got[("refined", "gold_ece", modality, "gold")] == pytest.approx(
+            expected_calibration_error(correct, conf), abs=1e-6)
+        rows = sorted((r["bin"], r["n"], r["confidence"], r["correct"]) for r in got["bins"] if r["modality"] == modality)
+        sums = calibration_bins(correct, conf)
+        assert [(b, int(n), int(hit)) for b, (n, _, hit) in enumerate(sums) if n > 0] == [(b, n, c) for b, n, _, c in rows]
+        assert [c for _, _, c, _ in rows] == pytest.approx([c for n, c, _ in sums if n > 0], rel=1e-6)
+    assert len(got) - 1 == 3 + 3 * 2 * 2 + 2 + 3  # agreement, per-modality gold, joint gold, ECE
 
 
 def test_no_gold_means_no_gold_metrics(tmp_path):
     labels = pa.table({
         "item_id": ["a", "b", "a", "b"], "modality": ["image", "image", "text", "text"],
-        "base_class": ["x", "y", "x", "x"], "pairwise_class": ["x", "y", "x", "y"],
+        "base_class": ["x", "y", "x", "x"], "pairwise_class": ["x", "y", "x", "y"], "refined_class": ["x", "y", "x", "y"],
+        "refined_confidence": pa.array([0.9, 0.8, 0.7, 0.6], pa.float32()),
         "gold_class": pa.nulls(4, pa.string()),
     })
-    got = sql_metrics(labels, tmp_path)
-    assert set(got) == {("base", "agreement_f1_weighted", "image", "text"),
-                        ("pairwise", "agreement_f1_weighted", "image", "text")}
-    assert got[("pairwise", "agreement_f1_weighted", "image", "text")] == 1.0
+    joint = pa.table({"item_id": ["a", "b"], "label": ["x", "y"], "confidence": pa.array([0.9, 0.8], pa.float32()),
+                      "gold_class": pa.nulls(2, pa.string())})
+    got = sql_metrics(labels, joint, tmp_path)
+    assert set(got) == {("base", "agreement_f1_weighted", "image", "text"), "bins",
+                        ("pairwise", "agreement_f1_weighted", "image", "text"),
+                        ("refined", "agreement_f1_weighted", "image", "text")}
+    assert got[("refined", "agreement_f1_weighted", "image", "text")] == 1.0 and got["bins"] == []

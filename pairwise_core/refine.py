@@ -1,0 +1,250 @@
+"""Refinement by the catalog itself: a Gaussian mixture anchored to the pairwise labels (METHOD.md step 8).
+
+The tourney decides each item against two class prompts; the catalog shows
+where each class really lies. Per modality, a mixture with one mean direction
+per class and one diagonal variance shared by all classes is fitted by EM,
+starting from, and kept close to, the zero-shot anchor
+
+    y0 = (1 - eps) * onehot(pairwise label) + eps * softmax(tau * cosines).
+
+Every EM step needs only the soft-count sums N_k, S_k = sum z_ik x_i and
+Q_k = sum z_ik x_i^2 (``MixtureSums``): they add up exactly across chunks,
+partitions and machines, like the pair statistics. The streaming protocol is
+the classifier's: ``sums`` per chunk (map), ``merge_sums`` (reduce),
+``finalize`` (the M-step); one such round per EM iteration.
+
+The E-step's log-likelihood l_ik = x . (mu_k / var) - 1/2 sum_d mu_kd^2 / var_d
+grows with 1 / var, that is with the dimension. The temperature is therefore
+relative: T = temperature / mean_d(var_d), so that l / T is on the scale of a
+cosine divided by ``temperature``, whatever the dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+from pairwise_core.pair_stats import normalize_rows
+from pairwise_core.validation import Interval, check_embeddings, check_labels, check_params
+
+_BLOCK_ROWS = 8192
+_VAR_FLOOR = 0.01
+
+
+@dataclass(frozen=True)
+class MixtureSums:
+    """Soft counts (K,), sums (K, d) and sums of squares (K, d), in float64: they merge by addition."""
+
+    weight: np.ndarray
+    sum: np.ndarray
+    sumsq: np.ndarray
+
+    @classmethod
+    def zeros(cls, n_classes: int, n_features: int) -> MixtureSums:
+        return cls(np.zeros(n_classes), np.zeros((n_classes, n_features)), np.zeros((n_classes, n_features)))
+
+    def __add__(self, other: MixtureSums) -> MixtureSums:
+        if self.sum.shape != other.sum.shape:
+            raise ValueError(f"cannot merge mixture sums of shapes {self.sum.shape} and {other.sum.shape}")
+        return MixtureSums(self.weight + other.weight, self.sum + other.sum, self.sumsq + other.sumsq)
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise log softmax, stable for large scores."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+class MixtureRefiner:
+    """Per modality, the pairwise labels refined by a class mixture fitted on the catalog itself.
+
+    Parameters
+    ----------
+    class_embeddings : array (K, d)
+        One prompt embedding per class (the classifier's).
+    n_iter : int
+        EM iterations (M-steps); the first starts from the anchor.
+    temperature : float
+        T relative to the mixture's scale: T = temperature / mean_d(var_d).
+    anchor_weight : float
+        lambda, the weight of log y0 in the E-step: how close the mixture stays to the zero-shot labels.
+    eps : float
+        Share of the anchor given to the cosine softmax rather than to the pairwise label.
+    tau : float
+        Sharpness of the cosine softmax in the anchor.
+
+    Attributes
+    ----------
+    means_ : ndarray (K, d)
+        Unit mean direction per class (a class with no weight keeps its prompt).
+    var_ : ndarray (d,)
+        The diagonal variance shared by all classes.
+    n_iter_ : int
+        M-steps done so far.
+    """
+
+    _constraints = {
+        "n_iter": Interval(Integral, 1, None),
+        "temperature": Interval(Real, 0, None),
+        "anchor_weight": Interval(Real, 0, None),
+        "eps": Interval(Real, 0, 1),
+        "tau": Interval(Real, 0, None),
+    }
+
+    def __init__(
+        self,
+        class_embeddings: Any,
+        *,
+        n_iter: int = 5,
+        temperature: float = 1.0,
+        anchor_weight: float = 1.0,
+        eps: float = 0.1,
+        tau: float = 50.0,
+    ) -> None:
+        self.class_embeddings = class_embeddings
+        self.n_iter = n_iter
+        self.temperature = temperature
+        self.anchor_weight = anchor_weight
+        self.eps = eps
+        self.tau = tau
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._constraints}
+
+    def _validate(self) -> None:
+        check_params(self.get_params(), self._constraints)
+        if self.temperature == 0:
+            raise ValueError("temperature must be > 0")
+        classes = check_embeddings(self.class_embeddings, "class_embeddings")
+        self._class_unit = normalize_rows(classes.astype(np.float64))
+        self.n_classes_, self.n_features_in_ = classes.shape
+
+    def _reset(self) -> None:
+        self._validate()
+        self.n_iter_ = 0
+        self._sums = MixtureSums.zeros(self.n_classes_, self.n_features_in_)
+        for name in ("means_", "var_"):
+            self.__dict__.pop(name, None)
+
+    # -- streaming EM ------------------------------------------------------
+
+    def sums(self, X: Any, labels: Any) -> MixtureSums:
+        """The current E-step's sums over one chunk (map step): memberships are the anchor before the
+        first M-step, the posterior after."""
+        if not hasattr(self, "n_iter_"):
+            self._reset()
+        total = MixtureSums.zeros(self.n_classes_, self.n_features_in_)
+        for unit, log_anchor in self._blocks(*self._check(X, labels)):
+            total = total + self._block_sums(unit, log_anchor)
+        return total
+
+    def merge_sums(self, sums: MixtureSums) -> MixtureRefiner:
+        """Add sums computed elsewhere (reduce step); call finalize() after."""
+        if not hasattr(self, "n_iter_"):
+            self._reset()
+        self._sums = self._sums + sums
+        return self
+
+    def partial_fit(self, X: Any, labels: Any) -> MixtureRefiner:
+        """Accumulate this iteration's sums over a chunk; finalize() after the last chunk."""
+        return self.merge_sums(self.sums(X, labels))
+
+    def finalize(self) -> MixtureRefiner:
+        """The M-step: class means and the shared variance from the accumulated sums; the sums restart."""
+        if not hasattr(self, "n_iter_"):
+            self._reset()
+        sums = self._sums
+        norms = np.linalg.norm(sums.sum, axis=1)
+        empty = norms == 0
+        means = np.where(empty[:, None], self._class_unit, sums.sum / np.where(empty, 1.0, norms)[:, None])
+        total = sums.weight.sum()
+        if total > 0:
+            scatter = sums.sumsq - 2 * means * sums.sum + sums.weight[:, None] * means * means
+            var = scatter.sum(axis=0) / total
+        else:
+            var = np.full(self.n_features_in_, 1.0 / self.n_features_in_)
+        # a dimension with (almost) no spread would get a huge weight from noise in the means (MiniLM has
+        # two constant dimensions): floor the variance at a share of the mean (and above zero: unit rows
+        # spread about 1/d per dimension, so 1e-12 is no spread at all)
+        self.var_ = np.maximum(var, max(_VAR_FLOOR * float(var.mean()), 1e-12))
+        self.means_ = means
+        self.n_iter_ += 1
+        self._sums = MixtureSums.zeros(self.n_classes_, self.n_features_in_)
+        return self
+
+    def fit(self, X: Any, labels: Any) -> MixtureRefiner:
+        """All ``n_iter`` EM iterations over ``X`` held in memory (normalized and anchored once)."""
+        self._reset()
+        blocks = list(self._blocks(*self._check(X, labels)))
+        for _ in range(self.n_iter):
+            for unit, log_anchor in blocks:
+                self._sums = self._sums + self._block_sums(unit, log_anchor)
+            self.finalize()
+        return self
+
+    # -- posterior ---------------------------------------------------------
+
+    def log_terms(self, X: Any, labels: Any) -> np.ndarray:
+        """(n, K) float64: lambda * log y0 + l / T, the item's unnormalized log posterior in this modality.
+
+        Summed over an item's modalities, they give its joint posterior.
+        """
+        if not hasattr(self, "means_"):
+            raise ValueError("MixtureRefiner is not fitted: call fit(), or partial_fit() then finalize()")
+        parts = [self._log_terms(unit, log_anchor) for unit, log_anchor in self._blocks(*self._check(X, labels))]
+        return np.concatenate(parts).astype(np.float64, copy=False)
+
+    def predict_proba(self, X: Any, labels: Any) -> np.ndarray:
+        """(n, K) posterior over classes in this modality."""
+        return np.exp(log_softmax(self.log_terms(X, labels)))
+
+    def _check(self, X: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = check_embeddings(X, "X", n_features=self.n_features_in_)
+        codes = check_labels(labels, "labels")
+        if codes.shape != (x.shape[0],) or (codes.size and codes.max() >= self.n_classes_):
+            raise ValueError(f"labels must be {x.shape[0]} class indices below {self.n_classes_}")
+        return x, codes
+
+    def _blocks(self, x: np.ndarray, labels: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Per block of rows: the unit rows and log y0, in the items' dtype (float32 stays float32)."""
+        classes = self._class_unit.T.astype(x.dtype)
+        for start in range(0, x.shape[0], _BLOCK_ROWS):
+            unit = normalize_rows(x[start : start + _BLOCK_ROWS])
+            anchor = self.eps * np.exp(log_softmax(self.tau * (unit @ classes)))
+            anchor[np.arange(unit.shape[0]), labels[start : start + _BLOCK_ROWS]] += 1.0 - self.eps
+            with np.errstate(divide="ignore"):
+                yield unit, np.log(anchor)
+
+    def _block_sums(self, unit: np.ndarray, log_anchor: np.ndarray) -> MixtureSums:
+        """One block's N, S and Q: matrix products in the items' dtype, added up in float64."""
+        if hasattr(self, "means_"):
+            z = np.exp(log_softmax(self._log_terms(unit, log_anchor)))
+        else:
+            z = np.exp(log_anchor)
+        z = z.astype(unit.dtype, copy=False)
+        return MixtureSums(z.sum(axis=0, dtype=np.float64), (z.T @ unit).astype(np.float64),
+                           (z.T @ (unit * unit)).astype(np.float64))
+
+    def _log_terms(self, unit: np.ndarray, log_anchor: np.ndarray) -> np.ndarray:
+        weights = self.means_ / self.var_
+        loglik = unit @ weights.T.astype(unit.dtype) - (0.5 * np.einsum("kd,kd->k", self.means_, weights))
+        loglik *= self.var_.mean() / self.temperature  # / T
+        if self.anchor_weight == 0:  # no anchor: not 0 * log(0) where eps = 0
+            return loglik
+        return self.anchor_weight * log_anchor + loglik
+
+
+def row_draws(seed: int, partition: int, n_rows: int, rate: float, n_folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a partition: whether it is in the seeded sample, and its fold (0 .. n_folds - 1).
+
+    Drawn from the seed and the partition's number alone, so every pass that
+    reads the partition draws the same: the sample is taken in pass 1, and
+    the folds must agree between the calibration (fitted on the sample) and
+    the labelling pass that applies it out of fold.
+    """
+    rng = np.random.default_rng([seed, partition])
+    return rng.random(n_rows) < rate, rng.integers(0, n_folds, n_rows)

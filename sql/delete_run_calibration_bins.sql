@@ -1,0 +1,1 @@
+DELETE FROM calibration_bins WHERE run_id = $run_id

@@ -1,0 +1,1 @@
+DELETE FROM joint_labels WHERE run_id = $run_id

@@ -1,0 +1,1 @@
+SELECT * FROM calibration_bins WHERE run_id = $run_id

@@ -1,0 +1,1 @@
+SELECT * FROM joint_labels WHERE run_id = $run_id

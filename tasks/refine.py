@@ -1,0 +1,98 @@
+"""After pass 1: fit the refinement and its calibration on the seeded sample, for the labelling pass to apply."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prefect import task
+
+from pairwise_core import MixtureRefiner
+from pairwise_core.joint import fit_weights
+from tasks.policy import IO_TASK
+from tasks.sample import N_FOLDS, load_sample
+from tasks.sources import Plan
+from tasks.staging import Staging, load_model
+
+# fewer labelled rows than this in a fold's complement: no label-aware calibration (the weights would be noise)
+MIN_CALIBRATION_ROWS = 200
+
+
+@dataclass
+class Refinement:
+    """What the labelling pass applies after the tourney.
+
+    ``view_weights`` and ``joint_weights`` are (folds, modalities): an item
+    in fold f takes row f, which was fitted without fold f's sample rows.
+    """
+
+    refiners: dict[str, MixtureRefiner]
+    view_weights: np.ndarray
+    joint_weights: np.ndarray
+    calibration: str  # 'gold': out of fold against the catalog's labels; 'label-free'
+
+
+def sample_terms(refiners: dict[str, MixtureRefiner], models: dict[str, Any], sample: Any) -> np.ndarray:
+    """(rows, modalities, K) log terms of the sample's rows (zero where a modality was rejected)."""
+    k = next(iter(refiners.values())).n_classes_
+    terms = np.zeros((sample.n_rows, len(refiners), k))
+    for v, (modality, refiner) in enumerate(refiners.items()):
+        valid = sample.valid[modality]
+        if valid.any():
+            x = sample.x[modality][valid]
+            terms[valid, v] = refiner.log_terms(x, models[modality].predict(x))
+    return terms
+
+
+def calibration_weights(terms: np.ndarray, present: np.ndarray, fold: np.ndarray, gold: np.ndarray,
+                        default: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """(view weights, joint weights, how): fitted out of fold on the labelled rows, or the label-free default."""
+    n_views = terms.shape[1]
+    view = np.full((N_FOLDS, n_views), default)
+    joint = np.full((N_FOLDS, n_views), default)
+    labelled = gold >= 0
+    if not all((labelled & (fold != f)).sum() >= MIN_CALIBRATION_ROWS for f in range(N_FOLDS)):
+        return view, joint, "label-free"
+    for f in range(N_FOLDS):
+        rows = labelled & (fold != f)
+        joint[f] = fit_weights(terms[rows], present[rows], gold[rows])
+        for v in range(n_views):
+            own = rows & present[:, v]
+            if own.sum() >= MIN_CALIBRATION_ROWS:
+                view[f, v] = fit_weights(terms[own][:, [v]], present[own][:, [v]], gold[own])[0]
+    return view, joint, "gold"
+
+
+@task(name="fit-refinement", **IO_TASK)
+def fit_refinement(
+    sample_paths: list[str], plan: Plan, model_path: str, refine_params: dict[str, Any], staging: Staging,
+    label_aware: bool,
+) -> dict[str, str]:
+    """Per modality, the mixture anchored to the sample's pairwise labels; then the confidence weights.
+
+    Returns the path of the pickled ``Refinement`` and how it was calibrated.
+    """
+    models = load_model(model_path)
+    sample = load_sample(sample_paths, plan.modalities)
+    params = dict(refine_params)
+    default_weight = params.pop("weight")
+    refiners = {}
+    for modality, model in models.items():
+        refiner = MixtureRefiner(model.class_embeddings, **params)
+        valid = sample.valid[modality]
+        if valid.any():
+            x = sample.x[modality][valid]
+            refiner.fit(x, model.predict(x))
+        else:  # nothing to learn from: the classes stay at their prompts
+            refiner.finalize()
+        refiners[modality] = refiner
+    present = np.stack([sample.valid[m] for m in plan.modalities], axis=1)
+    gold = sample.gold if label_aware else np.full(sample.n_rows, -1)
+    view, joint, how = calibration_weights(
+        sample_terms(refiners, models, sample), present, sample.fold, gold, default_weight)
+    path = staging.path("refinement.pkl")
+    with path.open("wb") as handle:
+        pickle.dump(Refinement(refiners, view, joint, how), handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return {"path": str(path), "calibration": how}

@@ -1,0 +1,91 @@
+"""The seeded sample of a run: rows drawn in pass 1, staged per partition, read back whole after it.
+
+Bounded by its size, not the catalog's: it carries the refinement's inner EM
+iterations and the calibration of its confidence (METHOD.md step 8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.sources import BatchEmbeddings, Plan
+
+# out-of-fold calibration: folds of the sample fit the weights applied to the other folds' items
+N_FOLDS = 5
+
+
+def gold_codes(batch: pa.RecordBatch, plan: Plan) -> np.ndarray:
+    """The gold column as class indices, -1 where it is null or names no class of the run."""
+    gold = batch.column(plan.gold_column).cast(pa.string())
+    names = pa.array(plan.class_names, pa.string())
+    return pc.index_in(gold, value_set=names).fill_null(-1).to_numpy().astype(np.int64)
+
+
+@dataclass
+class Sample:
+    """The sample's rows: per modality the embeddings (zero where rejected) and which are usable; folds; gold."""
+
+    x: dict[str, np.ndarray]
+    valid: dict[str, np.ndarray]
+    fold: np.ndarray
+    gold: np.ndarray  # -1: unknown
+
+    @property
+    def n_rows(self) -> int:
+        return self.fold.size
+
+
+class SampleParts:
+    """One partition's share of the sample, gathered batch by batch."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+        self._x: dict[str, list[np.ndarray]] = {m: [] for m in plan.modalities}
+        self._valid: dict[str, list[np.ndarray]] = {m: [] for m in plan.modalities}
+        self._fold: list[np.ndarray] = []
+        self._gold: list[np.ndarray] = []
+
+    def add_modality(self, modality: str, usable: BatchEmbeddings, rows: np.ndarray) -> None:
+        """The batch's sampled ``rows`` of one modality (row numbers within the batch)."""
+        valid = usable.valid[rows]
+        x = np.zeros((rows.size, self._plan.dims[modality]), dtype=np.float32)
+        position = np.cumsum(usable.valid) - 1  # row -> its place among the usable rows
+        x[valid] = usable.x[position[rows[valid]]]
+        self._x[modality].append(x)
+        self._valid[modality].append(valid)
+
+    def add_rows(self, fold: np.ndarray, gold: np.ndarray | None, n: int) -> None:
+        self._fold.append(fold)
+        self._gold.append(np.full(n, -1, dtype=np.int64) if gold is None else gold)
+
+    def save(self, path: Path) -> str:
+        arrays = {"fold": _concat(self._fold, (0,), np.int64), "gold": _concat(self._gold, (0,), np.int64)}
+        for m, dim in self._plan.dims.items():
+            arrays[f"{m}/x"] = _concat(self._x[m], (0, dim), np.float32)
+            arrays[f"{m}/valid"] = _concat(self._valid[m], (0,), bool)
+        with path.open("wb") as handle:
+            np.savez(handle, **arrays)
+        return str(path)
+
+
+def load_sample(paths: list[str], modalities: tuple[str, ...]) -> Sample:
+    """The whole sample, from every partition's part."""
+    parts = []
+    for path in paths:
+        with np.load(path) as data:
+            parts.append({name: data[name] for name in data.files})
+    return Sample(
+        x={m: np.concatenate([p[f"{m}/x"] for p in parts]) for m in modalities},
+        valid={m: np.concatenate([p[f"{m}/valid"] for p in parts]) for m in modalities},
+        fold=np.concatenate([p["fold"] for p in parts]),
+        gold=np.concatenate([p["gold"] for p in parts]),
+    )
+
+
+def _concat(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(empty_shape, dtype=dtype)

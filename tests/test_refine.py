@@ -1,0 +1,175 @@
+"""The refinement (METHOD.md step 8), the joint posterior and its calibration weights, against plain references."""
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pairwise_core import MixtureRefiner, MixtureSums, expected_calibration_error
+from pairwise_core.joint import fit_weights, joint_log_posterior
+from pairwise_core.refine import row_draws
+from reference import noisy_catalog, unit_rows
+
+
+def softmax(scores):
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def reference_em(x, classes, labels, *, n_iter, temperature, anchor_weight, eps, tau):
+    """METHOD.md step 8 word for word, on the whole catalog in memory: (means, variance, posterior)."""
+    u, c = unit_rows(x), unit_rows(classes)
+    y0 = eps * softmax(tau * u @ c.T)
+    y0[np.arange(len(u)), labels] += 1 - eps
+    z = y0
+    for _ in range(n_iter):
+        n, s, q = z.sum(axis=0), z.T @ u, z.T @ (u * u)
+        norms = np.linalg.norm(s, axis=1, keepdims=True)
+        mu = np.where(norms > 0, s / np.where(norms > 0, norms, 1), c)
+        var = (q - 2 * mu * s + n[:, None] * mu * mu).sum(axis=0) / n.sum()
+        var = np.maximum(var, max(0.01 * var.mean(), 1e-12))  # the documented floor
+        loglik = u @ (mu / var).T - 0.5 * (mu * mu / var).sum(axis=1)
+        z = softmax(anchor_weight * np.log(y0) + loglik * var.mean() / temperature)
+    return mu, var, z
+
+
+@st.composite
+def problems(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    k, d, n = draw(st.integers(2, 6)), draw(st.integers(2, 10)), draw(st.integers(2, 60))
+    x, classes = noisy_catalog(rng, k, d, n)
+    labels = rng.integers(0, k, n)
+    params = dict(n_iter=draw(st.integers(1, 4)), temperature=draw(st.sampled_from([0.01, 0.1, 1.0])),
+                  anchor_weight=draw(st.sampled_from([0.5, 1.0])), eps=draw(st.sampled_from([0.05, 0.3, 1.0])),
+                  tau=draw(st.sampled_from([1.0, 20.0])))
+    return x, classes, labels, params, sorted(set(draw(st.lists(st.integers(1, n - 1), max_size=3))))
+
+
+@given(problems())
+def test_streaming_em_equals_the_in_memory_reference(problem):
+    x, classes, labels, params, cuts = problem
+    mu, var, z = reference_em(x, classes, labels, **params)
+    whole = MixtureRefiner(classes, **params).fit(x, labels)
+    streamed = MixtureRefiner(classes, **params)
+    for _ in range(params["n_iter"]):  # one map-reduce round per iteration, over chunks
+        sums = MixtureSums.zeros(*classes.shape)
+        for chunk, chunk_labels in zip(np.split(x, cuts), np.split(labels, cuts), strict=True):
+            sums = sums + streamed.sums(chunk, chunk_labels)
+        streamed.merge_sums(sums).finalize()
+    for model in (whole, streamed):
+        np.testing.assert_allclose(model.means_, mu, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(model.var_, var, rtol=1e-9, atol=1e-14)  # var is a difference of sums
+        np.testing.assert_allclose(model.predict_proba(x, labels), z, rtol=1e-7, atol=1e-12)
+
+
+def test_float32_items_give_the_float64_posterior_within_rounding():
+    rng = np.random.default_rng(3)
+    x, classes = noisy_catalog(rng, 5, 16, 3000)
+    labels = rng.integers(0, 5, 3000)
+    p64 = MixtureRefiner(classes, temperature=0.05).fit(x, labels).predict_proba(x, labels)
+    p32 = MixtureRefiner(classes, temperature=0.05).fit(x.astype(np.float32), labels).predict_proba(
+        x.astype(np.float32), labels)
+    np.testing.assert_allclose(p32, p64, atol=2e-4)
+
+
+def test_a_class_without_items_keeps_its_prompt_and_two_classes_work():
+    rng = np.random.default_rng(4)
+    x, classes = noisy_catalog(rng, 3, 8, 200)
+    labels = np.where(rng.random(200) < 0.5, 0, 1)  # nobody is labelled 2
+    model = MixtureRefiner(classes, eps=0.0, n_iter=2).fit(x, labels)  # eps 0: the anchor gives class 2 nothing
+    np.testing.assert_allclose(model.means_[2], unit_rows(classes)[2])
+    assert set(model.predict_proba(x, labels).argmax(axis=1)) <= {0, 1}
+    two = MixtureRefiner(classes[:2]).fit(x, labels)
+    assert two.predict_proba(x, labels).shape == (200, 2)
+
+
+def test_the_anchor_holds_labels_and_the_data_can_move_them():
+    rng = np.random.default_rng(5)
+    x, classes = noisy_catalog(rng, 4, 12, 800)
+    truth = np.argmax(unit_rows(x) @ unit_rows(classes).T, axis=1)
+    noisy = np.where(rng.random(800) < 0.2, rng.integers(0, 4, 800), truth)
+    held = MixtureRefiner(classes, anchor_weight=1.0, eps=0.01, temperature=100.0).fit(x, noisy)
+    np.testing.assert_array_equal(held.predict_proba(x, noisy).argmax(axis=1), noisy)
+    free = MixtureRefiner(classes, anchor_weight=0.0, temperature=0.05).fit(x, noisy)
+    assert (free.predict_proba(x, noisy).argmax(axis=1) == truth).mean() > (noisy == truth).mean()
+
+
+def test_a_refiner_survives_a_pickle():
+    rng = np.random.default_rng(6)
+    x, classes = noisy_catalog(rng, 4, 6, 100)
+    labels = rng.integers(0, 4, 100)
+    model = MixtureRefiner(classes).fit(x, labels)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).log_terms(x, labels), model.log_terms(x, labels))
+
+
+def test_bad_input_and_parameters_say_what_is_wrong():
+    classes = np.eye(3)
+    with pytest.raises(ValueError, match="temperature must be in"):
+        MixtureRefiner(classes, temperature=-1).fit(np.eye(3), [0, 1, 2])
+    with pytest.raises(ValueError, match="labels must be 3 class indices below 3"):
+        MixtureRefiner(classes).fit(np.eye(3), [0, 1, 3])
+    with pytest.raises(ValueError, match="all-zero vectors in rows 1"):
+        MixtureRefiner(classes).fit(np.array([[1.0, 0, 0], [0, 0, 0]]), [0, 1])
+    with pytest.raises(ValueError, match="not fitted"):
+        MixtureRefiner(classes).log_terms(np.eye(3), [0, 1, 2])
+
+
+# -- the joint posterior and its weights ---------------------------------------------------------------------
+
+
+def test_joint_posterior_sums_present_modalities_only():
+    terms = np.log(np.array([[[0.7, 0.3], [0.2, 0.8]], [[0.9, 0.1], [0.5, 0.5]]]))
+    present = np.array([[True, True], [True, False]])
+    got = np.exp(joint_log_posterior(terms, present, np.array([1.0, 2.0])))
+    first = np.array([0.7 * 0.2**2, 0.3 * 0.8**2])
+    np.testing.assert_allclose(got, [first / first.sum(), [0.9, 0.1]])
+    nobody = np.exp(joint_log_posterior(terms, np.zeros((2, 2), bool), np.ones(2)))
+    np.testing.assert_allclose(nobody, 0.5)  # no modality: uniform
+
+
+def known_posteriors(rng, n, sharpness):
+    """Logits whose softmax is the true posterior of the labels drawn from it, and the same logits made
+    ``sharpness`` times overconfident."""
+    logits = rng.normal(0, 2, (n, 4))
+    labels = np.array([rng.choice(4, p=p) for p in softmax(logits)])
+    return logits, sharpness * logits, labels
+
+
+def test_fitted_weights_undo_overconfidence_on_known_posteriors():
+    rng = np.random.default_rng(7)
+    truth, sharp, labels = known_posteriors(rng, 20000, 4.0)
+    present = np.ones((len(labels), 1), bool)
+    weight = fit_weights(sharp[:, None, :], present, labels)
+    assert weight == pytest.approx([0.25], rel=0.05)
+    calibrated = np.exp(joint_log_posterior(sharp[:, None, :], present, weight))
+    raw = softmax(sharp)
+    correct = calibrated.argmax(axis=1) == labels
+    assert expected_calibration_error(correct, calibrated.max(axis=1)) < 0.02
+    assert expected_calibration_error(correct, raw.max(axis=1)) > 0.1
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_fitted_weights_minimize_the_loss_over_a_grid(seed):
+    rng = np.random.default_rng(seed)
+    terms = rng.normal(0, 3, (300, 2, 3))
+    present = rng.random((300, 2)) < 0.8
+    labels = rng.integers(0, 3, 300)
+    rows = np.arange(300)
+
+    def loss(a):
+        return -joint_log_posterior(terms, present, np.asarray(a))[rows, labels].mean()
+
+    best = fit_weights(terms, present, labels)
+    assert (best >= 0).all()
+    grid = min(loss((a, b)) for a in np.linspace(0, 2, 41) for b in np.linspace(0, 2, 41))
+    assert loss(best) <= grid + 1e-9
+
+
+def test_row_draws_are_the_same_in_every_pass_and_the_rate_is_kept():
+    sampled, folds = row_draws(3, 7, 50_000, 0.1, 5)
+    again = row_draws(3, 7, 50_000, 0.9, 5)[1]
+    np.testing.assert_array_equal(folds, again)  # the folds do not depend on the sample's rate
+    assert abs(sampled.mean() - 0.1) < 0.01 and set(np.unique(folds)) == set(range(5))
+    assert not np.array_equal(row_draws(3, 8, 50_000, 0.1, 5)[0], sampled)
