@@ -16,11 +16,13 @@ from typing import Any
 
 # A short-lived process with Prefect's temporary server: keep its background
 # services' chatter (telemetry, sqlite "database is locked" retries) off the
-# console. Users' own settings win.
+# console, and give the server time to start on a busy machine (Prefect's 20 s
+# timed out here with other jobs on both cores). Users' own settings win.
 _QUIET_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 

@@ -31,7 +31,8 @@ def test_demo_prints_a_clean_report_and_report_reads_it_back(env, tmp_path):
     assert result.returncode == 0, result.stderr
     for noise in ("Traceback", "ERROR", "database is locked", "WARNING"):
         assert noise not in result.stdout + result.stderr
-    assert "| agreement_f1_weighted | image      | text       |" in result.stdout
+    assert "| agreement_f1_weighted | image    | text |" in result.stdout
+    assert "| gold_accuracy         | joint    | gold |" in result.stdout
     assert "## Class shares" in result.stdout
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM current_labels").fetchone()[0] == 2 * 3000
