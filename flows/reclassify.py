@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from threadpoolctl import threadpool_limits
 
 from pairwise_core import MixtureRefiner, PairwiseClassifier
-from pairwise_core.joint import LABEL_FREE_WEIGHT
 from tasks.artifacts import advance_progress, publish_artifacts, start_progress
 from tasks.fit import fit_masks, partition_stats
 from tasks.label import label_partition
@@ -92,7 +91,7 @@ class ReclassifyParams(BaseModel):
     refine_eps: float = Field(default=_REFINE_DEFAULTS["eps"], ge=0, le=1,
                               description="Share of the anchor given to the cosine softmax, not the pairwise label")
     refine_tau: float = Field(default=_REFINE_DEFAULTS["tau"], ge=0, description="Sharpness of the anchor's cosine softmax")
-    refine_sample: int = Field(default=50_000, ge=100,
+    refine_sample: int = Field(default=20_000, ge=100,
                                description="Rows of the seeded sample that carries the refinement's EM iterations")
     calibration: Literal["auto", "gold", "label-free"] = Field(
         default="auto", description="Fit the confidence weights out of fold on the gold column ('gold'), or not "
@@ -100,8 +99,7 @@ class ReclassifyParams(BaseModel):
 
     def refine_params(self) -> dict[str, Any]:
         return {"n_iter": self.refine_iterations, "temperature": self.refine_temperature,
-                "anchor_weight": self.refine_anchor, "eps": self.refine_eps, "tau": self.refine_tau,
-                "weight": LABEL_FREE_WEIGHT}
+                "anchor_weight": self.refine_anchor, "eps": self.refine_eps, "tau": self.refine_tau}
 
     def core_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _CORE_DEFAULTS}

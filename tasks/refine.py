@@ -10,7 +10,7 @@ import numpy as np
 from prefect import task
 
 from pairwise_core import MixtureRefiner
-from pairwise_core.joint import fit_weights
+from pairwise_core.joint import cross_view_weights, fit_weights
 from tasks.policy import IO_TASK
 from tasks.sample import N_FOLDS, load_sample
 from tasks.sources import Plan
@@ -46,22 +46,22 @@ def sample_terms(refiners: dict[str, MixtureRefiner], models: dict[str, Any], sa
     return terms
 
 
-def calibration_weights(terms: np.ndarray, present: np.ndarray, fold: np.ndarray, gold: np.ndarray,
-                        default: float) -> tuple[np.ndarray, np.ndarray, str]:
-    """(view weights, joint weights, how): fitted out of fold on the labelled rows, or the label-free default."""
-    n_views = terms.shape[1]
-    view = np.full((N_FOLDS, n_views), default)
-    joint = np.full((N_FOLDS, n_views), default)
+def calibration_weights(terms: np.ndarray, present: np.ndarray, fold: np.ndarray,
+                        gold: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """(view weights, joint weights, how), per fold: fitted out of fold on the labelled rows when there
+    are enough of them, else label-free from how the modalities predict each other."""
     labelled = gold >= 0
     if not all((labelled & (fold != f)).sum() >= MIN_CALIBRATION_ROWS for f in range(N_FOLDS)):
-        return view, joint, "label-free"
+        own, together = cross_view_weights(terms, present)
+        return np.tile(own, (N_FOLDS, 1)), np.tile(together, (N_FOLDS, 1)), "label-free"
+    n_views = terms.shape[1]
+    view, joint = np.zeros((N_FOLDS, n_views)), np.zeros((N_FOLDS, n_views))
     for f in range(N_FOLDS):
         rows = labelled & (fold != f)
         joint[f] = fit_weights(terms[rows], present[rows], gold[rows])
         for v in range(n_views):
             own = rows & present[:, v]
-            if own.sum() >= MIN_CALIBRATION_ROWS:
-                view[f, v] = fit_weights(terms[own][:, [v]], present[own][:, [v]], gold[own])[0]
+            view[f, v] = fit_weights(terms[own][:, [v]], present[own][:, [v]], gold[own])[0] if own.any() else 1.0
     return view, joint, "gold"
 
 
@@ -76,11 +76,9 @@ def fit_refinement(
     """
     models = load_model(model_path)
     sample = load_sample(sample_paths, plan.modalities)
-    params = dict(refine_params)
-    default_weight = params.pop("weight")
     refiners = {}
     for modality, model in models.items():
-        refiner = MixtureRefiner(model.class_embeddings, **params)
+        refiner = MixtureRefiner(model.class_embeddings, **refine_params)
         valid = sample.valid[modality]
         if valid.any():
             x = sample.x[modality][valid]
@@ -90,8 +88,7 @@ def fit_refinement(
         refiners[modality] = refiner
     present = np.stack([sample.valid[m] for m in plan.modalities], axis=1)
     gold = sample.gold if label_aware else np.full(sample.n_rows, -1)
-    view, joint, how = calibration_weights(
-        sample_terms(refiners, models, sample), present, sample.fold, gold, default_weight)
+    view, joint, how = calibration_weights(sample_terms(refiners, models, sample), present, sample.fold, gold)
     path = staging.path("refinement.pkl")
     with path.open("wb") as handle:
         pickle.dump(Refinement(refiners, view, joint, how), handle, protocol=pickle.HIGHEST_PROTOCOL)

@@ -173,3 +173,23 @@ def test_row_draws_are_the_same_in_every_pass_and_the_rate_is_kept():
     np.testing.assert_array_equal(folds, again)  # the folds do not depend on the sample's rate
     assert abs(sampled.mean() - 0.1) < 0.01 and set(np.unique(folds)) == set(range(5))
     assert not np.array_equal(row_draws(3, 8, 50_000, 0.1, 5)[0], sampled)
+
+
+def test_cross_view_weights_find_the_temperature_of_independent_witnesses_without_labels():
+    # two modalities see the class through independent Gaussian noise: each one's true posterior is known,
+    # and its logits are made 4 times too sharp; predicting each other's label, corrected for the other's
+    # own noise, must find about 1/4 with no label used
+    from pairwise_core.joint import cross_view_weights
+
+    rng = np.random.default_rng(8)
+    n, k, signal = 20000, 4, 1.5
+    truth = rng.integers(0, k, n)
+    logits = np.stack([signal * (np.eye(k)[truth] * signal + rng.normal(0, 1, (n, k))) for _ in range(2)], axis=1)
+    own, together = cross_view_weights(4.0 * logits, np.ones((n, 2), bool))
+    assert own == pytest.approx([0.25, 0.25], rel=0.15)
+    assert together == pytest.approx(1 / (1 / own).sum())
+    for v in range(2):
+        p = softmax(4.0 * logits[:, v] * own[v])
+        assert expected_calibration_error(p.argmax(axis=1) == truth, p.max(axis=1)) < 0.04  # grid steps of 12%
+    lone = cross_view_weights(logits[:, :1], np.ones((n, 1), bool))[0]
+    assert lone.shape == (1,)  # no witness: the documented default
