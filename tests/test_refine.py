@@ -186,10 +186,11 @@ def test_cross_view_weights_find_the_temperature_of_independent_witnesses_withou
     truth = rng.integers(0, k, n)
     logits = np.stack([signal * (np.eye(k)[truth] * signal + rng.normal(0, 1, (n, k))) for _ in range(2)], axis=1)
     own, together = cross_view_weights(4.0 * logits, np.ones((n, 2), bool))
-    assert own == pytest.approx([0.25, 0.25], rel=0.15)
-    assert together == pytest.approx(1 / (1 / own).sum())
+    temperature = together / own**2  # own = sqrt(joint / s_v), joint = 1 / (s_1 + s_2): the documented rule
+    assert temperature == pytest.approx([4.0, 4.0], rel=0.15)
+    assert together == pytest.approx(1 / temperature.sum())
     for v in range(2):
-        p = softmax(4.0 * logits[:, v] * own[v])
+        p = softmax(4.0 * logits[:, v] / temperature[v])
         assert expected_calibration_error(p.argmax(axis=1) == truth, p.max(axis=1)) < 0.04  # grid steps of 12%
     lone = cross_view_weights(logits[:, :1], np.ones((n, 1), bool))[0]
     assert lone.shape == (1,)  # no witness: the documented default
