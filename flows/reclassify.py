@@ -148,7 +148,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             watch.lap("fit")
             label_aware = params.calibration == "gold" or (params.calibration == "auto" and bool(plan.gold_column))
             refinement = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
-                                        params.refine_params(), staging, label_aware)
+                                        params.refine_params(), staging, label_aware, params.seed)
             watch.lap("refine")
 
             staged_parts = partitions(

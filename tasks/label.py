@@ -162,7 +162,7 @@ class Joint:
 
     @classmethod
     def empty(cls, n: int, n_modalities: int, n_classes: int) -> Joint:
-        return cls(np.zeros((n, n_modalities, n_classes)), np.zeros((n, n_modalities), bool),
+        return cls(np.zeros((n, n_modalities, n_classes), np.float32), np.zeros((n, n_modalities), bool),
                    np.full((n, n_modalities), -1, np.int64))
 
     def record(self, column: int, valid: np.ndarray, terms: np.ndarray, refined: np.ndarray) -> None:

@@ -39,6 +39,11 @@ class Sample:
     def n_rows(self) -> int:
         return self.fold.size
 
+    def rows(self, picked: np.ndarray) -> Sample:
+        """The sample restricted to some of its rows."""
+        return Sample({m: x[picked] for m, x in self.x.items()}, {m: v[picked] for m, v in self.valid.items()},
+                      self.fold[picked], self.gold[picked])
+
 
 class SampleParts:
     """One partition's share of the sample, gathered batch by batch."""
