@@ -8,6 +8,7 @@ restricted to those dimensions. See METHOD.md for the algorithm.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -279,6 +280,23 @@ class PairwiseClassifier:
             self._candidate_columns, self._candidate_masks = self._class_vs_rest()
         self._mask_dims, self._mask_real = self._padded_mask_dims()
 
+    def for_labelling(self) -> PairwiseClassifier:
+        """A fitted copy that can label, without the pair margin's corrections in its statistics.
+
+        With many classes and a pair margin the corrections are most of the
+        statistics (K = 500: about 0.3 GB per modality), and labelling never
+        reads them: only fitting and ``pair_ratios_`` do, which this copy
+        refuses. The label tasks load this copy.
+        """
+        self._check_fitted()
+        copy = object.__new__(PairwiseClassifier)
+        copy.__dict__.update(self.__dict__)
+        totals = PairStats.zeros(self.n_classes_, self.n_features_in_)
+        copy.stats_ = dataclasses.replace(totals, count=self.stats_.count, sum=self.stats_.sum,
+                                          sumsq=self.stats_.sumsq, met=self.stats_.met)
+        copy._labelling_only = True
+        return copy
+
     def __getstate__(self) -> dict[str, Any]:
         return {name: value for name, value in self.__dict__.items() if name not in self._DERIVED}
 
@@ -357,6 +375,9 @@ class PairwiseClassifier:
         """(P, d) float32 cross-deviation ratios, computed from the statistics when asked for (with
         many classes they are P x d floats that prediction never needs)."""
         self._check_fitted()
+        if getattr(self, "_labelling_only", False):
+            raise ValueError("this copy of the classifier is for labelling (for_labelling): its statistics lack the "
+                             "pair margin's corrections the ratios need")
         ratios = np.empty(self.pair_masks_.shape, dtype=np.float32)
         for chunk in self._pair_chunks():
             ratios[chunk] = self._pair_ratios(chunk)[0]

@@ -86,7 +86,7 @@ def fit_masks(
         }))
     table = pa.concat_tables(tables)
     return {
-        "model": save_model(staging.path("model.pkl"), models),
+        "model": save_model(staging.path("model.pkl"), {m: model.for_labelling() for m, model in models.items()}),
         "pair_masks": write_parquet(staging.path("pair_masks", "part-00000.parquet"), table),
         # the seeded class order, and the tourney's slots over it (or over an item's candidates): -1 is a bye
         "brackets": {

@@ -153,3 +153,19 @@ def test_a_pickled_model_leaves_out_what_it_derives_and_predicts_the_same():
         for field in ("label", "margin", "base_label", "base_score"):
             np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
         np.testing.assert_array_equal(loaded.pair_ratios_, clf.pair_ratios_)
+
+
+def test_the_labelling_copy_labels_the_same_without_the_corrections():
+    import pytest
+
+    items, classes = make_catalog(2_000, 12, seed=5)
+    x, c = embeddings(items, "image_embedding"), embeddings(classes, "image_embedding")
+    clf = PairwiseClassifier(c, candidates=4, pair_margin=0.05).fit(x)
+    copy = pickle.loads(pickle.dumps(clf.for_labelling()))
+    assert clf.stats_.correction_keys.size + clf.stats_.near_keys.size > 0
+    assert copy.stats_.correction_keys.size + copy.stats_.near_keys.size + copy.stats_.near_items.size == 0
+    before, after = clf.classify(x), copy.classify(x)
+    for field in ("label", "margin", "base_label"):
+        np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
+    with pytest.raises(ValueError, match="for labelling"):
+        copy.pair_ratios_
