@@ -101,8 +101,8 @@ def cross_view_weights(terms: np.ndarray, present: np.ndarray) -> tuple[np.ndarr
     geometric mean of 1 / s_v and the joint's: 1 / s_v alone is overconfident
     (ECE 0.13-0.21), since modalities whose errors are correlated agree more
     often than independent witnesses would, and the joint's alone is too
-    cautious for the stronger modality; the mean gave 0.01-0.10 on the same
-    three catalogs (an empirical choice, with no held-out catalog left).
+    cautious for the stronger modality; the mean gave 0.01-0.12 on the same
+    three catalogs in full runs (an empirical choice, with no catalog held out).
     With one modality there is no witness: LABEL_FREE_WEIGHT.
     """
     n_views, k = terms.shape[1], terms.shape[2]
