@@ -120,20 +120,14 @@ def cross_view_weights(terms: np.ndarray, present: np.ndarray) -> tuple[np.ndarr
                                          np.full(others.sum(), 1 / temperature[others].sum()))
             said, accuracy = pooled.argmax(axis=1), float(np.exp(pooled.max(axis=1)).mean())
             own = terms[rows, v]
-            at_said = own[np.arange(said.size), said]
 
             def fit(s: float) -> float:
-                p = np.exp(at_said / s - _logsumexp(own / s))
+                p = np.exp(log_softmax(own / s)[np.arange(said.size), said])
                 return float(np.log(accuracy * p + (1 - accuracy) * (1 - p) / (k - 1) + 1e-300).sum())
 
             temperature[v] = _grid_max(fit)
     joint = 1 / temperature.sum()
     return np.sqrt(joint / temperature), np.full(n_views, joint)
-
-
-def _logsumexp(scores: np.ndarray) -> np.ndarray:
-    top = scores.max(axis=1)
-    return top + np.log(np.exp(scores - top[:, None]).sum(axis=1))
 
 
 def _grid_max(score: Callable[[float], float]) -> float:

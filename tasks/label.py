@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 
@@ -16,7 +15,7 @@ from pairwise_core.refine import log_softmax, row_draws
 from pairwise_core.review import review_items
 from tasks.policy import IO_TASK
 from tasks.refine import Refinement
-from tasks.sample import N_FOLDS
+from tasks.sample import N_FOLDS, gold_codes
 from tasks.sources import Partition, Plan, matrix, read_partition
 from tasks.staging import Staging, load_model, load_pickle
 
@@ -106,7 +105,7 @@ def label_partition(
             ids = batch.column("item_id").cast(pa.string())
             gold = batch.column(plan.gold_column).cast(pa.string()) if plan.gold_column else None
             # the gold column is the catalog's current label: review it in the same pass (-1: none or unknown)
-            given = None if gold is None else pc.index_in(gold, value_set=names).fill_null(-1).to_numpy()
+            given = None if gold is None else gold_codes(batch, plan)
             evidence = Evidence.empty(batch.num_rows, len(models))
             for column, (modality, model) in enumerate(models.items()):
                 usable = matrix(batch, modality, plan.dims[modality])

@@ -12,7 +12,7 @@ from prefect import task
 from pairwise_core import MixtureRefiner
 from pairwise_core.joint import cross_view_weights, fit_weights
 from tasks.policy import IO_TASK
-from tasks.sample import N_FOLDS, load_sample
+from tasks.sample import N_FOLDS, Sample, load_sample
 from tasks.sources import Plan
 from tasks.staging import Staging, load_model
 
@@ -37,7 +37,7 @@ class Refinement:
     calibration: str  # 'gold': out of fold against the catalog's labels; 'label-free'
 
 
-def sample_terms(refiners: dict[str, MixtureRefiner], models: dict[str, Any], sample: Any) -> np.ndarray:
+def sample_terms(refiners: dict[str, MixtureRefiner], models: dict[str, Any], sample: Sample) -> np.ndarray:
     """(rows, modalities, K) log terms of the sample's rows (zero where a modality was rejected)."""
     k = next(iter(refiners.values())).n_classes_
     terms = np.zeros((sample.n_rows, len(refiners), k), np.float32)
