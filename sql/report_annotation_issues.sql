@@ -1,5 +1,8 @@
 -- The run's most likely mislabelled items, best first, at most $limit, with how many the run found in all.
-SELECT rank, item_id, given_label, suggested_label, score, agreeing_modalities, evidence,
+-- Runs of schema version 4 on fill p_given and each route's evidence; older runs fill score and evidence.
+SELECT rank, item_id, given_label, suggested_label, p_given, route,
+       zero_shot_p_given, zero_shot_label, label_aware_p_given, label_aware_label, agreeing_modalities,
+       score, evidence,
        count(*) OVER () AS n_issues
 FROM annotation_issues
 WHERE run_id = $run_id

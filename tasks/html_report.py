@@ -27,7 +27,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from tasks import store
-from tasks.report import CALIBRATIONS, CONSENSUS_STATUSES, run_row, shown_classes, signed
+from tasks.report import (CALIBRATIONS, CONSENSUS_STATUSES, ISSUE_COLUMNS, ISSUES_NOTE, OLD_ISSUES_NOTE, issue_cells,
+                          run_row, shown_classes, signed)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -463,7 +464,7 @@ def _shares_figure(shares: list[dict], confusions: Mapping[tuple[str, str], dict
     return Figure("Class shares", caption, class_share_figure(bars, shown))
 
 
-ISSUE_COLUMNS = ["rank", "item", "given label", "suggested label", "score", "agreeing modalities"]
+OLD_ISSUE_COLUMNS = ["rank", "item", "given label", "suggested label", "score", "agreeing modalities"]
 EVIDENCE_COLUMNS = ["modality", "base label (margin)", "pairwise label (margin)", "given gap", "given h2h"]
 
 
@@ -474,8 +475,9 @@ def _evidence_cells(evidence: Mapping[str, Any]) -> list[str]:
             _fmt(evidence["given_gap"]), _fmt(evidence["given_h2h"])]
 
 
-def _issue_rows(issue: Mapping[str, Any]) -> str:
-    """One table row per modality of evidence; the item's own cells span them, so columns line up."""
+def _old_issue_rows(issue: Mapping[str, Any]) -> str:
+    """A run from before schema version 4: one table row per modality of evidence; the item's own cells span
+    them, so columns line up."""
     evidence = list(issue["evidence"]) or [None]
     span = f' rowspan="{len(evidence)}"' if len(evidence) > 1 else ""
     item = "".join(f"<td{span}>{html.escape(_fmt(issue[k]))}</td>" for k in
@@ -488,20 +490,29 @@ def _issue_rows(issue: Mapping[str, Any]) -> str:
     return "".join(rows)
 
 
+def _issue_row(issue: Mapping[str, Any]) -> str:
+    return "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in issue_cells(issue)) + "</tr>"
+
+
 def _issues_section(db: str | Path, run_id: str) -> _Section:
     rows = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": TOP_ISSUES}).to_pylist()
     title = "Annotation issues"
     if not rows:
         return _Section("issues", title, _note(
             "No annotation issues for this run: it had no gold column, or no item's evidence spoke against its label."))
-    intro = _note(f"The top {len(rows)} of {rows[0]['n_issues']:,} items whose given (gold) label the run's evidence "
-                  "speaks against, by rank. given gap: base cosine of the best class minus that of the given label; "
-                  "given h2h: the pairwise label's normalized margin over the given label in their own match.")
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in [*ISSUE_COLUMNS, *EVIDENCE_COLUMNS])
-    body = "".join(_issue_rows(r) for r in rows)
+    top = f"The top {len(rows)} of {rows[0]['n_issues']:,} items whose given (gold) label "
+    if rows[0]["p_given"] is None:
+        intro = _note(top + "the run's evidence speaks against, by rank. given gap: base cosine of the best class "
+                      "minus that of the given label; given h2h: the pairwise label's normalized margin over the "
+                      "given label in their own match.")
+        headers, body, note = [*OLD_ISSUE_COLUMNS, *EVIDENCE_COLUMNS], map(_old_issue_rows, rows), OLD_ISSUES_NOTE
+    else:
+        intro = _note(top + "is the least likely to be right, by rank.")
+        headers, body, note = [h for _, h in ISSUE_COLUMNS.values()], map(_issue_row, rows), ISSUES_NOTE
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     table = (f'<div class="scroll"><table class="issues"><thead><tr>{head}</tr></thead>'
-             f"<tbody>{body}</tbody></table></div>")
-    return _Section("issues", title, intro + table)
+             f"<tbody>{''.join(body)}</tbody></table></div>")
+    return _Section("issues", title, intro + table + _note(note))
 
 
 def _mask_figures(db: str | Path, run_id: str, items: Mapping[str, int]) -> list[Figure]:

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -73,12 +74,10 @@ def render_report(db: str | Path, run_id: str) -> str:
     shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
     lines += ["", "## Class shares", "", _shares_table(shares)]
     lines += ["", "## One label per item (consensus_labels)", "", *_consensus_lines(db, run_id, run["details"])]
-    issues = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": 5})
-    if issues.num_rows:
-        n_issues = issues.column("n_issues")[0].as_py()
-        lines += ["", f"## Labels worth a look: top 5 of {n_issues:,} (annotation_issues)", "",
-                  markdown_table(issues.select(["rank", "item_id", "given_label", "suggested_label", "score",
-                                                "agreeing_modalities"]))]
+    issues = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": 5}).to_pylist()
+    if issues:
+        lines += ["", f"## Labels worth a look: top 5 of {issues[0]['n_issues']:,} (annotation_issues)", "",
+                  *_issues_lines(issues)]
     return "\n".join(lines)
 
 
@@ -94,6 +93,51 @@ CONSENSUS_STATUSES = {
     "undecided": "older run: a tie in votes and in margin, no label",
 }
 CALIBRATIONS = {"gold": "fitted out of fold on the gold column", "label-free": "fitted without labels"}
+
+
+# The top issues of a run of schema version 4 on: column -> (terminal header, HTML header). Each route's own
+# p_given and most likely label are its evidence.
+ISSUE_COLUMNS = {
+    "rank": ("rank", "rank"), "item_id": ("item_id", "item"), "given_label": ("given", "given label"),
+    "suggested_label": ("suggested", "suggested label"), "p_given": ("p_given", "p_given"),
+    "route": ("route", "route"), "zero_shot_p_given": ("zs p_given", "zero-shot p_given"),
+    "zero_shot_label": ("zs label", "zero-shot label"), "label_aware_p_given": ("la p_given", "label-aware p_given"),
+    "label_aware_label": ("la label", "label-aware label"), "agreeing_modalities": ("agree", "agreeing modalities"),
+}
+PROBABILITIES = {"p_given", "zero_shot_p_given", "label_aware_p_given"}
+ISSUES_NOTE = ("p_given: the probability that the given label is right, from the run's route (rank 1 has the "
+               "lowest). Route zero-shot (zs): the refined joint posterior, which never reads the labels; "
+               "label-aware (la): an out-of-fold discriminant fitted on the given labels (none on the zero-shot "
+               "route); both: the two together. Each route shows its own p_given and most likely label; agreeing "
+               "modalities (agree): how many modalities' refined labels are the suggested one.")
+OLD_ISSUES_NOTE = ("Scored by the schema-3 rules (a run made before schema version 4, with no p_given): score is "
+                   "the share of modalities whose pairwise label is not the given one plus how far the given label "
+                   "trails in base cosine, standardized among the items given the same label; agreeing modalities: "
+                   "how many pairwise labels are the suggested one.")
+
+
+def probability(value: float | None) -> str | None:
+    """Three decimals, or two significant digits below 0.001: the top issues are the near-zero ones."""
+    if value is None:
+        return None
+    return f"{value:.3f}" if value >= 0.001 or value == 0 else f"{value:.1e}"
+
+
+def issue_cells(issue: Mapping[str, Any]) -> list[Any]:
+    """An issue's ISSUE_COLUMNS, its probabilities formatted to tell the near-zero ones apart."""
+    return [probability(issue[k]) if k in PROBABILITIES else issue[k] for k in ISSUE_COLUMNS]
+
+
+def _issues_lines(issues: list[dict]) -> list[str]:
+    """The top issues with each route's evidence; a run from before schema version 4 keeps its score."""
+    if issues[0]["p_given"] is None:
+        columns = ["rank", "item_id", "given_label", "suggested_label", "score", "agreeing_modalities"]
+        rows, note, headers = [[r[c] for c in columns] for r in issues], OLD_ISSUES_NOTE, columns
+    else:
+        rows, note = [issue_cells(r) for r in issues], ISSUES_NOTE
+        headers = [terminal for terminal, _ in ISSUE_COLUMNS.values()]
+    table = pa.table({h: [_fmt(row[i]) for row in rows] for i, h in enumerate(headers)})
+    return [markdown_table(table), "", note]
 
 
 def signed(value: float | None) -> str | None:

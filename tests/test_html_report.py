@@ -20,6 +20,19 @@ CLASSES = ["bag", "hat", "shoe", TRICKY]
 MODALITIES = ["image", "text"]
 LONG_ID = "item-" + "x" * 300  # one unbreakable word: the page must still not scroll sideways
 FIRST_ISSUE = "item-007"
+# annotation_issues as a run of schema version 4 writes them (unordered): each route's evidence, no score
+ISSUE = ["run_id", "rank", "item_id", "given_label", "suggested_label", "p_given", "route", "zero_shot_p_given",
+         "zero_shot_label", "label_aware_p_given", "label_aware_label", "agreeing_modalities"]
+ISSUES = [(2, "item-011", TRICKY, "shoe", 0.04, "both", 0.31, "hat", 0.02, "shoe", 1),
+          (1, FIRST_ISSUE, "bag", "shoe", 0.00042, "both", 0.125, "shoe", 0.0008, "shoe", 2),
+          (3, LONG_ID, "hat", "bag", 0.2, "zero-shot", 0.2, "bag", None, None, 0)]
+# and as a run made before it left them: score and per-modality evidence, no p_given
+OLD_ISSUE = ["run_id", "rank", "item_id", "given_label", "suggested_label", "score", "raw_score",
+             "agreeing_modalities", "evidence"]
+OLD_EVIDENCE = [{"modality": m, "base_label": "hat", "base_margin": 0.1, "pairwise_label": "shoe",
+                 "pairwise_margin": 0.3, "given_gap": 0.2, "given_h2h": 0.4} for m in MODALITIES]
+OLD_ISSUES = [(2, "item-011", TRICKY, "shoe", 1.5, 0.9, 2, OLD_EVIDENCE),
+              (1, FIRST_ISSUE, "bag", "shoe", 2.25, 1.2, 2, OLD_EVIDENCE)]
 
 
 def _labels(rng: np.random.Generator, n_items: int, *, gold: bool, refined: bool = True) -> list[tuple]:
@@ -98,11 +111,9 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
         con.execute(f"INSERT INTO calibration_bins {statement('metrics_calibration_total')}", {"run_id": run_id})
         con.execute(f"INSERT INTO agreement_metrics {statement('metrics_ece')}", {"run_id": run_id})
     if gold:
-        evidence = [{"modality": m, "base_label": "hat", "base_margin": 0.1, "pairwise_label": "shoe",
-                     "pairwise_margin": 0.3, "given_gap": 0.2, "given_h2h": 0.4} for m in MODALITIES]
-        issues = [(run_id, rank, item, given, "shoe", 1.0 / rank, 1.0 / rank, 2, evidence)
-                  for rank, item, given in ((2, "item-011", TRICKY), (1, FIRST_ISSUE, "bag"), (3, LONG_ID, "hat"))]
-        con.executemany("INSERT INTO annotation_issues VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", issues)
+        con.executemany(f"INSERT INTO annotation_issues ({', '.join(OLD_ISSUE if old else ISSUE)}) "
+                        f"VALUES ({', '.join('?' * len(OLD_ISSUE if old else ISSUE))})",
+                        [(run_id, *row) for row in (OLD_ISSUES if old else ISSUES)])
     return labels
 
 
@@ -293,15 +304,47 @@ def test_every_section_is_there_with_its_content(page):
     assert page.title == "Pairwise run r-main: succeeded"  # and its onerror never ran
 
 
-def test_the_annotation_issues_table_lists_the_top_issue_first(page):
-    first = page.execute_script(
-        "const row = document.querySelector('#issues table tbody tr');"
-        "return [...row.cells].map(c => c.innerText)")
-    assert first[:4] == ["1", FIRST_ISSUE, "bag", "shoe"]
-    assert first[6:9] == ["image", "hat (0.100)", "shoe (0.300)"]
-    items = page.execute_script(
-        "return [...document.querySelectorAll('#issues tbody td[rowspan]:nth-child(2)')].map(c => c.innerText)")
-    assert items == [FIRST_ISSUE, "item-011", LONG_ID]
+def test_the_annotation_issues_table_shows_each_route_s_evidence_top_issue_first(page):
+    headers = page.execute_script("return [...document.querySelectorAll('#issues th')].map(c => c.innerText)")
+    assert headers == ["rank", "item", "given label", "suggested label", "p_given", "route", "zero-shot p_given",
+                       "zero-shot label", "label-aware p_given", "label-aware label", "agreeing modalities"]
+    rows = page.execute_script(
+        "return [...document.querySelectorAll('#issues tbody tr')].map(r => [...r.cells].map(c => c.innerText))")
+    assert rows == [["1", FIRST_ISSUE, "bag", "shoe", "4.2e-04", "both", "0.125", "shoe", "8.0e-04", "shoe", "2"],
+                    ["2", "item-011", TRICKY, "shoe", "0.040", "both", "0.310", "hat", "0.020", "shoe", "1"],
+                    ["3", LONG_ID, "hat", "bag", "0.200", "zero-shot", "0.200", "bag", "–", "–", "0"]]
+    notes = page.execute_script("return [...document.querySelectorAll('#issues p.note')].map(p => p.innerText)")
+    assert notes[-1].startswith("p_given: the probability that the given label is right")
+    assert "zero-shot (zs): the refined joint posterior" in notes[-1] and "label-aware (la)" in notes[-1]
+
+
+def test_a_run_from_before_schema_4_shows_its_issues_scored_by_the_old_rules(made):
+    db, _ = made
+    page = html_report.build_report(db, "r-old").html
+    issues = page[page.index('<section id="issues">'):]
+    issues = issues[:issues.index("</section>")]
+    assert "<th>score</th>" in issues and "<th>given gap</th>" in issues and "<th>p_given</th>" not in issues
+    assert '<td rowspan="2">2.250</td>' in issues and "<td>hat (0.100)</td>" in issues
+    assert issues.index(FIRST_ISSUE) < issues.index("item-011") and "rowspan" in issues
+    assert "Scored by the schema-3 rules" in issues
+    text = report.render_report(db, "r-old")
+    table = text[text.index("## Labels worth a look: top 5 of 2"):]
+    assert "| rank | item_id  | given_label" in table and "| score |" in table
+    assert "| 1    | item-007 | bag " in table and "2.250" in table
+    assert "Scored by the schema-3 rules" in table and "p_given" not in table.replace("no p_given", "")
+
+
+def test_the_terminal_report_shows_the_top_issues_with_each_route_s_evidence(made):
+    db, _ = made
+    text = report.render_report(db, "r-main")
+    section = text[text.index("## Labels worth a look: top 5 of 3 (annotation_issues)"):].splitlines()
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in section if line.startswith("|")]
+    assert table[0] == ["rank", "item_id", "given", "suggested", "p_given", "route", "zs p_given", "zs label",
+                        "la p_given", "la label", "agree"]
+    assert table[2] == ["1", FIRST_ISSUE, "bag", "shoe", "4.2e-04", "both", "0.125", "shoe", "8.0e-04", "shoe", "2"]
+    assert table[4] == ["3", LONG_ID, "hat", "bag", "0.200", "zero-shot", "0.200", "bag", "-", "-", "0"]
+    assert section[-1].startswith("p_given: the probability that the given label is right")
+    assert "score" not in "\n".join(section)
 
 
 def test_the_metrics_table_has_the_refined_column_and_both_gains(page):
