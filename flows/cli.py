@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     fields = ("items", "classes", "db", "gold_column", "strategy", "cutoff", "min_dims", "max_dims", "min_items",
               "pair_margin", "score_floor", "candidates", "seed", "chunk_size", "run_id", "export_dir",
               "fit_fraction", "dask_address", "refine_iterations", "refine_temperature", "refine_anchor", "refine_eps",
-              "refine_tau", "refine_sample", "calibration")
+              "refine_tau", "refine_sample", "calibration", "review")
     given = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     try:
         params = ReclassifyParams(**given)
@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--refine-sample", type=int, help="rows of the seeded sample the refinement is fitted on")
     run.add_argument("--calibration", choices=["auto", "gold", "label-free"],
                      help="fit the confidence on the gold column out of fold, or not (auto: when one is given)")
+    run.add_argument("--review", choices=["auto", "zero-shot", "label-aware", "both"],
+                     help="with --gold-column, what annotation_issues ranks by: the zero-shot posterior, an "
+                     "out-of-fold discriminant on the given labels, or both combined (default auto: both)")
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser("demo", help="reclassify a synthetic demo catalog and print the report")

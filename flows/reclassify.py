@@ -24,7 +24,7 @@ from tasks.fit import fit_masks, partition_stats
 from tasks.label import label_partition
 from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
-from tasks.review import stage_annotation_issues
+from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import commit_run, fail_run, stage_sources, start_run, validate_sources
 from tasks.sources import Partition
 from tasks.staging import Staging
@@ -96,6 +96,10 @@ class ReclassifyParams(BaseModel):
     calibration: Literal["auto", "gold", "label-free"] = Field(
         default="auto", description="Fit the confidence weights out of fold on the gold column ('gold'), or not "
         "('label-free'); 'auto': gold when a gold column is given")
+    review: Literal["auto", "zero-shot", "label-aware", "both"] = Field(
+        default="auto", description="With a gold column, the evidence annotation_issues ranks by: the refined "
+        "joint posterior, which never reads the labels ('zero-shot'), an out-of-fold discriminant on the given "
+        "labels ('label-aware'), or both combined; 'auto': both")
 
     def refine_params(self) -> dict[str, Any]:
         return {"n_iter": self.refine_iterations, "temperature": self.refine_temperature,
@@ -150,11 +154,16 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             refinement = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
                                         params.refine_params(), staging, label_aware, params.seed)
             watch.lap("refine")
+            review = None
+            if plan.gold_column:
+                review = fit_review([part["sample"] for part in pass1], [part["class_sums"] for part in pass1], plan,
+                                    fitted["model"], refinement["path"], staging, params.review)
+                watch.lap("fit_review")
 
             staged_parts = partitions(
                 "label-partition", plan.partitions,
                 {"plan": plan, "staging": staging, "model_path": fitted["model"], "refinement_path": refinement["path"],
-                 "seed": params.seed, "run_id": run_id},
+                 "review_path": review and review["path"], "seed": params.seed, "run_id": run_id},
                 progress, offset=n_parts, total=2 * n_parts,
             )
             watch.lap("pass2")
@@ -175,6 +184,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "details": {
                     "brackets": fitted["brackets"],
                     "calibration": refinement["calibration"],
+                    "review": review and review["details"],
                     "sample_rate": sample_rate,
                     "n_partitions": n_parts,
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),

@@ -243,13 +243,7 @@ class MixtureRefiner:
         return self.anchor_weight * log_anchor + loglik
 
 
-def row_draws(seed: int, partition: int, n_rows: int, rate: float, n_folds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of a partition: whether it is in the seeded sample, and its fold (0 .. n_folds - 1).
-
-    Drawn from the seed and the partition's number alone, so every pass that
-    reads the partition draws the same: the sample is taken in pass 1, and
-    the folds must agree between the calibration (fitted on the sample) and
-    the labelling pass that applies it out of fold.
-    """
-    rng = np.random.default_rng([seed, partition])
-    return rng.random(n_rows) < rate, rng.integers(0, n_folds, n_rows)
+def sample_rows(seed: int, partition: int, n_rows: int, rate: float) -> np.ndarray:
+    """Per row of a partition, whether it is in the seeded sample (drawn from the seed and the partition's
+    number alone, so a re-run draws the same rows)."""
+    return np.random.default_rng([seed, partition]).random(n_rows) < rate

@@ -1,10 +1,7 @@
--- A run's annotation issues, most likely mislabelled first, from relations `review_items` (the verdicts the
--- label pass staged, pairwise_core/review.py) and `spread` (sql/review_class_spread.sql); the caller numbers
--- the rows as it streams them.
--- Items with no evidence against their given label (raw_score 0) are left out.
-SELECT $run_id AS run_id, r.item_id, r.given_label, r.suggested_label,
-       coalesce((r.raw_score - s.mean_raw) / nullif(s.sd_raw, 0), 0) AS score,
-       r.raw_score, r.agreeing_modalities, r.evidence
-FROM review_items AS r JOIN spread AS s USING (given_label)
-WHERE r.raw_score > 0
-ORDER BY score DESC, r.item_id
+-- A run's annotation issues, most likely mislabelled first, from the relation `review_items` (the verdicts the
+-- label pass staged, tasks/label.py); the caller numbers the rows as it streams them. Every item with a known
+-- given label is ranked: an analyst reads from the top, or filters by p_given.
+SELECT $run_id AS run_id, item_id, given_label, suggested_label, p_given, route,
+       zero_shot_p_given, zero_shot_label, label_aware_p_given, label_aware_label, agreeing_modalities
+FROM review_items
+ORDER BY p_given, item_id

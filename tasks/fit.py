@@ -10,9 +10,10 @@ import pyarrow as pa
 from prefect import task
 
 from pairwise_core import PairStats, PairwiseClassifier
-from pairwise_core.refine import row_draws
+from pairwise_core.discriminant import ClassSums
+from pairwise_core.refine import sample_rows
 from tasks.policy import IO_TASK
-from tasks.sample import N_FOLDS, SampleParts, gold_codes
+from tasks.sample import N_FOLDS, SampleParts, gold_codes, item_folds
 from tasks.sources import Partition, Plan, matrix, read_partition
 from tasks.staging import Staging, classifiers, load_stats, save_model, save_stats, write_parquet
 
@@ -22,31 +23,42 @@ def partition_stats(
     partition: Partition, plan: Plan, classes_path: str, core_params: dict[str, Any], staging: Staging,
     sample_rate: float,
 ) -> dict[str, str]:
-    """Stream one partition; return the paths of its pair statistics and of its share of the seeded sample.
+    """Stream one partition; return the paths of its pair statistics, of its share of the seeded sample
+    and, with a gold column, of its class sums per fold (the label-aware review's means, METHOD.md step 9).
 
-    The sample (rows drawn by ``row_draws``, every modality, and the gold
-    label when there is one) carries the refinement's EM iterations and its
-    calibration after pass 1, so the labelling pass can apply them at once.
+    The sample (rows drawn by ``sample_rows``, every modality, and the gold
+    label when there is one) carries the refinement's EM iterations, its
+    calibration and the review's covariance after pass 1, so the labelling
+    pass can apply them at once.
     """
     models = classifiers(classes_path, plan, core_params)
-    totals = {m: PairStats.zeros(len(plan.class_names), plan.dims[m]) for m in plan.modalities}
-    sampled, folds = row_draws(core_params["seed"], partition.index, partition.n_rows, sample_rate, N_FOLDS)
+    k = len(plan.class_names)
+    totals = {m: PairStats.zeros(k, plan.dims[m]) for m in plan.modalities}
+    class_sums = {m: ClassSums.zeros(N_FOLDS, k, plan.dims[m]) for m in plan.modalities}
+    sampled = sample_rows(core_params["seed"], partition.index, partition.n_rows, sample_rate)
     sample = SampleParts(plan)
     offset = 0
-    gold = [plan.gold_column] if plan.gold_column else []
-    for batch in read_partition(partition, [*(f"{m}_embedding" for m in plan.modalities), *gold]):
+    for batch in read_partition(partition, plan.item_columns()):
         rows = np.flatnonzero(sampled[offset : offset + batch.num_rows])
+        offset += batch.num_rows
+        folds = item_folds(batch.column("item_id"), core_params["seed"])
+        gold = gold_codes(batch, plan) if plan.gold_column else None
         for modality, model in models.items():
             usable = matrix(batch, modality, plan.dims[modality])  # rejected rows are recorded in pass 2
             if len(usable.x):
                 totals[modality] = totals[modality] + model.pair_stats(usable.x)
+                if gold is not None:
+                    class_sums[modality] = class_sums[modality] + ClassSums.of(
+                        usable.x, gold[usable.valid], folds[usable.valid], N_FOLDS, k)
             sample.add_modality(modality, usable, rows)
-        sample.add_rows(folds[offset + rows], gold_codes(batch, plan).take(rows) if gold else None, len(rows))
-        offset += batch.num_rows
-    return {
+        sample.add_rows(folds[rows], None if gold is None else gold[rows], len(rows))
+    paths = {
         "stats": save_stats(staging.path("stats", f"part-{partition.index:05d}.npz"), totals),
         "sample": sample.save(staging.path("sample", f"part-{partition.index:05d}.npz")),
     }
+    if plan.gold_column:
+        paths["class_sums"] = save_stats(staging.path("class_sums", f"part-{partition.index:05d}.npz"), class_sums)
+    return paths
 
 
 @task(name="fit-masks", **IO_TASK)

@@ -9,13 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
-from pairwise_core import Classification
 from pairwise_core.joint import joint_log_posterior
-from pairwise_core.refine import log_softmax, row_draws
-from pairwise_core.review import review_items
+from pairwise_core.refine import log_softmax
 from tasks.policy import IO_TASK
 from tasks.refine import Refinement
-from tasks.sample import N_FOLDS, gold_codes
+from tasks.review import Review
+from tasks.sample import gold_codes, item_folds
 from tasks.sources import Partition, Plan, matrix, read_partition
 from tasks.staging import Staging, load_model, load_pickle
 
@@ -47,24 +46,18 @@ JOINT_SCHEMA = pa.schema([
 ])
 
 
-EVIDENCE_TYPE = pa.struct([
-    ("modality", pa.string()),
-    ("base_label", pa.string()),
-    ("base_margin", pa.float32()),
-    ("pairwise_label", pa.string()),
-    ("pairwise_margin", pa.float32()),
-    ("given_gap", pa.float32()),
-    ("given_h2h", pa.float32()),
-])
-
-# one row per item with a known given label; evidence only where it speaks against the label
+# one row per item with a known given label (sql/migrations/004_review_routes.sql says what each column means)
 REVIEW_SCHEMA = pa.schema([
     ("item_id", pa.string()),
     ("given_label", pa.string()),
     ("suggested_label", pa.string()),
-    ("raw_score", pa.float64()),
+    ("p_given", pa.float64()),
+    ("route", pa.string()),
+    ("zero_shot_p_given", pa.float64()),
+    ("zero_shot_label", pa.string()),
+    ("label_aware_p_given", pa.float64()),
+    ("label_aware_label", pa.string()),
     ("agreeing_modalities", pa.int32()),
-    ("evidence", pa.list_(EVIDENCE_TYPE)),
 ])
 
 REJECTED_SCHEMA = pa.schema([
@@ -77,7 +70,8 @@ REJECTED_SCHEMA = pa.schema([
 
 @task(name="label-partition", **IO_TASK)
 def label_partition(
-    partition: Partition, plan: Plan, model_path: str, refinement_path: str, seed: int, staging: Staging, run_id: str
+    partition: Partition, plan: Plan, model_path: str, refinement_path: str, review_path: str | None, seed: int,
+    staging: Staging, run_id: str,
 ) -> dict[str, str]:
     """Run the tourney and the refinement over one partition, streaming; stage its item_labels,
     joint_labels, rejected_items and review_items rows.
@@ -89,24 +83,22 @@ def label_partition(
     """
     models = load_model(model_path)
     refinement: Refinement = load_pickle(refinement_path)
-    folds = row_draws(seed, partition.index, partition.n_rows, 0.0, N_FOLDS)[1]  # the folds pass 1 drew
-    offset = 0
+    review: Review | None = None if review_path is None else load_pickle(review_path)
     names = pa.array(plan.class_names, pa.string())
     kinds = ("item_labels", "joint_labels", "rejected_items", "review_items")
     paths = {kind: staging.part(kind, partition.index) for kind in kinds}
     with pq.ParquetWriter(paths["item_labels"], LABEL_SCHEMA) as labels, \
             pq.ParquetWriter(paths["joint_labels"], JOINT_SCHEMA) as joint_labels, \
             pq.ParquetWriter(paths["rejected_items"], REJECTED_SCHEMA) as rejected, \
-            pq.ParquetWriter(paths["review_items"], REVIEW_SCHEMA) as review:
+            pq.ParquetWriter(paths["review_items"], REVIEW_SCHEMA) as reviews:
         for batch in read_partition(partition, plan.item_columns()):
-            fold = folds[offset : offset + batch.num_rows]
-            offset += batch.num_rows
-            joint = Joint.empty(batch.num_rows, len(models), len(plan.class_names))
             ids = batch.column("item_id").cast(pa.string())
+            fold = item_folds(ids, seed)  # the folds pass 1 drew
+            joint = Joint.empty(batch.num_rows, len(models), len(plan.class_names))
             gold = batch.column(plan.gold_column).cast(pa.string()) if plan.gold_column else None
             # the gold column is the catalog's current label: review it in the same pass (-1: none or unknown)
             given = None if gold is None else gold_codes(batch, plan)
-            evidence = Evidence.empty(batch.num_rows, len(models))
+            xs = [np.zeros((batch.num_rows, plan.dims[m]), np.float32) for m in models] if review else []
             for column, (modality, model) in enumerate(models.items()):
                 usable = matrix(batch, modality, plan.dims[modality])
                 if not usable.valid.all():
@@ -143,10 +135,10 @@ def label_partition(
                     "refined_class": names.take(refined),
                     "refined_confidence": pa.array(confidence.astype(np.float32)),
                 }, schema=LABEL_SCHEMA))
-                if given is not None:
-                    evidence.record(column, usable.valid, result)
-            if given is not None:
-                review.write_table(evidence.review_table(ids, given, names, list(models)))
+                if review is not None:
+                    xs[column][usable.valid] = usable.x
+            if review is not None:
+                reviews.write_table(review_table(review, joint, refinement.free_weights, xs, fold, ids, given, names))
             joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names))
     return {kind: str(path) for kind, path in paths.items()}
 
@@ -192,56 +184,30 @@ class Joint:
         }, schema=JOINT_SCHEMA)
 
 
-@dataclass
-class Evidence:
-    """One record batch's per-modality results, as (rows, modalities) arrays, for the review of its items."""
-
-    base_label: np.ndarray
-    base_margin: np.ndarray
-    label: np.ndarray
-    margin: np.ndarray
-    given_gap: np.ndarray
-    given_h2h: np.ndarray
-    reviewed: np.ndarray
-
-    @classmethod
-    def empty(cls, n: int, n_modalities: int) -> Evidence:
-        shape = (n, n_modalities)
-        nan = lambda: np.full(shape, np.nan, np.float32)  # noqa: E731
-        return cls(np.zeros(shape, np.int64), nan(), np.zeros(shape, np.int64), nan(), nan(), nan(),
-                   np.zeros(shape, bool))
-
-    def record(self, column: int, valid: np.ndarray, result: Classification) -> None:
-        for name in ("base_label", "base_margin", "label", "margin", "given_gap", "given_h2h"):
-            getattr(self, name)[valid, column] = getattr(result, name)
-        self.reviewed[valid, column] = ~np.isnan(result.given_gap)
-
-    def review_table(self, ids: pa.Array, given: np.ndarray, names: pa.Array, modalities: list[str]) -> pa.Table:
-        """review_items rows of the batch's items with a known given label; evidence only where it speaks against it."""
-        rows = np.flatnonzero(self.reviewed.any(axis=1))
-        reviewed = self.reviewed[rows]
-        verdict = review_items(given[rows], self.base_label[rows], self.label[rows], self.margin[rows],
-                               self.given_gap[rows], reviewed)
-        against = verdict.raw_score > 0
-        shown = reviewed & against[:, None]  # row-major flattening keeps each item's modalities together
-        offsets = np.concatenate([[0], np.cumsum(shown.sum(axis=1))]).astype(np.int32)
-        column = np.broadcast_to(np.arange(len(modalities)), shown.shape)[shown]
-        pick = lambda values: values[rows][shown]  # noqa: E731
-        structs = pa.StructArray.from_arrays([
-            pa.array(np.asarray(modalities, dtype=object)[column], pa.string()),
-            names.take(pick(self.base_label)), pa.array(pick(self.base_margin)),
-            names.take(pick(self.label)), pa.array(pick(self.margin)),
-            pa.array(pick(self.given_gap)), pa.array(pick(self.given_h2h)),
-        ], fields=list(REVIEW_SCHEMA.field("evidence").type.value_type))
-        suggested = verdict.suggested
-        return pa.table({
-            "item_id": ids.take(pa.array(rows)),
-            "given_label": names.take(pa.array(given[rows])),
-            "suggested_label": names.take(pa.array(suggested, mask=suggested < 0)),
-            "raw_score": pa.array(verdict.raw_score),
-            "agreeing_modalities": pa.array(verdict.agreeing.astype(np.int32)),
-            "evidence": pa.ListArray.from_arrays(pa.array(offsets), structs, mask=pa.array(~against)),
-        }, schema=REVIEW_SCHEMA)
+def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: list[np.ndarray], fold: np.ndarray,
+                 ids: pa.Array, given: np.ndarray, names: pa.Array) -> pa.Table:
+    """review_items rows of the batch's items with a known given label and at least one modality."""
+    rows = np.flatnonzero((given >= 0) & joint.present.any(axis=1))
+    present, at = joint.present[rows], (np.arange(rows.size), given[rows])
+    zero_shot = joint_log_posterior(joint.terms[rows], present, free_weights)
+    route, aware = review.judge(zero_shot, [x[rows] for x in xs], present, fold[rows])
+    others = route.copy()
+    others[at] = -np.inf
+    suggested = others.argmax(axis=1)
+    agreeing = ((joint.refined[rows] == suggested[:, None]) & present).sum(axis=1)
+    n = rows.size
+    return pa.table({
+        "item_id": ids.take(pa.array(rows)),
+        "given_label": names.take(pa.array(given[rows])),
+        "suggested_label": names.take(pa.array(suggested)),
+        "p_given": pa.array(np.exp(route[at])),
+        "route": _repeat(review.route, n),
+        "zero_shot_p_given": pa.array(np.exp(zero_shot[at])),
+        "zero_shot_label": names.take(pa.array(zero_shot.argmax(axis=1))),
+        "label_aware_p_given": pa.nulls(n, pa.float64()) if aware is None else pa.array(np.exp(aware[at])),
+        "label_aware_label": pa.nulls(n, pa.string()) if aware is None else names.take(pa.array(aware.argmax(axis=1))),
+        "agreeing_modalities": pa.array(agreeing.astype(np.int32)),
+    }, schema=REVIEW_SCHEMA)
 
 
 def _nan_to_null(values: np.ndarray) -> pa.Array:

@@ -35,6 +35,7 @@ class Refinement:
     view_weights: np.ndarray
     joint_weights: np.ndarray
     calibration: str  # 'gold': out of fold against the catalog's labels; 'label-free'
+    free_weights: np.ndarray  # (modalities,) the label-free joint weights: the review's zero-shot evidence
 
 
 def sample_terms(refiners: dict[str, MixtureRefiner], models: dict[str, Any], sample: Sample) -> np.ndarray:
@@ -93,8 +94,10 @@ def fit_refinement(
     sample = sample.rows(rows)
     present = np.stack([sample.valid[m] for m in plan.modalities], axis=1)
     gold = sample.gold if label_aware else np.full(sample.n_rows, -1)
-    view, joint, how = calibration_weights(sample_terms(refiners, models, sample), present, sample.fold, gold)
+    terms = sample_terms(refiners, models, sample)
+    view, joint, how = calibration_weights(terms, present, sample.fold, gold)
+    free = joint[0] if how == "label-free" else cross_view_weights(terms, present)[1]
     path = staging.path("refinement.pkl")
     with path.open("wb") as handle:
-        pickle.dump(Refinement(refiners, view, joint, how), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(Refinement(refiners, view, joint, how, free), handle, protocol=pickle.HIGHEST_PROTOCOL)
     return {"path": str(path), "calibration": how}

@@ -1,14 +1,19 @@
-"""Review of the catalog's current labels: the ranked annotation_issues of a run.
+"""Review of the catalog's given labels (METHOD.md step 9): the evidence of each route, and the ranked
+annotation_issues of a run.
 
-The label pass stages each item's verdict (pairwise_core.review) beside its
-labels; here the per-label spread is a small aggregate and the final order
-one sort that DuckDB spills to disk past its memory limit. Rows are numbered
-while they stream out.
+After pass 1, ``fit_review`` fits the label-aware discriminant (class sums of
+every item, covariance of the seeded sample) and, for the route 'both', the
+weights of the two routes' log posteriors; the label pass applies them to
+every item (``Review.judge``). The final order is one sort that DuckDB spills
+to disk past its memory limit; rows are numbered while they stream out.
 """
 
 from __future__ import annotations
 
+import pickle
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import numpy as np
@@ -16,12 +21,89 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
+from pairwise_core.discriminant import ClassSums, FoldDiscriminant, Scatter
+from pairwise_core.joint import fit_weights, joint_log_posterior
+from pairwise_core.refine import log_softmax
 from tasks.policy import IO_TASK
-from tasks.store import DUCKDB_MEMORY
+from tasks.refine import Refinement, sample_terms
+from tasks.sample import N_FOLDS, load_sample
+from tasks.sources import Plan
 from tasks.sql import statement
-from tasks.staging import Staging
+from tasks.staging import Staging, load_model, load_pickle, load_stats
+from tasks.store import DUCKDB_MEMORY
 
+Route = Literal["zero-shot", "label-aware", "both"]
 _BATCH_ROWS = 65_536
+# fewer complete labelled sample rows than this: no label-aware route (a covariance from noise)
+MIN_REVIEW_ROWS = 200
+
+
+@dataclass
+class Review:
+    """What the label pass applies to each item with a given label."""
+
+    route: Route
+    discriminant: FoldDiscriminant | None  # None for the zero-shot route
+    weights: np.ndarray  # (2,) for 'both': of the label-aware and the zero-shot log posteriors
+
+    def judge(self, zero_shot: np.ndarray, xs: list[np.ndarray], present: np.ndarray,
+              fold: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the route's log posterior, the label-aware one or None), both (n, K), from the zero-shot log
+        posterior and the items' embeddings per modality."""
+        if self.discriminant is None:
+            return zero_shot, None
+        aware = self.discriminant.log_posterior(xs, present, fold)
+        if self.route == "label-aware":
+            return aware, aware
+        return combine(aware, zero_shot, self.weights), aware
+
+
+def combine(aware: np.ndarray, zero_shot: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The two routes' log posteriors weighted and renormalized: a product of experts."""
+    return log_softmax(weights[0] * aware + weights[1] * zero_shot)
+
+
+def choose_route(requested: str, n_rows: int) -> Route:
+    """'auto' is 'both'; a label-aware route needs enough labelled sample rows, else zero-shot."""
+    route = "both" if requested == "auto" else requested
+    return route if route == "zero-shot" or n_rows >= MIN_REVIEW_ROWS else "zero-shot"
+
+
+@task(name="fit-review", **IO_TASK)
+def fit_review(sample_paths: list[str], class_sums_paths: list[str], plan: Plan, model_path: str,
+               refinement_path: str, staging: Staging, requested: str) -> dict[str, object]:
+    """Fit the label-aware discriminant on the given labels and the routes' weights; return the path of the
+    pickled ``Review`` and what was fitted (kept in runs.details.review)."""
+    sample = load_sample(sample_paths, plan.modalities)
+    complete = (sample.gold >= 0) & np.all([sample.valid[m] for m in plan.modalities], axis=0)
+    route = choose_route(requested, int(complete.sum()))
+    details: dict[str, object] = {"route": route, "requested": requested, "sample_rows": int(complete.sum())}
+    review = Review(route, None, np.array([0.0, 1.0]))
+    if route != "zero-shot":
+        k = len(plan.class_names)
+        sums = {m: ClassSums.zeros(N_FOLDS, k, plan.dims[m]) for m in plan.modalities}
+        for path in class_sums_paths:
+            for m, part in load_stats(path, plan.modalities, ClassSums).items():
+                sums[m] = sums[m] + part
+        rows = sample.rows(np.flatnonzero(complete))
+        x = np.concatenate([rows.x[m] for m in plan.modalities], axis=1)
+        discriminant = FoldDiscriminant([sums[m] for m in plan.modalities],
+                                        Scatter.of(x, rows.gold, rows.fold, N_FOLDS, k), x, rows.gold, rows.fold)
+        review = Review(route, discriminant, np.array([1.0, 0.0]))
+        details |= {"shrinkage": discriminant.shrinkage, "temperature": discriminant.temperature}
+        if route == "both":
+            refinement: Refinement = load_pickle(refinement_path)
+            present = np.ones((rows.n_rows, len(plan.modalities)), bool)
+            zero_shot = joint_log_posterior(sample_terms(refinement.refiners, load_model(model_path), rows),
+                                            present, refinement.free_weights)
+            aware = discriminant.log_posterior([rows.x[m] for m in plan.modalities], present, rows.fold)
+            review.weights = fit_weights(np.stack([aware, zero_shot], axis=1), np.ones((rows.n_rows, 2), bool),
+                                         rows.gold)
+            details["weights"] = {"label_aware": float(review.weights[0]), "zero_shot": float(review.weights[1])}
+    path = staging.path("review.pkl")
+    with path.open("wb") as handle:
+        pickle.dump(review, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return {"path": str(path), "details": details}
 
 
 def rank_annotation_issues(review_paths: list[str], workdir: Path, run_id: str) -> list[str]:
@@ -31,7 +113,6 @@ def rank_annotation_issues(review_paths: list[str], workdir: Path, run_id: str) 
     with duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.execute("SET temp_directory = ?", [str(workdir / "spill")])
         con.read_parquet(review_paths).create_view("review_items")
-        con.register("spread", con.sql(statement("review_class_spread")).to_arrow_table())
         reader = con.execute(statement("annotation_issues"), {"run_id": run_id}).to_arrow_reader(_BATCH_ROWS)
         writer, rank = None, 0
         for batch in reader:
@@ -48,5 +129,5 @@ def rank_annotation_issues(review_paths: list[str], workdir: Path, run_id: str) 
 
 @task(name="annotation-issues", **IO_TASK)
 def stage_annotation_issues(review_paths: list[str], staging: Staging, run_id: str) -> list[str]:
-    """Rank the items whose gold label the run's evidence speaks against; return the staged Parquet file."""
+    """Rank the items with a given label by the probability that it is right; return the staged Parquet file."""
     return rank_annotation_issues(review_paths, staging.path("review"), run_id)

@@ -63,23 +63,22 @@ def classifiers(classes_path: str, plan: Plan, core_params: dict[str, Any]) -> d
     }
 
 
-def save_stats(path: Path, stats: dict[str, PairStats]) -> str:
+def save_stats(path: Path, stats: dict[str, Any]) -> str:
+    """Per modality, a dataclass of arrays (PairStats, ClassSums), as one .npz file."""
     arrays = {
         f"{modality}/{field.name}": getattr(s, field.name)
         for modality, s in stats.items()
-        for field in dataclasses.fields(PairStats)
+        for field in dataclasses.fields(s)
     }
     with path.open("wb") as handle:
         np.savez(handle, **arrays)
     return str(path)
 
 
-def load_stats(path: str, modalities: tuple[str, ...]) -> dict[str, PairStats]:
+def load_stats(path: str, modalities: tuple[str, ...], kind: type = PairStats) -> dict[str, Any]:
     with np.load(path) as data:
-        return {
-            m: PairStats(**{field.name: data[f"{m}/{field.name}"] for field in dataclasses.fields(PairStats)})
-            for m in modalities
-        }
+        return {m: kind(**{field.name: data[f"{m}/{field.name}"] for field in dataclasses.fields(kind)})
+                for m in modalities}
 
 
 def save_model(path: Path, fitted: dict[str, PairwiseClassifier]) -> str:

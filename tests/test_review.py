@@ -1,5 +1,7 @@
-"""Review of the given labels: the evidence in the core, the annotation_issues and consensus_labels rules in SQL,
-and the flow's table on a catalog with known flipped labels."""
+"""Review of the given labels: the classifier's evidence, the annotation_issues ranking, the old runs' consensus
+rule after the upgrade, and the flow's table on a catalog with known flipped labels, by each route."""
+
+import json
 
 import duckdb
 import numpy as np
@@ -12,10 +14,9 @@ from hypothesis import strategies as st
 
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import PairwiseClassifier, make_catalog
-from pairwise_core.review import review_items
 from tasks import store
 from tasks.label import REVIEW_SCHEMA
-from tasks.review import rank_annotation_issues
+from tasks.review import MIN_REVIEW_ROWS, choose_route, combine, rank_annotation_issues
 from tests.conftest import write_catalog
 from tests.reference import masked_cosine, noisy_catalog, unit_rows
 
@@ -60,7 +61,51 @@ def test_given_labels_are_checked():
         clf.classify(x, given=np.zeros(9, dtype=int))
 
 
-# -- the review rules, on hand-made labels ---------------------------------------------------------------------
+# -- the ranking ------------------------------------------------------------------------------------------------
+
+
+def review_part(path, rows):
+    """A staged review_items part from (item_id, given, suggested, p_given) rows."""
+    n = len(rows)
+    pq.write_table(pa.table({
+        "item_id": [r[0] for r in rows], "given_label": [r[1] for r in rows],
+        "suggested_label": [r[2] for r in rows], "p_given": [r[3] for r in rows],
+        "route": ["both"] * n, "zero_shot_p_given": [0.5] * n, "zero_shot_label": ["a"] * n,
+        "label_aware_p_given": [r[3] for r in rows], "label_aware_label": [r[2] for r in rows],
+        "agreeing_modalities": pa.array([1] * n, pa.int32()),
+    }, schema=REVIEW_SCHEMA), path)
+    return str(path)
+
+
+def test_annotation_issues_rank_every_item_by_p_given_across_partitions(tmp_path):
+    parts = [review_part(tmp_path / "a.parquet", [("x", "a", "b", 0.9), ("y", "a", "c", 0.05)]),
+             review_part(tmp_path / "b.parquet", [("w", "b", "a", 0.05), ("z", "c", "a", 0.4)])]
+    got = pq.read_table(rank_annotation_issues(parts, tmp_path / "w", "r")[0]).to_pylist()
+    # lowest p_given first, ties by item_id; every item is ranked, the likely right ones last
+    assert [(row["rank"], row["item_id"], row["p_given"]) for row in got] == [
+        (1, "w", 0.05), (2, "y", 0.05), (3, "z", 0.4), (4, "x", 0.9)]
+    assert {row["run_id"] for row in got} == {"r"}
+
+
+def test_no_issue_no_file(tmp_path):
+    part = tmp_path / "review.parquet"
+    pq.write_table(REVIEW_SCHEMA.empty_table(), part)
+    assert rank_annotation_issues([str(part)], tmp_path / "w", "r") == []
+
+
+def test_the_route_falls_back_to_zero_shot_without_enough_labelled_rows():
+    assert choose_route("auto", MIN_REVIEW_ROWS) == "both"
+    assert choose_route("label-aware", MIN_REVIEW_ROWS - 1) == "zero-shot"
+    assert choose_route("zero-shot", 10**6) == "zero-shot"
+
+
+def test_combined_routes_are_a_normalized_weighted_product():
+    rng = np.random.default_rng(0)
+    aware, zero_shot = (np.log(rng.dirichlet(np.ones(4), 6)) for _ in range(2))
+    got = combine(aware, zero_shot, np.array([0.7, 0.3]))
+    expected = np.exp(aware) ** 0.7 * np.exp(zero_shot) ** 0.3
+    np.testing.assert_allclose(np.exp(got), expected / expected.sum(axis=1, keepdims=True), rtol=1e-12)
+
 
 LABELS = [  # item, modality, base, pairwise, pairwise margin, gold, given_gap, given_h2h
     ("agree", "image", "a", "a", 0.30, "a", 0.0, 0.0),
@@ -73,98 +118,6 @@ LABELS = [  # item, modality, base, pairwise, pairwise margin, gold, given_gap, 
     ("wrong", "text", "b", "b", 0.40, "a", 0.5, 0.3),
     ("alone", "image", "c", "a", 0.15, "a", 0.05, 0.0),
 ]
-ITEMS, CLASSES = ["agree", "tie", "even", "wrong", "alone"], ["a", "b", "c"]
-
-
-def evidence_arrays():
-    """LABELS as the label pass holds them: (items, modalities) arrays, class indices."""
-    shape = (len(ITEMS), 2)
-    base, label = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
-    margin, gap, reviewed = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, bool)
-    given = np.zeros(len(ITEMS), np.int64)
-    for item, modality, b, p, m, g, gp, _ in LABELS:
-        i, j = ITEMS.index(item), ["image", "text"].index(modality)
-        base[i, j], label[i, j], margin[i, j], gap[i, j] = CLASSES.index(b), CLASSES.index(p), m, gp
-        reviewed[i, j], given[i] = True, CLASSES.index(g)
-    return given, base, label, margin, gap, reviewed
-
-
-def test_review_rules_by_hand():
-    verdict = review_items(*evidence_arrays())
-    got = {item: (round(raw, 3), CLASSES[s] if s >= 0 else None, int(n))
-           for item, raw, s, n in zip(ITEMS, verdict.raw_score, verdict.suggested, verdict.agreeing, strict=True)}
-    assert got == {
-        "agree": (0.0, None, 0),  # nothing against its label
-        "tie": (1.1, "b", 1),  # mean(1 + 0.2, 1 + 0.0); b and c tie in votes, b has the larger margin
-        "even": (1.05, "a", 1),  # mean(1 + 0.1, 1 + 0.0); a and b tie in votes and margin: the first class
-        "wrong": (1.55, "b", 2),  # both modalities say b, far from a: mean(1 + 0.6, 1 + 0.5)
-        "alone": (0.05, "c", 0),  # only the base label disagrees: it is the suggestion
-    }
-
-
-@st.composite
-def verdicts(draw):
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    n, m, k = draw(st.integers(1, 30)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    reviewed = rng.random((n, m)) < 0.8
-    margin = np.round(rng.random((n, m)), 1)  # coarse, so that ties happen
-    margin[rng.random((n, m)) < 0.1] = np.nan
-    gap = np.round(rng.random((n, m)), 1) * (rng.random((n, m)) < 0.5)
-    return (rng.integers(0, k, n), rng.integers(0, k, (n, m)), rng.integers(0, k, (n, m)), margin,
-            np.where(reviewed, gap, np.nan), reviewed)
-
-
-@given(verdicts())
-def test_review_rules_match_a_per_item_reading_of_the_docstring(case):
-    given_labels, base, label, margin, gap, reviewed = case
-    verdict = review_items(given_labels, base, label, margin, gap, reviewed)
-    for i, g in enumerate(given_labels):
-        mods = np.flatnonzero(reviewed[i])
-        if not mods.size:
-            assert np.isnan(verdict.raw_score[i])
-            continue
-        assert verdict.raw_score[i] == pytest.approx(np.mean([(label[i, j] != g) + gap[i, j] for j in mods]))
-        strength = lambda c, values: max((values[i, j] for j in mods if label[i, j] == c and not np.isnan(values[i, j])),
-                                         default=-np.inf)
-        others = {label[i, j] for j in mods if label[i, j] != g}
-        if others:
-            votes = {c: sum(label[i, j] == c for j in mods) for c in others}
-            best = min(others, key=lambda c: (-votes[c], -strength(c, margin), c))
-            assert (verdict.suggested[i], verdict.agreeing[i]) == (best, votes[best])
-            continue
-        base_others = {base[i, j] for j in mods if base[i, j] != g}
-        gap_of = lambda c: max(gap[i, j] for j in mods if base[i, j] == c)
-        expected = min(base_others, key=lambda c: (-gap_of(c), c)) if base_others else -1
-        assert (verdict.suggested[i], verdict.agreeing[i]) == (expected, 0)
-
-
-def test_annotation_issues_are_standardized_within_the_given_label(tmp_path):
-    given, base, label, margin, gap, reviewed = evidence_arrays()
-    verdict = review_items(given, base, label, margin, gap, reviewed)
-    part = tmp_path / "review.parquet"
-    pq.write_table(pa.table({
-        "item_id": ITEMS, "given_label": [CLASSES[g] for g in given],
-        "suggested_label": [CLASSES[s] if s >= 0 else None for s in verdict.suggested],
-        "raw_score": verdict.raw_score, "agreeing_modalities": verdict.agreeing.astype(np.int32),
-        "evidence": pa.nulls(len(ITEMS), REVIEW_SCHEMA.field("evidence").type),
-    }, schema=REVIEW_SCHEMA), part)
-    files = rank_annotation_issues([str(part)], tmp_path / "w", "r")
-    got = pq.read_table(files[0]).to_pylist()
-    assert [(row["rank"], row["item_id"], row["suggested_label"]) for row in got] == [
-        (1, "wrong", "b"), (2, "tie", "b"), (3, "even", "a"), (4, "alone", "c"),
-    ]  # "agree" has no evidence against it and is left out
-    # score: raw_score standardized among the items given the same label ("agree" included);
-    # "even" is alone in class c, so its score is 0
-    given_a = np.array([0.0, 1.1, 1.55, 0.05])  # agree, tie, wrong, alone
-    z = (given_a - given_a.mean()) / given_a.std()
-    assert {row["item_id"]: row["score"] for row in got} == pytest.approx(
-        {"wrong": z[2], "tie": z[1], "even": 0.0, "alone": z[3]})
-
-
-def test_no_issue_no_file(tmp_path):
-    part = tmp_path / "review.parquet"
-    pq.write_table(REVIEW_SCHEMA.empty_table(), part)
-    assert rank_annotation_issues([str(part)], tmp_path / "w", "r") == []
 
 
 def test_runs_before_the_joint_label_keep_their_vote_rule_after_the_upgrade(tmp_path):
@@ -193,7 +146,8 @@ def test_runs_before_the_joint_label_keep_their_vote_rule_after_the_upgrade(tmp_
 # -- the flow --------------------------------------------------------------------------------------------------
 
 
-def test_a_run_ranks_flipped_catalog_labels_first(prefect_harness, tmp_path):
+@pytest.mark.parametrize("route", ["zero-shot", "label-aware", "both"])
+def test_a_run_ranks_flipped_catalog_labels_first(prefect_harness, tmp_path, route):
     items, classes = make_catalog(1500, 5, seed=11)
     rng = np.random.default_rng(11)
     flipped = rng.random(items.num_rows) < 0.1
@@ -204,12 +158,26 @@ def test_a_run_ranks_flipped_catalog_labels_first(prefect_harness, tmp_path):
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
     db = tmp_path / "out.duckdb"
     summary = reclassify_catalog(ReclassifyParams(
-        items=items_glob, classes=classes_path, db=str(db), gold_column="label", chunk_size=500,
+        items=items_glob, classes=classes_path, db=str(db), gold_column="label", chunk_size=500, review=route,
     ))
     with duckdb.connect(str(db), read_only=True) as con:
-        issues = con.execute("SELECT item_id FROM annotation_issues WHERE run_id = ? ORDER BY rank",
-                             [summary["run_id"]]).fetchall()
+        rows = con.execute("SELECT item_id, p_given, route, zero_shot_p_given, label_aware_p_given, given_label, "
+                           "suggested_label FROM annotation_issues WHERE run_id = ? ORDER BY rank",
+                           [summary["run_id"]]).fetchall()
         statuses = dict(con.execute("SELECT status, count(*) FROM consensus_labels GROUP BY ALL").fetchall())
+        details = json.loads(con.execute("SELECT details FROM runs").fetchone()[0])
+    issues = [row[:1] for row in rows]
+    assert details["review"]["route"] == route and {row[2] for row in rows} == {route}
+    assert len(rows) == items.num_rows  # every labelled item is ranked
+    p_given = [row[1] for row in rows]
+    assert p_given == sorted(p_given) and all(0 <= p <= 1 for p in p_given)
+    assert all(row[5] != row[6] for row in rows)  # the suggestion is another class
+    if route == "zero-shot":
+        assert all(row[4] is None and row[1] == row[3] for row in rows)
+    if route == "label-aware":
+        assert all(row[1] == row[4] for row in rows)
+    if route == "both":
+        assert set(details["review"]["weights"]) == {"label_aware", "zero_shot"}
     flipped_ids = set(pc.filter(items.column("item_id"), pa.array(flipped)).to_pylist())
     top = {item for (item,) in issues[: len(flipped_ids)]}
     # the synthetic catalog is easy (about 95% accuracy): most flips are found, ranked first

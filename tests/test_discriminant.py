@@ -1,0 +1,166 @@
+"""The label-aware review's discriminant (pairwise_core/discriminant.py) against a brute-force reading of
+METHOD.md step 9: per fold, the model of the other folds, written item by item."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pairwise_core.discriminant import SHRINKAGES, TEMPERATURES, ClassSums, FoldDiscriminant, Scatter
+from pairwise_core.refine import log_softmax
+
+N_FOLDS = 5
+
+
+@st.composite
+def catalogs(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    k, dims, n = draw(st.integers(2, 4)), (draw(st.integers(1, 3)), draw(st.integers(1, 3))), draw(st.integers(40, 90))
+    labels = rng.integers(0, k, n)
+    centres = [rng.normal(size=(k, d)) for d in dims]
+    xs = [(c[labels] + rng.normal(scale=0.7, size=(n, c.shape[1]))).astype(np.float32) for c in centres]
+    present = rng.random((n, 2)) < 0.9
+    present[:30] = True  # enough complete rows for a covariance in every fold's complement
+    labels[rng.random(n) < 0.1] = -1
+    labels[:30] = rng.integers(0, k, 30)
+    fold = rng.integers(0, N_FOLDS, n)
+    fold[:30] = np.arange(30) % N_FOLDS
+    for x, column in zip(xs, present.T, strict=True):
+        x[~column] = 0.0
+    return xs, present, labels, fold, k
+
+
+def reference(xs, present, labels, fold, k, sample, shrinkage, temperature):
+    """Every row's out-of-fold log posterior, item by item."""
+    n, dims = len(labels), [x.shape[1] for x in xs]
+    out = np.zeros((n, k))
+    for f in range(N_FOLDS):
+        train = (fold != f) & (labels >= 0)
+        means = np.concatenate([
+            np.array([x[train & present[:, m] & (labels == c)].astype(np.float64).sum(axis=0)
+                      / max((train & present[:, m] & (labels == c)).sum(), 1) for c in range(k)])
+            for m, x in enumerate(xs)], axis=1)
+        counts = np.array([[(train & present[:, m] & (labels == c)).sum() for m in range(2)] for c in range(k)])
+        items = counts.max(axis=1)
+        log_prior = np.log(np.maximum(items, 0.5) / max(items.sum(), 1))
+        rows = [i for i in sample if fold[i] != f]
+        z = np.concatenate([x[rows] for x in xs], axis=1).astype(np.float64)
+        y = labels[rows]
+        centred = np.zeros_like(z)
+        seen = 0
+        for c in range(k):
+            if (y == c).any():
+                centred[y == c] = z[y == c] - z[y == c].mean(axis=0)
+                seen += 1
+        cov = centred.T @ centred / (len(rows) - seen)
+        for i in np.flatnonzero(fold == f):
+            mods = [m for m in range(2) if present[i, m]]
+            if not mods:
+                continue
+            cols = np.concatenate([np.arange(sum(dims[:m]), sum(dims[: m + 1])) for m in mods])
+            block = cov[np.ix_(cols, cols)]
+            shrunk = (1 - shrinkage) * block + shrinkage * np.trace(block) / len(cols) * np.eye(len(cols))
+            inverse = np.linalg.inv(shrunk)
+            row = np.concatenate([xs[m][i] for m in mods]).astype(np.float64)
+            mu = means[:, cols]
+            out[i] = [row @ inverse @ mu[c] - 0.5 * mu[c] @ inverse @ mu[c] + log_prior[c] for c in range(k)]
+    return log_softmax(out / temperature)
+
+
+def fit(xs, present, labels, fold, k, **grids):
+    sums = [ClassSums.of(x[present[:, m]], labels[present[:, m]], fold[present[:, m]], N_FOLDS, k)
+            for m, x in enumerate(xs)]
+    sample = np.flatnonzero(present.all(axis=1) & (labels >= 0))
+    z = np.concatenate([x[sample] for x in xs], axis=1)
+    model = FoldDiscriminant(sums, Scatter.of(z, labels[sample], fold[sample], N_FOLDS, k), z, labels[sample],
+                             fold[sample], **grids)
+    return model, sample
+
+
+@settings(max_examples=40, deadline=None)
+@given(catalogs())
+def test_out_of_fold_posteriors_equal_a_per_item_reference(catalog):
+    xs, present, labels, fold, k = catalog
+    model, sample = fit(xs, present, labels, fold, k)
+    got = model.log_posterior(xs, present, fold)
+    expected = reference(xs, present, labels, fold, k, sample, model.shrinkage, model.temperature)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(catalogs())
+def test_shrinkage_and_temperature_maximize_the_out_of_fold_likelihood(catalog):
+    xs, present, labels, fold, k = catalog
+    model, sample = fit(xs, present, labels, fold, k)
+    # the chosen pair scores at least as well as every other pair of the grids, each scored by the reference
+    scores = {}
+    for a in SHRINKAGES:
+        logits = reference(xs, present, labels, fold, k, sample, a, 1.0)[sample]  # up to a constant per row
+        for t in TEMPERATURES:
+            scores[a, t] = log_softmax(logits / t)[np.arange(sample.size), labels[sample]].sum()
+    chosen = reference(xs, present, labels, fold, k, sample, model.shrinkage, model.temperature)
+    best = chosen[sample][np.arange(sample.size), labels[sample]].sum()
+    assert best >= max(scores.values()) - 1e-6
+
+
+@given(catalogs(), st.lists(st.integers(0, 90), max_size=4))
+def test_class_sums_merge_across_chunks(catalog, cuts):
+    xs, present, labels, fold, k = catalog
+    cuts = sorted(c for c in cuts if c < len(labels))
+    whole = ClassSums.of(xs[0], labels, fold, N_FOLDS, k)
+    merged = ClassSums.zeros(N_FOLDS, k, xs[0].shape[1])
+    for x, y, f in zip(np.split(xs[0], cuts), np.split(labels, cuts), np.split(fold, cuts), strict=True):
+        merged = merged + ClassSums.of(x, y, f, N_FOLDS, k)
+    np.testing.assert_allclose(merged.total, whole.total, atol=1e-9)
+    np.testing.assert_array_equal(merged.count, whole.count)
+    for f in range(N_FOLDS):
+        for c in range(k):
+            rows = (fold == f) & (labels == c)
+            assert whole.count[f, c] == rows.sum()
+            np.testing.assert_allclose(whole.total[f, c], xs[0][rows].sum(axis=0), atol=1e-5)
+
+
+def test_a_label_seen_only_in_its_own_fold_does_not_judge_it():
+    # out of fold: changing the labels of fold 0's items leaves fold 0's posteriors unchanged
+    rng = np.random.default_rng(1)
+    n, k = 200, 3
+    labels = rng.integers(0, k, n)
+    xs = [(np.eye(k)[labels] + rng.normal(scale=0.5, size=(n, k))).astype(np.float32)]
+    present, fold = np.ones((n, 1), bool), np.arange(n) % N_FOLDS
+    # the grids' choice reads every fold: fixed here, so that fold 0's posteriors could only move by its labels
+    grids = {"shrinkages": (0.1,), "temperatures": (1.5,)}
+    first, _ = fit(xs, present, labels, fold, k, **grids)
+    changed = labels.copy()
+    changed[fold == 0] = (changed[fold == 0] + 1) % k
+    second, _ = fit(xs, present, changed, fold, k, **grids)
+    rows = fold == 0
+    np.testing.assert_allclose(first.log_posterior(xs, present, fold)[rows],
+                                   second.log_posterior(xs, present, fold)[rows], atol=1e-9)
+    assert not np.allclose(first.log_posterior(xs, present, fold)[~rows],
+                           second.log_posterior(xs, present, fold)[~rows])
+
+
+def test_an_item_with_no_modality_gets_the_uniform_posterior():
+    rng = np.random.default_rng(2)
+    n, k = 100, 3
+    labels = rng.integers(0, k, n)
+    xs = [(np.eye(k)[labels] + rng.normal(scale=0.5, size=(n, k))).astype(np.float32)]
+    present, fold = np.ones((n, 1), bool), np.arange(n) % N_FOLDS
+    model, _ = fit(xs, present, labels, fold, k)
+    present[0] = False
+    np.testing.assert_allclose(np.exp(model.log_posterior(xs, present, fold)[0]), 1 / k)
+
+
+def test_the_scatter_is_the_pooled_within_class_covariance():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    labels, fold = rng.integers(0, 3, 50), rng.integers(0, N_FOLDS, 50)
+    folds = np.array([False, True, True, False, True])
+    scatter = Scatter.of(x, labels, fold, N_FOLDS, 3)
+    rows = folds[fold]
+    z, y = x[rows].astype(np.float64), labels[rows]
+    centred = np.concatenate([z[y == c] - z[y == c].mean(axis=0) for c in range(3) if (y == c).any()])
+    expected = centred.T @ centred / (rows.sum() - len(set(y)))
+    np.testing.assert_allclose(scatter.within(folds), expected, rtol=1e-6, atol=1e-9)
+    with pytest.raises(AssertionError):  # and it is not the plain covariance
+        np.testing.assert_allclose(scatter.within(folds), np.cov(z.T, bias=True), rtol=1e-3)
