@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pairwise_core.discriminant import SHRINKAGES, TEMPERATURES, ClassSums, FoldDiscriminant, Scatter
+from pairwise_core.discriminant import (
+    POLISH_PENALTY, SHRINKAGES, TEMPERATURES, ClassSums, FoldDiscriminant, Scatter, lbfgs, polish,
+)
 from pairwise_core.refine import log_softmax
 
 N_FOLDS = 5
@@ -81,7 +83,7 @@ def fit(xs, present, labels, fold, k, **grids):
 @given(catalogs())
 def test_out_of_fold_posteriors_equal_a_per_item_reference(catalog):
     xs, present, labels, fold, k = catalog
-    model, sample = fit(xs, present, labels, fold, k)
+    model, sample = fit(xs, present, labels, fold, k, polish_steps=0)  # the Gaussian model alone
     got = model.log_posterior(xs, present, fold)
     expected = reference(xs, present, labels, fold, k, sample, model.shrinkage, model.temperature)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
@@ -91,7 +93,7 @@ def test_out_of_fold_posteriors_equal_a_per_item_reference(catalog):
 @given(catalogs())
 def test_shrinkage_and_temperature_maximize_the_out_of_fold_likelihood(catalog):
     xs, present, labels, fold, k = catalog
-    model, sample = fit(xs, present, labels, fold, k)
+    model, sample = fit(xs, present, labels, fold, k, polish_steps=0)
     # the chosen pair scores at least as well as every other pair of the grids, each scored by the reference
     scores = {}
     for a in SHRINKAGES:
@@ -128,7 +130,7 @@ def test_a_label_seen_only_in_its_own_fold_does_not_judge_it():
     xs = [(np.eye(k)[labels] + rng.normal(scale=0.5, size=(n, k))).astype(np.float32)]
     present, fold = np.ones((n, 1), bool), np.arange(n) % N_FOLDS
     # the grids' choice reads every fold: fixed here, so that fold 0's posteriors could only move by its labels
-    grids = {"shrinkages": (0.1,), "temperatures": (1.5,)}
+    grids = {"shrinkages": (0.1,), "temperatures": (1.5,), "polish_steps": 10}
     first, _ = fit(xs, present, labels, fold, k, **grids)
     changed = labels.copy()
     changed[fold == 0] = (changed[fold == 0] + 1) % k
@@ -164,3 +166,35 @@ def test_the_scatter_is_the_pooled_within_class_covariance():
     np.testing.assert_allclose(scatter.within(folds), expected, rtol=1e-6, atol=1e-9)
     with pytest.raises(AssertionError):  # and it is not the plain covariance
         np.testing.assert_allclose(scatter.within(folds), np.cov(z.T, bias=True), rtol=1e-3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 8))
+def test_lbfgs_reaches_the_minimum_of_a_convex_quadratic(seed, d):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(d, d))
+    hessian, b = a @ a.T + 0.5 * np.eye(d), rng.normal(size=(d, 1))
+    got = lbfgs(lambda w: (float(0.5 * (w * (hessian @ w)).sum() - (b * w).sum()), hessian @ w - b),
+                np.zeros((d, 1)), 200)
+    np.testing.assert_allclose(got, np.linalg.solve(hessian, b), atol=1e-5)
+
+
+def test_the_polish_lowers_the_penalized_logistic_loss_and_keeps_near_the_start():
+    rng = np.random.default_rng(4)
+    n, d, k = 300, 6, 3
+    labels = rng.integers(0, k, n)
+    x = np.eye(k, d)[labels] + rng.normal(scale=0.8, size=(n, d))
+    coef, intercept = rng.normal(scale=0.1, size=(d, k)), np.zeros(k)
+
+    def penalized(c, b):
+        log_p = log_softmax(x @ c + b)
+        return -log_p[np.arange(n), labels].mean() + POLISH_PENALTY / 2 * (((c - coef) ** 2).sum()
+                                                                          + ((b - intercept) ** 2).sum())
+
+    few, more = polish(coef, intercept, x, labels, 3), polish(coef, intercept, x, labels, 50)
+    assert penalized(*few) < penalized(coef, intercept)
+    assert penalized(*more) <= penalized(*few) + 1e-12
+    # at the minimum the gradient vanishes: the optimum of the penalized loss, checked by its first-order condition
+    c, b = more
+    residual = (np.exp(log_softmax(x @ c + b)) - np.eye(k)[labels]) / n
+    np.testing.assert_allclose(x.T @ residual + POLISH_PENALTY * (c - coef), 0, atol=1e-5)
