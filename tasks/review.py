@@ -10,6 +10,7 @@ to disk past its memory limit; rows are numbered while they stream out.
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
+from threadpoolctl import threadpool_limits
 
 from pairwise_core.discriminant import ClassSums, FoldDiscriminant, Scatter
 from pairwise_core.joint import fit_weights, joint_log_posterior
@@ -73,7 +75,17 @@ def choose_route(requested: str, n_rows: int) -> Route:
 def fit_review(sample_paths: list[str], class_sums_paths: list[str], plan: Plan, model_path: str,
                refinement_path: str, staging: Staging, requested: str) -> dict[str, object]:
     """Fit the label-aware discriminant on the given labels and the routes' weights; return the path of the
-    pickled ``Review`` and what was fitted (kept in runs.details.review)."""
+    pickled ``Review`` and what was fitted (kept in runs.details.review).
+
+    It runs alone between the passes, so its products (the sample's scatter, the solves, the polish) get
+    every core: the flow holds BLAS to one thread for the parallel partition tasks.
+    """
+    with threadpool_limits(limits=os.cpu_count(), user_api="blas"):
+        return _fit_review(sample_paths, class_sums_paths, plan, model_path, refinement_path, staging, requested)
+
+
+def _fit_review(sample_paths: list[str], class_sums_paths: list[str], plan: Plan, model_path: str,
+                refinement_path: str, staging: Staging, requested: str) -> dict[str, object]:
     sample = load_sample(sample_paths, plan.modalities)
     complete = (sample.gold >= 0) & np.all([sample.valid[m] for m in plan.modalities], axis=0)
     route = choose_route(requested, int(complete.sum()))
@@ -90,7 +102,8 @@ def fit_review(sample_paths: list[str], class_sums_paths: list[str], plan: Plan,
         discriminant = FoldDiscriminant([sums[m] for m in plan.modalities],
                                         Scatter.of(x, rows.gold, rows.fold, N_FOLDS, k), x, rows.gold, rows.fold)
         review = Review(route, discriminant, np.array([1.0, 0.0]))
-        details |= {"shrinkage": discriminant.shrinkage, "temperature": discriminant.temperature}
+        details |= {"shrinkage": discriminant.shrinkage, "temperature": discriminant.temperature,
+                    "polish_steps": discriminant.polish_steps}
         if route == "both":
             refinement: Refinement = load_pickle(refinement_path)
             present = np.ones((rows.n_rows, len(plan.modalities)), bool)
