@@ -10,6 +10,7 @@ nothing here changes what a run computes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -87,11 +88,23 @@ def _steps(by_method: Mapping[str, float]) -> str:
     return f" {ARROW} ".join(f"{by_method[m]:.3f}" if m in by_method else "-" for m in ("base", "pairwise", "refined"))
 
 
+def review_fit(details: Mapping[str, Any], seconds: float) -> str:
+    """The route the review of the given labels takes (tasks/review.py), on how many sample rows."""
+    weights = details.get("weights")
+    shown = f"; weights label-aware {weights['label_aware']:.2f}, zero-shot {weights['zero_shot']:.2f}" if weights else ""
+    return (f"Review fitted in {seconds:.2f} s: route {details['route']} (asked: {details['requested']}) "
+            f"on {details['sample_rows']:,} labelled sample rows{shown}")
+
+
 def review(gold_column: str | None, issue_paths: Sequence[str], seconds: float) -> str:
+    """How many labelled items were ranked, and how many of their given labels are more likely wrong than right."""
     if gold_column is None:
         return "Review: no gold column, no labels to review"
-    n = sum(pq.ParquetFile(path).metadata.num_rows for path in issue_paths)
-    return f"Review: {n:,} gold labels the evidence speaks against, ranked in {seconds:.2f} s (annotation_issues)"
+    p_given = pa.concat_arrays([pq.read_table(path, columns=["p_given"]).column(0).combine_chunks()
+                                for path in issue_paths]) if issue_paths else pa.array([], pa.float64())
+    doubtful = int(pc.sum(pc.less(p_given, 0.5)).as_py() or 0)
+    return (f"Review: {len(p_given):,} labelled items ranked by p_given in {seconds:.2f} s (annotation_issues); "
+            f"{doubtful:,} given labels more likely wrong than right (p_given < 0.5)")
 
 
 def finished(run_id: str, laps: Mapping[str, float], total: float) -> str:
