@@ -66,8 +66,8 @@ class ReclassifyParams(BaseModel):
     chunk_size: int = Field(default=50_000, ge=1, description="Rows per partition (whole row groups), the unit of work")
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN,
                                description="Name of the run (letters, digits, . _ -); None: a time-stamped one")
-    export_dir: str | None = Field(default=None,
-                                   description="Also write the run's tables as Parquet here; None: only to the DuckDB file")
+    export_dir: str | None = Field(
+        default=None, description="Also write the run's tables as Parquet here; None: only to the DuckDB file")
     fit_fraction: float = Field(
         default=1.0, gt=0, le=1,
         description="Fit the masks on this seeded share of the partitions (1: all). Only for catalogs whose "

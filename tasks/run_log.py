@@ -91,7 +91,8 @@ def _steps(by_method: Mapping[str, float]) -> str:
 def review_fit(details: Mapping[str, Any], seconds: float) -> str:
     """The route the review of the given labels takes (tasks/review.py), on how many sample rows."""
     weights = details.get("weights")
-    shown = f"; weights label-aware {weights['label_aware']:.2f}, zero-shot {weights['zero_shot']:.2f}" if weights else ""
+    shown = (f"; weights label-aware {weights['label_aware']:.2f}, zero-shot {weights['zero_shot']:.2f}"
+             if weights else "")
     return (f"Review fitted in {seconds:.2f} s: route {details['route']} (asked: {details['requested']}) "
             f"on {details['sample_rows']:,} labelled sample rows{shown}")
 

@@ -135,7 +135,8 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(env, tmp_path):
     progress = [line.split("] ", 1)[1] for line in lines if re.match(r"\[\d+:\d\d\] ", line)]
     phases = [line for line in progress if ": " not in line]
     assert phases == ["start Prefect", "validate the sources", "stage the sources", "fit the masks",
-                      "fit the refinement", "fit the review", "metrics", "review the gold labels", "commit", "reports", "finished"]
+                      "fit the refinement", "fit the review", "metrics", "review the gold labels", "commit",
+                      "reports", "finished"]
     for n, name in ((1, "pair statistics"), (2, "labels")):
         assert f"pass {n}/2: {name}: 2,000 items in 4 partitions" in progress
         assert any(re.fullmatch(rf"pass {n}/2: {name}: done, 2,000 items in [\d.]+ s \([\d,]+ items/s\)", line)

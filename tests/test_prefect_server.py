@@ -1,5 +1,6 @@
 """Against a real `prefect server start`: a flow run, its artifacts and logs, and `prefect deploy --all`."""
 
+import json
 import re
 import subprocess
 import sys
@@ -73,9 +74,14 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
                     "FROM pair_masks GROUP BY modality ORDER BY modality")
         metrics = {(m, a, method): v for m, a, method, v in one(
             "SELECT metric, modality_a, method, value FROM agreement_metrics WHERE modality_b IN ('text', 'gold')")}
+        review = json.loads(one("SELECT details FROM runs")[0][0])["review"]
         n_issues, n_doubtful = one("SELECT count(*), count_if(p_given < 0.5) FROM annotation_issues")[0]
     figures = "; ".join(f"{m} {n} pairs, median {med:g} dims ({lo}-{hi}), {fb} fallbacks to all dims"
                         for m, n, med, lo, hi, fb in masks)
+
+    weights = review.get("weights")
+    weighted = (f"; weights label-aware {weights['label_aware']:.2f}, zero-shot {weights['zero_shot']:.2f}"
+                if weights else "")
 
     def steps(metric, modality):
         return " \u2192 ".join(f"{metrics[metric, modality, method]:.3f}" for method in ("base", "pairwise", "refined"))
@@ -86,7 +92,8 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
         r"Pass 1/2, pair statistics: 800 items in 2 partitions, [\d.]+ s \([\d,]+ items/s\)",
         rf"Masks fitted in [\d.]+ s: {re.escape(figures)}",
         r"Refinement fitted in [\d.]+ s on a seeded sample \(100.0% of the rows read\); confidence fitted .*",
-        r"Review fitted in [\d.]+ s: route \S+ \(asked: auto\) on [\d,]+ labelled sample rows.*",
+        r"Review fitted in [\d.]+ s: " + re.escape(f"route {review['route']} (asked: auto) on "
+                                                    f"{review['sample_rows']:,} labelled sample rows{weighted}"),
         r"Pass 2/2, labels: 800 items in 2 partitions, [\d.]+ s \([\d,]+ items/s\)",
         re.escape("Rejected rows (item, modality): 2: image 1 (null embedding); "
                   "text 1 (NaN, Inf or null value in embedding)"),
