@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 # A short-lived process with Prefect's temporary server: keep its background
 # services' chatter (telemetry, sqlite "database is locked" retries) off the
@@ -49,8 +52,9 @@ def _prepare_prefect(verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
 
 
 def _print_report(db: str, run_id: str) -> None:
@@ -59,26 +63,13 @@ def _print_report(db: str, run_id: str) -> None:
     print(render_report(db, run_id))
 
 
-def _point_to_html_report(db: str, run_id: str) -> None:
-    """The flow files an HTML report beside the database: say where."""
-    from tasks.html_report import report_path
-
-    path = report_path(db, run_id)
-    if path.is_file():
-        _say(f"\nHTML report with figures: {path}")
-
-
 def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from flows.reclassify import ReclassifyParams, reclassify_catalog
+    from flows.params import ReclassifyParams
     from tasks.sources import inspect_sources
 
-    fields = ("items", "classes", "db", "gold_column", "strategy", "cutoff", "min_dims", "max_dims", "min_items",
-              "pair_margin", "score_floor", "candidates", "seed", "chunk_size", "run_id", "export_dir",
-              "fit_fraction", "dask_address", "refine_iterations", "refine_temperature", "refine_anchor", "refine_eps",
-              "refine_tau", "refine_sample", "calibration", "review")
-    given = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in ReclassifyParams.model_fields if getattr(args, name) is not None}
     try:
         params = ReclassifyParams(**given)
     except ValidationError as error:
@@ -87,27 +78,47 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{option}{first['msg'].removeprefix('Value error, ')}") from None
     plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
                            chunk_size=params.chunk_size)
-    _say(f"Reclassifying {plan.n_items} items into {len(plan.class_names)} classes "
+    _say(args, f"Reclassifying {plan.n_items} items into {len(plan.class_names)} classes "
          f"({', '.join(plan.modalities)}) -> {params.db}")
-    summary = _flow_or_fail(lambda: reclassify_catalog(params))
-    print(summary["report"])  # the report the run published, not queried again
-    _point_to_html_report(params.db, summary["run_id"])
+
+    def run() -> dict[str, Any]:
+        from flows.reclassify import reclassify_catalog
+
+        return reclassify_catalog(params)
+
+    summary = _flow_or_fail(args, run)
+    _show_report(args, params.db, summary)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from flows.demo import demo
+    from flows.params import DemoParams
 
-    _say(f"Generating a synthetic catalog of {args.n_items} items, {args.n_classes} classes, into {args.db}, "
+    _say(args, f"Generating a synthetic catalog of {args.n_items} items, {args.n_classes} classes, into {args.db}, "
          "and reclassifying it (Prefect flow 'pairwise-demo')...")
-    summary = _flow_or_fail(lambda: demo(
-        db=args.db, n_items=args.n_items, n_classes=args.n_classes, seed=args.seed, strategy=args.strategy
-    ))
-    print(summary["report"])
-    _point_to_html_report(args.db, summary["run_id"])
-    _say(f"\nQuery it: .venv/bin/python -c \"import duckdb; "
+
+    def run() -> dict[str, Any]:
+        from flows.demo import demo
+
+        return demo(**{name: getattr(args, name) for name in DemoParams.model_fields})
+
+    summary = _flow_or_fail(args, run)
+    _show_report(args, args.db, summary)
+    _say(args, f"\nQuery it: .venv/bin/python -c \"import duckdb; "
          f"print(duckdb.connect('{args.db}', read_only=True).sql('SELECT * FROM current_labels LIMIT 5'))\"")
     return 0
+
+
+def _show_report(args: argparse.Namespace, db: str, summary: dict[str, Any]) -> None:
+    """The report the run published (not queried again), and where its HTML version is."""
+    if args.quiet:
+        return
+    from tasks.html_report import report_path
+
+    print(summary["report"])
+    path = report_path(db, summary["run_id"])
+    if path.is_file():
+        _say(args, f"\nHTML report with figures: {path}")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -146,13 +157,20 @@ def _write_html_report(db: str, run_id: str | None, path: str) -> None:
         write_report(db, run_id, path)
     except OSError as error:
         raise ValueError(f"{path}: cannot write the report: {error.strerror or error}") from None
-    _say(f"Wrote the HTML report of run {run_id} to {path}")
+    print(f"Wrote the HTML report of run {run_id} to {path}", file=sys.stderr)
 
 
-def _flow_or_fail(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a flow; a failure becomes one line (the run's reason), not a traceback."""
+def _flow_or_fail(args: argparse.Namespace, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a flow in this process, showing its progress; a failure becomes one line (the run's reason)."""
     try:
-        return call()
+        if args.quiet:
+            return call()
+        from flows.progress import listening
+        from flows.terminal import display
+
+        with display(sys.stderr, plain=args.verbose) as listener, listening(listener):
+            listener.phase("start Prefect")  # its temporary server, when no PREFECT_API_URL is set
+            return call()
     except ValueError:
         raise
     except Exception as error:  # the run is marked failed with this reason in `runs`
@@ -163,66 +181,61 @@ def _strategy(text: str) -> str:
     return text.replace("-", "_")
 
 
+_CONVERTERS = {"strategy": _strategy}  # round-robin as well as round_robin
+
+
+def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], *, required: Collection[str] = ()) -> None:
+    """One option per field of ``model``: its description is the help and its default the default, so the
+    CLI, the flow and the Prefect UI's form (which renders the same model) cannot drift apart."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if get_origin(annotation) is Literal:
+            kind: dict[str, Any] = {"choices": list(get_args(annotation)), "type": _CONVERTERS.get(name, str)}
+        else:
+            kind = {"type": next(t for t in (*get_args(annotation), annotation) if t is not type(None))}
+        if field.is_required() or name in required:
+            kind |= {"required": True, "default": argparse.SUPPRESS}  # no "(default: ...)" then
+        else:
+            kind["default"] = field.default
+        parser.add_argument(f"--{name.replace('_', '-')}", help=field.description, **kind)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from flows.params import DemoParams, ReclassifyParams
+
     parser = argparse.ArgumentParser(prog="pairwise", description="Zero-shot catalog reclassification.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="reclassify a catalog and write the output tables to a DuckDB file")
-    run.add_argument("--items", required=True, help="Parquet path, directory or glob, or table:NAME in --db")
-    run.add_argument("--classes", required=True, help="Parquet path or glob, or table:NAME in --db")
-    run.add_argument("--db", required=True, help="DuckDB file to write the output tables to")
-    run.add_argument("--gold-column", help="items column holding the current (gold) label")
-    run.add_argument("--strategy", type=_strategy, choices=["tourney", "round_robin"], help="default tourney")
-    run.add_argument("--cutoff", type=float, help="cross-deviation ratio a dimension must exceed (default 1.05)")
-    run.add_argument("--min-dims", type=int)
-    run.add_argument("--max-dims", type=int)
-    run.add_argument("--min-items", type=int)
-    run.add_argument("--pair-margin", type=float)
-    run.add_argument("--score-floor", type=float)
-    run.add_argument("--candidates", type=int, help="many classes: only each item's top-m classes play")
-    run.add_argument("--seed", type=int)
-    run.add_argument("--chunk-size", type=int, help="rows per batch and partition (default 50000)")
-    run.add_argument("--run-id")
-    run.add_argument("--export-dir", help="also write the run's tables as Parquet files here")
-    run.add_argument("--fit-fraction", type=float,
-                     help="fit masks on this seeded share of partitions (default 1; not for class-sorted files)")
-    run.add_argument("--dask-address", help="run the partition tasks on this Dask scheduler, e.g. tcp://host:8786")
-    run.add_argument("--refine-iterations", type=int, help="EM iterations of the refinement")
-    run.add_argument("--refine-temperature", type=float, help="refinement temperature, relative to the variance")
-    run.add_argument("--refine-anchor", type=float, help="weight of the zero-shot anchor in the refinement")
-    run.add_argument("--refine-eps", type=float, help="share of the anchor given to the cosine softmax")
-    run.add_argument("--refine-tau", type=float, help="sharpness of the anchor's cosine softmax")
-    run.add_argument("--refine-sample", type=int, help="rows of the seeded sample the refinement is fitted on")
-    run.add_argument("--calibration", choices=["auto", "gold", "label-free"],
-                     help="fit the confidence on the gold column out of fold, or not (auto: when one is given)")
-    run.add_argument("--review", choices=["auto", "zero-shot", "label-aware", "both"],
-                     help="with --gold-column, what annotation_issues ranks by: the zero-shot posterior, an "
-                     "out-of-fold discriminant on the given labels, or both combined (default auto: both)")
+    run = commands.add_parser("run", help="reclassify a catalog and write the output tables to a DuckDB file",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_fields(run, ReclassifyParams, required={"db"})  # the CLI names the output file, never guesses it
     run.set_defaults(handler=_run)
 
-    demo = commands.add_parser("demo", help="reclassify a synthetic demo catalog and print the report")
-    demo.add_argument("--db", default="pairwise-demo.duckdb")
-    demo.add_argument("--n-items", type=int, default=20_000)
-    demo.add_argument("--n-classes", type=int, default=13)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--strategy", type=_strategy, choices=["tourney", "round_robin"], default="tourney")
+    demo = commands.add_parser("demo", help="reclassify a synthetic demo catalog and print the report",
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_fields(demo, DemoParams)
     demo.set_defaults(handler=_demo)
 
-    report = commands.add_parser("report", help="print the report of the latest (or a given) run")
-    report.add_argument("--db", required=True)
-    report.add_argument("--run-id", help="default: the latest run (with --html, the latest succeeded run)")
+    report = commands.add_parser("report", help="print the report of the latest (or a given) run",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    report.add_argument("--db", required=True, default=argparse.SUPPRESS, help="DuckDB file the runs wrote to")
+    report.add_argument("--run-id", help="The run; None: the latest run (with --html, the latest succeeded run)")
     report.add_argument("--html", metavar="PATH",
-                        help="write a self-contained HTML report with figures to PATH instead of printing Markdown")
+                        help="Write a self-contained HTML report with figures to PATH; None: print Markdown")
     report.set_defaults(handler=_report)
 
-    for sub in (run, demo, report):
-        sub.add_argument("--verbose", action="store_true", help="show Prefect's own console logs")
+    for sub in (run, demo):
+        sub.add_argument("--quiet", action="store_true",
+                         help="Print nothing but errors: no progress, no report (`pairwise report` prints it)")
+        sub.add_argument("--verbose", action="store_true",
+                         help="Show Prefect's own console logs, and progress as plain lines")
+    report.add_argument("--verbose", action="store_true", help="Show Prefect's own console logs")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # before the parser: its defaults come from modules that import pyarrow
     args = build_parser().parse_args(argv)
-    tune_allocator()
     _prepare_prefect(args.verbose)
     try:
         return args.handler(args)

@@ -6,21 +6,24 @@ from typing import Any, Literal
 
 from prefect import flow
 
+from flows.progress import begin_phase
+from flows.params import DemoParams
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from tasks.demo_catalog import write_demo_catalog
 
-DEFAULT_DB = "pairwise-demo.duckdb"
+_DEFAULTS = DemoParams()
 
 
 @flow(name="pairwise-demo")
 def demo(
-    db: str = DEFAULT_DB,
-    n_items: int = 20_000,
-    n_classes: int = 13,
-    seed: int = 0,
-    strategy: Literal["tourney", "round_robin"] = "tourney",
+    db: str = _DEFAULTS.db,
+    n_items: int = _DEFAULTS.n_items,
+    n_classes: int = _DEFAULTS.n_classes,
+    seed: int = _DEFAULTS.seed,
+    strategy: Literal["tourney", "round_robin"] = _DEFAULTS.strategy,
 ) -> dict[str, Any]:
     """Generate the catalog (seeded), then reclassify it with its gold labels."""
+    begin_phase("generate the demo catalog")
     items, classes = write_demo_catalog(db, n_items, n_classes, seed)
     params = ReclassifyParams(
         items=items, classes=classes, db=db, gold_column="label", seed=seed, strategy=strategy

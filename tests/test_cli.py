@@ -1,6 +1,9 @@
 """The console script as a user runs it: real processes, Prefect's temporary server, no tracebacks."""
 
+import argparse
+import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +92,67 @@ def test_a_second_run_on_the_same_file_fails_at_once_while_the_first_holds_it(en
     assert not db.exists()  # nothing was written
     after = pairwise(env, *args, "--run-id", "after")  # once the lock is free, the next run goes through
     assert after.returncode == 0, after.stderr
+
+
+def test_every_option_has_help_that_ends_with_its_default_taken_from_the_params(monkeypatch):
+    from flows.cli import build_parser
+    from flows.demo import demo
+    from flows.params import DemoParams, ReclassifyParams
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: no wrapping inside a help text
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, params in (("run", ReclassifyParams), ("demo", DemoParams), ("report", None)):
+        parser = commands[name]
+        text = parser.format_help()
+        options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+        assert len(options) >= (len(params.model_fields) if params else 3)
+        for action in options:
+            assert action.help, f"{name} {action.option_strings[0]} has no help"
+            if action.required:
+                assert action.default is argparse.SUPPRESS and f"{action.help} (default" not in text
+                continue
+            assert f"{action.help} (default: {action.default})" in text, f"{name} {action.option_strings[0]}"
+            if params and action.dest in params.model_fields:
+                assert action.default == params.model_fields[action.dest].default
+    # the demo flow's own defaults are the demo command's
+    assert {k: p.default for k, p in inspect.signature(demo.fn).parameters.items()} == DemoParams().model_dump()
+
+
+def write_small_catalog(tmp_path):
+    """2,000 items in row groups of 500: four partitions with --chunk-size 500."""
+    items, classes = make_catalog(2000, 4, seed=3)
+    return write_catalog(tmp_path, items, classes, row_group_size=500)
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(env, tmp_path):
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    result = pairwise(env, "run", "--items", items_glob, "--classes", classes_path, "--db", str(tmp_path / "o.duckdb"),
+                      "--gold-column", "label", "--chunk-size", "500")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stderr and "\r" not in result.stderr  # nothing redrawn
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Reclassifying 2000 items into 4 classes (image, text) -> " + str(tmp_path / "o.duckdb")
+    progress = [line.split("] ", 1)[1] for line in lines if re.match(r"\[\d+:\d\d\] ", line)]
+    phases = [line for line in progress if ": " not in line]
+    assert phases == ["start Prefect", "validate the sources", "stage the sources", "fit the masks",
+                      "fit the refinement", "fit the review", "metrics", "review the gold labels", "commit",
+                      "reports", "finished"]
+    for n, name in ((1, "pair statistics"), (2, "labels")):
+        assert f"pass {n}/2: {name}: 2,000 items in 4 partitions" in progress
+        assert any(re.fullmatch(rf"pass {n}/2: {name}: done, 2,000 items in [\d.]+ s \([\d,]+ items/s\)", line)
+                   for line in progress), progress
+    assert "# Run " in result.stdout  # the report still goes to stdout
+
+
+def test_quiet_prints_nothing_but_errors(env, tmp_path):
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    db = tmp_path / "o.duckdb"
+    args = ["run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--quiet"]
+    result = pairwise(env, *args)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    with duckdb.connect(str(db), read_only=True) as con:  # the run did happen
+        assert con.execute("SELECT count(*) FROM current_labels").fetchone()[0] == 2 * 2000
+    bad = pairwise(env, *args, "--min-items", "1")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == "pairwise: --min-items: Input should be greater than or equal to 2\n"

@@ -1,8 +1,15 @@
-"""Against a real `prefect server start`: a flow run, its artifacts, and `prefect deploy --all`."""
+"""Against a real `prefect server start`: a flow run, its artifacts and logs, and `prefect deploy --all`."""
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+from uuid import UUID
+
+import duckdb
+import pyarrow as pa
+import pytest
 
 from conftest import api, write_catalog
 from pairwise_core import make_catalog
@@ -11,26 +18,99 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
-def test_a_run_against_the_server_completes_with_artifacts(server, tmp_path):
+@pytest.fixture(scope="module")
+def server_run(server, tmp_path_factory):
+    """One real run against the server, of a catalog with two bad rows: (API URL, flow run id, DuckDB file)."""
     url, env = server
+    tmp_path = tmp_path_factory.mktemp("server-run")
     items, classes = make_catalog(800, 4, seed=2)
-    items_glob, classes_path = write_catalog(tmp_path, items, classes, n_files=2)
+    rows = items.to_pylist()
+    rows[5]["image_embedding"] = None
+    rows[7]["text_embedding"] = [float("nan")] * 384
+    items_glob, classes_path = write_catalog(tmp_path, pa.Table.from_pylist(rows, schema=items.schema), classes,
+                                             n_files=2)
+    db = tmp_path / "out.duckdb"
     result = subprocess.run(
         [str(Path(sys.executable).with_name("pairwise")), "run", "--items", items_glob, "--classes", classes_path,
-         "--db", str(tmp_path / "out.duckdb"), "--gold-column", "label", "--run-id", "server-test"],
+         "--db", str(db), "--gold-column", "label", "--run-id", "server-test"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    assert "Catalog:" not in result.stderr and "INFO" not in result.stderr  # the run's logs go to the API only
     # the server is shared by the session: other tests leave their runs there too
     runs = api(url, "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 200})
     mine = [r for r in runs if r["parameters"].get("params", {}).get("run_id") == "server-test"]
     assert len(mine) == 1 and mine[0]["state"]["type"] == "COMPLETED"
-    artifacts = api(url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [mine[0]["id"]]}}})
+    return url, mine[0]["id"], db
+
+
+def test_a_run_against_the_server_completes_with_artifacts(server_run):
+    url, flow_run_id, _ = server_run
+    artifacts = api(url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
     kinds = {(a["key"], a["type"]) for a in artifacts}
     assert ("pairwise-run-summary", "table") in kinds
     assert ("pairwise-agreement-report", "markdown") in kinds
     progress = [a for a in artifacts if a["type"] == "progress"]
     assert progress and progress[0]["data"] == 100.0
+
+
+def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
+    """What the UI's Logs tab shows, read back through Prefect's client, against the run's own tables."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url, flow_run_id, db = server_run
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)])),
+                                sort=LogSort.TIMESTAMP_ASC)
+    lines = [log.message for log in logs if log.task_run_id is None]  # the flow's own, not the tasks'
+    with duckdb.connect(str(db), read_only=True) as con:
+        def one(sql):
+            return con.execute(sql).fetchall()
+
+        masks = one("SELECT modality, count(*), median(n_dims), min(n_dims), max(n_dims), count_if(fallback) "
+                    "FROM pair_masks GROUP BY modality ORDER BY modality")
+        metrics = {(m, a, method): v for m, a, method, v in one(
+            "SELECT metric, modality_a, method, value FROM agreement_metrics WHERE modality_b IN ('text', 'gold')")}
+        review = json.loads(one("SELECT details FROM runs")[0][0])["review"]
+        n_issues, n_doubtful = one("SELECT count(*), count_if(p_given < 0.5) FROM annotation_issues")[0]
+    figures = "; ".join(f"{m} {n} pairs, median {med:g} dims ({lo}-{hi}), {fb} fallbacks to all dims"
+                        for m, n, med, lo, hi, fb in masks)
+
+    weights = review.get("weights")
+    weighted = (f"; weights label-aware {weights['label_aware']:.2f}, zero-shot {weights['zero_shot']:.2f}"
+                if weights else "")
+
+    def steps(metric, modality):
+        return " \u2192 ".join(f"{metrics[metric, modality, method]:.3f}" for method in ("base", "pairwise", "refined"))
+
+    expected = [
+        re.escape("Catalog: 800 items in 2 partitions (chunk size 50,000), 4 classes; modalities image (512-d), "
+                  "text (384-d); gold column label"),
+        r"Pass 1/2, pair statistics: 800 items in 2 partitions, [\d.]+ s \([\d,]+ items/s\)",
+        rf"Masks fitted in [\d.]+ s: {re.escape(figures)}",
+        r"Refinement fitted in [\d.]+ s on a seeded sample \(100.0% of the rows read\); confidence fitted .*",
+        r"Review fitted in [\d.]+ s: " + re.escape(f"route {review['route']} (asked: auto) on "
+                                                    f"{review['sample_rows']:,} labelled sample rows{weighted}"),
+        r"Pass 2/2, labels: 800 items in 2 partitions, [\d.]+ s \([\d,]+ items/s\)",
+        re.escape("Rejected rows (item, modality): 2: image 1 (null embedding); "
+                  "text 1 (NaN, Inf or null value in embedding)"),
+        re.escape(f"Agreement (weighted F1), base \u2192 pairwise \u2192 refined: image vs text "
+                  f"{steps('agreement_f1_weighted', 'image')}"),
+        re.escape(f"Gold accuracy, base \u2192 pairwise \u2192 refined: image {steps('gold_accuracy', 'image')}; "
+                  f"text {steps('gold_accuracy', 'text')}; "
+                  f"joint {metrics['gold_accuracy', 'joint', 'refined']:.3f} (refined)"),
+        rf"Review: {n_issues:,} labelled items ranked by p_given in [\d.]+ s \(annotation_issues\); "
+        rf"{n_doubtful:,} given labels more likely wrong than right \(p_given < 0.5\)",
+        r"Run server-test committed in [\d.]+ s: stage [\d.]+ s, pass1 [\d.]+ s, fit [\d.]+ s, refine [\d.]+ s, "
+        r"fit_review [\d.]+ s, pass2 [\d.]+ s, metrics [\d.]+ s, review [\d.]+ s",
+    ]
+    phase_lines = [line for line in lines if not line.startswith(("Beginning flow run", "Finished in state"))]
+    assert len(phase_lines) == len(expected), phase_lines
+    for pattern, line in zip(expected, phase_lines, strict=True):
+        assert re.fullmatch(pattern, line), (pattern, line)
 
 
 def test_deploy_all_registers_the_nightly_cron_schedule(server):

@@ -1,0 +1,127 @@
+"""The parameters of a run, apart from the flow so that the CLI reads them without importing Prefect.
+
+ReclassifyParams is the one place their defaults and descriptions live: the
+Prefect UI renders it as the run's form, and `pairwise run` makes one option
+per field from it (help = description, default = default).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pairwise_core import MixtureRefiner, PairwiseClassifier
+
+_CORE_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(PairwiseClassifier).parameters.items() if p.kind == p.KEYWORD_ONLY
+}
+_REFINE_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(MixtureRefiner).parameters.items() if p.kind == p.KEYWORD_ONLY
+}
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class ReclassifyParams(BaseModel):
+    """Parameters of a reclassification run (the Prefect UI renders them as a form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: str = Field(description="Items: a Parquet path, directory or glob, or table:NAME in the DuckDB file")
+    classes: str = Field(description="Classes: a Parquet path or glob, or table:NAME in the DuckDB file")
+    db: str = Field(default="pairwise.duckdb", description="DuckDB file the output tables are written to")
+    gold_column: str | None = Field(
+        default=None,
+        description="Items column with the current (gold) label; None: no gold metrics and no review of labels",
+    )
+    strategy: Literal["tourney", "round_robin"] = Field(
+        default=_CORE_DEFAULTS["strategy"],
+        description="tourney: K - 1 matches per item in a seeded bracket; round_robin: all K(K-1)/2 matches",
+    )
+    cutoff: float = Field(default=_CORE_DEFAULTS["cutoff"], ge=0,
+                          description="Cross-deviation ratio a dimension must exceed to enter a pair's mask")
+    min_dims: int = Field(default=_CORE_DEFAULTS["min_dims"], ge=1,
+                          description="Fewest dimensions in a mask: when fewer pass the cutoff, the top ones are kept")
+    max_dims: int | None = Field(default=_CORE_DEFAULTS["max_dims"], ge=1,
+                                 description="Most dimensions in a mask (the top ones by ratio); None: no limit")
+    min_items: int = Field(
+        default=_CORE_DEFAULTS["min_items"], ge=2,
+        description="Fewest confident items on each side of a pair; fewer: the pair falls back to all dimensions",
+    )
+    pair_margin: float = Field(
+        default=_CORE_DEFAULTS["pair_margin"], ge=0,
+        description="An item counts for pair (a, b) only when its cosines for a and b differ by at least this",
+    )
+    score_floor: float | None = Field(
+        default=_CORE_DEFAULTS["score_floor"], ge=-1, le=1,
+        description="Items whose top cosine is below it count for no pair's statistics; None: no floor",
+    )
+    candidates: int | None = Field(
+        default=_CORE_DEFAULTS["candidates"], ge=2,
+        description="Many classes: only each item's top-m classes by base score play; None: all of them",
+    )
+    seed: int = Field(default=_CORE_DEFAULTS["seed"], ge=0,
+                      description="Seeds the tourney bracket, the fit share and the refinement's sample")
+    chunk_size: int = Field(default=50_000, ge=1, description="Rows per partition (whole row groups), the unit of work")
+    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN,
+                               description="Name of the run (letters, digits, . _ -); None: a time-stamped one")
+    export_dir: str | None = Field(
+        default=None, description="Also write the run's tables as Parquet here; None: only to the DuckDB file")
+    fit_fraction: float = Field(
+        default=1.0, gt=0, le=1,
+        description="Fit the masks on this seeded share of the partitions (1: all). Only for catalogs whose "
+        "files are not sorted by class: a share of sorted row groups misses whole classes",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Run the partition tasks on this Dask scheduler (tcp://host:8786); None: on local threads",
+    )
+
+    @model_validator(mode="after")
+    def _dims_in_order(self) -> ReclassifyParams:
+        # checked here too, so that a bad pair is refused before a run starts, not inside its first task
+        if self.max_dims is not None and self.max_dims < self.min_dims:
+            raise ValueError(f"max_dims ({self.max_dims}) must be >= min_dims ({self.min_dims})")
+        if self.calibration == "gold" and self.gold_column is None:
+            raise ValueError("calibration 'gold' needs a gold column (--gold-column)")
+        return self
+
+    refine_iterations: int = Field(default=_REFINE_DEFAULTS["n_iter"], ge=1,
+                                   description="EM iterations of the refinement (METHOD.md step 8)")
+    refine_temperature: float = Field(default=_REFINE_DEFAULTS["temperature"], gt=0,
+                                      description="Refinement temperature, relative to the mixture's variance")
+    refine_anchor: float = Field(default=_REFINE_DEFAULTS["anchor_weight"], ge=0,
+                                 description="Weight of the zero-shot anchor in the refinement's E-step")
+    refine_eps: float = Field(default=_REFINE_DEFAULTS["eps"], ge=0, le=1,
+                              description="Share of the anchor given to the cosine softmax, not the pairwise label")
+    refine_tau: float = Field(default=_REFINE_DEFAULTS["tau"], ge=0, description="Sharpness of the anchor's cosine softmax")
+    refine_sample: int = Field(default=20_000, ge=100,
+                               description="Rows of the seeded sample that carries the refinement's EM iterations")
+    calibration: Literal["auto", "gold", "label-free"] = Field(
+        default="auto", description="Fit the confidence weights out of fold on the gold column ('gold'), or not "
+        "('label-free'); 'auto': gold when a gold column is given")
+    review: Literal["auto", "zero-shot", "label-aware", "both"] = Field(
+        default="auto", description="With a gold column, the evidence annotation_issues ranks by: the refined "
+        "joint posterior, which never reads the labels ('zero-shot'), an out-of-fold discriminant on the given "
+        "labels ('label-aware'), or both combined; 'auto': both")
+
+    def refine_params(self) -> dict[str, Any]:
+        return {"n_iter": self.refine_iterations, "temperature": self.refine_temperature,
+                "anchor_weight": self.refine_anchor, "eps": self.refine_eps, "tau": self.refine_tau}
+
+    def core_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _CORE_DEFAULTS}
+
+
+class DemoParams(BaseModel):
+    """`pairwise demo`'s options, and the defaults of the pairwise-demo flow."""
+
+    db: str = Field(default="pairwise-demo.duckdb", description="DuckDB file the demo catalog and its run go to")
+    n_items: int = Field(default=20_000, description="Items in the synthetic catalog")
+    n_classes: int = Field(default=13, description="Classes in the synthetic catalog")
+    seed: int = Field(default=0, description="Seeds the synthetic catalog and the run")
+    strategy: Literal["tourney", "round_robin"] = Field(
+        default=ReclassifyParams.model_fields["strategy"].default,
+        description=ReclassifyParams.model_fields["strategy"].description,
+    )

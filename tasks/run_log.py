@@ -1,0 +1,113 @@
+"""One line per phase of a run, for the flow run's Logs tab in the Prefect UI.
+
+What a person watching a run wants at a glance: how big the catalog is, how
+fast each pass went, what the masks look like, how many rows were rejected
+and why, and whether the pairwise and refined labels agree more than the
+base ones. The lines are read from the plan and the run's staged files, so
+nothing here changes what a run computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tasks.report import CALIBRATIONS
+from tasks.sources import Partition, Plan
+
+ARROW = "\u2192"
+
+
+def catalog(plan: Plan, chunk_size: int) -> str:
+    modalities = ", ".join(f"{m} ({plan.dims[m]}-d)" for m in plan.modalities)
+    gold = f"gold column {plan.gold_column}" if plan.gold_column else "no gold column"
+    return (f"Catalog: {plan.n_items:,} items in {len(plan.partitions)} partitions (chunk size {chunk_size:,}), "
+            f"{len(plan.class_names)} classes; modalities {modalities}; {gold}")
+
+
+def partition_pass(name: str, partitions: Sequence[Partition], seconds: float, of: int) -> str:
+    """``of``: partitions in the catalog, when the pass read a share of them."""
+    items = sum(p.n_rows for p in partitions)
+    share = f" (a seeded share of {of})" if len(partitions) < of else ""
+    return (f"{name}: {items:,} items in {len(partitions)} partitions{share}, {seconds:.2f} s "
+            f"({items / max(seconds, 1e-9):,.0f} items/s)")
+
+
+def masks(pair_masks_path: str, seconds: float) -> str:
+    """Per modality: pairs, the median mask size (and its range), and the pairs that fell back to all dimensions."""
+    table = pq.read_table(pair_masks_path, columns=["modality", "n_dims", "fallback"])
+    parts = []
+    for modality in dict.fromkeys(table.column("modality").to_pylist()):
+        rows = table.filter(pc.equal(table.column("modality"), modality))
+        dims = rows.column("n_dims").to_numpy()
+        fallbacks = int(pc.sum(rows.column("fallback")).as_py() or 0)
+        parts.append(f"{modality} {rows.num_rows:,} pairs, median {np.median(dims):g} dims "
+                     f"({dims.min()}-{dims.max()}), {fallbacks:,} fallbacks to all dims")
+    return f"Masks fitted in {seconds:.2f} s: " + "; ".join(parts)
+
+
+def refinement(calibration: str, sample_rate: float, seconds: float) -> str:
+    return (f"Refinement fitted in {seconds:.2f} s on a seeded sample ({sample_rate:.1%} of the rows read); "
+            f"confidence {CALIBRATIONS.get(calibration, calibration)}")
+
+
+def rejected(paths: Sequence[str]) -> str:
+    """How many (item, modality) rows were rejected, by modality and reason."""
+    table = pa.concat_tables([pq.read_table(path, columns=["modality", "reason"]) for path in paths])
+    if table.num_rows == 0:
+        return "Rejected rows: none"
+    counts = table.group_by(["modality", "reason"]).aggregate([([], "count_all")]).sort_by(
+        [("count_all", "descending"), ("modality", "ascending"), ("reason", "ascending")])
+    reasons = [f"{r['modality']} {r['count_all']:,} ({r['reason']})" for r in counts.to_pylist()]
+    return f"Rejected rows (item, modality): {table.num_rows:,}: " + "; ".join(reasons)
+
+
+def metrics(agreement_path: str) -> list[str]:
+    """Agreement between modalities, then accuracy against gold when there is one: base -> pairwise -> refined."""
+    values: dict[tuple[str, str, str], dict[str, float]] = {}
+    for row in pq.read_table(agreement_path).to_pylist():
+        values.setdefault((row["metric"], row["modality_a"], row["modality_b"]), {})[row["method"]] = row["value"]
+    ordered = sorted(values.items(), key=lambda kv: (kv[0][1] == "joint", kv[0]))  # the joint label last
+    lines = []
+    for metric, title, label in (("agreement_f1_weighted", "Agreement (weighted F1)", "{a} vs {b}"),
+                                 ("gold_accuracy", "Gold accuracy", "{a}")):
+        shown = [f"{label.format(a=a, b=b)} {_steps(by_method)}" for (m, a, b), by_method in ordered if m == metric]
+        if shown:
+            lines.append(f"{title}, base {ARROW} pairwise {ARROW} refined: " + "; ".join(shown))
+    return lines
+
+
+def _steps(by_method: Mapping[str, float]) -> str:
+    if by_method.keys() == {"refined"}:  # the joint label: refined only
+        return f"{by_method['refined']:.3f} (refined)"
+    return f" {ARROW} ".join(f"{by_method[m]:.3f}" if m in by_method else "-" for m in ("base", "pairwise", "refined"))
+
+
+def review_fit(details: Mapping[str, Any], seconds: float) -> str:
+    """The route the review of the given labels takes (tasks/review.py), on how many sample rows."""
+    weights = details.get("weights")
+    shown = (f"; weights label-aware {weights['label_aware']:.2f}, zero-shot {weights['zero_shot']:.2f}"
+             if weights else "")
+    return (f"Review fitted in {seconds:.2f} s: route {details['route']} (asked: {details['requested']}) "
+            f"on {details['sample_rows']:,} labelled sample rows{shown}")
+
+
+def review(gold_column: str | None, issue_paths: Sequence[str], seconds: float) -> str:
+    """How many labelled items were ranked, and how many of their given labels are more likely wrong than right."""
+    if gold_column is None:
+        return "Review: no gold column, no labels to review"
+    p_given = pa.concat_arrays([pq.read_table(path, columns=["p_given"]).column(0).combine_chunks()
+                                for path in issue_paths]) if issue_paths else pa.array([], pa.float64())
+    doubtful = int(pc.sum(pc.less(p_given, 0.5)).as_py() or 0)
+    return (f"Review: {len(p_given):,} labelled items ranked by p_given in {seconds:.2f} s (annotation_issues); "
+            f"{doubtful:,} given labels more likely wrong than right (p_given < 0.5)")
+
+
+def finished(run_id: str, laps: Mapping[str, float], total: float) -> str:
+    phases = ", ".join(f"{name.removesuffix('_s')} {seconds:.2f} s" for name, seconds in laps.items())
+    return f"Run {run_id} committed in {total:.1f} s: {phases}"
