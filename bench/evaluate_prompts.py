@@ -9,8 +9,9 @@ builds two classes files from its class names with the catalog's own model:
 and the others of ENSEMBLES. Then PairwiseClassifier with its defaults, as in
 bench/evaluate_real.py, gives gold accuracy per view (base = cosine argmax,
 pairwise tourney), on all items and on two seeded halves. "single" must give
-back the catalog's own class embeddings: the script prints how far they are. The ensembles were written down before any figure
-was seen and are not tuned: both halves are held out.
+back the catalog's own class embeddings: the script prints how far they are.
+The ensembles were written down before any figure was seen and are not tuned,
+so both halves are held out.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ ENSEMBLES = {
 
 
 def build(catalog: Path, templates: dict[str, list[str]], encoder: str, out: Path) -> None:
-    command = [PAIRWISE, "classes", "--names", str(catalog / "classes.parquet"), "--encoder", encoder,
-               *[arg for view, forms in templates.items() for form in forms for arg in ("--template", f"{view}={form}")],
+    options = [arg for view, forms in templates.items() for form in forms for arg in ("--template", f"{view}={form}")]
+    command = [PAIRWISE, "classes", "--names", str(catalog / "classes.parquet"), "--encoder", encoder, *options,
                "--out", str(out)]
     print("$", shlex.join(["pairwise", *command[1:]]), file=sys.stderr)
     subprocess.run(command, check=True)

@@ -141,8 +141,9 @@ def test_the_table_is_read_by_pairwise_run_as_it_is(tmp_path, names_file, minilm
     summary = reclassify_catalog(ReclassifyParams(items=str(tmp_path / "items.parquet"), classes=classes, db=str(db),
                                                   gold_column="label"))
     with duckdb.connect(str(db), read_only=True) as con:
-        (accuracy,) = con.execute("SELECT value FROM agreement_metrics WHERE run_id = ? AND method = 'base' "
-                                  "AND metric = 'gold_accuracy' AND modality_a = 'text'", [summary["run_id"]]).fetchone()
+        (accuracy,) = con.execute(
+            "SELECT value FROM agreement_metrics WHERE run_id = ? AND method = 'base' AND metric = 'gold_accuracy' "
+            "AND modality_a = 'text'", [summary["run_id"]]).fetchone()
         (n_classes,) = con.execute("SELECT n_classes FROM runs WHERE run_id = ?", [summary["run_id"]]).fetchone()
     assert n_classes == 3 and accuracy > 0.95
 
@@ -198,13 +199,14 @@ def test_a_missing_extra_names_it(tmp_path, names_file, monkeypatch, capsys):
                                        "pip install 'pairwise[encoders]'\n")
 
 
-def test_a_failure_leaves_the_previous_file_and_table_whole(tmp_path, names_file, toy_module):
+def test_a_failure_leaves_the_previous_file_and_table_whole(tmp_path, names_file, toy_module, monkeypatch):
     out, db = tmp_path / "classes.parquet", tmp_path / "cat.duckdb"
     build_classes(names_file, ["{}"], [toy_module], out=str(out))
     build_classes(names_file, ["{}"], [toy_module], db=str(db))
     before = out.read_bytes()
-    (tmp_path / "toy_encoder.py").write_text(TOY_ENCODER + "\ndef nan(prompts):\n    return np.full((len(prompts), 3), np.nan)\n")
-    sys.modules.pop("toy_encoder", None)
+    nan = "\ndef nan(prompts):\n    return np.full((len(prompts), 3), np.nan)\n"
+    (tmp_path / "toy_encoder.py").write_text(TOY_ENCODER + nan)
+    monkeypatch.delitem(sys.modules, "toy_encoder", raising=False)  # import the new version
     for destination in ({"out": str(out)}, {"db": str(db)}):
         with pytest.raises(ValueError, match="returned NaN or Inf values"):
             build_classes(names_file, ["{}"], ["python:toy_encoder:nan"], **destination)
