@@ -98,7 +98,7 @@ def label_partition(
             gold = batch.column(plan.gold_column).cast(pa.string()) if plan.gold_column else None
             # the gold column is the catalog's current label: review it in the same pass (-1: none or unknown)
             given = None if gold is None else gold_codes(batch, plan)
-            xs = [np.zeros((batch.num_rows, plan.dims[m]), np.float32) for m in models] if review else []
+            xs: list[np.ndarray] = []  # per modality, every row's embedding (zero where rejected), for the review
             for column, (modality, model) in enumerate(models.items()):
                 usable = matrix(batch, modality, plan.dims[modality])
                 if not usable.valid.all():
@@ -110,6 +110,8 @@ def label_partition(
                         "reason": pa.array(usable.reasons[bad], pa.string()),
                     }, schema=REJECTED_SCHEMA))
                 n = len(usable.x)
+                if review is not None:
+                    xs.append(usable.x if n == batch.num_rows else _scatter_rows(usable.x, usable.valid))
                 if n == 0:
                     continue
                 keep = pa.array(usable.valid)
@@ -135,8 +137,6 @@ def label_partition(
                     "refined_class": names.take(refined),
                     "refined_confidence": pa.array(confidence.astype(np.float32)),
                 }, schema=LABEL_SCHEMA))
-                if review is not None:
-                    xs[column][usable.valid] = usable.x
             if review is not None:
                 reviews.write_table(review_table(review, joint, refinement.free_weights, xs, fold, ids, given, names))
             joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names))
@@ -190,7 +190,8 @@ def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: lis
     rows = np.flatnonzero((given >= 0) & joint.present.any(axis=1))
     present, at = joint.present[rows], (np.arange(rows.size), given[rows])
     zero_shot = joint_log_posterior(joint.terms[rows], present, free_weights)
-    route, aware = review.judge(zero_shot, [x[rows] for x in xs], present, fold[rows])
+    every = rows.size == len(given)  # the usual batch: no copy of its embeddings
+    route, aware = review.judge(zero_shot, xs if every else [x[rows] for x in xs], present, fold[rows])
     others = route.copy()
     others[at] = -np.inf
     suggested = others.argmax(axis=1)
@@ -208,6 +209,12 @@ def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: lis
         "label_aware_label": pa.nulls(n, pa.string()) if aware is None else names.take(pa.array(aware.argmax(axis=1))),
         "agreeing_modalities": pa.array(agreeing.astype(np.int32)),
     }, schema=REVIEW_SCHEMA)
+
+
+def _scatter_rows(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    full = np.zeros((valid.size, x.shape[1]), x.dtype)
+    full[valid] = x
+    return full
 
 
 def _nan_to_null(values: np.ndarray) -> pa.Array:

@@ -114,7 +114,7 @@ def test_class_sums_merge_across_chunks(catalog, cuts):
     merged = ClassSums.zeros(N_FOLDS, k, xs[0].shape[1])
     for x, y, f in zip(np.split(xs[0], cuts), np.split(labels, cuts), np.split(fold, cuts), strict=True):
         merged = merged + ClassSums.of(x, y, f, N_FOLDS, k)
-    np.testing.assert_allclose(merged.total, whole.total, atol=1e-9)
+    np.testing.assert_allclose(merged.total, whole.total, atol=1e-5)  # a call sums in the rows' dtype (float32)
     np.testing.assert_array_equal(merged.count, whole.count)
     for f in range(N_FOLDS):
         for c in range(k):
@@ -199,3 +199,15 @@ def test_the_polish_lowers_the_penalized_logistic_loss_and_keeps_near_the_start(
     c, b = more
     residual = (np.exp(log_softmax(x @ c + b)) - np.eye(k)[labels]) / n
     np.testing.assert_allclose(x.T @ residual + POLISH_PENALTY * (c - coef), 0, atol=1e-5)
+
+
+def test_class_sums_of_many_groups_take_the_segmented_sum_and_agree():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 3)).astype(np.float32)
+    labels, fold = rng.integers(-1, 40, 3000), rng.integers(0, N_FOLDS, 3000)  # up to 200 groups: over the cut
+    sums = ClassSums.of(x, labels, fold, N_FOLDS, 40)
+    for f in range(N_FOLDS):
+        for c in range(40):
+            rows = (fold == f) & (labels == c)
+            assert sums.count[f, c] == rows.sum()
+            np.testing.assert_allclose(sums.total[f, c], x[rows].astype(np.float64).sum(axis=0), atol=1e-4)
