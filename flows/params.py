@@ -105,6 +105,9 @@ class ReclassifyParams(BaseModel):
         default="auto", description="With a gold column, the evidence annotation_issues ranks by: the refined "
         "joint posterior, which never reads the labels ('zero-shot'), an out-of-fold discriminant on the given "
         "labels ('label-aware'), or both combined; 'auto': both")
+    issues_below: float = Field(
+        default=0.5, gt=0, le=1, description="annotation_issues keeps the labelled items whose p_given is below "
+        "this (0.5: the label is more likely wrong than right); 1: every labelled item, ranked")
 
     def refine_params(self) -> dict[str, Any]:
         return {"n_iter": self.refine_iterations, "temperature": self.refine_temperature,

@@ -73,7 +73,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             pass1 = partitions(
                 "pair-stats", fitting,
                 {"plan": plan, "staging": staging, "classes_path": classes_path, "core_params": params.core_params(),
-                 "sample_rate": sample_rate},
+                 "sample_rate": sample_rate, "class_sums": bool(plan.gold_column) and params.review != "zero-shot"},
                 progress, offset=0, total=2 * n_parts,
             )
             advance_progress(progress, n_parts, 2 * n_parts)
@@ -93,8 +93,9 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             review = None
             if plan.gold_column:
                 begin_phase("fit the review")
-                review = fit_review([part["sample"] for part in pass1], [part["class_sums"] for part in pass1], plan,
-                                    fitted["model"], refinement["path"], staging, params.review)
+                review = fit_review([part["sample"] for part in pass1], [part.get("class_sums") for part in pass1],
+                                    plan, fitted["model"], refinement["path"], staging, params.review,
+                                    params.issues_below)
                 watch.lap("fit_review")
                 log.info(run_log.review_fit(review["details"], timings["fit_review_s"]))
 
@@ -120,7 +121,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             begin_phase("review the gold labels")
             issues_paths = stage_annotation_issues(review_paths, staging, run_id) if plan.gold_column else []
             watch.lap("review")
-            log.info(run_log.review(plan.gold_column, issues_paths, timings["review_s"]))
+            log.info(run_log.review(plan.gold_column, issues_paths, timings["review_s"], params.issues_below))
 
             summary = {
                 "run_id": run_id,

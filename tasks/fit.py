@@ -21,10 +21,11 @@ from tasks.staging import Staging, classifiers, load_stats, save_model, save_sta
 @task(name="pair-stats", **IO_TASK)
 def partition_stats(
     partition: Partition, plan: Plan, classes_path: str, core_params: dict[str, Any], staging: Staging,
-    sample_rate: float,
+    sample_rate: float, class_sums: bool,
 ) -> dict[str, str]:
     """Stream one partition; return the paths of its pair statistics, of its share of the seeded sample
-    and, with a gold column, of its class sums per fold (the label-aware review's means, METHOD.md step 9).
+    and, with ``class_sums``, of the gold labels' class sums per fold (the label-aware review's means,
+    METHOD.md step 9).
 
     The sample (rows drawn by ``sample_rows``, every modality, and the gold
     label when there is one) carries the refinement's EM iterations, its
@@ -34,7 +35,7 @@ def partition_stats(
     models = classifiers(classes_path, plan, core_params)
     k = len(plan.class_names)
     totals = {m: PairStats.zeros(k, plan.dims[m]) for m in plan.modalities}
-    class_sums = {m: ClassSums.zeros(N_FOLDS, k, plan.dims[m]) for m in plan.modalities}
+    sums = {m: ClassSums.zeros(N_FOLDS, k, plan.dims[m]) for m in plan.modalities}
     sampled = sample_rows(core_params["seed"], partition.index, partition.n_rows, sample_rate)
     sample = SampleParts(plan)
     offset = 0
@@ -47,8 +48,8 @@ def partition_stats(
             usable = matrix(batch, modality, plan.dims[modality])  # rejected rows are recorded in pass 2
             if len(usable.x):
                 totals[modality] = totals[modality] + model.pair_stats(usable.x)
-                if gold is not None:
-                    class_sums[modality] = class_sums[modality] + ClassSums.of(
+                if class_sums:
+                    sums[modality] = sums[modality] + ClassSums.of(
                         usable.x, gold[usable.valid], folds[usable.valid], N_FOLDS, k)
             sample.add_modality(modality, usable, rows)
         sample.add_rows(folds[rows], None if gold is None else gold[rows], len(rows))
@@ -56,8 +57,8 @@ def partition_stats(
         "stats": save_stats(staging.path("stats", f"part-{partition.index:05d}.npz"), totals),
         "sample": sample.save(staging.path("sample", f"part-{partition.index:05d}.npz")),
     }
-    if plan.gold_column:
-        paths["class_sums"] = save_stats(staging.path("class_sums", f"part-{partition.index:05d}.npz"), class_sums)
+    if class_sums:
+        paths["class_sums"] = save_stats(staging.path("class_sums", f"part-{partition.index:05d}.npz"), sums)
     return paths
 
 

@@ -186,12 +186,19 @@ class Joint:
 
 def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: list[np.ndarray], fold: np.ndarray,
                  ids: pa.Array, given: np.ndarray, names: pa.Array) -> pa.Table:
-    """review_items rows of the batch's items with a known given label and at least one modality."""
+    """review_items rows of the batch's items with a known given label, at least one modality, and a
+    p_given below the review's ``keep_below`` (every such item at 1)."""
     rows = np.flatnonzero((given >= 0) & joint.present.any(axis=1))
     present, at = joint.present[rows], (np.arange(rows.size), given[rows])
     zero_shot = joint_log_posterior(joint.terms[rows], present, free_weights)
     every = rows.size == len(given)  # the usual batch: no copy of its embeddings
     route, aware = review.judge(zero_shot, xs if every else [x[rows] for x in xs], present, fold[rows])
+    if review.keep_below < 1:
+        kept = route[at] < np.log(review.keep_below)
+        rows, present = rows[kept], present[kept]
+        route, zero_shot = route[kept], zero_shot[kept]
+        aware = None if aware is None else aware[kept]
+        at = (np.arange(rows.size), given[rows])
     others = route.copy()
     others[at] = -np.inf
     suggested = others.argmax(axis=1)

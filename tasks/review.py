@@ -47,6 +47,7 @@ class Review:
     route: Route
     discriminant: FoldDiscriminant | None  # None for the zero-shot route
     weights: np.ndarray  # (2,) for 'both': of the label-aware and the zero-shot log posteriors
+    keep_below: float  # annotation_issues keeps the items whose p_given is below this (1: every item)
 
     def judge(self, zero_shot: np.ndarray, xs: list[np.ndarray], present: np.ndarray,
               fold: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -72,8 +73,8 @@ def choose_route(requested: str, n_rows: int) -> Route:
 
 
 @task(name="fit-review", **IO_TASK)
-def fit_review(sample_paths: list[str], class_sums_paths: list[str], plan: Plan, model_path: str,
-               refinement_path: str, staging: Staging, requested: str) -> dict[str, object]:
+def fit_review(sample_paths: list[str], class_sums_paths: list[str | None], plan: Plan, model_path: str,
+               refinement_path: str, staging: Staging, requested: str, keep_below: float) -> dict[str, object]:
     """Fit the label-aware discriminant on the given labels and the routes' weights; return the path of the
     pickled ``Review`` and what was fitted (kept in runs.details.review).
 
@@ -81,27 +82,29 @@ def fit_review(sample_paths: list[str], class_sums_paths: list[str], plan: Plan,
     every core: the flow holds BLAS to one thread for the parallel partition tasks.
     """
     with threadpool_limits(limits=os.cpu_count(), user_api="blas"):
-        return _fit_review(sample_paths, class_sums_paths, plan, model_path, refinement_path, staging, requested)
+        return _fit_review(sample_paths, class_sums_paths, plan, model_path, refinement_path, staging, requested,
+                           keep_below)
 
 
-def _fit_review(sample_paths: list[str], class_sums_paths: list[str], plan: Plan, model_path: str,
-                refinement_path: str, staging: Staging, requested: str) -> dict[str, object]:
+def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], plan: Plan, model_path: str,
+                refinement_path: str, staging: Staging, requested: str, keep_below: float) -> dict[str, object]:
     sample = load_sample(sample_paths, plan.modalities)
     complete = (sample.gold >= 0) & np.all([sample.valid[m] for m in plan.modalities], axis=0)
     route = choose_route(requested, int(complete.sum()))
-    details: dict[str, object] = {"route": route, "requested": requested, "sample_rows": int(complete.sum())}
-    review = Review(route, None, np.array([0.0, 1.0]))
+    details: dict[str, object] = {"route": route, "requested": requested, "sample_rows": int(complete.sum()),
+                                  "issues_below": keep_below}
+    review = Review(route, None, np.array([0.0, 1.0]), keep_below)
     if route != "zero-shot":
         k = len(plan.class_names)
         sums = {m: ClassSums.zeros(N_FOLDS, k, plan.dims[m]) for m in plan.modalities}
         for path in class_sums_paths:
-            for m, part in load_stats(path, plan.modalities, ClassSums).items():
+            for m, part in load_stats(str(path), plan.modalities, ClassSums).items():
                 sums[m] = sums[m] + part
         rows = sample.rows(np.flatnonzero(complete))
         x = np.concatenate([rows.x[m] for m in plan.modalities], axis=1)
         discriminant = FoldDiscriminant([sums[m] for m in plan.modalities],
                                         Scatter.of(x, rows.gold, rows.fold, N_FOLDS, k), x, rows.gold, rows.fold)
-        review = Review(route, discriminant, np.array([1.0, 0.0]))
+        review = Review(route, discriminant, np.array([1.0, 0.0]), keep_below)
         details |= {"shrinkage": discriminant.shrinkage, "temperature": discriminant.temperature,
                     "polish_steps": discriminant.polish_steps}
         if route == "both":

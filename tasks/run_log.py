@@ -97,14 +97,15 @@ def review_fit(details: Mapping[str, Any], seconds: float) -> str:
             f"on {details['sample_rows']:,} labelled sample rows{shown}")
 
 
-def review(gold_column: str | None, issue_paths: Sequence[str], seconds: float) -> str:
+def review(gold_column: str | None, issue_paths: Sequence[str], seconds: float, keep_below: float) -> str:
     """How many labelled items were ranked, and how many of their given labels are more likely wrong than right."""
     if gold_column is None:
         return "Review: no gold column, no labels to review"
     p_given = pa.concat_arrays([pq.read_table(path, columns=["p_given"]).column(0).combine_chunks()
                                 for path in issue_paths]) if issue_paths else pa.array([], pa.float64())
     doubtful = int(pc.sum(pc.less(p_given, 0.5)).as_py() or 0)
-    return (f"Review: {len(p_given):,} labelled items ranked by p_given in {seconds:.2f} s (annotation_issues); "
+    kept = "every labelled item" if keep_below >= 1 else f"the labelled items with p_given < {keep_below:g}"
+    return (f"Review: {len(p_given):,} items ranked by p_given in {seconds:.2f} s (annotation_issues keeps {kept}); "
             f"{doubtful:,} given labels more likely wrong than right (p_given < 0.5)")
 
 

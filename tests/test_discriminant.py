@@ -86,7 +86,7 @@ def test_out_of_fold_posteriors_equal_a_per_item_reference(catalog):
     model, sample = fit(xs, present, labels, fold, k, polish_steps=0)  # the Gaussian model alone
     got = model.log_posterior(xs, present, fold)
     expected = reference(xs, present, labels, fold, k, sample, model.shrinkage, model.temperature)
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)  # scored in float32, as the embeddings
 
 
 @settings(max_examples=20, deadline=None)
@@ -123,13 +123,18 @@ def test_class_sums_merge_across_chunks(catalog, cuts):
             np.testing.assert_allclose(whole.total[f, c], xs[0][rows].sum(axis=0), atol=1e-5)
 
 
-def test_a_label_seen_only_in_its_own_fold_does_not_judge_it():
-    # out of fold: changing the labels of fold 0's items leaves fold 0's posteriors unchanged
-    rng = np.random.default_rng(1)
-    n, k = 200, 3
+def one_view(seed, n, k):
+    """A small one-modality catalog: class k sits on axis k; folds in turn."""
+    rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, n)
     xs = [(np.eye(k)[labels] + rng.normal(scale=0.5, size=(n, k))).astype(np.float32)]
-    present, fold = np.ones((n, 1), bool), np.arange(n) % N_FOLDS
+    return xs, np.ones((n, 1), bool), labels, np.arange(n) % N_FOLDS
+
+
+def test_a_label_seen_only_in_its_own_fold_does_not_judge_it():
+    # out of fold: changing the labels of fold 0's items leaves fold 0's posteriors unchanged
+    k = 3
+    xs, present, labels, fold = one_view(1, 200, k)
     # the grids' choice reads every fold: fixed here, so that fold 0's posteriors could only move by its labels
     grids = {"shrinkages": (0.1,), "temperatures": (1.5,), "polish_steps": 10}
     first, _ = fit(xs, present, labels, fold, k, **grids)
@@ -138,17 +143,14 @@ def test_a_label_seen_only_in_its_own_fold_does_not_judge_it():
     second, _ = fit(xs, present, changed, fold, k, **grids)
     rows = fold == 0
     np.testing.assert_allclose(first.log_posterior(xs, present, fold)[rows],
-                                   second.log_posterior(xs, present, fold)[rows], atol=1e-9)
+                               second.log_posterior(xs, present, fold)[rows], atol=1e-9)
     assert not np.allclose(first.log_posterior(xs, present, fold)[~rows],
                            second.log_posterior(xs, present, fold)[~rows])
 
 
 def test_an_item_with_no_modality_gets_the_uniform_posterior():
-    rng = np.random.default_rng(2)
-    n, k = 100, 3
-    labels = rng.integers(0, k, n)
-    xs = [(np.eye(k)[labels] + rng.normal(scale=0.5, size=(n, k))).astype(np.float32)]
-    present, fold = np.ones((n, 1), bool), np.arange(n) % N_FOLDS
+    k = 3
+    xs, present, labels, fold = one_view(2, 100, k)
     model, _ = fit(xs, present, labels, fold, k)
     present[0] = False
     np.testing.assert_allclose(np.exp(model.log_posterior(xs, present, fold)[0]), 1 / k)

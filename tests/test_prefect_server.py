@@ -75,7 +75,7 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
         metrics = {(m, a, method): v for m, a, method, v in one(
             "SELECT metric, modality_a, method, value FROM agreement_metrics WHERE modality_b IN ('text', 'gold')")}
         review = json.loads(one("SELECT details FROM runs")[0][0])["review"]
-        n_issues, n_doubtful = one("SELECT count(*), count_if(p_given < 0.5) FROM annotation_issues")[0]
+        n_issues, n_doubtful = one("SELECT count(*), coalesce(count_if(p_given < 0.5), 0) FROM annotation_issues")[0]
     figures = "; ".join(f"{m} {n} pairs, median {med:g} dims ({lo}-{hi}), {fb} fallbacks to all dims"
                         for m, n, med, lo, hi, fb in masks)
 
@@ -102,7 +102,8 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
         re.escape(f"Gold accuracy, base \u2192 pairwise \u2192 refined: image {steps('gold_accuracy', 'image')}; "
                   f"text {steps('gold_accuracy', 'text')}; "
                   f"joint {metrics['gold_accuracy', 'joint', 'refined']:.3f} (refined)"),
-        rf"Review: {n_issues:,} labelled items ranked by p_given in [\d.]+ s \(annotation_issues\); "
+        rf"Review: {n_issues:,} items ranked by p_given in [\d.]+ s \(annotation_issues keeps the labelled items "
+        rf"with p_given < 0.5\); "
         rf"{n_doubtful:,} given labels more likely wrong than right \(p_given < 0.5\)",
         r"Run server-test committed in [\d.]+ s: stage [\d.]+ s, pass1 [\d.]+ s, fit [\d.]+ s, refine [\d.]+ s, "
         r"fit_review [\d.]+ s, pass2 [\d.]+ s, metrics [\d.]+ s, review [\d.]+ s",

@@ -159,6 +159,7 @@ def test_a_run_ranks_flipped_catalog_labels_first(prefect_harness, tmp_path, rou
     db = tmp_path / "out.duckdb"
     summary = reclassify_catalog(ReclassifyParams(
         items=items_glob, classes=classes_path, db=str(db), gold_column="label", chunk_size=500, review=route,
+        issues_below=1.0,
     ))
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute("SELECT item_id, p_given, route, zero_shot_p_given, label_aware_p_given, given_label, "
@@ -168,7 +169,7 @@ def test_a_run_ranks_flipped_catalog_labels_first(prefect_harness, tmp_path, rou
         details = json.loads(con.execute("SELECT details FROM runs").fetchone()[0])
     issues = [row[:1] for row in rows]
     assert details["review"]["route"] == route and {row[2] for row in rows} == {route}
-    assert len(rows) == items.num_rows  # every labelled item is ranked
+    assert len(rows) == items.num_rows  # issues_below=1: every labelled item is ranked
     p_given = [row[1] for row in rows]
     assert p_given == sorted(p_given) and all(0 <= p <= 1 for p in p_given)
     assert all(row[5] != row[6] for row in rows)  # the suggestion is another class
@@ -185,3 +186,19 @@ def test_a_run_ranks_flipped_catalog_labels_first(prefect_harness, tmp_path, rou
     assert sum(statuses.values()) == items.num_rows
     assert statuses.get("agreed", 0) > 0.5 * items.num_rows
 
+
+
+def test_by_default_annotation_issues_keep_the_labels_more_likely_wrong_than_right(prefect_harness, tmp_path):
+    items, classes = make_catalog(1000, 4, seed=12)
+    names = classes.column("class_name").to_pylist()
+    flipped = np.arange(items.num_rows) % 10 == 0
+    labels = items.column("label").to_pylist()
+    noisy = [names[(names.index(v) + 1) % 4] if f else v for v, f in zip(labels, flipped)]
+    items = items.set_column(items.schema.get_field_index("label"), "label", pa.array(noisy))
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db), gold_column="label"))
+    with duckdb.connect(str(db), read_only=True) as con:
+        p_given = [p for (p,) in con.execute("SELECT p_given FROM annotation_issues ORDER BY rank").fetchall()]
+    assert p_given and max(p_given) < 0.5 and p_given == sorted(p_given)
+    assert len(p_given) < items.num_rows / 2  # the clean majority is left out
