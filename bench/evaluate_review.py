@@ -10,7 +10,7 @@ classes.parquet. For each catalog, kind of noise (bench/review_noise.py) and
 seed, a seeded `--noise` share of the labels is flipped; the truth stays in
 memory and the noisy catalog is written as Parquet. Then:
 
-- the product: one `pairwise run --gold-column label --review both --seed S`
+- the product: one `pairwise run --gold-column label --review both --issues-below 1 --seed S`
   on the noisy catalog (a subprocess, timed whole). Its annotation_issues rows
   give three routes' scores, 1 - p(given label): zero-shot (zero_shot_p_given,
   the refined joint posterior, which never reads the labels), label-aware
@@ -95,8 +95,8 @@ def run_product(noisy_path: Path, classes: Path, seed: int, workdir: Path, ids: 
     wall time, timings and review details."""
     db = workdir / f"review-{noisy_path.stem}.duckdb"
     command = [str(Path(sys.executable).with_name("pairwise")), "run", "--items", str(noisy_path),
-               "--classes", str(classes), "--gold-column", "label", "--review", "both", "--db", str(db),
-               "--seed", str(seed)]
+               "--classes", str(classes), "--gold-column", "label", "--review", "both", "--issues-below", "1",
+               "--db", str(db), "--seed", str(seed)]
     start = time.perf_counter()
     result = subprocess.run(command, check=False, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="peer folds fitted in parallel (default 2, the cores here)")
     args = parser.parse_args()
 
-    print(f"The three routes come from `pairwise run --gold-column label --review both` on the noisy catalog; "
+    print(f"The three routes come from `pairwise run --gold-column label --review both --issues-below 1` on the noisy catalog; "
           f"the peer is a 5-fold out-of-fold LogisticRegression (C = 1) on the noisy labels. Every score is "
           f"1 - p(given label)" + ("" if len(args.seeds) == 1 else "; cells: mean (min–max) over seeds") + ".")
     lines = []
