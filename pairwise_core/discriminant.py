@@ -171,6 +171,8 @@ class FoldDiscriminant:
                     # scored in float32, the embeddings' dtype: a float64 product would convert every row
                     self._coef[f, modalities] = ([block.astype(np.float32) for block in np.split(coef, splits)],
                                                  intercept)
+        # the fit's d x d covariances (about 90 MB at 2 x 768-d) would travel with every pickled copy
+        del self._means, self._log_prior, self._covariances
 
     def log_posterior(self, xs: list[np.ndarray], present: np.ndarray, fold: np.ndarray) -> np.ndarray:
         """(n, K) out-of-fold log posteriors. ``xs``: per modality (n, d_m), any values where missing;
