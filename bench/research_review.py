@@ -11,7 +11,9 @@ flips), 10% of labels are flipped, then each route's score is ranked:
   label-free weights (the labels are never read);
 - label-aware: the out-of-fold shrunk discriminant (pairwise_core.discriminant)
   on the noisy labels, class sums over every item, scatter from a 20,000-row sample,
-  alone and polished by a few L-BFGS steps of the logistic loss (steps x penalty);
+  alone and polished by a few L-BFGS steps of the logistic loss (an earlier
+  version of this script also varied the penalty: 1e-2 lost to 1e-3 on both
+  catalogs, e.g. nouns precision@k 0.795 against 0.807);
 - combinations of the two; the peer: 5-fold LogisticRegression (C = 1).
 """
 
@@ -26,8 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from pairwise_core.discriminant import ClassSums, FoldDiscriminant, Scatter, polish
-from pairwise_core.refine import log_softmax
+from pairwise_core.discriminant import ClassSums, FoldDiscriminant, Scatter
 from pairwise_core.joint import cross_view_weights, fit_weights, joint_log_posterior
 from research_refine import VIEWS, Catalog, Params, load, refine
 from review_noise import flip_labels
@@ -52,24 +53,12 @@ def label_aware(cat: Catalog, noisy: np.ndarray, fold: np.ndarray, seed: int) ->
     sample = np.sort(np.random.default_rng(seed).permutation(cat.n)[:20_000])
     x = np.concatenate([x[sample] for x in xs], axis=1)
     scatter = Scatter.of(x, noisy[sample], fold[sample], N_FOLDS, cat.k)
-    model = FoldDiscriminant(sums, scatter, x, noisy[sample], fold[sample], polish_steps=0)
-    print(f"    lda shrinkage {model.shrinkage}, temperature {model.temperature:.3f}")
-    lda = model.log_posterior(xs, np.ones((cat.n, len(VIEWS)), bool), fold)
-    return lda, {f"steps {s} lam {lam}": polish_folds(model, x, noisy[sample], fold[sample],
-                                                np.concatenate(xs, axis=1), fold, s, lam)
-                 for s in (10, 30) for lam in (1e-3, 1e-2)}
-
-
-def polish_folds(model, xs_, ys, fs, x_all, fold_all, steps, lam):
-    """The core's polish (pairwise_core.discriminant.polish) per fold from the LDA solution, with penalty lam."""
-    out = np.zeros((len(x_all), model.n_classes))
-    for f in range(model.n_folds):
-        coef, intercept = model._solve(f, (0, 1), model.shrinkage)
-        tr = fs != f
-        coef, intercept = polish(coef / model.temperature, intercept / model.temperature, xs_[tr], ys[tr], steps, lam)
-        rows = fold_all == f
-        out[rows] = log_softmax(x_all[rows] @ coef + intercept)
-    return out
+    present = np.ones((cat.n, len(VIEWS)), bool)
+    fitted = {steps: FoldDiscriminant(sums, scatter, x, noisy[sample], fold[sample], polish_steps=steps)
+              for steps in (0, 5, 10)}
+    print(f"    lda shrinkage {fitted[0].shrinkage}, temperature {fitted[0].temperature:.3f}")
+    return fitted[0].log_posterior(xs, present, fold), {
+        f"polished, {steps} steps": fitted[steps].log_posterior(xs, present, fold) for steps in (5, 10)}
 
 
 def peer(cat: Catalog, noisy: np.ndarray, seed: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from pairwise_core.joint import joint_log_posterior
+from pairwise_core.pair_stats import normalize_rows
 from pairwise_core.refine import log_softmax
 from tasks.policy import IO_TASK
 from tasks.refine import Refinement
@@ -111,7 +112,8 @@ def label_partition(
                     }, schema=REJECTED_SCHEMA))
                 n = len(usable.x)
                 if review is not None:
-                    xs.append(usable.x if n == batch.num_rows else _scatter_rows(usable.x, usable.valid))
+                    unit = normalize_rows(usable.x)
+                    xs.append(unit if n == batch.num_rows else _scatter_rows(unit, usable.valid))
                 if n == 0:
                     continue
                 keep = pa.array(usable.valid)

@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from pairwise_core.discriminant import ClassSums, FoldDiscriminant, Scatter
 from pairwise_core.joint import fit_weights, joint_log_posterior
+from pairwise_core.pair_stats import normalize_rows
 from pairwise_core.refine import log_softmax
 from tasks.policy import IO_TASK
 from tasks.refine import Refinement, sample_terms
@@ -101,7 +102,8 @@ def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], pla
             for m, part in load_stats(str(path), plan.modalities, ClassSums).items():
                 sums[m] = sums[m] + part
         rows = sample.rows(np.flatnonzero(complete))
-        x = np.concatenate([rows.x[m] for m in plan.modalities], axis=1)
+        unit = [normalize_rows(rows.x[m]) for m in plan.modalities]  # as the label pass scores them
+        x = np.concatenate(unit, axis=1)
         discriminant = FoldDiscriminant([sums[m] for m in plan.modalities],
                                         Scatter.of(x, rows.gold, rows.fold, N_FOLDS, k), x, rows.gold, rows.fold)
         review = Review(route, discriminant, np.array([1.0, 0.0]), keep_below)
@@ -112,7 +114,7 @@ def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], pla
             present = np.ones((rows.n_rows, len(plan.modalities)), bool)
             zero_shot = joint_log_posterior(sample_terms(refinement.refiners, load_model(model_path), rows),
                                             present, refinement.free_weights)
-            aware = discriminant.log_posterior([rows.x[m] for m in plan.modalities], present, rows.fold)
+            aware = discriminant.log_posterior(unit, present, rows.fold)
             review.weights = fit_weights(np.stack([aware, zero_shot], axis=1), np.ones((rows.n_rows, 2), bool),
                                          rows.gold)
             details["weights"] = {"label_aware": float(review.weights[0]), "zero_shot": float(review.weights[1])}
