@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from tasks.encoders import Encoder, encode
 from tasks.sources import EMBEDDING_SUFFIX
 from tasks.sql import OUTPUT_TABLES
+from tasks.staging import replacing
 from tasks.store import connect, run_lock
 
 NAME_COLUMNS = ("class_name", "class", "name")  # the first one present in a CSV or Parquet names file
@@ -190,16 +191,11 @@ def class_table(
 
 def write_parquet(table: pa.Table, path: str) -> None:
     """Write beside the target, then rename over it: readers see the old file or the whole new one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
-        pq.write_table(table, partial)
-        os.replace(partial, target)
+        with replacing(Path(path)) as partial:
+            pq.write_table(table, partial)
     except OSError as error:
         raise ClassesError(f"--out {path}: cannot write it ({error.strerror or error})") from None
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def check_table_name(name: str) -> None:

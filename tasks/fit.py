@@ -16,7 +16,7 @@ from pairwise_core.refine import sample_rows
 from tasks.policy import IO_TASK
 from tasks.sample import N_FOLDS, SampleParts, gold_codes, item_folds
 from tasks.sources import Partition, Plan, matrix, read_partition
-from tasks.staging import Staging, classifiers, load_stats, save_model, save_stats, write_parquet
+from tasks.staging import Staging, classifiers, load_stats, save_pickle, save_stats, write_parquet
 
 
 @task(name="pair-stats", **IO_TASK)
@@ -100,7 +100,7 @@ def fit_masks(
         }))
     table = pa.concat_tables(tables)
     return {
-        "model": save_model(staging.path("model.pkl"), {m: model.for_labelling() for m, model in models.items()}),
+        "model": save_pickle(staging.path("model.pkl"), {m: model.for_labelling() for m, model in models.items()}),
         "pair_masks": write_parquet(staging.path("pair_masks", "part-00000.parquet"), table),
         # the seeded class order, and the tourney's slots over it (or over an item's candidates): -1 is a bye
         "brackets": {

@@ -14,7 +14,6 @@ import base64
 import html
 import io
 import json
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from tasks import store
+from tasks.staging import replacing
 from tasks.report import (CALIBRATIONS, CONSENSUS_STATUSES, ISSUE_COLUMNS, ISSUES_NOTE, OLD_ISSUES_NOTE, issue_cells,
                           run_row, shown_classes, signed)
 
@@ -579,11 +579,8 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
 def write_report(db: str | Path, run_id: str, path: str | Path) -> RunReport:
     """Build the report and write it atomically: a reader never opens half a file."""
     report = build_report(db, run_id)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(report.html, encoding="utf-8")
-    os.replace(partial, target)
+    with replacing(Path(path)) as partial:
+        partial.write_text(report.html, encoding="utf-8")
     return report
 
 

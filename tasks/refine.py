@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,7 @@ from pairwise_core.joint import cross_view_weights, fit_weights
 from tasks.policy import IO_TASK
 from tasks.sample import N_FOLDS, Sample, load_sample
 from tasks.sources import Plan
-from tasks.staging import Staging, load_model
+from tasks.staging import Staging, load_model, save_pickle
 
 # fewer labelled rows than this in a fold's complement: no label-aware calibration (the weights would be noise)
 MIN_CALIBRATION_ROWS = 200
@@ -97,7 +96,5 @@ def fit_refinement(
     terms = sample_terms(refiners, models, sample)
     view, joint, how = calibration_weights(terms, present, sample.fold, gold)
     free = joint[0] if how == "label-free" else cross_view_weights(terms, present)[1]
-    path = staging.path("refinement.pkl")
-    with path.open("wb") as handle:
-        pickle.dump(Refinement(refiners, view, joint, how, free), handle, protocol=pickle.HIGHEST_PROTOCOL)
-    return {"path": str(path), "calibration": how}
+    path = save_pickle(staging.path("refinement.pkl"), Refinement(refiners, view, joint, how, free))
+    return {"path": path, "calibration": how}

@@ -11,7 +11,6 @@ to disk past its memory limit; rows are numbered while they stream out.
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,7 +31,7 @@ from tasks.refine import Refinement, sample_terms
 from tasks.sample import N_FOLDS, load_sample
 from tasks.sources import Plan
 from tasks.sql import statement
-from tasks.staging import Staging, load_model, load_pickle, load_stats
+from tasks.staging import Staging, load_model, load_pickle, load_stats, save_pickle
 from tasks.store import DUCKDB_MEMORY
 
 Route = Literal["zero-shot", "label-aware", "both"]
@@ -118,10 +117,7 @@ def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], pla
             review.weights = fit_weights(np.stack([aware, zero_shot], axis=1), np.ones((rows.n_rows, 2), bool),
                                          rows.gold)
             details["weights"] = {"label_aware": float(review.weights[0]), "zero_shot": float(review.weights[1])}
-    path = staging.path("review.pkl")
-    with path.open("wb") as handle:
-        pickle.dump(review, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    return {"path": str(path), "details": details}
+    return {"path": save_pickle(staging.path("review.pkl"), review), "details": details}
 
 
 def rank_annotation_issues(review_paths: list[str], workdir: Path, run_id: str) -> list[str]:

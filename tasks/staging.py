@@ -12,6 +12,8 @@ import pickle
 import shutil
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,10 +83,24 @@ def load_stats(path: str, modalities: tuple[str, ...], kind: type = PairStats) -
                 for m in modalities}
 
 
-def save_model(path: Path, fitted: dict[str, PairwiseClassifier]) -> str:
+def save_pickle(path: Path, value: Any) -> str:
+    """A fitted object the later tasks load by path (``load_pickle``, ``load_model``)."""
     with path.open("wb") as handle:
-        pickle.dump(fitted, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
     return str(path)
+
+
+@contextmanager
+def replacing(target: Path) -> Iterator[Path]:
+    """A path beside ``target`` to write to; renamed over ``target`` when the block succeeds, removed when it
+    fails: readers see the old file or the whole new one, never half of it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        yield partial
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 class _Models(dict):
