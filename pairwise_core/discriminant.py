@@ -70,24 +70,29 @@ class ClassSums:
         return cls(np.zeros((n_folds, n_classes)), np.zeros((n_folds, n_classes, n_features)))
 
     @classmethod
-    def of(cls, x: np.ndarray, labels: np.ndarray, fold: np.ndarray, n_folds: int, n_classes: int) -> ClassSums:
-        """The sums of rows ``x`` (n, d) with ``labels`` (n,; -1 for none) and ``fold`` (n,), with no loop
-        over items: a product with the rows' one-hot group matrix while the groups present are few (one
-        BLAS call), else a sort and a segmented sum. Each call's sums are in the rows' dtype (a batch);
-        they accumulate across calls in float64."""
+    def of(cls, x: np.ndarray, labels: np.ndarray, fold: np.ndarray, n_folds: int, n_classes: int,
+           scale: np.ndarray | None = None) -> ClassSums:
+        """The sums of rows ``x`` (n, d), each times its ``scale`` (n,; e.g. its inverse norm, which sums
+        unit rows without a scaled copy of the batch), with ``labels`` (n,; -1 for none) and ``fold`` (n,),
+        with no loop over items: a product with the rows' (scaled) one-hot group matrix while the groups
+        present are few (one BLAS call), else a sort and a segmented sum. Each call's sums are in the rows'
+        dtype (a batch); they accumulate across calls in float64."""
         sums = cls.zeros(n_folds, n_classes, x.shape[1])
         known = labels >= 0
-        rows = x if known.all() else x[known]
+        every = known.all()
+        rows = x if every else x[known]
+        weight = None if scale is None else (scale if every else scale[known]).astype(rows.dtype, copy=False)
         groups, member = np.unique(fold[known] * n_classes + labels[known], return_inverse=True)
         if groups.size == 0:
             return sums
         if groups.size <= _ONE_HOT_GROUPS:
             onehot = np.zeros((groups.size, member.size), rows.dtype)
-            onehot[member, np.arange(member.size)] = 1
+            onehot[member, np.arange(member.size)] = 1 if weight is None else weight
             totals = onehot @ rows
         else:
             order = np.argsort(member, kind="stable")
-            totals = np.add.reduceat(rows[order], np.searchsorted(member[order], np.arange(groups.size)), axis=0)
+            picked = rows[order] if weight is None else rows[order] * weight[order, None]
+            totals = np.add.reduceat(picked, np.searchsorted(member[order], np.arange(groups.size)), axis=0)
         sums.total.reshape(n_folds * n_classes, -1)[groups] = totals
         sums.count.reshape(-1)[groups] = np.bincount(member, minlength=groups.size)
         return sums
@@ -179,10 +184,13 @@ class FoldDiscriminant:
         # the fit's d x d covariances (about 90 MB at 2 x 768-d) would travel with every pickled copy
         del self._means, self._log_prior, self._covariances
 
-    def log_posterior(self, xs: list[np.ndarray], present: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    def log_posterior(self, xs: list[np.ndarray], present: np.ndarray, fold: np.ndarray,
+                      scales: list[np.ndarray] | None = None) -> np.ndarray:
         """(n, K) out-of-fold log posteriors. ``xs``: per modality (n, d_m), any values where missing;
-        ``present`` (n, M); ``fold`` (n,). Each row is scored by the model of the other folds, over the
-        modalities it has (uniform where it has none): one BLAS call per fold, pattern and modality."""
+        ``present`` (n, M); ``fold`` (n,); ``scales``: per modality (n,) factors applied to each row's
+        product (its inverse norm: the rows are scored as unit rows without a scaled copy). Each row is
+        scored by the model of the other folds, over the modalities it has (uniform where it has none):
+        one BLAS call per fold, pattern and modality."""
         n = len(fold)
         logits = np.zeros((n, self.n_classes))
         pattern = present @ (1 << np.arange(present.shape[1]))
@@ -194,9 +202,13 @@ class FoldDiscriminant:
                     continue
                 rows = np.flatnonzero(in_fold & (pattern == key))
                 coefs, intercept = self._coef[f, modalities]
-                logits[rows] = intercept
+                block = np.zeros((rows.size, self.n_classes), np.float32)
                 for m, coef in zip(modalities, coefs):
-                    logits[rows] += xs[m][rows] @ coef
+                    product = np.take(xs[m], rows, axis=0) @ coef
+                    if scales is not None:
+                        product *= scales[m][rows, None]
+                    block += product
+                logits[rows] = block + intercept
         return log_softmax(logits)
 
     def _columns(self, modalities: tuple[int, ...]) -> np.ndarray:

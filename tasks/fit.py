@@ -11,7 +11,6 @@ from prefect import task
 
 from pairwise_core import PairStats, PairwiseClassifier
 from pairwise_core.discriminant import ClassSums
-from pairwise_core.pair_stats import normalize_rows
 from pairwise_core.refine import sample_rows
 from tasks.policy import IO_TASK
 from tasks.sample import N_FOLDS, SampleParts, gold_codes, item_folds
@@ -51,7 +50,7 @@ def partition_stats(
                 totals[modality] = totals[modality] + model.pair_stats(usable.x)
                 if class_sums:
                     sums[modality] = sums[modality] + ClassSums.of(
-                        normalize_rows(usable.x), gold[usable.valid], folds[usable.valid], N_FOLDS, k)
+                        usable.x, gold[usable.valid], folds[usable.valid], N_FOLDS, k, usable.inverse_norms())
             sample.add_modality(modality, usable, rows)
         sample.add_rows(folds[rows], None if gold is None else gold[rows], len(rows))
     paths = {

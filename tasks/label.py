@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from pairwise_core.joint import joint_log_posterior
-from pairwise_core.pair_stats import normalize_rows
 from pairwise_core.refine import log_softmax
 from tasks.policy import IO_TASK
 from tasks.refine import Refinement
@@ -99,7 +98,9 @@ def label_partition(
             gold = batch.column(plan.gold_column).cast(pa.string()) if plan.gold_column else None
             # the gold column is the catalog's current label: review it in the same pass (-1: none or unknown)
             given = None if gold is None else gold_codes(batch, plan)
-            xs: list[np.ndarray] = []  # per modality, every row's embedding (zero where rejected), for the review
+            # per modality, every row's embedding and inverse norm (zero where rejected), for the review
+            xs: list[np.ndarray] = []
+            scales: list[np.ndarray] = []
             for column, (modality, model) in enumerate(models.items()):
                 usable = matrix(batch, modality, plan.dims[modality])
                 if not usable.valid.all():
@@ -112,8 +113,10 @@ def label_partition(
                     }, schema=REJECTED_SCHEMA))
                 n = len(usable.x)
                 if review is not None:
-                    unit = normalize_rows(usable.x)
-                    xs.append(unit if n == batch.num_rows else _scatter_rows(unit, usable.valid))
+                    every = n == batch.num_rows
+                    xs.append(usable.x if every else _scatter_rows(usable.x, usable.valid))
+                    scales.append(usable.inverse_norms() if every else _scatter_rows(usable.inverse_norms(),
+                                                                                     usable.valid))
                 if n == 0:
                     continue
                 keep = pa.array(usable.valid)
@@ -140,7 +143,8 @@ def label_partition(
                     "refined_confidence": pa.array(confidence.astype(np.float32)),
                 }, schema=LABEL_SCHEMA))
             if review is not None:
-                reviews.write_table(review_table(review, joint, refinement.free_weights, xs, fold, ids, given, names))
+                table = review_table(review, joint, refinement.free_weights, xs, scales, fold, ids, given, names)
+                reviews.write_table(table)
             joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names))
     return {kind: str(path) for kind, path in paths.items()}
 
@@ -186,15 +190,19 @@ class Joint:
         }, schema=JOINT_SCHEMA)
 
 
-def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: list[np.ndarray], fold: np.ndarray,
-                 ids: pa.Array, given: np.ndarray, names: pa.Array) -> pa.Table:
+def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: list[np.ndarray],
+                 scales: list[np.ndarray], fold: np.ndarray, ids: pa.Array, given: np.ndarray,
+                 names: pa.Array) -> pa.Table:
     """review_items rows of the batch's items with a known given label, at least one modality, and a
-    p_given below the review's ``keep_below`` (every such item at 1)."""
+    p_given below the review's ``keep_below`` (every such item at 1). ``xs`` and ``scales``: per modality,
+    the rows' embeddings and inverse norms (the review scores unit rows)."""
     rows = np.flatnonzero((given >= 0) & joint.present.any(axis=1))
     present, at = joint.present[rows], (np.arange(rows.size), given[rows])
     zero_shot = joint_log_posterior(joint.terms[rows], present, free_weights)
     every = rows.size == len(given)  # the usual batch: no copy of its embeddings
-    route, aware = review.judge(zero_shot, xs if every else [x[rows] for x in xs], present, fold[rows])
+    if not every:
+        xs, scales = [x[rows] for x in xs], [scale[rows] for scale in scales]
+    route, aware = review.judge(zero_shot, xs, scales, present, fold[rows])
     if review.keep_below < 1:
         kept = route[at] < np.log(review.keep_below)
         rows, present = rows[kept], present[kept]
@@ -221,7 +229,7 @@ def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: lis
 
 
 def _scatter_rows(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    full = np.zeros((valid.size, x.shape[1]), x.dtype)
+    full = np.zeros((valid.size, *x.shape[1:]), x.dtype)
     full[valid] = x
     return full
 

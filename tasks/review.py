@@ -49,13 +49,13 @@ class Review:
     weights: np.ndarray  # (2,) for 'both': of the label-aware and the zero-shot log posteriors
     keep_below: float  # annotation_issues keeps the items whose p_given is below this (1: every item)
 
-    def judge(self, zero_shot: np.ndarray, xs: list[np.ndarray], present: np.ndarray,
+    def judge(self, zero_shot: np.ndarray, xs: list[np.ndarray], scales: list[np.ndarray], present: np.ndarray,
               fold: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(the route's log posterior, the label-aware one or None), both (n, K), from the zero-shot log
-        posterior and the items' embeddings per modality."""
+        posterior and the items' embeddings and inverse norms per modality."""
         if self.discriminant is None:
             return zero_shot, None
-        aware = self.discriminant.log_posterior(xs, present, fold)
+        aware = self.discriminant.log_posterior(xs, present, fold, scales)
         if self.route == "label-aware":
             return aware, aware
         return combine(aware, zero_shot, self.weights), aware

@@ -317,6 +317,11 @@ class BatchEmbeddings:
     x: np.ndarray  # (n_valid, d)
     valid: np.ndarray  # (n,) bool
     reasons: np.ndarray  # (n,) object: None where valid
+    square_norms: np.ndarray  # (n_valid,) float32, of the rows of x (validation computes them anyway)
+
+    def inverse_norms(self) -> np.ndarray:
+        """1 / |x| per usable row: scales products to those of unit rows without a scaled copy of x."""
+        return 1 / np.sqrt(self.square_norms)
 
 
 def matrix(batch: pa.RecordBatch, modality: str, dim: int) -> BatchEmbeddings:
@@ -352,4 +357,6 @@ def matrix(batch: pa.RecordBatch, modality: str, dim: int) -> BatchEmbeddings:
     good = ~bad_value & ~zero
     valid = np.zeros(n, dtype=bool)
     valid[rows[good]] = True
-    return BatchEmbeddings(x if good.all() else x[good], valid, reasons)
+    if good.all():
+        return BatchEmbeddings(x, valid, reasons, square_norms)
+    return BatchEmbeddings(x[good], valid, reasons, square_norms[good])

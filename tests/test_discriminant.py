@@ -213,3 +213,27 @@ def test_class_sums_of_many_groups_take_the_segmented_sum_and_agree():
             rows = (fold == f) & (labels == c)
             assert sums.count[f, c] == rows.sum()
             np.testing.assert_allclose(sums.total[f, c], x[rows].astype(np.float64).sum(axis=0), atol=1e-4)
+
+
+@pytest.mark.parametrize("n_classes", [3, 40])  # the one-hot product and the segmented sum
+def test_scaled_class_sums_are_the_sums_of_the_scaled_rows(n_classes):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2000, 4)).astype(np.float32)
+    labels, fold = rng.integers(-1, n_classes, 2000), rng.integers(0, N_FOLDS, 2000)
+    scale = rng.uniform(0.2, 3.0, 2000)
+    got = ClassSums.of(x, labels, fold, N_FOLDS, n_classes, scale)
+    expected = ClassSums.of((x * scale[:, None]).astype(np.float32), labels, fold, N_FOLDS, n_classes)
+    np.testing.assert_array_equal(got.count, expected.count)
+    np.testing.assert_allclose(got.total, expected.total, rtol=1e-5, atol=1e-4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(catalogs(), st.floats(0.1, 10.0))
+def test_rows_scored_with_their_scales_score_as_the_scaled_rows(catalog, spread):
+    xs, present, labels, fold, k = catalog
+    model, _ = fit(xs, present, labels, fold, k)
+    rng = np.random.default_rng(len(labels))
+    scales = [rng.uniform(1.0, 1.0 + spread, len(labels)) for _ in xs]
+    scaled = [(x * s[:, None]).astype(np.float32) for x, s in zip(xs, scales, strict=True)]
+    np.testing.assert_allclose(model.log_posterior(xs, present, fold, scales),
+                               model.log_posterior(scaled, present, fold), rtol=1e-4, atol=1e-4)
