@@ -124,7 +124,7 @@ class Scatter:
 
     def within(self, folds: np.ndarray) -> np.ndarray:
         """The pooled within-class covariance of the rows of ``folds`` (a boolean mask over the folds)."""
-        outer = self.outer[folds].sum(axis=0)
+        outer = np.tensordot(folds.astype(self.outer.dtype), self.outer, axes=1)  # no copy of the folds' blocks
         count = self.count[folds].sum(axis=0)
         total = self.total[folds].sum(axis=0)
         seen = count > 0
@@ -216,8 +216,11 @@ class FoldDiscriminant:
 
     def _solve(self, f: int, modalities: tuple[int, ...], shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
         cols = self._columns(modalities)
-        cov = self._covariances[f][np.ix_(cols, cols)]
-        shrunk = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / len(cols) * np.eye(len(cols))
+        cov = self._covariances[f]
+        if len(cols) < len(cov):
+            cov = cov[np.ix_(cols, cols)]
+        shrunk = (1 - shrinkage) * cov
+        shrunk.flat[:: len(cols) + 1] += shrinkage * np.trace(cov) / len(cols)
         mean = self._means[f][:, cols]
         coef = np.linalg.solve(shrunk, mean.T)  # (D_p, K)
         intercept = -0.5 * np.einsum("kd,dk->k", mean, coef) + self._log_prior[f]
@@ -233,11 +236,13 @@ class FoldDiscriminant:
         rows = fold == f
         held, held_labels = x[rows], labels[rows]
         best = (-np.inf, shrinkages[0], temperatures[0])
+        at = np.arange(held_labels.size), held_labels
         for a in shrinkages:
             coef, intercept = self._solve(f, everything, a)
             logits = held @ coef + intercept
-            for t in temperatures:
-                best = max(best, (float(log_softmax(logits / t)[np.arange(held_labels.size), held_labels].sum()), a, t))
+            # every temperature at once: (T, rows, K)
+            scores = log_softmax(logits[None] / np.asarray(temperatures)[:, None, None])[:, *at].sum(axis=1)
+            best = max(best, *((float(score), a, t) for score, t in zip(scores, temperatures)))
         return float(best[1]), float(best[2])
 
 

@@ -54,9 +54,9 @@ class MixtureSums:
 
 
 def log_softmax(scores: np.ndarray) -> np.ndarray:
-    """Row-wise log softmax, stable for large scores."""
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    """Log softmax over the last axis (a row's classes), stable for large scores."""
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 class MixtureRefiner:
