@@ -202,3 +202,43 @@ def test_by_default_annotation_issues_keep_the_labels_more_likely_wrong_than_rig
         p_given = [p for (p,) in con.execute("SELECT p_given FROM annotation_issues ORDER BY rank").fetchall()]
     assert p_given and max(p_given) < 0.5 and p_given == sorted(p_given)
     assert len(p_given) < items.num_rows / 2  # the clean majority is left out
+
+
+def test_the_label_aware_review_sees_unit_rows_with_or_without_a_modality(prefect_harness, tmp_path):
+    items, classes = make_catalog(1200, 4, seed=13)
+    rng = np.random.default_rng(13)
+    names = classes.column("class_name").to_pylist()
+    flipped = rng.random(items.num_rows) < 0.1
+    noisy = [names[(names.index(v) + 1) % 4] if f else v for v, f in zip(items.column("label").to_pylist(), flipped)]
+    items = items.set_column(items.schema.get_field_index("label"), "label", pa.array(noisy))
+    # one item in eight has no image embedding: scored by the text block of the same Gaussian (its marginal)
+    no_image = np.arange(items.num_rows) % 8 == 3
+    image = items.schema.get_field_index("image_embedding")
+    items = items.set_column(image, "image_embedding", pc.if_else(
+        pa.array(no_image), pa.nulls(items.num_rows, items.schema.field(image).type), items.column(image)))
+    # the same catalog with every embedding stretched by a factor per item and modality: the review must not see it
+    items_stretched = items
+    for modality in ("image", "text"):
+        name = f"{modality}_embedding"
+        column = items.column(name).combine_chunks()
+        rows = np.asarray(column.values).reshape(len(column), -1) * rng.uniform(0.2, 5.0, (len(column), 1))
+        stretched = pa.FixedSizeListArray.from_arrays(pa.array(rows.astype(np.float32).ravel()), rows.shape[1],
+                                                      mask=column.is_null())
+        items_stretched = items_stretched.set_column(items.schema.get_field_index(name), name, stretched)
+
+    def label_aware_p_given(catalog, name):
+        items_glob, classes_path = write_catalog(tmp_path / name, catalog, classes)
+        db = tmp_path / f"{name}.duckdb"
+        summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db),
+                                                      gold_column="label", review="label-aware", issues_below=1.0))
+        with duckdb.connect(str(db), read_only=True) as con:
+            return dict(con.execute("SELECT item_id, label_aware_p_given FROM annotation_issues WHERE run_id = ?",
+                                    [summary["run_id"]]).fetchall())
+
+    p_given, p_stretched = label_aware_p_given(items, "plain"), label_aware_p_given(items_stretched, "stretched")
+    ids = items.column("item_id").to_pylist()
+    assert set(p_given) == set(ids)  # every labelled item is reviewed, with one modality or two
+    np.testing.assert_allclose([p_stretched[i] for i in ids], [p_given[i] for i in ids], atol=1e-4)
+    partial = [(p_given[i], f) for i, missing, f in zip(ids, no_image, flipped) if missing]
+    assert all(0 < p < 1 for p, _ in partial)
+    assert np.median([p for p, f in partial if f]) < 0.5 < np.median([p for p, f in partial if not f])
