@@ -113,10 +113,10 @@ def label_partition(
                     }, schema=REJECTED_SCHEMA))
                 n = len(usable.x)
                 if review is not None:
+                    inverse = usable.inverse_norms()
                     every = n == batch.num_rows
                     xs.append(usable.x if every else _scatter_rows(usable.x, usable.valid))
-                    scales.append(usable.inverse_norms() if every else _scatter_rows(usable.inverse_norms(),
-                                                                                     usable.valid))
+                    scales.append(inverse if every else _scatter_rows(inverse, usable.valid))
                 if n == 0:
                     continue
                 keep = pa.array(usable.valid)
