@@ -1,4 +1,4 @@
-"""The ``pairwise`` console script: run, demo, report, and classes (class embeddings from names).
+"""The ``pairwise`` console script: run, demo, report, classes (class embeddings from names), and worker.
 
 Prefect's console output is turned down to what a user needs (our own lines
 and the report); everything still reaches the Prefect API, so a run shows in
@@ -173,6 +173,12 @@ def _classes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from flows.worker import start_worker
+
+    return start_worker(args.pool, args.prefect_args)
+
+
 def _flow_or_fail(args: argparse.Namespace, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a flow in this process, showing its progress; a failure becomes one line (the run's reason)."""
     try:
@@ -266,12 +272,24 @@ def build_parser() -> argparse.ArgumentParser:
     classes.add_argument("--table", default="classes",
                          help="table name in --db, read by `run --classes table:NAME` (default classes)")
     classes.set_defaults(handler=_classes)
+
+    worker = commands.add_parser(
+        "worker", help="run the nightly deployment's flow runs: Prefect's worker, which one SIGTERM stops",
+        description="`prefect worker start --pool POOL [OPTIONS]` (any other option is passed to it as it is), "
+                    "stopped by one SIGTERM even when started in the background by a script or nohup")
+    worker.add_argument("--pool", required=True, help="the work pool, e.g. pairwise (see prefect.yaml)")
+    worker.set_defaults(handler=_worker, verbose=True)  # the worker's own and its flow runs' logs stay on
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()  # before the parser: its defaults come from modules that import pyarrow
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "worker":
+        args.prefect_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _prepare_prefect(getattr(args, "verbose", False))  # `classes` runs no flow
     try:
         return args.handler(args)

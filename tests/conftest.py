@@ -87,3 +87,11 @@ def server(tmp_path_factory):
     process.terminate()
     process.wait(timeout=30)
     log.close()
+    # every service of the server (scheduler, event persister, ...) ran through the session without an error
+    assert server_log_errors(env) == []
+
+
+def server_log_errors(env: dict[str, str]) -> list[str]:
+    """The lines of the `server` fixture's log that report an error or a traceback."""
+    lines = (Path(env["PREFECT_HOME"]) / "server.log").read_text(errors="replace").splitlines()
+    return [line for line in lines if "Traceback" in line or "| ERROR" in line or "Error:" in line]

@@ -1,4 +1,4 @@
-"""Against a real `prefect server start`: a flow run, its artifacts and logs, and `prefect deploy --all`."""
+"""Against a real `prefect server start`: a flow run, its artifacts and logs (the deployment: test_nightly.py)."""
 
 import json
 import re
@@ -14,8 +14,6 @@ import pytest
 from conftest import api, write_catalog
 from pairwise_core import make_catalog
 
-ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
 @pytest.fixture(scope="module")
@@ -114,17 +112,3 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
         assert re.fullmatch(pattern, line), (pattern, line)
 
 
-def test_deploy_all_registers_the_nightly_cron_schedule(server):
-    url, env = server
-    subprocess.run([PREFECT, "work-pool", "create", "pairwise", "--type", "process"], env=env, cwd=ROOT,
-                   check=True, capture_output=True, timeout=120)
-    result = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    deployments = api(url, "/deployments/filter", {"deployments": {"name": {"any_": ["nightly"]}}})
-    assert len(deployments) == 1
-    deployment = deployments[0]
-    assert deployment["work_pool_name"] == "pairwise"
-    assert deployment["entrypoint"] == "flows/reclassify.py:reclassify_catalog"
-    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 2 * * *"]
-    assert deployment["parameters"]["params"]["db"] == "catalog/pairwise.duckdb"

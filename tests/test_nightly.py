@@ -1,0 +1,109 @@
+"""The nightly deployment as an operator runs it, against a real `prefect server start`.
+
+`prefect deploy --all` from prefect.yaml, then the server's scheduler must
+create the next nights' runs, and a worker (`pairwise worker`) must pick up a
+run of the deployment, run it to Completed and stop on one SIGTERM.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import api, server_log_errors
+from tasks.demo_catalog import write_demo_catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DEPLOYMENT = "reclassify-catalog/nightly"
+
+
+@pytest.fixture(scope="module")
+def nightly(server):
+    """The work pool and the deployments of prefect.yaml, created the way docs/operations.md says: its record."""
+    url, env = server
+    subprocess.run([str(BIN / "prefect"), "work-pool", "create", "pairwise", "--type", "process"], env=env,
+                   cwd=ROOT, check=True, capture_output=True, timeout=120)
+    result = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    deployments = api(url, "/deployments/filter", {"deployments": {"name": {"any_": ["nightly"]}}})
+    assert len(deployments) == 1
+    return deployments[0]
+
+
+def test_deploy_all_registers_the_nightly_cron_schedule(nightly):
+    assert nightly["work_pool_name"] == "pairwise"
+    assert nightly["entrypoint"] == "flows/reclassify.py:reclassify_catalog"
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert nightly["parameters"]["params"]["db"] == "catalog/pairwise.duckdb"
+
+
+def next_nights(count: int) -> list[datetime]:
+    """The next ``count`` 02:00 UTC from now."""
+    start = datetime.now(timezone.utc)
+    first = start.replace(hour=2, minute=0, second=0, microsecond=0)
+    first += timedelta(days=first < start)
+    return [first + timedelta(days=k) for k in range(count)]
+
+
+def test_the_scheduler_creates_the_next_nights_runs(server, nightly):
+    """Fails when the server's scheduler service cannot insert runs (SQLAlchemy 2.1 with Prefect 3.8.8)."""
+    url, env = server
+    deadline = time.monotonic() + 120  # a new deployment within seconds, then every deployment each 60 s
+    while True:
+        runs = api(url, "/flow_runs/filter", {
+            "flow_runs": {"deployment_id": {"any_": [nightly["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}},
+            "sort": "EXPECTED_START_TIME_ASC"})
+        if len(runs) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    errors = server_log_errors(env)
+    assert len(runs) >= 3, f"{len(runs)} scheduled runs after 120 s; the server logged: {errors[:3]}"
+    starts = [datetime.fromisoformat(run["expected_start_time"].replace("Z", "+00:00")) for run in runs[:3]]
+    # the scheduler ran a little earlier: 02:00 UTC may have passed in between
+    assert starts in (next_nights(3), [night - timedelta(days=1) for night in next_nights(3)]), starts
+    assert all(run["parameters"] == nightly["parameters"] for run in runs)
+    assert errors == []
+
+
+def test_a_worker_runs_a_night_to_completion_and_stops_on_one_sigterm(server, nightly, tmp_path):
+    """A deployment run with --params, as docs/operations.md shows it, on the demo's tables, through a worker
+    started in the background (SIGINT ignored, as `cmd &` in a script or nohup leaves it)."""
+    url, env = server
+    db = tmp_path / "night.duckdb"
+    items, classes = write_demo_catalog.fn(str(db), 600, 4, 0)
+    params = {"params": {"items": items, "classes": classes, "db": str(db), "run_id": "worker-night"}}
+    created = subprocess.run([str(BIN / "prefect"), "deployment", "run", DEPLOYMENT, "--params", json.dumps(params)],
+                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+    worker = subprocess.Popen([str(BIN / "pairwise"), "worker", "--pool", "pairwise"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        state, deadline = None, time.monotonic() + 300
+        while state not in ("COMPLETED", "FAILED", "CRASHED") and time.monotonic() < deadline:
+            time.sleep(2)
+            mine = [run for run in api(url, "/flow_runs/filter", {
+                "flow_runs": {"deployment_id": {"any_": [nightly["id"]]}}, "limit": 50})
+                if run["parameters"]["params"].get("run_id") == "worker-night"]
+            state = mine[0]["state"]["type"] if mine else None
+        assert state == "COMPLETED", state
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=60)  # raises if one SIGTERM did not stop it
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, output
+    assert "stopped!" in output, output
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, n_items FROM runs WHERE run_id = 'worker-night'").fetchall() == [
+            ("succeeded", 600)]
+        assert con.execute("SELECT count(*) FROM consensus_labels WHERE run_id = 'worker-night'").fetchone() == (600,)
