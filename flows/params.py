@@ -20,6 +20,20 @@ _CORE_DEFAULTS = {
 _REFINE_DEFAULTS = {
     name: p.default for name, p in inspect.signature(MixtureRefiner).parameters.items() if p.kind == p.KEYWORD_ONLY
 }
+
+
+def _refine_bounds(name: str) -> dict[str, Any]:
+    """The pydantic bounds of a refinement option: the interval the core declares (MixtureRefiner, where the
+    reasons are), so that a value the run would refuse is refused before it starts."""
+    interval = MixtureRefiner._constraints[name]
+    bounds: dict[str, Any] = {"allow_inf_nan": False}
+    if interval.low is not None:
+        bounds["ge" if interval.left_closed else "gt"] = interval.low
+    if interval.high is not None:
+        bounds["le" if interval.right_closed else "lt"] = interval.high
+    return bounds
+
+
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
@@ -89,13 +103,16 @@ class ReclassifyParams(BaseModel):
 
     refine_iterations: int = Field(default=_REFINE_DEFAULTS["n_iter"], ge=1,
                                    description="EM iterations of the refinement (METHOD.md step 8)")
-    refine_temperature: float = Field(default=_REFINE_DEFAULTS["temperature"], gt=0,
-                                      description="Refinement temperature, relative to the mixture's variance")
-    refine_anchor: float = Field(default=_REFINE_DEFAULTS["anchor_weight"], ge=0,
-                                 description="Weight of the zero-shot anchor in the refinement's E-step")
-    refine_eps: float = Field(default=_REFINE_DEFAULTS["eps"], ge=0, le=1,
-                              description="Share of the anchor given to the cosine softmax, not the pairwise label")
-    refine_tau: float = Field(default=_REFINE_DEFAULTS["tau"], ge=0, description="Sharpness of the anchor's cosine softmax")
+    refine_temperature: float = Field(
+        default=_REFINE_DEFAULTS["temperature"], **_refine_bounds("temperature"),
+        description="Refinement temperature, relative to the mixture's variance; at least 1e-4")
+    refine_anchor: float = Field(default=_REFINE_DEFAULTS["anchor_weight"], **_refine_bounds("anchor_weight"),
+                                 description="Weight of the zero-shot anchor in the refinement's E-step, in [0, 100]")
+    refine_eps: float = Field(
+        default=_REFINE_DEFAULTS["eps"], **_refine_bounds("eps"),
+        description="Share of the anchor given to the cosine softmax, not the pairwise label, in (0, 1]")
+    refine_tau: float = Field(default=_REFINE_DEFAULTS["tau"], **_refine_bounds("tau"),
+                              description="Sharpness of the anchor's cosine softmax, in [0, 1000]")
     refine_sample: int = Field(default=20_000, ge=100,
                                description="Rows of the seeded sample that carries the refinement's EM iterations")
     calibration: Literal["auto", "gold", "label-free"] = Field(
