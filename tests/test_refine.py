@@ -218,13 +218,13 @@ def extreme_problems(draw):
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     classes = rng.standard_normal((k, d))
     views = [(classes[rng.integers(0, k, n)] + rng.standard_normal((n, d))).astype(dtype) for _ in range(2)]
-    params = dict(
-        n_iter=draw(st.integers(1, 3)),
-        eps=draw(bounded("eps", st.floats(0, 1, exclude_min=True))),
-        tau=draw(bounded("tau", st.floats(0, 1000))),
-        anchor_weight=draw(bounded("anchor_weight", st.floats(0, 100))),
-        temperature=draw(bounded("temperature", st.floats(1e-4, 1e6))),
-    )
+    params = {
+        "n_iter": draw(st.integers(1, 3)),
+        "eps": draw(bounded("eps", st.floats(0, 1, exclude_min=True))),
+        "tau": draw(bounded("tau", st.floats(0, 1000))),
+        "anchor_weight": draw(bounded("anchor_weight", st.floats(0, 100))),
+        "temperature": draw(bounded("temperature", st.floats(1e-4, 1e6))),
+    }
     labels = [rng.integers(0, k, n) for _ in range(2)]  # the two views' pairwise labels disagree
     return classes, views, labels, rng.integers(0, k, n), params
 
