@@ -68,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from flows.params import ReclassifyParams
     from tasks.sources import inspect_sources
+    from tasks.staging import check_staging
 
     given = {name: getattr(args, name) for name in ReclassifyParams.model_fields if getattr(args, name) is not None}
     try:
@@ -76,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         first = error.errors()[0]
         option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""  # a check of several
         raise ValueError(f"{option}{first['msg'].removeprefix('Value error, ')}") from None
+    check_staging(params.db)
     plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
                            chunk_size=params.chunk_size)
     _say(args, f"Reclassifying {plan.n_items} items into {len(plan.class_names)} classes "
