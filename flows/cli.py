@@ -66,13 +66,13 @@ def _print_report(db: str, run_id: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from flows.params import ReclassifyParams
+    from flows.params import TRUSTED_DASK, ReclassifyParams
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
 
     given = {name: getattr(args, name) for name in ReclassifyParams.model_fields if getattr(args, name) is not None}
-    try:
-        params = ReclassifyParams(**given)
+    try:  # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
+        params = ReclassifyParams.model_validate(given, context={TRUSTED_DASK: args.dask_address})
     except ValidationError as error:
         first = error.errors()[0]
         option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""  # a check of several

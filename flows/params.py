@@ -8,9 +8,10 @@ per field from it (help = description, default = default).
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pairwise_core import MixtureRefiner, PairwiseClassifier
 
@@ -32,6 +33,15 @@ def _refine_bounds(name: str) -> dict[str, Any]:
     if interval.high is not None:
         bounds["le" if interval.right_closed else "lt"] = interval.high
     return bounds
+
+
+# The Dask schedulers a run may use, comma-separated, read from the environment of the flow's process.
+DASK_ALLOWED = "PAIRWISE_DASK_ALLOWED"
+TRUSTED_DASK = "trusted_dask_address"  # validation context: the address typed on `pairwise run`'s command line
+
+
+def allowed_dask_addresses() -> set[str]:
+    return {address.strip() for address in os.environ.get(DASK_ALLOWED, "").split(",") if address.strip()}
 
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -89,8 +99,22 @@ class ReclassifyParams(BaseModel):
     )
     dask_address: str | None = Field(
         default=None,
-        description="Run the partition tasks on this Dask scheduler (tcp://host:8786); None: on local threads",
+        description=f"Run the partition tasks on this Dask scheduler (tcp://host:8786), one that {DASK_ALLOWED} "
+        "lists; None: on local threads",
     )
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_allowed(cls, address: str | None, info: ValidationInfo) -> str | None:
+        """The flow's Dask client unpickles what the scheduler sends back: a scheduler is code it runs, so
+        only one the flow's environment lists, or the address of `pairwise run`'s own command line (the
+        CLI passes it as the validation context ``TRUSTED_DASK``); never one a deployment's parameters
+        alone name (docs/operations.md, the trust boundary)."""
+        if address is None or address in allowed_dask_addresses() or address == (info.context or {}).get(
+                TRUSTED_DASK):
+            return address
+        raise ValueError(f"{address} is not an allowed Dask scheduler: list it in {DASK_ALLOWED} (comma-separated) "
+                         "in the environment of the flow's process")
 
     @model_validator(mode="after")
     def _dims_in_order(self) -> ReclassifyParams:
