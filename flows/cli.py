@@ -66,16 +66,18 @@ def _print_report(db: str, run_id: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from flows.params import ReclassifyParams
+    from flows.params import TRUSTED_DASK, ReclassifyParams
     from tasks.sources import inspect_sources
+    from tasks.staging import check_staging
 
     given = {name: getattr(args, name) for name in ReclassifyParams.model_fields if getattr(args, name) is not None}
-    try:
-        params = ReclassifyParams(**given)
+    try:  # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
+        params = ReclassifyParams.model_validate(given, context={TRUSTED_DASK: args.dask_address})
     except ValidationError as error:
         first = error.errors()[0]
         option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""  # a check of several
         raise ValueError(f"{option}{first['msg'].removeprefix('Value error, ')}") from None
+    check_staging(params.db)
     plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
                            chunk_size=params.chunk_size)
     _say(args, f"Reclassifying {plan.n_items} items into {len(plan.class_names)} classes "

@@ -8,9 +8,10 @@ per field from it (help = description, default = default).
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pairwise_core import MixtureRefiner, PairwiseClassifier
 
@@ -20,6 +21,29 @@ _CORE_DEFAULTS = {
 _REFINE_DEFAULTS = {
     name: p.default for name, p in inspect.signature(MixtureRefiner).parameters.items() if p.kind == p.KEYWORD_ONLY
 }
+
+
+def _refine_bounds(name: str) -> dict[str, Any]:
+    """The pydantic bounds of a refinement option: the interval the core declares (MixtureRefiner, where the
+    reasons are), so that a value the run would refuse is refused before it starts."""
+    interval = MixtureRefiner._constraints[name]
+    bounds: dict[str, Any] = {"allow_inf_nan": False}
+    if interval.low is not None:
+        bounds["ge" if interval.left_closed else "gt"] = interval.low
+    if interval.high is not None:
+        bounds["le" if interval.right_closed else "lt"] = interval.high
+    return bounds
+
+
+# The Dask schedulers a run may use, comma-separated, read from the environment of the flow's process.
+DASK_ALLOWED = "PAIRWISE_DASK_ALLOWED"
+TRUSTED_DASK = "trusted_dask_address"  # validation context: the address typed on `pairwise run`'s command line
+
+
+def allowed_dask_addresses() -> set[str]:
+    return {address.strip() for address in os.environ.get(DASK_ALLOWED, "").split(",") if address.strip()}
+
+
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
@@ -75,8 +99,22 @@ class ReclassifyParams(BaseModel):
     )
     dask_address: str | None = Field(
         default=None,
-        description="Run the partition tasks on this Dask scheduler (tcp://host:8786); None: on local threads",
+        description=f"Run the partition tasks on this Dask scheduler (tcp://host:8786), one that {DASK_ALLOWED} "
+        "lists; None: on local threads",
     )
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_allowed(cls, address: str | None, info: ValidationInfo) -> str | None:
+        """The flow's Dask client unpickles what the scheduler sends back: a scheduler is code it runs, so
+        only one the flow's environment lists, or the address of `pairwise run`'s own command line (the
+        CLI passes it as the validation context ``TRUSTED_DASK``); never one a deployment's parameters
+        alone name (docs/operations.md, the trust boundary)."""
+        if address is None or address in allowed_dask_addresses() or address == (info.context or {}).get(
+                TRUSTED_DASK):
+            return address
+        raise ValueError(f"{address} is not an allowed Dask scheduler: list it in {DASK_ALLOWED} (comma-separated) "
+                         "in the environment of the flow's process")
 
     @model_validator(mode="after")
     def _dims_in_order(self) -> ReclassifyParams:
@@ -89,13 +127,16 @@ class ReclassifyParams(BaseModel):
 
     refine_iterations: int = Field(default=_REFINE_DEFAULTS["n_iter"], ge=1,
                                    description="EM iterations of the refinement (METHOD.md step 8)")
-    refine_temperature: float = Field(default=_REFINE_DEFAULTS["temperature"], gt=0,
-                                      description="Refinement temperature, relative to the mixture's variance")
-    refine_anchor: float = Field(default=_REFINE_DEFAULTS["anchor_weight"], ge=0,
-                                 description="Weight of the zero-shot anchor in the refinement's E-step")
-    refine_eps: float = Field(default=_REFINE_DEFAULTS["eps"], ge=0, le=1,
-                              description="Share of the anchor given to the cosine softmax, not the pairwise label")
-    refine_tau: float = Field(default=_REFINE_DEFAULTS["tau"], ge=0, description="Sharpness of the anchor's cosine softmax")
+    refine_temperature: float = Field(
+        default=_REFINE_DEFAULTS["temperature"], **_refine_bounds("temperature"),
+        description="Refinement temperature, relative to the mixture's variance; at least 1e-4")
+    refine_anchor: float = Field(default=_REFINE_DEFAULTS["anchor_weight"], **_refine_bounds("anchor_weight"),
+                                 description="Weight of the zero-shot anchor in the refinement's E-step, in [0, 100]")
+    refine_eps: float = Field(
+        default=_REFINE_DEFAULTS["eps"], **_refine_bounds("eps"),
+        description="Share of the anchor given to the cosine softmax, not the pairwise label, in (0, 1]")
+    refine_tau: float = Field(default=_REFINE_DEFAULTS["tau"], **_refine_bounds("tau"),
+                              description="Sharpness of the anchor's cosine softmax, in [0, 1000]")
     refine_sample: int = Field(default=20_000, ge=100,
                                description="Rows of the seeded sample that carries the refinement's EM iterations")
     calibration: Literal["auto", "gold", "label-free"] = Field(

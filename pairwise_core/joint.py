@@ -51,6 +51,12 @@ def fit_weights(terms: np.ndarray, present: np.ndarray, labels: np.ndarray) -> n
     """
     n, v, _ = terms.shape
     s = np.where(present[:, :, None], terms, 0.0).astype(np.float64, copy=False)
+    # The likelihood depends on a * s alone, and Newton's steps do not change with the units of s: solve
+    # for terms scaled to at most 1 in size and scale the weights back. The step's ridge (1e-9) then keeps
+    # its meaning whatever the terms' size; against terms of 1e5 (a strong anchor, eps near 0) it vanished
+    # in rounding and a flat Hessian was singular.
+    scale = float(np.abs(s).max()) or 1.0
+    s /= scale
     rows = np.arange(n)
     at_label = s[rows, :, labels]  # (n, V)
 
@@ -63,7 +69,7 @@ def fit_weights(terms: np.ndarray, present: np.ndarray, labels: np.ndarray) -> n
         hess = (second - mean.T @ mean) / n
         return float(-logp[rows, labels].mean()), (mean - at_label).mean(axis=0), hess
 
-    a = np.ones(v)
+    a = np.full(v, scale)  # a = 1 in the terms' own units
     loss, grad, hess = loss_grad_hess(a)
     for _ in range(_NEWTON_STEPS):
         free = (a > 0) | (grad < 0)  # a weight held at 0 by the bound stays out of the Newton step
@@ -83,7 +89,7 @@ def fit_weights(terms: np.ndarray, present: np.ndarray, labels: np.ndarray) -> n
         a, loss, grad, hess = trial, trial_loss, trial_grad, trial_hess
         if converged:
             break
-    return a
+    return a / scale
 
 
 def cross_view_weights(terms: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ cosine divided by ``temperature``, whatever the dimension.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -59,6 +60,25 @@ def log_softmax(scores: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def log_anchor(cosines: np.ndarray, labels: np.ndarray, *, eps: float, tau: float) -> np.ndarray:
+    """(n, K) log y0, y0 = (1 - eps) * onehot(labels) + eps * softmax(tau * cosines), in the cosines' dtype.
+
+    Computed in log space, as log eps + log softmax(tau cos) for every class,
+    with the label's share 1 - eps added by logaddexp. The log of y0 itself
+    is -inf wherever a term underflows: in float32, softmax(tau cos) is 0 for
+    a class about 100 nats below the top one (tau 1000 and a cosine gap of
+    0.1), and eps * softmax is 0 for a tiny eps. One -inf in every class of
+    an item whose modalities disagree makes its joint posterior NaN. In log
+    space every entry is finite for eps in (0, 1] and a finite tau, and it
+    equals log y0 to rounding where y0 does not underflow.
+    """
+    log_y0 = math.log(eps) + log_softmax(tau * cosines)
+    if eps < 1:  # at eps = 1 the label gets no share: log(1 - eps) would be -inf
+        rows = np.arange(labels.shape[0])
+        log_y0[rows, labels] = np.logaddexp(log_y0[rows, labels], math.log1p(-eps))
+    return log_y0
+
+
 class MixtureRefiner:
     """Per modality, the pairwise labels refined by a class mixture fitted on the catalog itself.
 
@@ -91,12 +111,24 @@ class MixtureRefiner:
         M-steps done so far.
     """
 
+    # Every accepted value keeps every log term finite (so no NaN reaches a posterior), and the bounds lie
+    # far past the useful range (defaults 0.01, 1, 0.1 and 50):
+    # - eps > 0: at eps = 0 the anchor is a hard one-hot, and an item whose modalities disagree has no class
+    #   with a positive joint probability (0/0). Any positive eps is exact in log space (log_anchor): at the
+    #   smallest positive double, log eps = -744.4.
+    # - tau <= 1000: cosines lie in [-1, 1], so log softmax(tau cos) >= -2000 - log K; at 1000 a cosine gap
+    #   of 0.01 is already 10 nats (CLIP's own logit scale is 100).
+    # - anchor_weight <= 100: lambda * log y0 then stays above -3e5 - 100 log K; at 100 the anchor already
+    #   pins the pairwise labels.
+    # - temperature >= 1e-4: after the variance floor |l| * mean(var) is at most about 150 (unit rows), so
+    #   |l / T| <= 1.5e6, far inside float32; below 1e-4 every posterior is one-hot to float precision. A large
+    #   temperature only sends l / T to 0: the posterior becomes the anchor.
     _constraints = {
         "n_iter": Interval(Integral, 1, None),
-        "temperature": Interval(Real, 0, None),
-        "anchor_weight": Interval(Real, 0, None),
-        "eps": Interval(Real, 0, 1),
-        "tau": Interval(Real, 0, None),
+        "temperature": Interval(Real, 1e-4, None),
+        "anchor_weight": Interval(Real, 0, 100),
+        "eps": Interval(Real, 0, 1, closed="right"),
+        "tau": Interval(Real, 0, 1000),
     }
 
     def __init__(
@@ -121,8 +153,6 @@ class MixtureRefiner:
 
     def _validate(self) -> None:
         check_params(self.get_params(), self._constraints)
-        if self.temperature == 0:
-            raise ValueError("temperature must be > 0")
         classes = check_embeddings(self.class_embeddings, "class_embeddings")
         self._class_unit = normalize_rows(classes.astype(np.float64))
         self.n_classes_, self.n_features_in_ = classes.shape
@@ -219,10 +249,7 @@ class MixtureRefiner:
         classes = self._class_unit.T.astype(x.dtype)
         for start in range(0, x.shape[0], _BLOCK_ROWS):
             unit = normalize_rows(x[start : start + _BLOCK_ROWS])
-            anchor = self.eps * np.exp(log_softmax(self.tau * (unit @ classes)))
-            anchor[np.arange(unit.shape[0]), labels[start : start + _BLOCK_ROWS]] += 1.0 - self.eps
-            with np.errstate(divide="ignore"):
-                yield unit, np.log(anchor)
+            yield unit, log_anchor(unit @ classes, labels[start : start + _BLOCK_ROWS], eps=self.eps, tau=self.tau)
 
     def _block_sums(self, unit: np.ndarray, log_anchor: np.ndarray) -> MixtureSums:
         """One block's N, S and Q: matrix products in the items' dtype, added up in float64."""
@@ -238,8 +265,6 @@ class MixtureRefiner:
         weights = self.means_ / self.var_
         loglik = unit @ weights.T.astype(unit.dtype) - (0.5 * np.einsum("kd,kd->k", self.means_, weights))
         loglik *= self.var_.mean() / self.temperature  # / T
-        if self.anchor_weight == 0:  # no anchor: not 0 * log(0) where eps = 0
-            return loglik
         return self.anchor_weight * log_anchor + loglik
 
 

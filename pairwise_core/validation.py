@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -18,12 +18,22 @@ _MAX_ROWS_SHOWN = 5
 
 @dataclass(frozen=True)
 class Interval:
-    """A numeric constraint: ``kind`` in [low, high] (None = unbounded)."""
+    """A numeric constraint: ``kind`` between low and high (None = unbounded), finite; ``closed`` says which
+    ends belong to it, as in scikit-learn: "both", "left", "right" or "neither"."""
 
     kind: type
     low: float | None
     high: float | None
     allow_none: bool = False
+    closed: Literal["both", "left", "right", "neither"] = "both"
+
+    @property
+    def left_closed(self) -> bool:
+        return self.closed in ("both", "left")
+
+    @property
+    def right_closed(self) -> bool:
+        return self.closed in ("both", "right")
 
     def check(self, name: str, value: Any) -> None:
         if value is None and self.allow_none:
@@ -35,10 +45,13 @@ class Interval:
             raise ValueError(f"{name} must be {expected}{' or None' if self.allow_none else ''}, got {value!r}")
         if not np.isfinite(float(value)):
             raise ValueError(f"{name} must be finite, got {value!r}")
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+        below = self.low is not None and (value < self.low if self.left_closed else value <= self.low)
+        above = self.high is not None and (value > self.high if self.right_closed else value >= self.high)
+        if below or above:
             low = "-inf" if self.low is None else self.low
             high = "inf" if self.high is None else self.high
-            raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+            raise ValueError(f"{name} must be in {'[' if self.left_closed else '('}{low}, {high}"
+                             f"{']' if self.right_closed else ')'}, got {value!r}")
 
 
 @dataclass(frozen=True)

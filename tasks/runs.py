@@ -11,12 +11,13 @@ from prefect import get_run_logger, task
 from tasks import store
 from tasks.policy import IO_TASK
 from tasks.sources import Plan, Source, inspect_sources, plan_partitions, read_table, stage_table
-from tasks.staging import Staging
+from tasks.staging import Staging, check_staging, prepare_staging
 
 
 @task(name="validate-sources", **IO_TASK)
 def validate_sources(items: str, classes: str, db: str, gold_column: str | None, chunk_size: int) -> Plan:
-    """Schema, modalities and dimensions, before anything is written."""
+    """The staging folder, then schema, modalities and dimensions, before anything is written."""
+    check_staging(db)
     return inspect_sources(items, classes, db=db, gold_column=gold_column, chunk_size=chunk_size)
 
 
@@ -36,12 +37,12 @@ def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Stagin
 @task(name="start-run", **IO_TASK)
 def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
     """Register an attempt of the run (its number is returned); clean up after attempts whose process died."""
+    check_staging(db)  # again, before the attempt is registered: validation was a moment ago
     started = store.start_run(db, run_id, params)
     for stale in started.stale:
         get_run_logger().warning("An attempt of run %s was left running by a process that died: marked failed", stale)
     # scratch space of runs no longer running, this one's included (a process killed before its clean-up left it)
-    for leftover in Staging.leftovers(db, keep=started.running):
-        leftover.remove()
+    prepare_staging(db, keep=started.running)
     return started.attempt
 
 

@@ -52,6 +52,7 @@ def test_demo_prints_a_clean_report_and_report_reads_it_back(env, tmp_path):
         (["--items", "table:items; DROP TABLE runs"], "no such table"),
         (["--min-items", "1"], "pairwise: --min-items: Input should be greater than or equal to 2"),
         (["--max-dims", "8"], "pairwise: max_dims (8) must be >= min_dims (32)"),
+        (["--refine-eps", "0"], "pairwise: --refine-eps: Input should be greater than 0"),  # NaN posteriors
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(env, tmp_path, args, message):

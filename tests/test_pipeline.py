@@ -190,13 +190,16 @@ def test_export_writes_the_run_as_parquet(tmp_path, catalog):
     assert set(exported["runs"].column("run_id").to_pylist()) == {summary["run_id"]}
 
 
-def test_a_dask_cluster_gives_the_same_outputs_as_local_threads(tmp_path, catalog):
+def test_a_dask_cluster_gives_the_same_outputs_as_local_threads(tmp_path, catalog, monkeypatch):
     from distributed import LocalCluster
+
+    from flows.params import DASK_ALLOWED
 
     items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
     local, db_local = run(tmp_path / "local", items_glob, classes_path, seed=5)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        monkeypatch.setenv(DASK_ALLOWED, cluster.scheduler_address)
         on_dask, db_dask = run(tmp_path / "dask", items_glob, classes_path, seed=5, dask_address=cluster.scheduler_address)
     # labels, masks and metrics are identical; float32 scores may differ in the last bit
     # (BLAS and SIMD summation order depend on threads and buffer alignment)

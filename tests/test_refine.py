@@ -74,13 +74,14 @@ def test_float32_items_give_the_float64_posterior_within_rounding():
     np.testing.assert_allclose(p32, p64, atol=2e-4)
 
 
-def test_a_class_without_items_keeps_its_prompt_and_two_classes_work():
+def test_a_class_without_weight_keeps_its_prompt_and_two_classes_work():
     rng = np.random.default_rng(4)
     x, classes = noisy_catalog(rng, 3, 8, 200)
     labels = np.where(rng.random(200) < 0.5, 0, 1)  # nobody is labelled 2
-    model = MixtureRefiner(classes, eps=0.0, n_iter=2).fit(x, labels)  # eps 0: the anchor gives class 2 nothing
+    # the smallest eps: class 2's anchor weight 5e-324 rounds to 0 in float32, so it has no weight at all
+    model = MixtureRefiner(classes, eps=5e-324, n_iter=2).fit(x.astype(np.float32), labels)
     np.testing.assert_allclose(model.means_[2], unit_rows(classes)[2])
-    assert set(model.predict_proba(x, labels).argmax(axis=1)) <= {0, 1}
+    assert set(model.predict_proba(x.astype(np.float32), labels).argmax(axis=1)) <= {0, 1}
     two = MixtureRefiner(classes[:2]).fit(x, labels)
     assert two.predict_proba(x, labels).shape == (200, 2)
 
@@ -108,6 +109,8 @@ def test_bad_input_and_parameters_say_what_is_wrong():
     classes = np.eye(3)
     with pytest.raises(ValueError, match="temperature must be in"):
         MixtureRefiner(classes, temperature=-1).fit(np.eye(3), [0, 1, 2])
+    with pytest.raises(ValueError, match=r"eps must be in \(0, 1\], got 0"):
+        MixtureRefiner(classes, eps=0).fit(np.eye(3), [0, 1, 2])
     with pytest.raises(ValueError, match="labels must be 3 class indices below 3"):
         MixtureRefiner(classes).fit(np.eye(3), [0, 1, 3])
     with pytest.raises(ValueError, match="all-zero vectors in rows 1"):
@@ -194,3 +197,115 @@ def test_cross_view_weights_find_the_temperature_of_independent_witnesses_withou
         assert expected_calibration_error(p.argmax(axis=1) == truth, p.max(axis=1)) < 0.04  # grid steps of 12%
     lone = cross_view_weights(logits[:, :1], np.ones((n, 1), bool))[0]
     assert lone.shape == (1,)  # no witness: the documented default
+
+
+# -- every accepted option keeps NaN out of the posteriors (issue 20, item 9) ---------------------------------
+
+
+def bounded(name, inside):
+    """Values of a refinement option the flow accepts: its interval's ends (where they belong to it, or the
+    nearest value inside), and values drawn in between."""
+    interval = MixtureRefiner._constraints[name]
+    low = interval.low if interval.left_closed else np.nextafter(interval.low, np.inf)
+    ends = [low] + ([interval.high] if interval.high is not None else [1e300])
+    return st.one_of(st.sampled_from(ends), inside)
+
+
+@st.composite
+def extreme_problems(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    k, d, n = draw(st.integers(2, 5)), draw(st.integers(2, 8)), draw(st.integers(4, 60))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    classes = rng.standard_normal((k, d))
+    views = [(classes[rng.integers(0, k, n)] + rng.standard_normal((n, d))).astype(dtype) for _ in range(2)]
+    params = {
+        "n_iter": draw(st.integers(1, 3)),
+        "eps": draw(bounded("eps", st.floats(0, 1, exclude_min=True))),
+        "tau": draw(bounded("tau", st.floats(0, 1000))),
+        "anchor_weight": draw(bounded("anchor_weight", st.floats(0, 100))),
+        "temperature": draw(bounded("temperature", st.floats(1e-4, 1e6))),
+    }
+    labels = [rng.integers(0, k, n) for _ in range(2)]  # the two views' pairwise labels disagree
+    return classes, views, labels, rng.integers(0, k, n), params
+
+
+@given(extreme_problems())
+def test_no_accepted_option_lets_a_nan_into_the_posteriors(problem):
+    from pairwise_core.joint import cross_view_weights
+    from pairwise_core.refine import log_anchor
+
+    classes, views, labels, gold, params = problem
+    unit_classes = unit_rows(classes).astype(views[0].dtype)
+    terms = []
+    for x, y in zip(views, labels, strict=True):
+        # the anchor against METHOD.md's formula in float64, wherever that does not underflow
+        cosines = unit_rows(x) @ unit_rows(classes).T
+        y0 = params["eps"] * softmax(params["tau"] * cosines)
+        y0[np.arange(len(y)), y] += 1 - params["eps"]
+        got = log_anchor(unit_rows(x) @ unit_classes.T, y, eps=params["eps"], tau=params["tau"])
+        assert np.isfinite(got).all()
+        # rounding: the log softmax's own, and tau times the cosines' (a few ulps of the items' dtype)
+        tolerance = (1e-5 if x.dtype == np.float32 else 1e-9) + 4 * params["tau"] * np.finfo(x.dtype).eps
+        normal = y0 > 1e-300
+        np.testing.assert_allclose(got[normal], np.log(y0[normal]), rtol=tolerance, atol=tolerance)
+
+        model = MixtureRefiner(classes, **params).fit(x, y)
+        assert np.isfinite(model.means_).all() and np.isfinite(model.var_).all()
+        terms.append(model.log_terms(x, y))
+        p = model.predict_proba(x, y)
+        assert np.isfinite(p).all()
+        np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
+    terms = np.stack(terms, axis=1)
+    assert np.isfinite(terms).all()
+    present = np.ones(terms.shape[:2], bool)
+    present[::3, 1] = False  # some items lack a view
+    own, together = cross_view_weights(terms, present)
+    fitted = fit_weights(terms, present, gold)
+    for weights in (np.ones(2), np.zeros(2), own, together, fitted):
+        assert np.isfinite(weights).all()
+        joint = joint_log_posterior(terms, present, weights)
+        assert np.isfinite(joint).all()
+        np.testing.assert_allclose(np.exp(joint).sum(axis=1), 1, rtol=1e-5)
+
+
+EXTREMES = {  # the accepted ends of every refinement option: the sharpest anchor, and none at all (the largest
+    # temperature only makes every posterior the anchor: the property test above covers it)
+    "sharpest": {"refine_eps": 5e-324, "refine_tau": 1000, "refine_anchor": 100, "refine_temperature": 1e-4},
+    "no-anchor": {"refine_eps": 1, "refine_tau": 0, "refine_anchor": 0, "refine_temperature": 1e-4,
+                  "calibration": "label-free"},
+}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("options", EXTREMES.values(), ids=EXTREMES.keys())
+def test_a_run_at_the_extreme_accepted_options_writes_no_nan(tmp_path, options):
+    import duckdb
+
+    from conftest import write_catalog
+    from flows.reclassify import ReclassifyParams, reclassify_catalog
+    from pairwise_core import make_catalog
+
+    # weak signal and noisy labels: many items whose modalities disagree, where eps 0 used to give NaN
+    items, classes = make_catalog(1200, 5, seed=2, signal_strength=0.1, label_noise=0.1)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    db = str(tmp_path / "out.duckdb")
+    reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=db, gold_column="label",
+                                        issues_below=1, **options))
+    with duckdb.connect(db, read_only=True) as con:
+        if options["refine_anchor"] > 0:  # items whose modalities disagree: where eps 0 gave NaN
+            assert con.execute("SELECT count(*) FROM joint_labels WHERE status = 'split'").fetchone()[0] > 0
+        checked = 0
+        for table in ("item_labels", "joint_labels", "consensus_labels", "agreement_metrics", "calibration_bins",
+                      "annotation_issues"):
+            columns = [name for name, kind, *_ in con.execute(f"DESCRIBE {table}").fetchall()
+                       if kind in ("FLOAT", "DOUBLE")]
+            assert columns, table
+            for column in columns:
+                bad = con.execute(f"SELECT count(*) FILTER (WHERE isnan({column}) OR isinf({column})), count({column})"
+                                  f" FROM {table}").fetchone()
+                assert bad[0] == 0, f"{table}.{column}: {bad[0]} NaN or Inf"
+                checked += bad[1]
+        assert checked > 0
+        # every labelled item is ranked (issues_below 1): a NaN p_given used to drop its item
+        assert con.execute("SELECT count(*) FROM annotation_issues").fetchone()[0] == 1200
+        assert con.execute("SELECT count(*) FROM agreement_metrics WHERE metric = 'gold_ece'").fetchone()[0] == 3

@@ -1,0 +1,157 @@
+"""The staging folder (`<db>.staging/`) as an attacker who can write the database's folder would try it.
+
+Later tasks unpickle what earlier ones staged there, and a run deletes what
+earlier runs left in it: it must be private to the flow's user, and neither a
+link nor another user's folder may be used or cleaned.
+"""
+
+import os
+import pickle
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import write_catalog
+from pairwise_core import make_catalog
+from tasks.runs import start_run
+from tasks.staging import Staging, load_pickle
+from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
+
+NOBODY = 65534
+as_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root, to give a folder or file to another user")
+
+
+def catalog_args(tmp_path):
+    items, classes = make_catalog(300, 3, seed=1)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    db = tmp_path / "db" / "out.duckdb"
+    db.parent.mkdir()
+    return db, ["run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--quiet"]
+
+
+def plant(folder):
+    """A folder of someone's files, with a subfolder: what a run's clean-up would delete."""
+    (folder / "old-run").mkdir(parents=True)
+    (folder / "old-run" / "keep.txt").write_text("mine")
+    (folder / "keep.txt").write_text("mine")
+
+
+def planted(folder):
+    return (folder / "old-run" / "keep.txt").read_text() + (folder / "keep.txt").read_text() == "minemine"
+
+
+def mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_a_staging_folder_that_is_a_link_is_refused_and_its_target_survives(env, tmp_path):  # noqa: F811
+    db, args = catalog_args(tmp_path)
+    victim = tmp_path / "victim"
+    plant(victim)
+    os.symlink(victim, f"{db}.staging")
+    result = pairwise(env, *args)
+    assert result.returncode == 2
+    assert result.stderr == (f"pairwise: {db}.staging: the staging folder is a symbolic link; refusing to use it "
+                             "(remove the link)\n")
+    assert planted(victim)
+    assert not db.exists()  # nothing written
+    # the clean-up itself refuses too, should the link appear after validation
+    with pytest.raises(ValueError, match="symbolic link"):
+        start_run.fn(str(db), "r", {})
+    assert planted(victim)
+
+
+def test_a_link_swapped_in_mid_run_leads_no_deletion_elsewhere(tmp_path):
+    db = tmp_path / "out.duckdb"
+    start_run.fn(str(db), "r", {})
+    staging = Staging.for_run(str(db), "r")
+    staging.path("model.pkl").write_bytes(b"")
+    os.rename(f"{db}.staging", tmp_path / "moved")
+    victim = tmp_path / "victim"
+    plant(victim)
+    (victim / "r").mkdir()
+    (victim / "r" / "keep.txt").write_text("mine")
+    os.symlink(victim, f"{db}.staging")
+    staging.remove()
+    assert planted(victim) and (victim / "r" / "keep.txt").exists()
+
+
+def test_staging_folders_are_created_private_and_a_loose_one_is_made_private(tmp_path):
+    db = tmp_path / "out.duckdb"
+    start_run.fn(str(db), "r", {})
+    staged = Staging.for_run(str(db), "r").path("pass1", "part-00000.npz")
+    assert mode(f"{db}.staging") == 0o700
+    assert mode(staged.parent.parent) == 0o700  # the run's folder
+    # a folder an earlier version left open (0755, the umask's default) is ours: it is made private, which
+    # shuts everyone else out of everything under it at once
+    os.chmod(f"{db}.staging", 0o755)
+    start_run.fn(str(db), "s", {})
+    assert mode(f"{db}.staging") == 0o700
+
+
+@as_root
+def test_a_staging_folder_of_another_user_is_refused_and_left_alone(env, tmp_path):  # noqa: F811
+    db, args = catalog_args(tmp_path)
+    folder = tmp_path / "db" / "out.duckdb.staging"
+    plant(folder)
+    for path in (folder, folder / "old-run", folder / "old-run" / "keep.txt", folder / "keep.txt"):
+        os.chown(path, NOBODY, NOBODY)
+    result = pairwise(env, *args)
+    assert result.returncode == 2
+    assert result.stderr == (f"pairwise: {folder}: the staging folder belongs to uid {NOBODY}, not to this user "
+                             f"(uid {os.getuid()}); refusing to use it\n")
+    assert planted(folder) and not db.exists()
+
+
+@pytest.fixture
+def shared():
+    """A folder every user can write, as the attacker can write the database's (pytest's tmp_path is under
+    a 0700 folder that would shut the attacker out by itself)."""
+    folder = Path(tempfile.mkdtemp(prefix="pairwise-shared-"))
+    os.chmod(folder, 0o777)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@as_root
+def test_another_user_can_neither_read_nor_write_a_runs_staging(shared):
+    db = shared / "out.duckdb"
+    start_run.fn(str(db), "r", {})
+    model = Staging.for_run(str(db), "r").path("refinement.pkl")
+    model.write_bytes(pickle.dumps({"fitted": True}))
+    attack = (
+        f"import os, sys; os.setgid({NOBODY}); os.setuid({NOBODY})\n"
+        "db, model = sys.argv[1:]\n"
+        "for attempt in (lambda: open(db + '.planted', 'w'), lambda: open(model, 'wb'),\n"
+        "                lambda: open(model + '.new', 'wb'), lambda: os.listdir(db + '.staging')):\n"
+        "    try:\n        attempt(); print('got-in')\n    except PermissionError:\n        print('refused')\n")
+    result = subprocess.run([sys.executable, "-c", attack, str(db), str(model)], capture_output=True, text=True,
+                            timeout=60)
+    # it can write beside the database (the setup is real), and nothing of the staging folder
+    assert result.stdout.split() == ["got-in", "refused", "refused", "refused"], result.stderr
+    assert load_pickle(str(model)) == {"fitted": True}
+
+
+@as_root
+def test_a_pickle_another_user_put_in_place_is_never_loaded(tmp_path):
+    # what a swapped-in staging folder would hold: a file its owner wrote, whose unpickling runs a command
+    marker = tmp_path / "ran"
+    path = tmp_path / "refinement.pkl"
+    path.write_bytes(pickle.dumps(Exploit(str(marker))))
+    os.chown(path, NOBODY, NOBODY)
+    with pytest.raises(PermissionError, match=f"staged by uid {NOBODY}, not by this user"):
+        load_pickle(str(path))
+    assert not marker.exists()
+
+
+class Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
