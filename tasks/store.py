@@ -7,15 +7,19 @@ succeeded run, and a run id that succeeded before keeps that success however
 its re-run ends: every attempt has its own row in `run_attempts`.
 
 The file records its schema version (`schema_migrations`): a write connection
-applies the migrations of sql/migrations/ that the file lacks, in order.
+applies the migrations of sql/migrations/ that the file lacks, in order. Reading
+never writes: an older file is read through an upgraded temporary copy.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,11 +60,14 @@ def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckD
 
 @contextmanager
 def reader(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to read our tables, at the latest schema version.
+    """A read-only connection to read our tables, at the latest schema version. It never writes.
 
-    A file of ours at an older version is upgraded first, through a short
-    write connection (users keep files for months and read them with `pairwise
-    report`); a newer one is refused. A file without our tables opens as it is.
+    A file of ours at an older version (users keep files for months and read
+    them with `pairwise report`) is read through an upgraded copy (see
+    `_upgraded_copy`): upgrading the file itself would need write access, which
+    a snapshot or a read-only file does not give, and would leave a production
+    file too new for its older nightly worker. A newer file is refused. A file
+    without our tables opens as it is.
     """
     with connect(db, read_only=True) as con:
         version = schema_version(con)
@@ -68,10 +75,43 @@ def reader(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
         if version is None or version == len(MIGRATIONS):
             yield con
             return
-    with connect(db):
-        pass
-    with connect(db, read_only=True) as con:
+        copy = _upgraded_copy(db, version)  # made while this connection keeps writers out
+    with connect(copy, read_only=True) as con:
         yield con
+
+
+# (file, its state) -> its upgraded copy: a report's queries each open a reader, and copy and upgrade once
+_UPGRADED: dict[tuple[Any, ...], Path] = {}
+
+
+def _upgraded_copy(db: str | Path, version: int) -> Path:
+    """A copy of the file (with its write-ahead log) in a temporary folder, upgraded to the latest version.
+
+    Made once per process and state of the file, and removed when the process
+    ends. Simpler than reading through compatibility views, which would repeat
+    every migration in another form, and exact: the copy is what an upgrade in
+    place would give. Its cost, a copy of the file, is paid only until a run
+    upgrades the file.
+    """
+    source = Path(db).resolve()
+    files = [path for path in (source, Path(f"{source}.wal")) if path.exists()]
+    key = (source, *((stat.st_ino, stat.st_size, stat.st_mtime_ns) for stat in map(os.stat, files)))
+    if key not in _UPGRADED:
+        folder = Path(tempfile.mkdtemp(prefix="pairwise-read-"))
+        atexit.register(shutil.rmtree, folder, True)
+        try:
+            for path in files:
+                shutil.copyfile(path, folder / path.name)
+        except OSError as error:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeError(
+                f"{db} is at schema version {version}: reading it takes an upgraded copy in {folder.parent}, which "
+                f"failed ({error.strerror or error}); make room there, set TMPDIR, or let a run upgrade the file"
+            ) from None
+        with duckdb.connect(str(folder / source.name), config=DUCKDB_MEMORY) as con:
+            _migrate(con, db)
+        _UPGRADED[key] = folder / source.name
+    return _UPGRADED[key]
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:

@@ -1,5 +1,6 @@
 """Schema versions: files written before versions were recorded, fresh files, newer files, a failing migration."""
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -159,10 +160,31 @@ def test_a_file_of_every_released_schema_opens_at_the_latest_version_with_its_ro
                                                                             in kept else [])
 
 
-def test_an_old_file_read_by_a_report_is_upgraded_first(tmp_path):
-    db = write_v0(tmp_path / "old.duckdb")
-    assert store.query(db, "report_run", {"run_id": "old"}).column("n_items").to_pylist() == [2]
-    assert [version for version, *_ in versions(db)] == list(range(1, LATEST + 1))
+def test_an_old_read_only_file_is_reported_on_as_it_is(tmp_path):
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    db = write_v0(folder / "old.duckdb")
+    db.chmod(0o444)
+    folder.chmod(0o555)  # tests may run as root, whom this does not stop: the file's bytes tell
+    before = (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns, sorted(folder.iterdir()))
+    holder = subprocess.Popen(  # DuckDB lets no process write while another reads, whoever it runs as
+        [sys.executable, "-c", "import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
+         "print('held', flush=True); sys.stdin.read()", str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert store.query(db, "report_run", {"run_id": "old"}).column("n_items").to_pylist() == [2]
+        assert store.query(db, "report_consensus_status", {"run_id": "old"}).column("n_items").to_pylist() == [2]
+        report = subprocess.run([str(Path(sys.executable).with_name("pairwise")), "report", "--db", str(db),
+                                 "--run-id", "old"], capture_output=True, text=True, timeout=120)
+    finally:
+        holder.communicate("", timeout=30)
+        folder.chmod(0o755)
+    assert report.returncode == 0, report.stderr
+    assert "# Run old: succeeded" in report.stdout
+    assert (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns, sorted(folder.iterdir())) == before
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert store.schema_version(con) == 0
 
 
 def test_a_run_an_old_file_shows_running_is_marked_failed_once_its_process_is_gone(tmp_path):
