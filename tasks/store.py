@@ -161,6 +161,14 @@ class RunLocked(RuntimeError):
     """Another run is writing the same DuckDB file."""
 
 
+# the run locks this process holds: while it holds a file's, no other attempt on that file can be alive
+_HELD: set[Path] = set()
+
+
+def _lock_path(db: str | Path) -> Path:
+    return Path(f"{db}.lock").resolve()
+
+
 @contextmanager
 def run_lock(db: str | Path) -> Iterator[None]:
     """Hold ``<db>.lock`` for a whole run: a second run on the same file fails at once, clearly.
@@ -168,7 +176,7 @@ def run_lock(db: str | Path) -> Iterator[None]:
     The OS releases the lock when the holder's process ends, however it ends
     (SIGKILL included), so a crash never leaves it behind.
     """
-    path = Path(f"{db}.lock")
+    path = _lock_path(db)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as handle:
         try:
@@ -181,9 +189,11 @@ def run_lock(db: str | Path) -> Iterator[None]:
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
         handle.flush()
+        _HELD.add(path)
         try:
             yield
         finally:
+            _HELD.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -192,46 +202,34 @@ class Started:
     """A registered attempt of a run, and what registering it found."""
 
     attempt: int  # its number among the run id's attempts (1, 2, ...)
-    stale: list[str]  # run ids whose running attempt's process on this host was gone: marked failed
-    running: set[str]  # run ids with another attempt still running (in use: their staging stays)
+    stale: list[str]  # run ids of the attempts found running, so abandoned: marked failed
 
 
 def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started:
-    """Register a new attempt of the run, in one transaction.
+    """Register a new attempt of the run, in one transaction; the caller holds `run_lock`.
 
-    First the attempts whose process on this host is gone are marked failed
-    (with their run, unless it succeeded before). A run id that succeeded
-    before stays succeeded until this attempt commits.
+    Every attempt still 'running' is abandoned, and marked failed (with its
+    run, unless it succeeded before): its process held the lock for as long as
+    it ran and no longer does, whatever its pid says now (a restarted
+    container gives the next run the same pid). A run id that succeeded before
+    stays succeeded until this attempt commits.
     """
+    if _lock_path(db) not in _HELD:
+        raise RuntimeError(f"registering a run on {db} takes its run lock (store.run_lock), which this process "
+                           "does not hold")
     host, pid = socket.gethostname(), os.getpid()
     text = json.dumps(params, sort_keys=True)
     with connect(db) as con, _transaction(con):
-        running = con.execute(statement("attempts_running")).fetchall()
-        stale = [(stale_id, number, stale_pid) for stale_id, number, stale_host, stale_pid in running
-                 if stale_host == host and stale_pid is not None and not _alive(stale_pid)]
-        for stale_id, number, stale_pid in stale:
-            error = f"its process {stale_pid} on {host} died while it was running (found by run {run_id})"
+        stale = con.execute(statement("attempts_running")).fetchall()
+        for stale_id, number, stale_host, stale_pid in stale:
+            error = (f"abandoned: its process ended without finishing (pid {stale_pid} on {stale_host}; "
+                     f"found by run {run_id})")
             con.execute(statement("attempt_fail"), {"run_id": stale_id, "attempt": number, "error": error})
             con.execute(statement("run_fail"), {"run_id": stale_id, "error": error})
         con.execute(statement("run_start"), {"run_id": run_id, "params": text})
         (attempt,) = con.execute(statement("attempt_start"),
                                  {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchone()
-    gone = {(stale_id, number) for stale_id, number, _ in stale}
-    return Started(
-        attempt=attempt,
-        stale=[stale_id for stale_id, _, _ in stale],
-        running={other for other, number, _, _ in running if (other, number) not in gone},
-    )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+    return Started(attempt=attempt, stale=[stale_id for stale_id, *_ in stale])
 
 
 def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:

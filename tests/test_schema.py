@@ -189,7 +189,8 @@ def test_an_old_read_only_file_is_reported_on_as_it_is(tmp_path):
 
 def test_a_run_an_old_file_shows_running_is_marked_failed_once_its_process_is_gone(tmp_path):
     db = write_v0(tmp_path / "old.duckdb")
-    assert store.start_run(db, "new", {}).stale == ["crashed"]
+    with store.run_lock(db):
+        assert store.start_run(db, "new", {}).stale == ["crashed"]
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT status FROM runs WHERE run_id = 'crashed'").fetchall() == [("failed",)]
 
