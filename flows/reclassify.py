@@ -152,7 +152,12 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             commit_run(db, run_id, attempt, staged, summary)
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))
         except BaseException as error:
-            fail_run(db, run_id, attempt, f"{type(error).__name__}: {error}".splitlines()[0])
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            try:  # best effort: the run's own error is what the user must see
+                fail_run(db, run_id, attempt, reason)
+            except Exception as unrecorded:
+                log.warning("Could not record that run %s failed in %s: %s (the next run marks it abandoned)",
+                            run_id, db, f"{type(unrecorded).__name__}: {unrecorded}".splitlines()[0])
             raise
         finally:
             staging.remove()
