@@ -269,6 +269,26 @@ def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) ->
         return con.execute(statement(name), dict(params or {})).to_arrow_table()
 
 
+class ExportFailed(RuntimeError):
+    """The run committed, then writing its Parquet export failed: the run stands, its export does not."""
+
+    exit_code = 3  # of `pairwise run`, apart from 1 (the run failed) and 2 (bad input)
+
+
+def check_export_dir(directory: str | Path) -> None:
+    """Refuse an export folder that cannot be created or written, before a run computes anything.
+
+    The export comes after the commit, too late to fail the run for it. The
+    folder is not created here: bad input leaves nothing behind.
+    """
+    path = Path(directory)
+    nearest = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not nearest.is_dir():
+        raise ValueError(f"--export-dir: {nearest} is not a directory")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ValueError(f"--export-dir: cannot write in {nearest}")
+
+
 def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]:
     """Write the run's rows of every output table, and its runs row, as Parquet files for other engines."""
     out = Path(directory)

@@ -235,6 +235,13 @@ def test_export_writes_the_run_as_parquet(tmp_path, catalog):
     assert set(exported["runs"].column("run_id").to_pylist()) == {summary["run_id"]}
 
 
+def test_a_flow_run_with_an_export_dir_that_is_a_file_stops_before_anything_is_written(tmp_path):
+    (tmp_path / "afile").write_text("")  # a deployment's parameters do not go through the CLI's check
+    with pytest.raises(ValueError, match=f"--export-dir: {tmp_path / 'afile'} is not a directory"):
+        run(tmp_path, "never-read.parquet", "never-read.parquet", export_dir=str(tmp_path / "afile" / "out"))
+    assert not (tmp_path / "out.duckdb").exists()
+
+
 def test_a_dask_cluster_gives_the_same_outputs_as_local_threads(tmp_path, catalog):
     from distributed import LocalCluster
 
