@@ -168,8 +168,8 @@ def test_an_old_read_only_file_is_reported_on_as_it_is(tmp_path):
     folder.chmod(0o555)  # tests may run as root, whom this does not stop: the file's bytes tell
     before = (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns, sorted(folder.iterdir()))
     holder = subprocess.Popen(  # DuckDB lets no process write while another reads, whoever it runs as
-        [sys.executable, "-c", "import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
-         "print('held', flush=True); sys.stdin.read()", str(db)],
+        [sys.executable, "-c", ("import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
+                                "print('held', flush=True); sys.stdin.read()"), str(db)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -25,8 +25,8 @@ def statement(commit: str, path: str) -> str:
 def before_versions(commit: str) -> list[str]:
     """The SCHEMA of that commit's tasks/sql.py, a tuple of file names built from OUTPUT_TABLES."""
     source = show(commit, "tasks/sql.py")
-    tables = eval(re.search(r"OUTPUT_TABLES = (\(.*?\))\n", source, re.S)[1])
-    schema = eval(re.search(r"SCHEMA = (\(.*?\))\n", source, re.S)[1], {"OUTPUT_TABLES": tables})
+    tables = eval(re.search(r"OUTPUT_TABLES = (\(.*?\))\n", source, re.DOTALL)[1])
+    schema = eval(re.search(r"SCHEMA = (\(.*?\))\n", source, re.DOTALL)[1], {"OUTPUT_TABLES": tables})
     return [statement(commit, f"sql/{name}.sql") for name in schema]
 
 
