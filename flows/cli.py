@@ -69,6 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     from flows.params import TRUSTED_DASK, ReclassifyParams
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
+    from tasks.store import check_export_dir
 
     given = {name: getattr(args, name) for name in ReclassifyParams.model_fields if getattr(args, name) is not None}
     try:  # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
@@ -78,6 +79,8 @@ def _run(args: argparse.Namespace) -> int:
         option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""  # a check of several
         raise ValueError(f"{option}{first['msg'].removeprefix('Value error, ')}") from None
     check_staging(params.db)
+    if params.export_dir:
+        check_export_dir(params.export_dir)
     plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
                            chunk_size=params.chunk_size)
     _say(args, f"Reclassifying {plan.n_items} items into {len(plan.class_names)} classes "
@@ -195,6 +198,10 @@ def _flow_or_fail(args: argparse.Namespace, call: Callable[[], dict[str, Any]]) 
     except ValueError:
         raise
     except Exception as error:  # the run is marked failed with this reason in `runs`
+        from tasks.store import ExportFailed
+
+        if isinstance(error, ExportFailed):  # the run succeeded: its own message and exit code
+            raise
         raise RuntimeError(f"run failed: {type(error).__name__}: {error}".splitlines()[0]) from None
 
 
@@ -300,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RuntimeError as error:
         print(f"pairwise: {error}", file=sys.stderr)
-        return 1
+        return getattr(error, "exit_code", 1)  # a run that succeeded but whose export failed: 3
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -28,7 +28,7 @@ from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import commit_run, fail_run, stage_sources, start_run, validate_sources
 from tasks.sources import Partition
 from tasks.staging import Staging
-from tasks.store import export_run, run_lock
+from tasks.store import ExportFailed, check_export_dir, export_run, run_lock
 
 __all__ = ["ReclassifyParams", "reclassify_catalog"]
 
@@ -45,6 +45,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     run_id = params.run_id or new_run_id()
     db = params.db
     begin_phase("validate the sources")
+    if params.export_dir:
+        check_export_dir(params.export_dir)
     plan = validate_sources(params.items, params.classes, db, params.gold_column, params.chunk_size)
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting
     # OpenBLAS spawn (and spin) its own threads on top oversubscribes the cores and slows every
@@ -152,7 +154,12 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             commit_run(db, run_id, attempt, staged, summary)
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))
         except BaseException as error:
-            fail_run(db, run_id, attempt, f"{type(error).__name__}: {error}".splitlines()[0])
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            try:  # best effort: the run's own error is what the user must see
+                fail_run(db, run_id, attempt, reason)
+            except Exception as unrecorded:
+                log.warning("Could not record that run %s failed in %s: %s (the next run marks it abandoned)",
+                            run_id, db, f"{type(unrecorded).__name__}: {unrecorded}".splitlines()[0])
             raise
         finally:
             staging.remove()
@@ -160,7 +167,11 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     summary["report"] = publish_artifacts(db, run_id, {k: v for k, v in summary.items() if k != "details"} | timings)
     if params.export_dir:
         begin_phase("export")
-        export_run(db, run_id, params.export_dir)
+        try:
+            export_run(db, run_id, params.export_dir)
+        except Exception as error:
+            raise ExportFailed(f"run {run_id} succeeded, but exporting it to {params.export_dir} failed: "
+                               f"{type(error).__name__}: {error}".splitlines()[0]) from error
     return summary
 
 

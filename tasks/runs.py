@@ -36,13 +36,15 @@ def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Stagin
 
 @task(name="start-run", **IO_TASK)
 def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
-    """Register an attempt of the run (its number is returned); clean up after attempts whose process died."""
+    """Register an attempt of the run (its number is returned) under the run lock; clean up after abandoned ones."""
     check_staging(db)  # again, before the attempt is registered: validation was a moment ago
     started = store.start_run(db, run_id, params)
     for stale in started.stale:
-        get_run_logger().warning("An attempt of run %s was left running by a process that died: marked failed", stale)
-    # scratch space of runs no longer running, this one's included (a process killed before its clean-up left it)
-    prepare_staging(db, keep=started.running)
+        get_run_logger().warning("An attempt of run %s was left running by a process that ended: marked failed",
+                                 stale)
+    # under the lock no other run is running: every staging folder is a leftover, this run id's included
+    # (a process killed before its clean-up left it)
+    prepare_staging(db)
     return started.attempt
 
 

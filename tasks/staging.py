@@ -91,15 +91,14 @@ def _remove_entry(folder: int, name: str) -> None:
         pass
 
 
-def prepare_staging(db: str, keep: set[str]) -> None:
-    """Create the staging folder private (0700), or check it and make it private; then delete what it
-    holds but the folders of the runs in ``keep`` (scratch space of runs no longer running)."""
+def prepare_staging(db: str) -> None:
+    """Create the staging folder private (0700), or check it and make it private; then empty it. Called under
+    the run lock, when no other run can be running: what it holds is scratch space of runs that ended."""
     with suppress(FileExistsError):
         os.mkdir(staging_folder(db), PRIVATE)
     with _opened(staging_folder(db)) as folder:
         for name in sorted(os.listdir(folder)):
-            if name not in keep:
-                _remove_entry(folder, name)
+            _remove_entry(folder, name)
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,19 @@ succeeded run, and a run id that succeeded before keeps that success however
 its re-run ends: every attempt has its own row in `run_attempts`.
 
 The file records its schema version (`schema_migrations`): a write connection
-applies the migrations of sql/migrations/ that the file lacks, in order.
+applies the migrations of sql/migrations/ that the file lacks, in order. Reading
+never writes: an older file is read through an upgraded temporary copy.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,11 +60,14 @@ def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckD
 
 @contextmanager
 def reader(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to read our tables, at the latest schema version.
+    """A read-only connection to read our tables, at the latest schema version. It never writes.
 
-    A file of ours at an older version is upgraded first, through a short
-    write connection (users keep files for months and read them with `pairwise
-    report`); a newer one is refused. A file without our tables opens as it is.
+    A file of ours at an older version (users keep files for months and read
+    them with `pairwise report`) is read through an upgraded copy (see
+    `_upgraded_copy`): upgrading the file itself would need write access, which
+    a snapshot or a read-only file does not give, and would leave a production
+    file too new for its older nightly worker. A newer file is refused. A file
+    without our tables opens as it is.
     """
     with connect(db, read_only=True) as con:
         version = schema_version(con)
@@ -68,10 +75,43 @@ def reader(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
         if version is None or version == len(MIGRATIONS):
             yield con
             return
-    with connect(db):
-        pass
-    with connect(db, read_only=True) as con:
+        copy = _upgraded_copy(db, version)  # made while this connection keeps writers out
+    with connect(copy, read_only=True) as con:
         yield con
+
+
+# (file, its state) -> its upgraded copy: a report's queries each open a reader, and copy and upgrade once
+_UPGRADED: dict[tuple[Any, ...], Path] = {}
+
+
+def _upgraded_copy(db: str | Path, version: int) -> Path:
+    """A copy of the file (with its write-ahead log) in a temporary folder, upgraded to the latest version.
+
+    Made once per process and state of the file, and removed when the process
+    ends. Simpler than reading through compatibility views, which would repeat
+    every migration in another form, and exact: the copy is what an upgrade in
+    place would give. Its cost, a copy of the file, is paid only until a run
+    upgrades the file.
+    """
+    source = Path(db).resolve()
+    files = [path for path in (source, Path(f"{source}.wal")) if path.exists()]
+    key = (source, *((stat.st_ino, stat.st_size, stat.st_mtime_ns) for stat in map(os.stat, files)))
+    if key not in _UPGRADED:
+        folder = Path(tempfile.mkdtemp(prefix="pairwise-read-"))
+        atexit.register(shutil.rmtree, folder, True)
+        try:
+            for path in files:
+                shutil.copyfile(path, folder / path.name)
+        except OSError as error:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeError(
+                f"{db} is at schema version {version}: reading it takes an upgraded copy in {folder.parent}, which "
+                f"failed ({error.strerror or error}); make room there, set TMPDIR, or let a run upgrade the file"
+            ) from None
+        with duckdb.connect(str(folder / source.name), config=DUCKDB_MEMORY) as con:
+            _migrate(con, db)
+        _UPGRADED[key] = folder / source.name
+    return _UPGRADED[key]
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
@@ -121,6 +161,14 @@ class RunLocked(RuntimeError):
     """Another run is writing the same DuckDB file."""
 
 
+# the run locks this process holds: while it holds a file's, no other attempt on that file can be alive
+_HELD: set[Path] = set()
+
+
+def _lock_path(db: str | Path) -> Path:
+    return Path(f"{db}.lock").resolve()
+
+
 @contextmanager
 def run_lock(db: str | Path) -> Iterator[None]:
     """Hold ``<db>.lock`` for a whole run: a second run on the same file fails at once, clearly.
@@ -128,7 +176,7 @@ def run_lock(db: str | Path) -> Iterator[None]:
     The OS releases the lock when the holder's process ends, however it ends
     (SIGKILL included), so a crash never leaves it behind.
     """
-    path = Path(f"{db}.lock")
+    path = _lock_path(db)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as handle:
         try:
@@ -141,9 +189,11 @@ def run_lock(db: str | Path) -> Iterator[None]:
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
         handle.flush()
+        _HELD.add(path)
         try:
             yield
         finally:
+            _HELD.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -152,46 +202,34 @@ class Started:
     """A registered attempt of a run, and what registering it found."""
 
     attempt: int  # its number among the run id's attempts (1, 2, ...)
-    stale: list[str]  # run ids whose running attempt's process on this host was gone: marked failed
-    running: set[str]  # run ids with another attempt still running (in use: their staging stays)
+    stale: list[str]  # run ids of the attempts found running, so abandoned: marked failed
 
 
 def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started:
-    """Register a new attempt of the run, in one transaction.
+    """Register a new attempt of the run, in one transaction; the caller holds `run_lock`.
 
-    First the attempts whose process on this host is gone are marked failed
-    (with their run, unless it succeeded before). A run id that succeeded
-    before stays succeeded until this attempt commits.
+    Every attempt still 'running' is abandoned, and marked failed (with its
+    run, unless it succeeded before): its process held the lock for as long as
+    it ran and no longer does, whatever its pid says now (a restarted
+    container gives the next run the same pid). A run id that succeeded before
+    stays succeeded until this attempt commits.
     """
+    if _lock_path(db) not in _HELD:
+        raise RuntimeError(f"registering a run on {db} takes its run lock (store.run_lock), which this process "
+                           "does not hold")
     host, pid = socket.gethostname(), os.getpid()
     text = json.dumps(params, sort_keys=True)
     with connect(db) as con, _transaction(con):
-        running = con.execute(statement("attempts_running")).fetchall()
-        stale = [(stale_id, number, stale_pid) for stale_id, number, stale_host, stale_pid in running
-                 if stale_host == host and stale_pid is not None and not _alive(stale_pid)]
-        for stale_id, number, stale_pid in stale:
-            error = f"its process {stale_pid} on {host} died while it was running (found by run {run_id})"
+        stale = con.execute(statement("attempts_running")).fetchall()
+        for stale_id, number, stale_host, stale_pid in stale:
+            error = (f"abandoned: its process ended without finishing (pid {stale_pid} on {stale_host}; "
+                     f"found by run {run_id})")
             con.execute(statement("attempt_fail"), {"run_id": stale_id, "attempt": number, "error": error})
             con.execute(statement("run_fail"), {"run_id": stale_id, "error": error})
         con.execute(statement("run_start"), {"run_id": run_id, "params": text})
         (attempt,) = con.execute(statement("attempt_start"),
                                  {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchone()
-    gone = {(stale_id, number) for stale_id, number, _ in stale}
-    return Started(
-        attempt=attempt,
-        stale=[stale_id for stale_id, _, _ in stale],
-        running={other for other, number, _, _ in running if (other, number) not in gone},
-    )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+    return Started(attempt=attempt, stale=[stale_id for stale_id, *_ in stale])
 
 
 def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:
@@ -229,6 +267,26 @@ def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) ->
     """Run a report query of sql/ read-only (see `reader`), as an Arrow table."""
     with reader(db) as con:
         return con.execute(statement(name), dict(params or {})).to_arrow_table()
+
+
+class ExportFailed(RuntimeError):
+    """The run committed, then writing its Parquet export failed: the run stands, its export does not."""
+
+    exit_code = 3  # of `pairwise run`, apart from 1 (the run failed) and 2 (bad input)
+
+
+def check_export_dir(directory: str | Path) -> None:
+    """Refuse an export folder that cannot be created or written, before a run computes anything.
+
+    The export comes after the commit, too late to fail the run for it. The
+    folder is not created here: bad input leaves nothing behind.
+    """
+    path = Path(directory)
+    nearest = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not nearest.is_dir():
+        raise ValueError(f"--export-dir: {nearest} is not a directory")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ValueError(f"--export-dir: cannot write in {nearest}")
 
 
 def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]:

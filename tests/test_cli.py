@@ -157,3 +157,23 @@ def test_quiet_prints_nothing_but_errors(env, tmp_path):
     bad = pairwise(env, *args, "--min-items", "1")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr == "pairwise: --min-items: Input should be greater than or equal to 2\n"
+
+
+def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_after_the_commit_exits_3(env, tmp_path):
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    db = tmp_path / "o.duckdb"
+    args = ["run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--run-id", "r"]
+    (tmp_path / "afile").write_text("")
+    for target in ("afile", "afile/export"):
+        bad = pairwise(env, *args, "--export-dir", str(tmp_path / target))
+        assert (bad.returncode, bad.stdout) == (2, "")
+        assert bad.stderr == f"pairwise: --export-dir: {tmp_path / 'afile'} is not a directory\n"
+    assert not db.exists()  # refused before anything was written
+
+    (tmp_path / "export" / "runs.parquet").mkdir(parents=True)  # a folder it accepts, where runs.parquet fails
+    late = pairwise(env, *args, "--quiet", "--export-dir", str(tmp_path / "export"))
+    assert late.returncode == 3 and late.stdout == "" and late.stderr.count("\n") == 1, late.stderr
+    assert late.stderr.startswith(f"pairwise: run r succeeded, but exporting it to {tmp_path / 'export'} failed: ")
+    assert "Is a directory" in late.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT run_id, status FROM runs").fetchall() == [("r", "succeeded")]

@@ -155,6 +155,51 @@ def test_a_failed_run_changes_nothing_readers_see(tmp_path, catalog):
     assert not (tmp_path / "out.duckdb.staging").exists()
 
 
+def test_a_failure_that_cannot_be_recorded_still_reaches_the_user_and_the_next_run_clears_it(
+        tmp_path, catalog, caplog):
+    import logging
+
+    from flows.progress import listening
+    from tasks import store
+
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
+    second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]  # corrupt data pages, as above
+    data = bytearray(second.read_bytes())
+    data[100:60_000] = bytes(59_900)
+    second.write_bytes(bytes(data))
+    db = tmp_path / "out.duckdb"
+    held = []
+
+    class HoldTheFile:
+        """Opens the file read-only once the run has registered: then this process opens no write connection."""
+
+        def phase(self, name, items=None, partitions=None):
+            if name == "stage the sources":
+                held.append(duckdb.connect(str(db), read_only=True))
+
+        def advance(self, items):
+            pass
+
+    logger = logging.getLogger("prefect.flow_runs")
+    logger.addHandler(caplog.handler)
+    try:
+        with listening(HoldTheFile()), pytest.raises(Exception) as failure:
+            run(tmp_path, items_glob, classes_path, run_id="unrecorded")
+    finally:
+        logger.removeHandler(caplog.handler)
+        for con in held:
+            con.close()
+    assert held, "the run never reached its staging phase"
+    # the run's own error (reading the corrupt file), not the failed recording's
+    assert isinstance(failure.value, OSError) and not isinstance(failure.value, duckdb.Error), failure.value
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith(f"Could not record that run unrecorded failed in {db}: ") for w in warnings), warnings
+    assert rows(db, "SELECT status FROM run_attempts WHERE run_id = 'unrecorded'") == [("running",)]
+    with store.run_lock(db):  # the next run finds it abandoned
+        assert store.start_run(db, "next", {}).stale == ["unrecorded"]
+
+
 def test_a_failed_rerun_of_a_succeeded_run_id_changes_nothing_readers_see(tmp_path, catalog):
     items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
@@ -188,6 +233,13 @@ def test_export_writes_the_run_as_parquet(tmp_path, catalog):
     assert exported["item_labels"].num_rows == 2 * N_ITEMS
     assert exported["joint_labels"].num_rows == N_ITEMS
     assert set(exported["runs"].column("run_id").to_pylist()) == {summary["run_id"]}
+
+
+def test_a_flow_run_with_an_export_dir_that_is_a_file_stops_before_anything_is_written(tmp_path):
+    (tmp_path / "afile").write_text("")  # a deployment's parameters do not go through the CLI's check
+    with pytest.raises(ValueError, match=f"--export-dir: {tmp_path / 'afile'} is not a directory"):
+        run(tmp_path, "never-read.parquet", "never-read.parquet", export_dir=str(tmp_path / "afile" / "out"))
+    assert not (tmp_path / "out.duckdb").exists()
 
 
 def test_a_dask_cluster_gives_the_same_outputs_as_local_threads(tmp_path, catalog, monkeypatch):

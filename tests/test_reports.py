@@ -10,6 +10,12 @@ from tasks.label import LABEL_SCHEMA
 from tasks.report import _shares_table
 
 
+def start(db, run_id, params):
+    """Register an attempt as a run does, under the run lock: its number."""
+    with store.run_lock(db):
+        return store.start_run(db, run_id, params).attempt
+
+
 def commit(db, tmp_path, run_id, labels):
     """labels: item -> (image pairwise, text pairwise, gold)"""
     rows = []
@@ -20,9 +26,10 @@ def commit(db, tmp_path, run_id, labels):
                          "pairwise_margin": 0.2, "gold_class": gold})
     path = tmp_path / f"{run_id}.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=LABEL_SCHEMA), path)
-    started = store.start_run(db, run_id, {"seed": 0})
-    store.commit_run(db, run_id, started.attempt, {"item_labels": [str(path)]},
-                     {"n_items": len(labels), "n_classes": 2, "modalities": ["image", "text"], "details": {}})
+    with store.run_lock(db):
+        started = store.start_run(db, run_id, {"seed": 0})
+        store.commit_run(db, run_id, started.attempt, {"item_labels": [str(path)]},
+                         {"n_items": len(labels), "n_classes": 2, "modalities": ["image", "text"], "details": {}})
 
 
 @pytest.fixture()
@@ -36,7 +43,7 @@ def db(tmp_path):
 def test_current_labels_shows_only_the_latest_succeeded_run(db):
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("SELECT DISTINCT run_id FROM current_labels").fetchall() == [("r2",)]
-    store.fail_run(db, "r3", store.start_run(db, "r3", {}).attempt, "boom")
+    store.fail_run(db, "r3", start(db, "r3", {}), "boom")
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("SELECT DISTINCT run_id FROM current_labels").fetchall() == [("r2",)]
         assert con.execute("SELECT status, error FROM runs WHERE run_id = 'r3'").fetchall() == [("failed", "boom")]
@@ -68,7 +75,7 @@ def test_class_distribution_shares_add_up(db):
 
 
 def test_commit_is_all_or_nothing(db, tmp_path):
-    attempt = store.start_run(db, "r4", {}).attempt
+    attempt = start(db, "r4", {})
     with pytest.raises(duckdb.Error):
         store.commit_run(db, "r4", attempt, {"item_labels": [str(tmp_path / "missing.parquet")]},
                          {"n_items": 1, "n_classes": 2, "modalities": [], "details": {}})
@@ -92,7 +99,7 @@ def readers_see(db):
 
 def test_a_failed_rerun_keeps_the_earlier_success_and_a_successful_one_replaces_it(db, tmp_path):
     before = readers_see(db)
-    store.fail_run(db, "r2", store.start_run(db, "r2", {"seed": 1}).attempt, "boom")
+    store.fail_run(db, "r2", start(db, "r2", {"seed": 1}), "boom")
     assert readers_see(db) == before  # status, finished_at, n_items, params, rows: all of the earlier success
     commit(db, tmp_path, "r2", {"a": ("bag", "bag", "hat")})
     after = readers_see(db)
@@ -104,46 +111,47 @@ def test_a_failed_rerun_keeps_the_earlier_success_and_a_successful_one_replaces_
         assert con.execute("SELECT n_items, params->>'seed' FROM runs WHERE run_id = 'r2'").fetchall() == [(1, "0")]
 
 
-def test_a_run_left_running_by_a_dead_process_is_marked_failed_on_start(db, tmp_path):
-    import json
+def test_under_the_run_lock_every_attempt_left_running_is_abandoned_whatever_its_pid(db):
+    import os
     import socket
-    import subprocess
-    import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
+    # a restarted container: the killed run's pid (here our own, so alive) and host are the next run's
     with duckdb.connect(db) as con:
         con.execute("INSERT INTO runs (run_id, status, started_at, params) VALUES "
                     "('crashed', 'running', now(), '{}'), ('elsewhere', 'running', now(), '{}')")
         con.execute("INSERT INTO run_attempts (run_id, attempt, status, started_at, params, host, pid) VALUES "
                     "('crashed', 1, 'running', now(), '{}', ?, ?), ('elsewhere', 1, 'running', now(), '{}', ?, ?)",
-                    [socket.gethostname(), dead_pid, "another-host", dead_pid])
-    started = store.start_run(db, "next", {})
-    assert started.stale == ["crashed"] and started.running == {"elsewhere"}
+                    [socket.gethostname(), os.getpid(), "another-host", 4242])
+    with store.run_lock(db):
+        started = store.start_run(db, "next", {})
+    assert started.stale == ["crashed", "elsewhere"]
     with duckdb.connect(db, read_only=True) as con:
-        status = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
-        error = con.execute("SELECT error FROM runs WHERE run_id = 'crashed'").fetchone()[0]
-        attempt = con.execute("SELECT status, error FROM run_attempts WHERE run_id = 'crashed'").fetchone()
-    assert status["crashed"] == "failed" and status["elsewhere"] == "running" and status["next"] == "running"
-    assert f"process {dead_pid}" in error and "died" in error and attempt == ("failed", error)
+        runs = dict(con.execute("SELECT run_id, status FROM runs").fetchall())
+        errors = dict(con.execute("SELECT run_id, error FROM runs WHERE status = 'failed'").fetchall())
+        attempts = con.execute("SELECT run_id, status, error FROM run_attempts WHERE run_id IN ('crashed', "
+                               "'elsewhere') ORDER BY run_id").fetchall()
+    assert runs["crashed"] == runs["elsewhere"] == "failed" and runs["next"] == "running"
+    assert errors["crashed"] == (f"abandoned: its process ended without finishing (pid {os.getpid()} on "
+                                 f"{socket.gethostname()}; found by run next)")
+    assert attempts == [("crashed", "failed", errors["crashed"]), ("elsewhere", "failed", errors["elsewhere"])]
+    with pytest.raises(RuntimeError, match="takes its run lock"):  # only the lock tells that they are abandoned
+        store.start_run(db, "unlocked", {})
 
 
 def test_a_killed_rerun_of_a_succeeded_run_leaves_it_succeeded_and_its_staging_is_removed(db, tmp_path):
+    import os
     import socket
-    import subprocess
-    import sys
 
     from prefect.logging import disable_run_logger
 
     from tasks.runs import start_run
 
     before = readers_see(db)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    with duckdb.connect(db) as con:  # what `pairwise run --run-id r2` killed mid-run leaves behind
+    with duckdb.connect(db) as con:  # what `pairwise run --run-id r2` killed mid-run leaves behind, its pid
         con.execute("INSERT INTO run_attempts (run_id, attempt, status, started_at, params, host, pid) "
-                    "VALUES ('r2', 2, 'running', now(), '{}', ?, ?)", [socket.gethostname(), int(dead.stdout)])
-    (tmp_path / "out.duckdb.staging" / "r2").mkdir(parents=True)
-    with disable_run_logger():
+                    "VALUES ('r2', 2, 'running', now(), '{}', ?, ?)", [socket.gethostname(), os.getpid()])
+    (tmp_path / "out.duckdb.staging" / "r2").mkdir(parents=True)  # given to the next run by a restart
+    with disable_run_logger(), store.run_lock(db):
         assert start_run.fn(db, "r2", {"seed": 2}) == 3  # the next attempt, of the same run id
     assert readers_see(db) == before
     assert not (tmp_path / "out.duckdb.staging" / "r2").exists()

@@ -1,5 +1,6 @@
 """Schema versions: files written before versions were recorded, fresh files, newer files, a failing migration."""
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -14,108 +15,9 @@ from tasks.sql import MIGRATIONS, Migration
 
 LATEST = len(MIGRATIONS)
 
-# "v0": the DDL of the code before schema versions, as it was (sql/create_*.sql then), views included
-V0_TABLES = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id      VARCHAR PRIMARY KEY,
-    status      VARCHAR NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
-    started_at  TIMESTAMPTZ NOT NULL,
-    finished_at TIMESTAMPTZ,
-    params      JSON NOT NULL,
-    n_items     BIGINT,
-    n_classes   INTEGER,
-    modalities  VARCHAR[],
-    details     JSON,
-    error       VARCHAR
-);
-CREATE TABLE IF NOT EXISTS item_labels (
-    run_id          VARCHAR NOT NULL,
-    item_id         VARCHAR NOT NULL,
-    modality        VARCHAR NOT NULL,
-    base_class      VARCHAR NOT NULL,
-    base_score      REAL NOT NULL,
-    base_margin     REAL,
-    pairwise_class  VARCHAR NOT NULL,
-    pairwise_margin REAL,
-    gold_class      VARCHAR,
-    given_gap       REAL,
-    given_h2h       REAL
-);
-CREATE TABLE IF NOT EXISTS pair_masks (
-    run_id VARCHAR NOT NULL, modality VARCHAR NOT NULL, class_a VARCHAR NOT NULL, class_b VARCHAR NOT NULL,
-    n_dims INTEGER NOT NULL, dims INTEGER[] NOT NULL, n_a BIGINT NOT NULL, n_b BIGINT NOT NULL,
-    fallback BOOLEAN NOT NULL
-);
-CREATE TABLE IF NOT EXISTS agreement_metrics (
-    run_id VARCHAR NOT NULL, method VARCHAR NOT NULL CHECK (method IN ('base', 'pairwise')),
-    metric VARCHAR NOT NULL, modality_a VARCHAR NOT NULL, modality_b VARCHAR NOT NULL, value DOUBLE
-);
-CREATE TABLE IF NOT EXISTS rejected_items (
-    run_id VARCHAR NOT NULL, item_id VARCHAR, modality VARCHAR, reason VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS annotation_issues (
-    run_id VARCHAR NOT NULL, rank INTEGER NOT NULL, item_id VARCHAR NOT NULL, given_label VARCHAR NOT NULL,
-    suggested_label VARCHAR NOT NULL, score DOUBLE NOT NULL, raw_score DOUBLE NOT NULL,
-    agreeing_modalities INTEGER NOT NULL,
-    evidence STRUCT(
-        modality VARCHAR, base_label VARCHAR, base_margin REAL,
-        pairwise_label VARCHAR, pairwise_margin REAL, given_gap REAL, given_h2h REAL
-    )[] NOT NULL
-);
-CREATE TABLE IF NOT EXISTS confusion_counts (
-    run_id VARCHAR NOT NULL, method VARCHAR NOT NULL, modality_a VARCHAR NOT NULL, modality_b VARCHAR NOT NULL,
-    pred VARCHAR NOT NULL, ref VARCHAR NOT NULL, n BIGINT NOT NULL
-);
-"""
-V0_VIEWS = """
-CREATE OR REPLACE VIEW current_labels AS
-SELECT l.*
-FROM item_labels AS l
-WHERE l.run_id = (
-    SELECT run_id FROM runs WHERE status = 'succeeded' ORDER BY finished_at DESC, run_id DESC LIMIT 1
-);
-CREATE OR REPLACE VIEW consensus_labels AS
-WITH votes AS (
-    SELECT run_id, item_id, pairwise_class AS label, count(*) AS votes,
-           max(pairwise_margin) AS top_margin, min(pairwise_margin) AS low_margin
-    FROM item_labels
-    GROUP BY run_id, item_id, pairwise_class
-),
-ranked AS (
-    SELECT *,
-           row_number() OVER by_strength AS place,
-           count(*) OVER item AS n_labels,
-           sum(votes) OVER item AS n_modalities,
-           lead(votes) OVER by_strength AS next_votes,
-           lead(top_margin) OVER by_strength AS next_margin
-    FROM votes
-    WINDOW item AS (PARTITION BY run_id, item_id),
-           by_strength AS (PARTITION BY run_id, item_id ORDER BY votes DESC, top_margin DESC NULLS LAST, label)
-),
-decided AS (
-    SELECT *,
-           CASE
-               WHEN n_labels = 1 AND n_modalities > 1 THEN 'agreed'
-               WHEN n_labels = 1 THEN 'single_modality'
-               WHEN votes > next_votes THEN 'majority'
-               WHEN top_margin > next_margin THEN 'by_margin'
-               ELSE 'undecided'
-           END AS status
-    FROM ranked
-    WHERE place = 1
-)
-SELECT run_id, item_id,
-       CASE WHEN status = 'undecided' THEN NULL ELSE label END AS label,
-       CASE status
-           WHEN 'by_margin' THEN top_margin - next_margin
-           WHEN 'undecided' THEN NULL
-           ELSE low_margin
-       END AS confidence,
-       CAST(votes AS INTEGER) AS agreeing_modalities,
-       status
-FROM decided;
-"""
-REVIEW_COLUMNS = ",\n    given_gap       REAL,\n    given_h2h       REAL"  # the oldest files lack them
+# the statements every released schema ran on a fresh file, oldest first (written from git by generate.py)
+RELEASES = sorted(Path(__file__).with_name("schema_history").glob("*.sql"))
+BEFORE_VERSIONS = RELEASES[:5]  # the code before schema versions (sql/create_*.sql then), views included
 # run "old" succeeded; run "withdrawn" is what a failed re-run of a succeeded id left: status failed, rows kept
 LABELS = [("old", "a", "image", "hat", "hat"), ("old", "a", "text", "hat", "hat"),
           ("old", "b", "image", "bag", "bag"), ("old", "b", "text", "hat", "bag"),
@@ -127,12 +29,11 @@ def dead_pid() -> int:
                               capture_output=True, text=True).stdout)
 
 
-def write_v0(path: Path, *, review_columns: bool = True) -> Path:
+def write_v0(path: Path, release: Path = BEFORE_VERSIONS[-1]) -> Path:
     """A file as the code before schema versions left it (no version record), holding runs with rows."""
-    tables = V0_TABLES if review_columns else V0_TABLES.replace(REVIEW_COLUMNS, "")
     owner = json.dumps({"owner": {"host": socket.gethostname(), "pid": dead_pid()}})
     with duckdb.connect(str(path)) as con:
-        con.execute(tables + V0_VIEWS)
+        con.execute(release.read_text())
         con.execute("INSERT INTO runs VALUES "
                     "('old', 'succeeded', '2026-01-01 00:00:00+00', '2026-01-01 00:01:00+00', '{\"seed\": 0}', 2, 2, "
                     "['image', 'text'], '{}', NULL), "
@@ -151,9 +52,9 @@ def versions(db: Path) -> list[tuple]:
         return con.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version").fetchall()
 
 
-@pytest.mark.parametrize("review_columns", [True, False], ids=["v0", "v0-before-review-columns"])
-def test_a_file_written_before_versions_is_upgraded_and_its_runs_stay_readable(tmp_path, review_columns):
-    db = write_v0(tmp_path / "old.duckdb", review_columns=review_columns)
+@pytest.mark.parametrize("release", BEFORE_VERSIONS, ids=lambda path: path.stem)
+def test_a_file_written_before_versions_is_upgraded_and_its_runs_stay_readable(tmp_path, release):
+    db = write_v0(tmp_path / "old.duckdb", release)
     with store.connect(db) as con:
         assert store.schema_version(con) == LATEST
         columns = [name for name, *_ in con.execute("DESCRIBE item_labels").fetchall()]
@@ -182,15 +83,114 @@ def test_a_file_written_before_versions_is_upgraded_and_its_runs_stay_readable(t
     assert versions(db) == applied
 
 
-def test_an_old_file_read_by_a_report_is_upgraded_first(tmp_path):
-    db = write_v0(tmp_path / "old.duckdb")
-    assert store.query(db, "report_run", {"run_id": "old"}).column("n_items").to_pylist() == [2]
-    assert [version for version, *_ in versions(db)] == list(range(1, LATEST + 1))
+# one row per table, as SQL literals by column: a file of any release gets the columns its tables have
+ROWS = {
+    "runs": {"run_id": "'old'", "status": "'succeeded'", "started_at": "'2026-01-01 00:00:00+00'",
+             "finished_at": "'2026-01-01 00:01:00+00'", "params": "'{\"seed\": 0}'", "n_items": "1",
+             "n_classes": "2", "modalities": "['image', 'text']", "details": "'{}'", "error": "NULL"},
+    "run_attempts": {"run_id": "'old'", "attempt": "1", "status": "'succeeded'",
+                     "started_at": "'2026-01-01 00:00:00+00'", "finished_at": "'2026-01-01 00:01:00+00'",
+                     "params": "'{}'", "host": "'worker'", "pid": "7", "error": "NULL"},
+    "item_labels": {"run_id": "'old'", "item_id": "'a'", "modality": "'image'", "base_class": "'hat'",
+                    "base_score": "0.5", "base_margin": "0.25", "pairwise_class": "'bag'", "pairwise_margin": "0.125",
+                    "gold_class": "'hat'", "given_gap": "0.25", "given_h2h": "0.5", "refined_class": "'bag'",
+                    "refined_confidence": "0.75"},
+    "pair_masks": {"run_id": "'old'", "modality": "'image'", "class_a": "'bag'", "class_b": "'hat'", "n_dims": "2",
+                   "dims": "[0, 3]", "n_a": "5", "n_b": "6", "fallback": "false"},
+    "agreement_metrics": {"run_id": "'old'", "method": "'pairwise'", "metric": "'agreement_f1_weighted'",
+                          "modality_a": "'image'", "modality_b": "'text'", "value": "0.75"},
+    "rejected_items": {"run_id": "'old'", "item_id": "'b'", "modality": "'text'", "reason": "'nan'"},
+    "annotation_issues": {
+        "run_id": "'old'", "rank": "1", "item_id": "'a'", "given_label": "'hat'", "suggested_label": "'bag'",
+        "score": "1.5", "raw_score": "1.25", "agreeing_modalities": "1",
+        "evidence": "[{'modality': 'image', 'base_label': 'hat', 'base_margin': 0.25, 'pairwise_label': 'bag', "
+                    "'pairwise_margin': 0.125, 'given_gap': 0.25, 'given_h2h': 0.5}]",
+        "p_given": "0.125", "route": "'both'", "zero_shot_p_given": "0.25", "zero_shot_label": "'bag'",
+        "label_aware_p_given": "0.0625", "label_aware_label": "'bag'"},
+    "confusion_counts": {"run_id": "'old'", "method": "'pairwise'", "modality_a": "'image'", "modality_b": "'gold'",
+                         "pred": "'bag'", "ref": "'hat'", "n": "1"},
+    "joint_labels": {"run_id": "'old'", "item_id": "'a'", "label": "'bag'", "confidence": "0.75",
+                     "status": "'single_modality'", "agreeing_modalities": "1", "n_modalities": "1",
+                     "gold_class": "'hat'"},
+    "calibration_bins": {"run_id": "'old'", "modality": "'joint'", "bin": "7", "n": "1", "confidence": "0.75",
+                         "correct": "0"},
+}
+
+
+def schema(db: Path) -> dict[str, set[tuple]]:
+    """Every column (views' included) with its type and nullability, and every constraint."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {
+            "columns": set(con.execute("SELECT table_name, column_name, data_type, is_nullable "
+                                       "FROM information_schema.columns WHERE table_schema = 'main'").fetchall()),
+            "constraints": set(con.execute("SELECT table_name, constraint_type, constraint_text "
+                                           "FROM duckdb_constraints()").fetchall()),
+        }
+
+
+def write_release(path: Path, release: Path) -> dict[str, list[tuple]]:
+    """A file as the code of a release left it, with a row in each of its tables: those rows, by table."""
+    kept = {}
+    with duckdb.connect(str(path)) as con:
+        con.execute(release.read_text())
+        for table, row in ROWS.items():
+            present = {name for (name,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]).fetchall()}
+            if present:
+                columns = ", ".join(name for name in row if name in present)
+                con.execute(f"INSERT INTO {table} ({columns}) VALUES "
+                            f"({', '.join(value for name, value in row.items() if name in present)})")
+                kept[table] = (columns, con.execute(f"SELECT {columns} FROM {table}").fetchall())
+    return kept
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=lambda path: path.stem)
+def test_a_file_of_every_released_schema_opens_at_the_latest_version_with_its_rows(tmp_path, release):
+    db = tmp_path / "old.duckdb"
+    kept = write_release(db, release)
+    with store.connect(db) as con:
+        assert store.schema_version(con) == LATEST
+        for table, (columns, rows) in kept.items():
+            assert con.execute(f"SELECT {columns} FROM {table}").fetchall() == rows, table
+    with store.connect(tmp_path / "fresh.duckdb"):
+        pass
+    assert schema(db) == schema(tmp_path / "fresh.duckdb")
+    issues = store.query(db, "report_annotation_issues", {"run_id": "old", "limit": 5}).to_pylist()
+    assert [(row["item_id"], row["suggested_label"]) for row in issues] == ([("a", "bag")] if "annotation_issues"
+                                                                            in kept else [])
+
+
+def test_an_old_read_only_file_is_reported_on_as_it_is(tmp_path):
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    db = write_v0(folder / "old.duckdb")
+    db.chmod(0o444)
+    folder.chmod(0o555)  # tests may run as root, whom this does not stop: the file's bytes tell
+    before = (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns, sorted(folder.iterdir()))
+    holder = subprocess.Popen(  # DuckDB lets no process write while another reads, whoever it runs as
+        [sys.executable, "-c", ("import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
+                                "print('held', flush=True); sys.stdin.read()"), str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert store.query(db, "report_run", {"run_id": "old"}).column("n_items").to_pylist() == [2]
+        assert store.query(db, "report_consensus_status", {"run_id": "old"}).column("n_items").to_pylist() == [2]
+        report = subprocess.run([str(Path(sys.executable).with_name("pairwise")), "report", "--db", str(db),
+                                 "--run-id", "old"], capture_output=True, text=True, timeout=120)
+    finally:
+        holder.communicate("", timeout=30)
+        folder.chmod(0o755)
+    assert report.returncode == 0, report.stderr
+    assert "# Run old: succeeded" in report.stdout
+    assert (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns, sorted(folder.iterdir())) == before
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert store.schema_version(con) == 0
 
 
 def test_a_run_an_old_file_shows_running_is_marked_failed_once_its_process_is_gone(tmp_path):
     db = write_v0(tmp_path / "old.duckdb")
-    assert store.start_run(db, "new", {}).stale == ["crashed"]
+    with store.run_lock(db):
+        assert store.start_run(db, "new", {}).stale == ["crashed"]
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT status FROM runs WHERE run_id = 'crashed'").fetchall() == [("failed",)]
 
