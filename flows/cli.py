@@ -1,4 +1,4 @@
-"""The ``pairwise`` console script: run, demo, report, classes (class embeddings from names), and worker.
+"""The ``pairwise`` console script: run, demo, report, models, classes (class embeddings from names), and worker.
 
 Prefect's console output is turned down to what a user needs (our own lines
 and the report); everything still reaches the Prefect API, so a run shows in
@@ -141,6 +141,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    """One line per stored model, newest first."""
+    import duckdb
+
+    from tasks.store import query
+
+    if not os.path.isfile(args.db):
+        raise ValueError(f"{args.db}: no such DuckDB file")
+    try:
+        rows = query(args.db, "report_models").to_pylist()
+    except duckdb.Error as error:  # not one of our files, or one a run is writing
+        raise ValueError(f"{args.db}: cannot read it: {str(error).splitlines()[0]}") from None
+    if not rows:
+        print(f"{args.db}: no stored models yet (a full run stores one)", file=sys.stderr)
+    for row in rows:
+        print(f"{row['model_id']}  run {row['run_id']}  fitted {row['fitted_at'].isoformat(timespec='seconds')}  "
+              f"{row['n_items']} items  {row['n_classes']} classes  {','.join(row['modalities'])}")
+    return 0
+
+
 def _print_markdown_report(db: str, run_id: str | None) -> None:
     from tasks.report import latest_run_id
 
@@ -251,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--html", metavar="PATH",
                         help="Write a self-contained HTML report with figures to PATH; None: print Markdown")
     report.set_defaults(handler=_report)
+
+    models = commands.add_parser("models", help="list the stored models: id, run, fitted at, items, classes, "
+                                                 "modalities")
+    models.add_argument("--db", required=True, default=argparse.SUPPRESS, help="DuckDB file the runs wrote to")
+    models.set_defaults(handler=_models)
 
     for sub in (run, demo):
         sub.add_argument("--quiet", action="store_true",

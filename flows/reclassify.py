@@ -25,7 +25,7 @@ from tasks.label import label_partition
 from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
-from tasks.runs import commit_run, fail_run, stage_sources, start_run, validate_sources
+from tasks.runs import commit_run, fail_run, seal_model, stage_sources, start_run, validate_sources
 from tasks.sources import Partition
 from tasks.staging import Staging
 from tasks.store import ExportFailed, check_export_dir, export_run, run_lock
@@ -43,6 +43,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     began = time.perf_counter()
     log = get_run_logger()
     run_id = params.run_id or new_run_id()
+    model_id = new_run_id()  # the model this run fits: an id of its own, since a run id can be re-run
     db = params.db
     begin_phase("validate the sources")
     if params.export_dir:
@@ -88,24 +89,25 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             log.info(run_log.masks(fitted["pair_masks"], timings["fit_s"]))
             begin_phase("fit the refinement")
             label_aware = params.calibration == "gold" or (params.calibration == "auto" and bool(plan.gold_column))
-            refinement = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
-                                        params.refine_params(), staging, label_aware, params.seed)
+            calibration = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
+                                         params.refine_params(), label_aware, params.seed)
             watch.lap("refine")
-            log.info(run_log.refinement(refinement["calibration"], sample_rate, timings["refine_s"]))
+            log.info(run_log.refinement(calibration, sample_rate, timings["refine_s"]))
             review = None
             if plan.gold_column:
                 begin_phase("fit the review")
                 review = fit_review([part["sample"] for part in pass1], [part.get("class_sums") for part in pass1],
-                                    plan, fitted["model"], refinement["path"], staging, params.review,
-                                    params.issues_below)
+                                    plan, fitted["model"], params.review, params.issues_below)
                 watch.lap("fit_review")
-                log.info(run_log.review_fit(review["details"], timings["fit_review_s"]))
+                log.info(run_log.review_fit(review, timings["fit_review_s"]))
+            # fitting and labelling meet only through the model's files: pass 2 loads them as a stored model
+            sealed = {"folder": fitted["model"], "content_hash": seal_model(fitted["model"]),
+                      "model_id": model_id}
 
             begin_phase("pass 2/2: labels", sum(p.n_rows for p in plan.partitions), n_parts)
             staged_parts = partitions(
                 "label-partition", plan.partitions,
-                {"plan": plan, "staging": staging, "model_path": fitted["model"], "refinement_path": refinement["path"],
-                 "review_path": review and review["path"], "seed": params.seed, "run_id": run_id},
+                {"plan": plan, "staging": staging, "sealed": sealed, "seed": params.seed, "run_id": run_id},
                 progress, offset=n_parts, total=2 * n_parts,
             )
             watch.lap("pass2")
@@ -132,8 +134,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "modalities": list(plan.modalities),
                 "details": {
                     "brackets": fitted["brackets"],
-                    "calibration": refinement["calibration"],
-                    "review": review and review["details"],
+                    "calibration": calibration,
+                    "review": review,
                     "sample_rate": sample_rate,
                     "n_partitions": n_parts,
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
@@ -151,7 +153,10 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "annotation_issues": issues_paths,
             }
             begin_phase("commit")
-            commit_run(db, run_id, attempt, staged, summary)
+            model = {**sealed, "class_hash": fitted["class_hash"], "dims": dict(plan.dims),
+                     "params": {"core": params.core_params(), "refine": params.refine_params(),
+                                "calibration": calibration, "review": review and review["route"]}}
+            commit_run(db, run_id, attempt, staged, summary, model)
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))
         except BaseException as error:
             reason = f"{type(error).__name__}: {error}".splitlines()[0]

@@ -259,10 +259,6 @@ class PairwiseClassifier:
         ratios[fallback] = np.nan
         return ratios, np.stack([n_a, n_b], axis=1), fallback
 
-    # what prediction derives from the masks: rebuilt after unpickling rather than stored, since
-    # with many classes the weights alone are P x d floats (K = 500: 380 MB per modality)
-    _DERIVED = ("_weights", "_index", "_candidate_columns", "_candidate_masks", "_mask_dims", "_mask_real")
-
     def _derive(self) -> None:
         """Match weights w_p = u_lo - u_hi (each class embedding masked to the pair's dims, unit length),
         the pair lookup, the candidates' columns and the padded mask dimensions."""
@@ -280,30 +276,39 @@ class PairwiseClassifier:
             self._candidate_columns, self._candidate_masks = self._class_vs_rest()
         self._mask_dims, self._mask_real = self._padded_mask_dims()
 
-    def for_labelling(self) -> PairwiseClassifier:
-        """A fitted copy that can label, without the pair margin's corrections in its statistics.
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The fitted state labelling needs, as plain arrays and JSON-able parameters (``from_arrays``).
 
-        With many classes and a pair margin the corrections are most of the
-        statistics (K = 500: about 0.3 GB per modality), and labelling never
-        reads them: only fitting and ``pair_ratios_`` do, which this copy
-        refuses. The label tasks load this copy.
+        Left out: what prediction derives from the masks (``_derive``: with
+        many classes the weights alone are P x d floats, K = 500: 380 MB per
+        modality) and the pair margin's corrections in the statistics, which
+        labelling never reads (K = 500: about 0.3 GB per modality): only
+        fitting and ``pair_ratios_`` do, which the loaded copy refuses.
         """
         self._check_fitted()
-        copy = object.__new__(PairwiseClassifier)
-        copy.__dict__.update(self.__dict__)
-        totals = PairStats.zeros(self.n_classes_, self.n_features_in_)
-        copy.stats_ = dataclasses.replace(totals, count=self.stats_.count, sum=self.stats_.sum,
-                                          sumsq=self.stats_.sumsq, met=self.stats_.met)
-        copy._labelling_only = True
-        return copy
+        stats = self.stats_
+        return {
+            "class_embeddings": np.asarray(self.class_embeddings), "count": stats.count, "sum": stats.sum,
+            "sumsq": stats.sumsq, "met": stats.met, "pairs": self.pairs_, "pair_masks": self.pair_masks_,
+            "pair_counts_ab": self.pair_counts_ab_, "pair_fallback": self.pair_fallback_,
+            "bracket": self.bracket_, "bracket_slots": self.bracket_slots_,
+        }, {"params": self.get_params()}
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {name: value for name, value in self.__dict__.items() if name not in self._DERIVED}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if hasattr(self, "pair_masks_"):
-            self._derive()
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> PairwiseClassifier:
+        """A fitted classifier that labels exactly as the one ``to_arrays`` was called on."""
+        model = cls(arrays["class_embeddings"], **state["params"])
+        model._validate()
+        totals = PairStats.zeros(model.n_classes_, model.n_features_in_)
+        model.stats_ = dataclasses.replace(totals, count=arrays["count"], sum=arrays["sum"], sumsq=arrays["sumsq"],
+                                           met=arrays["met"])
+        model.pairs_, model.pair_masks_ = arrays["pairs"], arrays["pair_masks"]
+        model.pair_counts_ab_, model.pair_fallback_ = arrays["pair_counts_ab"], arrays["pair_fallback"]
+        model.bracket_, model.bracket_slots_ = arrays["bracket"], arrays["bracket_slots"]
+        model._bracket_rank = np.argsort(model.bracket_)
+        model._labelling_only = True
+        model._derive()
+        return model
 
     def _class_vs_rest(self) -> tuple[np.ndarray, np.ndarray]:
         """Per class, the dims that separate its items from all others' (the same mask rule as pairs).
@@ -376,7 +381,7 @@ class PairwiseClassifier:
         many classes they are P x d floats that prediction never needs)."""
         self._check_fitted()
         if getattr(self, "_labelling_only", False):
-            raise ValueError("this copy of the classifier is for labelling (for_labelling): its statistics lack the "
+            raise ValueError("this copy of the classifier is for labelling (from_arrays): its statistics lack the "
                              "pair margin's corrections the ratios need")
         ratios = np.empty(self.pair_masks_.shape, dtype=np.float32)
         for chunk in self._pair_chunks():

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 
@@ -181,8 +182,38 @@ class FoldDiscriminant:
                     # scored in float32, the embeddings' dtype: a float64 product would convert every row
                     self._coef[f, modalities] = ([block.astype(np.float32) for block in np.split(coef, splits)],
                                                  intercept)
-        # the fit's d x d covariances (about 90 MB at 2 x 768-d) would travel with every pickled copy
+        # the fit's d x d covariances (about 90 MB at 2 x 768-d) are not needed to score
         del self._means, self._log_prior, self._covariances
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The fitted coefficients as plain arrays (``coef/<fold>/<modalities>/<i>``: the block of the i-th
+        of those modalities, and ``intercept/<fold>/<modalities>``), with the chosen scalars (``from_arrays``)."""
+        arrays = {}
+        for (f, modalities), (coefs, intercept) in self._coef.items():
+            key = f"{f}/{'-'.join(map(str, modalities))}"
+            arrays |= {f"coef/{key}/{i}": coef for i, coef in enumerate(coefs)}
+            arrays[f"intercept/{key}"] = intercept
+        return arrays, {"n_folds": self.n_folds, "n_classes": self.n_classes,
+                        "dims": [len(block) for block in self._blocks], "shrinkage": self.shrinkage,
+                        "temperature": self.temperature, "polish_steps": self.polish_steps}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> FoldDiscriminant:
+        """A fitted discriminant that scores exactly as the one ``to_arrays`` was called on."""
+        fitted = cls.__new__(cls)
+        fitted.n_folds, fitted.n_classes = state["n_folds"], state["n_classes"]
+        offsets = np.concatenate([[0], np.cumsum(state["dims"])])
+        fitted._blocks = [np.arange(offsets[m], offsets[m + 1]) for m in range(len(state["dims"]))]
+        fitted.shrinkage, fitted.temperature = state["shrinkage"], state["temperature"]
+        fitted.polish_steps = state["polish_steps"]
+        fitted._coef = {}
+        for f in range(fitted.n_folds):
+            for size in range(1, len(fitted._blocks) + 1):
+                for modalities in combinations(range(len(fitted._blocks)), size):
+                    key = f"{f}/{'-'.join(map(str, modalities))}"
+                    fitted._coef[f, modalities] = ([arrays[f"coef/{key}/{i}"] for i in range(size)],
+                                                   arrays[f"intercept/{key}"])
+        return fitted
 
     def log_posterior(self, xs: list[np.ndarray], present: np.ndarray, fold: np.ndarray,
                       scales: list[np.ndarray] | None = None) -> np.ndarray:

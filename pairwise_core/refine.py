@@ -220,6 +220,21 @@ class MixtureRefiner:
             self.finalize()
         return self
 
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The fitted mixture as plain arrays and JSON-able parameters (``from_arrays``); the sums of an
+        unfinished iteration are not part of it."""
+        self._check_fitted()
+        return ({"class_embeddings": np.asarray(self.class_embeddings), "means": self.means_, "var": self.var_},
+                {"params": self.get_params(), "iterations": self.n_iter_})
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> MixtureRefiner:
+        """A fitted refiner with the same log terms as the one ``to_arrays`` was called on."""
+        refiner = cls(arrays["class_embeddings"], **state["params"])
+        refiner._reset()
+        refiner.means_, refiner.var_, refiner.n_iter_ = arrays["means"], arrays["var"], state["iterations"]
+        return refiner
+
     # -- posterior ---------------------------------------------------------
 
     def log_terms(self, X: Any, labels: Any) -> np.ndarray:
@@ -228,14 +243,17 @@ class MixtureRefiner:
 
         Summed over an item's modalities, they give its joint posterior.
         """
-        if not hasattr(self, "means_"):
-            raise ValueError("MixtureRefiner is not fitted: call fit(), or partial_fit() then finalize()")
+        self._check_fitted()
         return np.concatenate([self._log_terms(unit, log_anchor)
                                for unit, log_anchor in self._blocks(*self._check(X, labels))])
 
     def predict_proba(self, X: Any, labels: Any) -> np.ndarray:
         """(n, K) posterior over classes in this modality."""
         return np.exp(log_softmax(self.log_terms(X, labels)))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "means_"):
+            raise ValueError("MixtureRefiner is not fitted: call fit(), or partial_fit() then finalize()")
 
     def _check(self, X: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         x = check_embeddings(X, "X", n_features=self.n_features_in_)

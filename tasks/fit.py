@@ -10,12 +10,14 @@ import pyarrow as pa
 from prefect import task
 
 from pairwise_core import PairStats, PairwiseClassifier
+from pairwise_core.model import Classifiers
 from pairwise_core.discriminant import ClassSums
 from pairwise_core.refine import sample_rows
 from tasks.policy import IO_TASK
 from tasks.sample import N_FOLDS, SampleParts, gold_codes, item_folds
 from tasks.sources import Partition, Plan, matrix, read_partition
-from tasks.staging import Staging, classifiers, load_stats, save_pickle, save_stats, write_parquet
+from tasks.models import class_hash, save_part
+from tasks.staging import Staging, classifiers, load_stats, save_stats, write_parquet
 
 
 @task(name="pair-stats", **IO_TASK)
@@ -68,7 +70,7 @@ def fit_masks(
 ) -> dict[str, Any]:
     """Merge the partitions' statistics and fit masks.
 
-    Returns the paths of the pickled fitted models and of the staged
+    Returns the staged model's folder (its part ``classifiers`` written) and its class hash, the staged
     pair_masks rows, and each modality's bracket (class names in seeded order, and the slots).
     """
     models = classifiers(classes_path, plan, core_params)
@@ -99,7 +101,8 @@ def fit_masks(
         }))
     table = pa.concat_tables(tables)
     return {
-        "model": save_pickle(staging.path("model.pkl"), {m: model.for_labelling() for m, model in models.items()}),
+        "model": save_part(staging.model, "classifiers", Classifiers(plan.class_names, models)),
+        "class_hash": class_hash(plan.class_names, {m: model.class_embeddings for m, model in models.items()}),
         "pair_masks": write_parquet(staging.path("pair_masks", "part-00000.parquet"), table),
         # the seeded class order, and the tourney's slots over it (or over an item's candidates): -1 is a bye
         "brackets": {

@@ -11,12 +11,12 @@ from prefect import task
 
 from pairwise_core.joint import joint_log_posterior
 from pairwise_core.refine import log_softmax
+from pairwise_core.model import Review
 from tasks.policy import IO_TASK
-from tasks.refine import Refinement
-from tasks.review import Review
+from tasks.models import load_model
 from tasks.sample import gold_codes, item_folds
 from tasks.sources import Partition, Plan, matrix, read_partition
-from tasks.staging import Staging, load_model, load_pickle
+from tasks.staging import Staging
 
 LABEL_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -70,20 +70,20 @@ REJECTED_SCHEMA = pa.schema([
 
 @task(name="label-partition", **IO_TASK)
 def label_partition(
-    partition: Partition, plan: Plan, model_path: str, refinement_path: str, review_path: str | None, seed: int,
-    staging: Staging, run_id: str,
+    partition: Partition, plan: Plan, sealed: dict[str, str], seed: int, staging: Staging, run_id: str,
 ) -> dict[str, str]:
     """Run the tourney and the refinement over one partition, streaming; stage its item_labels,
     joint_labels, rejected_items and review_items rows.
 
-    Every (item, modality) lands in exactly one of item_labels and rejected_items. The partition is
+    ``sealed`` names the sealed model (``folder``, ``content_hash``, ``model_id``): labelling reads the model
+    only through ``load_model``, as a stored model is read. Every (item, modality) lands in exactly one of
+    item_labels and rejected_items. The partition is
     decoded again rather than spilled in pass 1: with Arrow's allocator
     tuned, decoding (about 0.9 GB/s here) beat writing and reading back a raw
     float32 spill (bench/bench_pipeline.py, 1M items).
     """
-    models = load_model(model_path)
-    refinement: Refinement = load_pickle(refinement_path)
-    review: Review | None = None if review_path is None else load_pickle(review_path)
+    fitted = load_model(sealed["folder"], sealed["content_hash"], sealed["model_id"])
+    models, refinement, review = fitted.classifiers.models, fitted.refinement, fitted.review
     names = pa.array(plan.class_names, pa.string())
     kinds = ("item_labels", "joint_labels", "rejected_items", "review_items")
     paths = {kind: staging.part(kind, partition.index) for kind in kinds}

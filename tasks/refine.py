@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,31 +10,17 @@ from prefect import task
 
 from pairwise_core import MixtureRefiner
 from pairwise_core.joint import cross_view_weights, fit_weights
+from pairwise_core.model import Classifiers, Refinement
 from tasks.policy import IO_TASK
 from tasks.sample import N_FOLDS, Sample, load_sample
 from tasks.sources import Plan
-from tasks.staging import Staging, load_model, save_pickle
+from tasks.models import load_part, save_part
 
 # fewer labelled rows than this in a fold's complement: no label-aware calibration (the weights would be noise)
 MIN_CALIBRATION_ROWS = 200
 # A few weights need few rows: the calibration reads at most this many of the sample's (seeded), which at
 # K = 500 keeps it to seconds instead of a minute.
 CALIBRATION_ROWS = 5_000
-
-
-@dataclass
-class Refinement:
-    """What the labelling pass applies after the tourney.
-
-    ``view_weights`` and ``joint_weights`` are (folds, modalities): an item
-    in fold f takes row f, which was fitted without fold f's sample rows.
-    """
-
-    refiners: dict[str, MixtureRefiner]
-    view_weights: np.ndarray
-    joint_weights: np.ndarray
-    calibration: str  # 'gold': out of fold against the catalog's labels; 'label-free'
-    free_weights: np.ndarray  # (modalities,) the label-free joint weights: the review's zero-shot evidence
 
 
 def sample_terms(refiners: dict[str, MixtureRefiner], models: dict[str, Any], sample: Sample) -> np.ndarray:
@@ -70,14 +56,15 @@ def calibration_weights(terms: np.ndarray, present: np.ndarray, fold: np.ndarray
 
 @task(name="fit-refinement", **IO_TASK)
 def fit_refinement(
-    sample_paths: list[str], plan: Plan, model_path: str, refine_params: dict[str, Any], staging: Staging,
-    label_aware: bool, seed: int,
-) -> dict[str, str]:
+    sample_paths: list[str], plan: Plan, model_dir: str, refine_params: dict[str, Any], label_aware: bool,
+    seed: int,
+) -> str:
     """Per modality, the mixture anchored to the sample's pairwise labels; then the confidence weights.
 
-    Returns the path of the pickled ``Refinement`` and how it was calibrated.
+    Writes the part ``refinement`` of the model in ``model_dir``; returns how it was calibrated.
     """
-    models = load_model(model_path)
+    classifiers: Classifiers = load_part(model_dir, "classifiers")
+    models = classifiers.models
     sample = load_sample(sample_paths, plan.modalities)
     refiners = {}
     for modality, model in models.items():
@@ -96,5 +83,5 @@ def fit_refinement(
     terms = sample_terms(refiners, models, sample)
     view, joint, how = calibration_weights(terms, present, sample.fold, gold)
     free = joint[0] if how == "label-free" else cross_view_weights(terms, present)[1]
-    path = save_pickle(staging.path("refinement.pkl"), Refinement(refiners, view, joint, how, free))
-    return {"path": path, "calibration": how}
+    save_part(Path(model_dir), "refinement", Refinement(refiners, view, joint, how, free))
+    return how

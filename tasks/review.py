@@ -11,9 +11,7 @@ to disk past its memory limit; rows are numbered while they stream out.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import duckdb
 import numpy as np
@@ -24,46 +22,20 @@ from threadpoolctl import threadpool_limits
 
 from pairwise_core.discriminant import ClassSums, FoldDiscriminant, Scatter
 from pairwise_core.joint import fit_weights, joint_log_posterior
+from pairwise_core.model import Classifiers, Refinement, Review, Route
 from pairwise_core.pair_stats import normalize_rows
-from pairwise_core.refine import log_softmax
 from tasks.policy import IO_TASK
-from tasks.refine import Refinement, sample_terms
+from tasks.models import load_part, save_part
+from tasks.refine import sample_terms
 from tasks.sample import N_FOLDS, load_sample
 from tasks.sources import Plan
 from tasks.sql import statement
-from tasks.staging import Staging, load_model, load_pickle, load_stats, save_pickle
+from tasks.staging import Staging, load_stats
 from tasks.store import DUCKDB_MEMORY
 
-Route = Literal["zero-shot", "label-aware", "both"]
 _BATCH_ROWS = 65_536
 # fewer complete labelled sample rows than this: no label-aware route (a covariance from noise)
 MIN_REVIEW_ROWS = 200
-
-
-@dataclass
-class Review:
-    """What the label pass applies to each item with a given label."""
-
-    route: Route
-    discriminant: FoldDiscriminant | None  # None for the zero-shot route
-    weights: np.ndarray  # (2,) for 'both': of the label-aware and the zero-shot log posteriors
-    keep_below: float  # annotation_issues keeps the items whose p_given is below this (1: every item)
-
-    def judge(self, zero_shot: np.ndarray, xs: list[np.ndarray], scales: list[np.ndarray], present: np.ndarray,
-              fold: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(the route's log posterior, the label-aware one or None), both (n, K), from the zero-shot log
-        posterior and the items' embeddings and inverse norms per modality."""
-        if self.discriminant is None:
-            return zero_shot, None
-        aware = self.discriminant.log_posterior(xs, present, fold, scales)
-        if self.route == "label-aware":
-            return aware, aware
-        return combine(aware, zero_shot, self.weights), aware
-
-
-def combine(aware: np.ndarray, zero_shot: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The two routes' log posteriors weighted and renormalized: a product of experts."""
-    return log_softmax(weights[0] * aware + weights[1] * zero_shot)
 
 
 def choose_route(requested: str, n_rows: int) -> Route:
@@ -73,21 +45,20 @@ def choose_route(requested: str, n_rows: int) -> Route:
 
 
 @task(name="fit-review", **IO_TASK)
-def fit_review(sample_paths: list[str], class_sums_paths: list[str | None], plan: Plan, model_path: str,
-               refinement_path: str, staging: Staging, requested: str, keep_below: float) -> dict[str, object]:
-    """Fit the label-aware discriminant on the given labels and the routes' weights; return the path of the
-    pickled ``Review`` and what was fitted (kept in runs.details.review).
+def fit_review(sample_paths: list[str], class_sums_paths: list[str | None], plan: Plan, model_dir: str,
+               requested: str, keep_below: float) -> dict[str, object]:
+    """Fit the label-aware discriminant on the given labels and the routes' weights; write the part
+    ``review`` of the model in ``model_dir``; return what was fitted (kept in runs.details.review).
 
     It runs alone between the passes, so its products (the sample's scatter, the solves, the polish) get
     every core: the flow holds BLAS to one thread for the parallel partition tasks.
     """
     with threadpool_limits(limits=os.cpu_count(), user_api="blas"):
-        return _fit_review(sample_paths, class_sums_paths, plan, model_path, refinement_path, staging, requested,
-                           keep_below)
+        return _fit_review(sample_paths, class_sums_paths, plan, model_dir, requested, keep_below)
 
 
-def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], plan: Plan, model_path: str,
-                refinement_path: str, staging: Staging, requested: str, keep_below: float) -> dict[str, object]:
+def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], plan: Plan, model_dir: str,
+                requested: str, keep_below: float) -> dict[str, object]:
     sample = load_sample(sample_paths, plan.modalities)
     complete = (sample.gold >= 0) & np.all([sample.valid[m] for m in plan.modalities], axis=0)
     route = choose_route(requested, int(complete.sum()))
@@ -109,15 +80,17 @@ def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], pla
         details |= {"shrinkage": discriminant.shrinkage, "temperature": discriminant.temperature,
                     "polish_steps": discriminant.polish_steps}
         if route == "both":
-            refinement: Refinement = load_pickle(refinement_path)
+            refinement: Refinement = load_part(model_dir, "refinement")
+            classifiers: Classifiers = load_part(model_dir, "classifiers")
             present = np.ones((rows.n_rows, len(plan.modalities)), bool)
-            zero_shot = joint_log_posterior(sample_terms(refinement.refiners, load_model(model_path), rows),
+            zero_shot = joint_log_posterior(sample_terms(refinement.refiners, classifiers.models, rows),
                                             present, refinement.free_weights)
             aware = discriminant.log_posterior(unit, present, rows.fold)
             review.weights = fit_weights(np.stack([aware, zero_shot], axis=1), np.ones((rows.n_rows, 2), bool),
                                          rows.gold)
             details["weights"] = {"label_aware": float(review.weights[0]), "zero_shot": float(review.weights[1])}
-    return {"path": save_pickle(staging.path("review.pkl"), review), "details": details}
+    save_part(Path(model_dir), "review", review)
+    return details
 
 
 def rank_annotation_issues(review_paths: list[str], workdir: Path, run_id: str) -> list[str]:

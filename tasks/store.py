@@ -21,7 +21,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.models import FORMAT as MODEL_FORMAT
+from tasks.models import publish_model, remove_models
 from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 
 
@@ -240,27 +242,64 @@ def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:
 
 
 def commit_run(
-    db: str | Path, run_id: str, attempt: int, staged: Mapping[str, list[str]], summary: Mapping[str, Any]
+    db: str | Path, run_id: str, attempt: int, staged: Mapping[str, list[str]], summary: Mapping[str, Any],
+    model: Mapping[str, Any] | None = None,
 ) -> None:
-    """Replace the run's rows by the staged Parquet parts and mark run and attempt succeeded, in one transaction."""
+    """Replace the run's rows by the staged Parquet parts and mark run and attempt succeeded, in one transaction.
+
+    With ``model`` (its row's values, and ``folder``: the sealed model in the
+    run's staging), the model is stored too: in the transaction its folder is
+    renamed into ``<db>.models/<model_id>`` and then its row inserted. A
+    model is visible only with its row, so readers never see half of one; a
+    failure after the rename leaves a folder without a row, removed here or,
+    after a crash, by the next run (``tasks.models.remove_models``).
+    """
     with connect(db) as con:
         # rows carry their order in columns (rank, item_id): letting DuckDB insert in any order
         # loads on every core (1M items: 3.4 s -> 2.1 s for the labels and issues)
         con.execute("SET preserve_insertion_order = false")
-        with _transaction(con):
-            for table in OUTPUT_TABLES:
-                con.execute(statement(f"delete_run_{table}"), {"run_id": run_id})
-                if staged.get(table):
-                    con.execute(statement(f"load_run_{table}"), {"files": list(staged[table])})
-            con.execute(statement("run_succeed"), {
-                "run_id": run_id,
-                "attempt": attempt,
-                "n_items": summary["n_items"],
-                "n_classes": summary["n_classes"],
-                "modalities": list(summary["modalities"]),
-                "details": json.dumps(summary["details"], sort_keys=True),
-            })
-            con.execute(statement("attempt_succeed"), {"run_id": run_id, "attempt": attempt})
+        published = False
+        try:
+            with _transaction(con):
+                for table in OUTPUT_TABLES:
+                    con.execute(statement(f"delete_run_{table}"), {"run_id": run_id})
+                    if staged.get(table):
+                        con.execute(statement(f"load_run_{table}"), {"files": list(staged[table])})
+                if model is not None:
+                    path = publish_model(db, model["folder"], model["model_id"])
+                    published = True
+                    con.execute(statement("model_insert"), {
+                        "model_id": model["model_id"], "run_id": run_id, "n_items": summary["n_items"],
+                        "params": json.dumps(model["params"], sort_keys=True),
+                        "modalities": list(summary["modalities"]), "dims": json.dumps(model["dims"]),
+                        "n_classes": summary["n_classes"], "class_hash": model["class_hash"],
+                        "schema_version": MODEL_FORMAT, "content_hash": model["content_hash"], "path": path,
+                    })
+                con.execute(statement("run_succeed"), {
+                    "run_id": run_id,
+                    "attempt": attempt,
+                    "n_items": summary["n_items"],
+                    "n_classes": summary["n_classes"],
+                    "modalities": list(summary["modalities"]),
+                    "details": json.dumps(summary["details"], sort_keys=True),
+                    "model_id": None if model is None else model["model_id"],
+                })
+                con.execute(statement("attempt_succeed"), {"run_id": run_id, "attempt": attempt})
+        except BaseException:
+            if published:  # best effort: the row was rolled back, and the next run removes a folder left
+                with suppress(Exception):
+                    remove_models(db, keep=set(_model_ids(con)))
+            raise
+
+
+def _model_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [model_id for (model_id,) in con.execute(statement("model_ids")).fetchall()]
+
+
+def model_ids(db: str | Path) -> list[str]:
+    """The ids of the stored models (none in a file that does not exist yet)."""
+    with connect(db) as con:
+        return _model_ids(con)
 
 
 def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) -> pa.Table:

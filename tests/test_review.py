@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import PairwiseClassifier, make_catalog
+from pairwise_core.model import combine
 from tasks import store
 from tasks.label import REVIEW_SCHEMA
-from tasks.review import MIN_REVIEW_ROWS, choose_route, combine, rank_annotation_issues
+from tasks.review import MIN_REVIEW_ROWS, choose_route, rank_annotation_issues
 from tests.conftest import write_catalog
 from tests.reference import masked_cosine, noisy_catalog, unit_rows
 

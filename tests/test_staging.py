@@ -1,12 +1,11 @@
 """The staging folder (`<db>.staging/`) as an attacker who can write the database's folder would try it.
 
-Later tasks unpickle what earlier ones staged there, and a run deletes what
+Later tasks load what earlier ones staged there, and a run deletes what
 earlier runs left in it: it must be private to the flow's user, and neither a
 link nor another user's folder may be used or cleaned.
 """
 
 import os
-import pickle
 import shutil
 import stat
 import subprocess
@@ -14,12 +13,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from prefect.logging import disable_run_logger
 
 from conftest import write_catalog
 from pairwise_core import make_catalog
+from pairwise_core.model import Review
+from tasks.models import load_part, save_part
 from tasks.runs import start_run
-from tasks.staging import Staging, load_pickle
+from tasks.staging import Staging
+from tasks.store import run_lock
 from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
 
 NOBODY = 65534
@@ -32,6 +36,12 @@ def catalog_args(tmp_path):
     db = tmp_path / "db" / "out.duckdb"
     db.parent.mkdir()
     return db, ["run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--quiet"]
+
+
+def start(db, run_id):
+    """Register a run as the flow does: under the run lock (an earlier one left running is logged)."""
+    with disable_run_logger(), run_lock(db):
+        start_run.fn(str(db), run_id, {})
 
 
 def plant(folder):
@@ -62,15 +72,15 @@ def test_a_staging_folder_that_is_a_link_is_refused_and_its_target_survives(env,
     assert not db.exists()  # nothing written
     # the clean-up itself refuses too, should the link appear after validation
     with pytest.raises(ValueError, match="symbolic link"):
-        start_run.fn(str(db), "r", {})
+        start(db, "r")
     assert planted(victim)
 
 
 def test_a_link_swapped_in_mid_run_leads_no_deletion_elsewhere(tmp_path):
     db = tmp_path / "out.duckdb"
-    start_run.fn(str(db), "r", {})
+    start(db, "r")
     staging = Staging.for_run(str(db), "r")
-    staging.path("model.pkl").write_bytes(b"")
+    staging.path("model", "classifiers.npz").write_bytes(b"")
     os.rename(f"{db}.staging", tmp_path / "moved")
     victim = tmp_path / "victim"
     plant(victim)
@@ -83,14 +93,14 @@ def test_a_link_swapped_in_mid_run_leads_no_deletion_elsewhere(tmp_path):
 
 def test_staging_folders_are_created_private_and_a_loose_one_is_made_private(tmp_path):
     db = tmp_path / "out.duckdb"
-    start_run.fn(str(db), "r", {})
+    start(db, "r")
     staged = Staging.for_run(str(db), "r").path("pass1", "part-00000.npz")
     assert mode(f"{db}.staging") == 0o700
     assert mode(staged.parent.parent) == 0o700  # the run's folder
     # a folder an earlier version left open (0755, the umask's default) is ours: it is made private, which
     # shuts everyone else out of everything under it at once
     os.chmod(f"{db}.staging", 0o755)
-    start_run.fn(str(db), "s", {})
+    start(db, "s")
     assert mode(f"{db}.staging") == 0o700
 
 
@@ -121,9 +131,10 @@ def shared():
 @as_root
 def test_another_user_can_neither_read_nor_write_a_runs_staging(shared):
     db = shared / "out.duckdb"
-    start_run.fn(str(db), "r", {})
-    model = Staging.for_run(str(db), "r").path("refinement.pkl")
-    model.write_bytes(pickle.dumps({"fitted": True}))
+    start(db, "r")
+    folder = Staging.for_run(str(db), "r").model
+    save_part(folder, "review", Review("zero-shot", None, np.array([0.0, 1.0]), 0.5))
+    model = folder / "review.npz"
     attack = (
         f"import os, sys; os.setgid({NOBODY}); os.setuid({NOBODY})\n"
         "db, model = sys.argv[1:]\n"
@@ -134,24 +145,13 @@ def test_another_user_can_neither_read_nor_write_a_runs_staging(shared):
                             timeout=60)
     # it can write beside the database (the setup is real), and nothing of the staging folder
     assert result.stdout.split() == ["got-in", "refused", "refused", "refused"], result.stderr
-    assert load_pickle(str(model)) == {"fitted": True}
+    assert load_part(str(folder), "review").keep_below == 0.5
 
 
 @as_root
-def test_a_pickle_another_user_put_in_place_is_never_loaded(tmp_path):
-    # what a swapped-in staging folder would hold: a file its owner wrote, whose unpickling runs a command
-    marker = tmp_path / "ran"
-    path = tmp_path / "refinement.pkl"
-    path.write_bytes(pickle.dumps(Exploit(str(marker))))
-    os.chown(path, NOBODY, NOBODY)
-    with pytest.raises(PermissionError, match=f"staged by uid {NOBODY}, not by this user"):
-        load_pickle(str(path))
-    assert not marker.exists()
-
-
-class Exploit:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
+def test_a_model_file_another_user_put_in_place_is_never_read(tmp_path):
+    # what a swapped-in staging folder would hold: files their owner wrote
+    save_part(tmp_path, "review", Review("zero-shot", None, np.array([0.0, 1.0]), 0.5))
+    os.chown(tmp_path / "review.npz", NOBODY, NOBODY)
+    with pytest.raises(PermissionError, match=f"written by uid {NOBODY}, not by this user"):
+        load_part(str(tmp_path), "review")

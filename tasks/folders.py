@@ -1,0 +1,85 @@
+"""Private folders beside the database (the staging folder, the model store) and the files read from them.
+
+Both hold what a run reads back, so each is private to the user running the
+flow (0700); one that is a symbolic link, not a folder, or another user's is
+refused, and listings, deletions and renames go through the folder opened
+without following links, so a swap of the path cannot redirect them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+PRIVATE = 0o700  # the staging folder, the run folders and the model store: the flow's user only
+
+
+def check_private(folder: Path, what: str) -> None:
+    """Refuse (ValueError) ``folder`` if it is a symbolic link, not a folder, or another user's; ``what``
+    names it in the message. A missing one is fine."""
+    try:
+        _check_folder(folder, os.lstat(folder), what)
+    except FileNotFoundError:
+        pass
+
+
+def _check_folder(folder: Path, status: os.stat_result, what: str) -> None:
+    if stat.S_ISLNK(status.st_mode):
+        raise ValueError(f"{folder}: {what} is a symbolic link; refusing to use it (remove the link)")
+    if not stat.S_ISDIR(status.st_mode):
+        raise ValueError(f"{folder}: {what} is not a folder; refusing to use it")
+    if status.st_uid != os.getuid():
+        raise ValueError(f"{folder}: {what} belongs to uid {status.st_uid}, not to this user "
+                         f"(uid {os.getuid()}); refusing to use it")
+
+
+@contextmanager
+def opened(folder: Path, what: str = "the staging folder") -> Iterator[int]:
+    """``folder`` opened without following a link, checked as ``check_private`` does, and made private
+    (0700) if it was looser: a descriptor to list, delete and rename relative to, which a swap of the path
+    cannot redirect. FileNotFoundError if it is missing."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:
+        if not isinstance(error, FileNotFoundError):  # a link (ELOOP) or not a folder (ENOTDIR): say which
+            _check_folder(folder, os.lstat(folder), what)
+        raise
+    try:
+        status = os.fstat(fd)
+        _check_folder(folder, status, what)
+        if stat.S_IMODE(status.st_mode) != PRIVATE:
+            os.fchmod(fd, PRIVATE)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def remove_entry(folder: int, name: str) -> None:
+    """Delete ``name`` inside the opened ``folder``: a folder's tree (never following a link inside it:
+    shutil's fd-based rmtree), or a file or link itself."""
+    try:
+        if stat.S_ISDIR(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
+            shutil.rmtree(name, dir_fd=folder, ignore_errors=True)
+        else:
+            os.unlink(name, dir_fd=folder)
+    except FileNotFoundError:
+        pass
+
+
+def open_own(path: str | Path) -> BinaryIO:
+    """A staged or stored file opened for reading, refused unless this user owns it. The folders are
+    private, but whoever can write the database's folder can rename one away and put their own in its
+    place: a file they wrote there is theirs, and is never read (checked on the open file, so no later swap
+    counts)."""
+    handle = open(path, "rb")  # noqa: SIM115 (handed to the caller, who closes it)
+    owner = os.fstat(handle.fileno()).st_uid
+    if owner != os.getuid():
+        handle.close()
+        raise PermissionError(f"{path}: written by uid {owner}, not by this user (uid {os.getuid()}); "
+                              "refusing to read it")
+    return handle

@@ -1,0 +1,177 @@
+"""A fitted model on disk: its parts as plain arrays, sealed by a manifest of their hashes; the model store.
+
+A model's folder holds, per part (``pairwise_core.model``: classifiers,
+refinement, review), ``<part>.npz`` (its arrays, written by ``np.savez`` and
+read with ``allow_pickle=False``, which refuses object arrays: nothing read
+back can run code) and ``<part>.json`` (its state), and ``model.json``, the
+manifest: the format and every other file's sha256. The model's content hash
+is the sha256 of the manifest, so it covers every file.
+
+The fits write their parts into the run's staging folder; ``seal_model``
+writes the manifest; the label tasks load the model through ``load_model``,
+checking every file against the hash, exactly as a stored model is loaded.
+When the run commits, the folder is renamed into the store,
+``<db>.models/<model_id>/``, and its row inserted in the commit transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pairwise_core.model import Classifiers, Fitted, Refinement, Review
+from tasks.folders import PRIVATE, check_private, open_own, opened, remove_entry
+
+FORMAT = 1  # models.schema_version: the layout of a model's files
+MANIFEST = "model.json"
+PARTS: dict[str, type[Fitted]] = {"classifiers": Classifiers, "refinement": Refinement, "review": Review}
+_STORE = "the model store"
+
+
+class ModelMismatch(ValueError):
+    """A model's file is missing, truncated or changed since it was sealed: bad input, refit."""
+
+
+def save_part(folder: Path, name: str, fitted: Fitted) -> str:
+    """Write ``fitted`` as the part ``name`` of the model in ``folder``; return the folder."""
+    arrays, state = fitted.to_arrays()
+    objects = sorted(key for key, value in arrays.items() if value.dtype.hasobject)
+    if objects:  # np.savez would pickle them, and np.load(allow_pickle=False) refuse them
+        raise TypeError(f"model part {name}: object arrays cannot be stored: {', '.join(objects)}")
+    with (folder / f"{name}.npz").open("wb") as handle:
+        np.savez(handle, **arrays)
+    (folder / f"{name}.json").write_text(json.dumps(state, sort_keys=True))
+    return str(folder)
+
+
+def _parse(name: str, arrays: bytes, state: bytes) -> Fitted:
+    with np.load(io.BytesIO(arrays), allow_pickle=False) as data:
+        loaded = {key: data[key] for key in data.files}
+    return PARTS[name].from_arrays(loaded, json.loads(state))
+
+
+def _read(path: Path) -> bytes:
+    with open_own(path) as handle:
+        return handle.read()
+
+
+def load_part(folder: str, name: str) -> Any:
+    """One part of a model that is still being fitted (no manifest yet): what the later fits build on."""
+    return _parse(name, _read(Path(folder) / f"{name}.npz"), _read(Path(folder) / f"{name}.json"))
+
+
+def seal(folder: str) -> str:
+    """Write the manifest of the model's parts (each file's sha256); return the model's content hash."""
+    files = {path.name: hashlib.sha256(_read(path)).hexdigest()
+             for path in sorted(Path(folder).iterdir()) if path.name != MANIFEST}
+    text = json.dumps({"format": FORMAT, "files": files}, sort_keys=True, indent=1).encode()
+    (Path(folder) / MANIFEST).write_bytes(text)
+    return hashlib.sha256(text).hexdigest()
+
+
+@dataclass(eq=False)
+class Model:
+    """Everything the labelling pass applies (a plain class: the cache below refers to it weakly)."""
+
+    classifiers: Classifiers
+    refinement: Refinement
+    review: Review | None  # None: fitted without given labels
+
+
+_loaded: weakref.WeakValueDictionary[tuple[str, str], Model] = weakref.WeakValueDictionary()
+_loading = threading.Lock()
+
+
+def load_model(folder: str | Path, content_hash: str, model_id: str) -> Model:
+    """The model in ``folder``, every file checked against ``content_hash``; shared by the label tasks
+    running in this process (read-only).
+
+    A file that is missing or does not match is refused (``ModelMismatch``,
+    naming it). Each file is read once, hashed and parsed from the same bytes,
+    so a file swapped after its check is never used.
+
+    With many classes a model holds hundreds of MB of pair weights, and each
+    concurrent task loading its own copy multiplied the peak (K = 500,
+    100k items: 7.9 GB). Held weakly: it goes when the last task using it
+    ends. Keyed by the folder and the content hash, so other content reloads.
+    """
+    key = (str(Path(folder).resolve()), content_hash)
+    with _loading:
+        model = _loaded.get(key)
+        if model is None:
+            model = _loaded[key] = _load(Path(folder), content_hash, model_id)
+        return model
+
+
+def _load(folder: Path, content_hash: str, model_id: str) -> Model:
+    def checked(name: str, expected: str) -> bytes:
+        try:
+            data = _read(folder / name)
+        except FileNotFoundError:
+            data = None
+        if data is None or hashlib.sha256(data).hexdigest() != expected:
+            raise ModelMismatch(f"model {model_id}: file {name} does not match its recorded hash; "
+                                "refit with a full run")
+        return data
+
+    files = json.loads(checked(MANIFEST, content_hash))["files"]
+    unknown = sorted(files.keys() - {f"{part}.{kind}" for part in PARTS for kind in ("npz", "json")})
+    if unknown or "classifiers.npz" not in files or "refinement.npz" not in files:
+        raise ModelMismatch(f"model {model_id}: its manifest does not list a model's files; refit with a full run")
+    parts = {name: _parse(name, checked(f"{name}.npz", files[f"{name}.npz"]),
+                          checked(f"{name}.json", files.get(f"{name}.json", "")))
+             for name in PARTS if f"{name}.npz" in files}
+    return Model(parts["classifiers"], parts["refinement"], parts.get("review"))
+
+
+def class_hash(class_names: tuple[str, ...], class_embeddings: Mapping[str, np.ndarray]) -> str:
+    """sha256 of the class names and, per modality, the class embeddings (as float64): a stored model fits a
+    catalog's classes exactly when their hashes are equal."""
+    digest = hashlib.sha256(json.dumps(list(class_names)).encode())
+    for modality in sorted(class_embeddings):
+        matrix = np.ascontiguousarray(class_embeddings[modality], dtype=np.float64)
+        digest.update(json.dumps([modality, list(matrix.shape)]).encode())
+        digest.update(matrix.tobytes())
+    return digest.hexdigest()
+
+
+def models_folder(db: str | Path) -> Path:
+    return Path(f"{db}.models")
+
+
+def check_models(db: str | Path) -> None:
+    """Refuse (ValueError, one line) a model store that is a symbolic link, not a folder, or another user's."""
+    check_private(models_folder(db), _STORE)
+
+
+def publish_model(db: str | Path, staged: str | Path, model_id: str) -> str:
+    """Move a sealed model's folder into the store, ``<db>.models/<model_id>``, in one rename (the staging
+    folder is beside it, on the same filesystem); return its path relative to the database's folder."""
+    with suppress(FileExistsError):
+        os.mkdir(models_folder(db), PRIVATE)
+    with opened(models_folder(db), _STORE) as folder:
+        os.rename(staged, model_id, dst_dir_fd=folder)
+    return f"{models_folder(db).name}/{model_id}"
+
+
+def remove_models(db: str | Path, keep: set[str]) -> None:
+    """Delete the store's folders but ``keep`` (the models with a row): what a commit that failed after its
+    rename left. Called under the run lock."""
+    try:
+        with opened(models_folder(db), _STORE) as folder:
+            for name in os.listdir(folder):
+                if name not in keep:
+                    remove_entry(folder, name)
+    except FileNotFoundError:
+        pass

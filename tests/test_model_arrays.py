@@ -1,0 +1,205 @@
+"""Fitted state as plain arrays (STYLE.md, "Our own house"): every fitted object labelling needs comes back
+from its arrays predicting exactly what it predicted, through files that hold no object array; and no
+product module imports a pickler."""
+
+import ast
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pairwise_core import MixtureRefiner, PairwiseClassifier, embeddings, make_catalog
+from pairwise_core.model import Classifiers, Refinement, Review
+from tasks.models import MANIFEST, ModelMismatch, load_model, load_part, save_part, seal
+from test_discriminant import N_FOLDS, catalogs, fit
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCT = ("pairwise_core", "tasks", "flows", "sql")
+PICKLERS = {"pickle", "cPickle", "_pickle", "cloudpickle", "dill", "joblib", "shelve"}
+
+
+def through_files(fitted):
+    """``fitted`` written as the model store writes a part (np.savez, JSON) and read back without pickle."""
+    arrays, state = fitted.to_arrays()
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as data:  # an object array would raise here
+        loaded = {key: data[key] for key in data.files}
+    assert loaded.keys() == arrays.keys()
+    assert not [key for key, value in loaded.items() if value.dtype.hasobject]
+    return type(fitted).from_arrays(loaded, json.loads(json.dumps(state)))
+
+
+def catalog(seed, n_items=600, n_classes=6):
+    items, classes = make_catalog(n_items, n_classes, seed=seed)
+    return ({m: embeddings(items, f"{m}_embedding") for m in ("image", "text")},
+            {m: embeddings(classes, f"{m}_embedding") for m in ("image", "text")},
+            classes.column("class_name").to_pylist())
+
+
+def assert_same_classification(before, after):
+    for field in ("base_label", "base_score", "base_margin", "label", "margin", "given_gap", "given_h2h"):
+        np.testing.assert_array_equal(getattr(after, field), getattr(before, field), err_msg=field)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), candidates=st.sampled_from([None, 3]), pair_margin=st.sampled_from([0.0, 0.03]),
+       strategy=st.sampled_from(["tourney", "round_robin"]))
+def test_a_classifier_from_its_arrays_classifies_exactly_the_same(seed, candidates, pair_margin, strategy):
+    xs, classes, _ = catalog(seed)
+    x = xs["image"]
+    clf = PairwiseClassifier(classes["image"], candidates=candidates, pair_margin=pair_margin, strategy=strategy,
+                             seed=seed).fit(x)
+    loaded = through_files(clf)
+    given_labels = np.random.default_rng(seed).integers(-1, classes["image"].shape[0], len(x))
+    assert_same_classification(clf.classify(x, given=given_labels), loaded.classify(x, given=given_labels))
+    assert loaded.get_params() == clf.get_params()
+    np.testing.assert_array_equal(loaded.pair_counts_, clf.pair_counts_)
+    # it is the labelling copy: the pair margin's corrections, which only fitting reads, stay behind
+    assert loaded.stats_.correction_keys.size + loaded.stats_.near_items.size == 0
+    with pytest.raises(ValueError, match="for labelling"):
+        loaded.pair_ratios_
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), n_iter=st.integers(1, 4), eps=st.sampled_from([1e-6, 0.1, 1.0]))
+def test_a_refiner_from_its_arrays_gives_exactly_the_same_log_terms(seed, n_iter, eps):
+    xs, classes, _ = catalog(seed)
+    labels = PairwiseClassifier(classes["text"]).predict_base(xs["text"])
+    refiner = MixtureRefiner(classes["text"], n_iter=n_iter, eps=eps).fit(xs["text"], labels)
+    loaded = through_files(refiner)
+    np.testing.assert_array_equal(loaded.log_terms(xs["text"], labels), refiner.log_terms(xs["text"], labels))
+    assert loaded.n_iter_ == refiner.n_iter_ == n_iter
+
+
+@settings(max_examples=15, deadline=None)
+@given(catalogs(), st.sampled_from([0, 5]))
+def test_a_discriminant_from_its_arrays_scores_exactly_the_same(catalog, polish_steps):
+    xs, present, labels, fold, k = catalog
+    model, _ = fit(xs, present, labels, fold, k, polish_steps=polish_steps)
+    loaded = through_files(model)
+    np.testing.assert_array_equal(loaded.log_posterior(xs, present, fold), model.log_posterior(xs, present, fold))
+    assert (loaded.shrinkage, loaded.temperature, loaded.polish_steps) == (
+        model.shrinkage, model.temperature, model.polish_steps)
+
+
+def fitted_parts(seed):
+    """A model's three parts fitted on a seeded catalog, as the pipeline's fits make them."""
+    xs, classes, names = catalog(seed)
+    models = {m: PairwiseClassifier(classes[m], candidates=3, seed=seed).fit(xs[m]) for m in xs}
+    refiners = {m: MixtureRefiner(classes[m]).fit(xs[m], models[m].predict(xs[m])) for m in xs}
+    rng = np.random.default_rng(seed)
+    weights = rng.random((N_FOLDS, 2))
+    refinement = Refinement(refiners, weights, weights[::-1].copy(), "gold", rng.random(2))
+    gold = models["image"].predict_base(xs["image"])
+    fold = np.arange(len(gold)) % N_FOLDS
+    discriminant, _ = fit([xs["image"], xs["text"]], np.ones((len(gold), 2), bool), gold, fold, len(names))
+    return xs, Classifiers(tuple(names), models), refinement, Review("both", discriminant, rng.random(2), 0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_a_models_parts_through_the_model_store_files_label_exactly_the_same(tmp_path, seed):
+    xs, classifiers, refinement, review = fitted_parts(seed)
+    for name, part in (("classifiers", classifiers), ("refinement", refinement), ("review", review)):
+        save_part(tmp_path, name, part)
+    model = load_model(tmp_path, seal(str(tmp_path)), "m")
+    assert model.classifiers.class_names == classifiers.class_names
+    assert list(model.classifiers.models) == list(classifiers.models) == list(model.refinement.refiners)
+    for m, x in xs.items():
+        assert_same_classification(classifiers.models[m].classify(x), model.classifiers.models[m].classify(x))
+        labels = classifiers.models[m].predict(x)
+        np.testing.assert_array_equal(model.refinement.refiners[m].log_terms(x, labels),
+                                      refinement.refiners[m].log_terms(x, labels))
+    for field in ("view_weights", "joint_weights", "free_weights"):
+        np.testing.assert_array_equal(getattr(model.refinement, field), getattr(refinement, field))
+    assert model.refinement.calibration == "gold"
+    n = len(xs["image"])
+    present, fold = np.ones((n, 2), bool), np.arange(n) % N_FOLDS
+    zero_shot = np.log(np.random.default_rng(seed).dirichlet(np.ones(6), n))
+    scales = [np.ones(n, np.float32)] * 2
+    for got, expected in zip(model.review.judge(zero_shot, list(xs.values()), scales, present, fold),
+                             review.judge(zero_shot, list(xs.values()), scales, present, fold), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    # the files hold no object array: every one loads without pickle, and the class names are fixed-width text
+    for path in tmp_path.glob("*.npz"):
+        with np.load(path, allow_pickle=False) as data:
+            assert not [key for key in data.files if data[key].dtype.hasobject]
+    assert load_part(str(tmp_path), "classifiers").to_arrays()[0]["class_names"].dtype.kind == "U"
+
+
+def test_a_zero_shot_review_has_no_discriminant_and_judges_by_the_zero_shot_route():
+    review = through_files(Review("zero-shot", None, np.array([0.0, 1.0]), 1.0))
+    zero_shot = np.log(np.full((3, 4), 0.25))
+    route, aware = review.judge(zero_shot, [], [], np.ones((3, 1), bool), np.zeros(3, int))
+    assert aware is None and route is zero_shot and review.keep_below == 1.0
+
+
+def test_an_object_array_is_refused_before_anything_is_written(tmp_path):
+    class Holder:
+        def to_arrays(self):
+            return {"names": np.array(["a", None], dtype=object)}, {}
+
+    with pytest.raises(TypeError, match="object arrays cannot be stored: names"):
+        save_part(tmp_path, "classifiers", Holder())
+    assert list(tmp_path.iterdir()) == []
+
+
+def sealed(tmp_path, seed=3):
+    _, classifiers, refinement, _ = fitted_parts(seed)
+    save_part(tmp_path, "classifiers", classifiers)
+    save_part(tmp_path, "refinement", refinement)
+    return seal(str(tmp_path))
+
+
+@pytest.mark.parametrize("change", ["truncate", "flip", "delete"])
+@pytest.mark.parametrize("name", ["classifiers.npz", "refinement.json", MANIFEST])
+def test_a_truncated_or_tampered_model_is_refused_naming_the_file(tmp_path, change, name):
+    content_hash = sealed(tmp_path)
+    path = tmp_path / name
+    data = path.read_bytes()
+    if change == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif change == "flip":
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    else:
+        path.unlink()
+    with pytest.raises(ModelMismatch) as refused:
+        load_model(tmp_path, content_hash, "20260101T000000Z-abc123")
+    assert str(refused.value) == (f"model 20260101T000000Z-abc123: file {name} does not match its recorded hash; "
+                                  "refit with a full run")
+
+
+def test_the_content_hash_is_the_manifests_which_names_every_files_hash(tmp_path):
+    content_hash = sealed(tmp_path)
+    manifest = (tmp_path / MANIFEST).read_bytes()
+    assert hashlib.sha256(manifest).hexdigest() == content_hash
+    files = json.loads(manifest)["files"]
+    assert sorted(files) == ["classifiers.json", "classifiers.npz", "refinement.json", "refinement.npz"]
+    assert all(files[name] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() for name in files)
+
+
+def product_modules():
+    for package in PRODUCT:
+        yield from sorted((ROOT / package).rglob("*.py"))
+
+
+def test_no_product_module_imports_a_pickler():
+    found = []
+    modules = list(product_modules())
+    assert len(modules) > 40  # the scan reads the product, not an empty folder
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.split(".")[0] in PICKLERS]
+    assert found == []
