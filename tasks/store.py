@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.models import FORMAT as MODEL_FORMAT
-from tasks.models import publish_model, remove_models
+from tasks.models import Model, load_model, publish_model, remove_models
 from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 
 
@@ -306,6 +306,19 @@ def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) ->
     """Run a report query of sql/ read-only (see `reader`), as an Arrow table."""
     with reader(db) as con:
         return con.execute(statement(name), dict(params or {})).to_arrow_table()
+
+
+def stored_model(db: str | Path, model_id: str) -> tuple[dict[str, Any], Model]:
+    """A stored model's row and the model, by id or 'latest', every file checked against the row's content hash.
+
+    ValueError (bad input, one line) if there is no such model, or if one of
+    its files is missing, truncated or changed (``ModelMismatch``).
+    """
+    rows = query(db, "model_row", {"model_id": model_id}).to_pylist() if Path(db).is_file() else []
+    if not rows:
+        raise ValueError(f"model {model_id}: no such stored model in {db} (`pairwise models --db {db}` lists them)")
+    row = rows[0]
+    return row, load_model(Path(db).parent / row["path"], row["content_hash"], row["model_id"])
 
 
 class ExportFailed(RuntimeError):

@@ -1,0 +1,147 @@
+"""The model store: a full run's fitted model as a row in `models` and its files in `<db>.models/<model_id>/`."""
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+
+import duckdb
+import numpy as np
+import pytest
+from prefect.logging import disable_run_logger
+
+from conftest import write_catalog
+from flows.reclassify import ReclassifyParams, reclassify_catalog
+from pairwise_core import embeddings, make_catalog
+from tasks import store
+from tasks.models import MANIFEST, ModelMismatch, class_hash, save_part, seal
+from tasks.runs import start_run
+from tasks.staging import Staging
+from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
+from test_model_arrays import fitted_parts
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A full run with given labels (so its model has all three parts)."""
+    folder = tmp_path_factory.mktemp("store")
+    items, classes = make_catalog(1200, 4, seed=2, label_noise=0.05)
+    items_glob, classes_path = write_catalog(folder / "in", items, classes, n_files=2, row_group_size=300)
+    db = folder / "out.duckdb"
+    summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db),
+                                                  gold_column="label", chunk_size=300))
+    return db, summary["run_id"], items, classes
+
+
+def rows(db, sql, params=None):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_a_full_run_stores_its_model_with_a_row_that_checks_it(stored):
+    db, run_id, _, classes = stored
+    [(model_id, n_items, params, modalities, dims, n_classes, hashed, version, content_hash, path)] = rows(
+        db, "SELECT model_id, n_items, params, modalities, dims, n_classes, class_hash, schema_version, "
+            "content_hash, path FROM models WHERE run_id = ?", [run_id])
+    assert rows(db, "SELECT model_id FROM runs WHERE run_id = ?", [run_id]) == [(model_id,)]
+    assert (n_items, modalities, json.loads(dims), n_classes, version) == (1200, ["image", "text"],
+                                                                           {"image": 512, "text": 384}, 4, 1)
+    assert json.loads(params)["review"] == "both" and json.loads(params)["core"]["seed"] == 0
+    names = tuple(classes.column("class_name").to_pylist())
+    assert hashed == class_hash(names, {m: embeddings(classes, f"{m}_embedding") for m in ("image", "text")})
+    folder = db.parent / path
+    assert folder == db.parent / "out.duckdb.models" / model_id
+    assert mode(folder.parent) == mode(folder) == 0o700
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "classifiers.json", "classifiers.npz", MANIFEST, "refinement.json", "refinement.npz", "review.json",
+        "review.npz"]
+    assert hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest() == content_hash
+    assert not (db.parent / "out.duckdb.staging").exists()
+
+
+def test_the_stored_model_labels_as_the_run_did(stored):
+    db, run_id, items, _ = stored
+    row, model = store.stored_model(db, "latest")
+    assert row["run_id"] == run_id
+    for modality in ("image", "text"):
+        labels = model.classifiers.models[modality].predict(embeddings(items, f"{modality}_embedding"))
+        got = dict(rows(db, "SELECT item_id, pairwise_class FROM item_labels WHERE run_id = ? AND modality = ?",
+                        [run_id, modality]))
+        names = np.array(model.classifiers.class_names)
+        assert got == dict(zip(items.column("item_id").to_pylist(), names[labels].tolist(), strict=True))
+
+
+def test_pairwise_models_lists_the_stored_models(stored, env):  # noqa: F811
+    db, run_id, _, _ = stored
+    [(model_id, fitted_at)] = rows(db, "SELECT model_id, fitted_at FROM models")
+    result = pairwise(env, "models", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (f"{model_id}  run {run_id}  fitted {fitted_at.isoformat(timespec='seconds')}  "
+                             "1200 items  4 classes  image,text\n")
+    missing = pairwise(env, "models", "--db", str(db.parent / "none.duckdb"))
+    assert (missing.returncode, missing.stderr) == (2, f"pairwise: {db.parent / 'none.duckdb'}: no such DuckDB file\n")
+
+
+def test_a_tampered_stored_model_is_refused_in_one_line(stored, tmp_path):
+    db, *_ = stored
+    copy = tmp_path / "out.duckdb"
+    shutil.copyfile(db, copy)
+    shutil.copytree(f"{db}.models", f"{copy}.models")
+    row = store.stored_model(copy, "latest")[0]  # the model itself is not held: it is loaded afresh below
+    target = copy.parent / row["path"] / "refinement.npz"
+    target.write_bytes(target.read_bytes()[:-10])  # truncated
+    with pytest.raises(ModelMismatch) as refused:
+        store.stored_model(copy, row["model_id"])
+    assert str(refused.value) == (f"model {row['model_id']}: file refinement.npz does not match its recorded hash; "
+                                  "refit with a full run")
+    with pytest.raises(ValueError, match="model nope: no such stored model"):
+        store.stored_model(copy, "nope")
+
+
+def sealed_model(db, run_id):
+    folder = Staging.for_run(str(db), run_id).model
+    _, classifiers, refinement, _ = fitted_parts(1)
+    save_part(folder, "classifiers", classifiers)
+    save_part(folder, "refinement", refinement)
+    return {"folder": str(folder), "content_hash": seal(str(folder)), "model_id": f"m-{run_id}",
+            "class_hash": "h", "dims": {"image": 16, "text": 12}, "params": {}}
+
+
+def test_a_commit_that_fails_after_the_rename_leaves_no_model_and_the_next_run_removes_leftovers(tmp_path):
+    db = tmp_path / "out.duckdb"
+    summary = {"n_items": 1, "n_classes": 6, "modalities": ["image", "text"], "details": {}}
+    with disable_run_logger(), store.run_lock(db):
+        attempt = start_run.fn(str(db), "r", {})
+        model = sealed_model(db, "r") | {"params": {"not json": object()}}  # fails after the rename
+        with pytest.raises(TypeError):
+            store.commit_run(db, "r", attempt, {}, summary, model)
+        assert rows(db, "SELECT count(*) FROM models") == [(0,)]
+        assert rows(db, "SELECT status, model_id FROM runs") == [("running", None)]
+        assert list((tmp_path / "out.duckdb.models").iterdir()) == []  # the renamed folder went with the row
+        good = sealed_model(db, "r")
+        store.commit_run(db, "r", attempt, {}, summary, good)
+        (tmp_path / "out.duckdb.models" / "left-by-a-crash").mkdir()  # renamed, then the process was killed
+        start_run.fn(str(db), "s", {})
+    assert sorted(p.name for p in (tmp_path / "out.duckdb.models").iterdir()) == ["m-r"]
+    assert rows(db, "SELECT model_id, run_id FROM models") == [("m-r", "r")]
+    store.stored_model(db, "m-r")  # whole, and checked
+
+
+def test_a_model_store_that_is_a_link_is_refused_before_anything_is_written(env, tmp_path):  # noqa: F811
+    items, classes = make_catalog(300, 3, seed=1)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    db = tmp_path / "out.duckdb"
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", f"{db}.models")
+    result = pairwise(env, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--quiet")
+    assert result.returncode == 2
+    assert result.stderr == (f"pairwise: {db}.models: the model store is a symbolic link; refusing to use it "
+                             "(remove the link)\n")
+    assert not db.exists() and list((tmp_path / "elsewhere").iterdir()) == []
