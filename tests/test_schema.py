@@ -152,6 +152,8 @@ def test_a_file_of_every_released_schema_opens_at_the_latest_version_with_its_ro
         assert store.schema_version(con) == LATEST
         for table, (columns, rows) in kept.items():
             assert con.execute(f"SELECT {columns} FROM {table}").fetchall() == rows, table
+        # runs from before the model store labelled with no stored model
+        assert {model for (model,) in con.execute("SELECT model_id FROM runs").fetchall()} <= {None}
     with store.connect(tmp_path / "fresh.duckdb"):
         pass
     assert schema(db) == schema(tmp_path / "fresh.duckdb")
@@ -203,7 +205,8 @@ def test_a_fresh_file_gets_every_migration(tmp_path):
                  .fetchall()}
     assert [version for version, *_ in versions(db)] == list(range(1, LATEST + 1))
     assert tables == {"schema_migrations", "runs", "run_attempts", "item_labels", "pair_masks", "agreement_metrics",
-                      "rejected_items", "annotation_issues", "confusion_counts", "joint_labels", "calibration_bins"}
+                      "rejected_items", "annotation_issues", "confusion_counts", "joint_labels", "calibration_bins",
+                      "models"}
     assert views == {"current_labels", "consensus_labels"}
 
 
