@@ -19,8 +19,16 @@ import pytest
 from conftest import write_catalog
 from pairwise_core import make_catalog
 from tasks.runs import start_run
-from tasks.staging import Staging, load_pickle
+from tasks.staging import Staging, load_pickle, prepare_staging
+from tasks.store import run_lock
 from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
+
+
+def register(db: Path, run_id: str) -> None:
+    """The start-run task as the flow calls it: under the run lock."""
+    with run_lock(db):
+        start_run.fn(str(db), run_id, {})
+
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root, to give a folder or file to another user")
@@ -62,13 +70,13 @@ def test_a_staging_folder_that_is_a_link_is_refused_and_its_target_survives(env,
     assert not db.exists()  # nothing written
     # the clean-up itself refuses too, should the link appear after validation
     with pytest.raises(ValueError, match="symbolic link"):
-        start_run.fn(str(db), "r", {})
+        register(db, "r")
     assert planted(victim)
 
 
 def test_a_link_swapped_in_mid_run_leads_no_deletion_elsewhere(tmp_path):
     db = tmp_path / "out.duckdb"
-    start_run.fn(str(db), "r", {})
+    register(db, "r")
     staging = Staging.for_run(str(db), "r")
     staging.path("model.pkl").write_bytes(b"")
     os.rename(f"{db}.staging", tmp_path / "moved")
@@ -83,14 +91,14 @@ def test_a_link_swapped_in_mid_run_leads_no_deletion_elsewhere(tmp_path):
 
 def test_staging_folders_are_created_private_and_a_loose_one_is_made_private(tmp_path):
     db = tmp_path / "out.duckdb"
-    start_run.fn(str(db), "r", {})
+    register(db, "r")
     staged = Staging.for_run(str(db), "r").path("pass1", "part-00000.npz")
     assert mode(f"{db}.staging") == 0o700
     assert mode(staged.parent.parent) == 0o700  # the run's folder
     # a folder an earlier version left open (0755, the umask's default) is ours: it is made private, which
     # shuts everyone else out of everything under it at once
     os.chmod(f"{db}.staging", 0o755)
-    start_run.fn(str(db), "s", {})
+    prepare_staging(str(db))  # what the next run's start does, under the lock
     assert mode(f"{db}.staging") == 0o700
 
 
@@ -121,7 +129,7 @@ def shared():
 @as_root
 def test_another_user_can_neither_read_nor_write_a_runs_staging(shared):
     db = shared / "out.duckdb"
-    start_run.fn(str(db), "r", {})
+    register(db, "r")
     model = Staging.for_run(str(db), "r").path("refinement.pkl")
     model.write_bytes(pickle.dumps({"fitted": True}))
     attack = (
