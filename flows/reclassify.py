@@ -113,7 +113,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             rejected_paths = [part["rejected_items"] for part in staged_parts]
             log.info(run_log.rejected(rejected_paths))
             begin_phase("metrics")
-            metrics_paths = compute_metrics(label_paths, joint_paths, rejected_paths, staging, run_id)
+            metrics_paths = compute_metrics(label_paths, joint_paths, staging, run_id)
             watch.lap("metrics")
             for line in run_log.metrics(metrics_paths["agreement_metrics"]):
                 log.info(line)

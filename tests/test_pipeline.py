@@ -227,16 +227,16 @@ def test_fit_fraction_fits_on_a_seeded_share_and_labels_everything(tmp_path, cat
     assert min(metrics.values()) > 0.8
 
 
-def test_duplicate_item_ids_fail_the_run_with_their_ids(tmp_path, catalog):
+def test_duplicate_item_ids_stop_the_run_before_it_writes(tmp_path, catalog):
+    from tasks.sources import SourceError
+
     items, classes = catalog
     doubled = pa.concat_tables([items, items.slice(7, 2)])  # the same two items again, in a later partition
     items_glob, classes_path = write_catalog(tmp_path / "in", doubled, classes, n_files=2)
-    with pytest.raises(ValueError, match=r"item_id must be unique; duplicated: item-0000007 \(2x\), item-0000008 \(2x\)"):
+    with pytest.raises(SourceError, match=r"item_id must be unique; 2 ids occur more than once, "
+                                          r"e\.g\. item-0000007 \(2x\), item-0000008 \(2x\)$"):
         run(tmp_path, items_glob, classes_path, run_id="dup")
-    db = tmp_path / "out.duckdb"
-    assert rows(db, "SELECT status FROM runs")[0][0] == "failed"
-    assert "item_id must be unique" in rows(db, "SELECT error FROM runs")[0][0]
-    assert rows(db, "SELECT count(*) FROM item_labels")[0][0] == 0
+    assert not (tmp_path / "out.duckdb").exists()
 
 
 def test_a_briefly_locked_database_is_retried_with_backoff(tmp_path, catalog):
