@@ -264,3 +264,40 @@ def test_a_briefly_locked_database_is_retried_with_backoff(tmp_path, catalog):
         attempts = [t.run_count for t in client.read_task_runs(
             task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="start-run")))]
     assert max(attempts) >= 2
+
+
+def test_the_flow_run_is_named_after_the_run_id_it_records(tmp_path, catalog):
+    """Without a run id, it is decided once, as Prefect names the flow run: for a run called here, and for
+    one created first on the API under a generated name and then run the way a deployment's worker runs it
+    (the parameters as JSON, the flow run read back from the API)."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    params = ReclassifyParams(items=items_glob, classes=classes_path, db=str(tmp_path / "out.duckdb"), chunk_size=1000)
+    called = reclassify_catalog(params, return_state=True).state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        created = client.create_flow_run(reclassify_catalog, parameters={"params": params.model_dump(mode="json")})
+        run_flow(reclassify_catalog, flow_run=client.read_flow_run(created.id))
+        names = [client.read_flow_run(flow_run).name for flow_run in (called, created.id)]
+    recorded = rows(tmp_path / "out.duckdb", "SELECT run_id FROM runs ORDER BY started_at")
+    assert names == [run_id for (run_id,) in recorded]
+    assert created.name not in names and len(set(names)) == 2  # the generated name was replaced by a new run id
+
+
+def test_a_one_modality_run_s_report_says_why_every_item_is_single_modality(tmp_path, catalog):
+    import html
+
+    from tasks.html_report import build_report
+    from tasks.report import ONE_MODALITY, render_report
+
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes.drop(["text_embedding"]))
+    summary, db = run(tmp_path, items_glob, classes_path)
+    assert rows(db, "SELECT DISTINCT status FROM consensus_labels") == [("single_modality",)]
+    assert rows(db, "SELECT count(*) FROM rejected_items") == [(0,)]
+    text = render_report(db, summary["run_id"])
+    assert f"- single_modality: {ONE_MODALITY}" in text and "rejected" not in text
+    page = build_report(db, summary["run_id"]).html
+    assert html.escape(ONE_MODALITY) in page and "rejected" not in page
