@@ -88,9 +88,9 @@ class Plan:
     class_names: tuple[str, ...]
     n_items: int
     gold_column: str | None
-    gold: GoldValues | None = None
     item_files: tuple[str, ...] = ()
     partitions: tuple[Partition, ...] = field(default=())
+    gold: GoldValues | None = None
 
     def item_columns(self) -> list[str]:
         gold = [self.gold_column] if self.gold_column else []
@@ -263,13 +263,13 @@ def inspect_sources(
     _check_unique_ids(item_source, files, db)
     gold = _gold_values(item_source, files, db, gold_column, names) if gold_column is not None else None
     partitions = tuple(plan_partitions(files, chunk_size)) if files else ()
-    return Plan(modalities, dims, tuple(names), n_items, gold_column, gold, tuple(files), partitions)
+    return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold)
 
 
 # Fewer gold values than this share naming a class: the column holds something else (codes, another
 # taxonomy), and its accuracy, calibration and review would mean nothing.
 GOLD_MIN_SHARE = 0.5
-_EXAMPLES = 3
+EXAMPLES = 3  # ids or values an error or a log line shows
 
 
 @contextmanager
@@ -292,10 +292,10 @@ def _check_unique_ids(source: Source, files: list[str], db: str) -> None:
     """Refuse duplicate item ids now, naming a few: found only after both passes, they cost a whole run."""
     with _one_column(source, files, db, "item_id") as ids, duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.register("item_ids", ids)
-        duplicates = con.execute(statement("check_duplicate_items")).fetchall()
+        duplicates = con.execute(statement("check_duplicate_items"), {"examples": EXAMPLES}).fetchall()
     if duplicates:
         shown = ", ".join(f"{item_id} ({n}x)" for item_id, n, _ in duplicates)
-        raise SourceError(f"{source.text}: item_id must be unique; {duplicates[0][2]:,} ids occur more than once, "
+        raise SourceError(f"{source.text}: item_id must be unique; ids that repeat: {duplicates[0][2]:,}, "
                           f"e.g. {shown}")
 
 
@@ -304,13 +304,15 @@ def _gold_values(source: Source, files: list[str], db: str, gold_column: str, na
     with _one_column(source, files, db, gold_column) as gold, duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.register("gold", gold)
         con.register("classes", pa.table({"class_name": pa.array(names, pa.string())}))
-        n_labelled, n_outside, examples = con.execute(statement("check_gold_values")).fetchone()
+        counted = con.execute(statement("check_gold_values"), {"examples": EXAMPLES}).fetchone()
+    n_labelled, n_outside, examples = counted
     values = GoldValues(int(n_labelled), int(n_outside), tuple(examples or ()))
     share = 1 - values.n_outside / values.n_labelled if values.n_labelled else 1.0
     if share < GOLD_MIN_SHARE:
         raise SourceError(
-            f"--gold-column {gold_column}: only {share:.1%} of its {values.n_labelled:,} values are class names "
-            f"(not class names: {', '.join(values.outside_examples)}; class names: {', '.join(names[:_EXAMPLES])})")
+            f"--gold-column {gold_column}: only {share:.1%} of its non-null values ({values.n_labelled:,}) are class "
+            f"names (not class names: {', '.join(values.outside_examples)}; class names: "
+            f"{', '.join(names[:EXAMPLES])})")
     return values
 
 

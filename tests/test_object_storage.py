@@ -104,7 +104,7 @@ def test_duplicate_item_ids_on_s3_stop_at_validation(s3, tmp_path):
     pq.write_table(first.slice(3, 2), tmp_path / "again.parquet")  # two items of items-0 once more
     boto3.client("s3").upload_file(str(tmp_path / "again.parquet"), BUCKET, "items/items-3.parquet")
     ids = first.column("item_id").to_pylist()[3:5]
-    with pytest.raises(SourceError, match=rf"item_id must be unique; 2 ids occur more than once, "
+    with pytest.raises(SourceError, match=rf"item_id must be unique; ids that repeat: 2, "
                                           rf"e\.g\. {ids[0]} \(2x\), {ids[1]} \(2x\)$"):
         inspect_sources(f"s3://{BUCKET}/items/*.parquet", local_classes, db=str(tmp_path / "out.duckdb"),
                         gold_column="label", chunk_size=150)

@@ -233,7 +233,7 @@ def test_duplicate_item_ids_stop_the_run_before_it_writes(tmp_path, catalog):
     items, classes = catalog
     doubled = pa.concat_tables([items, items.slice(7, 2)])  # the same two items again, in a later partition
     items_glob, classes_path = write_catalog(tmp_path / "in", doubled, classes, n_files=2)
-    with pytest.raises(SourceError, match=r"item_id must be unique; 2 ids occur more than once, "
+    with pytest.raises(SourceError, match=r"item_id must be unique; ids that repeat: 2, "
                                           r"e\.g\. item-0000007 \(2x\), item-0000008 \(2x\)$"):
         run(tmp_path, items_glob, classes_path, run_id="dup")
     assert not (tmp_path / "out.duckdb").exists()

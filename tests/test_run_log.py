@@ -16,7 +16,7 @@ def test_counts_of_one_are_singular_and_the_others_plural():
 
 def test_a_one_partition_catalog_with_one_pair_is_worded_in_the_singular(tmp_path):
     one = (Partition(0, "items.parquet", (0,), 1),)
-    plan = Plan(("text",), {"text": 3}, ("a", "b"), 1, "label", GoldValues(1, 1, ("zz",)), partitions=one)
+    plan = Plan(("text",), {"text": 3}, ("a", "b"), 1, "label", partitions=one, gold=GoldValues(1, 1, ("zz",)))
     assert run_log.catalog(plan, 50_000) == ("Catalog: 1 item in 1 partition (chunk size 50,000), 2 classes; "
                                              "modalities text (3-d); gold column label")
     assert run_log.partition_pass("Pass 2/2, labels", one, 0.5, 1).startswith(
