@@ -275,17 +275,31 @@ EXAMPLES = 3  # ids or values an error or a log line shows
 @contextmanager
 def _one_column(source: Source, files: list[str], db: str, column: str) -> Iterator[pa.RecordBatchReader]:
     """One column of the items, streamed as strings named ``value``: Parquet decodes that column's pages
-    alone (an s3:// file too, through the same reader) and DuckDB scans that column alone: no embedding is read."""
-    if source.table is None:
-        schema = pa.schema([pa.field("value", pa.string())])
-        batches = (pa.RecordBatch.from_arrays([batch.column(0).cast(pa.string())], schema=schema)
-                   for path in files
-                   for batch in _parquet_file(path).iter_batches(batch_size=COLUMN_BATCH_ROWS, columns=[column]))
-        yield pa.RecordBatchReader.from_batches(schema, batches)
+    alone (an s3:// file too, through the same reader) and DuckDB scans that column alone: no embedding is
+    read. A file whose pages of that column will not decode is bad input, named."""
+    if source.table is not None:
+        with connect(db, read_only=True) as con:
+            value = duckdb.ColumnExpression(column).cast(duckdb.sqltypes.VARCHAR).alias("value")
+            yield con.table(source.table).select(value).to_arrow_reader(COLUMN_BATCH_ROWS)
         return
-    with connect(db, read_only=True) as con:
-        value = duckdb.ColumnExpression(column).cast(duckdb.sqltypes.VARCHAR).alias("value")
-        yield con.table(source.table).select(value).to_arrow_reader(COLUMN_BATCH_ROWS)
+    schema = pa.schema([pa.field("value", pa.string())])
+    unreadable: list[SourceError] = []  # DuckDB, which consumes the batches, hides which file failed
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for path in files:
+            try:
+                for batch in _parquet_file(path).iter_batches(batch_size=COLUMN_BATCH_ROWS, columns=[column]):
+                    yield pa.RecordBatch.from_arrays([batch.column(0).cast(pa.string())], schema=schema)
+            except (OSError, pa.ArrowException) as error:
+                unreadable.append(SourceError(f"{path}: cannot read column {column} ({error})".splitlines()[0]))
+                raise
+
+    try:
+        yield pa.RecordBatchReader.from_batches(schema, batches())
+    except duckdb.Error:
+        if unreadable:
+            raise unreadable[0] from None
+        raise
 
 
 def _check_unique_ids(source: Source, files: list[str], db: str) -> None:

@@ -134,18 +134,26 @@ def test_bad_rows_are_rejected_per_modality_and_every_item_is_accounted_for(tmp_
     assert accounted == (2 * N_ITEMS, 2 * N_ITEMS)
 
 
+def corrupt_embedding_pages(path):
+    """Zero 60 kB of the image embeddings' pages in the first row group: they no longer decode."""
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    assert chunk.path_in_schema.startswith("image_embedding.")
+    data = bytearray(path.read_bytes())
+    start = chunk.data_page_offset + 100
+    data[start:start + 60_000] = bytes(60_000)
+    path.write_bytes(bytes(data))
+
+
 def test_a_failed_run_changes_nothing_readers_see(tmp_path, catalog):
     items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
     good, db = run(tmp_path, items_glob, classes_path, run_id="good")
     before = rows(db, "SELECT * FROM current_labels ORDER BY item_id, modality")
 
-    # corrupt data pages of the second file (its footer, read by validation, stays intact):
-    # the run fails while streaming, after it started writing
+    # corrupt embedding pages of the second file (its footer and its item_id and label pages, which validation
+    # reads, stay intact): the run fails while streaming, after it started writing
     second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]
-    data = bytearray(second.read_bytes())
-    data[100:60_000] = bytes(59_900)
-    second.write_bytes(bytes(data))
+    corrupt_embedding_pages(second)
     with pytest.raises(Exception):
         run(tmp_path, items_glob, classes_path, run_id="bad")
     assert rows(db, "SELECT run_id, status FROM runs ORDER BY run_id") == [("bad", "failed"), ("good", "succeeded")]
@@ -166,10 +174,7 @@ def test_a_failed_rerun_of_a_succeeded_run_id_changes_nothing_readers_see(tmp_pa
     }
     before = {name: rows(db, sql) for name, sql in readers_see.items()}
 
-    second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]  # corrupt data pages, as above
-    data = bytearray(second.read_bytes())
-    data[100:60_000] = bytes(59_900)
-    second.write_bytes(bytes(data))
+    corrupt_embedding_pages(sorted((tmp_path / "in").glob("items-*.parquet"))[1])  # as above
     with pytest.raises(Exception):
         run(tmp_path, items_glob, classes_path, run_id="nightly", seed=5)
     assert {name: rows(db, sql) for name, sql in readers_see.items()} == before

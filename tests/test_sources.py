@@ -74,6 +74,19 @@ def test_duplicate_item_ids_stop_at_validation_naming_a_few(catalog):
         inspect("table:doubled", classes_path, tmp_path)
 
 
+def test_a_file_whose_item_ids_will_not_decode_is_named(catalog):
+    tmp_path, items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
+    second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]
+    ids = pq.ParquetFile(second).metadata.row_group(0).column(0)  # item_id's pages in the first row group
+    data = bytearray(second.read_bytes())
+    start = ids.data_page_offset + 40  # past the page header
+    data[start:start + 200] = bytes(200)
+    second.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=rf"^{second}: cannot read column item_id \(.+\)$"):
+        inspect(items_glob, classes_path, tmp_path)
+
+
 def _with_gold(items, values):
     return items.set_column(items.schema.get_field_index("label"), "label", pa.array(values, pa.string()))
 
