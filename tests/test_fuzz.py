@@ -1,7 +1,6 @@
 """Hypothesis builds malformed catalogs; every item is accounted for, or the run stops with a clear reason."""
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
