@@ -172,10 +172,7 @@ def test_a_failure_that_cannot_be_recorded_still_reaches_the_user_and_the_next_r
 
     items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
-    second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]  # corrupt data pages, as above
-    data = bytearray(second.read_bytes())
-    data[100:60_000] = bytes(59_900)
-    second.write_bytes(bytes(data))
+    corrupt_embedding_pages(sorted((tmp_path / "in").glob("items-*.parquet"))[1])  # as above
     db = tmp_path / "out.duckdb"
     held = []
 
