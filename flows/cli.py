@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from flows.params import TRUSTED_DASK, ReclassifyParams
+    from tasks.run_log import count, gold_outside
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
     from tasks.store import check_export_dir
@@ -83,8 +84,10 @@ def _run(args: argparse.Namespace) -> int:
         check_export_dir(params.export_dir)
     plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
                            chunk_size=params.chunk_size)
-    _say(args, f"Reclassifying {plan.n_items} items into {len(plan.class_names)} classes "
-         f"({', '.join(plan.modalities)}) -> {params.db}")
+    _say(args, f"Reclassifying {count(plan.n_items, 'item')} into {count(len(plan.class_names), 'class', 'classes')}"
+         f" ({', '.join(plan.modalities)}) -> {params.db}")
+    if line := gold_outside(plan):
+        _say(args, line)
 
     def run() -> dict[str, Any]:
         from flows.reclassify import reclassify_catalog

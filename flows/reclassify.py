@@ -12,6 +12,7 @@ from uuid import UUID
 import numpy as np
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, unmapped
+from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from threadpoolctl import threadpool_limits
@@ -21,6 +22,7 @@ from flows.progress import begin_phase, partition_done
 from tasks import run_log
 from tasks.artifacts import advance_progress, publish_artifacts, start_progress
 from tasks.fit import fit_masks, partition_stats
+from tasks.html_report import report_path
 from tasks.label import label_partition
 from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
@@ -37,12 +39,25 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-@flow(name="reclassify-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def flow_run_name() -> str:
+    """The flow run's name is its run id: the given one, or a new one decided here, once, as Prefect starts
+    the run (from the CLI or on a deployment's worker alike); the flow reads it back as its run id, so the
+    Prefect UI and `runs` name a run the same way.
+
+    A deployment's parameters may still be the raw JSON here (Prefect names the run before it validates
+    them): the run id is read from either form, and a bad one is refused by the validation that follows.
+    """
+    params = FlowRunContext.get().parameters["params"]
+    given = params.run_id if isinstance(params, ReclassifyParams) else params.get("run_id")
+    return given or new_run_id()
+
+
+@flow(name="reclassify-catalog", flow_run_name=flow_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     """Validate, fit masks over all partitions (pass 1), label every partition (pass 2), measure, commit."""
     began = time.perf_counter()
     log = get_run_logger()
-    run_id = params.run_id or new_run_id()
+    run_id = params.run_id or FlowRunContext.get().flow_run.name  # flow_run_name() decided it
     model_id = new_run_id()  # the model this run fits: an id of its own, since a run id can be re-run
     db = params.db
     begin_phase("validate the sources")
@@ -63,6 +78,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             watch.lap("stage")
             n_parts = len(plan.partitions)
             log.info(run_log.catalog(plan, params.chunk_size))
+            if gold_outside := run_log.gold_outside(plan):
+                log.warning(gold_outside)
             progress = start_progress(n_parts)
 
             def partitions(*args: Any, **kwargs: Any) -> list[Any]:
@@ -117,7 +134,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             rejected_paths = [part["rejected_items"] for part in staged_parts]
             log.info(run_log.rejected(rejected_paths))
             begin_phase("metrics")
-            metrics_paths = compute_metrics(label_paths, joint_paths, rejected_paths, staging, run_id)
+            metrics_paths = compute_metrics(label_paths, joint_paths, staging, run_id)
             watch.lap("metrics")
             for line in run_log.metrics(metrics_paths["agreement_metrics"]):
                 log.info(line)
@@ -137,6 +154,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     "calibration": calibration,
                     "review": review,
                     "sample_rate": sample_rate,
+                    "gold": plan.gold and plan.gold.details(),
                     "n_partitions": n_parts,
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
                     "timings": timings,
@@ -170,6 +188,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             staging.remove()
     begin_phase("reports")
     summary["report"] = publish_artifacts(db, run_id, {k: v for k, v in summary.items() if k != "details"} | timings)
+    if (html := report_path(db, run_id)).is_file():
+        log.info(run_log.html_report(html))
     if params.export_dir:
         begin_phase("export")
         try:

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Ta
 from rich.text import Text
 
 from flows.progress import Listener
+from tasks.run_log import count
 
 INTERVAL_S = 10.0
 
@@ -31,10 +32,6 @@ def clock_text(seconds: float) -> str:
 
 def duration_text(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else clock_text(seconds)
-
-
-def _partitions(n: int | None) -> str:
-    return f"{n} partition" + ("" if n == 1 else "s")
 
 
 class PlainLines:
@@ -51,7 +48,8 @@ class PlainLines:
         self._name, self._total, self._parts = name, items or 0, partitions or 0
         self._done = self._parts_done = 0
         self._began = self._last = self._clock()
-        self._say(name if items is None else f"{name}: {items:,} items in {_partitions(partitions)}")
+        self._say(name if items is None
+                  else f"{name}: {count(items, 'item')} in {count(partitions or 0, 'partition')}")
 
     def advance(self, items: int) -> None:
         self._done += items

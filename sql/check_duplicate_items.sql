@@ -1,8 +1,7 @@
--- item_ids that occur more than once in a modality of a run's staged rows (labels and rejections alike).
--- Expects a relation `staged` with columns item_id and modality. A run with any of them fails: counting an
--- item twice would skew every metric.
-SELECT item_id, max(n) AS n
-FROM (SELECT item_id, modality, count(*) AS n FROM staged GROUP BY item_id, modality HAVING count(*) > 1)
-GROUP BY item_id
+-- The first $examples item_ids (by id) that occur more than once among the items, how often each does, and
+-- how many ids do in all. Expects a relation `item_ids` with one column `value`: the items' item_id alone,
+-- read at validation without the embeddings. DuckDB's aggregate spills to disk, so memory stays bounded.
+SELECT value AS item_id, n, count(*) OVER () AS n_duplicated
+FROM (SELECT value, count(*) AS n FROM item_ids GROUP BY value HAVING count(*) > 1)
 ORDER BY item_id
-LIMIT 5
+LIMIT $examples

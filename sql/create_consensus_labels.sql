@@ -11,7 +11,8 @@
 -- status      what the modalities say, for a downstream system to act on:
 --               agreed           every modality of the item (two or more) gives the joint label itself;
 --               split            the modalities' own refined labels differ: the joint posterior decided;
---               single_modality  only one modality labelled the item (the others were rejected);
+--               single_modality  only one modality labelled the item: the run has one, or the item's
+--                                others were rejected;
 --             runs from before the joint label (schema version < 3) keep their old statuses (agreed,
 --             single_modality, majority, by_margin, undecided) and a NULL confidence.
 --             Auto-accept by confidence (e.g. >= 0.9), send 'split' and low-confidence items to review.

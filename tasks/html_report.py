@@ -27,8 +27,8 @@ from matplotlib.figure import Figure as MplFigure
 
 from tasks import store
 from tasks.staging import replacing
-from tasks.report import (CALIBRATIONS, CONSENSUS_STATUSES, ISSUE_COLUMNS, ISSUES_NOTE, OLD_ISSUES_NOTE, issue_cells,
-                          run_row, shown_classes, signed)
+from tasks.report import (CALIBRATIONS, ISSUE_COLUMNS, ISSUES_NOTE, OLD_ISSUES_NOTE, issue_cells,
+                          run_row, shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -374,7 +374,7 @@ def _percent(value: float | None) -> str | None:
     return None if value is None else f"{value:.1%}"
 
 
-def _consensus_section(db: str | Path, run_id: str) -> _Section:
+def _consensus_section(db: str | Path, run_id: str, n_modalities: int) -> _Section:
     """The statuses a downstream system acts on, and how many joint labels are confident enough to accept."""
     rows = store.query(db, "report_consensus_status", {"run_id": run_id}).to_pylist()
     if not rows:
@@ -387,7 +387,7 @@ def _consensus_section(db: str | Path, run_id: str) -> _Section:
 
     statuses = _table(["status", "items", "share", "mean confidence", *gold_column, "meaning"],
                       [(r["status"], r["n_items"], _percent(r["share"]), r["mean_confidence"], *right(r),
-                        CONSENSUS_STATUSES.get(r["status"], "")) for r in rows])
+                        status_meaning(r["status"], n_modalities)) for r in rows])
     bands = store.query(db, "report_consensus_confidence", {"run_id": run_id}).to_pylist()
     if not bands:
         return _Section("consensus", "Consensus labels", statuses + _note(
@@ -557,7 +557,7 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
     confidence, reliability = _confidence_section(db, run_id, run["details"])
     sections += [
         _metrics_section(db, run_id),
-        _consensus_section(db, run_id),
+        _consensus_section(db, run_id, len(run["modalities"] or [])),
         confidence,
         _figure_section("agreement", "Modality against modality", agreement,
                         "Only one modality labelled items in this run: nothing to compare.", wide=True),

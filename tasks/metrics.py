@@ -40,22 +40,11 @@ def agreement_metrics(label_paths: list[str], joint_paths: list[str], run_id: st
         }
 
 
-def check_unique_items(paths: list[str]) -> None:
-    """Raise a one-line ValueError naming duplicate item_ids, if any (memory-bounded: DuckDB spills)."""
-    with duckdb.connect(config=DUCKDB_MEMORY) as con:
-        con.read_parquet(paths, union_by_name=True).select("item_id, modality").create_view("staged")
-        duplicates = con.execute(statement("check_duplicate_items")).fetchall()
-    if duplicates:
-        shown = ", ".join(f"{item_id} ({n}x)" for item_id, n in duplicates)
-        raise ValueError(f"item_id must be unique; duplicated: {shown}")
-
-
 @task(name="agreement-metrics", **IO_TASK)
 def compute_metrics(
-    label_paths: list[str], joint_paths: list[str], rejected_paths: list[str], staging: Staging, run_id: str
+    label_paths: list[str], joint_paths: list[str], staging: Staging, run_id: str
 ) -> dict[str, str]:
-    """Check that no item is counted twice, then stage the run's agreement_metrics, confusion_counts and
-    calibration_bins rows."""
-    check_unique_items(label_paths + rejected_paths)
+    """Stage the run's agreement_metrics, confusion_counts and calibration_bins rows (item ids are unique:
+    validation checked them)."""
     tables = agreement_metrics(label_paths, joint_paths, run_id)
     return {name: write_parquet(staging.path(name, "part-00000.parquet"), table) for name, table in tables.items()}

@@ -73,7 +73,8 @@ def render_report(db: str | Path, run_id: str) -> str:
         lines += ["", METRICS_NOTE]
     shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
     lines += ["", "## Class shares", "", _shares_table(shares)]
-    lines += ["", "## One label per item (consensus_labels)", "", *_consensus_lines(db, run_id, run["details"])]
+    lines += ["", "## One label per item (consensus_labels)", "",
+              *_consensus_lines(db, run_id, run["details"], len(run["modalities"] or []))]
     issues = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": 5}).to_pylist()
     if issues:
         lines += ["", f"## Labels worth a look: top 5 of {issues[0]['n_issues']:,} (annotation_issues)", "",
@@ -87,11 +88,22 @@ METRICS_NOTE = ("joint: one label per item from all its modalities (refined only
 CONSENSUS_STATUSES = {
     "agreed": "every modality of the item (two or more) gives its label",
     "split": "the modalities' own refined labels differ: the joint posterior decided",
-    "single_modality": "only one modality labelled the item (the others were rejected)",
+    "single_modality": "only one modality labelled the item: its others were rejected",
     "majority": "older run: more modalities give this label than any other",
     "by_margin": "older run: a tie in votes, broken by the larger normalized pairwise margin",
     "undecided": "older run: a tie in votes and in margin, no label",
 }
+ONE_MODALITY = "the run has one modality: its refined label is the item's label"
+
+
+def status_meaning(status: str, n_modalities: int) -> str:
+    """What a consensus status means in a run of ``n_modalities``: with one, every item is single_modality
+    and none was rejected for it."""
+    if status == "single_modality" and n_modalities == 1:
+        return ONE_MODALITY
+    return CONSENSUS_STATUSES.get(status, "")
+
+
 CALIBRATIONS = {"gold": "fitted out of fold on the gold column", "label-free": "fitted without labels"}
 
 
@@ -171,7 +183,7 @@ def confidence_summary(bands: list[dict], calibration: str | None) -> str:
             + (f" Confidence {CALIBRATIONS.get(calibration, calibration)}." if calibration else ""))
 
 
-def _consensus_lines(db: str | Path, run_id: str, details: str | None) -> list[str]:
+def _consensus_lines(db: str | Path, run_id: str, details: str | None, n_modalities: int) -> list[str]:
     """The statuses (with their meaning, once) and the confidence bands: what a downstream system acts on."""
     rows = store.query(db, "report_consensus_status", {"run_id": run_id}).to_pylist()
     if not rows:
@@ -185,7 +197,8 @@ def _consensus_lines(db: str | Path, run_id: str, details: str | None) -> list[s
         **({"gold accuracy": [_percent(r["gold_accuracy"]) for r in rows]} if gold else {}),
     })
     lines = [markdown_table(table), ""]
-    lines += [f"- {r['status']}: {CONSENSUS_STATUSES[r['status']]}" for r in rows if r["status"] in CONSENSUS_STATUSES]
+    lines += [f"- {r['status']}: {status_meaning(r['status'], n_modalities)}" for r in rows
+              if r["status"] in CONSENSUS_STATUSES]
     bands = store.query(db, "report_consensus_confidence", {"run_id": run_id}).to_pylist()
     if bands:
         calibration = json.loads(details).get("calibration") if details else None

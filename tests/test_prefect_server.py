@@ -13,18 +13,21 @@ import pytest
 
 from conftest import api, write_catalog
 from pairwise_core import make_catalog
+from tasks.run_log import count
 
 
 
 @pytest.fixture(scope="module")
 def server_run(server, tmp_path_factory):
-    """One real run against the server, of a catalog with two bad rows: (API URL, flow run id, DuckDB file)."""
+    """One real run against the server, of a catalog with two bad rows and two gold values that name no class:
+    (API URL, flow run id, DuckDB file)."""
     url, env = server
     tmp_path = tmp_path_factory.mktemp("server-run")
     items, classes = make_catalog(800, 4, seed=2)
     rows = items.to_pylist()
     rows[5]["image_embedding"] = None
     rows[7]["text_embedding"] = [float("nan")] * 384
+    rows[11]["label"] = rows[12]["label"] = "legacy-code"
     items_glob, classes_path = write_catalog(tmp_path, pa.Table.from_pylist(rows, schema=items.schema), classes,
                                              n_files=2)
     db = tmp_path / "out.duckdb"
@@ -35,11 +38,17 @@ def server_run(server, tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr
     assert "Catalog:" not in result.stderr and "INFO" not in result.stderr  # the run's logs go to the API only
+    assert GOLD_OUTSIDE in result.stderr.splitlines()  # said on the console too, before the run starts
     # the server is shared by the session: other tests leave their runs there too
     runs = api(url, "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 200})
     mine = [r for r in runs if r["parameters"].get("params", {}).get("run_id") == "server-test"]
     assert len(mine) == 1 and mine[0]["state"]["type"] == "COMPLETED"
+    assert mine[0]["name"] == "server-test"  # the flow run is named after the run id
     return url, mine[0]["id"], db
+
+
+GOLD_OUTSIDE = ("Gold column label names no class in 2 of 800 labelled items (0.2%; values such as legacy-code): "
+                "those items count as wrong in the gold metrics, and the review leaves them out")
 
 
 def test_a_run_against_the_server_completes_with_artifacts(server_run):
@@ -72,9 +81,12 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
                     "FROM pair_masks GROUP BY modality ORDER BY modality")
         metrics = {(m, a, method): v for m, a, method, v in one(
             "SELECT metric, modality_a, method, value FROM agreement_metrics WHERE modality_b IN ('text', 'gold')")}
-        review = json.loads(one("SELECT details FROM runs")[0][0])["review"]
+        details = json.loads(one("SELECT details FROM runs")[0][0])
+        review = details["review"]
         n_issues, n_doubtful = one("SELECT count(*), coalesce(count_if(p_given < 0.5), 0) FROM annotation_issues")[0]
-    figures = "; ".join(f"{m} {n} pairs, median {med:g} dims ({lo}-{hi}), {fb} fallbacks to all dims"
+    assert details["gold"] == {"labelled": 800, "outside_classes": 2, "outside_examples": ["legacy-code"]}
+    # counts the catalog does not fix come with their noun as the log words them (tests/test_run_log.py)
+    figures = "; ".join(f"{m} {n} pairs, median {med:g} dims ({lo}-{hi}), {count(fb, 'fallback')} to all dims"
                         for m, n, med, lo, hi, fb in masks)
 
     weights = review.get("weights")
@@ -87,11 +99,12 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
     expected = [
         re.escape("Catalog: 800 items in 2 partitions (chunk size 50,000), 4 classes; modalities image (512-d), "
                   "text (384-d); gold column label"),
+        re.escape(GOLD_OUTSIDE),
         r"Pass 1/2, pair statistics: 800 items in 2 partitions, [\d.]+ s \([\d,]+ items/s\)",
         rf"Masks fitted in [\d.]+ s: {re.escape(figures)}",
         r"Refinement fitted in [\d.]+ s on a seeded sample \(100.0% of the rows read\); confidence fitted .*",
         r"Review fitted in [\d.]+ s: " + re.escape(f"route {review['route']} (asked: auto) on "
-                                                    f"{review['sample_rows']:,} labelled sample rows{weighted}"),
+                                                    f"{count(review['sample_rows'], 'labelled sample row')}{weighted}"),
         r"Pass 2/2, labels: 800 items in 2 partitions, [\d.]+ s \([\d,]+ items/s\)",
         re.escape("Rejected rows (item, modality): 2: image 1 (null embedding); "
                   "text 1 (NaN, Inf or null value in embedding)"),
@@ -100,11 +113,12 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
         re.escape(f"Gold accuracy, base \u2192 pairwise \u2192 refined: image {steps('gold_accuracy', 'image')}; "
                   f"text {steps('gold_accuracy', 'text')}; "
                   f"joint {metrics['gold_accuracy', 'joint', 'refined']:.3f} (refined)"),
-        rf"Review: {n_issues:,} items ranked by p_given in [\d.]+ s \(annotation_issues keeps the labelled items "
-        rf"with p_given < 0.5\); "
-        rf"{n_doubtful:,} given labels more likely wrong than right \(p_given < 0.5\)",
+        rf"Review: {count(n_issues, 'item')} ranked by p_given in [\d.]+ s \(annotation_issues keeps the labelled "
+        rf"items with p_given < 0.5\); "
+        rf"{count(n_doubtful, 'given label')} more likely wrong than right \(p_given < 0.5\)",
         r"Run server-test committed in [\d.]+ s: stage [\d.]+ s, pass1 [\d.]+ s, fit [\d.]+ s, refine [\d.]+ s, "
         r"fit_review [\d.]+ s, pass2 [\d.]+ s, metrics [\d.]+ s, review [\d.]+ s",
+        re.escape(f"HTML report: {Path(f'{db}.reports/server-test.html').resolve()}"),
     ]
     phase_lines = [line for line in lines if not line.startswith(("Beginning flow run", "Finished in state"))]
     assert len(phase_lines) == len(expected), phase_lines

@@ -46,9 +46,79 @@ def test_missing_item_id(catalog):
     _fail(tmp_path, items.drop(["item_id"]), classes, "missing column item_id")
 
 
-def test_missing_gold_column(catalog):
+def test_missing_gold_column_is_named_as_the_option_with_the_columns_there_are(catalog):
     tmp_path, items, classes = catalog
-    _fail(tmp_path, items, classes, "missing column nope", gold="nope")
+    _fail(tmp_path, items, classes, "bad-items.parquet: --gold-column nope: no such column; the items have "
+          "item_id, image_embedding, text_embedding, label$", gold="nope")
+
+
+def _duckdb_table(tmp_path, name, table):
+    with duckdb.connect(str(tmp_path / "out.duckdb")) as con:
+        con.register("t", table)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM t")
+
+
+def test_duplicate_item_ids_stop_at_validation_naming_a_few(catalog):
+    """Found from item_id alone before any pass (they used to fail the run after both): in a Parquet glob,
+    where the copies sit in another file than the originals, and in a DuckDB table."""
+    tmp_path, items, classes = catalog
+    # four ids twice, one of them three times: the first three by id are named, with their counts
+    doubled = pa.concat_tables([items, items.take([700, 7, 8, 1100, 8])])
+    items_glob, classes_path = write_catalog(tmp_path / "in", doubled, classes, n_files=2, row_group_size=200)
+    message = (r"item_id must be unique; ids that repeat: 4, "
+               r"e\.g\. item-0000007 \(2x\), item-0000008 \(3x\), item-0000700 \(2x\)$")
+    with pytest.raises(SourceError, match=f"in/items-\\*\\.parquet: {message}"):
+        inspect(items_glob, classes_path, tmp_path)
+    _duckdb_table(tmp_path, "doubled", doubled)
+    with pytest.raises(SourceError, match=f"table:doubled: {message}"):
+        inspect("table:doubled", classes_path, tmp_path)
+
+
+def test_a_file_whose_item_ids_will_not_decode_is_named(catalog):
+    tmp_path, items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
+    second = sorted((tmp_path / "in").glob("items-*.parquet"))[1]
+    ids = pq.ParquetFile(second).metadata.row_group(0).column(0)  # item_id's pages in the first row group
+    data = bytearray(second.read_bytes())
+    start = ids.data_page_offset + 40  # past the page header
+    data[start:start + 200] = bytes(200)
+    second.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=rf"^{second}: cannot read column item_id \(.+\)$"):
+        inspect(items_glob, classes_path, tmp_path)
+
+
+def _with_gold(items, values):
+    return items.set_column(items.schema.get_field_index("label"), "label", pa.array(values, pa.string()))
+
+
+def test_gold_values_that_are_mostly_no_class_names_are_refused(catalog):
+    """Raw codes where the classes have names: the gold metrics and the review would mean nothing."""
+    tmp_path, items, classes = catalog
+    codes = {"dress": "dr", "shirt": "sh", "trousers": "tr", "skirt": "sk"}
+    labels = items.column("label").to_pylist()
+    gold = [codes[v] if k % 5 else v for k, v in enumerate(labels)]  # 1 in 5 kept: 20% are class names
+    gold[3] = None  # nulls are unlabelled items, left out of the share
+    coded = _with_gold(items, gold)
+    n_labelled = len(gold) - 1
+    share = sum(v in codes for v in gold) / n_labelled
+    _fail(tmp_path, coded, classes, rf"^--gold-column label: only {share:.1%} of its non-null values "
+          rf"\({n_labelled:,}\) are class names \(not class names: \w\w, \w\w, \w\w; class names: dress, shirt, trousers\)$", gold="label")
+    _duckdb_table(tmp_path, "coded", coded)
+    _, classes_path = write_catalog(tmp_path / "in", items, classes)
+    with pytest.raises(SourceError, match=rf"only {share:.1%} of its non-null values"):
+        inspect("table:coded", classes_path, tmp_path, gold="label")
+
+
+def test_gold_values_outside_the_classes_are_counted_when_most_are_class_names(catalog):
+    tmp_path, items, classes = catalog
+    gold = items.column("label").to_pylist()
+    gold[:6] = ["os", "os", "os", "re", "db", "zz"]  # the commonest three are kept as examples
+    gold[6] = None
+    items_glob, classes_path = write_catalog(tmp_path / "in", _with_gold(items, gold), classes, n_files=2)
+    plan = inspect(items_glob, classes_path, tmp_path, gold="label")
+    assert (plan.gold.n_labelled, plan.gold.n_outside) == (1199, 6)
+    assert plan.gold.outside_examples == ("os", "db", "re")
+    assert inspect(items_glob, classes_path, tmp_path).gold is None  # no gold column: nothing read
 
 
 def test_dimensions_differ_between_items_and_classes(catalog):

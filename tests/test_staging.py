@@ -15,16 +15,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prefect.logging import disable_run_logger
 
 from conftest import write_catalog
 from pairwise_core import make_catalog
 from pairwise_core.model import Review
 from tasks.models import load_part, save_part
 from tasks.runs import start_run
-from tasks.staging import Staging
+from tasks.staging import Staging, prepare_staging
 from tasks.store import run_lock
 from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
+
+
+def register(db: Path, run_id: str) -> None:
+    """The start-run task as the flow calls it: under the run lock."""
+    with run_lock(db):
+        start_run.fn(str(db), run_id, {})
+
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root, to give a folder or file to another user")
@@ -36,12 +42,6 @@ def catalog_args(tmp_path):
     db = tmp_path / "db" / "out.duckdb"
     db.parent.mkdir()
     return db, ["run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--quiet"]
-
-
-def start(db, run_id):
-    """Register a run as the flow does: under the run lock (an earlier one left running is logged)."""
-    with disable_run_logger(), run_lock(db):
-        start_run.fn(str(db), run_id, {})
 
 
 def plant(folder):
@@ -72,13 +72,13 @@ def test_a_staging_folder_that_is_a_link_is_refused_and_its_target_survives(env,
     assert not db.exists()  # nothing written
     # the clean-up itself refuses too, should the link appear after validation
     with pytest.raises(ValueError, match="symbolic link"):
-        start(db, "r")
+        register(db, "r")
     assert planted(victim)
 
 
 def test_a_link_swapped_in_mid_run_leads_no_deletion_elsewhere(tmp_path):
     db = tmp_path / "out.duckdb"
-    start(db, "r")
+    register(db, "r")
     staging = Staging.for_run(str(db), "r")
     staging.path("model", "classifiers.npz").write_bytes(b"")
     os.rename(f"{db}.staging", tmp_path / "moved")
@@ -93,14 +93,14 @@ def test_a_link_swapped_in_mid_run_leads_no_deletion_elsewhere(tmp_path):
 
 def test_staging_folders_are_created_private_and_a_loose_one_is_made_private(tmp_path):
     db = tmp_path / "out.duckdb"
-    start(db, "r")
+    register(db, "r")
     staged = Staging.for_run(str(db), "r").path("pass1", "part-00000.npz")
     assert mode(f"{db}.staging") == 0o700
     assert mode(staged.parent.parent) == 0o700  # the run's folder
     # a folder an earlier version left open (0755, the umask's default) is ours: it is made private, which
     # shuts everyone else out of everything under it at once
     os.chmod(f"{db}.staging", 0o755)
-    start(db, "s")
+    prepare_staging(str(db))  # what the next run's start does, under the lock
     assert mode(f"{db}.staging") == 0o700
 
 
@@ -131,7 +131,7 @@ def shared():
 @as_root
 def test_another_user_can_neither_read_nor_write_a_runs_staging(shared):
     db = shared / "out.duckdb"
-    start(db, "r")
+    register(db, "r")
     folder = Staging.for_run(str(db), "r").model
     save_part(folder, "review", Review("zero-shot", None, np.array([0.0, 1.0]), 0.5))
     model = folder / "review.npz"

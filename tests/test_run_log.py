@@ -1,0 +1,30 @@
+"""The run log's lines word their counts right: one partition, one pair, one fallback, one labelled item."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks import run_log
+from tasks.sources import GoldValues, Partition, Plan
+
+
+def test_counts_of_one_are_singular_and_the_others_plural():
+    assert [run_log.count(n, "partition") for n in (0, 1, 2, 1200)] == [
+        "0 partitions", "1 partition", "2 partitions", "1,200 partitions"]
+    assert run_log.count(1, "class", "classes") == "1 class" and run_log.count(2, "class", "classes") == "2 classes"
+    assert run_log.count(1.0, "dim") == "1 dim" and run_log.count(2.5, "dim") == "2.5 dims"
+
+
+def test_a_one_partition_catalog_with_one_pair_is_worded_in_the_singular(tmp_path):
+    one = (Partition(0, "items.parquet", (0,), 1),)
+    plan = Plan(("text",), {"text": 3}, ("a", "b"), 1, "label", partitions=one, gold=GoldValues(1, 1, ("zz",)))
+    assert run_log.catalog(plan, 50_000) == ("Catalog: 1 item in 1 partition (chunk size 50,000), 2 classes; "
+                                             "modalities text (3-d); gold column label")
+    assert run_log.partition_pass("Pass 2/2, labels", one, 0.5, 1).startswith(
+        "Pass 2/2, labels: 1 item in 1 partition, ")
+    assert run_log.gold_outside(plan).startswith("Gold column label names no class in 1 of 1 labelled item (100.0%; ")
+    path = tmp_path / "pair_masks.parquet"
+    pq.write_table(pa.table({"modality": ["text"], "n_dims": [1], "fallback": [True]}), path)
+    assert run_log.masks(str(path), 0.25) == (
+        "Masks fitted in 0.25 s: text 1 pair, median 1 dim (1-1), 1 fallback to all dims")
+    assert run_log.review_fit({"route": "both", "requested": "auto", "sample_rows": 1}, 1.0).endswith(
+        "on 1 labelled sample row")
