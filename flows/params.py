@@ -90,6 +90,10 @@ class ReclassifyParams(BaseModel):
     chunk_size: int = Field(default=50_000, ge=1, description="Rows per partition (whole row groups), the unit of work")
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN,
                                description="Name of the run (letters, digits, . _ -); None: a time-stamped one")
+    model: str | None = Field(
+        default=None, pattern=RUN_ID_PATTERN,
+        description="Label with a stored model ('latest' or a model id: `pairwise models` lists them), no fit: one "
+        "pass over the catalog; None: a full run, which fits a model and stores it")
     export_dir: str | None = Field(
         default=None, description="Also write the run's tables as Parquet here; None: only to the DuckDB file")
     fit_fraction: float = Field(

@@ -27,7 +27,9 @@ from tasks.label import label_partition
 from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
-from tasks.runs import commit_run, fail_run, seal_model, stage_sources, start_run, validate_sources
+from tasks.runs import (
+    check_stored_model, commit_run, fail_run, seal_model, stage_sources, start_run, validate_sources,
+)
 from tasks.sources import Partition
 from tasks.staging import Staging
 from tasks.store import ExportFailed, check_export_dir, export_run, run_lock
@@ -54,16 +56,18 @@ def flow_run_name() -> str:
 
 @flow(name="reclassify-catalog", flow_run_name=flow_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
-    """Validate, fit masks over all partitions (pass 1), label every partition (pass 2), measure, commit."""
+    """Validate, fit masks over all partitions (pass 1), label every partition (pass 2), measure, commit (with
+    the fitted model). With ``params.model``, label with that stored model instead: no fit, one pass."""
     began = time.perf_counter()
     log = get_run_logger()
     run_id = params.run_id or FlowRunContext.get().flow_run.name  # flow_run_name() decided it
-    model_id = new_run_id()  # the model this run fits: an id of its own, since a run id can be re-run
     db = params.db
     begin_phase("validate the sources")
     if params.export_dir:
         check_export_dir(params.export_dir)
     plan = validate_sources(params.items, params.classes, db, params.gold_column, params.chunk_size)
+    # a stored model to label with must fit the catalog: refused before anything is written
+    using = params.model and check_stored_model(plan, params.classes, db, params.model)
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting
     # OpenBLAS spawn (and spin) its own threads on top oversubscribes the cores and slows every
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)
@@ -87,48 +91,63 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     return map_partitions.fn(*args, **kwargs)
                 return map_partitions.with_options(task_runner=dask_runner(params.dask_address))(*args, **kwargs)
 
-            fitting = fit_partitions(plan.partitions, params.fit_fraction, params.seed)
-            sample_rate = min(1.0, params.refine_sample / max(1, sum(p.n_rows for p in fitting)))
-            begin_phase("pass 1/2: pair statistics", sum(p.n_rows for p in fitting), len(fitting))
-            pass1 = partitions(
-                "pair-stats", fitting,
-                {"plan": plan, "staging": staging, "classes_path": classes_path, "core_params": params.core_params(),
-                 "sample_rate": sample_rate, "class_sums": bool(plan.gold_column) and params.review != "zero-shot"},
-                progress, offset=0, total=2 * n_parts,
-            )
-            advance_progress(progress, n_parts, 2 * n_parts)
-            watch.lap("pass1")
-            log.info(run_log.partition_pass("Pass 1/2, pair statistics", fitting, timings["pass1_s"], n_parts))
-            begin_phase("fit the masks")
-            fitted = fit_masks([part["stats"] for part in pass1], plan, classes_path, params.core_params(), staging,
-                               run_id)
-            watch.lap("fit")
-            log.info(run_log.masks(fitted["pair_masks"], timings["fit_s"]))
-            begin_phase("fit the refinement")
-            label_aware = params.calibration == "gold" or (params.calibration == "auto" and bool(plan.gold_column))
-            calibration = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
-                                         params.refine_params(), label_aware, params.seed)
-            watch.lap("refine")
-            log.info(run_log.refinement(calibration, sample_rate, timings["refine_s"]))
-            review = None
-            if plan.gold_column:
-                begin_phase("fit the review")
-                review = fit_review([part["sample"] for part in pass1], [part.get("class_sums") for part in pass1],
-                                    plan, fitted["model"], params.review, params.issues_below)
-                watch.lap("fit_review")
-                log.info(run_log.review_fit(review, timings["fit_review_s"]))
-            # fitting and labelling meet only through the model's files: pass 2 loads them as a stored model
-            sealed = {"folder": fitted["model"], "content_hash": seal_model(fitted["model"]),
-                      "model_id": model_id}
+            def fit() -> dict[str, Any]:
+                """Pass 1 and the fits: the model, sealed; and what the run records of the fit."""
+                fitting = fit_partitions(plan.partitions, params.fit_fraction, params.seed)
+                sample_rate = min(1.0, params.refine_sample / max(1, sum(p.n_rows for p in fitting)))
+                begin_phase("pass 1/2: pair statistics", sum(p.n_rows for p in fitting), len(fitting))
+                pass1 = partitions(
+                    "pair-stats", fitting,
+                    {"plan": plan, "staging": staging, "classes_path": classes_path, "core_params": params.core_params(),
+                     "sample_rate": sample_rate, "class_sums": bool(plan.gold_column) and params.review != "zero-shot"},
+                    progress, offset=0, total=2 * n_parts,
+                )
+                advance_progress(progress, n_parts, 2 * n_parts)
+                watch.lap("pass1")
+                log.info(run_log.partition_pass("Pass 1/2, pair statistics", fitting, timings["pass1_s"], n_parts))
+                begin_phase("fit the masks")
+                fitted = fit_masks([part["stats"] for part in pass1], plan, classes_path, params.core_params(), staging,
+                                   run_id)
+                watch.lap("fit")
+                log.info(run_log.masks(fitted["pair_masks"], timings["fit_s"]))
+                begin_phase("fit the refinement")
+                label_aware = params.calibration == "gold" or (params.calibration == "auto" and bool(plan.gold_column))
+                calibration = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
+                                             params.refine_params(), label_aware, params.seed)
+                watch.lap("refine")
+                log.info(run_log.refinement(calibration, sample_rate, timings["refine_s"]))
+                review = None
+                if plan.gold_column:
+                    begin_phase("fit the review")
+                    review = fit_review([part["sample"] for part in pass1], [part.get("class_sums") for part in pass1],
+                                        plan, fitted["model"], params.review, params.issues_below)
+                    watch.lap("fit_review")
+                    log.info(run_log.review_fit(review, timings["fit_review_s"]))
+                # fitting and labelling meet only through the model's files: pass 2 loads them as a stored model
+                sealed = {"folder": fitted["model"], "content_hash": seal_model(fitted["model"]),
+                          "model_id": new_run_id()}  # an id of its own: a run id can be re-run
+                stored = {**sealed, "class_hash": fitted["class_hash"], "dims": dict(plan.dims),
+                          "params": {"core": params.core_params(), "refine": params.refine_params(),
+                                     "calibration": calibration, "review": review and review["route"]}}
+                return {"sealed": sealed, "seed": params.seed, "calibration": calibration, "review": review,
+                        "brackets": fitted["brackets"], "sample_rate": sample_rate,
+                        "pair_masks": [fitted["pair_masks"]], "store": stored}
 
-            begin_phase("pass 2/2: labels", sum(p.n_rows for p in plan.partitions), n_parts)
+            if using is None:
+                model, passes = fit(), 2
+            else:  # a stored model: no fit, one pass
+                model, passes = {**using, "review": None, "brackets": None, "sample_rate": None, "pair_masks": [],
+                                 "store": None}, 1
+
+            begin_phase(f"pass {passes}/{passes}: labels", sum(p.n_rows for p in plan.partitions), n_parts)
             staged_parts = partitions(
                 "label-partition", plan.partitions,
-                {"plan": plan, "staging": staging, "sealed": sealed, "seed": params.seed, "run_id": run_id},
-                progress, offset=n_parts, total=2 * n_parts,
+                {"plan": plan, "staging": staging, "sealed": model["sealed"], "seed": model["seed"], "run_id": run_id},
+                progress, offset=(passes - 1) * n_parts, total=passes * n_parts,
             )
             watch.lap("pass2")
-            log.info(run_log.partition_pass("Pass 2/2, labels", plan.partitions, timings["pass2_s"], n_parts))
+            log.info(run_log.partition_pass(f"Pass {passes}/{passes}, labels", plan.partitions, timings["pass2_s"],
+                                            n_parts))
             label_paths = [part["item_labels"] for part in staged_parts]
             joint_paths = [part["joint_labels"] for part in staged_parts]
             rejected_paths = [part["rejected_items"] for part in staged_parts]
@@ -149,11 +168,12 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "n_items": plan.n_items,
                 "n_classes": len(plan.class_names),
                 "modalities": list(plan.modalities),
+                "model_id": model["sealed"]["model_id"],
                 "details": {
-                    "brackets": fitted["brackets"],
-                    "calibration": calibration,
-                    "review": review,
-                    "sample_rate": sample_rate,
+                    "brackets": model["brackets"],
+                    "calibration": model["calibration"],
+                    "review": model["review"],
+                    "sample_rate": model["sample_rate"],
                     "gold": plan.gold and plan.gold.details(),
                     "n_partitions": n_parts,
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
@@ -164,17 +184,14 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "item_labels": label_paths,
                 "joint_labels": joint_paths,
                 "rejected_items": rejected_paths,
-                "pair_masks": [fitted["pair_masks"]],
+                "pair_masks": model["pair_masks"],
                 "agreement_metrics": [metrics_paths["agreement_metrics"]],
                 "confusion_counts": [metrics_paths["confusion_counts"]],
                 "calibration_bins": [metrics_paths["calibration_bins"]],
                 "annotation_issues": issues_paths,
             }
             begin_phase("commit")
-            model = {**sealed, "class_hash": fitted["class_hash"], "dims": dict(plan.dims),
-                     "params": {"core": params.core_params(), "refine": params.refine_params(),
-                                "calibration": calibration, "review": review and review["route"]}}
-            commit_run(db, run_id, attempt, staged, summary, model)
+            commit_run(db, run_id, attempt, staged, summary, model["store"])
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))
         except BaseException as error:
             reason = f"{type(error).__name__}: {error}".splitlines()[0]

@@ -83,7 +83,8 @@ def label_partition(
     float32 spill (bench/bench_pipeline.py, 1M items).
     """
     fitted = load_model(sealed["folder"], sealed["content_hash"], sealed["model_id"])
-    models, refinement, review = fitted.classifiers.models, fitted.refinement, fitted.review
+    models, refinement = fitted.classifiers.models, fitted.refinement
+    review = fitted.review if plan.gold_column else None  # a stored model's review, on a catalog without labels
     names = pa.array(plan.class_names, pa.string())
     kinds = ("item_labels", "joint_labels", "rejected_items", "review_items")
     paths = {kind: staging.part(kind, partition.index) for kind in kinds}

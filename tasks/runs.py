@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
+from pairwise_core import embeddings
 from tasks import models, store
 from tasks.policy import IO_TASK
-from tasks.sources import Plan, Source, inspect_sources, plan_partitions, read_table, stage_table
+from tasks.sources import (
+    EMBEDDING_SUFFIX, Plan, Source, inspect_sources, plan_partitions, read_table, stage_table,
+)
 from tasks.staging import Staging, check_staging, prepare_staging
 
 
@@ -53,6 +58,40 @@ def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
     return started.attempt
 
 
+@task(name="check-stored-model", **IO_TASK)
+def check_stored_model(plan: Plan, classes: str, db: str, model_id: str) -> dict[str, Any]:
+    """The stored model ``model_id`` ('latest' or an id), if it fits the catalog: its modalities, their
+    dimensions and its classes (names and embeddings, by the class hash); else ValueError (bad input, before
+    anything is written) saying what differs. Returns what labelling with it needs: the model's folder,
+    content hash and id (``sealed``), the seed of its folds, and how it was calibrated."""
+    row, model = store.stored_model(db, model_id)
+    name, refit = row["model_id"], "refit with a full run (without --model)"
+    if list(row["modalities"]) != list(plan.modalities):
+        raise ValueError(f"model {name} labels the modalities {', '.join(row['modalities'])}, the catalog has "
+                         f"{', '.join(plan.modalities)}; {refit}")
+    dims = json.loads(row["dims"])
+    other = [f"{m} {dims[m]} in the model, {plan.dims[m]} in the catalog" for m in plan.modalities
+             if dims[m] != plan.dims[m]]
+    if other:
+        raise ValueError(f"model {name} has other dimensions ({'; '.join(other)}); {refit}")
+    table = read_table(Source(classes), db, ["class_name", *(f"{m}{EMBEDDING_SUFFIX}" for m in plan.modalities)])
+    found = {m: embeddings(table, f"{m}{EMBEDDING_SUFFIX}") for m in plan.modalities}
+    if models.class_hash(plan.class_names, found) != row["class_hash"]:
+        names = model.classifiers.class_names
+        if set(names) != set(plan.class_names):
+            missing, extra = set(plan.class_names) - set(names), set(names) - set(plan.class_names)
+            what = (f"other classes ({len(missing)} of the catalog's not in the model, {len(extra)} of the model's "
+                    "not in the catalog)")
+        elif names != plan.class_names:
+            what = "the same classes in another order"
+        else:
+            what = "the same class names with other class embeddings"
+        raise ValueError(f"model {name} was fitted on {what}; {refit}")
+    folder = str(Path(db).parent / row["path"])
+    return {"sealed": {"folder": folder, "content_hash": row["content_hash"], "model_id": name},
+            "seed": json.loads(row["params"])["core"]["seed"], "calibration": model.refinement.calibration}
+
+
 @task(name="seal-model", **IO_TASK)
 def seal_model(folder: str) -> str:
     """Write the manifest of the fitted model's parts; return its content hash (tasks/models.py)."""
@@ -61,7 +100,7 @@ def seal_model(folder: str) -> str:
 
 @task(name="commit-run", **IO_TASK)
 def commit_run(db: str, run_id: str, attempt: int, staged: dict[str, list[str]], summary: dict[str, Any],
-               model: dict[str, Any]) -> None:
+               model: dict[str, Any] | None) -> None:
     store.commit_run(db, run_id, attempt, staged, summary, model)
 
 

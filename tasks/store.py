@@ -247,8 +247,9 @@ def commit_run(
 ) -> None:
     """Replace the run's rows by the staged Parquet parts and mark run and attempt succeeded, in one transaction.
 
+    The run records the model it labelled with (``summary["model_id"]``).
     With ``model`` (its row's values, and ``folder``: the sealed model in the
-    run's staging), the model is stored too: in the transaction its folder is
+    run's staging), that model is stored too: in the transaction its folder is
     renamed into ``<db>.models/<model_id>`` and then its row inserted. A
     model is visible only with its row, so readers never see half of one; a
     failure after the rename leaves a folder without a row, removed here or,
@@ -282,7 +283,7 @@ def commit_run(
                     "n_classes": summary["n_classes"],
                     "modalities": list(summary["modalities"]),
                     "details": json.dumps(summary["details"], sort_keys=True),
-                    "model_id": None if model is None else model["model_id"],
+                    "model_id": summary["model_id"],
                 })
                 con.execute(statement("attempt_succeed"), {"run_id": run_id, "attempt": attempt})
         except BaseException:

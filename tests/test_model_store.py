@@ -8,12 +8,13 @@ import stat
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pytest
 from prefect.logging import disable_run_logger
 
 from conftest import write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
-from pairwise_core import embeddings, make_catalog
+from pairwise_core import Modality, embeddings, make_catalog
 from tasks import store
 from tasks.models import MANIFEST, ModelMismatch, class_hash, save_part, seal
 from tasks.runs import start_run
@@ -32,8 +33,8 @@ def stored(tmp_path_factory):
     items_glob, classes_path = write_catalog(folder / "in", items, classes, n_files=2, row_group_size=300)
     db = folder / "out.duckdb"
     summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db),
-                                                  gold_column="label", chunk_size=300))
-    return db, summary["run_id"], items, classes
+                                                  gold_column="label", chunk_size=300, issues_below=1.0))
+    return db, summary["run_id"], items, classes, items_glob, classes_path
 
 
 def rows(db, sql, params=None):
@@ -46,7 +47,7 @@ def mode(path):
 
 
 def test_a_full_run_stores_its_model_with_a_row_that_checks_it(stored):
-    db, run_id, _, classes = stored
+    db, run_id, _, classes, *_ = stored
     [(model_id, n_items, params, modalities, dims, n_classes, hashed, version, content_hash, path)] = rows(
         db, "SELECT model_id, n_items, params, modalities, dims, n_classes, class_hash, schema_version, "
             "content_hash, path FROM models WHERE run_id = ?", [run_id])
@@ -67,7 +68,7 @@ def test_a_full_run_stores_its_model_with_a_row_that_checks_it(stored):
 
 
 def test_the_stored_model_labels_as_the_run_did(stored):
-    db, run_id, items, _ = stored
+    db, run_id, items, *_ = stored
     row, model = store.stored_model(db, "latest")
     assert row["run_id"] == run_id
     for modality in ("image", "text"):
@@ -79,7 +80,7 @@ def test_the_stored_model_labels_as_the_run_did(stored):
 
 
 def test_pairwise_models_lists_the_stored_models(stored, env):  # noqa: F811
-    db, run_id, _, _ = stored
+    db, run_id, *_ = stored
     [(model_id, fitted_at)] = rows(db, "SELECT model_id, fitted_at FROM models")
     result = pairwise(env, "models", "--db", str(db))
     assert result.returncode == 0, result.stderr
@@ -116,7 +117,7 @@ def sealed_model(db, run_id):
 
 def test_a_commit_that_fails_after_the_rename_leaves_no_model_and_the_next_run_removes_leftovers(tmp_path):
     db = tmp_path / "out.duckdb"
-    summary = {"n_items": 1, "n_classes": 6, "modalities": ["image", "text"], "details": {}}
+    summary = {"n_items": 1, "n_classes": 6, "modalities": ["image", "text"], "details": {}, "model_id": "m-r"}
     with disable_run_logger(), store.run_lock(db):
         attempt = start_run.fn(str(db), "r", {})
         model = sealed_model(db, "r") | {"params": {"not json": object()}}  # fails after the rename
@@ -145,3 +146,80 @@ def test_a_model_store_that_is_a_link_is_refused_before_anything_is_written(env,
     assert result.stderr == (f"pairwise: {db}.models: the model store is a symbolic link; refusing to use it "
                              "(remove the link)\n")
     assert not db.exists() and list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def outputs(db, run_id):
+    """A run's labels, confidences and review scores by item (and modality)."""
+    return (rows(db, "SELECT item_id, modality, base_class, base_score, base_margin, pairwise_class, pairwise_margin, "
+                     "given_gap, given_h2h, refined_class, refined_confidence FROM item_labels WHERE run_id = ? "
+                     "ORDER BY item_id, modality", [run_id]),
+            rows(db, "SELECT item_id, label, confidence, status, agreeing_modalities FROM joint_labels "
+                     "WHERE run_id = ? ORDER BY item_id", [run_id]),
+            rows(db, "SELECT item_id, rank, suggested_label, p_given, zero_shot_p_given, label_aware_p_given "
+                     "FROM annotation_issues WHERE run_id = ? ORDER BY item_id", [run_id]))
+
+
+def test_a_stored_model_labels_each_item_the_same_whatever_the_partitioning(stored):
+    db, fitted_run, _, _, items_glob, classes_path = stored
+    [(model_id,)] = rows(db, "SELECT model_id FROM models")
+    runs, n_partitions = [], []
+    for chunk_size, model in ((250, "latest"), (700, model_id)):
+        summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db),
+                                                      gold_column="label", chunk_size=chunk_size, issues_below=1.0,
+                                                      model=model, seed=9))  # the model's seed draws the folds
+        runs.append(summary["run_id"])
+        n_partitions.append(summary["details"]["n_partitions"])
+        assert summary["model_id"] == model_id and "pass1_s" not in summary["details"]["timings"]
+    assert n_partitions == [4, 2]
+    # the same (item, model), the same label, confidence and review score, and those of the run that fitted it:
+    # labels and ranks exactly; scores to float32 rounding (record batches of other sizes change how BLAS
+    # blocks the float32 products: 2e-6 at most here)
+    fitted = outputs(db, fitted_run)
+    assert all(len(table) > 0 for table in fitted)
+    for run in runs:
+        for got, expected in zip(outputs(db, run), fitted, strict=True):
+            assert len(got) == len(expected)
+            for row, want in zip(got, expected, strict=True):
+                assert [v for v in row if not isinstance(v, float)] == [v for v in want if not isinstance(v, float)]
+                np.testing.assert_allclose([v for v in row if isinstance(v, float)],
+                                           [v for v in want if isinstance(v, float)], rtol=0, atol=1e-5)
+    assert rows(db, "SELECT run_id, model_id FROM runs WHERE run_id IN (?, ?) ORDER BY run_id", runs) == sorted(
+        (run, model_id) for run in runs)
+    assert rows(db, "SELECT count(*) FROM models") == [(1,)]  # labelling stores nothing new
+    assert rows(db, "SELECT count(*) FROM pair_masks WHERE run_id IN (?, ?)", runs) == [(0,)]
+
+
+def refused(env, db, items_glob, classes_path, *extra):  # noqa: F811
+    before = rows(db, "SELECT count(*) FROM runs")
+    result = pairwise(env, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--quiet",
+                      *extra)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert rows(db, "SELECT count(*) FROM runs") == before  # nothing written
+    return result.stderr
+
+
+def test_a_stored_model_that_does_not_fit_the_catalog_is_refused_before_anything_is_written(stored, env,  # noqa: F811
+                                                                                          tmp_path):
+    db, _, items, classes, *_ = stored
+    [(model_id,)] = rows(db, "SELECT model_id FROM models")
+    more_items, more_classes = make_catalog(300, 5, seed=2)
+    other = write_catalog(tmp_path / "five", more_items, more_classes)
+    assert refused(env, db, *other, "--model", "latest") == (
+        f"pairwise: model {model_id} was fitted on other classes (1 of the catalog's not in the model, 0 of the "
+        "model's not in the catalog); refit with a full run (without --model)\n")
+    column = classes.schema.get_field_index("image_embedding")
+    moved = classes.set_column(column, "image_embedding", pa.array(
+        [[value + 0.01 for value in row] for row in classes.column("image_embedding").to_pylist()],
+        classes.schema.field("image_embedding").type))
+    nudged = write_catalog(tmp_path / "nudged", items, moved)
+    assert refused(env, db, *nudged, "--model", model_id) == (
+        f"pairwise: model {model_id} was fitted on the same class names with other class embeddings; refit with a "
+        "full run (without --model)\n")
+    smaller_items, smaller_classes = make_catalog(300, 4, seed=2, modalities=(Modality("image", 64, 0.045),
+                                                                             Modality("text", 384, 0.035)))
+    narrow = write_catalog(tmp_path / "narrow", smaller_items, smaller_classes)
+    assert refused(env, db, *narrow, "--model", "latest") == (
+        f"pairwise: model {model_id} has other dimensions (image 512 in the model, 64 in the catalog); refit with a "
+        "full run (without --model)\n")
+    assert refused(env, db, *nudged, "--model", "nope") == (
+        f"pairwise: model nope: no such stored model in {db} (`pairwise models --db {db}` lists them)\n")
