@@ -90,8 +90,8 @@ def test_pairwise_models_lists_the_stored_models(stored, env):  # noqa: F811
     assert (missing.returncode, missing.stderr) == (2, f"pairwise: {db.parent / 'none.duckdb'}: no such DuckDB file\n")
 
 
-def test_a_tampered_stored_model_is_refused_in_one_line(stored, tmp_path):
-    db, *_ = stored
+def test_a_tampered_stored_model_is_refused_in_one_line(stored, tmp_path, env):  # noqa: F811
+    db, _, _, _, items_glob, classes_path = stored
     copy = tmp_path / "out.duckdb"
     shutil.copyfile(db, copy)
     shutil.copytree(f"{db}.models", f"{copy}.models")
@@ -104,6 +104,10 @@ def test_a_tampered_stored_model_is_refused_in_one_line(stored, tmp_path):
                                   "refit with a full run")
     with pytest.raises(ValueError, match="model nope: no such stored model"):
         store.stored_model(copy, "nope")
+    # labelling with it: exit 2, before anything is written
+    assert refused(env, copy, items_glob, classes_path, "--model", "latest") == (
+        f"pairwise: model {row['model_id']}: file refinement.npz does not match its recorded hash; refit with a full "
+        "run\n")
 
 
 def sealed_model(db, run_id):
