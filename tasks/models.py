@@ -7,7 +7,7 @@ back can run code) and ``<part>.json`` (its state), and ``model.json``, the
 manifest: the format and every other file's sha256. The model's content hash
 is the sha256 of the manifest, so it covers every file.
 
-The fits write their parts into the run's staging folder; ``seal_model``
+The fits write their parts into the run's staging folder; ``seal``
 writes the manifest; the label tasks load the model through ``load_model``,
 checking every file against the hash, exactly as a stored model is loaded.
 When the run commits, the folder is renamed into the store,

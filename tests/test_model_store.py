@@ -98,9 +98,9 @@ def test_a_tampered_stored_model_is_refused_in_one_line(stored, tmp_path, env): 
     row = store.stored_model(copy, "latest")[0]  # the model itself is not held: it is loaded afresh below
     target = copy.parent / row["path"] / "refinement.npz"
     target.write_bytes(target.read_bytes()[:-10])  # truncated
-    with pytest.raises(ModelMismatch) as refused:
+    with pytest.raises(ModelMismatch) as caught:
         store.stored_model(copy, row["model_id"])
-    assert str(refused.value) == (f"model {row['model_id']}: file refinement.npz does not match its recorded hash; "
+    assert str(caught.value) == (f"model {row['model_id']}: file refinement.npz does not match its recorded hash; "
                                   "refit with a full run")
     with pytest.raises(ValueError, match="model nope: no such stored model"):
         store.stored_model(copy, "nope")
