@@ -77,7 +77,10 @@ def brute_js(a: list[int], b: list[int], k: int) -> float:
     p = [a.count(c) / len(a) for c in range(k)]
     q = [b.count(c) / len(b) for c in range(k)]
     m = [(pi + qi) / 2 for pi, qi in zip(p, q)]
-    kl = lambda u: sum(ui * math.log2(ui / mi) for ui, mi in zip(u, m) if ui > 0)  # noqa: E731
+
+    def kl(u: list[float]) -> float:
+        return sum(ui * math.log2(ui / mi) for ui, mi in zip(u, m) if ui > 0)
+
     return math.sqrt(max((kl(p) + kl(q)) / 2, 0.0))
 
 
