@@ -49,6 +49,11 @@ N_FOLDS = 5
 MIN_ROWS = 50
 # Draws of the class-share null distribution (K-dimensional multinomials: cheap).
 _SHARE_DRAWS = 2_000
+# The logistic regression's inverse L2 penalty (scikit-learn's default is 1). Strong: towards 0 its
+# direction becomes the difference of the standardised means, the efficient linear test, and the fit
+# converges in few steps. bench/research_drift.py, 5,000 rows a side, MiniLM nouns, a quarter of the
+# classes removed: AUC title 0.545 / gloss 0.574 at C=1 (9-17 s a test), 0.559 / 0.585 at 1e-4 (1-2 s).
+_PENALTY_C = 1e-4
 _LOGISTIC_MAX_ITER = 1_000
 
 AUC_METRIC = "domain_classifier_auc"
@@ -212,7 +217,7 @@ def _z(quantile: float) -> float:
 
 
 def _domain_auc(reference: np.ndarray, current: np.ndarray, *, seed: int) -> float:
-    """Out-of-fold ROC-AUC of a standardised logistic regression, current = 1, reference = 0."""
+    """Out-of-fold ROC-AUC of a standardised, strongly penalised logistic regression, current = 1."""
     try:
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import roc_auc_score
@@ -223,7 +228,8 @@ def _domain_auc(reference: np.ndarray, current: np.ndarray, *, seed: int) -> flo
         raise ImportError("the drift test needs scikit-learn: pip install 'pairwise[drift]'") from err
     x = np.concatenate([reference, current])
     side = np.concatenate([np.zeros(len(reference), np.int8), np.ones(len(current), np.int8)])
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=_LOGISTIC_MAX_ITER, random_state=seed))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=_PENALTY_C, max_iter=_LOGISTIC_MAX_ITER,
+                                                              random_state=seed))
     folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=seed)
     score = cross_val_predict(model, x, side, cv=folds, method="decision_function")
     return float(roc_auc_score(side, score))
