@@ -1,6 +1,6 @@
 """Which sample size and preprocessing the domain classifier of pairwise_core/drift.py needs (issue 21).
 
-    PYTHONPATH=. .venv/bin/python bench/research_drift.py bench/data/real bench/data/real-verbs [--seeds 0 1 2]
+    PYTHONPATH=.:bench .venv/bin/python bench/research_drift.py bench/data/real bench/data/real-verbs [--seeds 0 1 2]
 
 On the first catalog, per view and seed: the reference is a seeded half; the current sample is the other
 half ("same"), the other half without a seeded quarter of the classes ("1/4 classes out"), or the other
