@@ -54,8 +54,8 @@ MIN_ROWS = 50
 # Draws of the class-share null distribution (K-dimensional multinomials: cheap).
 _SHARE_DRAWS = 2_000
 # The logistic regression's inverse L2 penalty (scikit-learn's default is 1). Strong: towards 0 its
-# direction becomes the difference of the standardised means, the efficient linear test, and the fit
-# converges in few steps. bench/research_drift.py, 5,000 rows a side, MiniLM nouns, a quarter of the
+# direction becomes the difference of the standardised means (a mean-shift test), and the fit converges
+# in few steps. bench/research_drift.py, 5,000 rows a side, MiniLM nouns, a quarter of the
 # classes removed: AUC title 0.545 / gloss 0.574 at C=1 (9-17 s a test), 0.559 / 0.585 at 1e-4 (1-2 s).
 _PENALTY_C = 1e-4
 _LOGISTIC_MAX_ITER = 1_000
