@@ -6,6 +6,7 @@ No I/O, no Prefect, no DuckDB: the pipeline wraps it; tests call it directly.
 from pairwise_core.catalog import Modality, class_names, embeddings, iter_catalog, make_catalog
 from pairwise_core.classifier import Classification, NotFittedError, PairwiseClassifier
 from pairwise_core.cross_ratio import cross_ratio, moments_ratio
+from pairwise_core.drift import DriftResult, class_share_shift, embedding_drift
 from pairwise_core.metrics import (
     accuracy,
     agreement_f1,
@@ -21,6 +22,7 @@ from pairwise_core.refine import MixtureRefiner, MixtureSums
 
 __all__ = [
     "Classification",
+    "DriftResult",
     "Modality",
     "NotFittedError",
     "PairStats",
@@ -31,10 +33,12 @@ __all__ = [
     "agreement_f1",
     "calibration_bins",
     "class_names",
+    "class_share_shift",
     "class_shares",
     "cohen_kappa",
     "confusion_matrix",
     "cross_ratio",
+    "embedding_drift",
     "embeddings",
     "expected_calibration_error",
     "f1_weighted",

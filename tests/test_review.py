@@ -122,11 +122,11 @@ LABELS = [  # item, modality, base, pairwise, pairwise margin, gold, given_gap, 
 
 
 def test_runs_before_the_joint_label_keep_their_vote_rule_after_the_upgrade(tmp_path):
-    from test_schema import V0_TABLES  # the tables as the code before schema versions wrote them
+    from test_schema import BEFORE_VERSIONS  # the tables as the code before schema versions wrote them
 
     db = tmp_path / "old.duckdb"
     with duckdb.connect(str(db)) as con:
-        con.execute(V0_TABLES)
+        con.execute(BEFORE_VERSIONS[-1].read_text())
         con.execute("INSERT INTO runs VALUES ('r', 'succeeded', now(), now(), '{}', 5, 2, ['image', 'text'], '{}', "
                     "NULL)")
         con.executemany("INSERT INTO item_labels VALUES ('r', ?, ?, ?, 0.5, 0.1, ?, ?, ?, ?, ?)",
