@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -57,6 +57,24 @@ def opened(folder: Path, what: str = "the staging folder") -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def create_private(folder: Path) -> None:
+    """Create ``folder`` private (0700); one that exists is left to ``opened`` to check and make private."""
+    with suppress(FileExistsError):
+        os.mkdir(folder, PRIVATE)
+
+
+def clear(folder: Path, what: str, keep: Collection[str] = ()) -> None:
+    """Delete what ``folder`` holds but the entries named in ``keep``, through the folder opened as
+    ``opened`` does; a missing folder holds nothing."""
+    try:
+        with opened(folder, what) as fd:
+            for name in sorted(os.listdir(fd)):
+                if name not in keep:
+                    remove_entry(fd, name)
+    except FileNotFoundError:
+        pass
 
 
 def remove_entry(folder: int, name: str) -> None:

@@ -23,7 +23,6 @@ import os
 import threading
 import weakref
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from pairwise_core.model import Classifiers, Fitted, Refinement, Review
-from tasks.folders import PRIVATE, check_private, open_own, opened, remove_entry
+from tasks.folders import check_private, clear, create_private, open_own, opened
 
 FORMAT = 1  # models.schema_version: the layout of a model's files
 MANIFEST = "model.json"
@@ -158,8 +157,7 @@ def check_models(db: str | Path) -> None:
 def publish_model(db: str | Path, staged: str | Path, model_id: str) -> str:
     """Move a sealed model's folder into the store, ``<db>.models/<model_id>``, in one rename (the staging
     folder is beside it, on the same filesystem); return its path relative to the database's folder."""
-    with suppress(FileExistsError):
-        os.mkdir(models_folder(db), PRIVATE)
+    create_private(models_folder(db))
     with opened(models_folder(db), _STORE) as folder:
         os.rename(staged, model_id, dst_dir_fd=folder)
     return f"{models_folder(db).name}/{model_id}"
@@ -168,10 +166,4 @@ def publish_model(db: str | Path, staged: str | Path, model_id: str) -> str:
 def remove_models(db: str | Path, keep: set[str]) -> None:
     """Delete the store's folders but ``keep`` (the models with a row): what a commit that failed after its
     rename left. Called under the run lock."""
-    try:
-        with opened(models_folder(db), _STORE) as folder:
-            for name in os.listdir(folder):
-                if name not in keep:
-                    remove_entry(folder, name)
-    except FileNotFoundError:
-        pass
+    clear(models_folder(db), _STORE, keep)

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pairwise_core import PairStats, PairwiseClassifier, embeddings
-from tasks.folders import PRIVATE, check_private, opened, remove_entry
+from tasks.folders import PRIVATE, check_private, clear, create_private, opened, remove_entry
 from tasks.sources import EMBEDDING_SUFFIX, Plan
 
 
@@ -45,11 +45,8 @@ def check_staging(db: str) -> None:
 def prepare_staging(db: str) -> None:
     """Create the staging folder private (0700), or check it and make it private; then empty it. Called under
     the run lock, when no other run can be running: what it holds is scratch space of runs that ended."""
-    with suppress(FileExistsError):
-        os.mkdir(staging_folder(db), PRIVATE)
-    with opened(staging_folder(db)) as folder:
-        for name in sorted(os.listdir(folder)):
-            remove_entry(folder, name)
+    create_private(staging_folder(db))
+    clear(staging_folder(db), "the staging folder")
 
 
 @dataclass(frozen=True)
