@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     if params.export_dir:
         check_export_dir(params.export_dir)
     plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
-                           chunk_size=params.chunk_size)
+                           chunk_size=params.chunk_size, changed_column=params.changed_column)
     _say(args, f"Reclassifying {count(plan.n_items, 'item')} into {count(len(plan.class_names), 'class', 'classes')}"
          f" ({', '.join(plan.modalities)}) -> {params.db}")
     if line := gold_outside(plan):
@@ -240,8 +240,10 @@ def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], *, requ
     CLI, the flow and the Prefect UI's form (which renders the same model) cannot drift apart."""
     for name, field in model.model_fields.items():
         annotation = field.annotation
-        if get_origin(annotation) is Literal:
-            kind: dict[str, Any] = {"choices": list(get_args(annotation)), "type": _CONVERTERS.get(name, str)}
+        if annotation is bool:
+            kind: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
+        elif get_origin(annotation) is Literal:
+            kind = {"choices": list(get_args(annotation)), "type": _CONVERTERS.get(name, str)}
         else:
             kind = {"type": next(t for t in (*get_args(annotation), annotation) if t is not type(None))}
         if field.is_required() or name in required:

@@ -94,6 +94,18 @@ class ReclassifyParams(BaseModel):
         default=None, pattern=RUN_ID_PATTERN,
         description="Label with a stored model ('latest' or a model id: `pairwise models` lists them), no fit: one "
         "pass over the catalog; None: a full run, which fits a model and stores it")
+    incremental: bool = Field(
+        default=False, description="With --model: label only the items that are new or changed since the model last "
+        "labelled them (new and deleted ones found from item_id alone), and carry every other label over")
+    changed_column: str | None = Field(
+        default=None, description="Items column whose value changes whenever an item's embeddings do (a version, "
+        "updated_at): incremental nights compare it instead of hashing every item's embeddings; None: hash them")
+    refit_on_drift: bool = Field(
+        default=False, description="With --incremental: when the night's items drifted from the model's fit "
+        "sample (drift_metrics), refit a model on the whole catalog that same night")
+    refit_stability: float = Field(
+        default=0.0, ge=0, le=1, description="On a refit, an item whose embeddings did not change keeps its label "
+        "unless the new model gives another label at least this confidence; 0: always take the new label")
     export_dir: str | None = Field(
         default=None, description="Also write the run's tables as Parquet here; None: only to the DuckDB file")
     fit_fraction: float = Field(
@@ -125,6 +137,10 @@ class ReclassifyParams(BaseModel):
         # checked here too, so that a bad pair is refused before a run starts, not inside its first task
         if self.max_dims is not None and self.max_dims < self.min_dims:
             raise ValueError(f"max_dims ({self.max_dims}) must be >= min_dims ({self.min_dims})")
+        if self.incremental and self.model is None:
+            raise ValueError("--incremental labels with a stored model: add --model latest (or a model id)")
+        if self.refit_on_drift and not self.incremental:
+            raise ValueError("--refit-on-drift checks an incremental night's drift: add --incremental")
         if self.calibration == "gold" and self.gold_column is None:
             raise ValueError("calibration 'gold' needs a gold column (--gold-column)")
         return self

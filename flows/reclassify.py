@@ -28,11 +28,12 @@ from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
-    check_stored_model, commit_run, fail_run, seal_model, stage_sources, start_run, validate_sources,
+    check_stored_model, commit_run, fail_run, seal_model, stage_sources, start_run, stored_models, validate_sources,
 )
 from tasks.sources import Partition
 from tasks.staging import Staging
-from tasks.store import ExportFailed, check_export_dir, export_run, run_lock
+from tasks.night import plan_night
+from tasks.store import CatalogUpdate, ExportFailed, check_export_dir, export_run, run_lock
 
 __all__ = ["ReclassifyParams", "reclassify_catalog"]
 
@@ -65,7 +66,11 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     begin_phase("validate the sources")
     if params.export_dir:
         check_export_dir(params.export_dir)
-    plan = validate_sources(params.items, params.classes, db, params.gold_column, params.chunk_size)
+    plan = validate_sources(params.items, params.classes, db, params.gold_column, params.chunk_size,
+                            params.changed_column)
+    if params.incremental and params.model == "latest" and not stored_models(db):
+        log.info(run_log.first_night(db))
+        params = params.model_copy(update={"model": None, "incremental": False, "refit_on_drift": False})
     # a stored model to label with must fit the catalog: refused before anything is written
     using = params.model and check_stored_model(plan, params.classes, db, params.model)
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting
@@ -139,27 +144,39 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 model, passes = {**using, "review": None, "brackets": None, "sample_rate": None, "pair_masks": [],
                                  "store": None}, 1
 
-            begin_phase(f"pass {passes}/{passes}: labels", sum(p.n_rows for p in plan.partitions), n_parts)
+            night = None
+            if params.incremental:
+                begin_phase("plan the night: new, changed and deleted items")
+                night = plan_night(plan, db, staging, run_id)
+                watch.lap("plan_night")
+                log.info(run_log.night_plan(night))
+            labelling = plan.partitions if night is None else night.partitions
+            begin_phase(f"pass {passes}/{passes}: labels", sum(p.n_rows for p in labelling), len(labelling))
             staged_parts = partitions(
-                "label-partition", plan.partitions,
-                {"plan": plan, "staging": staging, "sealed": model["sealed"], "seed": model["seed"], "run_id": run_id},
+                "label-partition", list(labelling),
+                {"plan": plan, "staging": staging, "sealed": model["sealed"], "seed": model["seed"], "run_id": run_id,
+                 "selections": night and night.selections},
                 progress, offset=(passes - 1) * n_parts, total=passes * n_parts,
             )
             watch.lap("pass2")
-            log.info(run_log.partition_pass(f"Pass {passes}/{passes}, labels", plan.partitions, timings["pass2_s"],
-                                            n_parts))
+            n_labelled = sum(part["n_labelled"] for part in staged_parts)
+            log.info(run_log.partition_pass(f"Pass {passes}/{passes}, labels", labelling, timings["pass2_s"],
+                                            n_parts, "those with new or changed items"))
+            if night is not None:
+                log.info(run_log.night_labelled(night.details(n_labelled)))
             label_paths = [part["item_labels"] for part in staged_parts]
             joint_paths = [part["joint_labels"] for part in staged_parts]
             rejected_paths = [part["rejected_items"] for part in staged_parts]
             log.info(run_log.rejected(rejected_paths))
             begin_phase("metrics")
-            metrics_paths = compute_metrics(label_paths, joint_paths, staging, run_id)
+            metrics_paths = compute_metrics(label_paths, joint_paths, staging, run_id) if n_labelled else {}
             watch.lap("metrics")
-            for line in run_log.metrics(metrics_paths["agreement_metrics"]):
+            for line in run_log.metrics(metrics_paths.get("agreement_metrics")):
                 log.info(line)
             review_paths = [part["review_items"] for part in staged_parts]
             begin_phase("review the gold labels")
-            issues_paths = stage_annotation_issues(review_paths, staging, run_id) if plan.gold_column else []
+            issues_paths = stage_annotation_issues(review_paths, staging, run_id) if plan.gold_column and n_labelled \
+                else []
             watch.lap("review")
             log.info(run_log.review(plan.gold_column, issues_paths, timings["review_s"], params.issues_below))
 
@@ -176,6 +193,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     "sample_rate": model["sample_rate"],
                     "gold": plan.gold and plan.gold.details(),
                     "n_partitions": n_parts,
+                    "n_labelled": n_labelled,
+                    "night": night and night.details(n_labelled),
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
                     "timings": timings,
                 },
@@ -185,13 +204,16 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "joint_labels": joint_paths,
                 "rejected_items": rejected_paths,
                 "pair_masks": model["pair_masks"],
-                "agreement_metrics": [metrics_paths["agreement_metrics"]],
-                "confusion_counts": [metrics_paths["confusion_counts"]],
-                "calibration_bins": [metrics_paths["calibration_bins"]],
+                **{table: [path] for table, path in metrics_paths.items()},
                 "annotation_issues": issues_paths,
             }
             begin_phase("commit")
-            commit_run(db, run_id, attempt, staged, summary, model["store"])
+            catalog = CatalogUpdate(
+                state=tuple(part["catalog_state"] for part in staged_parts),
+                deleted=None if night is None else (night.deleted,),
+                stability=params.refit_stability if using is None else 0.0)
+            summary["changes"] = commit_run(db, run_id, attempt, staged, summary, model["store"], catalog)
+            log.info(run_log.changes(summary["changes"]))
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))
         except BaseException as error:
             reason = f"{type(error).__name__}: {error}".splitlines()[0]

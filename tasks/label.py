@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +14,9 @@ from pairwise_core.joint import joint_log_posterior
 from pairwise_core.refine import log_softmax
 from pairwise_core.model import Review
 from tasks.policy import IO_TASK
+from tasks.fingerprint import fingerprints
 from tasks.models import load_model
+from tasks.night import Selection
 from tasks.sample import gold_codes, item_folds
 from tasks.sources import Partition, Plan, matrix, read_partition
 from tasks.staging import Staging
@@ -60,6 +63,13 @@ REVIEW_SCHEMA = pa.schema([
     ("agreeing_modalities", pa.int32()),
 ])
 
+# one row per item the run labelled: what the catalog's state (catalog_items) records of it at commit
+STATE_SCHEMA = pa.schema([
+    ("item_id", pa.string()),
+    ("fingerprint", pa.uint64()),
+    ("version", pa.string()),
+])
+
 REJECTED_SCHEMA = pa.schema([
     ("run_id", pa.string()),
     ("item_id", pa.string()),
@@ -71,9 +81,13 @@ REJECTED_SCHEMA = pa.schema([
 @task(name="label-partition", **IO_TASK)
 def label_partition(
     partition: Partition, plan: Plan, sealed: dict[str, str], seed: int, staging: Staging, run_id: str,
-) -> dict[str, str]:
+    selections: dict[int, Selection] | None = None,
+) -> dict[str, Any]:
     """Run the tourney and the refinement over one partition, streaming; stage its item_labels,
-    joint_labels, rejected_items and review_items rows.
+    joint_labels, rejected_items, review_items and catalog_state rows, and count the rows labelled.
+
+    ``selections`` (an incremental night's, by partition index): this partition's says which rows to label;
+    a partition without one, or no selections at all, labels every row.
 
     ``sealed`` names the sealed model (``folder``, ``content_hash``, ``model_id``): labelling reads the model
     only through ``load_model``, as a stored model is read. Every (item, modality) lands in exactly one of
@@ -86,14 +100,33 @@ def label_partition(
     models, refinement = fitted.classifiers.models, fitted.refinement
     review = fitted.review if plan.gold_column else None  # a stored model's review, on a catalog without labels
     names = pa.array(plan.class_names, pa.string())
-    kinds = ("item_labels", "joint_labels", "rejected_items", "review_items")
+    kinds = ("item_labels", "joint_labels", "rejected_items", "review_items", "catalog_state")
     paths = {kind: staging.part(kind, partition.index) for kind in kinds}
+    selection = (selections or {}).get(partition.index)
+    choose = selection.chooser() if selection is not None else None
+    n_labelled = 0
     with pq.ParquetWriter(paths["item_labels"], LABEL_SCHEMA) as labels, \
             pq.ParquetWriter(paths["joint_labels"], JOINT_SCHEMA) as joint_labels, \
             pq.ParquetWriter(paths["rejected_items"], REJECTED_SCHEMA) as rejected, \
-            pq.ParquetWriter(paths["review_items"], REVIEW_SCHEMA) as reviews:
+            pq.ParquetWriter(paths["review_items"], REVIEW_SCHEMA) as reviews, \
+            pq.ParquetWriter(paths["catalog_state"], STATE_SCHEMA) as state:
         for batch in read_partition(partition, plan.item_columns()):
+            usables = [matrix(batch, modality, plan.dims[modality]) for modality in models]
+            prints = fingerprints(usables, batch.num_rows)
+            if choose is not None:
+                chosen = choose(batch.column("item_id").cast(pa.string()), prints)
+                if not chosen.any():
+                    continue
+                if not chosen.all():  # the usual incremental batch: a few rows, decoded again alone
+                    batch, prints = batch.filter(pa.array(chosen)), prints[chosen]
+                    usables = [matrix(batch, modality, plan.dims[modality]) for modality in models]
+            n_labelled += batch.num_rows
             ids = batch.column("item_id").cast(pa.string())
+            state.write_table(pa.table({
+                "item_id": ids, "fingerprint": pa.array(prints, pa.uint64()),
+                "version": (batch.column(plan.changed_column).cast(pa.string()) if plan.changed_column
+                            else pa.nulls(batch.num_rows, pa.string())),
+            }, schema=STATE_SCHEMA))
             fold = item_folds(ids, seed)  # the folds pass 1 drew
             joint = Joint.empty(batch.num_rows, len(models), len(plan.class_names))
             gold = batch.column(plan.gold_column).cast(pa.string()) if plan.gold_column else None
@@ -103,7 +136,7 @@ def label_partition(
             xs: list[np.ndarray] = []
             scales: list[np.ndarray] = []
             for column, (modality, model) in enumerate(models.items()):
-                usable = matrix(batch, modality, plan.dims[modality])
+                usable = usables[column]
                 if not usable.valid.all():
                     bad = ~usable.valid
                     rejected.write_table(pa.table({
@@ -147,7 +180,7 @@ def label_partition(
                 table = review_table(review, joint, refinement.free_weights, xs, scales, fold, ids, given, names)
                 reviews.write_table(table)
             joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names))
-    return {kind: str(path) for kind, path in paths.items()}
+    return {**{kind: str(path) for kind, path in paths.items()}, "n_labelled": n_labelled}
 
 
 @dataclass

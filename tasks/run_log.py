@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.report import CALIBRATIONS
+from tasks.night import Night
 from tasks.sources import Partition, Plan
 
 ARROW = "\u2192"
@@ -49,10 +50,11 @@ def gold_outside(plan: Plan) -> str | None:
             "leaves them out")
 
 
-def partition_pass(name: str, partitions: Sequence[Partition], seconds: float, of: int) -> str:
-    """``of``: partitions in the catalog, when the pass read a share of them."""
+def partition_pass(name: str, partitions: Sequence[Partition], seconds: float, of: int,
+                   share: str = "a seeded share") -> str:
+    """``of``: partitions in the catalog, when the pass read ``share`` of them."""
     items = sum(p.n_rows for p in partitions)
-    share = f" (a seeded share of {of})" if len(partitions) < of else ""
+    share = f" ({share} of {of})" if len(partitions) < of else ""
     return (f"{name}: {count(items, 'item')} in {count(len(partitions), 'partition')}{share}, {seconds:.2f} s "
             f"({items / max(seconds, 1e-9):,.0f} items/s)")
 
@@ -86,8 +88,11 @@ def rejected(paths: Sequence[str]) -> str:
     return f"Rejected rows (item, modality): {table.num_rows:,}: " + "; ".join(reasons)
 
 
-def metrics(agreement_path: str) -> list[str]:
-    """Agreement between modalities, then accuracy against gold when there is one: base -> pairwise -> refined."""
+def metrics(agreement_path: str | None) -> list[str]:
+    """Agreement between modalities, then accuracy against gold when there is one: base -> pairwise -> refined.
+    None: the run labelled no item (a night with nothing new), so nothing to measure."""
+    if agreement_path is None:
+        return []
     values: dict[tuple[str, str, str], dict[str, float]] = {}
     for row in pq.read_table(agreement_path).to_pylist():
         values.setdefault((row["metric"], row["modality_a"], row["modality_b"]), {})[row["method"]] = row["value"]
@@ -135,3 +140,29 @@ def html_report(path: Path) -> str:
 def finished(run_id: str, laps: Mapping[str, float], total: float) -> str:
     phases = ", ".join(f"{name.removesuffix('_s')} {seconds:.2f} s" for name, seconds in laps.items())
     return f"Run {run_id} committed in {total:.1f} s: {phases}"
+
+
+def first_night(db: str) -> str:
+    return f"No stored model in {db} yet: this night fits one on the whole catalog (a full run)"
+
+
+def night_plan(night: Night) -> str:
+    """What an incremental night found from the items' ids alone."""
+    changed = "" if night.n_changed is None else f", {count(night.n_changed, 'changed item')}"
+    return (f"Incremental night: {count(night.n_source, 'item')} in the source, {count(night.n_new, 'new item')}"
+            f"{changed}, {count(night.n_deleted, 'deleted item')}; reading {count(len(night.partitions), 'partition')}")
+
+
+def changes(counted: Mapping[str, Mapping[str, int]]) -> str:
+    """The run's label_changes, by change and cause."""
+    if not counted:
+        return "Label changes: none"
+    shown = [f"{n:,} {change} ({cause.replace('_', ' ')})"
+             for change, causes in counted.items() for cause, n in causes.items()]
+    return "Label changes: " + ", ".join(shown)
+
+
+def night_labelled(details: Mapping[str, int]) -> str:
+    """What an incremental night labelled, once its partitions were read (Night.details)."""
+    return (f"Incremental night: labelled {count(details['labelled'], 'item')} ({details['new']:,} new, "
+            f"{details['changed']:,} changed), carried {details['carried_over']:,} over unchanged")

@@ -20,12 +20,14 @@ from tasks.staging import Staging, check_staging, prepare_staging
 
 
 @task(name="validate-sources", **IO_TASK)
-def validate_sources(items: str, classes: str, db: str, gold_column: str | None, chunk_size: int) -> Plan:
+def validate_sources(items: str, classes: str, db: str, gold_column: str | None, chunk_size: int,
+                     changed_column: str | None = None) -> Plan:
     """The staging folder and the model store, then schema, modalities and dimensions, before anything is
     written."""
     check_staging(db)
     models.check_models(db)
-    return inspect_sources(items, classes, db=db, gold_column=gold_column, chunk_size=chunk_size)
+    return inspect_sources(items, classes, db=db, gold_column=gold_column, chunk_size=chunk_size,
+                           changed_column=changed_column)
 
 
 @task(name="stage-sources", **IO_TASK)
@@ -100,8 +102,16 @@ def seal_model(folder: str) -> str:
 
 @task(name="commit-run", **IO_TASK)
 def commit_run(db: str, run_id: str, attempt: int, staged: dict[str, list[str]], summary: dict[str, Any],
-               model: dict[str, Any] | None) -> None:
-    store.commit_run(db, run_id, attempt, staged, summary, model)
+               model: dict[str, Any] | None, catalog: store.CatalogUpdate) -> dict[str, dict[str, int]]:
+    """Commit the run (store.commit_run); the counts of its label changes, by change and cause."""
+    return store.commit_run(db, run_id, attempt, staged, summary, model, catalog)
+
+
+def stored_models(db: str) -> list[str]:
+    """The ids of the stored models, read without writing (none in a file that does not exist yet)."""
+    if not Path(db).is_file():
+        return []
+    return store.query(db, "model_ids").column(0).to_pylist()
 
 
 @task(name="fail-run", **IO_TASK)

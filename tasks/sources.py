@@ -91,10 +91,11 @@ class Plan:
     item_files: tuple[str, ...] = ()
     partitions: tuple[Partition, ...] = field(default=())
     gold: GoldValues | None = None
+    changed_column: str | None = None  # the items' version column, if the run was given one
 
     def item_columns(self) -> list[str]:
-        gold = [self.gold_column] if self.gold_column else []
-        return ["item_id", *(f"{m}{EMBEDDING_SUFFIX}" for m in self.modalities), *gold]
+        extra = [column for column in (self.gold_column, self.changed_column) if column]
+        return ["item_id", *(f"{m}{EMBEDDING_SUFFIX}" for m in self.modalities), *dict.fromkeys(extra)]
 
 
 # -- listing and schema --------------------------------------------------------
@@ -206,7 +207,7 @@ def _require(schema: pa.Schema, column: str, where: str) -> None:
 
 
 def inspect_sources(
-    items: str, classes: str, *, db: str, gold_column: str | None, chunk_size: int
+    items: str, classes: str, *, db: str, gold_column: str | None, chunk_size: int, changed_column: str | None = None
 ) -> Plan:
     """Check the sources and plan the partitions, reading schemas and the class table only."""
     item_source, class_source = Source(items), Source(classes)
@@ -226,6 +227,10 @@ def inspect_sources(
             raise SourceError(f"{items}: --gold-column {gold_column}: no such column; the items have "
                               f"{', '.join(item_schema.names)}")
         _require(item_schema, gold_column, items)
+    if changed_column is not None and (changed_column not in item_schema.names or changed_column == "item_id"
+                                       or changed_column.endswith(EMBEDDING_SUFFIX)):
+        raise SourceError(f"{items}: --changed-column {changed_column}: no such column apart from item_id and the "
+                          f"embeddings; the items have {', '.join(item_schema.names)}")
     if n_items == 0:
         raise SourceError(f"{items}: no items")
 
@@ -263,7 +268,7 @@ def inspect_sources(
     _check_unique_ids(item_source, files, db)
     gold = _gold_values(item_source, files, db, gold_column, names) if gold_column is not None else None
     partitions = tuple(plan_partitions(files, chunk_size)) if files else ()
-    return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold)
+    return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold, changed_column)
 
 
 # Fewer gold values than this share naming a class: the column holds something else (codes, another

@@ -12,7 +12,7 @@ OUTPUT_TABLES = (
     "confusion_counts", "calibration_bins",
 )
 # views carry no data: every write connection re-creates them, after the migrations
-VIEWS = ("create_current_labels", "create_consensus_labels")
+VIEWS = ("create_current_labels", "create_consensus_labels", "create_catalog_labels")
 
 
 @cache

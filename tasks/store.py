@@ -241,10 +241,25 @@ def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:
         con.execute(statement("run_fail"), {"run_id": run_id, "error": error})
 
 
+@dataclass(frozen=True)
+class CatalogUpdate:
+    """How a run's commit changes the catalog's state (catalog_items), and so label_changes.
+
+    A full run labels every source item: the live items it did not label are gone. An incremental night
+    labels some (``state``: its staged catalog_state parts) and names the gone ones (``deleted``). With
+    ``stability`` above 0, a refit leaves an unchanged item's label unless the new model is that confident in
+    another (sql/catalog_keep_stable.sql).
+    """
+
+    state: tuple[str, ...] = ()
+    deleted: tuple[str, ...] | None = None  # None: a full run
+    stability: float = 0.0
+
+
 def commit_run(
     db: str | Path, run_id: str, attempt: int, staged: Mapping[str, list[str]], summary: Mapping[str, Any],
-    model: Mapping[str, Any] | None = None,
-) -> None:
+    model: Mapping[str, Any] | None = None, catalog: CatalogUpdate = CatalogUpdate(),
+) -> dict[str, dict[str, int]]:
     """Replace the run's rows by the staged Parquet parts and mark run and attempt succeeded, in one transaction.
 
     The run records the model it labelled with (``summary["model_id"]``, if any).
@@ -254,6 +269,9 @@ def commit_run(
     model is visible only with its row, so readers never see half of one; a
     failure after the rename leaves a folder without a row, removed here or,
     after a crash, by the next run (``tasks.models.remove_models``).
+
+    The catalog's state and the run's label_changes change in the same transaction (``catalog``); the
+    counts of those changes, by change and cause, are returned and kept in ``runs.details``.
     """
     with connect(db) as con:
         # rows carry their order in columns (rank, item_id): letting DuckDB insert in any order
@@ -276,21 +294,48 @@ def commit_run(
                         "n_classes": summary["n_classes"], "class_hash": model["class_hash"],
                         "schema_version": MODEL_FORMAT, "content_hash": model["content_hash"], "path": path,
                     })
+                changes = _update_catalog(con, run_id, summary.get("model_id"), catalog)
                 con.execute(statement("run_succeed"), {
                     "run_id": run_id,
                     "attempt": attempt,
                     "n_items": summary["n_items"],
                     "n_classes": summary["n_classes"],
                     "modalities": list(summary["modalities"]),
-                    "details": json.dumps(summary["details"], sort_keys=True),
+                    "details": json.dumps({**summary["details"], "changes": changes}, sort_keys=True),
                     "model_id": summary.get("model_id"),  # None: a commit of rows alone (tests)
                 })
                 con.execute(statement("attempt_succeed"), {"run_id": run_id, "attempt": attempt})
+            return changes
         except BaseException:
             if published:  # best effort: the row was rolled back, and the next run removes a folder left
                 with suppress(Exception):
                     remove_models(db, keep=set(_model_ids(con)))
             raise
+
+
+def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str | None,
+                    catalog: CatalogUpdate) -> dict[str, dict[str, int]]:
+    """In the commit's transaction: the run's label_changes, then catalog_items; the changes' counts."""
+    ids = {"run_id": run_id}
+    if catalog.state:
+        con.execute(statement("catalog_touched"), {**ids, "files": list(catalog.state)})
+    else:
+        con.execute(statement("catalog_touched_joint"), ids)
+    if catalog.deleted is None:
+        con.execute(statement("catalog_gone_unlabelled"))
+    else:
+        con.execute(statement("catalog_gone_listed"), {"files": list(catalog.deleted)})
+    if catalog.stability > 0:
+        con.execute(statement("catalog_keep_stable"), {"model_id": model_id, "stability": catalog.stability})
+    con.execute(statement("delete_run_label_changes"), ids)
+    con.execute(statement("label_changes_insert"), {**ids, "model_id": model_id})
+    con.execute(statement("catalog_remove_touched"))
+    con.execute(statement("catalog_insert_touched"), {**ids, "model_id": model_id})
+    con.execute(statement("catalog_mark_gone"), ids)
+    changes: dict[str, dict[str, int]] = {}
+    for change, cause, n in con.execute(statement("run_label_changes"), ids).fetchall():
+        changes.setdefault(change, {})[cause] = n
+    return changes
 
 
 def _model_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -348,7 +393,7 @@ def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with reader(db) as con:
-        for table in ("runs", *OUTPUT_TABLES):
+        for table in ("runs", *OUTPUT_TABLES, "label_changes"):
             batches = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
             path = out / f"{table}.parquet"
             with pq.ParquetWriter(path, batches.schema) as writer:

@@ -1,0 +1,4 @@
+-- ...replaced by their new state, labelled by this run and its model.
+INSERT INTO catalog_items
+SELECT item_id, label, confidence, status, $model_id, $run_id, now(), fingerprint, version, NULL
+FROM touched

@@ -1,0 +1,1 @@
+DELETE FROM label_changes WHERE run_id = $run_id

@@ -1,0 +1,20 @@
+-- In the commit transaction, before catalog_items changes: the run's label_changes rows, from the items it
+-- labelled (`touched`) and the ones gone (`gone`) against the catalog's state. A changed input (fingerprint
+-- or --changed-column value) is the cause when there is one, else the new model.
+INSERT INTO label_changes
+SELECT $run_id, t.item_id,
+       CASE WHEN c.item_id IS NULL THEN 'new' ELSE 'relabelled' END,
+       c.label, t.label, c.confidence, t.confidence,
+       CASE WHEN c.item_id IS NULL THEN 'new_item'
+            WHEN c.fingerprint <> t.fingerprint
+                 OR (t.version IS NOT NULL AND c.version IS DISTINCT FROM t.version) THEN 'embedding_changed'
+            WHEN c.model_id IS DISTINCT FROM $model_id THEN 'refit'
+            ELSE 'embedding_changed' END
+FROM touched AS t
+LEFT JOIN catalog_items AS c ON c.item_id = t.item_id AND c.deleted_by IS NULL
+WHERE (c.item_id IS NULL AND t.label IS NOT NULL) OR (c.item_id IS NOT NULL AND t.label IS DISTINCT FROM c.label)
+UNION ALL
+SELECT $run_id, c.item_id, 'deleted', c.label, NULL, c.confidence, NULL, 'removed'
+FROM catalog_items AS c
+SEMI JOIN gone AS g ON g.item_id = c.item_id
+WHERE c.deleted_by IS NULL
