@@ -67,6 +67,7 @@ def render_report(db: str | Path, run_id: str) -> str:
         lines.append(f"- error: {run['error']}")
     if run["status"] != "succeeded":
         return "\n".join(lines)
+    lines += ["", "## What changed (label_changes)", "", *changes_lines(db, run_id, run["details"])]
     metrics = store.query(db, "report_metrics", {"run_id": run_id}).to_pylist()
     lines += ["", "## Agreement and accuracy: base, pairwise, refined", "", _metrics_table(metrics)]
     if any(r["refined"] is not None for r in metrics):
@@ -80,6 +81,26 @@ def render_report(db: str | Path, run_id: str) -> str:
         lines += ["", f"## Labels worth a look: top 5 of {issues[0]['n_issues']:,} (annotation_issues)", "",
                   *_issues_lines(issues)]
     return "\n".join(lines)
+
+
+CHANGE_CAUSES = {"new_item": "new in the source", "embedding_changed": "its embeddings changed",
+                 "refit": "same embeddings, a new model", "removed": "gone from the source"}
+
+
+def changes_lines(db: str | Path, run_id: str, details: str | None) -> list[str]:
+    """What the run did to the catalog's labels: an incremental night's counts, then label_changes by cause."""
+    night = json.loads(details or "{}").get("night")
+    lines = []
+    if night:
+        lines += [f"Incremental night: {night['source']:,} items in the source; labelled {night['labelled']:,} "
+                  f"({night['new']:,} new, {night['changed']:,} changed), {night['deleted']:,} deleted, "
+                  f"{night['carried_over']:,} carried over unchanged.", ""]
+    counted = store.query(db, "run_label_changes", {"run_id": run_id}).to_pylist()
+    if not counted:
+        return [*lines, "No consensus label appeared, changed or went away."]
+    table = pa.table({"change": [r["change"] for r in counted], "cause": [CHANGE_CAUSES[r["cause"]] for r in counted],
+                      "items": [r["n"] for r in counted]})
+    return [*lines, markdown_table(table)]
 
 
 METRICS_NOTE = ("joint: one label per item from all its modalities (refined only); gold_ece: calibration error "

@@ -43,6 +43,15 @@ def test_deploy_all_registers_the_nightly_cron_schedule(nightly):
     assert nightly["entrypoint"] == "flows/reclassify.py:reclassify_catalog"
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
     assert nightly["parameters"]["params"]["db"] == "catalog/pairwise.duckdb"
+    assert (nightly["parameters"]["params"]["model"], nightly["parameters"]["params"]["incremental"]) == (
+        "latest", True)
+
+
+def test_deploy_all_registers_the_weekly_refit(server, nightly):
+    url, _ = server
+    (weekly,) = api(url, "/deployments/filter", {"deployments": {"name": {"any_": ["weekly"]}}})
+    assert [s["schedule"]["cron"] for s in weekly["schedules"]] == ["0 4 * * 0"]  # Sundays
+    assert "model" not in weekly["parameters"]["params"]  # a full run: it fits a new model
 
 
 def next_nights(count: int) -> list[datetime]:

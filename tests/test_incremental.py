@@ -1,0 +1,209 @@
+"""The nightly cycle with real flows: a full run, incremental nights (new, changed and deleted items), a refit."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import write_catalog
+from flows.reclassify import ReclassifyParams, reclassify_catalog
+from pairwise_core import make_catalog
+
+N_ITEMS, N_CLASSES, CHUNK = 3000, 5, 500
+PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=4, label_noise=0.05)
+    return items.append_column("version", pa.array(["v1"] * N_ITEMS)), classes
+
+
+def rows(db, sql, params=None):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def catalog_state(db) -> dict[str, tuple]:
+    return {r[0]: r[1:] for r in rows(db, "SELECT item_id, label, confidence, status, model_id, run_id, labelled_at "
+                                          "FROM catalog_labels")}
+
+
+def changes(db, run_id) -> dict[str, tuple]:
+    return {r[0]: r[1:] for r in rows(db, "SELECT item_id, change, cause, old_label, new_label FROM label_changes "
+                                          "WHERE run_id = ?", [run_id])}
+
+
+def night(items: pa.Table, *, drop: int = 100, new: int = 300, changed: int = 60) -> tuple[pa.Table, list, list]:
+    """Day 1 of a catalog whose day 0 was ``items[:-new]``: the first ``drop`` items gone, the next
+    ``changed`` given another class's embeddings (and version), ``new`` items added at the end."""
+    day1 = items.slice(drop)
+    ids = day1.column("item_id").to_pylist()
+    donors = day1.slice(day1.num_rows - new - changed - 1, changed)  # items of other classes, mostly
+    for column in ("image_embedding", "text_embedding"):
+        values = day1.column(column).to_pylist()
+        values[:changed] = donors.column(column).to_pylist()
+        day1 = day1.set_column(day1.schema.get_field_index(column), column,
+                               pa.array(values, day1.schema.field(column).type))
+    version = ["v2"] * changed + day1.column("version").to_pylist()[changed:]
+    day1 = day1.set_column(day1.schema.get_field_index("version"), "version", pa.array(version))
+    gone = items.column("item_id").to_pylist()[:drop]
+    return day1, gone, ids[:changed]
+
+
+def params(items_glob, classes, db, **extra):
+    return ReclassifyParams(items=items_glob, classes=classes, db=str(db), gold_column="label", chunk_size=CHUNK,
+                            **extra)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("changed_column", [None, "version"])
+def test_full_run_then_incremental_night_then_refit(tmp_path, catalog, changed_column):
+    items, classes = catalog
+    n_new = 300
+    day0 = items.slice(0, N_ITEMS - n_new)
+    glob0, classes_path = write_catalog(tmp_path / "d0", day0, classes, n_files=2, row_group_size=250)
+    db = tmp_path / "out.duckdb"
+    first = reclassify_catalog(params(glob0, classes_path, db, changed_column=changed_column))
+    before = catalog_state(db)
+    assert len(before) == day0.num_rows
+    assert first["changes"] == {"new": {"new_item": day0.num_rows}}
+
+    day1, gone, changed = night(items, new=n_new)
+    glob1, _ = write_catalog(tmp_path / "d1", day1, classes, n_files=3, row_group_size=250)
+    summary = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True,
+                                        changed_column=changed_column))
+    assert summary["model_id"] == first["model_id"]
+    details = summary["details"]["night"]
+    assert details == {"source": day1.num_rows, "new": n_new, "changed": len(changed), "deleted": len(gone),
+                       "labelled": n_new + len(changed), "carried_over": day1.num_rows - n_new - len(changed)}
+    after = catalog_state(db)
+    # deleted items leave the current views; every other item is there once
+    assert set(after) == set(day1.column("item_id").to_pylist())
+    assert rows(db, "SELECT count(*), count(DISTINCT item_id) FROM current_labels")[0] == (2 * len(after), len(after))
+    # unchanged items keep their labels, confidence and labelling run exactly
+    unchanged = set(after) - set(changed) - set(day1.column("item_id").to_pylist()[-n_new:])
+    assert all(after[i] == before[i] for i in unchanged)
+    # new and changed items were labelled by this night, with the stored model
+    for i in set(after) - unchanged:
+        assert after[i][3:5] == (first["model_id"], summary["run_id"])
+    recorded = changes(db, summary["run_id"])
+    assert {i for i, c in recorded.items() if c[0] == "deleted"} == set(gone)
+    assert all(recorded[i][:2] == ("deleted", "removed") for i in gone)
+    assert {i for i, c in recorded.items() if c[0] == "new"} == set(day1.column("item_id").to_pylist()[-n_new:])
+    relabelled = {i for i, c in recorded.items() if c[0] == "relabelled"}
+    assert relabelled and relabelled <= set(changed)  # another class's embeddings: most changed items move
+    assert all(recorded[i][1] == "embedding_changed" and recorded[i][2] != recorded[i][3] for i in relabelled)
+    assert relabelled == {i for i in changed if after[i][0] != before[i][0]}
+
+    # a stored model's labels equal a relabel's: the whole day-1 catalog relabelled with the same model
+    relabel_db = tmp_path / "relabel.duckdb"
+    reclassify_catalog(params(glob0, classes_path, relabel_db))  # same seed: the same model, stored there
+    full = reclassify_catalog(params(glob1, classes_path, relabel_db, model="latest"))
+    assert full["details"]["night"] is None
+    relabelled_state = catalog_state(relabel_db)
+    assert {i: v[:3] for i, v in relabelled_state.items()} == {i: v[:3] for i, v in after.items()}
+
+    # a night with nothing new labels nothing and changes nothing
+    quiet = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True,
+                                      changed_column=changed_column))
+    assert quiet["details"]["night"]["labelled"] == 0 and quiet["changes"] == {}
+    assert catalog_state(db) == after
+
+    # a refit: a new model on the whole catalog; churn of unchanged items is recorded with cause refit
+    refit = reclassify_catalog(params(glob1, classes_path, db, seed=7, strategy="round_robin",
+                                      changed_column=changed_column))
+    assert refit["model_id"] != first["model_id"]
+    churned = changes(db, refit["run_id"])
+    assert {c[:2] for c in churned.values()} <= {("relabelled", "refit")}
+    final = catalog_state(db)
+    assert {i for i in final if final[i][0] != after[i][0]} == set(churned)
+    assert all(v[3:5] == (refit["model_id"], refit["run_id"]) for v in final.values())
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_refit_stability_keeps_unchanged_items_labels(tmp_path, catalog):
+    items, classes = catalog
+    glob0, classes_path = write_catalog(tmp_path / "d0", items, classes, n_files=2, row_group_size=250)
+    db = tmp_path / "out.duckdb"
+    # a model from a noisier fit, then a refit that disagrees with it on some items
+    first = reclassify_catalog(params(glob0, classes_path, db, cutoff=0.0, min_dims=2, max_dims=2))
+    before = catalog_state(db)
+    churn_db = tmp_path / "churn.duckdb"
+    reclassify_catalog(params(glob0, classes_path, churn_db, cutoff=0.0, min_dims=2, max_dims=2))
+    unstable = reclassify_catalog(params(glob0, classes_path, churn_db))
+    flipped = changes(churn_db, unstable["run_id"])
+    assert flipped, "the refit changed no label: the test would not test the stability"
+
+    confidence = dict(rows(churn_db, "SELECT item_id, new_confidence FROM label_changes WHERE run_id = ?",
+                           [unstable["run_id"]]))
+    sure = {i for i in flipped if confidence[i] >= 1.0}  # the new model is certain: no stability keeps those
+    stable = reclassify_catalog(params(glob0, classes_path, db, refit_stability=1.0))
+    assert set(changes(db, stable["run_id"])) == sure
+    after = catalog_state(db)
+    assert all(after[i][:3] == before[i][:3] for i in set(after) - sure)
+    kept = {i for i, v in after.items() if v[4] == first["run_id"]}
+    assert kept == set(flipped) - sure  # exactly the items the new model would have moved kept their old row
+    assert rows(db, "SELECT count(*) FROM current_labels")[0][0] == 2 * N_ITEMS
+
+
+def test_incremental_needs_a_stored_model_and_falls_back_to_a_fit_on_the_first_night(tmp_path, catalog):
+    with pytest.raises(ValueError, match="--incremental labels with a stored model"):
+        ReclassifyParams(items="x", classes="y", incremental=True)
+    with pytest.raises(ValueError, match="add --incremental"):
+        ReclassifyParams(items="x", classes="y", model="latest", refit_on_drift=True)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_first_incremental_night_fits_a_model(tmp_path, catalog):
+    items, classes = catalog
+    glob0, classes_path = write_catalog(tmp_path / "d0", items, classes)
+    db = tmp_path / "out.duckdb"
+    summary = reclassify_catalog(params(glob0, classes_path, db, model="latest", incremental=True))
+    assert summary["details"]["night"] is None and summary["details"]["sample_rate"] is not None
+    assert rows(db, "SELECT count(*) FROM models")[0][0] == 1
+    assert len(catalog_state(db)) == N_ITEMS
+
+
+def test_a_killed_incremental_night_changes_nothing_readers_see(server, tmp_path, catalog):
+    _, env = server
+    items, classes = catalog
+    glob0, classes_path = write_catalog(tmp_path / "d0", items.slice(0, N_ITEMS - 300), classes, n_files=2)
+    db = tmp_path / "out.duckdb"
+    base = [PAIRWISE, "run", "--classes", classes_path, "--db", str(db), "--gold-column", "label", "--chunk-size",
+            str(CHUNK), "--quiet"]
+    done = subprocess.run(base + ["--items", glob0], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    day1, _, _ = night(items)
+    glob1, _ = write_catalog(tmp_path / "d1", day1, classes, n_files=3, row_group_size=250)
+    seen = lambda: (sorted(catalog_state(db).items()), rows(db, "SELECT * FROM label_changes ORDER BY ALL"),
+                    rows(db, "SELECT * FROM current_labels ORDER BY item_id, modality"))
+    expected = seen()
+    rng = random.Random(1)
+    for k in range(3):
+        process = subprocess.Popen(base + ["--items", glob1, "--model", "latest", "--incremental",
+                                           "--run-id", f"killed-{k}"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not (Path(f"{db}.staging") / f"killed-{k}").exists() and process.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.5))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        status = rows(db, "SELECT status FROM runs WHERE run_id = ?", [f"killed-{k}"])
+        if status != [("succeeded",)]:  # killed before its commit: nothing changed
+            assert seen() == expected
+    finished = subprocess.run(base + ["--items", glob1, "--model", "latest", "--incremental"], env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert set(catalog_state(db)) == set(day1.column("item_id").to_pylist())
