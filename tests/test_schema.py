@@ -63,7 +63,10 @@ def test_a_file_written_before_versions_is_upgraded_and_its_runs_stay_readable(t
         consensus = con.execute("SELECT run_id, item_id, label, status FROM consensus_labels ORDER BY ALL").fetchall()
         confidences = con.execute("SELECT DISTINCT confidence FROM consensus_labels").fetchall()
         attempts = con.execute("SELECT run_id, attempt, status, host FROM run_attempts ORDER BY ALL").fetchall()
+        state = con.execute("SELECT item_id, label, status, run_id FROM catalog_labels ORDER BY ALL").fetchall()
     applied = versions(db)
+    # the catalog's state starts as the latest succeeded run (schema version 6)
+    assert state == [("a", "hat", "agreed", "old"), ("b", "bag", "agreed", "old")]
     assert [(version, name) for version, name, _ in applied] == [(m.version, m.name) for m in MIGRATIONS]
     assert columns[-4:] == ["given_gap", "given_h2h", "refined_class", "refined_confidence"]
     assert current == [("a", "image", "hat", None, None), ("a", "text", "hat", None, None),
@@ -206,8 +209,8 @@ def test_a_fresh_file_gets_every_migration(tmp_path):
     assert [version for version, *_ in versions(db)] == list(range(1, LATEST + 1))
     assert tables == {"schema_migrations", "runs", "run_attempts", "item_labels", "pair_masks", "agreement_metrics",
                       "rejected_items", "annotation_issues", "confusion_counts", "joint_labels", "calibration_bins",
-                      "models"}
-    assert views == {"current_labels", "consensus_labels"}
+                      "models", "catalog_items", "label_changes", "drift_metrics"}
+    assert views == {"current_labels", "consensus_labels", "catalog_labels"}
 
 
 def test_a_file_of_a_newer_schema_version_is_refused_and_left_as_it_is(tmp_path):
