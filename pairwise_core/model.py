@@ -9,10 +9,12 @@ pipeline writes them as files and labels from files (a stored model), so
 nothing it reads back can run code, and the same (item, model) gives the same
 label on every path. No I/O here.
 
-A model is three parts:
+A model is three parts, and a fourth that labelling does not apply:
 - ``Classifiers``: the class names and, per modality, the fitted tourney;
 - ``Refinement``: per modality the mixture, and the confidence weights;
-- ``Review``: the route that judges given labels (only with given labels).
+- ``Review``: the route that judges given labels (only with given labels);
+- ``DriftReference``: a seeded share of the fit sample, what a night's items are compared with
+  (``pairwise_core.drift``; models stored before it have none).
 """
 
 from __future__ import annotations
@@ -145,3 +147,26 @@ class Review:
 def combine(aware: np.ndarray, zero_shot: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The two routes' log posteriors weighted and renormalized: a product of experts."""
     return log_softmax(weights[0] * aware + weights[1] * zero_shot)
+
+
+@dataclass
+class DriftReference:
+    """What the model was fitted on, kept small: the baseline of the nightly drift tests.
+
+    ``x``: per modality, at most ``drift.SAMPLE_ROWS`` usable rows of the fit
+    sample (float32); ``labels``: the joint (consensus) class ids of at most
+    ``drift.SAMPLE_ROWS`` seeded rows of it, as the labelling pass would give them.
+    """
+
+    x: dict[str, np.ndarray]
+    labels: np.ndarray
+
+    def to_arrays(self) -> tuple[Arrays, State]:
+        arrays: Arrays = {"labels": self.labels.astype(np.int64, copy=False)}
+        for i, x in enumerate(self.x.values()):  # by position, as Classifiers: a modality's name is any string
+            arrays[f"x/{i}"] = x.astype(np.float32, copy=False)
+        return arrays, {"modalities": list(self.x)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Arrays, state: State) -> DriftReference:
+        return cls({m: arrays[f"x/{i}"] for i, m in enumerate(state["modalities"])}, arrays["labels"])

@@ -27,8 +27,8 @@ from matplotlib.figure import Figure as MplFigure
 
 from tasks import store
 from tasks.staging import replacing
-from tasks.report import (CALIBRATIONS, ISSUE_COLUMNS, ISSUES_NOTE, OLD_ISSUES_NOTE, issue_cells,
-                          run_row, shown_classes, signed, status_meaning)
+from tasks.report import (CALIBRATIONS, DRIFT_HEADERS, DRIFT_NOTE, ISSUE_COLUMNS, ISSUES_NOTE, OLD_ISSUES_NOTE,
+                          drift_cells, issue_cells, run_row, shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -400,6 +400,14 @@ def _consensus_section(db: str | Path, run_id: str, n_modalities: int) -> _Secti
     return _Section("consensus", "Consensus labels", statuses + confidence + note)
 
 
+def _drift_sections(db: str | Path, run_id: str) -> list[_Section]:
+    """The run's drift tests against its model's fit sample: a section only when the run has some."""
+    rows = store.query(db, "report_drift", {"run_id": run_id}).to_pylist()
+    if not rows:
+        return []
+    return [_Section("drift", "Drift", _table(DRIFT_HEADERS, map(drift_cells, rows)) + _note(DRIFT_NOTE))]
+
+
 def _confidence_section(db: str | Path, run_id: str, details: str | None) -> tuple[_Section, Figure | None]:
     """The reliability diagram, when the run has gold labels to check the confidence against."""
     calibration = json.loads(details).get("calibration") if details else None
@@ -558,6 +566,7 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
     sections += [
         _metrics_section(db, run_id),
         _consensus_section(db, run_id, len(run["modalities"] or [])),
+        *_drift_sections(db, run_id),
         confidence,
         _figure_section("agreement", "Modality against modality", agreement,
                         "Only one modality labelled items in this run: nothing to compare.", wide=True),

@@ -9,8 +9,9 @@ import numpy as np
 from prefect import task
 
 from pairwise_core import MixtureRefiner
-from pairwise_core.joint import cross_view_weights, fit_weights
-from pairwise_core.model import Classifiers, Refinement
+from pairwise_core.drift import SAMPLE_ROWS
+from pairwise_core.joint import cross_view_weights, fit_weights, joint_log_posterior
+from pairwise_core.model import Classifiers, DriftReference, Refinement
 from tasks.policy import IO_TASK
 from tasks.sample import N_FOLDS, Sample, load_sample
 from tasks.sources import Plan
@@ -54,6 +55,18 @@ def calibration_weights(terms: np.ndarray, present: np.ndarray, fold: np.ndarray
     return view, joint, "gold"
 
 
+def drift_reference(sample: Sample, terms: np.ndarray, present: np.ndarray, joint_weights: np.ndarray,
+                    seed: int) -> DriftReference:
+    """The baseline of the nightly drift tests: at most ``SAMPLE_ROWS`` seeded rows of the sample, their
+    usable embeddings per modality and their joint labels under the fold's weights, as the labelling pass
+    gives them. ``terms`` and ``present`` are the rows' (the calibration computed them): no extra pass."""
+    rows = np.sort(np.random.default_rng(seed).permutation(sample.n_rows)[:SAMPLE_ROWS])
+    labelled = rows[present[rows].any(axis=1)]
+    log_p = joint_log_posterior(terms[labelled], present[labelled], joint_weights[sample.fold[labelled]])
+    x = {m: sample.x[m][rows][sample.valid[m][rows]] for m in sample.x}
+    return DriftReference(x, log_p.argmax(axis=1).astype(np.int64))
+
+
 @task(name="fit-refinement", **IO_TASK)
 def fit_refinement(
     sample_paths: list[str], plan: Plan, model_dir: str, refine_params: dict[str, Any], label_aware: bool,
@@ -61,7 +74,8 @@ def fit_refinement(
 ) -> str:
     """Per modality, the mixture anchored to the sample's pairwise labels; then the confidence weights.
 
-    Writes the part ``refinement`` of the model in ``model_dir``; returns how it was calibrated.
+    Writes the parts ``refinement`` and ``drift_reference`` of the model in ``model_dir``; returns how it
+    was calibrated.
     """
     classifiers: Classifiers = load_part(model_dir, "classifiers")
     models = classifiers.models
@@ -84,4 +98,5 @@ def fit_refinement(
     view, joint, how = calibration_weights(terms, present, sample.fold, gold)
     free = joint[0] if how == "label-free" else cross_view_weights(terms, present)[1]
     save_part(Path(model_dir), "refinement", Refinement(refiners, view, joint, how, free))
+    save_part(Path(model_dir), "drift_reference", drift_reference(sample, terms, present, joint, seed))
     return how

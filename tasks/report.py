@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pairwise_core.drift import AUC_METRIC, SHARE_METRIC
 from tasks import store
 
 
@@ -76,6 +77,10 @@ def render_report(db: str | Path, run_id: str) -> str:
     lines += ["", "## Class shares", "", _shares_table(shares)]
     lines += ["", "## One label per item (consensus_labels)", "",
               *_consensus_lines(db, run_id, run["details"], len(run["modalities"] or []))]
+    drift = store.query(db, "report_drift", {"run_id": run_id}).to_pylist()
+    if drift:
+        lines += ["", "## Drift against the model's fit sample (drift_metrics)", "", _drift_table(drift), "",
+                  DRIFT_NOTE]
     issues = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": 5}).to_pylist()
     if issues:
         lines += ["", f"## Labels worth a look: top 5 of {issues[0]['n_issues']:,} (annotation_issues)", "",
@@ -126,6 +131,27 @@ def status_meaning(status: str, n_modalities: int) -> str:
 
 
 CALIBRATIONS = {"gold": "fitted out of fold on the gold column", "label-free": "fitted without labels"}
+
+# drift_metrics.metric in words (pairwise_core/drift.py)
+DRIFT_METRICS = {AUC_METRIC: "domain-classifier AUC", SHARE_METRIC: "class-share JS distance"}
+DRIFT_NOTE = ("Drifted: value > threshold. domain-classifier AUC, per modality: how well a classifier tells the "
+              "run's rows from the model's fit sample (0.5: not at all; 1: always). class-share JS distance, "
+              "consensus: between the class shares of the run's consensus labels and the fit sample's (0: the "
+              "same). Thresholds are at least the no-drift 99.9% quantile at these sample sizes.")
+
+
+def drift_cells(row: Mapping[str, Any]) -> list[Any]:
+    """A drift_metrics row as the reports show it: the metric in words, drifted as yes / no."""
+    return [row["modality"], DRIFT_METRICS.get(row["metric"], row["metric"]), row["value"], row["threshold"],
+            "yes" if row["drifted"] else "no", f"{row['n_reference']:,}", f"{row['n_current']:,}"]
+
+
+DRIFT_HEADERS = ["modality", "metric", "value", "threshold", "drifted", "reference rows", "run rows"]
+
+
+def _drift_table(rows: list[dict]) -> str:
+    cells = [drift_cells(r) for r in rows]
+    return markdown_table(pa.table({h: [_fmt(row[i]) for row in cells] for i, h in enumerate(DRIFT_HEADERS)}))
 
 
 # The top issues of a run of schema version 4 on: column -> (terminal header, HTML header). Each route's own

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.report import CALIBRATIONS
+from tasks.drift import CONSENSUS
 from tasks.night import Night
+from tasks.report import CALIBRATIONS, DRIFT_METRICS
 from tasks.sources import Partition, Plan
 
 ARROW = "\u2192"
@@ -131,6 +132,20 @@ def review(gold_column: str | None, issue_paths: Sequence[str], seconds: float, 
     kept = "every labelled item" if keep_below >= 1 else f"the labelled items with p_given < {keep_below:g}"
     return (f"Review: {count(len(p_given), 'item')} ranked by p_given in {seconds:.2f} s (annotation_issues keeps "
             f"{kept}); {count(doubtful, 'given label')} more likely wrong than right (p_given < 0.5)")
+
+
+def drift(result: Mapping[str, Any]) -> list[str]:
+    """One line per drift test of ``tasks.drift.measure_drift``'s result, and one for the tests not run."""
+    lines = []
+    for row in result["rows"]:
+        sign, verdict = (">", "drifted") if row["drifted"] else ("<=", "no drift")
+        rows = "labels" if row["modality"] == CONSENSUS else "rows"
+        lines.append(f"Drift, {row['modality']}: {DRIFT_METRICS.get(row['metric'], row['metric'])} "
+                     f"{row['value']:.3f} {sign} {row['threshold']:.3f} ({row['n_reference']:,} vs "
+                     f"{row['n_current']:,} {rows}): {verdict}")
+    if result["skipped"]:
+        lines.append(f"Drift not measured: {result['skipped']}")
+    return lines
 
 
 def html_report(path: Path) -> str:

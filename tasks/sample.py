@@ -22,9 +22,14 @@ _FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3
 
 
 def item_folds(ids: pa.Array, seed: int) -> np.ndarray:
-    """Each item's fold (0 .. N_FOLDS - 1), from a seeded hash of its item_id (64-bit FNV-1a, then a
-    finalizer): the same in every pass and every re-run, whatever the partitioning, and vectorized over the
-    ids' bytes, a step per byte position instead of a call per item."""
+    """Each item's fold (0 .. N_FOLDS - 1), from its ``item_hash``: the same in every pass and every re-run,
+    whatever the partitioning."""
+    return (item_hash(ids, seed) % np.uint64(N_FOLDS)).astype(np.int64)
+
+
+def item_hash(ids: pa.Array, seed: int) -> np.ndarray:
+    """A seeded 64-bit hash of each item_id (FNV-1a, then a finalizer), vectorized over the ids' bytes, a
+    step per byte position instead of a call per item."""
     ids = ids.cast(pa.string())
     offsets = np.frombuffer(ids.buffers()[1], np.int32, len(ids) + 1, ids.offset * 4).astype(np.int64)
     data = np.frombuffer(ids.buffers()[2], np.uint8) if len(ids) else np.zeros(0, np.uint8)
@@ -36,7 +41,7 @@ def item_folds(ids: pa.Array, seed: int) -> np.ndarray:
     h ^= h >> np.uint64(33)
     h *= np.uint64(0xFF51AFD7ED558CCD)
     h ^= h >> np.uint64(33)
-    return (h % np.uint64(N_FOLDS)).astype(np.int64)
+    return h
 
 
 def gold_codes(batch: pa.RecordBatch, plan: Plan) -> np.ndarray:

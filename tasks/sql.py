@@ -9,7 +9,7 @@ from importlib.resources import files
 
 OUTPUT_TABLES = (
     "item_labels", "joint_labels", "pair_masks", "agreement_metrics", "rejected_items", "annotation_issues",
-    "confusion_counts", "calibration_bins",
+    "confusion_counts", "calibration_bins", "drift_metrics",
 )
 # views carry no data: every write connection re-creates them, after the migrations
 VIEWS = ("create_current_labels", "create_consensus_labels", "create_catalog_labels")

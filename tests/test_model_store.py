@@ -15,6 +15,7 @@ from prefect.logging import disable_run_logger
 from conftest import write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import Modality, embeddings, make_catalog
+from pairwise_core.drift import SAMPLE_ROWS, js_distance
 from tasks import store
 from tasks.models import MANIFEST, ModelMismatch, class_hash, save_part, seal
 from tasks.runs import start_run
@@ -61,10 +62,24 @@ def test_a_full_run_stores_its_model_with_a_row_that_checks_it(stored):
     assert folder == db.parent / "out.duckdb.models" / model_id
     assert mode(folder.parent) == mode(folder) == 0o700
     assert sorted(p.name for p in folder.iterdir()) == [
-        "classifiers.json", "classifiers.npz", MANIFEST, "refinement.json", "refinement.npz", "review.json",
-        "review.npz"]
+        "classifiers.json", "classifiers.npz", "drift_reference.json", "drift_reference.npz", MANIFEST,
+        "refinement.json", "refinement.npz", "review.json", "review.npz"]
     assert hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest() == content_hash
     assert not (db.parent / "out.duckdb.staging").exists()
+
+
+def test_a_full_run_stores_a_drift_reference_drawn_from_its_items_with_their_class_shares(stored):
+    db, run_id, items, *_ = stored
+    reference = store.stored_model(db, "latest")[1].drift_reference
+    assert list(reference.x) == ["image", "text"]
+    for modality, x in reference.x.items():
+        catalog = {row.tobytes() for row in embeddings(items, f"{modality}_embedding").astype(np.float32)}
+        assert 0 < len(x) <= SAMPLE_ROWS and x.dtype == np.float32
+        assert all(row.tobytes() in catalog for row in x)
+    labels = dict(rows(db, "SELECT label, count(*) FROM joint_labels WHERE run_id = ? GROUP BY label", [run_id]))
+    names = store.stored_model(db, "latest")[1].classifiers.class_names
+    shares = np.array([labels.get(name, 0) for name in names]) / sum(labels.values())
+    assert js_distance(np.bincount(reference.labels, minlength=len(names)) / reference.labels.size, shares) < 0.1
 
 
 def test_the_stored_model_labels_as_the_run_did(stored):

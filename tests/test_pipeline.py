@@ -231,7 +231,8 @@ def test_export_writes_the_run_as_parquet(tmp_path, catalog):
     summary, _ = run(tmp_path, items_glob, classes_path, export_dir=str(tmp_path / "export"))
     exported = {p.stem: pq.read_table(p) for p in (tmp_path / "export").glob("*.parquet")}
     assert set(exported) == {"runs", "item_labels", "joint_labels", "pair_masks", "agreement_metrics",
-                             "rejected_items", "annotation_issues", "confusion_counts", "calibration_bins", "label_changes"}
+                             "rejected_items", "annotation_issues", "confusion_counts", "calibration_bins",
+                             "drift_metrics", "label_changes"}
     assert exported["item_labels"].num_rows == 2 * N_ITEMS
     assert exported["joint_labels"].num_rows == N_ITEMS
     assert set(exported["runs"].column("run_id").to_pylist()) == {summary["run_id"]}

@@ -1,0 +1,1 @@
+DELETE FROM drift_metrics WHERE run_id = $run_id

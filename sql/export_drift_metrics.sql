@@ -1,0 +1,1 @@
+SELECT * FROM drift_metrics WHERE run_id = $run_id

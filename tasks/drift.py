@@ -1,0 +1,158 @@
+"""The nightly drift tests (issue 21): what a night labelled against its model's fit sample.
+
+Each label task keeps a seeded share of its rows per modality (``DriftSample``,
+one .npz per partition); ``measure_drift`` then compares them, and the
+night's consensus labels, with the model's ``DriftReference`` through
+``pairwise_core.drift``, and stages the ``drift_metrics`` rows. A drift test
+informs, it never fails a run: a model without a reference, too few rows or
+a missing scikit-learn give no row and a one-line reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from prefect import task
+
+from pairwise_core import drift
+from pairwise_core.model import DriftReference
+from tasks.models import load_model
+from tasks.policy import IO_TASK
+from tasks.sample import item_hash
+from tasks.sources import Plan
+from tasks.staging import Staging
+
+DRIFT_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("modality", pa.string()),
+    ("metric", pa.string()),
+    ("value", pa.float64()),
+    ("threshold", pa.float64()),
+    ("drifted", pa.bool_()),
+    ("n_reference", pa.int64()),
+    ("n_current", pa.int64()),
+])
+# drift_metrics.modality of the class-share test: the consensus labels, not one modality
+CONSENSUS = "consensus"
+MISSING_SKLEARN = "scikit-learn is not installed (pip install 'pairwise[drift]')"
+
+
+def sample_rate(n_rows: int) -> float:
+    """The share of a night's rows to keep: about twice what a drift test reads (``drift.SAMPLE_ROWS``),
+    so rejected rows and the hash's scatter still leave it enough."""
+    return min(1.0, 2 * drift.SAMPLE_ROWS / max(1, n_rows))
+
+
+def kept_rows(ids: pa.Array, rate: float, seed: int) -> np.ndarray:
+    """Which items fall in the seeded share ``rate``: their hash's top 53 bits read as a number in [0, 1),
+    so an item is kept or not whatever the batch or partition it comes in."""
+    return (item_hash(ids, seed) >> np.uint64(11)).astype(np.float64) * 2.0**-53 < rate
+
+
+class DriftSample:
+    """One partition's seeded share of the rows a night labelled, per modality (float32)."""
+
+    def __init__(self, modalities: tuple[str, ...], dims: dict[str, int], rate: float, seed: int) -> None:
+        self._dims = {m: dims[m] for m in modalities}
+        self._rate = rate
+        self._seed = seed
+        self._x: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+
+    def add(self, modality: str, ids: pa.Array, x: np.ndarray) -> None:
+        """Keep the rows of ``x`` (one per id in ``ids``: the usable rows of a batch) whose item is sampled."""
+        if len(ids) != len(x):
+            raise ValueError(f"drift sample of {modality}: {len(ids)} ids for {len(x)} rows")
+        self._x[modality].append(np.asarray(x[kept_rows(ids, self._rate, self._seed)], np.float32))
+
+    def save(self, path: Path) -> str:
+        arrays = {f"{m}/x": np.concatenate(parts) if parts else np.zeros((0, self._dims[m]), np.float32)
+                  for m, parts in self._x.items()}
+        with path.open("wb") as handle:
+            np.savez(handle, **arrays)
+        return str(path)
+
+
+def load_drift_sample(paths: list[str], modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Every partition's sample, per modality."""
+    parts: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+    for path in paths:
+        with np.load(path, allow_pickle=False) as data:
+            for m in modalities:
+                parts[m].append(data[f"{m}/x"])
+    return {m: np.concatenate(p) if p else np.zeros((0, 0), np.float32) for m, p in parts.items()}
+
+
+def consensus_ids(joint_paths: list[str], class_names: tuple[str, ...]) -> np.ndarray:
+    """The night's consensus labels (joint_labels.label) as class ids; names of no class are left out."""
+    names = pa.array(class_names, pa.string())
+    ids = [pc.index_in(pq.read_table(path, columns=["label"]).column("label"), value_set=names).drop_null()
+           for path in joint_paths]
+    return np.concatenate([np.asarray(a.to_numpy(), np.int64) for a in ids]) if ids else np.zeros(0, np.int64)
+
+
+def too_few(name: str, n_reference: int, n_current: int) -> str | None:
+    """Why a side is too small to test, or None."""
+    if min(n_reference, n_current) >= drift.MIN_ROWS:
+        return None
+    return f"{name} has {n_reference:,} reference and {n_current:,} current rows (a test needs {drift.MIN_ROWS})"
+
+
+def drift_row(modality: str, result: drift.DriftResult, n_reference: int, n_current: int) -> dict[str, Any]:
+    return {"modality": modality, "metric": result.metric, "value": result.value, "threshold": result.threshold,
+            "drifted": bool(result.drifted), "n_reference": n_reference, "n_current": n_current}
+
+
+def drift_rows(reference: DriftReference, current: dict[str, np.ndarray], labels: np.ndarray, n_classes: int,
+               seed: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """The drift_metrics rows of every test the samples allow, and why the others were not run."""
+    rows, skipped = [], []
+    for modality, x in current.items():
+        ref = reference.x.get(modality)
+        if ref is None:
+            skipped.append(f"{modality} is not in the model's drift reference")
+        elif reason := too_few(modality, len(ref), len(x)):
+            skipped.append(reason)
+        elif MISSING_SKLEARN in skipped:
+            continue
+        else:
+            try:
+                result = drift.embedding_drift(ref, x, seed=seed)
+            except ImportError:
+                skipped.append(MISSING_SKLEARN)
+                continue
+            rows.append(drift_row(modality, result, min(len(ref), drift.SAMPLE_ROWS),
+                                  min(len(x), drift.SAMPLE_ROWS)))
+    if reason := too_few(CONSENSUS, reference.labels.size, labels.size):
+        skipped.append(reason)
+    else:
+        result = drift.class_share_shift(reference.labels, labels, n_classes, seed=seed)
+        rows.append(drift_row(CONSENSUS, result, reference.labels.size, labels.size))
+    return rows, skipped
+
+
+@task(name="measure-drift", **IO_TASK)
+def measure_drift(sealed: dict[str, str], sample_paths: list[str], joint_paths: list[str], plan: Plan,
+                  staging: Staging, run_id: str, seed: int) -> dict[str, Any]:
+    """Compare the night's drift samples and consensus labels with the model's drift reference.
+
+    Returns ``path`` (the staged drift_metrics part, None without rows),
+    ``rows`` (their values, without run_id) and ``skipped`` (one line: the
+    tests not run and why, or None).
+    """
+    model = load_model(sealed["folder"], sealed["content_hash"], sealed["model_id"])
+    if model.drift_reference is None:
+        return {"path": None, "rows": [], "skipped": f"model {sealed['model_id']} has no drift reference "
+                                                    "(stored before the drift tests; a full run stores one)"}
+    current = load_drift_sample(sample_paths, plan.modalities)
+    labels = consensus_ids(joint_paths, plan.class_names)
+    rows, skipped = drift_rows(model.drift_reference, current, labels, len(plan.class_names), seed)
+    path = None
+    if rows:
+        path = str(staging.part("drift_metrics", 0))
+        pq.write_table(pa.Table.from_pylist([{"run_id": run_id, **row} for row in rows], schema=DRIFT_SCHEMA), path)
+    return {"path": path, "rows": rows, "skipped": "; ".join(skipped) or None}
