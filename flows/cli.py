@@ -160,7 +160,8 @@ def _models(args: argparse.Namespace) -> int:
         print(f"{args.db}: no stored models yet (a full run stores one)", file=sys.stderr)
     for row in rows:
         print(f"{row['model_id']}  run {row['run_id']}  fitted {row['fitted_at'].isoformat(timespec='seconds')}  "
-              f"{row['n_items']} items  {row['n_classes']} classes  {','.join(row['modalities'])}")
+              f"fitted on {row['n_items']:,} items  {row['n_classes']:,} classes  {','.join(row['modalities'])}  "
+              f"labels {row['n_live']:,} live items")
     return 0
 
 

@@ -32,6 +32,7 @@ from tasks.runs import (
 )
 from tasks.sources import Partition
 from tasks.staging import Staging
+from tasks.drift import measure_drift, sample_rate
 from tasks.night import plan_night
 from tasks.store import CatalogUpdate, ExportFailed, check_export_dir, export_run, run_lock
 
@@ -155,7 +156,9 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             staged_parts = partitions(
                 "label-partition", list(labelling),
                 {"plan": plan, "staging": staging, "sealed": model["sealed"], "seed": model["seed"], "run_id": run_id,
-                 "selections": night and night.selections},
+                 "selections": night and night.selections,
+                 "drift_rate": None if using is None else sample_rate(plan.n_items if night is None
+                                                                      else night.n_new + (night.n_changed or 0))},
                 progress, offset=(passes - 1) * n_parts, total=passes * n_parts,
             )
             watch.lap("pass2")
@@ -173,6 +176,14 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             watch.lap("metrics")
             for line in run_log.metrics(metrics_paths.get("agreement_metrics")):
                 log.info(line)
+            drift = None
+            if using is not None:  # a night with a stored model: how far is it from what the model was fitted on?
+                begin_phase("drift")
+                drift = measure_drift(model["sealed"], [part["drift_sample"] for part in staged_parts], joint_paths,
+                                      plan, staging, run_id, model["seed"])
+                watch.lap("drift")
+                for line in run_log.drift(drift):
+                    log.info(line)
             review_paths = [part["review_items"] for part in staged_parts]
             begin_phase("review the gold labels")
             issues_paths = stage_annotation_issues(review_paths, staging, run_id) if plan.gold_column and n_labelled \
@@ -195,6 +206,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     "n_partitions": n_parts,
                     "n_labelled": n_labelled,
                     "night": night and night.details(n_labelled),
+                    "drift": drift and {"rows": drift["rows"], "skipped": drift["skipped"]},
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
                     "timings": timings,
                 },
@@ -205,6 +217,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "rejected_items": rejected_paths,
                 "pair_masks": model["pair_masks"],
                 **{table: [path] for table, path in metrics_paths.items()},
+                "drift_metrics": [drift["path"]] if drift and drift["path"] else [],
                 "annotation_issues": issues_paths,
             }
             begin_phase("commit")
@@ -236,6 +249,11 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         except Exception as error:
             raise ExportFailed(f"run {run_id} succeeded, but exporting it to {params.export_dir} failed: "
                                f"{type(error).__name__}: {error}".splitlines()[0]) from error
+    if params.refit_on_drift and drift and any(row["drifted"] for row in drift["rows"]):
+        refit_id = f"{run_id}-refit"
+        log.warning(run_log.refit_on_drift(refit_id))
+        summary["refit"] = reclassify_catalog(params.model_copy(update={
+            "model": None, "incremental": False, "refit_on_drift": False, "run_id": refit_id}))["run_id"]
     return summary
 
 

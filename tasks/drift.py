@@ -48,43 +48,72 @@ def sample_rate(n_rows: int) -> float:
     return min(1.0, 2 * drift.SAMPLE_ROWS / max(1, n_rows))
 
 
+def _unit(hashes: np.ndarray) -> np.ndarray:
+    """Seeded item hashes read as numbers in [0, 1) (their top 53 bits)."""
+    return (hashes >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
 def kept_rows(ids: pa.Array, rate: float, seed: int) -> np.ndarray:
-    """Which items fall in the seeded share ``rate``: their hash's top 53 bits read as a number in [0, 1),
-    so an item is kept or not whatever the batch or partition it comes in."""
-    return (item_hash(ids, seed) >> np.uint64(11)).astype(np.float64) * 2.0**-53 < rate
+    """Which items fall in the seeded share ``rate``: an item is kept or not whatever the batch or partition
+    it comes in."""
+    return _unit(item_hash(ids, seed)) < rate
+
+
+def _lowest(x: np.ndarray, keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` rows with the lowest keys (all of them if fewer): a seeded uniform sample of the rows, the
+    same whatever order and grouping they came in."""
+    if len(keys) <= n:
+        return x, keys
+    rows = np.argpartition(keys, n)[:n]
+    return x[rows], keys[rows]
 
 
 class DriftSample:
-    """One partition's seeded share of the rows a night labelled, per modality (float32)."""
+    """One partition's seeded share of the rows a night labelled, per modality (float32).
+
+    Bounded: of the rows in the share ``rate``, the ``drift.SAMPLE_ROWS`` with the lowest item hashes are
+    kept (a bottom-k sample), so a night that relabels far more items than its rate assumed still keeps at
+    most that many rows per modality and partition, and the partitions' samples merge into one uniform
+    sample (``load_drift_sample``).
+    """
 
     def __init__(self, modalities: tuple[str, ...], dims: dict[str, int], rate: float, seed: int) -> None:
         self._dims = {m: dims[m] for m in modalities}
         self._rate = rate
         self._seed = seed
-        self._x: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+        self._x = {m: np.zeros((0, dims[m]), np.float32) for m in modalities}
+        self._keys = {m: np.zeros(0, np.float64) for m in modalities}
 
     def add(self, modality: str, ids: pa.Array, x: np.ndarray) -> None:
         """Keep the rows of ``x`` (one per id in ``ids``: the usable rows of a batch) whose item is sampled."""
         if len(ids) != len(x):
             raise ValueError(f"drift sample of {modality}: {len(ids)} ids for {len(x)} rows")
-        self._x[modality].append(np.asarray(x[kept_rows(ids, self._rate, self._seed)], np.float32))
+        keys = _unit(item_hash(ids, self._seed))
+        kept = keys < self._rate
+        x = np.concatenate([self._x[modality], np.asarray(x[kept], np.float32)])
+        keys = np.concatenate([self._keys[modality], keys[kept]])
+        self._x[modality], self._keys[modality] = _lowest(x, keys, drift.SAMPLE_ROWS)
 
     def save(self, path: Path) -> str:
-        arrays = {f"{m}/x": np.concatenate(parts) if parts else np.zeros((0, self._dims[m]), np.float32)
-                  for m, parts in self._x.items()}
+        arrays = {}
+        for m in self._dims:
+            arrays[f"{m}/x"], arrays[f"{m}/key"] = self._x[m], self._keys[m]
         with path.open("wb") as handle:
             np.savez(handle, **arrays)
         return str(path)
 
 
 def load_drift_sample(paths: list[str], modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Every partition's sample, per modality."""
-    parts: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+    """The night's sample per modality: the lowest keys of every partition's sample."""
+    sample: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for path in paths:
         with np.load(path, allow_pickle=False) as data:
             for m in modalities:
-                parts[m].append(data[f"{m}/x"])
-    return {m: np.concatenate(p) if p else np.zeros((0, 0), np.float32) for m, p in parts.items()}
+                x, keys = data[f"{m}/x"], data[f"{m}/key"]
+                if m in sample:
+                    x, keys = np.concatenate([sample[m][0], x]), np.concatenate([sample[m][1], keys])
+                sample[m] = _lowest(x, keys, drift.SAMPLE_ROWS)
+    return {m: sample[m][0] if m in sample else np.zeros((0, 0), np.float32) for m in modalities}
 
 
 def consensus_ids(joint_paths: list[str], class_names: tuple[str, ...]) -> np.ndarray:

@@ -14,6 +14,7 @@ from pairwise_core.joint import joint_log_posterior
 from pairwise_core.refine import log_softmax
 from pairwise_core.model import Review
 from tasks.policy import IO_TASK
+from tasks.drift import DriftSample
 from tasks.fingerprint import fingerprints
 from tasks.models import load_model
 from tasks.night import Selection
@@ -81,13 +82,14 @@ REJECTED_SCHEMA = pa.schema([
 @task(name="label-partition", **IO_TASK)
 def label_partition(
     partition: Partition, plan: Plan, sealed: dict[str, str], seed: int, staging: Staging, run_id: str,
-    selections: dict[int, Selection] | None = None,
+    selections: dict[int, Selection] | None = None, drift_rate: float | None = None,
 ) -> dict[str, Any]:
     """Run the tourney and the refinement over one partition, streaming; stage its item_labels,
     joint_labels, rejected_items, review_items and catalog_state rows, and count the rows labelled.
 
     ``selections`` (an incremental night's, by partition index): this partition's says which rows to label;
-    a partition without one, or no selections at all, labels every row.
+    a partition without one, or no selections at all, labels every row. With ``drift_rate`` (a night with a
+    stored model) it also stages a seeded sample of the rows it labelled, for the drift tests (tasks/drift.py).
 
     ``sealed`` names the sealed model (``folder``, ``content_hash``, ``model_id``): labelling reads the model
     only through ``load_model``, as a stored model is read. Every (item, modality) lands in exactly one of
@@ -105,6 +107,7 @@ def label_partition(
     selection = (selections or {}).get(partition.index)
     choose = selection.chooser() if selection is not None else None
     n_labelled = 0
+    drift_sample = None if drift_rate is None else DriftSample(plan.modalities, plan.dims, drift_rate, seed)
     with pq.ParquetWriter(paths["item_labels"], LABEL_SCHEMA) as labels, \
             pq.ParquetWriter(paths["joint_labels"], JOINT_SCHEMA) as joint_labels, \
             pq.ParquetWriter(paths["rejected_items"], REJECTED_SCHEMA) as rejected, \
@@ -154,6 +157,8 @@ def label_partition(
                 if n == 0:
                     continue
                 keep = pa.array(usable.valid)
+                if drift_sample is not None:
+                    drift_sample.add(modality, ids.filter(keep), usable.x)
                 result = model.classify(usable.x, given=None if given is None else given[usable.valid])
                 terms = refinement.refiners[modality].log_terms(usable.x, result.label)
                 refined = terms.argmax(axis=1)
@@ -180,7 +185,8 @@ def label_partition(
                 table = review_table(review, joint, refinement.free_weights, xs, scales, fold, ids, given, names)
                 reviews.write_table(table)
             joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names))
-    return {**{kind: str(path) for kind, path in paths.items()}, "n_labelled": n_labelled}
+    sampled = drift_sample and drift_sample.save(staging.path("drift_sample", f"part-{partition.index:05d}.npz"))
+    return {**{kind: str(path) for kind, path in paths.items()}, "n_labelled": n_labelled, "drift_sample": sampled}
 
 
 @dataclass

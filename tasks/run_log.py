@@ -80,8 +80,9 @@ def refinement(calibration: str, sample_rate: float, seconds: float) -> str:
 
 def rejected(paths: Sequence[str]) -> str:
     """How many (item, modality) rows were rejected, by modality and reason."""
-    table = pa.concat_tables([pq.read_table(path, columns=["modality", "reason"]) for path in paths])
-    if table.num_rows == 0:
+    tables = [pq.read_table(path, columns=["modality", "reason"]) for path in paths]
+    table = pa.concat_tables(tables) if tables else None  # none: a night that read no partition
+    if table is None or table.num_rows == 0:
         return "Rejected rows: none"
     counts = table.group_by(["modality", "reason"]).aggregate([([], "count_all")]).sort_by(
         [("count_all", "descending"), ("modality", "ascending"), ("reason", "ascending")])
@@ -181,3 +182,7 @@ def night_labelled(details: Mapping[str, int]) -> str:
     """What an incremental night labelled, once its partitions were read (Night.details)."""
     return (f"Incremental night: labelled {count(details['labelled'], 'item')} ({details['new']:,} new, "
             f"{details['changed']:,} changed), carried {details['carried_over']:,} over unchanged")
+
+
+def refit_on_drift(refit_id: str) -> str:
+    return f"The night drifted from the model's fit sample (--refit-on-drift): refitting on the whole catalog as run {refit_id}"

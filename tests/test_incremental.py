@@ -210,3 +210,42 @@ def test_a_killed_incremental_night_changes_nothing_readers_see(server, tmp_path
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     assert set(catalog_state(db)) == set(day1.column("item_id").to_pylist())
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_night_like_the_fit_does_not_drift_and_another_catalog_refits_on_drift(tmp_path, catalog):
+    items, classes = catalog
+    day0 = items.slice(0, 2000)
+    glob0, classes_path = write_catalog(tmp_path / "d0", day0, classes, n_files=2, row_group_size=250)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(glob0, classes_path, db))
+    assert rows(db, "SELECT count(*) FROM drift_metrics")[0][0] == 0  # a full run fits: nothing to compare
+
+    # items of the same catalog: no drift
+    glob1, _ = write_catalog(tmp_path / "d1", items, classes, n_files=3, row_group_size=250)
+    same = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True, refit_on_drift=True))
+    measured = rows(db, "SELECT modality, metric, drifted, n_current FROM drift_metrics WHERE run_id = ? "
+                        "ORDER BY modality", [same["run_id"]])
+    assert [(m, metric) for m, metric, *_ in measured] == [
+        ("consensus", "class_share_js_distance"), ("image", "domain_classifier_auc"), ("text", "domain_classifier_auc")]
+    assert [(drifted, n) for _, _, drifted, n in measured] == [(False, N_ITEMS - 2000)] * 3
+    assert "refit" not in same
+
+    # a thousand items of another catalog, whose embeddings lie elsewhere: drift, and a refit that night
+    other, _ = make_catalog(1000, N_CLASSES, seed=99)
+    other = other.set_column(0, "item_id", pa.array([f"other-{i}" for i in range(1000)]))
+    other = other.append_column("version", pa.array(["v1"] * 1000))
+    glob2, _ = write_catalog(tmp_path / "d2", pa.concat_tables([items, other]), classes, n_files=3,
+                             row_group_size=250)
+    shifted = reclassify_catalog(params(glob2, classes_path, db, model="latest", incremental=True,
+                                        refit_on_drift=True))
+    drifted = rows(db, "SELECT modality FROM drift_metrics WHERE run_id = ? AND drifted ORDER BY 1",
+                   [shifted["run_id"]])
+    assert ("image",) in drifted and ("text",) in drifted
+    assert shifted["refit"] == f"{shifted['run_id']}-refit"
+    (refit_model,) = rows(db, "SELECT model_id FROM runs WHERE run_id = ? AND status = 'succeeded'",
+                          [shifted["refit"]])[0]
+    assert refit_model != shifted["model_id"]
+    assert {r[0] for r in rows(db, "SELECT DISTINCT model_id FROM catalog_labels")} <= {refit_model,
+                                                                                          shifted["model_id"]}
+    assert len(catalog_state(db)) == N_ITEMS + 1000

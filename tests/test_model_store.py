@@ -100,7 +100,7 @@ def test_pairwise_models_lists_the_stored_models(stored, env):  # noqa: F811
     result = pairwise(env, "models", "--db", str(db))
     assert result.returncode == 0, result.stderr
     assert result.stdout == (f"{model_id}  run {run_id}  fitted {fitted_at.isoformat(timespec='seconds')}  "
-                             "1200 items  4 classes  image,text\n")
+                             "fitted on 1,200 items  4 classes  image,text  labels 1,200 live items\n")
     missing = pairwise(env, "models", "--db", str(db.parent / "none.duckdb"))
     assert (missing.returncode, missing.stderr) == (2, f"pairwise: {db.parent / 'none.duckdb'}: no such DuckDB file\n")
 
