@@ -27,8 +27,9 @@ from matplotlib.figure import Figure as MplFigure
 
 from tasks import store
 from tasks.staging import replacing
-from tasks.report import (CALIBRATIONS, DRIFT_HEADERS, DRIFT_NOTE, ISSUE_COLUMNS, ISSUES_NOTE, OLD_ISSUES_NOTE,
-                          drift_cells, issue_cells, run_row, shown_classes, signed, status_meaning)
+from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, ISSUE_COLUMNS, ISSUES_NOTE,
+                          NO_CHANGES, OLD_ISSUES_NOTE, change_rows, drift_cells, issue_cells, night_sentence, run_row,
+                          shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -400,6 +401,14 @@ def _consensus_section(db: str | Path, run_id: str, n_modalities: int) -> _Secti
     return _Section("consensus", "Consensus labels", statuses + confidence + note)
 
 
+def _changes_section(db: str | Path, run_id: str, details: str | None) -> _Section:
+    """What the run changed in the catalog's labels (label_changes), and an incremental night's counts."""
+    sentence = night_sentence(details)
+    counted = change_rows(db, run_id)
+    body = (_note(sentence) if sentence else "") + (_table(CHANGE_HEADERS, counted) if counted else _note(NO_CHANGES))
+    return _Section("changes", "What changed", body)
+
+
 def _drift_sections(db: str | Path, run_id: str) -> list[_Section]:
     """The run's drift tests against its model's fit sample: a section only when the run has some."""
     rows = store.query(db, "report_drift", {"run_id": run_id}).to_pylist()
@@ -564,6 +573,7 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
     share_figure = _shares_figure(shares, confusions, items)
     confidence, reliability = _confidence_section(db, run_id, run["details"])
     sections += [
+        _changes_section(db, run_id, run["details"]),
         _metrics_section(db, run_id),
         _consensus_section(db, run_id, len(run["modalities"] or [])),
         *_drift_sections(db, run_id),

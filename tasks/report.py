@@ -92,20 +92,35 @@ CHANGE_CAUSES = {"new_item": "new in the source", "embedding_changed": "its embe
                  "refit": "same embeddings, a new model", "removed": "gone from the source"}
 
 
+NO_CHANGES = "No consensus label appeared, changed or went away."
+
+
+def night_sentence(details: str | None) -> str | None:
+    """An incremental night's counts (runs.details.night), or None for another run."""
+    night = json.loads(details or "{}").get("night")
+    if not night:
+        return None
+    return (f"Incremental night: {night['source']:,} items in the source; labelled {night['labelled']:,} "
+            f"({night['new']:,} new, {night['changed']:,} changed), {night['deleted']:,} deleted, "
+            f"{night['carried_over']:,} carried over unchanged.")
+
+
+def change_rows(db: str | Path, run_id: str) -> list[list[Any]]:
+    """The run's label_changes counted: change, cause (in words), items."""
+    return [[r["change"], CHANGE_CAUSES[r["cause"]], r["n"]]
+            for r in store.query(db, "run_label_changes", {"run_id": run_id}).to_pylist()]
+
+
 def changes_lines(db: str | Path, run_id: str, details: str | None) -> list[str]:
     """What the run did to the catalog's labels: an incremental night's counts, then label_changes by cause."""
-    night = json.loads(details or "{}").get("night")
-    lines = []
-    if night:
-        lines += [f"Incremental night: {night['source']:,} items in the source; labelled {night['labelled']:,} "
-                  f"({night['new']:,} new, {night['changed']:,} changed), {night['deleted']:,} deleted, "
-                  f"{night['carried_over']:,} carried over unchanged.", ""]
-    counted = store.query(db, "run_label_changes", {"run_id": run_id}).to_pylist()
+    lines = [sentence, ""] if (sentence := night_sentence(details)) else []
+    counted = change_rows(db, run_id)
     if not counted:
-        return [*lines, "No consensus label appeared, changed or went away."]
-    table = pa.table({"change": [r["change"] for r in counted], "cause": [CHANGE_CAUSES[r["cause"]] for r in counted],
-                      "items": [r["n"] for r in counted]})
-    return [*lines, markdown_table(table)]
+        return [*lines, NO_CHANGES]
+    return [*lines, markdown_table(pa.table(dict(zip(CHANGE_HEADERS, map(list, zip(*counted))))))]
+
+
+CHANGE_HEADERS = ["change", "cause", "items"]
 
 
 METRICS_NOTE = ("joint: one label per item from all its modalities (refined only); gold_ece: calibration error "
