@@ -12,7 +12,7 @@ from pairwise_core import embeddings, make_catalog
 from pairwise_core.drift import AUC_METRIC, MIN_ROWS, SAMPLE_ROWS, SHARE_METRIC
 from pairwise_core.model import DriftReference
 from tasks import run_log, store
-from tasks.drift import DRIFT_SCHEMA, DriftSample, measure_drift, sample_rate
+from tasks.drift import DRIFT_SCHEMA, DriftSample, load_drift_sample, measure_drift, sample_rate
 from tasks.html_report import build_report
 from tasks.models import load_model, save_part, seal
 from tasks.report import render_report
@@ -78,6 +78,12 @@ def sampled(batches: list[tuple[pa.Array, np.ndarray]], rate: float, seed: int, 
         return data["text/x"]
 
 
+def _saved(batch: tuple[pa.Array, np.ndarray], path) -> str:
+    sample = DriftSample(("text",), {"text": 3}, 1.0, 7)
+    sample.add("text", *batch)
+    return sample.save(path)
+
+
 def test_a_drift_sample_keeps_the_same_items_whatever_the_batching_and_about_its_rate(tmp_path):
     n = 20_000
     x = np.arange(3 * n, dtype=np.float32).reshape(n, 3)  # row i holds 3i, 3i+1, 3i+2: its rows say who
@@ -89,7 +95,14 @@ def test_a_drift_sample_keeps_the_same_items_whatever_the_batching_and_about_its
     assert abs(len(whole) - 0.1 * n) < 4 * np.sqrt(0.1 * 0.9 * n)
     other_seed = sampled([(ids, x)], 0.1, 8, tmp_path / "seed.npz")
     assert set(other_seed[:, 0]) != set(whole[:, 0])
-    assert len(sampled([(ids, x)], 1.0, 7, tmp_path / "all.npz")) == n
+    # bounded: of the share, the SAMPLE_ROWS items with the lowest hashes, the same whatever the batching
+    everything = sampled([(ids, x)], 1.0, 7, tmp_path / "all.npz")
+    assert len(everything) == SAMPLE_ROWS
+    assert set(sampled(batches, 1.0, 7, tmp_path / "all-batched.npz")[:, 0]) == set(everything[:, 0])
+    merged = load_drift_sample([DriftSample(("text",), {"text": 3}, 1.0, 7).save(tmp_path / "none.npz")]
+                               + [_saved(part, tmp_path / f"part-{k}.npz") for k, part in enumerate(batches)],
+                               ("text",))["text"]
+    assert set(merged[:, 0]) == set(everything[:, 0])  # the partitions' samples merge into the same one
     empty = DriftSample(("text",), {"text": 3}, 0.5, 0)
     with np.load(empty.save(tmp_path / "empty.npz"), allow_pickle=False) as data:
         assert data["text/x"].shape == (0, 3) and data["text/x"].dtype == np.float32

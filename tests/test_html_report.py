@@ -296,9 +296,11 @@ def test_the_page_does_not_scroll_sideways_at_1400_px(page):
 
 def test_every_section_is_there_with_its_content(page):
     ids = page.execute_script("return [...document.querySelectorAll('section')].map(s => s.id)")
-    assert ids == ["run", "metrics", "consensus", "confidence", "agreement", "gold", "shares", "issues", "masks"]
+    assert ids == ["run", "changes", "metrics", "consensus", "confidence", "agreement", "gold", "shares", "issues",
+                   "masks"]
     text = page.execute_script("return document.body.innerText")
     assert "Pairwise run r-main: succeeded" in text
+    assert "What changed" in text and ("new in the source" in text or "No consensus label appeared" in text)
     assert "agreement_f1_weighted" in text and "+0.300" in text
     assert TRICKY in text  # a given label of the issues table, shown as text
     assert page.title == "Pairwise run r-main: succeeded"  # and its onerror never ran
