@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, unmapped
 from prefect.context import FlowRunContext
@@ -30,8 +31,8 @@ from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
     check_stored_model, commit_run, fail_run, seal_model, stage_sources, start_run, stored_models, validate_sources,
 )
-from tasks.sources import Partition
-from tasks.staging import Staging
+from tasks.sources import Partition, Source, file_signatures
+from tasks.staging import Staging, write_parquet
 from tasks.drift import measure_drift, sample_rate
 from tasks.night import plan_night
 from tasks.store import CatalogUpdate, ExportFailed, check_export_dir, export_run, run_lock
@@ -146,9 +147,12 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                                  "store": None}, 1
 
             night = None
+            # what the source's files are now (a DuckDB table has none): recorded with the items' fingerprints,
+            # so that a later night skips the files that did not change
+            signatures = None if Source(params.items).table else file_signatures(plan.item_files)
             if params.incremental:
                 begin_phase("plan the night: new, changed and deleted items")
-                night = plan_night(plan, db, staging, run_id)
+                night = plan_night(plan, db, staging, run_id, signatures)
                 watch.lap("plan_night")
                 log.info(run_log.night_plan(night))
             labelling = plan.partitions if night is None else night.partitions
@@ -224,7 +228,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             catalog = CatalogUpdate(
                 state=tuple(part["catalog_state"] for part in staged_parts),
                 deleted=None if night is None else (night.deleted,),
-                stability=params.refit_stability if using is None else 0.0)
+                stability=params.refit_stability if using is None else 0.0,
+                files=night.files if night is not None else recorded_files(signatures, staging))
             summary["changes"] = commit_run(db, run_id, attempt, staged, summary, model["store"], catalog)
             log.info(run_log.changes(summary["changes"]))
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))
@@ -268,6 +273,11 @@ class Stopwatch:
         now = time.perf_counter()
         self.laps[f"{phase}_s"] = round(now - self._last, 3)
         self._last = now
+
+
+def recorded_files(signatures: pa.Table | None, staging: Staging) -> str | None:
+    """A full run fingerprints every item: its source files' signatures, staged for catalog_files."""
+    return None if signatures is None else write_parquet(staging.path("files", "part-00000.parquet"), signatures)
 
 
 PARTITION_TASKS = {"pair-stats": partition_stats, "label-partition": label_partition}

@@ -62,22 +62,30 @@ class Night:
     n_new: int
     n_deleted: int
     n_changed: int | None  # known here with a --changed-column; else counted as the partitions are read
+    files: str | None  # staged Parquet of the source files' signatures, to record at commit (hash mode)
 
     def details(self, n_labelled: int) -> dict[str, int]:
         """For runs.details: the counts, once the night labelled ``n_labelled`` items."""
         changed = n_labelled - self.n_new if self.n_changed is None else self.n_changed
         return {"source": self.n_source, "new": self.n_new, "changed": changed, "deleted": self.n_deleted,
-                "labelled": n_labelled, "carried_over": self.n_source - n_labelled}
+                "labelled": n_labelled, "carried_over": self.n_source - n_labelled,
+                "partitions_read": len(self.partitions)}
 
 
 @task(name="plan-night", **IO_TASK)
-def plan_night(plan: Plan, db: str, staging: Staging, run_id: str) -> Night:
-    """Compare the source's ids (and --changed-column values) with the catalog's state; stage the selections."""
+def plan_night(plan: Plan, db: str, staging: Staging, run_id: str, signatures: pa.Table | None) -> Night:
+    """Compare the source's ids (and --changed-column values) with the catalog's state; stage the selections.
+
+    ``signatures``: the source files' (``file_signatures``; None for a DuckDB table): without a changed column,
+    a partition is not read when its file is as it was when its items were fingerprinted and all of them are
+    known by the catalog with a fingerprint.
+    """
     source = _source_ids(plan)
     with reader(db) as con:
         con.register("source", source)
         state = con.execute(statement("night_source_state"), {"run_id": run_id}).to_arrow_table()
         deleted = con.execute(statement("night_deleted")).to_arrow_table()
+        recorded = {tuple(row.values()) for row in con.execute(statement("night_files")).to_arrow_table().to_pylist()}
         con.unregister("source")
     listed = plan.changed_column is not None
     new = state.column("new").to_numpy(zero_copy_only=False)
@@ -96,11 +104,20 @@ def plan_night(plan: Plan, db: str, staging: Staging, run_id: str) -> Night:
         table = state.take(pa.array(rows)).select(["item_id", "fingerprint"]).cast(SELECTION_SCHEMA)
         selections[int(index)] = Selection(write_parquet(staging.path("selection", f"part-{index:05d}.parquet"),
                                                          table), listed)
-    read = tuple(by_partition[i] for i in sorted(selections)) if listed else plan.partitions
+    if listed:
+        read = tuple(by_partition[i] for i in sorted(selections))
+    else:
+        unchanged = {row["path"] for row in (signatures.to_pylist() if signatures is not None else [])
+                     if (row["path"], row["size"], row["mtime_ns"]) in recorded}
+        known = np.bincount(parts[pick], minlength=len(plan.partitions))
+        read = tuple(p for p in plan.partitions if p.path not in unchanged or known[p.index] < p.n_rows)
+    files = None if listed or signatures is None else write_parquet(staging.path("files", "part-00000.parquet"),
+                                                                    signatures)
     return Night(
         partitions=read, selections=selections,
         deleted=write_parquet(staging.path("deleted", "part-00000.parquet"), deleted.select(["item_id"])),
         n_source=source.num_rows, n_new=int(new.sum()), n_deleted=deleted.num_rows, n_changed=n_changed,
+        files=files,
     )
 
 

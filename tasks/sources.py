@@ -146,6 +146,29 @@ def _object_store_files(uri: str) -> list[str]:
     return [f"{scheme}{URI_MARK}{key}" for key in sorted(found)]
 
 
+FILES_SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())])
+
+
+def file_signatures(paths: tuple[str, ...]) -> pa.Table:
+    """Each file's size and modification time (FILES_SCHEMA), where its filesystem gives both: a file with the
+    same ones still holds the same bytes (the test rsync and make rely on)."""
+    rows = []
+    for path in paths:
+        try:
+            if URI_MARK in path:
+                store, key = pafs.FileSystem.from_uri(path)
+                info = store.get_file_info(key)
+                size, mtime_ns = info.size, info.mtime_ns
+            else:
+                stat = os.stat(path)
+                size, mtime_ns = stat.st_size, stat.st_mtime_ns
+        except (OSError, pa.ArrowInvalid):
+            continue
+        if size is not None and mtime_ns is not None:
+            rows.append({"path": path, "size": size, "mtime_ns": mtime_ns})
+    return pa.Table.from_pylist(rows, schema=FILES_SCHEMA)
+
+
 def _parquet_file(path: str) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)

@@ -254,6 +254,7 @@ class CatalogUpdate:
     state: tuple[str, ...] = ()
     deleted: tuple[str, ...] | None = None  # None: a full run
     stability: float = 0.0
+    files: str | None = None  # staged signatures of the source's files, all fingerprinted by the run (catalog_files)
 
 
 def commit_run(
@@ -332,6 +333,9 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
     con.execute(statement("catalog_remove_touched"))
     con.execute(statement("catalog_insert_touched"), {**ids, "model_id": model_id})
     con.execute(statement("catalog_mark_gone"), ids)
+    if catalog.files is not None:
+        con.execute(statement("catalog_files_clear"))
+        con.execute(statement("catalog_files_insert"), {**ids, "files": [catalog.files]})
     changes: dict[str, dict[str, int]] = {}
     for change, cause, n in con.execute(statement("run_label_changes"), ids).fetchall():
         changes.setdefault(change, {})[cause] = n

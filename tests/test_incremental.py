@@ -82,6 +82,7 @@ def test_full_run_then_incremental_night_then_refit(tmp_path, catalog, changed_c
                                         changed_column=changed_column))
     assert summary["model_id"] == first["model_id"]
     details = summary["details"]["night"]
+    assert details.pop("partitions_read") == (2 if changed_column else 6)  # the changed and the new items' ones
     assert details == {"source": day1.num_rows, "new": n_new, "changed": len(changed), "deleted": len(gone),
                        "labelled": n_new + len(changed), "carried_over": day1.num_rows - n_new - len(changed)}
     after = catalog_state(db)
@@ -118,6 +119,8 @@ def test_full_run_then_incremental_night_then_refit(tmp_path, catalog, changed_c
     quiet = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True,
                                       changed_column=changed_column))
     assert quiet["details"]["night"]["labelled"] == 0 and quiet["changes"] == {}
+    # no file changed: not one partition is decoded (by the versions, or by the files' size and time)
+    assert quiet["details"]["night"]["partitions_read"] == 0
     assert catalog_state(db) == after
 
     # a refit: a new model on the whole catalog; churn of unchanged items is recorded with cause refit

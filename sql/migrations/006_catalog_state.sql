@@ -25,6 +25,17 @@ CREATE TABLE catalog_items (
     deleted_by  VARCHAR
 );
 
+-- The source files whose every item's fingerprint catalog_items holds, as they were then: an incremental
+-- night without --changed-column skips a file of the same path, size and modification time (its bytes, so its
+-- items' embeddings, are the ones fingerprinted) instead of decoding it again. Each commit that fingerprinted
+-- a whole source replaces the rows; DuckDB table sources have none.
+CREATE TABLE catalog_files (
+    path     VARCHAR NOT NULL,
+    size     BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    run_id   VARCHAR NOT NULL
+);
+
 -- A file written before: its latest succeeded run is the catalog's state (fingerprints unknown, so the
 -- first incremental night relabels these items).
 INSERT INTO catalog_items
