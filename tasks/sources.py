@@ -95,6 +95,12 @@ class Plan:
     changed_column: str | None = None  # the items' version column, if the run was given one
     parent: Level | None = None  # the classes' parents, if the class table has a parent column
 
+    def parents_by_class(self) -> dict[str, str] | None:
+        """Each class's parent name (the metrics stage them as a table), if the classes have parents."""
+        if self.parent is None:
+            return None
+        return {name: self.parent.names[i] for name, i in zip(self.class_names, self.parent.index, strict=True)}
+
     def item_columns(self) -> list[str]:
         extra = [column for column in (self.gold_column, self.changed_column) if column]
         return ["item_id", *(f"{m}{EMBEDDING_SUFFIX}" for m in self.modalities), *dict.fromkeys(extra)]
