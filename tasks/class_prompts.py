@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.encoders import Encoder, encode
-from tasks.sources import EMBEDDING_SUFFIX
+from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN
 from tasks.sql import OUTPUT_TABLES
 from tasks.staging import replacing
 from tasks.store import connect, run_lock
@@ -191,7 +191,7 @@ def class_table(
     """
     columns: dict[str, pa.Array] = {"class_name": pa.array(list(names), pa.string())}
     if parents is not None:
-        columns["parent"] = pa.array(list(parents), pa.string())
+        columns[PARENT_COLUMN] = pa.array(list(parents), pa.string())
     for modality, forms in templates.items():
         spec, encoder = encoders[modality]
         prompts = [[fill(form, name) for form in forms] for name in names]

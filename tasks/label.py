@@ -283,7 +283,7 @@ def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: lis
 
 def parent_columns(parent: Level | None, posterior: np.ndarray) -> tuple[pa.Array, pa.Array]:
     """Each row's parent and its probability, the sum of its children's in ``posterior`` (n, K): the same
-    posterior as the leaf label's, so both levels agree by construction. Nulls for classes without parents."""
+    posterior as the leaf label's, so both levels agree by construction. Nulls when the classes have no parents."""
     n = len(posterior)
     if parent is None:
         return pa.nulls(n, pa.string()), pa.nulls(n, pa.float32())
