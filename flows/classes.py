@@ -25,12 +25,12 @@ def build_classes(
     table: str = "classes",
 ) -> pa.Table:
     """Check every option, then load each encoder once, embed, and write the table to `out` or `db`."""
-    names = read_names(names_file)
+    names, parents = read_names(names_file)
     forms, specs = parse_options(templates, encoders, modalities)
     if db is not None:
         check_table_name(table)
     loaded = {spec: load_encoder(spec) for spec in dict.fromkeys(specs.values())}
-    result = class_table(names, forms, {m: (spec, loaded[spec]) for m, spec in specs.items()})
+    result = class_table(names, forms, {m: (spec, loaded[spec]) for m, spec in specs.items()}, parents)
     if out is not None:
         write_parquet(result, out)
     elif db is not None:

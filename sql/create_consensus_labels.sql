@@ -18,8 +18,13 @@
 --             Auto-accept by confidence (e.g. >= 0.9), send 'split' and low-confidence items to review.
 -- agreeing_modalities  how many modalities' own refined labels are the joint label; n_modalities: how many
 --             modalities labelled the item.
+-- parent_label, parent_confidence  when the classes table has a parent column: the parent whose children's
+--             joint probabilities sum highest, and that sum (calibrated as confidence is). It may differ from
+--             the parent of label: an item split between two siblings is surely in their parent. NULL
+--             without parents (schema version 7).
 -- Re-created by every write connection (tasks/store.py), after the migrations.
 CREATE OR REPLACE VIEW consensus_labels AS
-SELECT j.run_id, j.item_id, j.label, j.confidence, j.status, j.agreeing_modalities, j.n_modalities
+SELECT j.run_id, j.item_id, j.label, j.confidence, j.status, j.agreeing_modalities, j.n_modalities,
+       j.parent_label, j.parent_confidence
 FROM joint_labels AS j
 WHERE j.run_id IN (SELECT run_id FROM runs WHERE status = 'succeeded')

@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.encoders import Encoder, encode
-from tasks.sources import EMBEDDING_SUFFIX
+from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN
 from tasks.sql import OUTPUT_TABLES
 from tasks.staging import replacing
 from tasks.store import connect, run_lock
@@ -46,22 +46,41 @@ class ClassesError(ValueError):
 # -- names ---------------------------------------------------------------------
 
 
-def read_names(path: str) -> list[str]:
-    """Class names from a text file (one a line, blank lines skipped) or a CSV/Parquet column."""
+def read_names(path: str) -> tuple[list[str], list[str] | None]:
+    """Class names from a text file (one a line, blank lines skipped) or a CSV/Parquet column, and their
+    parents when every line of a text file is ``leaf<TAB>parent`` (None otherwise)."""
     if not os.path.isfile(path):
         raise ClassesError(f"--names {path}: no such file")
     suffix = Path(path).suffix.lower()
+    parents = None
     if suffix in (".csv", ".parquet"):
         names = _column_names(path, suffix)
     else:
         with open(path, encoding="utf-8") as handle:
-            names = [line.strip() for line in handle if line.strip()]
+            names, parents = _text_names(path, [line for line in handle if line.strip()])
     if not names:
         raise ClassesError(f"--names {path}: no class names")
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise ClassesError(f"--names {path}: duplicate class names {', '.join(duplicates)}")
-    return names
+    return names, parents
+
+
+PARENT_SEPARATOR = "\t"
+
+
+def _text_names(path: str, lines: list[str]) -> tuple[list[str], list[str] | None]:
+    """``leaf`` lines, or ``leaf<TAB>parent`` lines: a file of both is refused, since a class without a parent
+    would fail the run later, far from the file."""
+    split = [[part.strip() for part in line.split(PARENT_SEPARATOR)] for line in lines]
+    with_parent = [len(parts) > 1 for parts in split]
+    if not any(with_parent):
+        return [parts[0] for parts in split], None
+    for parts, line in zip(split, lines, strict=True):
+        if len(parts) != 2 or not all(parts):
+            raise ClassesError(f"--names {path}: line {line.strip()!r} is not leaf<TAB>parent; with parents, "
+                               "every line must be one")
+    return [leaf for leaf, _ in split], [parent for _, parent in split]
 
 
 def _column_names(path: str, suffix: str) -> list[str]:
@@ -162,13 +181,17 @@ def prompt_ensemble(vectors: np.ndarray) -> np.ndarray:
 
 
 def class_table(
-    names: Sequence[str], templates: Mapping[str, Sequence[str]], encoders: Mapping[str, tuple[str, Encoder]]
+    names: Sequence[str], templates: Mapping[str, Sequence[str]], encoders: Mapping[str, tuple[str, Encoder]],
+    parents: Sequence[str] | None = None,
 ) -> pa.Table:
-    """One row per class: its name, and per modality the ensemble embedding and the prompts behind it.
+    """One row per class: its name, its parent if given, and per modality the ensemble embedding and the
+    prompts behind it. The prompts name the class alone: its parent is a level above, not a description.
 
     `encoders` maps each modality to (spec, encoder); the spec names it in errors.
     """
     columns: dict[str, pa.Array] = {"class_name": pa.array(list(names), pa.string())}
+    if parents is not None:
+        columns[PARENT_COLUMN] = pa.array(list(parents), pa.string())
     for modality, forms in templates.items():
         spec, encoder = encoders[modality]
         prompts = [[fill(form, name) for form in forms] for name in names]

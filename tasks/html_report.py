@@ -28,8 +28,8 @@ from matplotlib.figure import Figure as MplFigure
 from tasks import store
 from tasks.staging import replacing
 from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, ISSUE_COLUMNS, ISSUES_NOTE,
-                          NO_CHANGES, OLD_ISSUES_NOTE, change_rows, drift_cells, issue_cells, night_sentence, run_row,
-                          shown_classes, signed, status_meaning)
+                          NO_CHANGES, OLD_ISSUES_NOTE, change_rows, drift_cells, issue_cells, metric_cell,
+                          night_sentence, run_row, shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -361,18 +361,32 @@ def _metrics_section(db: str | Path, run_id: str) -> _Section:
         return _Section("metrics", "Agreement and accuracy", _note("No metrics for this run."))
     table = _table(
         ["metric", "modality a", "modality b", *METHODS, "pairwise − base", "refined − pairwise"],
-        [(r["metric"], r["modality_a"], r["modality_b"], r["base"], r["pairwise"], r["refined"],
+        [(metric_cell(r), r["modality_a"], r["modality_b"], r["base"], r["pairwise"], r["refined"],
           signed(r["pairwise_minus_base"]), signed(r["refined_minus_pairwise"])) for r in rows],
     )
     note = _note("agreement_f1_weighted: modality a's labels against modality b's; "
                  "gold_*: a modality's labels against the gold label; joint: the one label per item from all its "
                  "modalities (refined only); gold_ece: expected calibration error of the refined confidence "
-                 "against gold over 10 bins (lower is better; see Confidence).")
+                 "against gold over 10 bins (lower is better; see Confidence); parent: the same for the "
+                 "classes' parents (base, pairwise: the leaf label's parent; refined: the parent whose children's "
+                 "probabilities sum highest).")
     return _Section("metrics", "Agreement and accuracy: base, pairwise, refined", table + note)
 
 
 def _percent(value: float | None) -> str | None:
     return None if value is None else f"{value:.1%}"
+
+
+def _parent_section(db: str | Path, run_id: str) -> list[_Section]:
+    """The items' shares by joint parent label; nothing when the classes have no parents."""
+    rows = store.query(db, "report_parent_shares", {"run_id": run_id}).to_pylist()
+    if not rows:
+        return []
+    table = _table(["parent", "items", "share", "mean confidence"],
+                   [(r["parent"], r["n_items"], _percent(r["share"]), r["mean_confidence"]) for r in rows])
+    return [_Section("parents", "Parent shares", table + _note(
+        "consensus_labels.parent_label: the parent whose children's joint probabilities sum highest; its "
+        "confidence is that sum."))]
 
 
 def _consensus_section(db: str | Path, run_id: str, n_modalities: int) -> _Section:
@@ -576,6 +590,7 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
         _changes_section(db, run_id, run["details"]),
         _metrics_section(db, run_id),
         _consensus_section(db, run_id, len(run["modalities"] or [])),
+        *_parent_section(db, run_id),
         *_drift_sections(db, run_id),
         confidence,
         _figure_section("agreement", "Modality against modality", agreement,

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
+from pairwise_core.hierarchy import Level
 from pairwise_core.joint import joint_log_posterior
 from pairwise_core.refine import log_softmax
 from pairwise_core.model import Review
@@ -36,6 +37,8 @@ LABEL_SCHEMA = pa.schema([
     ("given_h2h", pa.float32()),
     ("refined_class", pa.string()),
     ("refined_confidence", pa.float32()),
+    ("parent_class", pa.string()),
+    ("parent_confidence", pa.float32()),
 ])
 
 JOINT_SCHEMA = pa.schema([
@@ -47,6 +50,8 @@ JOINT_SCHEMA = pa.schema([
     ("agreeing_modalities", pa.int32()),
     ("n_modalities", pa.int32()),
     ("gold_class", pa.string()),
+    ("parent_label", pa.string()),
+    ("parent_confidence", pa.float32()),
 ])
 
 
@@ -163,7 +168,9 @@ def label_partition(
                 terms = refinement.refiners[modality].log_terms(usable.x, result.label)
                 refined = terms.argmax(axis=1)
                 weight = refinement.view_weights[fold[usable.valid], column]
-                confidence = np.exp(log_softmax(terms * weight[:, None])[np.arange(n), refined])
+                posterior = np.exp(log_softmax(terms * weight[:, None]))
+                confidence = posterior[np.arange(n), refined]
+                parent_class, parent_confidence = parent_columns(plan.parent, posterior)
                 joint.record(column, usable.valid, terms, refined)
                 no_gold = pa.nulls(n, pa.float32())
                 labels.write_table(pa.table({
@@ -180,11 +187,14 @@ def label_partition(
                     "given_h2h": no_gold if given is None else _nan_to_null(result.given_h2h),
                     "refined_class": names.take(refined),
                     "refined_confidence": pa.array(confidence.astype(np.float32)),
+                    "parent_class": parent_class,
+                    "parent_confidence": parent_confidence,
                 }, schema=LABEL_SCHEMA))
             if review is not None:
                 table = review_table(review, joint, refinement.free_weights, xs, scales, fold, ids, given, names)
                 reviews.write_table(table)
-            joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names))
+            joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names,
+                                                 plan.parent))
     sampled = drift_sample and drift_sample.save(staging.path("drift_sample", f"part-{partition.index:05d}.npz"))
     return {**{kind: str(path) for kind, path in paths.items()}, "n_labelled": n_labelled, "drift_sample": sampled}
 
@@ -208,12 +218,13 @@ class Joint:
         self.refined[valid, column] = refined
 
     def table(self, weights: np.ndarray, run_id: str, ids: pa.Array, gold: pa.Array | None,
-              names: pa.Array) -> pa.Table:
+              names: pa.Array, parent: Level | None = None) -> pa.Table:
         """joint_labels rows of the items with at least one modality (see sql/create_consensus_labels.sql)."""
         rows = np.flatnonzero(self.present.any(axis=1))
         present = self.present[rows]
         log_p = joint_log_posterior(self.terms[rows], present, weights[rows])
         label = log_p.argmax(axis=1)
+        parent_label, parent_confidence = parent_columns(parent, np.exp(log_p))
         n_modalities = present.sum(axis=1)
         agreeing = ((self.refined[rows] == label[:, None]) & present).sum(axis=1)
         status = np.where(n_modalities == 1, "single_modality", np.where(agreeing == n_modalities, "agreed", "split"))
@@ -227,6 +238,8 @@ class Joint:
             "agreeing_modalities": pa.array(agreeing.astype(np.int32)),
             "n_modalities": pa.array(n_modalities.astype(np.int32)),
             "gold_class": gold.take(picked) if gold is not None else pa.nulls(rows.size, pa.string()),
+            "parent_label": parent_label,
+            "parent_confidence": parent_confidence,
         }, schema=JOINT_SCHEMA)
 
 
@@ -266,6 +279,16 @@ def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: lis
         "label_aware_label": pa.nulls(n, pa.string()) if aware is None else names.take(pa.array(aware.argmax(axis=1))),
         "agreeing_modalities": pa.array(agreeing.astype(np.int32)),
     }, schema=REVIEW_SCHEMA)
+
+
+def parent_columns(parent: Level | None, posterior: np.ndarray) -> tuple[pa.Array, pa.Array]:
+    """Each row's parent and its probability, the sum of its children's in ``posterior`` (n, K): the same
+    posterior as the leaf label's, so both levels agree by construction. Nulls when the classes have no parents."""
+    n = len(posterior)
+    if parent is None:
+        return pa.nulls(n, pa.string()), pa.nulls(n, pa.float32())
+    label, confidence = parent.labels(posterior)
+    return pa.array(parent.names, pa.string()).take(pa.array(label)), pa.array(confidence.astype(np.float32))
 
 
 def _scatter_rows(x: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -75,6 +75,12 @@ def render_report(db: str | Path, run_id: str) -> str:
         lines += ["", METRICS_NOTE]
     shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
     lines += ["", "## Class shares", "", _shares_table(shares)]
+    parents = store.query(db, "report_parent_shares", {"run_id": run_id}).to_pylist()
+    if parents:
+        lines += ["", "## Parent shares (consensus_labels.parent_label)", "", markdown_table(pa.table({
+            "parent": [r["parent"] for r in parents], "items": [f"{r['n_items']:,}" for r in parents],
+            "share": [_percent(r["share"]) for r in parents],
+            "mean confidence": pa.array([r["mean_confidence"] for r in parents], pa.float64())}))]
     lines += ["", "## One label per item (consensus_labels)", "",
               *_consensus_lines(db, run_id, run["details"], len(run["modalities"] or []))]
     drift = store.query(db, "report_drift", {"run_id": run_id}).to_pylist()
@@ -124,7 +130,9 @@ CHANGE_HEADERS = ["change", "cause", "items"]
 
 
 METRICS_NOTE = ("joint: one label per item from all its modalities (refined only); gold_ece: calibration error "
-                "of the refined confidence against gold, lower is better.")
+                "of the refined confidence against gold, lower is better; parent: the same for the classes' "
+                "parents (base, pairwise: the leaf label's parent; refined: the parent whose children's "
+                "probabilities sum highest).")
 # What each consensus_labels status means; the last three only in runs made before schema version 3.
 CONSENSUS_STATUSES = {
     "agreed": "every modality of the item (two or more) gives its label",
@@ -219,10 +227,15 @@ def signed(value: float | None) -> str | None:
     return None if value is None else f"{round(value, 3) or 0.0:+.3f}"  # no "-0.000" for a tiny loss
 
 
+def metric_cell(row: Mapping[str, Any]) -> str:
+    """The metric's name, marked when it is of the classes' parents (methods *_parent)."""
+    return f"parent {row['metric']}" if row["level"] == "parent" else row["metric"]
+
+
 def _metrics_table(rows: list[dict]) -> str:
     """Both gains, under short headers: the report is printed after every run and must stay narrow."""
     table = pa.table({
-        "metric": [r["metric"] for r in rows],
+        "metric": [metric_cell(r) for r in rows],
         "modality": [r["modality_a"] for r in rows],
         "vs": [r["modality_b"] for r in rows],
         **{method: pa.array([r[method] for r in rows], pa.float64()) for method in ("base", "pairwise", "refined")},

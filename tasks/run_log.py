@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.drift import CONSENSUS
+from tasks.metrics import PARENT_SUFFIX
 from tasks.night import Night
 from tasks.report import CALIBRATIONS, DRIFT_METRICS
 from tasks.sources import Partition, Plan
@@ -95,16 +96,20 @@ def metrics(agreement_path: str | None) -> list[str]:
     None: the run labelled no item (a night with nothing new), so nothing to measure."""
     if agreement_path is None:
         return []
-    values: dict[tuple[str, str, str], dict[str, float]] = {}
+    values: dict[tuple[str, bool, str, str], dict[str, float]] = {}
     for row in pq.read_table(agreement_path).to_pylist():
-        values.setdefault((row["metric"], row["modality_a"], row["modality_b"]), {})[row["method"]] = row["value"]
-    ordered = sorted(values.items(), key=lambda kv: (kv[0][1] == "joint", kv[0]))  # the joint label last
+        method, parent = row["method"].removesuffix(PARENT_SUFFIX), row["method"].endswith(PARENT_SUFFIX)
+        values.setdefault((row["metric"], parent, row["modality_a"], row["modality_b"]), {})[method] = row["value"]
+    ordered = sorted(values.items(), key=lambda kv: (kv[0][2] == "joint", kv[0]))  # the joint label last
     lines = []
     for metric, title, label in (("agreement_f1_weighted", "Agreement (weighted F1)", "{a} vs {b}"),
                                  ("gold_accuracy", "Gold accuracy", "{a}")):
-        shown = [f"{label.format(a=a, b=b)} {_steps(by_method)}" for (m, a, b), by_method in ordered if m == metric]
-        if shown:
-            lines.append(f"{title}, base {ARROW} pairwise {ARROW} refined: " + "; ".join(shown))
+        for level in (False, True):
+            shown = [f"{label.format(a=a, b=b)} {_steps(by_method)}" for (m, parent, a, b), by_method in ordered
+                     if m == metric and parent == level]
+            if shown:
+                lines.append(f"{title}{' of the parents' if level else ''}, base {ARROW} pairwise {ARROW} refined: "
+                             + "; ".join(shown))
     return lines
 
 

@@ -25,6 +25,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pairwise_core import embeddings
+from pairwise_core.hierarchy import Level
 from pairwise_core.validation import check_embeddings
 from tasks.sql import statement
 from tasks.store import DUCKDB_MEMORY, connect
@@ -92,6 +93,13 @@ class Plan:
     partitions: tuple[Partition, ...] = field(default=())
     gold: GoldValues | None = None
     changed_column: str | None = None  # the items' version column, if the run was given one
+    parent: Level | None = None  # the classes' parents, if the class table has a parent column
+
+    def parents_by_class(self) -> dict[str, str] | None:
+        """Each class's parent name (the metrics stage them as a table), if the classes have parents."""
+        if self.parent is None:
+            return None
+        return {name: self.parent.names[i] for name, i in zip(self.class_names, self.parent.index, strict=True)}
 
     def item_columns(self) -> list[str]:
         extra = [column for column in (self.gold_column, self.changed_column) if column]
@@ -268,6 +276,7 @@ def inspect_sources(
     if duplicates:
         raise SourceError(f"{classes}: duplicate class names {', '.join(duplicates)}")
 
+    parent = _parent_level(class_table, classes)
     item_modalities = _embedding_columns(item_schema, items)
     class_modalities = _embedding_columns(class_table.schema, classes)
     modalities = tuple(m for m in item_modalities if m in class_modalities)
@@ -291,7 +300,25 @@ def inspect_sources(
     _check_unique_ids(item_source, files, db)
     gold = _gold_values(item_source, files, db, gold_column, names) if gold_column is not None else None
     partitions = tuple(plan_partitions(files, chunk_size)) if files else ()
-    return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold, changed_column)
+    return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold, changed_column,
+                parent)
+
+
+PARENT_COLUMN = "parent"
+
+
+def _parent_level(class_table: pa.Table, classes: str) -> Level | None:
+    """The classes' parents from the optional parent column: one per class, none missing."""
+    if PARENT_COLUMN not in class_table.column_names:
+        return None
+    _require(class_table.schema, PARENT_COLUMN, classes)
+    parents = class_table.column(PARENT_COLUMN).to_pylist()
+    orphans = [name for name, parent in zip(class_table.column("class_name").to_pylist(), parents, strict=True)
+               if parent is None]
+    if orphans:
+        raise SourceError(f"{classes}: parent is null for classes {', '.join(orphans[:EXAMPLES])}"
+                          + (f" and {len(orphans) - EXAMPLES:,} more" if len(orphans) > EXAMPLES else ""))
+    return Level.of(parents)
 
 
 # Fewer gold values than this share naming a class: the column holds something else (codes, another

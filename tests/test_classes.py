@@ -119,8 +119,20 @@ def test_a_python_callable_is_an_encoder(names_file, toy_module, tmp_path):
 def test_names_from_csv_and_parquet_columns(tmp_path):
     (tmp_path / "names.csv").write_text("id,class\n1, animal\n2,fruit\n")
     pq.write_table(pa.table({"name": ["b", "a"], "n": [1, 2]}), tmp_path / "names.parquet")
-    assert read_names(str(tmp_path / "names.csv")) == ["animal", "fruit"]
-    assert read_names(str(tmp_path / "names.parquet")) == ["b", "a"]
+    assert read_names(str(tmp_path / "names.csv")) == (["animal", "fruit"], None)
+    assert read_names(str(tmp_path / "names.parquet")) == (["b", "a"], None)
+
+
+def test_leaf_tab_parent_lines_write_a_parent_column_and_the_prompts_name_the_leaf(tmp_path, minilm, minilm_folder):
+    path = tmp_path / "names.txt"
+    path.write_text("cat\tanimal\ndog \t animal\n\ncar\tvehicle\n")
+    out = tmp_path / "classes.parquet"
+    assert main(["classes", "--names", str(path), "--encoder", minilm_folder, "--out", str(out)]) == 0
+    table = pq.read_table(out)
+    assert table.column("class_name").to_pylist() == ["cat", "dog", "car"]
+    assert table.column("parent").to_pylist() == ["animal", "animal", "vehicle"]
+    plain = class_table(["cat", "dog", "car"], {"text": ["{}"]}, {"text": minilm})
+    np.testing.assert_allclose(column(table, "text_embedding"), column(plain, "text_embedding"), atol=1e-6)
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -169,6 +181,8 @@ def test_the_command_writes_parquet_and_says_how_to_use_it(tmp_path, names_file,
         ("animal\nfruit\n", ["--template", "a {"], "--template 'a {': Single '{' encountered"),
         ("\n\n", [], "no class names"),
         ("animal\nfruit\nanimal\n", [], "duplicate class names animal"),
+        ("animal\tlife\nfruit\n", [], "line 'fruit' is not leaf<TAB>parent; with parents, every line must be one"),
+        ("animal\tlife\tmore\nfruit\tfood\n", [], "line 'animal\\tlife\\tmore' is not leaf<TAB>parent"),
         ("animal\n", ["--encoder", "foo:bar"], "unknown encoder kind 'foo' (expected one of sentence-transformers:"),
         ("animal\n", ["--encoder", "python:toy_encoder"], "expected python:MODULE:FUNCTION"),
         ("animal\n", ["--encoder", "python:toy_encoder:nope"], "toy_encoder has no function nope"),

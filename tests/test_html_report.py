@@ -66,6 +66,9 @@ def _joint(labels: list[tuple]) -> list[tuple]:
     return rows
 
 
+JOINT_COLUMNS = "(run_id, item_id, label, confidence, status, agreeing_modalities, n_modalities, gold_class)"
+
+
 def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_items: int, seed: int,
                 old: bool = False) -> list[tuple]:
     """A run as the flow commits it; ``old``: as the migration to schema version 3 leaves a run made before it."""
@@ -84,11 +87,11 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
         [(run_id, *row) for row in labels],
     )
     if old:  # the votes of the migration: only their statuses matter here
-        con.executemany("INSERT INTO joint_labels VALUES (?, ?, ?, NULL, ?, 1, 2, ?)",
+        con.executemany(f"INSERT INTO joint_labels {JOINT_COLUMNS} VALUES (?, ?, ?, NULL, ?, 1, 2, ?)",
                         [(run_id, row[0], row[5], "majority" if k % 3 else "by_margin", row[7])
                          for k, row in enumerate(labels[::2])])
     else:
-        con.executemany("INSERT INTO joint_labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        con.executemany(f"INSERT INTO joint_labels {JOINT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [(run_id, *row) for row in _joint(labels)])
     for modality in MODALITIES:
         for a in range(len(CLASSES)):

@@ -104,7 +104,7 @@ def test_a_failed_rerun_keeps_the_earlier_success_and_a_successful_one_replaces_
     commit(db, tmp_path, "r2", {"a": ("bag", "bag", "hat")})
     after = readers_see(db)
     assert after["current_labels"] == [("r2", "a", m, "hat", 0.5, pytest.approx(0.1), "bag", pytest.approx(0.2), "hat",
-                                        None, None, None, None) for m in ("image", "text")]
+                                        None, None, None, None, None, None) for m in ("image", "text")]
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("SELECT attempt, status, error FROM run_attempts WHERE run_id = 'r2' ORDER BY attempt"
                            ).fetchall() == [(1, "succeeded", None), (2, "failed", "boom"), (3, "succeeded", None)]

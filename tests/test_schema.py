@@ -64,11 +64,18 @@ def test_a_file_written_before_versions_is_upgraded_and_its_runs_stay_readable(t
         confidences = con.execute("SELECT DISTINCT confidence FROM consensus_labels").fetchall()
         attempts = con.execute("SELECT run_id, attempt, status, host FROM run_attempts ORDER BY ALL").fetchall()
         state = con.execute("SELECT item_id, label, status, run_id FROM catalog_labels ORDER BY ALL").fetchall()
+        # runs before the parent level (schema version 7) have none; the metrics may now have one
+        parents = con.execute("SELECT DISTINCT c.parent_label, c.parent_confidence, s.parent_label "
+                              "FROM consensus_labels AS c JOIN catalog_labels AS s USING (item_id)").fetchall()
+        con.execute("INSERT INTO agreement_metrics VALUES ('withdrawn', 'refined_parent', 'gold_accuracy', 'joint', "
+                    "'gold', 0.5)")
     applied = versions(db)
     # the catalog's state starts as the latest succeeded run (schema version 6)
     assert state == [("a", "hat", "agreed", "old"), ("b", "bag", "agreed", "old")]
+    assert parents == [(None, None, None)]
     assert [(version, name) for version, name, _ in applied] == [(m.version, m.name) for m in MIGRATIONS]
-    assert columns[-4:] == ["given_gap", "given_h2h", "refined_class", "refined_confidence"]
+    assert columns[-6:] == ["given_gap", "given_h2h", "refined_class", "refined_confidence", "parent_class",
+                            "parent_confidence"]
     assert current == [("a", "image", "hat", None, None), ("a", "text", "hat", None, None),
                        ("b", "image", "bag", None, None), ("b", "text", "bag", None, None)]
     # the rows a failed re-run left under its id no longer show: succeeded runs only

@@ -26,11 +26,12 @@ def write_parts(table: pa.Table, items: list[str], tmp_path, name: str, n_parts:
     return paths
 
 
-def sql_metrics(labels: pa.Table, joint: pa.Table, tmp_path, n_parts: int = 1) -> dict[tuple, float]:
+def sql_metrics(labels: pa.Table, joint: pa.Table, tmp_path, n_parts: int = 1,
+                parents: dict[str, str] | None = None) -> dict[tuple, float]:
     """Write the labels as n_parts files (whole items per file) and compute the metrics from them."""
     items = sorted(set(labels.column("item_id").to_pylist()))
     tables = agreement_metrics(write_parts(labels, items, tmp_path, "labels", n_parts),
-                               write_parts(joint, items, tmp_path, "joint", n_parts), "r")
+                               write_parts(joint, items, tmp_path, "joint", n_parts), "r", parents)
     counted = Counter()  # the confusion counts, item by item
     by_item = {}
     for row in labels.to_pylist():
@@ -103,3 +104,44 @@ def test_no_gold_means_no_gold_metrics(tmp_path):
                         ("pairwise", "agreement_f1_weighted", "image", "text"),
                         ("refined", "agreement_f1_weighted", "image", "text")}
     assert got[("refined", "agreement_f1_weighted", "image", "text")] == 1.0 and got["bins"] == []
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 5), st.integers(1, 3), st.integers(1, 2))
+def test_sql_metrics_at_the_parent_level_equal_core_metrics_of_the_parents(tmp_path_factory, seed, n, k, n_parents,
+                                                                          n_parts):
+    rng = np.random.default_rng(seed)
+    names = np.array([f"c{i}" for i in range(k)])
+    parent_names = np.array([f"p{j}" for j in range(n_parents)])
+    parent_of = rng.integers(0, n_parents, k)  # a parent may have one child, or none
+    leaf = {m: rng.integers(0, k, 2 * n) for m in METHODS}
+    gold = rng.integers(0, k, n)
+    refined_parent, parent_confidence = rng.integers(0, n_parents, 2 * n), rng.random(2 * n).astype(np.float32)
+    joint_parent, joint_confidence = rng.integers(0, n_parents, n), rng.random(n).astype(np.float32)
+    ids = [f"i{i}" for i in range(n)]
+    labels = pa.table({
+        "item_id": ids * 2, "modality": ["image"] * n + ["text"] * n,
+        **{f"{m}_class": names[leaf[m]] for m in METHODS},
+        "refined_confidence": rng.random(2 * n).astype(np.float32), "gold_class": names[np.concatenate([gold, gold])],
+        "parent_class": parent_names[refined_parent], "parent_confidence": parent_confidence,
+    })
+    joint = pa.table({"item_id": ids, "label": names[gold], "confidence": joint_confidence, "gold_class": names[gold],
+                      "parent_label": parent_names[joint_parent], "parent_confidence": joint_confidence})
+    got = sql_metrics(labels, joint, tmp_path_factory.mktemp("m"), n_parts,
+                      dict(zip(names, parent_names[parent_of], strict=True)))
+    gold_parent = parent_of[gold]
+    for modality, rows in (("image", slice(0, n)), ("text", slice(n, 2 * n))):
+        predicted = {"base": parent_of[leaf["base"][rows]], "pairwise": parent_of[leaf["pairwise"][rows]],
+                     "refined": refined_parent[rows]}
+        for m in METHODS:
+            assert got[(f"{m}_parent", "gold_accuracy", modality, "gold")] == pytest.approx(
+                accuracy(gold_parent, predicted[m]))
+            assert got[(f"{m}_parent", "gold_f1_weighted", modality, "gold")] == pytest.approx(
+                f1_weighted(gold_parent, predicted[m]))
+        assert got[("refined_parent", "gold_ece", modality, "gold")] == pytest.approx(
+            expected_calibration_error(predicted["refined"] == gold_parent, parent_confidence[rows]), abs=1e-6)
+    assert got[("refined_parent", "gold_accuracy", "joint", "gold")] == pytest.approx(
+        accuracy(gold_parent, joint_parent))
+    assert got[("refined_parent", "gold_ece", "joint", "gold")] == pytest.approx(
+        expected_calibration_error(joint_parent == gold_parent, joint_confidence), abs=1e-6)
+    assert got[("base_parent", "agreement_f1_weighted", "image", "text")] == pytest.approx(
+        agreement_f1(parent_of[leaf["base"][:n]], parent_of[leaf["base"][n:]]))

@@ -1,0 +1,102 @@
+"""A classes table with a parent column: both levels through a real flow run, and its validation."""
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import write_catalog
+from flows.reclassify import ReclassifyParams, reclassify_catalog
+from pairwise_core import make_catalog
+from tasks.report import render_report
+from tasks.sources import SourceError, inspect_sources
+
+N_ITEMS, N_CLASSES = 1200, 5
+PARENTS = ["p0", "p0", "p0", "p1", "p2"]  # p1 and p2 have a single child
+
+
+def rows(db, sql, params=None):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_with_parents_labels_and_measures_both_levels(tmp_path):
+    items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=5, label_noise=0.05)
+    names = classes.column("class_name").to_pylist()
+    parent_of = dict(zip(names, PARENTS, strict=True))
+    write_catalog(tmp_path, items, classes.append_column("parent", pa.array(PARENTS, pa.string())))
+    db = tmp_path / "out.duckdb"
+    summary = reclassify_catalog(ReclassifyParams(items=str(tmp_path / "items-0.parquet"),
+                                                  classes=str(tmp_path / "classes.parquet"), db=str(db),
+                                                  gold_column="label", chunk_size=400))
+    run_id = summary["run_id"]
+
+    labels = rows(db, "SELECT item_id, modality, base_class, refined_class, refined_confidence, parent_class, "
+                      "parent_confidence, gold_class FROM item_labels WHERE run_id = ?", [run_id])
+    assert len(labels) == N_ITEMS * 2
+    # a parent's probability sums its children's: the chosen parent's is at least the refined class's
+    assert all(parent in set(PARENTS) and p_parent >= p_leaf - 1e-6 for *_, p_leaf, parent, p_parent, _ in labels)
+    consensus = {item: (label, confidence, parent, p_parent) for item, label, confidence, parent, p_parent in rows(
+        db, "SELECT item_id, label, confidence, parent_label, parent_confidence FROM consensus_labels "
+            "WHERE run_id = ?", [run_id])}
+    assert len(consensus) == N_ITEMS
+    assert all(parent in set(PARENTS) and p_parent >= confidence - 1e-6
+               for _, confidence, parent, p_parent in consensus.values())
+    # where the leaf's parent is a lone child's, its sum is the leaf's own probability: the same parent
+    lone = [(parent_of[label], parent, confidence, p_parent) for label, confidence, parent, p_parent
+            in consensus.values() if parent_of[label] in ("p1", "p2") and confidence > 0.5]
+    assert lone and all(a == b and p >= q - 1e-6 for a, b, q, p in lone)
+    catalog = {item: (parent, p_parent) for item, parent, p_parent in rows(
+        db, "SELECT item_id, parent_label, parent_confidence FROM catalog_labels")}
+    assert catalog == {item: (parent, p_parent) for item, (_, _, parent, p_parent) in consensus.items()}
+
+    metrics = {(method, metric, modality): value for method, metric, modality, value in rows(
+        db, "SELECT method, metric, modality_a, value FROM agreement_metrics WHERE run_id = ? AND modality_b = 'gold'",
+        [run_id])}
+    for modality in ("image", "text"):
+        mine = [row for row in labels if row[1] == modality]
+        base_parent = np.mean([parent_of[base] == parent_of[gold] for _, _, base, *_, gold in mine])
+        refined_parent = np.mean([parent == parent_of[gold] for *_, parent, _, gold in mine])
+        assert metrics[("base_parent", "gold_accuracy", modality)] == pytest.approx(base_parent)
+        assert metrics[("refined_parent", "gold_accuracy", modality)] == pytest.approx(refined_parent)
+        for method in ("base", "pairwise", "refined"):
+            assert ("%s_parent" % method, "gold_f1_weighted", modality) in metrics
+        for method in ("base", "pairwise"):  # merging classes can only turn wrong leaves right
+            assert metrics[(f"{method}_parent", "gold_accuracy", modality)] >= metrics[(method, "gold_accuracy",
+                                                                                         modality)]
+    gold = dict(rows(db, "SELECT item_id, gold_class FROM joint_labels WHERE run_id = ?", [run_id]))
+    assert metrics[("refined_parent", "gold_accuracy", "joint")] == pytest.approx(
+        np.mean([parent == parent_of[gold[item]] for item, (_, _, parent, _) in consensus.items()]))
+    assert ("refined_parent", "gold_ece", "joint") in metrics
+
+    report = render_report(db, run_id)
+    assert "## Parent shares" in report and "| parent gold_accuracy " in report
+    page = (tmp_path / "out.duckdb.reports" / f"{run_id}.html").read_text()
+    assert "Parent shares" in page and "parent gold_accuracy" in page
+
+
+@pytest.mark.parametrize(("parent", "message"), [
+    (pa.array(["x", None, "y", None, "y"], pa.string()), "classes.parquet: parent is null for classes shirt, skirt"),
+    (pa.array([1, 1, 2, 2, 2]), "classes.parquet: column parent must be a string, got int64"),
+])
+def test_a_bad_parent_column_is_refused_in_one_line(tmp_path, parent, message):
+    items, classes = make_catalog(50, N_CLASSES, seed=1)
+    write_catalog(tmp_path, items, classes.append_column("parent", parent))
+    with pytest.raises(SourceError) as error:
+        inspect_sources(str(tmp_path / "items-0.parquet"), str(tmp_path / "classes.parquet"),
+                        db=str(tmp_path / "out.duckdb"), gold_column=None, chunk_size=100)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_parent_may_have_one_child_and_no_parent_column_means_no_level(tmp_path):
+    items, classes = make_catalog(50, N_CLASSES, seed=1)
+    write_catalog(tmp_path, items, classes)
+    pq.write_table(classes.append_column("parent", pa.array(PARENTS)), tmp_path / "with_parents.parquet")
+    common = {"db": str(tmp_path / "out.duckdb"), "gold_column": None, "chunk_size": 100}
+    plain = inspect_sources(str(tmp_path / "items-0.parquet"), str(tmp_path / "classes.parquet"), **common)
+    levelled = inspect_sources(str(tmp_path / "items-0.parquet"), str(tmp_path / "with_parents.parquet"), **common)
+    assert plain.parent is None and plain.parents_by_class() is None
+    assert levelled.parent.names == ("p0", "p1", "p2") and levelled.parent.index == (0, 0, 0, 1, 2)
+    assert levelled.parents_by_class() == dict(zip(classes.column("class_name").to_pylist(), PARENTS, strict=True))
