@@ -216,7 +216,7 @@ def test_a_fresh_file_gets_every_migration(tmp_path):
     assert [version for version, *_ in versions(db)] == list(range(1, LATEST + 1))
     assert tables == {"schema_migrations", "runs", "run_attempts", "item_labels", "pair_masks", "agreement_metrics",
                       "rejected_items", "annotation_issues", "confusion_counts", "joint_labels", "calibration_bins",
-                      "models", "catalog_items", "label_changes", "drift_metrics"}
+                      "models", "catalog_items", "catalog_files", "label_changes", "drift_metrics"}
     assert views == {"current_labels", "consensus_labels", "catalog_labels"}
 
 
