@@ -167,6 +167,13 @@ def publish_model(db: str | Path, staged: str | Path, model_id: str) -> str:
     return f"{models_folder(db).name}/{model_id}"
 
 
+def unpublish_model(db: str | Path, model_id: str, staged: str | Path) -> None:
+    """Move a model's folder back from the store to where it was staged: its commit failed after the rename
+    (the row rolled back), and a retry of the commit must find the model where it left it."""
+    with opened(models_folder(db), _STORE) as folder:
+        os.rename(model_id, staged, src_dir_fd=folder)
+
+
 def remove_models(db: str | Path, keep: set[str]) -> None:
     """Delete the store's folders but ``keep`` (the models with a row): what a commit that failed after its
     rename left. Called under the run lock."""

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.models import FORMAT as MODEL_FORMAT
-from tasks.models import Model, load_model, publish_model, remove_models
+from tasks.models import Model, load_model, publish_model, remove_models, unpublish_model
 from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 
 
@@ -308,9 +308,12 @@ def commit_run(
                 con.execute(statement("attempt_succeed"), {"run_id": run_id, "attempt": attempt})
             return changes
         except BaseException:
-            if published:  # best effort: the row was rolled back, and the next run removes a folder left
-                with suppress(Exception):
-                    remove_models(db, keep=set(_model_ids(con)))
+            if published:  # the row was rolled back: the folder goes back to staging, for a retry of the commit
+                try:
+                    unpublish_model(db, model["model_id"], model["folder"])
+                except Exception:  # best effort: the next run removes a folder left without a row
+                    with suppress(Exception):
+                        remove_models(db, keep=set(_model_ids(con)))
             raise
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import stat
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -145,8 +146,8 @@ def test_a_commit_that_fails_after_the_rename_leaves_no_model_and_the_next_run_r
         assert rows(db, "SELECT count(*) FROM models") == [(0,)]
         assert rows(db, "SELECT status, model_id FROM runs") == [("running", None)]
         assert list((tmp_path / "out.duckdb.models").iterdir()) == []  # the renamed folder went with the row
-        good = sealed_model(db, "r")
-        store.commit_run(db, "r", attempt, {}, summary, good)
+        assert (Path(model["folder"]) / "model.json").is_file()  # back in staging, for the commit's retry
+        store.commit_run(db, "r", attempt, {}, summary, model | {"params": {}})  # the retry, same folder
         (tmp_path / "out.duckdb.models" / "left-by-a-crash").mkdir()  # renamed, then the process was killed
         start_run.fn(str(db), "s", {})
     assert sorted(p.name for p in (tmp_path / "out.duckdb.models").iterdir()) == ["m-r"]
