@@ -267,9 +267,10 @@ def commit_run(
     With ``model`` (its row's values, and ``folder``: the sealed model in the
     run's staging), that model is stored too: in the transaction its folder is
     renamed into ``<db>.models/<model_id>`` and then its row inserted. A
-    model is visible only with its row, so readers never see half of one; a
-    failure after the rename leaves a folder without a row, removed here or,
-    after a crash, by the next run (``tasks.models.remove_models``).
+    model is visible only with its row, so readers never see half of one; after
+    a failure the folder is moved back to staging (for the commit's retry), and
+    a crash between rename and commit leaves a folder without a row, which the
+    next run removes (``tasks.models.remove_models``).
 
     The catalog's state and the run's label_changes change in the same transaction (``catalog``); the
     counts of those changes, by change and cause, are returned and kept in ``runs.details``.
