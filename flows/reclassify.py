@@ -161,8 +161,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "label-partition", list(labelling),
                 {"plan": plan, "staging": staging, "sealed": model["sealed"], "seed": model["seed"], "run_id": run_id,
                  "selections": night and night.selections,
-                 "drift_rate": None if using is None else sample_rate(plan.n_items if night is None
-                                                                      else night.n_new + (night.n_changed or 0))},
+                 "drift_rate": None if night is None else sample_rate(night.n_new + (night.n_changed or 0))},
                 progress, offset=(passes - 1) * n_parts, total=passes * n_parts,
             )
             watch.lap("pass2")
@@ -182,7 +181,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             for line in run_log.metrics(metrics_paths.get("agreement_metrics")):
                 log.info(line)
             drift = None
-            if using is not None:  # a night with a stored model: how far is it from what the model was fitted on?
+            if night is not None:  # an incremental night: how far is it from what the model was fitted on?
                 begin_phase("drift")
                 drift = measure_drift(model["sealed"], [part["drift_sample"] for part in staged_parts], joint_paths,
                                       plan, staging, run_id, model["seed"])

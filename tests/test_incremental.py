@@ -108,7 +108,7 @@ def test_full_run_then_incremental_night_then_refit(tmp_path, catalog, changed_c
     relabel_db = tmp_path / "relabel.duckdb"
     reclassify_catalog(params(glob0, classes_path, relabel_db))  # same seed: the same model, stored there
     full = reclassify_catalog(params(glob1, classes_path, relabel_db, model="latest"))
-    assert full["details"]["night"] is None
+    assert full["details"]["night"] is None and full["details"]["drift"] is None  # drift: nights only
     relabelled_state = catalog_state(relabel_db)
     # equal labels and statuses; confidences to float32 rounding (other batch sizes block the BLAS products
     # otherwise, docs/operations.md#the-model-store)
