@@ -464,7 +464,7 @@ class PairwiseClassifier:
                 order = np.argsort(self._bracket_rank[candidates], axis=1)
                 candidates = np.take_along_axis(candidates, order, axis=1)
             else:
-                referee = ScoreTable(scores[:, k:], self._index)
+                referee = ScoreTable(scores, self._index, offset=k)
                 candidates = None
             outcome = self._play(referee, cosines, candidates)
             margin = self._normalize_margin(block, norms, outcome)
