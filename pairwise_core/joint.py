@@ -32,7 +32,7 @@ _ROUNDS = 4
 # The classes per row the weight fits read (prune_classes); exact up to this many classes. At K = 330 the fits
 # over every class were most of the refinement's fit. The fitted weights are small (a flat posterior), so a
 # row's mass spreads wide: on the WordNet taxonomy catalog 32 classes cost 0.6 points of joint accuracy and
-# tripled its ECE, 128 cost 0.1 point (bench/bench_taxonomy.py).
+# tripled its ECE, 128 cost 0.1 point (full runs: docs/performance.md).
 FIT_CLASSES = 128
 
 
