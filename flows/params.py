@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pairwise_core import MixtureRefiner, PairwiseClassifier
+from pairwise_core.classifier import DEFAULT_CANDIDATES, PRUNE_ABOVE
 
 _CORE_DEFAULTS = {
     name: p.default for name, p in inspect.signature(PairwiseClassifier).parameters.items() if p.kind == p.KEYWORD_ONLY
@@ -83,7 +84,8 @@ class ReclassifyParams(BaseModel):
     )
     candidates: int | None = Field(
         default=_CORE_DEFAULTS["candidates"], ge=2,
-        description="Many classes: only each item's top-m classes by base score play; None: all of them",
+        description="Many classes: only each item's top-m classes by base score play; None: every class up to "
+        f"{PRUNE_ABOVE} classes, the top {DEFAULT_CANDIDATES} beyond (a value of at least K plays every class)",
     )
     seed: int = Field(default=_CORE_DEFAULTS["seed"], ge=0,
                       description="Seeds the tourney bracket, the fit share and the refinement's sample")

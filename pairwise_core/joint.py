@@ -29,6 +29,11 @@ LABEL_FREE_WEIGHT = 1 / 18
 # the temperatures cross_view_weights searches (a log grid), and its rounds of alternation
 _TEMPERATURES = np.geomspace(0.5, 128, 49)
 _ROUNDS = 4
+# The classes per row the weight fits read (prune_classes); exact up to this many classes. At K = 330 the fits
+# over every class were most of the refinement's fit. The fitted weights are small (a flat posterior), so a
+# row's mass spreads wide: on the WordNet taxonomy catalog 32 classes cost 0.6 points of joint accuracy and
+# tripled its ECE, 128 cost 0.1 point (full runs: docs/performance.md).
+FIT_CLASSES = 128
 
 
 def joint_log_posterior(terms: np.ndarray, present: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -40,6 +45,28 @@ def joint_log_posterior(terms: np.ndarray, present: np.ndarray, weights: np.ndar
     """
     per_item = np.broadcast_to(weights, present.shape)
     return log_softmax(np.einsum("nvk,nv->nk", np.where(present[:, :, None], terms, 0.0), per_item))
+
+
+def prune_classes(terms: np.ndarray, present: np.ndarray, keep: int,
+                  labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's ``keep`` classes with the highest sum of its present terms, its known label always among
+    them: (their terms (n, V, c), the classes (n, c), the label's position among them (n,), -1 where the row
+    has no label). With ``keep`` >= K, every class in order: the exact terms.
+
+    The weight fits read a row only through its label's term and a log-sum-exp over classes: the pruned fit
+    is the exact fit of the posterior in which every other class has probability 0, at the cost of c
+    instead of K classes per row (``FIT_CLASSES`` says what that costs in accuracy).
+    """
+    n, k = terms.shape[0], terms.shape[2]
+    labels = np.full(n, -1) if labels is None else labels
+    if keep >= k:
+        return terms, np.broadcast_to(np.arange(k), (n, k)), labels
+    score = np.where(present[:, :, None], terms, 0.0).sum(axis=1)
+    rows = np.flatnonzero(labels >= 0)
+    score[rows, labels[rows]] = np.inf
+    classes = np.argpartition(-score, keep - 1, axis=1)[:, :keep]
+    position = np.where(labels >= 0, np.argmax(classes == labels[:, None], axis=1), -1)
+    return np.take_along_axis(terms, classes[:, None, :], axis=2), classes, position
 
 
 def fit_weights(terms: np.ndarray, present: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -92,7 +119,8 @@ def fit_weights(terms: np.ndarray, present: np.ndarray, labels: np.ndarray) -> n
     return a / scale
 
 
-def cross_view_weights(terms: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def cross_view_weights(terms: np.ndarray, present: np.ndarray,
+                       n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Label-free weights: (each modality's own, the joint's), both (V,).
 
     Modality v's temperature s_v is the one under which its posterior best
@@ -109,9 +137,10 @@ def cross_view_weights(terms: np.ndarray, present: np.ndarray) -> tuple[np.ndarr
     often than independent witnesses would, and the joint's alone is too
     cautious for the stronger modality; the mean gave 0.01-0.12 on the same
     three catalogs in full runs (an empirical choice, with no catalog held out).
-    With one modality there is no witness: LABEL_FREE_WEIGHT.
+    With one modality there is no witness: LABEL_FREE_WEIGHT. ``n_classes``: K when ``terms`` holds only
+    each row's top classes (``prune_classes``), for the noise model's K - 1 other classes.
     """
-    n_views, k = terms.shape[1], terms.shape[2]
+    n_views, k = terms.shape[1], n_classes or terms.shape[2]
     terms = terms.astype(np.float64, copy=False)
     if n_views < 2 or k < 2:
         return np.full(n_views, LABEL_FREE_WEIGHT), np.full(n_views, LABEL_FREE_WEIGHT)

@@ -8,7 +8,9 @@ starting from, and kept close to, the zero-shot anchor
     y0 = (1 - eps) * onehot(pairwise label) + eps * softmax(tau * cosines).
 
 Every EM step needs only the soft-count sums N_k, S_k = sum z_ik x_i and
-Q_k = sum z_ik x_i^2 (``MixtureSums``): they add up exactly across chunks,
+Q = sum_k Q_k = sum_i (sum_k z_ik) x_i^2 (``MixtureSums``): the shared variance
+reads the classes' sums of squares only through their total, so no per-class
+Q_k (a second K x n x d product) is taken. They add up exactly across chunks,
 partitions and machines, like the pair statistics. The streaming protocol is
 the classifier's: ``sums`` per chunk (map), ``merge_sums`` (reduce),
 ``finalize`` (the M-step); one such round per EM iteration.
@@ -38,7 +40,8 @@ _VAR_FLOOR = 0.01
 
 @dataclass(frozen=True)
 class MixtureSums:
-    """Soft counts (K,), sums (K, d) and sums of squares (K, d), in float64: they merge by addition."""
+    """Soft counts (K,), sums (K, d) and the membership-weighted sum of squares over all classes (d,), in
+    float64: they merge by addition."""
 
     weight: np.ndarray
     sum: np.ndarray
@@ -46,7 +49,7 @@ class MixtureSums:
 
     @classmethod
     def zeros(cls, n_classes: int, n_features: int) -> MixtureSums:
-        return cls(np.zeros(n_classes), np.zeros((n_classes, n_features)), np.zeros((n_classes, n_features)))
+        return cls(np.zeros(n_classes), np.zeros((n_classes, n_features)), np.zeros(n_features))
 
     def __add__(self, other: MixtureSums) -> MixtureSums:
         if self.sum.shape != other.sum.shape:
@@ -197,8 +200,7 @@ class MixtureRefiner:
         means = np.where(empty[:, None], self._class_unit, sums.sum / np.where(empty, 1.0, norms)[:, None])
         total = sums.weight.sum()
         if total > 0:
-            scatter = sums.sumsq - 2 * means * sums.sum + sums.weight[:, None] * means * means
-            var = scatter.sum(axis=0) / total
+            var = (sums.sumsq - (2 * means * sums.sum - sums.weight[:, None] * means * means).sum(axis=0)) / total
         else:
             var = np.full(self.n_features_in_, 1.0 / self.n_features_in_)
         # a dimension with (almost) no spread would get a huge weight from noise in the means (MiniLM has
@@ -270,14 +272,14 @@ class MixtureRefiner:
             yield unit, log_anchor(unit @ classes, labels[start : start + _BLOCK_ROWS], eps=self.eps, tau=self.tau)
 
     def _block_sums(self, unit: np.ndarray, log_anchor: np.ndarray) -> MixtureSums:
-        """One block's N, S and Q: matrix products in the items' dtype, added up in float64."""
+        """One block's N, S and Q: products in the items' dtype, added up in float64."""
         if hasattr(self, "means_"):
             z = np.exp(log_softmax(self._log_terms(unit, log_anchor)))
         else:
             z = np.exp(log_anchor)
         z = z.astype(unit.dtype, copy=False)
         return MixtureSums(z.sum(axis=0, dtype=np.float64), (z.T @ unit).astype(np.float64),
-                           (z.T @ (unit * unit)).astype(np.float64))
+                           (z.sum(axis=1) @ (unit * unit)).astype(np.float64))
 
     def _log_terms(self, unit: np.ndarray, log_anchor: np.ndarray) -> np.ndarray:
         weights = self.means_ / self.var_

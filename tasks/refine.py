@@ -10,7 +10,7 @@ from prefect import task
 
 from pairwise_core import MixtureRefiner
 from pairwise_core.drift import SAMPLE_ROWS
-from pairwise_core.joint import cross_view_weights, fit_weights, joint_log_posterior
+from pairwise_core.joint import FIT_CLASSES, cross_view_weights, fit_weights, joint_log_posterior, prune_classes
 from pairwise_core.model import Classifiers, DriftReference, Refinement
 from tasks.policy import IO_TASK
 from tasks.sample import N_FOLDS, Sample, load_sample
@@ -24,25 +24,39 @@ MIN_CALIBRATION_ROWS = 200
 CALIBRATION_ROWS = 5_000
 
 
-def sample_terms(refiners: dict[str, MixtureRefiner], models: dict[str, Any], sample: Sample) -> np.ndarray:
-    """(rows, modalities, K) log terms of the sample's rows (zero where a modality was rejected)."""
+def pairwise_labels(models: dict[str, Any], sample: Sample) -> dict[str, np.ndarray]:
+    """Per modality, the pairwise label of each of the sample's rows (-1 where the modality was rejected):
+    the tourney once per fit, whatever it is read for."""
+    labels = {}
+    for modality, model in models.items():
+        valid = sample.valid[modality]
+        labels[modality] = np.full(sample.n_rows, -1, np.int64)
+        if valid.any():
+            labels[modality][valid] = model.predict(sample.x[modality][valid])
+    return labels
+
+
+def sample_terms(refiners: dict[str, MixtureRefiner], labels: dict[str, np.ndarray], sample: Sample) -> np.ndarray:
+    """(rows, modalities, K) log terms of the sample's rows (zero where a modality was rejected), from their
+    pairwise ``labels`` (``pairwise_labels``)."""
     k = next(iter(refiners.values())).n_classes_
     terms = np.zeros((sample.n_rows, len(refiners), k), np.float32)
     for v, (modality, refiner) in enumerate(refiners.items()):
         valid = sample.valid[modality]
         if valid.any():
-            x = sample.x[modality][valid]
-            terms[valid, v] = refiner.log_terms(x, models[modality].predict(x))
+            terms[valid, v] = refiner.log_terms(sample.x[modality][valid], labels[modality][valid])
     return terms
 
 
-def calibration_weights(terms: np.ndarray, present: np.ndarray, fold: np.ndarray,
-                        gold: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def calibration_weights(terms: np.ndarray, present: np.ndarray, fold: np.ndarray, gold: np.ndarray,
+                        n_classes: int) -> tuple[np.ndarray, np.ndarray, str]:
     """(view weights, joint weights, how), per fold: fitted out of fold on the labelled rows when there
-    are enough of them, else label-free from how the modalities predict each other."""
+    are enough of them, else label-free from how the modalities predict each other. ``terms`` may hold each
+    row's top classes only (``prune_classes``; ``gold`` then the label's position among them) of
+    ``n_classes``."""
     labelled = gold >= 0
     if not all((labelled & (fold != f)).sum() >= MIN_CALIBRATION_ROWS for f in range(N_FOLDS)):
-        own, together = cross_view_weights(terms, present)
+        own, together = cross_view_weights(terms, present, n_classes)
         return np.tile(own, (N_FOLDS, 1)), np.tile(together, (N_FOLDS, 1)), "label-free"
     n_views = terms.shape[1]
     view, joint = np.zeros((N_FOLDS, n_views)), np.zeros((N_FOLDS, n_views))
@@ -80,13 +94,13 @@ def fit_refinement(
     classifiers: Classifiers = load_part(model_dir, "classifiers")
     models = classifiers.models
     sample = load_sample(sample_paths, plan.modalities)
+    labels = pairwise_labels(models, sample)
     refiners = {}
     for modality, model in models.items():
         refiner = MixtureRefiner(model.class_embeddings, **refine_params)
         valid = sample.valid[modality]
         if valid.any():
-            x = sample.x[modality][valid]
-            refiner.fit(x, model.predict(x))
+            refiner.fit(sample.x[modality][valid], labels[modality][valid])
         else:  # nothing to learn from: the classes stay at their prompts
             refiner.finalize()
         refiners[modality] = refiner
@@ -94,9 +108,11 @@ def fit_refinement(
     sample = sample.rows(rows)
     present = np.stack([sample.valid[m] for m in plan.modalities], axis=1)
     gold = sample.gold if label_aware else np.full(sample.n_rows, -1)
-    terms = sample_terms(refiners, models, sample)
-    view, joint, how = calibration_weights(terms, present, sample.fold, gold)
-    free = joint[0] if how == "label-free" else cross_view_weights(terms, present)[1]
+    terms = sample_terms(refiners, {m: labels[m][rows] for m in labels}, sample)
+    k = terms.shape[2]
+    pruned, _, at = prune_classes(terms, present, FIT_CLASSES, gold)
+    view, joint, how = calibration_weights(pruned, present, sample.fold, at, k)
+    free = joint[0] if how == "label-free" else cross_view_weights(pruned, present, k)[1]
     save_part(Path(model_dir), "refinement", Refinement(refiners, view, joint, how, free))
     save_part(Path(model_dir), "drift_reference", drift_reference(sample, terms, present, joint, seed))
     return how

@@ -21,12 +21,12 @@ from prefect import task
 from threadpoolctl import threadpool_limits
 
 from pairwise_core.discriminant import ClassSums, FoldDiscriminant, Scatter
-from pairwise_core.joint import fit_weights, joint_log_posterior
+from pairwise_core.joint import FIT_CLASSES, fit_weights, joint_log_posterior, prune_classes
 from pairwise_core.model import Classifiers, Refinement, Review, Route
 from pairwise_core.pair_stats import normalize_rows
 from tasks.policy import IO_TASK
 from tasks.models import load_part, save_part
-from tasks.refine import sample_terms
+from tasks.refine import pairwise_labels, sample_terms
 from tasks.sample import N_FOLDS, load_sample
 from tasks.sources import Plan
 from tasks.sql import statement
@@ -83,11 +83,13 @@ def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], pla
             refinement: Refinement = load_part(model_dir, "refinement")
             classifiers: Classifiers = load_part(model_dir, "classifiers")
             present = np.ones((rows.n_rows, len(plan.modalities)), bool)
-            zero_shot = joint_log_posterior(sample_terms(refinement.refiners, classifiers.models, rows),
+            labels = pairwise_labels(classifiers.models, rows)
+            zero_shot = joint_log_posterior(sample_terms(refinement.refiners, labels, rows),
                                             present, refinement.free_weights)
             aware = discriminant.log_posterior(unit, present, rows.fold)
-            review.weights = fit_weights(np.stack([aware, zero_shot], axis=1), np.ones((rows.n_rows, 2), bool),
-                                         rows.gold)
+            both = np.ones((rows.n_rows, 2), bool)
+            pruned, _, at = prune_classes(np.stack([aware, zero_shot], axis=1), both, FIT_CLASSES, rows.gold)
+            review.weights = fit_weights(pruned, both, at)
             details["weights"] = {"label_aware": float(review.weights[0]), "zero_shot": float(review.weights[1])}
     save_part(Path(model_dir), "review", review)
     return details

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pairwise_core import PairStats, PairwiseClassifier, embeddings
+from pairwise_core.classifier import default_candidates
 from tasks.folders import PRIVATE, check_private, clear, create_private, opened, remove_entry
 from tasks.sources import EMBEDDING_SUFFIX, Plan
 
@@ -95,6 +96,8 @@ class Staging:
 def classifiers(classes_path: str, plan: Plan, core_params: dict[str, Any]) -> dict[str, PairwiseClassifier]:
     """One unfitted classifier per modality, from the staged class table."""
     table = pq.read_table(classes_path)
+    if core_params["candidates"] is None:  # not told: prune at many classes only
+        core_params = core_params | {"candidates": default_candidates(table.num_rows)}
     return {
         m: PairwiseClassifier(embeddings(table, f"{m}{EMBEDDING_SUFFIX}"), **core_params) for m in plan.modalities
     }

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pairwise_core import MixtureRefiner, MixtureSums, expected_calibration_error
-from pairwise_core.joint import fit_weights, joint_log_posterior
+from pairwise_core.joint import fit_weights, joint_log_posterior, prune_classes
 from pairwise_core.refine import sample_rows
 from reference import noisy_catalog, unit_rows
 
@@ -129,6 +129,62 @@ def test_joint_posterior_sums_present_modalities_only():
     np.testing.assert_allclose(got, [first / first.sum(), [0.9, 0.1]])
     nobody = np.exp(joint_log_posterior(terms, np.zeros((2, 2), bool), np.ones(2)))
     np.testing.assert_allclose(nobody, 0.5)  # no modality: uniform
+
+
+@st.composite
+def pruning_problems(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n, v, k = draw(st.integers(1, 40)), draw(st.integers(1, 3)), draw(st.integers(2, 12))
+    terms = rng.normal(0, 3, (n, v, k))
+    present = rng.random((n, v)) < 0.8
+    labels = np.where(rng.random(n) < 0.7, rng.integers(0, k, n), -1)
+    return terms, present, labels, draw(st.integers(1, k + 2)), rng.random(v) * 2
+
+
+@given(pruning_problems())
+def test_pruned_posterior_is_the_exact_one_with_the_other_classes_at_zero(problem):
+    """prune_classes against brute force: each row's top classes by summed present terms (its label forced
+    in), and a posterior over them equal to the exact posterior with every other class at -inf; where the
+    exact label is among them (always, with equal weights and no label forced), the same label."""
+    terms, present, labels, keep, weights = problem
+    n, _, k = terms.shape
+    pruned, classes, at = prune_classes(terms, present, keep, labels)
+    c = min(keep, k)
+    assert classes.shape == (n, c) and pruned.shape == (n, terms.shape[1], c)
+    np.testing.assert_array_equal(pruned, np.take_along_axis(terms, classes[:, None, :], axis=2))
+    score = np.where(present[:, :, None], terms, 0.0).sum(axis=1)
+    for i in range(n):
+        chosen = set(classes[i].tolist())
+        assert len(chosen) == c
+        if labels[i] >= 0:
+            assert classes[i, at[i]] == labels[i]
+        else:
+            assert at[i] == -1
+        ranked = [j for j in chosen if j != labels[i]]  # the label is in whatever its score
+        others = [j for j in range(k) if j not in chosen]
+        if ranked and others:
+            assert score[i, others].max() <= score[i, ranked].min()
+    masked = np.full_like(terms, -np.inf)
+    rows = np.arange(n)[:, None]
+    masked[rows, :, classes] = terms[rows, :, classes]
+    exact = joint_log_posterior(masked, present, weights)  # brute force: every other class at -inf
+    got = joint_log_posterior(pruned, present, weights)
+    some = present.any(axis=1)  # a row with no modality is uniform over whatever classes it has
+    np.testing.assert_allclose(got[some], np.take_along_axis(exact, classes, axis=1)[some], atol=1e-9)
+    full = joint_log_posterior(terms, present, np.ones(terms.shape[1])).argmax(axis=1)
+    pruned_label = classes[np.arange(n), joint_log_posterior(pruned, present, np.ones(terms.shape[1])).argmax(axis=1)]
+    inside = (classes == full[:, None]).any(axis=1) & some
+    np.testing.assert_array_equal(pruned_label[inside], full[inside])
+    assert inside[(labels < 0) & some].all()  # unforced: the exact label is always a candidate
+
+
+def test_pruning_every_class_is_the_exact_path():
+    terms = np.random.default_rng(3).normal(size=(5, 2, 4))
+    labels = np.array([0, -1, 3, 2, -1])
+    pruned, classes, at = prune_classes(terms, np.ones((5, 2), bool), 4, labels)
+    assert pruned is terms
+    np.testing.assert_array_equal(at, labels)
+    np.testing.assert_array_equal(classes, np.tile(np.arange(4), (5, 1)))
 
 
 def known_posteriors(rng, n, sharpness):
