@@ -113,7 +113,7 @@ def _demo(args: argparse.Namespace) -> int:
     summary = _flow_or_fail(args, run)
     _show_report(args, args.db, summary)
     _say(args, f"\nQuery it: .venv/bin/python -c \"import duckdb; "
-         f"print(duckdb.connect('{args.db}', read_only=True).sql('SELECT * FROM current_labels LIMIT 5'))\"")
+         f"print(duckdb.connect('{args.db}', read_only=True).sql('SELECT * FROM catalog_labels LIMIT 5'))\"")
     return 0
 
 
