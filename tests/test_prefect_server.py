@@ -116,6 +116,7 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
         rf"Review: {count(n_issues, 'item')} ranked by p_given in [\d.]+ s \(annotation_issues keeps the labelled "
         rf"items with p_given < 0.5\); "
         rf"{count(n_doubtful, 'given label')} more likely wrong than right \(p_given < 0.5\)",
+        re.escape("Label changes: 800 new (new item)"),  # the catalog's first run: every item is new
         r"Run server-test committed in [\d.]+ s: stage [\d.]+ s, pass1 [\d.]+ s, fit [\d.]+ s, refine [\d.]+ s, "
         r"fit_review [\d.]+ s, pass2 [\d.]+ s, metrics [\d.]+ s, review [\d.]+ s",
         re.escape(f"HTML report: {Path(f'{db}.reports/server-test.html').resolve()}"),
