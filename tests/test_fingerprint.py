@@ -3,7 +3,7 @@
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tasks.fingerprint import _MIX, _multipliers, _reason_hash, fingerprints
@@ -55,7 +55,10 @@ def test_one_flipped_bit_changes_the_fingerprint(values, position, bit):
     if not np.isfinite(flipped).all() or not flipped.any():
         return
     rows = [x.tolist(), flipped.tolist()]
-    first, second = fingerprints([matrix(batch(rows, 8), "a", 8)], 2)
+    usable = matrix(batch(rows, 8), "a", 8)
+    # rows whose float32 square norm underflows to 0 are rejected as all-zero, and hash to that reason
+    assume(usable.valid.all())
+    first, second = fingerprints([usable], 2)
     assert first != second
 
 
