@@ -23,7 +23,7 @@ def reference(rows: list[list[float] | None], dim: int) -> list[int]:
     out = []
     for row in rows:
         x = None if row is None else np.asarray(row, np.float32)
-        if x is None or len(x) != dim or not np.isfinite(x).all() or not x.any():
+        if x is None or len(x) != dim or not np.isfinite(x).all() or np.einsum("i,i", x, x) == 0:  # float32 norm
             reason = matrix(batch([row], dim), "a", dim).reasons[0]
             own = int(_reason_hash(reason))
         else:
