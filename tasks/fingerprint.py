@@ -1,10 +1,11 @@
 """A fingerprint of each item's embeddings, so that an incremental night relabels only what changed.
 
 64 bits per item: a multilinear hash of the embeddings' float32 words, per modality, with fixed seeded odd
-multipliers, combined over the modalities in order. One integer matrix-vector product per batch and
-modality (about 11 ms for 8,192 x 768 here), where a byte hash per row cost three times as much. Two
-different embeddings collide with probability about 2^-32, so a missed change among a million changed
-items is a one-in-4,000 event. A rejected row hashes to its reason: it stays rejected until it changes.
+multipliers, combined over the modalities in order: per row and modality, a sum of products modulo 2^64.
+numpy's integer matmul would compute it but is a plain loop (64 ms for 8,192 x 768 here); widening blocks
+of rows to uint64, multiplying in place and summing gives the same sums in 8 ms (a byte hash per row cost
+more than both). Two different embeddings collide with probability about 2^-32, so a missed change among
+a million changed items is a one-in-4,000 event. A rejected row hashes to its reason: it stays rejected until it changes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tasks.sources import BatchEmbeddings
 # fixed forever: fingerprints recorded by one version must match the next's
 _SEED = 0x5EED_F1A6
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_HASH_ROWS = 512  # rows widened at a time: 3 MiB at 768-d
 
 
 def _multipliers(dim: int) -> np.ndarray:
@@ -28,6 +30,16 @@ def _reason_hash(reason: str) -> np.uint64:
     return np.uint64(int.from_bytes(hashlib.blake2b(reason.encode(), digest_size=8).digest(), "little"))
 
 
+def _multilinear(words: np.ndarray, multipliers: np.ndarray) -> np.ndarray:
+    """(n,) uint64: words @ multipliers modulo 2^64, by blocks of rows widened to uint64 (bounded memory)."""
+    out = np.empty(words.shape[0], np.uint64)
+    for start in range(0, words.shape[0], _HASH_ROWS):
+        block = words[start : start + _HASH_ROWS].astype(np.uint64)
+        np.multiply(block, multipliers, out=block)
+        np.add.reduce(block, axis=1, out=out[start : start + _HASH_ROWS])
+    return out
+
+
 def fingerprints(usables: list[BatchEmbeddings], n: int) -> np.ndarray:
     """(n,) uint64: each row's fingerprint over its modalities' embeddings (``matrix`` of each, in order)."""
     combined = np.zeros(n, np.uint64)
@@ -35,7 +47,7 @@ def fingerprints(usables: list[BatchEmbeddings], n: int) -> np.ndarray:
         for usable in usables:
             own = np.empty(n, np.uint64)
             if usable.x.size:
-                own[usable.valid] = usable.x.view(np.uint32) @ _multipliers(usable.x.shape[1])
+                own[usable.valid] = _multilinear(usable.x.view(np.uint32), _multipliers(usable.x.shape[1]))
             for row in np.flatnonzero(~usable.valid):
                 own[row] = _reason_hash(usable.reasons[row])
             combined = (combined ^ own) * _MIX
