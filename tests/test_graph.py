@@ -1,0 +1,95 @@
+"""The graph refinement's propagation (pairwise_core/graph.py) against a dense reference."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pairwise_core.graph import edge_weights, inductive, normalize, propagate, transition
+
+
+def dense_reference(prior: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, alpha: float,
+                    iterations: int) -> np.ndarray:
+    """METHOD.md step 10 written out with a dense W, in float64."""
+    n = len(prior)
+    w = np.zeros((n, n))
+    for i in range(n):
+        for j, weight in zip(neighbours[i], weights[i], strict=True):
+            if j >= 0:
+                w[i, j] += weight
+    degree = w.sum(axis=1, keepdims=True)
+    s = np.divide(w, degree, out=np.zeros_like(w), where=degree > 0)
+    f = prior.astype(np.float64)
+    for _ in range(iterations):
+        f = (1 - alpha) * prior + alpha * s @ f
+    total = f.sum(axis=1, keepdims=True)
+    return np.divide(f, total, out=np.zeros_like(f), where=total > 0)
+
+
+@st.composite
+def graphs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = draw(st.integers(2, 12))
+    k = draw(st.integers(1, 4))
+    n_classes = draw(st.integers(2, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    prior = rng.dirichlet(np.ones(n_classes), size=n).astype(np.float32)
+    prior[rng.random(n) < 0.2] = 0  # items rejected in this modality: no prior
+    neighbours = rng.integers(-1, n, size=(n, k))  # -1: fewer than k neighbours found
+    cos = rng.uniform(-0.3, 1.0, size=(n, k)).astype(np.float32)
+    return prior, neighbours, cos
+
+
+@settings(max_examples=150, deadline=None)
+@given(graphs(), st.one_of(st.just(0.0), st.floats(0.01, 0.95)), st.integers(0, 12), st.sampled_from([1.0, 3.0]))
+def test_propagation_equals_the_dense_reference(graph, alpha, iterations, power) -> None:
+    prior, neighbours, cos = graph
+    weights = edge_weights(cos, power)
+    got = propagate(prior, transition(neighbours, weights, len(prior)), alpha=alpha, iterations=iterations)
+    np.testing.assert_allclose(got, dense_reference(prior, neighbours, weights, alpha, iterations), atol=2e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(graphs(), st.floats(0.05, 0.95))
+def test_rows_are_distributions_and_rejected_items_get_their_neighbours_classes(graph, alpha) -> None:
+    prior, neighbours, cos = graph
+    step = transition(neighbours, edge_weights(cos, 3.0), len(prior))
+    f = propagate(prior, step, alpha=alpha, iterations=5)
+    has_prior = prior.sum(axis=1) > 0
+    # an item with no prior but a neighbour with one takes its classes from the graph
+    reached = has_prior | (step @ has_prior.astype(np.float32) > 0)
+    np.testing.assert_allclose(f.sum(axis=1)[reached], 1, atol=1e-5)
+    assert (f >= 0).all()
+    further = f.sum(axis=1)[~reached]  # reached over more hops (a distribution), or never (zeros)
+    assert np.all((further == 0) | (abs(further - 1) < 1e-5))
+
+
+def test_no_iterations_or_alpha_zero_gives_the_prior_back() -> None:
+    rng = np.random.default_rng(3)
+    prior = rng.dirichlet(np.ones(4), size=6).astype(np.float32)
+    step = transition(rng.integers(0, 6, (6, 3)), np.ones((6, 3), np.float32), 6)
+    np.testing.assert_allclose(propagate(prior, step, alpha=0.8, iterations=0), prior, rtol=1e-6)
+    np.testing.assert_allclose(propagate(prior, step, alpha=0.0, iterations=7), prior, rtol=1e-6)
+
+
+def test_a_new_item_at_the_fixed_point_gets_the_catalogs_label() -> None:
+    """One inductive step against the stored F is the fixed-point equation: an item of the catalog queried
+    again with its own neighbours gets its converged F back."""
+    rng = np.random.default_rng(7)
+    n, k = 40, 5
+    prior = rng.dirichlet(np.ones(3), size=n).astype(np.float32)
+    neighbours = np.array([rng.choice(np.delete(np.arange(n), i), k, replace=False) for i in range(n)])
+    weights = edge_weights(rng.uniform(0.2, 1.0, (n, k)), 3.0)
+    step = transition(neighbours, weights, n)
+    stored = propagate(prior, step, alpha=0.8, iterations=200)
+    np.testing.assert_allclose(inductive(prior[:10], step[:10], stored, alpha=0.8), stored[:10], atol=1e-5)
+
+
+def test_edge_weights_clip_negative_and_missing_similarities() -> None:
+    got = edge_weights(np.array([[0.5, -0.2, np.nan]]), 3.0)
+    np.testing.assert_allclose(got, [[0.125, 0.0, 0.0]])
+    assert got.dtype == np.float32
+
+
+def test_normalize_keeps_an_empty_row_empty() -> None:
+    np.testing.assert_array_equal(normalize(np.array([[0.0, 0.0], [1.0, 3.0]], np.float32)), [[0, 0], [0.25, 0.75]])
