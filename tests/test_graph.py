@@ -6,18 +6,19 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pairwise_core.graph import edge_weights, inductive, normalize, propagate, transition
+from pairwise_core.graph import adjacency, edge_weights, inductive, normalize, propagate, sharpen, transition
 
 
 def dense_reference(prior: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, alpha: float,
                     iterations: int) -> np.ndarray:
-    """METHOD.md step 10 written out with a dense W, in float64."""
+    """METHOD.md step 10 written out with a dense W = A + A^T, in float64."""
     n = len(prior)
-    w = np.zeros((n, n))
+    a = np.zeros((n, n))
     for i in range(n):
         for j, weight in zip(neighbours[i], weights[i], strict=True):
             if j >= 0:
-                w[i, j] += weight
+                a[i, j] += weight
+    w = a + a.T
     degree = w.sum(axis=1, keepdims=True)
     s = np.divide(w, degree, out=np.zeros_like(w), where=degree > 0)
     f = prior.astype(np.float64)
@@ -45,7 +46,8 @@ def graphs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_propagation_equals_the_dense_reference(graph, alpha, iterations, power) -> None:
     prior, neighbours, cos = graph
     weights = edge_weights(cos, power)
-    got = propagate(prior, transition(neighbours, weights, len(prior)), alpha=alpha, iterations=iterations)
+    step = transition(adjacency(neighbours, weights, len(prior)))
+    got = propagate(prior, step, alpha=alpha, iterations=iterations)
     np.testing.assert_allclose(got, dense_reference(prior, neighbours, weights, alpha, iterations), atol=2e-5)
 
 
@@ -53,7 +55,7 @@ def test_propagation_equals_the_dense_reference(graph, alpha, iterations, power)
 @given(graphs(), st.floats(0.05, 0.95))
 def test_rows_are_distributions_and_rejected_items_get_their_neighbours_classes(graph, alpha) -> None:
     prior, neighbours, cos = graph
-    step = transition(neighbours, edge_weights(cos, 3.0), len(prior))
+    step = transition(adjacency(neighbours, edge_weights(cos, 3.0), len(prior)))
     f = propagate(prior, step, alpha=alpha, iterations=5)
     has_prior = prior.sum(axis=1) > 0
     # an item with no prior but a neighbour with one takes its classes from the graph
@@ -67,22 +69,26 @@ def test_rows_are_distributions_and_rejected_items_get_their_neighbours_classes(
 def test_no_iterations_or_alpha_zero_gives_the_prior_back() -> None:
     rng = np.random.default_rng(3)
     prior = rng.dirichlet(np.ones(4), size=6).astype(np.float32)
-    step = transition(rng.integers(0, 6, (6, 3)), np.ones((6, 3), np.float32), 6)
+    step = transition(adjacency(rng.integers(0, 6, (6, 3)), np.ones((6, 3), np.float32), 6))
     np.testing.assert_allclose(propagate(prior, step, alpha=0.8, iterations=0), prior, rtol=1e-6)
     np.testing.assert_allclose(propagate(prior, step, alpha=0.0, iterations=7), prior, rtol=1e-6)
 
 
-def test_a_new_item_at_the_fixed_point_gets_the_catalogs_label() -> None:
-    """One inductive step against the stored F is the fixed-point equation: an item of the catalog queried
-    again with its own neighbours gets its converged F back."""
+def test_a_new_item_takes_one_step_against_the_stored_posteriors() -> None:
+    """The inductive step with a graph's own rows is its fixed-point equation: a converged F comes back."""
     rng = np.random.default_rng(7)
     n, k = 40, 5
     prior = rng.dirichlet(np.ones(3), size=n).astype(np.float32)
     neighbours = np.array([rng.choice(np.delete(np.arange(n), i), k, replace=False) for i in range(n)])
     weights = edge_weights(rng.uniform(0.2, 1.0, (n, k)), 3.0)
-    step = transition(neighbours, weights, n)
+    step = transition(adjacency(neighbours, weights, n))
     stored = propagate(prior, step, alpha=0.8, iterations=200)
     np.testing.assert_allclose(inductive(prior[:10], step[:10], stored, alpha=0.8), stored[:10], atol=1e-5)
+    # a new item's own directed row: a weighted mean of its neighbours' F, mixed with its prior
+    row = transition(adjacency(neighbours[:1], weights[:1], n), symmetric=False)
+    mean = (weights[0] @ stored[neighbours[0]]) / weights[0].sum()
+    np.testing.assert_allclose(inductive(prior[:1], row, stored, alpha=0.8)[0], 0.2 * prior[0] + 0.8 * mean,
+                               rtol=1e-5)
 
 
 def test_edge_weights_clip_negative_and_missing_similarities() -> None:
@@ -93,3 +99,14 @@ def test_edge_weights_clip_negative_and_missing_similarities() -> None:
 
 def test_normalize_keeps_an_empty_row_empty() -> None:
     np.testing.assert_array_equal(normalize(np.array([[0.0, 0.0], [1.0, 3.0]], np.float32)), [[0, 0], [0.25, 0.75]])
+
+
+def test_sharpen_is_a_tempered_softmax_and_keeps_the_label() -> None:
+    f = np.random.default_rng(1).dirichlet(np.ones(5), size=30).astype(np.float32)
+    f[0] = 0
+    got = sharpen(f, 1.5)
+    expected = np.exp(1.5 * np.log(f[1:]))
+    np.testing.assert_allclose(got[1:], expected / expected.sum(axis=1, keepdims=True), rtol=1e-5)
+    np.testing.assert_array_equal(got[1:].argmax(axis=1), f[1:].argmax(axis=1))
+    assert (got[0] == 0).all()
+    assert (got[1:].max(axis=1) >= f[1:].max(axis=1) - 1e-6).all()
