@@ -14,6 +14,9 @@ Pure numpy and scipy.sparse: the neighbours come from an index the pipeline buil
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import sparse
 
@@ -72,3 +75,51 @@ def sharpen(f: np.ndarray, power: float) -> np.ndarray:
     come out underconfident; a label-free power brings their calibration back (bench/research_graph.md)."""
     with np.errstate(divide="ignore"):
         return normalize(np.power(f, np.float32(power), dtype=np.float32))
+
+
+@dataclass
+class GraphProjection:
+    """How an item becomes a point of the graph: its unit views concatenated and scaled by 1/sqrt(M) (a
+    missing view left at zero), centred and projected on the fit sample's top principal axes, then unit
+    length. 128 axes keep a catalog's graph at 512 bytes an item; on the WordNet catalogs they labelled as
+    well as the full 768 dimensions, or better (bench/research_graph.md).
+
+    ``components``: per modality, its (d_m, r) block of the axes; ``offset``: the centre's projection (r,).
+    """
+
+    components: dict[str, np.ndarray]
+    offset: np.ndarray
+
+    @classmethod
+    def fit(cls, units: dict[str, np.ndarray], present: np.ndarray, dims: int = 128) -> GraphProjection:
+        """PCA of the sample's concatenated unit views (rows with no view at all are left out), in float64."""
+        scale = 1 / np.sqrt(len(units))
+        rows = present.any(axis=1)
+        x = np.concatenate([np.asarray(u, np.float64)[rows] * scale for u in units.values()], axis=1)
+        centre = x.mean(axis=0)
+        centred = x - centre
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+        axes = vectors[:, ::-1][:, : min(dims, x.shape[1])]
+        axes *= np.where(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])] < 0, -1, 1)  # a fixed sign
+        splits = np.cumsum([u.shape[1] for u in units.values()])[:-1]
+        blocks = np.split(axes * scale, splits, axis=0)
+        return cls({m: b.astype(np.float32) for m, b in zip(units, blocks, strict=True)},
+                   (centre @ axes).astype(np.float32))
+
+    def project(self, n: int, views: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+        """(n, r) unit points. ``views``: per modality, its usable rows (raw), their inverse norms and which of
+        the n rows they are; a view a row lacks counts as zero. A row with no view at all stays zero."""
+        total = np.tile(-self.offset, (n, 1))
+        for modality, (x, inverse, valid) in views.items():
+            total[valid] += (x @ self.components[modality]) * inverse[:, None]
+        norms = np.linalg.norm(total, axis=1, keepdims=True)
+        norms[~np.logical_or.reduce([valid for _, _, valid in views.values()])] = 0
+        return np.divide(total, norms, out=np.zeros_like(total), where=norms > 0)
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        arrays = {f"components/{i}": c for i, c in enumerate(self.components.values())}
+        return {**arrays, "offset": self.offset}, {"modalities": list(self.components)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], state: dict) -> GraphProjection:
+        return cls({m: arrays[f"components/{i}"] for i, m in enumerate(state["modalities"])}, arrays["offset"])

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pairwise_core.graph import adjacency, edge_weights, inductive, normalize, propagate, sharpen, transition
+from pairwise_core.graph import GraphProjection, adjacency, edge_weights, inductive, normalize, propagate, sharpen, transition
 
 
 def dense_reference(prior: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, alpha: float,
@@ -110,3 +110,25 @@ def test_sharpen_is_a_tempered_softmax_and_keeps_the_label() -> None:
     np.testing.assert_array_equal(got[1:].argmax(axis=1), f[1:].argmax(axis=1))
     assert (got[0] == 0).all()
     assert (got[1:].max(axis=1) >= f[1:].max(axis=1) - 1e-6).all()
+
+
+def test_the_projection_is_the_pca_of_the_concatenated_unit_views() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(300, 6)), rng.normal(size=(300, 4)) + 2
+    unit = {m: x / np.linalg.norm(x, axis=1, keepdims=True) for m, x in (("a", a), ("b", b))}
+    projection = GraphProjection.fit(unit, np.ones((300, 2), bool), dims=3)
+    got = projection.project(300, {"a": (a, 1 / np.linalg.norm(a, axis=1), np.ones(300, bool)),
+                                   "b": (b, 1 / np.linalg.norm(b, axis=1), np.ones(300, bool))})
+    x = np.concatenate([unit["a"], unit["b"]], axis=1) / np.sqrt(2)
+    _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    reference = (x - x.mean(axis=0)) @ vt[:3].T
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    sign = np.sign((got * reference).sum(axis=0))  # the same axes, up to sign
+    np.testing.assert_allclose(got, reference * sign, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-5)
+    # a row with one view lacks the other's part; a row with none is no point at all
+    half = projection.project(2, {"a": (a[:1], 1 / np.linalg.norm(a[:1], axis=1), np.array([True, False])),
+                                  "b": (b[:0], np.ones(0), np.array([False, False]))})
+    assert np.isclose(np.linalg.norm(half[0]), 1) and not half[1].any()
+    restored = GraphProjection.from_arrays(*projection.to_arrays())
+    np.testing.assert_array_equal(restored.offset, projection.offset)
