@@ -23,6 +23,8 @@ from flows.progress import begin_phase, partition_done
 from tasks import run_log
 from tasks.artifacts import advance_progress, publish_artifacts, start_progress
 from tasks.fit import fit_masks, partition_stats
+from tasks.graph import fit_graph, propagate_graph
+from tasks.graph_labels import apply_graph
 from tasks.html_report import report_path
 from tasks.label import label_partition
 from tasks.metrics import compute_metrics
@@ -31,7 +33,7 @@ from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
     check_stored_model, commit_run, fail_run, seal_model, stage_sources, start_run, stored_models, validate_sources,
 )
-from tasks.sources import Partition, Source, file_signatures
+from tasks.sources import Partition, Plan, Source, file_signatures
 from tasks.staging import Staging, write_parquet
 from tasks.drift import measure_drift, sample_rate
 from tasks.night import plan_night
@@ -74,7 +76,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         log.info(run_log.first_night(db))
         params = params.model_copy(update={"model": None, "incremental": False, "refit_on_drift": False})
     # a stored model to label with must fit the catalog: refused before anything is written
-    using = params.model and check_stored_model(plan, params.classes, db, params.model)
+    using = params.model and check_stored_model(plan, params.classes, db, params.model, params.graph_k > 0)
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting
     # OpenBLAS spawn (and spin) its own threads on top oversubscribes the cores and slows every
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)
@@ -130,6 +132,10 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                                         plan, fitted["model"], params.review, params.issues_below)
                     watch.lap("fit_review")
                     log.info(run_log.review_fit(review, timings["fit_review_s"]))
+                if params.graph_k:
+                    begin_phase("fit the graph's projection")
+                    fit_graph([part["sample"] for part in pass1], plan, fitted["model"])
+                    watch.lap("fit_graph")
                 # fitting and labelling meet only through the model's files: pass 2 loads them as a stored model
                 sealed = {"folder": fitted["model"], "content_hash": seal_model(fitted["model"]),
                           "model_id": new_run_id()}  # an id of its own: a run id can be re-run
@@ -156,12 +162,17 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 watch.lap("plan_night")
                 log.info(run_log.night_plan(night))
             labelling = plan.partitions if night is None else night.partitions
+            # the graph needs the whole catalog: a night labels a few items (their inductive step is to come)
+            graph = bool(params.graph_k) and night is None
+            if params.graph_k and not graph:
+                log.warning(run_log.graph_skipped())
             begin_phase(f"pass {passes}/{passes}: labels", sum(p.n_rows for p in labelling), len(labelling))
             staged_parts = partitions(
                 "label-partition", list(labelling),
                 {"plan": plan, "staging": staging, "sealed": model["sealed"], "seed": model["seed"], "run_id": run_id,
                  "selections": night and night.selections,
-                 "drift_rate": None if night is None else sample_rate(night.n_new + (night.n_changed or 0))},
+                 "drift_rate": None if night is None else sample_rate(night.n_new + (night.n_changed or 0)),
+                 "graph": graph},
                 progress, offset=(passes - 1) * n_parts, total=passes * n_parts,
             )
             watch.lap("pass2")
@@ -170,6 +181,13 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                                             n_parts, "those with new or changed items"))
             if night is not None:
                 log.info(run_log.night_labelled(night.details(n_labelled)))
+            graph_details = None
+            if graph and n_labelled:
+                begin_phase("graph refinement")
+                staged_parts, graph_details = refine_over_graph(staged_parts, plan, staging, run_id, params.graph_k,
+                                                                model["seed"])
+                watch.lap("graph")
+                log.info(run_log.graph(graph_details))
             label_paths = [part["item_labels"] for part in staged_parts]
             joint_paths = [part["joint_labels"] for part in staged_parts]
             rejected_paths = [part["rejected_items"] for part in staged_parts]
@@ -211,6 +229,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     "n_labelled": n_labelled,
                     "night": night and night.details(n_labelled),
                     "drift": drift and {"rows": drift["rows"], "skipped": drift["skipped"]},
+                    "graph": graph_details or {"k": params.graph_k, "skipped": "incremental night"}
+                    if params.graph_k else None,
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
                     "timings": timings,
                 },
@@ -260,6 +280,19 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         summary["refit"] = reclassify_catalog(params.model_copy(update={
             "model": None, "incremental": False, "refit_on_drift": False, "run_id": refit_id}))["run_id"]
     return summary
+
+
+def refine_over_graph(staged_parts: list[dict[str, Any]], plan: Plan, staging: Staging, run_id: str, k: int,
+                      seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Propagate the partitions' posteriors over the catalog's kNN graph and rewrite their label rows, on the
+    flow's two threads; what was done, for runs.details."""
+    posteriors, details = propagate_graph([part["graph_parts"] for part in staged_parts], k,
+                                          len(plan.modalities), staging, seed)
+    began = time.perf_counter()
+    futures = [apply_graph.submit(part, path, plan, staging, index, run_id)
+               for index, (part, path) in enumerate(zip(staged_parts, posteriors, strict=True))]
+    rewritten = [future.result() for future in futures]
+    return rewritten, {**details, "apply_s": round(time.perf_counter() - began, 3)}
 
 
 class Stopwatch:

@@ -17,6 +17,7 @@ from pairwise_core.model import Review
 from tasks.policy import IO_TASK
 from tasks.drift import DriftSample
 from tasks.fingerprint import fingerprints
+from tasks.graph import GraphParts
 from tasks.models import load_model
 from tasks.night import Selection
 from tasks.sample import gold_codes, item_folds
@@ -87,7 +88,7 @@ REJECTED_SCHEMA = pa.schema([
 @task(name="label-partition", **IO_TASK)
 def label_partition(
     partition: Partition, plan: Plan, sealed: dict[str, str], seed: int, staging: Staging, run_id: str,
-    selections: dict[int, Selection] | None = None, drift_rate: float | None = None,
+    selections: dict[int, Selection] | None = None, drift_rate: float | None = None, graph: bool = False,
 ) -> dict[str, Any]:
     """Run the tourney and the refinement over one partition, streaming; stage its item_labels,
     joint_labels, rejected_items, review_items and catalog_state rows, and count the rows labelled.
@@ -95,6 +96,8 @@ def label_partition(
     ``selections`` (an incremental night's, by partition index): this partition's says which rows to label;
     a partition without one, or no selections at all, labels every row. With ``drift_rate`` (a night with a
     stored model) it also stages a seeded sample of the rows it labelled, for the drift tests (tasks/drift.py).
+    With ``graph`` it stages the rows' graph points and refined posteriors too (``graph_parts``), in the order
+    of its catalog_state rows, for the graph refinement (tasks/graph.py).
 
     ``sealed`` names the sealed model (``folder``, ``content_hash``, ``model_id``): labelling reads the model
     only through ``load_model``, as a stored model is read. Every (item, modality) lands in exactly one of
@@ -113,6 +116,8 @@ def label_partition(
     choose = selection.chooser() if selection is not None else None
     n_labelled = 0
     drift_sample = None if drift_rate is None else DriftSample(plan.modalities, plan.dims, drift_rate, seed)
+    graph_parts = GraphParts(list(models)) if graph else None
+    n_classes = len(plan.class_names)
     with pq.ParquetWriter(paths["item_labels"], LABEL_SCHEMA) as labels, \
             pq.ParquetWriter(paths["joint_labels"], JOINT_SCHEMA) as joint_labels, \
             pq.ParquetWriter(paths["rejected_items"], REJECTED_SCHEMA) as rejected, \
@@ -143,6 +148,7 @@ def label_partition(
             # per modality, every row's embedding and inverse norm (zero where rejected), for the review
             xs: list[np.ndarray] = []
             scales: list[np.ndarray] = []
+            priors: list[np.ndarray] = []
             for column, (modality, model) in enumerate(models.items()):
                 usable = usables[column]
                 if not usable.valid.all():
@@ -159,6 +165,8 @@ def label_partition(
                     every = n == batch.num_rows
                     xs.append(usable.x if every else _scatter_rows(usable.x, usable.valid))
                     scales.append(inverse if every else _scatter_rows(inverse, usable.valid))
+                if graph_parts is not None:
+                    priors.append(np.zeros((batch.num_rows, n_classes), np.float32))
                 if n == 0:
                     continue
                 keep = pa.array(usable.valid)
@@ -171,6 +179,8 @@ def label_partition(
                 posterior = np.exp(log_softmax(terms * weight[:, None]))
                 confidence = posterior[np.arange(n), refined]
                 parent_class, parent_confidence = parent_columns(plan.parent, posterior)
+                if graph_parts is not None:
+                    priors[-1][usable.valid] = posterior
                 joint.record(column, usable.valid, terms, refined)
                 no_gold = pa.nulls(n, pa.float32())
                 labels.write_table(pa.table({
@@ -195,8 +205,17 @@ def label_partition(
                 reviews.write_table(table)
             joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names,
                                                  plan.parent))
+            if graph_parts is not None:
+                views = {m: (u.x, u.inverse_norms(), u.valid) for m, u in zip(models, usables, strict=True)}
+                rows, log_p = joint.log_posterior(refinement.joint_weights[fold])
+                joint_prior = np.zeros((batch.num_rows, n_classes), np.float32)
+                joint_prior[rows] = np.exp(log_p)
+                graph_parts.add(fitted.graph.project(batch.num_rows, views), priors, joint_prior, joint.present)
     sampled = drift_sample and drift_sample.save(staging.path("drift_sample", f"part-{partition.index:05d}.npz"))
-    return {**{kind: str(path) for kind, path in paths.items()}, "n_labelled": n_labelled, "drift_sample": sampled}
+    staged = graph_parts and graph_parts.save(staging.path("graph_parts", f"part-{partition.index:05d}.npz"),
+                                              n_classes)
+    return {**{kind: str(path) for kind, path in paths.items()}, "n_labelled": n_labelled, "drift_sample": sampled,
+            "graph_parts": staged}
 
 
 @dataclass
@@ -220,27 +239,39 @@ class Joint:
     def table(self, weights: np.ndarray, run_id: str, ids: pa.Array, gold: pa.Array | None,
               names: pa.Array, parent: Level | None = None) -> pa.Table:
         """joint_labels rows of the items with at least one modality (see sql/create_consensus_labels.sql)."""
-        rows = np.flatnonzero(self.present.any(axis=1))
-        present = self.present[rows]
-        log_p = joint_log_posterior(self.terms[rows], present, weights[rows])
-        label = log_p.argmax(axis=1)
-        parent_label, parent_confidence = parent_columns(parent, np.exp(log_p))
-        n_modalities = present.sum(axis=1)
-        agreeing = ((self.refined[rows] == label[:, None]) & present).sum(axis=1)
-        status = np.where(n_modalities == 1, "single_modality", np.where(agreeing == n_modalities, "agreed", "split"))
+        rows, log_p = self.log_posterior(weights)
         picked = pa.array(rows)
-        return pa.table({
-            "run_id": _repeat(run_id, rows.size),
-            "item_id": ids.take(picked),
-            "label": names.take(label),
-            "confidence": pa.array(np.exp(log_p.max(axis=1)).astype(np.float32)),
-            "status": pa.array(status.astype(object), pa.string()),
-            "agreeing_modalities": pa.array(agreeing.astype(np.int32)),
-            "n_modalities": pa.array(n_modalities.astype(np.int32)),
-            "gold_class": gold.take(picked) if gold is not None else pa.nulls(rows.size, pa.string()),
-            "parent_label": parent_label,
-            "parent_confidence": parent_confidence,
-        }, schema=JOINT_SCHEMA)
+        return joint_rows(run_id, ids.take(picked), np.exp(log_p), self.refined[rows], self.present[rows],
+                          gold.take(picked) if gold is not None else None, names, parent)
+
+    def log_posterior(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows with at least one modality, and their joint log posterior under the fold's ``weights``."""
+        rows = np.flatnonzero(self.present.any(axis=1))
+        return rows, joint_log_posterior(self.terms[rows], self.present[rows], weights[rows])
+
+
+def joint_rows(run_id: str, ids: pa.Array, posterior: np.ndarray, refined: np.ndarray, present: np.ndarray,
+               gold: pa.Array | None, names: pa.Array, parent: Level | None) -> pa.Table:
+    """joint_labels rows from the items' joint posterior and their modalities' own refined labels
+    (``refined``, ``present``: (n, modalities))."""
+    n = len(posterior)
+    label = posterior.argmax(axis=1)
+    parent_label, parent_confidence = parent_columns(parent, posterior)
+    n_modalities = present.sum(axis=1)
+    agreeing = ((refined == label[:, None]) & present).sum(axis=1)
+    status = np.where(n_modalities == 1, "single_modality", np.where(agreeing == n_modalities, "agreed", "split"))
+    return pa.table({
+        "run_id": _repeat(run_id, n),
+        "item_id": ids,
+        "label": names.take(label),
+        "confidence": pa.array(posterior[np.arange(n), label].astype(np.float32)),
+        "status": pa.array(status.astype(object), pa.string()),
+        "agreeing_modalities": pa.array(agreeing.astype(np.int32)),
+        "n_modalities": pa.array(n_modalities.astype(np.int32)),
+        "gold_class": gold if gold is not None else pa.nulls(n, pa.string()),
+        "parent_label": parent_label,
+        "parent_confidence": parent_confidence,
+    }, schema=JOINT_SCHEMA)
 
 
 def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: list[np.ndarray],

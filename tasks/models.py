@@ -1,7 +1,7 @@
 """A fitted model on disk: its parts as plain arrays, sealed by a manifest of their hashes; the model store.
 
 A model's folder holds, per part (``pairwise_core.model``: classifiers,
-refinement, review, drift_reference), ``<part>.npz`` (its arrays, written by ``np.savez`` and
+refinement, review, drift_reference, graph), ``<part>.npz`` (its arrays, written by ``np.savez`` and
 read with ``allow_pickle=False``, which refuses object arrays: nothing read
 back can run code) and ``<part>.json`` (its state), and ``model.json``, the
 manifest: the format and every other file's sha256. The model's content hash
@@ -29,15 +29,16 @@ from typing import Any
 
 import numpy as np
 
+from pairwise_core.graph import GraphProjection
 from pairwise_core.model import Classifiers, DriftReference, Fitted, Refinement, Review
 from tasks.folders import check_private, clear, create_private, open_own, opened
 
 FORMAT = 1  # models.schema_version: the layout of a model's files
 MANIFEST = "model.json"
-# review and drift_reference are optional: a model fitted without given labels has no review, and one stored
-# before the drift tests no drift_reference
+# review, drift_reference and graph are optional: a model fitted without given labels has no review, one
+# stored before the drift tests no drift_reference, one fitted without --graph-k no graph
 PARTS: dict[str, type[Fitted]] = {"classifiers": Classifiers, "refinement": Refinement, "review": Review,
-                                  "drift_reference": DriftReference}
+                                  "drift_reference": DriftReference, "graph": GraphProjection}
 _STORE = "the model store"
 
 
@@ -90,6 +91,7 @@ class Model:
     refinement: Refinement
     review: Review | None  # None: fitted without given labels
     drift_reference: DriftReference | None = None  # None: stored before the drift tests
+    graph: GraphProjection | None = None  # None: fitted without the graph refinement
 
 
 _loaded: weakref.WeakValueDictionary[tuple[str, str], Model] = weakref.WeakValueDictionary()
@@ -135,7 +137,8 @@ def _load(folder: Path, content_hash: str, model_id: str) -> Model:
     parts = {name: _parse(name, checked(f"{name}.npz", files[f"{name}.npz"]),
                           checked(f"{name}.json", files.get(f"{name}.json", "")))
              for name in PARTS if f"{name}.npz" in files}
-    return Model(parts["classifiers"], parts["refinement"], parts.get("review"), parts.get("drift_reference"))
+    return Model(parts["classifiers"], parts["refinement"], parts.get("review"), parts.get("drift_reference"),
+                 parts.get("graph"))
 
 
 def class_hash(class_names: tuple[str, ...], class_embeddings: Mapping[str, np.ndarray]) -> str:

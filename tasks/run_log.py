@@ -191,3 +191,16 @@ def night_labelled(details: Mapping[str, int]) -> str:
 
 def refit_on_drift(refit_id: str) -> str:
     return f"The night drifted from the model's fit sample (--refit-on-drift): refitting on the whole catalog as run {refit_id}"
+
+
+def graph(details: dict[str, Any]) -> str:
+    """What the graph refinement did, in one line."""
+    return (f"Graph refinement: {count(details['items'], 'item')}, k = {details['k']} ({details['index']}, recall "
+            f"{details['recall']:.3f} against exact search on {details['recall_queries']:,} items), propagated "
+            f"{details['iterations']} times at alpha {details['alpha']}: build {details['build_s']:.1f} s, search "
+            f"{details['search_s']:.1f} s, in all {details['total_s'] + details['apply_s']:.1f} s")
+
+
+def graph_skipped() -> str:
+    return ("Graph refinement skipped: an incremental night labels its new and changed items without the graph "
+            "(it needs the whole catalog); a full run with the model applies it")

@@ -61,10 +61,10 @@ def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
 
 
 @task(name="check-stored-model", **IO_TASK)
-def check_stored_model(plan: Plan, classes: str, db: str, model_id: str) -> dict[str, Any]:
+def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: bool = False) -> dict[str, Any]:
     """The stored model ``model_id`` ('latest' or an id), if it fits the catalog: its modalities, their
     dimensions and its classes (names and embeddings, by the class hash); else ValueError (bad input, before
-    anything is written) saying what differs. Returns what labelling with it needs: the model's folder,
+    anything is written) saying what differs; with ``graph``, it must have the graph's part. Returns what labelling with it needs: the model's folder,
     content hash and id (``sealed``), the seed of its folds, and how it was calibrated."""
     row, model = store.stored_model(db, model_id)
     name, refit = row["model_id"], "refit with a full run (without --model)"
@@ -90,6 +90,9 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str) -> dict
             what = "the same class names with other class embeddings"
         raise ValueError(f"model {name} was fitted on {what}; {refit}")
     folder = str(Path(db).parent / row["path"])
+    if graph and model.graph is None:
+        raise ValueError(f"model {name} was fitted without the graph refinement; refit with --graph-k, "
+                         "or label with --graph-k 0")
     return {"sealed": {"folder": folder, "content_hash": row["content_hash"], "model_id": name},
             "seed": json.loads(row["params"])["core"]["seed"], "calibration": model.refinement.calibration}
 

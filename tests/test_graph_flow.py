@@ -1,0 +1,107 @@
+"""The graph refinement (--graph-k) through real flow runs: labels, a missing modality, stored models, Dask,
+and the kNN index's recall."""
+
+import json
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import write_catalog
+from flows.reclassify import ReclassifyParams, reclassify_catalog
+from pairwise_core import make_catalog
+from tasks.graph import neighbours, recall
+
+N_ITEMS, N_CLASSES = 1500, 6
+OPTIONS = {"signal_strength": 0.08, "label_noise": 0.0}  # a weak class signal: some labels for the graph to move
+
+
+def rows(db, sql, params=None):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def run(tmp_path, name, items_glob, classes_path, **options):
+    db = tmp_path / f"{name}.duckdb"
+    summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db),
+                                                  gold_column="label", chunk_size=500, run_id=name, **options))
+    return summary, db
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=11, **OPTIONS)
+    # two items lose their image embedding: the graph must still label them from their text
+    image = items.column("image_embedding").to_pylist()
+    image[3] = image[700] = None
+    items = items.set_column(items.schema.get_field_index("image_embedding"), "image_embedding",
+                             pa.array(image, items.schema.field("image_embedding").type))
+    return items, classes
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_graph_rewrites_refined_and_joint_labels_and_keeps_base_and_pairwise(tmp_path, catalog):
+    items_glob, classes_path = write_catalog(tmp_path / "in", *catalog, n_files=2)
+    _, db_off = run(tmp_path, "off", items_glob, classes_path, graph_k=0)
+    summary, db = run(tmp_path, "graph", items_glob, classes_path, graph_k=10)
+
+    same = "SELECT item_id, modality, base_class, pairwise_class, pairwise_margin FROM item_labels ORDER BY ALL"
+    assert rows(db, same) == rows(db_off, same)
+    assert rows(db, "SELECT count(*) FROM item_labels")[0][0] == 2 * N_ITEMS - 2
+    assert rows(db, "SELECT item_id FROM rejected_items ORDER BY 1") == [("item-0000003",), ("item-0000700",)]
+    # the graph moved some labels, and every item still has one joint label
+    moved = rows(db, "SELECT count(*) FROM item_labels AS g JOIN item_labels AS o USING (item_id, modality) "
+                     "WHERE g.refined_class <> o.refined_class", [])
+    assert rows(db_off, "SELECT count(*) FROM joint_labels")[0][0] == N_ITEMS
+    joint = {item: (label, confidence, status, n) for item, label, confidence, status, n in rows(
+        db, "SELECT item_id, label, confidence, status, n_modalities FROM joint_labels")}
+    assert len(joint) == N_ITEMS
+    assert joint["item-0000003"][2:] == ("single_modality", 1) and joint["item-0000700"][3] == 1
+    assert all(0 < confidence <= 1 + 1e-6 for _, confidence, _, _ in joint.values())
+    with duckdb.connect(str(db_off), read_only=True) as off, duckdb.connect(str(db), read_only=True) as on:
+        before = dict(off.execute("SELECT item_id, refined_class FROM item_labels WHERE modality = 'image'").fetchall())
+        after = dict(on.execute("SELECT item_id, refined_class FROM item_labels WHERE modality = 'image'").fetchall())
+    assert moved and sum(before[i] != after[i] for i in before) > 0
+    # what the graph buys is measured on real catalogs (docs/results.md): a synthetic catalog's noise is
+    # isotropic, so its neighbours say little
+
+    details = json.loads(rows(db, "SELECT details FROM runs")[0][0])["graph"]
+    assert details["k"] == 10 and details["items"] == N_ITEMS and details["index"] == "faiss HNSW32,SQ8"
+    assert 0.9 <= details["recall"] <= 1 and details["edges"] >= N_ITEMS * 10
+    assert {"build_s", "search_s", "apply_s", "total_s"} <= details.keys()
+    assert summary["run_id"] == "graph"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_stored_model_relabels_with_the_graph_as_its_fit_did(tmp_path, catalog):
+    items_glob, classes_path = write_catalog(tmp_path / "in", *catalog, n_files=3)
+    _, db = run(tmp_path, "fit", items_glob, classes_path, graph_k=8)
+    db = str(db)
+    reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=db, gold_column="label",
+                                        chunk_size=700, run_id="relabel", model="latest", graph_k=8))
+    labels = "SELECT item_id, modality, refined_class FROM item_labels WHERE run_id = ? ORDER BY ALL"
+    assert rows(db, labels, ["relabel"]) == rows(db, labels, ["fit"])  # another partitioning, the same labels
+    joint = "SELECT item_id, label, status FROM joint_labels WHERE run_id = ? ORDER BY ALL"
+    assert rows(db, joint, ["relabel"]) == rows(db, joint, ["fit"])
+
+    _, db_plain = run(tmp_path, "plain", items_glob, classes_path)
+    with pytest.raises(ValueError, match=r"model \S+ was fitted without the graph refinement; refit with --graph-k, "
+                                         r"or label with --graph-k 0$"):
+        reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db_plain),
+                                            gold_column="label", model="latest", graph_k=8, run_id="refused"))
+    assert rows(db_plain, "SELECT count(*) FROM runs WHERE run_id = 'refused'")[0][0] == 0
+
+
+def test_the_index_finds_the_exact_neighbours_of_a_seeded_catalog():
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(40, 128))
+    points = centres[rng.integers(0, 40, 6000)] + 0.3 * rng.normal(size=(6000, 128))
+    points = (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+    found, cosines, timings = neighbours(points, 10, seed=0)
+    assert found.shape == (6000, 10) and not (found == np.arange(6000)[:, None]).any()  # never itself
+    assert recall(points, found, seed=0) >= 0.9  # 0.93 here: points within a cluster are nearly equidistant
+    np.testing.assert_allclose(cosines, np.einsum("nd,nkd->nk", points, points[found]), rtol=1e-5)
+    assert timings["build_s"] >= 0 and timings["search_s"] >= 0
+    again, _, _ = neighbours(points, 10, seed=0)
+    np.testing.assert_array_equal(again, found)  # one insertion thread: the same graph every run
