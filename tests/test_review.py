@@ -66,12 +66,13 @@ def test_given_labels_are_checked():
 
 
 def review_part(path, rows):
-    """A staged review_items part from (item_id, given, suggested, p_given) rows."""
+    """A staged review_items part from (item_id, given, suggested, p_given[, p_given_parent]) rows."""
     n = len(rows)
     pq.write_table(pa.table({
         "item_id": [r[0] for r in rows], "given_label": [r[1] for r in rows],
         "suggested_label": [r[2] for r in rows], "p_given": [r[3] for r in rows],
-        "route": ["both"] * n, "zero_shot_p_given": [0.5] * n, "zero_shot_label": ["a"] * n,
+        "p_given_parent": [r[4] if len(r) > 4 else None for r in rows], "route": ["both"] * n,
+        "zero_shot_p_given": [0.5] * n, "zero_shot_label": ["a"] * n,
         "label_aware_p_given": [r[3] for r in rows], "label_aware_label": [r[2] for r in rows],
         "agreeing_modalities": pa.array([1] * n, pa.int32()),
     }, schema=REVIEW_SCHEMA), path)
@@ -201,6 +202,8 @@ def test_by_default_annotation_issues_keep_the_labels_more_likely_wrong_than_rig
     reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db), gold_column="label"))
     with duckdb.connect(str(db), read_only=True) as con:
         p_given = [p for (p,) in con.execute("SELECT p_given FROM annotation_issues ORDER BY rank").fetchall()]
+        no_parents = con.execute("SELECT count(*) FROM annotation_issues WHERE p_given_parent IS NOT NULL").fetchone()
+    assert no_parents == (0,)  # classes without a parent column: no parent level to review
     assert p_given and max(p_given) < 0.5 and p_given == sorted(p_given)
     assert len(p_given) < items.num_rows / 2  # the clean majority is left out
 
