@@ -14,6 +14,7 @@ from pairwise_core.joint import joint_log_posterior
 from pairwise_core.model import Review
 from tasks.label import Joint, review_table
 from tasks.report import render_report
+from tasks.review import PARENT_WEIGHT
 from tasks.sources import SourceError, inspect_sources
 
 N_ITEMS, N_CLASSES = 1200, 5
@@ -76,15 +77,19 @@ def test_a_run_with_parents_labels_and_measures_both_levels(tmp_path):
     assert ("refined_parent", "gold_ece", "joint") in metrics
 
     # the review: the given label's parent's probability sums its children's, a lone child's is its own
-    issues = rows(db, "SELECT given_label, p_given, p_given_parent FROM annotation_issues WHERE run_id = ?", [run_id])
+    issues = rows(db, "SELECT given_label, p_given, p_given_parent FROM annotation_issues WHERE run_id = ? "
+                      "ORDER BY rank", [run_id])
+    keys = [p ** (1 - PARENT_WEIGHT) * p_parent ** PARENT_WEIGHT for _, p, p_parent in issues]
+    assert all(a <= b * (1 + 1e-9) for a, b in zip(keys, keys[1:]))  # a wrong parent weighs in the order
     assert issues and all(p_parent is not None and p - 1e-9 <= p_parent <= 1 + 1e-9 for _, p, p_parent in issues)
     lone = [(p, p_parent) for given, p, p_parent in issues if parent_of[given] in ("p1", "p2")]
     assert lone and all(p_parent == pytest.approx(p, rel=1e-9, abs=1e-300) for p, p_parent in lone)
 
     report = render_report(db, run_id)
     assert "## Parent shares" in report and "| parent gold_accuracy " in report
+    assert "| p_parent |" in report and "p_parent: the probability that the given label's parent" in report
     page = (tmp_path / "out.duckdb.reports" / f"{run_id}.html").read_text()
-    assert "Parent shares" in page and "parent gold_accuracy" in page
+    assert "Parent shares" in page and "parent gold_accuracy" in page and "<th>parent p_given</th>" in page
 
 
 @pytest.mark.parametrize(("parent", "message"), [

@@ -17,7 +17,7 @@ from pairwise_core import PairwiseClassifier, make_catalog
 from pairwise_core.model import combine
 from tasks import store
 from tasks.label import REVIEW_SCHEMA
-from tasks.review import MIN_REVIEW_ROWS, choose_route, rank_annotation_issues
+from tasks.review import MIN_REVIEW_ROWS, PARENT_WEIGHT, choose_route, rank_annotation_issues
 from tests.conftest import write_catalog
 from tests.reference import masked_cosine, noisy_catalog, unit_rows
 
@@ -87,6 +87,16 @@ def test_annotation_issues_rank_every_item_by_p_given_across_partitions(tmp_path
     assert [(row["rank"], row["item_id"], row["p_given"]) for row in got] == [
         (1, "w", 0.05), (2, "y", 0.05), (3, "z", 0.4), (4, "x", 0.9)]
     assert {row["run_id"] for row in got} == {"r"}
+
+
+def test_with_a_parent_level_a_wrong_parent_ranks_before_a_likelier_wrong_sibling(tmp_path):
+    # p_given^(1 - w) * p_given_parent^w, w = PARENT_WEIGHT: 0.01^0.75 * 0.9^0.25 = 0.031 > 0.02 = 0.02 * 0.02
+    part = review_part(tmp_path / "a.parquet", [("sibling", "a", "b", 0.01, 0.9), ("cross", "a", "c", 0.02, 0.02),
+                                               ("right", "a", "b", 0.8, 0.95)])
+    got = pq.read_table(rank_annotation_issues([part], tmp_path / "w", "r")[0]).to_pylist()
+    assert PARENT_WEIGHT == 0.25
+    assert [(row["item_id"], row["p_given_parent"]) for row in got] == [("cross", 0.02), ("sibling", 0.9),
+                                                                        ("right", 0.95)]
 
 
 def test_no_issue_no_file(tmp_path):
