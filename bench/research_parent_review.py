@@ -25,6 +25,7 @@ given leaf and its siblings). The candidate orders (most suspect first):
 - parent: p_given_parent ascending;
 - geo a: the weighted geometric mix, p_given_parent^a * p_given^(1-a) ascending (a = 0.5: the product's
   square root, which orders as the product does);
+- cost w: the expected cost of keeping the given label, (1 - p_given) + w * (1 - p_given_parent);
 - tiers t: items whose p_given_parent < t first, each tier by p_given.
 
 Measures, each with k = its number of positives (precision@k = recall@k): ROC-AUC and precision@k of
