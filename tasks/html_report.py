@@ -27,9 +27,9 @@ from matplotlib.figure import Figure as MplFigure
 
 from tasks import store
 from tasks.staging import replacing
-from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, ISSUE_COLUMNS, ISSUES_NOTE,
-                          NO_CHANGES, OLD_ISSUES_NOTE, change_rows, drift_cells, issue_cells, metric_cell,
-                          night_sentence, run_row, shown_classes, signed, status_meaning)
+from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, NO_CHANGES, OLD_ISSUES_NOTE,
+                          change_rows, drift_cells, issue_cells, issue_columns, metric_cell, night_sentence, run_row,
+                          shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -521,8 +521,8 @@ def _old_issue_rows(issue: Mapping[str, Any]) -> str:
     return "".join(rows)
 
 
-def _issue_row(issue: Mapping[str, Any]) -> str:
-    return "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in issue_cells(issue)) + "</tr>"
+def _issue_row(issue: Mapping[str, Any], columns: Mapping[str, Any]) -> str:
+    return "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in issue_cells(issue, columns)) + "</tr>"
 
 
 def _issues_section(db: str | Path, run_id: str) -> _Section:
@@ -539,7 +539,8 @@ def _issues_section(db: str | Path, run_id: str) -> _Section:
         headers, body, note = [*OLD_ISSUE_COLUMNS, *EVIDENCE_COLUMNS], map(_old_issue_rows, rows), OLD_ISSUES_NOTE
     else:
         intro = _note(top + "is the least likely to be right, by rank.")
-        headers, body, note = [h for _, h in ISSUE_COLUMNS.values()], map(_issue_row, rows), ISSUES_NOTE
+        columns, note = issue_columns(rows)
+        headers, body = [h for _, h in columns.values()], (_issue_row(row, columns) for row in rows)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     table = (f'<div class="scroll"><table class="issues"><thead><tr>{head}</tr></thead>'
              f"<tbody>{''.join(body)}</tbody></table></div>")

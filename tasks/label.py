@@ -62,6 +62,7 @@ REVIEW_SCHEMA = pa.schema([
     ("given_label", pa.string()),
     ("suggested_label", pa.string()),
     ("p_given", pa.float64()),
+    ("p_given_parent", pa.float64()),
     ("route", pa.string()),
     ("zero_shot_p_given", pa.float64()),
     ("zero_shot_label", pa.string()),
@@ -201,7 +202,8 @@ def label_partition(
                     "parent_confidence": parent_confidence,
                 }, schema=LABEL_SCHEMA))
             if review is not None:
-                table = review_table(review, joint, refinement.free_weights, xs, scales, fold, ids, given, names)
+                table = review_table(review, joint, refinement.free_weights, xs, scales, fold, ids, given, names,
+                                     plan.parent)
                 reviews.write_table(table)
             joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names,
                                                  plan.parent))
@@ -276,10 +278,11 @@ def joint_rows(run_id: str, ids: pa.Array, posterior: np.ndarray, refined: np.nd
 
 def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: list[np.ndarray],
                  scales: list[np.ndarray], fold: np.ndarray, ids: pa.Array, given: np.ndarray,
-                 names: pa.Array) -> pa.Table:
+                 names: pa.Array, parent: Level | None = None) -> pa.Table:
     """review_items rows of the batch's items with a known given label, at least one modality, and a
     p_given below the review's ``keep_below`` (every such item at 1). ``xs`` and ``scales``: per modality,
-    the rows' embeddings and inverse norms (the review scores unit rows)."""
+    the rows' embeddings and inverse norms (the review scores unit rows). With a ``parent`` level,
+    p_given_parent is the given label's parent's probability: its children's summed in the same posterior."""
     rows = np.flatnonzero((given >= 0) & joint.present.any(axis=1))
     present, at = joint.present[rows], (np.arange(rows.size), given[rows])
     zero_shot = joint_log_posterior(joint.terms[rows], present, free_weights)
@@ -303,6 +306,8 @@ def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: lis
         "given_label": names.take(pa.array(given[rows])),
         "suggested_label": names.take(pa.array(suggested)),
         "p_given": pa.array(np.exp(route[at])),
+        "p_given_parent": pa.nulls(n, pa.float64()) if parent is None else pa.array(
+            parent.probabilities(np.exp(route))[np.arange(n), np.asarray(parent.index)[given[rows]]]),
         "route": _repeat(review.route, n),
         "zero_shot_p_given": pa.array(np.exp(zero_shot[at])),
         "zero_shot_label": names.take(pa.array(zero_shot.argmax(axis=1))),

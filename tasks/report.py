@@ -186,12 +186,14 @@ ISSUE_COLUMNS = {
     "zero_shot_label": ("zs label", "zero-shot label"), "label_aware_p_given": ("la p_given", "label-aware p_given"),
     "label_aware_label": ("la label", "label-aware label"), "agreeing_modalities": ("agree", "agreeing modalities"),
 }
-PROBABILITIES = {"p_given", "zero_shot_p_given", "label_aware_p_given"}
+PROBABILITIES = {"p_given", "p_given_parent", "zero_shot_p_given", "label_aware_p_given"}
 ISSUES_NOTE = ("p_given: the probability that the given label is right, from the run's route (rank 1 has the "
                "lowest). Route zero-shot (zs): the refined joint posterior, which never reads the labels; "
                "label-aware (la): an out-of-fold discriminant fitted on the given labels (none on the zero-shot "
                "route); both: the two together. Each route shows its own p_given and most likely label; agreeing "
                "modalities (agree): how many modalities' refined labels are the suggested one.")
+PARENT_ISSUES_NOTE = ("p_parent: the probability that the given label's parent is right (its children's summed); "
+                      "a wrong parent is the worse error, so the rank orders by p_given^0.75 * p_parent^0.25.")
 OLD_ISSUES_NOTE = ("Scored by the schema-3 rules (a run made before schema version 4, with no p_given): score is "
                    "the share of modalities whose pairwise label is not the given one plus how far the given label "
                    "trails in base cosine, standardized among the items given the same label; agreeing modalities: "
@@ -205,9 +207,21 @@ def probability(value: float | None) -> str | None:
     return f"{value:.3f}" if value >= 0.001 or value == 0 else f"{value:.1e}"
 
 
-def issue_cells(issue: Mapping[str, Any]) -> list[Any]:
-    """An issue's ISSUE_COLUMNS, its probabilities formatted to tell the near-zero ones apart."""
-    return [probability(issue[k]) if k in PROBABILITIES else issue[k] for k in ISSUE_COLUMNS]
+def issue_columns(issues: list[Mapping[str, Any]]) -> tuple[dict[str, tuple[str, str]], str]:
+    """The columns of a run's top issues and their note: ISSUE_COLUMNS, and p_given_parent after p_given when
+    the run's classes have parents (schema version 8 on)."""
+    if all(issue.get("p_given_parent") is None for issue in issues):
+        return ISSUE_COLUMNS, ISSUES_NOTE
+    columns = dict(ISSUE_COLUMNS)
+    at = list(columns).index("p_given") + 1
+    items = list(columns.items())
+    return dict([*items[:at], ("p_given_parent", ("p_parent", "parent p_given")), *items[at:]]), \
+        f"{ISSUES_NOTE} {PARENT_ISSUES_NOTE}"
+
+
+def issue_cells(issue: Mapping[str, Any], columns: Mapping[str, Any] = ISSUE_COLUMNS) -> list[Any]:
+    """An issue's ``columns``, its probabilities formatted to tell the near-zero ones apart."""
+    return [probability(issue[k]) if k in PROBABILITIES else issue[k] for k in columns]
 
 
 def _issues_lines(issues: list[dict]) -> list[str]:
@@ -216,8 +230,9 @@ def _issues_lines(issues: list[dict]) -> list[str]:
         columns = ["rank", "item_id", "given_label", "suggested_label", "score", "agreeing_modalities"]
         rows, note, headers = [[r[c] for c in columns] for r in issues], OLD_ISSUES_NOTE, columns
     else:
-        rows, note = [issue_cells(r) for r in issues], ISSUES_NOTE
-        headers = [terminal for terminal, _ in ISSUE_COLUMNS.values()]
+        columns, note = issue_columns(issues)
+        rows = [issue_cells(r, columns) for r in issues]
+        headers = [terminal for terminal, _ in columns.values()]
     table = pa.table({h: [_fmt(row[i]) for row in rows] for i, h in enumerate(headers)})
     return [markdown_table(table), "", note]
 

@@ -34,6 +34,9 @@ from tasks.staging import Staging, load_stats
 from tasks.store import DUCKDB_MEMORY
 
 _BATCH_ROWS = 65_536
+# the weight of p_given_parent in annotation_issues' order, p_given^(1 - w) * p_given_parent^w: a wrong parent
+# comes first without losing the sibling swaps (bench/research_parent_review.py, docs/results.md)
+PARENT_WEIGHT = 0.25
 # fewer complete labelled sample rows than this: no label-aware route (a covariance from noise)
 MIN_REVIEW_ROWS = 200
 
@@ -102,7 +105,8 @@ def rank_annotation_issues(review_paths: list[str], workdir: Path, run_id: str) 
     with duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.execute("SET temp_directory = ?", [str(workdir / "spill")])
         con.read_parquet(review_paths).create_view("review_items")
-        reader = con.execute(statement("annotation_issues"), {"run_id": run_id}).to_arrow_reader(_BATCH_ROWS)
+        reader = con.execute(statement("annotation_issues"), {"run_id": run_id, "parent_weight": PARENT_WEIGHT}
+                             ).to_arrow_reader(_BATCH_ROWS)
         writer, rank = None, 0
         for batch in reader:
             ranks = pa.array(np.arange(rank + 1, rank + 1 + batch.num_rows, dtype=np.int32))
@@ -118,5 +122,6 @@ def rank_annotation_issues(review_paths: list[str], workdir: Path, run_id: str) 
 
 @task(name="annotation-issues", **IO_TASK)
 def stage_annotation_issues(review_paths: list[str], staging: Staging, run_id: str) -> list[str]:
-    """Rank the items with a given label by the probability that it is right; return the staged Parquet file."""
+    """Rank the items with a given label by the probability that it is right (and its parent, with a parent
+    level: PARENT_WEIGHT); return the staged Parquet file."""
     return rank_annotation_issues(review_paths, staging.path("review"), run_id)

@@ -9,7 +9,12 @@ import pytest
 from conftest import write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
+from pairwise_core.hierarchy import Level
+from pairwise_core.joint import joint_log_posterior
+from pairwise_core.model import Review
+from tasks.label import Joint, review_table
 from tasks.report import render_report
+from tasks.review import PARENT_WEIGHT
 from tasks.sources import SourceError, inspect_sources
 
 N_ITEMS, N_CLASSES = 1200, 5
@@ -71,10 +76,20 @@ def test_a_run_with_parents_labels_and_measures_both_levels(tmp_path):
         np.mean([parent == parent_of[gold[item]] for item, (_, _, parent, _) in consensus.items()]))
     assert ("refined_parent", "gold_ece", "joint") in metrics
 
+    # the review: the given label's parent's probability sums its children's, a lone child's is its own
+    issues = rows(db, "SELECT given_label, p_given, p_given_parent FROM annotation_issues WHERE run_id = ? "
+                      "ORDER BY rank", [run_id])
+    keys = [p ** (1 - PARENT_WEIGHT) * p_parent ** PARENT_WEIGHT for _, p, p_parent in issues]
+    assert all(a <= b * (1 + 1e-9) for a, b in zip(keys, keys[1:]))  # a wrong parent weighs in the order
+    assert issues and all(p_parent is not None and p - 1e-9 <= p_parent <= 1 + 1e-9 for _, p, p_parent in issues)
+    lone = [(p, p_parent) for given, p, p_parent in issues if parent_of[given] in ("p1", "p2")]
+    assert lone and all(p_parent == pytest.approx(p, rel=1e-9, abs=1e-300) for p, p_parent in lone)
+
     report = render_report(db, run_id)
     assert "## Parent shares" in report and "| parent gold_accuracy " in report
+    assert "| p_parent |" in report and "p_parent: the probability that the given label's parent" in report
     page = (tmp_path / "out.duckdb.reports" / f"{run_id}.html").read_text()
-    assert "Parent shares" in page and "parent gold_accuracy" in page
+    assert "Parent shares" in page and "parent gold_accuracy" in page and "<th>parent p_given</th>" in page
 
 
 @pytest.mark.parametrize(("parent", "message"), [
@@ -100,3 +115,27 @@ def test_a_parent_may_have_one_child_and_no_parent_column_means_no_level(tmp_pat
     assert plain.parent is None and plain.parents_by_class() is None
     assert levelled.parent.names == ("p0", "p1", "p2") and levelled.parent.index == (0, 0, 0, 1, 2)
     assert levelled.parents_by_class() == dict(zip(classes.column("class_name").to_pylist(), PARENTS, strict=True))
+
+
+def test_p_given_parent_sums_the_given_leafs_siblings_in_the_reviews_posterior():
+    rng = np.random.default_rng(3)
+    n, k = 40, len(PARENTS)
+    terms = rng.normal(size=(n, 2, k)).astype(np.float32)
+    present = rng.random((n, 2)) < 0.8
+    present[0] = False  # no modality: not reviewed
+    joint = Joint(terms, present, terms.argmax(axis=2))
+    given = rng.integers(-1, k, n)
+    names = pa.array([f"c{i}" for i in range(k)])
+    review = Review("zero-shot", None, np.array([0.0, 1.0]), 1.0)
+    free = np.array([0.7, 1.3])
+    args = (review, joint, free, [], [], np.zeros(n, np.int64), pa.array([f"i{i}" for i in range(n)]), given, names)
+    level = Level.of(PARENTS)
+    table = review_table(*args, level).to_pylist()
+    rows = np.flatnonzero((given >= 0) & present.any(axis=1))
+    assert [row["item_id"] for row in table] == [f"i{i}" for i in rows]
+    posterior = np.exp(joint_log_posterior(terms[rows], present[rows], free))
+    siblings = np.array(level.index)[:, None] == np.array(level.index)[None, :]  # (k, k): same parent
+    expected = (posterior * siblings[given[rows]]).sum(axis=1)
+    np.testing.assert_allclose([row["p_given_parent"] for row in table], expected, rtol=1e-9)
+    assert all(row["p_given_parent"] >= row["p_given"] - 1e-12 for row in table)
+    assert all(row["p_given_parent"] is None for row in review_table(*args).to_pylist())  # no parent level

@@ -17,7 +17,7 @@ from pairwise_core import PairwiseClassifier, make_catalog
 from pairwise_core.model import combine
 from tasks import store
 from tasks.label import REVIEW_SCHEMA
-from tasks.review import MIN_REVIEW_ROWS, choose_route, rank_annotation_issues
+from tasks.review import MIN_REVIEW_ROWS, PARENT_WEIGHT, choose_route, rank_annotation_issues
 from tests.conftest import write_catalog
 from tests.reference import masked_cosine, noisy_catalog, unit_rows
 
@@ -66,12 +66,13 @@ def test_given_labels_are_checked():
 
 
 def review_part(path, rows):
-    """A staged review_items part from (item_id, given, suggested, p_given) rows."""
+    """A staged review_items part from (item_id, given, suggested, p_given[, p_given_parent]) rows."""
     n = len(rows)
     pq.write_table(pa.table({
         "item_id": [r[0] for r in rows], "given_label": [r[1] for r in rows],
         "suggested_label": [r[2] for r in rows], "p_given": [r[3] for r in rows],
-        "route": ["both"] * n, "zero_shot_p_given": [0.5] * n, "zero_shot_label": ["a"] * n,
+        "p_given_parent": [r[4] if len(r) > 4 else None for r in rows], "route": ["both"] * n,
+        "zero_shot_p_given": [0.5] * n, "zero_shot_label": ["a"] * n,
         "label_aware_p_given": [r[3] for r in rows], "label_aware_label": [r[2] for r in rows],
         "agreeing_modalities": pa.array([1] * n, pa.int32()),
     }, schema=REVIEW_SCHEMA), path)
@@ -86,6 +87,16 @@ def test_annotation_issues_rank_every_item_by_p_given_across_partitions(tmp_path
     assert [(row["rank"], row["item_id"], row["p_given"]) for row in got] == [
         (1, "w", 0.05), (2, "y", 0.05), (3, "z", 0.4), (4, "x", 0.9)]
     assert {row["run_id"] for row in got} == {"r"}
+
+
+def test_with_a_parent_level_a_wrong_parent_ranks_before_a_likelier_wrong_sibling(tmp_path):
+    # p_given^(1 - w) * p_given_parent^w, w = PARENT_WEIGHT: 0.01^0.75 * 0.9^0.25 = 0.031 > 0.02 = 0.02 * 0.02
+    part = review_part(tmp_path / "a.parquet", [("sibling", "a", "b", 0.01, 0.9), ("cross", "a", "c", 0.02, 0.02),
+                                               ("right", "a", "b", 0.8, 0.95)])
+    got = pq.read_table(rank_annotation_issues([part], tmp_path / "w", "r")[0]).to_pylist()
+    assert PARENT_WEIGHT == 0.25
+    assert [(row["item_id"], row["p_given_parent"]) for row in got] == [("cross", 0.02), ("sibling", 0.9),
+                                                                        ("right", 0.95)]
 
 
 def test_no_issue_no_file(tmp_path):
@@ -201,6 +212,8 @@ def test_by_default_annotation_issues_keep_the_labels_more_likely_wrong_than_rig
     reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db), gold_column="label"))
     with duckdb.connect(str(db), read_only=True) as con:
         p_given = [p for (p,) in con.execute("SELECT p_given FROM annotation_issues ORDER BY rank").fetchall()]
+        no_parents = con.execute("SELECT count(*) FROM annotation_issues WHERE p_given_parent IS NOT NULL").fetchone()
+    assert no_parents == (0,)  # classes without a parent column: no parent level to review
     assert p_given and max(p_given) < 0.5 and p_given == sorted(p_given)
     assert len(p_given) < items.num_rows / 2  # the clean majority is left out
 
