@@ -318,6 +318,19 @@ class G:
     alpha: float = 0.8
     iters: int = 10
     norm: str = "sym"
+    sharp: float = 1.0  # Y = softmax(sharp * weighted log terms); inf: one-hot of the refined label
+
+
+def seeds(cat: Catalog, g: G, terms=None, own=None, joint_w=None) -> dict[str, np.ndarray]:
+    """The posteriors to propagate: per view and joint, sharpened by ``g.sharp``."""
+    terms = cat.terms if terms is None else terms
+    own = cat.own if own is None else own
+    joint_w = cat.joint_w if joint_w is None else joint_w
+    logits = {v: own[i] * terms[:, i] for i, v in enumerate(VIEWS)}
+    logits["joint"] = np.einsum("nvk,v->nk", terms, joint_w)
+    if np.isinf(g.sharp):
+        return {v: np.eye(terms.shape[2])[s.argmax(1)] for v, s in logits.items()}
+    return {v: softmax(g.sharp * s) for v, s in logits.items()}
 
 
 def graphs(cat: Catalog, k: int, lib: str = "faiss") -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -345,33 +358,65 @@ def run_config(cat: Catalog, nb: dict, g: G) -> dict[str, np.ndarray]:
             ops[name] = operator(adjacency(ids[:, :g.k], cos[:, :g.k], g.gamma), g.norm)
         return ops[name]
 
+    y = seeds(cat, g)
     out = {}
-    for vi, v in enumerate(VIEWS):
-        out[v] = propagate(op("concat" if g.graph == "concat" else v), cat.post(vi), g.alpha, g.iters)
-    out["joint"] = propagate(op("concat"), cat.joint(), g.alpha, g.iters)
+    for v in VIEWS:
+        out[v] = propagate(op("concat" if g.graph == "concat" else v), y[v], g.alpha, g.iters)
+    out["joint"] = propagate(op("concat"), y["joint"], g.alpha, g.iters)
     return out
 
 
-def recalibrate(prop: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Label-free fix: the product's cross-view weights on log P'_v."""
+def recalibrate(prop: dict[str, np.ndarray], wide: bool = False) -> dict[str, np.ndarray]:
+    """Label-free fix: the product's cross-view weights on log P'_v. The product's temperature grid starts at
+    0.5 (a weight of at most sqrt(2) for a view): the propagated posteriors are underconfident and need a
+    smaller temperature; with ``wide`` the grid is geomspace(0.02, 128, 81) (same log spacing). Measured: the
+    product's grid (wide=False) stops at its edge (weight sqrt(2) per view) on both catalogs and calibrates
+    well; the wide grid overshoots (the views' propagated posteriors share one graph, so they agree more
+    than independent witnesses: overconfident, held-out ECE 0.06-0.16)."""
+    import pairwise_core.joint as joint_mod
+
     terms = np.stack([np.log(np.maximum(prop[v], 1e-12)) for v in VIEWS], axis=1)
     present = np.ones(terms.shape[:2], bool)
-    own, jw = cross_view_weights(terms, present)
+    saved = joint_mod._TEMPERATURES
+    if wide:
+        joint_mod._TEMPERATURES = np.geomspace(0.02, 128, 81)
+    try:
+        own, jw = cross_view_weights(terms, present)
+    finally:
+        joint_mod._TEMPERATURES = saved
     out = {v: softmax(own[i] * terms[:, i]) for i, v in enumerate(VIEWS)}
     out["joint (views)"] = softmax(np.einsum("nvk,v->nk", terms, jw))
-    # the propagated joint, sharpened/flattened by the same rule: its temperature = that of the mean of views
-    out["joint"] = softmax(np.log(np.maximum(prop["joint"], 1e-12)) * float(jw.sum()))
+    # the propagated joint is one more propagated posterior of the same kind: the views' mean own weight
+    out["joint"] = softmax(np.log(np.maximum(prop["joint"], 1e-12)) * float(own.mean()))
     out["_w"] = (own, jw)
     return out
 
 
-def cmd_grid(cats: list[Catalog], lib: str) -> G:
+def match_confidence(prop: np.ndarray, seed_post: np.ndarray) -> tuple[np.ndarray, float]:
+    """Label-free fix 2: P'^beta (renormalised), beta such that its mean max-probability equals that of the
+    posterior that was propagated (a bisection on a log grid)."""
+    lp = np.log(np.maximum(prop, 1e-12))
+    grid = np.geomspace(0.05, 20, 200)
+    conf = np.array([softmax(lp * b).max(1).mean() for b in grid])
+    b = float(grid[np.argmin(np.abs(conf - seed_post.max(1).mean()))])
+    return softmax(lp * b), b
+
+
+SPACES = {
+    # graph, k, gamma, alpha, iters, norm, sharp
+    "coarse": (("concat", "view"), (5, 10, 20, 30), (1.0, 3.0, 5.0), (0.5, 0.7, 0.8, 0.9, 0.95), (10, 20),
+               ("sym", "rw"), (1.0,)),
+    "sharp": (("concat",), (10, 20, 30), (1.0, 3.0), (0.6, 0.7, 0.8, 0.9), (10,), ("sym", "rw"),
+              (0.5, 1.0, 2.0, 4.0, 10.0, float("inf"))),
+}
+
+
+def cmd_grid(cats: list[Catalog], lib: str, space: str = "coarse") -> G:
     kmax = 30
     nbs = {c.name: graphs(c, kmax, lib) for c in cats}
     res = []
-    for graph, k, gamma, alpha, iters, norm in itertools.product(
-            ("concat", "view"), (5, 10, 20, 30), (1.0, 3.0, 5.0), (0.5, 0.7, 0.8, 0.9, 0.95), (10, 20), ("sym", "rw")):
-        g = G(graph, k, gamma, alpha, iters, norm)
+    for graph, k, gamma, alpha, iters, norm, sharp in itertools.product(*SPACES[space]):
+        g = G(graph, k, gamma, alpha, iters, norm, sharp)
         per = {}
         for c in cats:
             out = run_config(c, nbs[c.name], g)
@@ -381,21 +426,25 @@ def cmd_grid(cats: list[Catalog], lib: str) -> G:
     res.sort(key=lambda r: -r[0])
     print(f"\n## Grid ({len(res)} configs) on the tune halves, graph library {lib}; score = mean over catalogs of "
           "mean(title, gloss, joint) accuracy\n")
-    print("| score | graph | k | gamma | alpha | iters | norm | " + " | ".join(f"{c.name} t/g/j" for c in cats) + " |")
-    print("|---|---|---|---|---|---|---|" + "---|" * len(cats))
+    base = {c.name: [acc(c.gold[c.tune], y[c.tune].argmax(1)) for y in (c.post(0), c.post(1), c.joint())]
+            for c in cats}
+    print("refined (no graph): " + ", ".join(f"{n} " + "/".join(f"{a:.3f}" for a in b) for n, b in base.items())
+          + f"; score {np.mean([np.mean(b) for b in base.values()]):.4f}\n")
+    print("| score | graph | k | gamma | alpha | iters | norm | sharp | " + " | ".join(f"{c.name} t/g/j" for c in cats) + " |")
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(cats))
     for s, g, per in res[:20]:
-        print(f"| {s:.4f} | {g.graph} | {g.k} | {g.gamma:g} | {g.alpha} | {g.iters} | {g.norm} | "
+        print(f"| {s:.4f} | {g.graph} | {g.k} | {g.gamma:g} | {g.alpha} | {g.iters} | {g.norm} | {g.sharp:g} | "
               + " | ".join("/".join(f"{a:.3f}" for a in per[c.name]) for c in cats) + " |")
     # marginal best per factor value
     print("\nbest score per factor value:")
-    for fname in ("graph", "k", "gamma", "alpha", "iters", "norm"):
+    for fname in ("graph", "k", "gamma", "alpha", "iters", "norm", "sharp"):
         vals = sorted({getattr(g, fname) for _, g, _ in res}, key=str)
         print(f"- {fname}: " + ", ".join(f"{v}: {max(s for s, g, _ in res if getattr(g, fname) == v):.4f}" for v in vals))
     # the outside measurement's setting
     ref = [r for r in res if r[1] == G("concat", 10, 3.0, 0.8, 10, "sym")]
     if ref:
         print(f"\noutside setting (concat, k10, cos^3, alpha 0.8, 10 it, sym): {ref[0][0]:.4f}")
-    json.dump(res[0][1].__dict__, open(CACHE / f"best-{lib}.json", "w"))
+    json.dump(res[0][1].__dict__, open(CACHE / f"best-{lib}-{space}.json", "w"))
     return res[0][1]
 
 
@@ -427,8 +476,9 @@ def inductive(cat: Catalog, g: G, lib: str, frac: float = 0.9, seed: int = 0) ->
     old = rng.random(cat.n) < frac
     oi, ni = np.flatnonzero(old), np.flatnonzero(~old)
     base, pair, terms, own, jw = fit_refined(cat.x_raw, cat.c_raw, oi)
-    post = {v: softmax(own[i] * terms[:, i]) for i, v in enumerate(VIEWS)}
-    post["joint"] = softmax(np.einsum("nvk,v->nk", terms, jw))
+    refined = {v: softmax(own[i] * terms[:, i]) for i, v in enumerate(VIEWS)}
+    refined["joint"] = softmax(np.einsum("nvk,v->nk", terms, jw))
+    post = seeds(cat, g, terms, own, jw)
     vec = {"concat": cat.concat(), **cat.x}
     res = {}
     nb_old, nb_new = {}, {}
@@ -445,7 +495,7 @@ def inductive(cat: Catalog, g: G, lib: str, frac: float = 0.9, seed: int = 0) ->
         avg = np.einsum("nk,nkc->nc", w, f_old[ids]) / np.maximum(w.sum(1, keepdims=True), 1e-12)
         q = (1 - g.alpha) * post[v][ni] + g.alpha * avg
         gold = cat.gold[ni]
-        res[v] = (acc(gold, post[v][ni].argmax(1)), acc(gold, q.argmax(1)), acc(gold, full[v][ni].argmax(1)),
+        res[v] = (acc(gold, refined[v][ni].argmax(1)), acc(gold, q.argmax(1)), acc(gold, full[v][ni].argmax(1)),
                   ece(q / q.sum(1, keepdims=True), gold))
     return res
 
@@ -457,9 +507,12 @@ def cmd_report(cats: list[Catalog], g: G, lib: str) -> None:
         nb = graphs(c, 30, lib)
         prop = run_config(c, nb, g)
         fix = recalibrate(prop)
+        y = seeds(c, g)
+        fix2 = {v: match_confidence(prop[v], y[v]) for v in (*VIEWS, "joint")}
         print(f"\n### {c.name}: {c.n} items, {c.k} classes; label-free weights own {np.round(c.own, 4)}, joint "
               f"{np.round(c.joint_w, 4)}; after propagation own {np.round(fix['_w'][0], 3)}, joint {np.round(fix['_w'][1], 3)}\n")
-        print("| half | view | base | pairwise | refined (ECE) | graph (ECE raw / fixed) | supervised 5-fold LR |")
+        print("beta of fix 2: " + ", ".join(f"{v} {fix2[v][1]:.2f}" for v in fix2) + "\n")
+        print("| half | view | base | pairwise | refined (ECE) | graph (ECE raw / fix 1 / fix 2) | supervised 5-fold LR |")
         print("|---|---|---|---|---|---|---|")
         for half, m in (("tune", c.tune), ("held-out", ~c.tune), ("all", np.ones(c.n, bool))):
             gold = c.gold[m]
@@ -474,7 +527,8 @@ def cmd_report(cats: list[Catalog], g: G, lib: str) -> None:
                     sup = ceil[v] if half == "all" else ceil[v + "_heldout"] if half == "held-out" else None
                 after = prop[v][m]
                 print(f"| {half} | {v} | {b} | {p} | {acc(gold, before.argmax(1)):.3f} ({ece(before, gold):.3f}) | "
-                      f"{acc(gold, after.argmax(1)):.3f} ({ece(after, gold):.3f} / {ece(fix[v][m], gold):.3f}) | "
+                      f"{acc(gold, after.argmax(1)):.3f} ({ece(after, gold):.3f} / {ece(fix[v][m], gold):.3f} / "
+                      f"{ece(fix2[v][0][m], gold):.3f}) | "
                       + ("-" if sup is None else f"{sup:.3f}") + " |")
             jv = fix["joint (views)"][m]
             print(f"| {half} | joint of propagated views (fixed weights) | | | | {acc(gold, jv.argmax(1)):.3f} "
@@ -488,21 +542,36 @@ def cmd_report(cats: list[Catalog], g: G, lib: str) -> None:
 
 
 def cmd_compare_libs(cats: list[Catalog], g: G) -> None:
-    """Graph recall of the two libraries against exact on the real catalogs, and accuracy with each."""
-    print("\n## Libraries on the real catalogs (concatenated views, k=30 lists)\n")
-    print("| catalog | library | recall@10 vs exact | build+search s | joint acc (held-out) |")
-    print("|---|---|---|---|---|")
+    """Graph recall of the libraries (with and without reduction) against exact on the real catalogs'
+    concatenated views, and the propagated accuracy with each graph."""
+    variants = [
+        ("exact", "BLAS", {}),
+        ("faiss", "HNSW32 flat", {}),
+        ("faiss", "HNSW32 flat, PCA 128", dict(pca=128)),
+        ("faiss", "HNSW32 SQ8, PCA 128", dict(pca=128, sq8=True)),
+        ("hnswlib", "M16 ef_c100", {}),
+        ("hnswlib", "M16 ef_c100, PCA 128", dict(pca=128)),
+    ]
+    print(f"\n## Libraries on the real catalogs (concatenated views, k={g.k}), config {g}\n")
+    print("| catalog | library | config | recall@k vs exact | build s | search s | held-out title / gloss / joint |")
+    print("|---|---|---|---|---|---|---|")
     for c in cats:
         vec = c.concat()
-        ex = graphs(c, 30, "exact")["concat"][0][:, :10]
-        for lib in ("faiss", "hnswlib", "exact"):
+        ex = None
+        for lib, name, kw in variants:
+            st = {}
             t = time.perf_counter()
-            ids = graphs(c, 30, lib)["concat"][0][:, :10] if lib == "exact" else KNN[lib](vec, 30)[0][:, :10]
-            sec = time.perf_counter() - t
-            rec = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, ex)])
-            out = run_config(c, graphs(c, 30, lib), g)
+            ids, cos = KNN[lib](vec, g.k, stats=st, **kw) if lib != "exact" else knn_exact(vec, g.k)
+            if lib == "exact":
+                st = dict(build_s=0.0, search_s=time.perf_counter() - t)
+                ex = ids
+            rec = np.mean([len(set(a) & set(b)) / g.k for a, b in zip(ids, ex)])
+            nb = {"concat": (ids, cos)}
+            out = run_config(c, nb, g)
             m = ~c.tune
-            print(f"| {c.name} | {lib} | {rec:.4f} | {sec:.1f} | {acc(c.gold[m], out['joint'][m].argmax(1)):.3f} |")
+            cells = "/".join(f"{acc(c.gold[m], out[v][m].argmax(1)):.3f}" for v in (*VIEWS, "joint"))
+            print(f"| {c.name} | {lib} | {name} | {rec:.4f} | {st['build_s']:.1f} | {st['search_s']:.1f} | {cells} |",
+                  flush=True)
 
 
 # ---------------------------------------------------------------- ANN benchmark
@@ -553,6 +622,7 @@ def main() -> None:
     ap.add_argument("--lib", default="faiss")
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--synthetic", default="bench/data/synthetic-1000000")
+    ap.add_argument("--space", default="coarse", choices=tuple(SPACES))
     ap.add_argument("--config", help="JSON of G; default: the grid's saved winner")
     args = ap.parse_args()
     threads1()
@@ -568,9 +638,9 @@ def main() -> None:
             print(c.name, supervised_ceiling(c))
         return
     if args.cmd == "grid":
-        cmd_grid(cats, args.lib)
+        cmd_grid(cats, args.lib, args.space)
         return
-    g = G(**json.loads(args.config)) if args.config else G(**json.load(open(CACHE / f"best-{args.lib}.json")))
+    g = G(**json.loads(args.config)) if args.config else G(**json.load(open(CACHE / f"best-{args.lib}-{args.space}.json")))
     if args.cmd == "libs":
         return cmd_compare_libs(cats, g)
     cmd_report(cats, g, args.lib)
