@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from pairwise_core.joint import fit_weights
+
 
 def edge_weights(similarities: np.ndarray, power: float) -> np.ndarray:
     """w = max(cos, 0)^power, float32; a missing neighbour (NaN) weighs 0."""
@@ -123,3 +125,20 @@ class GraphProjection:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], state: dict) -> GraphProjection:
         return cls({m: arrays[f"components/{i}"] for i, m in enumerate(state["modalities"])}, arrays["offset"])
+
+
+def fold_powers(f: np.ndarray, fold: np.ndarray, gold: np.ndarray, n_folds: int, *, min_rows: int,
+                max_rows: int, seed: int) -> np.ndarray | None:
+    """Per fold, the power of F that fits the gold labels of the other folds' items best (out of fold, as the
+    refinement's confidence is calibrated); None when a fold's complement has fewer than ``min_rows``
+    labelled items with a posterior. At most ``max_rows`` seeded labelled items are read."""
+    labelled = np.flatnonzero((gold >= 0) & (f.sum(axis=1) > 0))
+    labelled = np.sort(np.random.default_rng(seed).permutation(labelled)[:max_rows])
+    log_f = np.log(np.maximum(f[labelled], np.float32(1e-30)))[:, None, :]
+    powers = np.zeros(n_folds)
+    for own in range(n_folds):
+        rows = fold[labelled] != own
+        if rows.sum() < min_rows:
+            return None
+        powers[own] = fit_weights(log_f[rows], np.ones((rows.sum(), 1), bool), gold[labelled][rows])[0]
+    return powers

@@ -29,11 +29,14 @@ from typing import Any
 import numpy as np
 from prefect import task
 
-from pairwise_core.graph import GraphProjection, adjacency, edge_weights, propagate, sharpen, transition
+from pairwise_core.graph import (
+    GraphProjection, adjacency, edge_weights, fold_powers, propagate, sharpen, transition,
+)
 from pairwise_core.pair_stats import normalize_rows
 from tasks.models import save_part
 from tasks.policy import IO_TASK
-from tasks.sample import load_sample
+from tasks.refine import CALIBRATION_ROWS, MIN_CALIBRATION_ROWS
+from tasks.sample import N_FOLDS, load_sample
 from tasks.sources import Plan
 from tasks.staging import Staging
 
@@ -45,7 +48,9 @@ TRAIN_ROWS = 50_000  # the scalar quantiser's seeded training rows
 ALPHA = 0.8
 POWER = 1.0  # edge weight max(cos, 0)^POWER
 ITERATIONS = 10
-SHARPEN = math.sqrt(2)  # the propagated posteriors' label-free calibration
+# The propagated posteriors come out underconfident. With enough given labels, a power per fold is fitted out of
+# fold on them, as the refinement's confidence is; without, this label-free power (bench/research_graph.md).
+SHARPEN = math.sqrt(2)
 RECALL_QUERIES = 1_000  # seeded items whose neighbours are also found by exact search
 SEARCH_ROWS = 20_000
 
@@ -68,9 +73,15 @@ class GraphParts:
         self._priors: list[list[np.ndarray]] = [[] for _ in modalities]
         self._joint: list[np.ndarray] = []
         self._present: list[np.ndarray] = []
+        self._fold: list[np.ndarray] = []
+        self._gold: list[np.ndarray] = []
 
-    def add(self, points: np.ndarray, priors: list[np.ndarray], joint: np.ndarray, present: np.ndarray) -> None:
-        """A batch: (n, r) points, per modality (n, K) posteriors (zero rows where rejected), the joint one."""
+    def add(self, points: np.ndarray, priors: list[np.ndarray], joint: np.ndarray, present: np.ndarray,
+            fold: np.ndarray, gold: np.ndarray | None) -> None:
+        """A batch: (n, r) points, per modality (n, K) posteriors (zero rows where rejected), the joint one; the
+        rows' folds and gold class ids (-1: none), for the calibration."""
+        self._fold.append(fold)
+        self._gold.append(np.full(len(points), -1, np.int64) if gold is None else gold)
         self._points.append(points.astype(np.float32, copy=False))
         for own, prior in zip(self._priors, priors, strict=True):
             own.append(prior.astype(np.float32, copy=False))
@@ -84,7 +95,8 @@ class GraphParts:
         arrays = {"points": stacked(self._points, DIMS, np.float32),
                   "joint": stacked(self._joint, n_classes, np.float32),
                   "present": stacked(self._present, len(self._priors), bool),
-                  "modalities": np.array(self._modalities, dtype=str)}
+                  "modalities": np.array(self._modalities, dtype=str),
+                  "fold": stacked(self._fold, 0, np.int64).ravel(), "gold": stacked(self._gold, 0, np.int64).ravel()}
         arrays |= {f"prior/{i}": stacked(p, n_classes, np.float32) for i, p in enumerate(self._priors)}
         np.savez(path, **arrays)
         return str(path)
@@ -167,22 +179,40 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     del points
     graph = adjacency(found, edge_weights(cosines, POWER), len(placed))
     step = transition(graph)
+    fold, gold = _load(part_paths, "fold")[placed], _load(part_paths, "gold")[placed]
     results: dict[str, np.ndarray] = {}
+    powers: dict[str, list[float]] = {}
     for name in [f"prior/{i}" for i in range(n_modalities)] + ["joint"]:
         prior = _load(part_paths, name)
+        f = propagate(prior[placed], step, alpha=ALPHA, iterations=ITERATIONS)
+        fitted = fold_powers(f, fold, gold, N_FOLDS, min_rows=MIN_CALIBRATION_ROWS, max_rows=CALIBRATION_ROWS,
+                             seed=seed)
+        power = np.full(N_FOLDS, SHARPEN) if fitted is None else fitted
         out = np.zeros_like(prior)
-        out[placed] = sharpen(propagate(prior[placed], step, alpha=ALPHA, iterations=ITERATIONS), SHARPEN)
+        out[placed] = sharpen_by_fold(f, fold, power)
         results[name.replace("prior", "posterior")] = out
+        powers[name.replace("prior/", "")] = [round(float(p), 4) for p in power]
     paths = []
     for index, (start, size) in enumerate(zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True)):
         path = staging.path("graph_posteriors", f"part-{index:05d}.npz")
         np.savez(path, **{name: values[start : start + size] for name, values in results.items()})
         paths.append(str(path))
-    details = {"k": k, "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS, "sharpen": round(SHARPEN, 4),
+    calibration = "gold" if fitted is not None else "label-free"
+    details = {"k": k, "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS, "calibration": calibration,
+               "sharpen": powers,
                "dims": DIMS, "index": f"faiss HNSW{LINKS},SQ8", "items": int(len(placed)),
                "edges": int(graph.nnz), "recall": measured, "recall_queries": min(RECALL_QUERIES, len(placed)),
                **timings, "total_s": round(time.perf_counter() - began, 3)}
     return paths, details
+
+
+def sharpen_by_fold(f: np.ndarray, fold: np.ndarray, powers: np.ndarray) -> np.ndarray:
+    """Each row of ``f`` sharpened by its fold's power."""
+    out = np.empty_like(f)
+    for own, power in enumerate(powers):
+        rows = fold == own
+        out[rows] = sharpen(f[rows], float(power))
+    return out
 
 
 def _sizes(paths: list[str]) -> list[int]:

@@ -212,7 +212,8 @@ def label_partition(
                 rows, log_p = joint.log_posterior(refinement.joint_weights[fold])
                 joint_prior = np.zeros((batch.num_rows, n_classes), np.float32)
                 joint_prior[rows] = np.exp(log_p)
-                graph_parts.add(fitted.graph.project(batch.num_rows, views), priors, joint_prior, joint.present)
+                graph_parts.add(fitted.graph.project(batch.num_rows, views), priors, joint_prior, joint.present, fold,
+                                given)
     sampled = drift_sample and drift_sample.save(staging.path("drift_sample", f"part-{partition.index:05d}.npz"))
     staged = graph_parts and graph_parts.save(staging.path("graph_parts", f"part-{partition.index:05d}.npz"),
                                               n_classes)
