@@ -1,5 +1,7 @@
 """The reclassify-catalog flow end to end, under a real (temporary) Prefect server."""
 
+import json
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -252,14 +254,21 @@ def test_a_dask_cluster_gives_the_same_outputs_as_local_threads(tmp_path, catalo
 
     items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
-    local, db_local = run(tmp_path / "local", items_glob, classes_path, seed=5)
+    # with the graph refinement: its points and posteriors come back from the workers by path
+    local, db_local = run(tmp_path / "local", items_glob, classes_path, seed=5, graph_k=5)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         monkeypatch.setenv(DASK_ALLOWED, cluster.scheduler_address)
-        on_dask, db_dask = run(tmp_path / "dask", items_glob, classes_path, seed=5, dask_address=cluster.scheduler_address)
+        on_dask, db_dask = run(tmp_path / "dask", items_glob, classes_path, seed=5, dask_address=cluster.scheduler_address,
+                               graph_k=5)
     # labels, masks and metrics are identical; float32 scores may differ in the last bit
     # (BLAS and SIMD summation order depend on threads and buffer alignment)
-    labels = "SELECT item_id, modality, base_class, pairwise_class, gold_class FROM item_labels ORDER BY ALL"
+    labels = ("SELECT item_id, modality, base_class, pairwise_class, refined_class, gold_class FROM item_labels "
+              "ORDER BY ALL")
     assert rows(db_dask, labels) == rows(db_local, labels)
+    joint = "SELECT item_id, label, status FROM joint_labels ORDER BY ALL"
+    assert rows(db_dask, joint) == rows(db_local, joint)
+    graph = json.loads(rows(db_dask, "SELECT details FROM runs")[0][0])["graph"]
+    assert graph["k"] == 5 and graph["items"] == N_ITEMS
     scores = "SELECT base_score, base_margin, pairwise_margin FROM item_labels ORDER BY item_id, modality"
     np.testing.assert_allclose(np.array(rows(db_dask, scores)), np.array(rows(db_local, scores)), rtol=1e-5, atol=1e-6)
     masks = "SELECT * EXCLUDE (run_id) FROM pair_masks ORDER BY modality, class_a, class_b"
