@@ -51,6 +51,17 @@ def run_row(db: str | Path, run_id: str) -> dict:
     return runs[0]
 
 
+def graph_line(details: str | None) -> str | None:
+    """The graph refinement's settings and recall, when the run asked for it: its refined labels come from it."""
+    graph = json.loads(details).get("graph") if details else None
+    if not graph:
+        return None
+    if "skipped" in graph:
+        return f"- graph refinement (k {graph['k']}): skipped, {graph['skipped']}"
+    return (f"- graph refinement: refined and joint labels propagated over a {graph['k']}-nearest-neighbour graph "
+            f"of {graph['items']:,} items (recall {graph['recall']:.3f}, calibration {graph['calibration']})")
+
+
 def render_report(db: str | Path, run_id: str) -> str:
     """Run summary, base / pairwise / refined metrics, class distribution, consensus and the top label issues."""
     run = run_row(db, run_id)
@@ -68,6 +79,8 @@ def render_report(db: str | Path, run_id: str) -> str:
         lines.append(f"- error: {run['error']}")
     if run["status"] != "succeeded":
         return "\n".join(lines)
+    if line := graph_line(run["details"]):
+        lines.append(line)
     lines += ["", "## What changed (label_changes)", "", *changes_lines(db, run_id, run["details"])]
     metrics = store.query(db, "report_metrics", {"run_id": run_id}).to_pylist()
     lines += ["", "## Agreement and accuracy: base, pairwise, refined", "", _metrics_table(metrics)]

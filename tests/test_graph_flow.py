@@ -71,6 +71,9 @@ def test_the_graph_rewrites_refined_and_joint_labels_and_keeps_base_and_pairwise
     assert 0.9 <= details["recall"] <= 1 and details["edges"] >= N_ITEMS * 10
     assert {"build_s", "search_s", "apply_s", "total_s"} <= details.keys()
     assert summary["run_id"] == "graph"
+    assert (f"- graph refinement: refined and joint labels propagated over a 10-nearest-neighbour graph of "
+            f"{N_ITEMS:,} items (recall {details['recall']:.3f}, calibration gold)") in summary["report"]
+    assert "graph refinement" not in run(tmp_path, "plain", items_glob, classes_path)[0]["report"]
 
 
 @pytest.mark.usefixtures("prefect_harness")
