@@ -39,6 +39,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_pipeline import synthetic
 
+from pairwise_core.classifier import default_candidates
+
 PHASES = ("stage", "pass1", "fit", "refine", "fit_review", "pass2", "metrics", "review")
 FILE_ROWS = 100_000  # bench_pipeline.synthetic's rows per file
 PARENT_GROUP = 10  # synthetic classes per parent
@@ -123,7 +125,8 @@ def main() -> None:
             first = first or per_item
             cells = [f"{per_item[p]:.0f} ({per_item[p] / first[p]:.1f})" if first[p] else f"{per_item[p]:.0f}"
                      for p in (*PHASES, "flow")]
-            candidates = params.get("core", params).get("candidates") or "all"
+            told = params.get("core", params).get("candidates")  # None: the run's default, pruned above PRUNE_ABOVE
+            candidates = told or f"{default_candidates(n_classes) or 'all'} (default)"
             parent = accuracy.get("refined_parent joint")
             print(f"| {name} | {n_items:,} | {n_classes} | {candidates} | {load:.1f} | " + " | ".join(cells)
                   + f" | {wall:.0f} | {rss / 2**30:.2f} | {accuracy['refined joint']:.3f} | "
