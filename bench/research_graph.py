@@ -52,7 +52,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from pairwise_core import MixtureRefiner, PairwiseClassifier, embeddings, f1_weighted
+from pairwise_core import MixtureRefiner, PairwiseClassifier, embeddings
 from pairwise_core.joint import cross_view_weights
 from pairwise_core.refine import log_softmax
 
