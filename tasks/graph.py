@@ -134,11 +134,9 @@ def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nd
     for start in range(0, n, SEARCH_ROWS):
         block = points[start : start + SEARCH_ROWS]
         _, ids = index.search(block, k + 1)
-        found[start : start + len(block)] = _without_self(ids, np.arange(start, start + len(block)), k)
-    for start in range(0, n, SEARCH_ROWS):  # exact cosines of the pairs found (the index's are quantised)
-        ids = found[start : start + SEARCH_ROWS]
-        cosines[start : start + len(ids)] = np.einsum("nd,nkd->nk", points[start : start + len(ids)],
-                                                      points[np.maximum(ids, 0)])
+        ids = found[start : start + len(block)] = _without_self(ids, np.arange(start, start + len(block)), k)
+        # exact cosines of the pairs found (the index's are quantised)
+        cosines[start : start + len(block)] = np.einsum("nd,nkd->nk", block, points[np.maximum(ids, 0)])
     cosines[found < 0] = np.nan
     return found, cosines, {"build_s": round(built - began, 3), "search_s": round(time.perf_counter() - built, 3)}
 
@@ -181,8 +179,9 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     Items with no usable view are no point of the graph: they keep no label, as before."""
     began = time.perf_counter()
     points = _load(part_paths, "points")
-    sizes = _sizes(part_paths)
-    placed = np.flatnonzero(_load(part_paths, "present").any(axis=1))
+    present = [_load([path], "present") for path in part_paths]
+    sizes = [len(p) for p in present]
+    placed = np.flatnonzero(np.concatenate(present).any(axis=1))
     found, cosines, timings = neighbours(points[placed], k, seed)
     measured = recall(points[placed], found, seed) if len(placed) > 1 else 1.0
     del points
@@ -208,8 +207,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
         paths.append(str(path))
     calibration = "gold" if fitted is not None else "label-free"
     details = {"k": k, "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS, "calibration": calibration,
-               "sharpen": powers,
-               "dims": DIMS, "index": f"faiss HNSW{LINKS},SQ8", "items": int(len(placed)),
+               "sharpen": powers, "dims": DIMS, "index": f"faiss HNSW{LINKS},SQ8", "items": int(len(placed)),
                "edges": int(graph.nnz), "recall": measured, "recall_queries": min(RECALL_QUERIES, len(placed)),
                **timings, "total_s": round(time.perf_counter() - began, 3)}
     return paths, details
@@ -222,11 +220,3 @@ def sharpen_by_fold(f: np.ndarray, fold: np.ndarray, powers: np.ndarray) -> np.n
         rows = fold == own
         out[rows] = sharpen(f[rows], float(power))
     return out
-
-
-def _sizes(paths: list[str]) -> list[int]:
-    sizes = []
-    for path in paths:
-        with np.load(path, allow_pickle=False) as data:
-            sizes.append(len(data["present"]))
-    return sizes
