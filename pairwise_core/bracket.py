@@ -18,6 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from pairwise_core.pair_weights import PairWeights
+
 _GATHER_ROWS = 512
 
 
@@ -67,14 +69,16 @@ class ScoreTable:
 
 @dataclass(frozen=True)
 class OnDemand:
-    """Scores of just the matches played, one gathered dot product per item and match slot.
+    """Scores of just the matches played, from each pair's weights on its own dimensions.
 
-    A pair without weights (never met while fitting) is played on the full
-    embedding: |x| (cos_lo - cos_hi), the sign of the plain cosine comparison.
+    A fallback pair (every dimension kept) or a pair without weights (never
+    met while fitting) is played on the full embedding: |x| (cos_lo - cos_hi),
+    which is x . (u_lo - u_hi) for unit class rows.
     """
 
     x: np.ndarray  # (n, d) items
-    weights: np.ndarray  # (P, d): row p = w_p
+    weights: PairWeights
+    fallback: np.ndarray  # (P,) bool
     index: np.ndarray
     cosines: np.ndarray  # (n, K)
     norms: np.ndarray  # (n,)
@@ -84,17 +88,13 @@ class OnDemand:
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         rows = np.arange(a.shape[0])[:, None]
         score = (self.cosines[rows, lo] - self.cosines[rows, hi]) * self.norms[:, None]
-        for slot in range(a.shape[1]):  # a few slots per round, never a loop over items
-            # sub-blocks keep the gathered weight rows in cache
-            for start in range(0, a.shape[0], _GATHER_ROWS):
-                col = column[start : start + _GATHER_ROWS, slot]
-                known = col >= 0
+        masked = column >= 0
+        masked[masked] = ~self.fallback[column[masked]]
+        for start in range(0, a.shape[0], _GATHER_ROWS):  # sub-blocks keep the gathered entries in cache
+            row, slot = np.nonzero(masked[start : start + _GATHER_ROWS])
+            if row.size:
                 x = self.x[start : start + _GATHER_ROWS]
-                if known.all():
-                    score[start : start + _GATHER_ROWS, slot] = np.einsum("ij,ij->i", x, self.weights[col])
-                elif known.any():
-                    rows = np.flatnonzero(known)
-                    score[start + rows, slot] = np.einsum("ij,ij->i", x[rows], self.weights[col[rows]])
+                score[start + row, slot] = self.weights.dots(x, row, column[start + row, slot])
         return column, np.where(a < b, score, -score)
 
 

@@ -20,6 +20,7 @@ from pairwise_core.bracket import (
     OnDemand, Outcome, Referee, ScoreTable, pair_index, round_robin, seeded_slots, tourney,
 )
 from pairwise_core.cross_ratio import moments_ratio, top_n
+from pairwise_core.pair_weights import PairWeights
 from pairwise_core.pair_stats import PairStats, normalize_rows, pair_stats, top_candidates, top_two
 from pairwise_core.validation import Interval, Options, check_embeddings, check_matrix, check_params, check_rows
 
@@ -273,27 +274,32 @@ class PairwiseClassifier:
 
     def _derive(self) -> None:
         """Match weights w_p = u_lo - u_hi (each class embedding masked to the pair's dims, unit length),
-        the pair lookup, the candidates' columns and the padded mask dimensions."""
-        n_pairs, d = self.pair_masks_.shape
-        # with pruning there can be many pairs: their weights are kept in float32
-        self._weights = np.zeros((n_pairs, d), dtype=np.float32 if self._pruned else np.float64)
+        the pair lookup and the candidates' columns.
+
+        Every pair's weights are kept on its own dims (``PairWeights``): they
+        score pruned matches and give each deciding match its masked length.
+        Fallback pairs keep every dim and are played on the cosines instead.
+        Unpruned, a dense (P, d) copy also scores every pair of a block in one
+        product (few classes: P is small).
+        """
+        self._sparse = PairWeights.of(self._class_unit, self.pairs_, self.pair_masks_ & ~self.pair_fallback_[:, None])
+        self._index = pair_index(self.pairs_, self.n_classes_)
+        if self._pruned:
+            self._candidate_columns, self._candidate_masks = self._class_vs_rest()
+            return
+        self._weights = np.zeros(self.pair_masks_.shape)
         for chunk in self._pair_chunks():
             lo, hi = self.pairs_[chunk, 0], self.pairs_[chunk, 1]
             weight = self.pair_masks_[chunk].astype(np.float64)
             self._weights[chunk] = normalize_rows(self._class_unit[lo] * weight) - normalize_rows(
                 self._class_unit[hi] * weight
             )
-        self._index = pair_index(self.pairs_, self.n_classes_)
-        if self._pruned:
-            self._candidate_columns, self._candidate_masks = self._class_vs_rest()
-        self._mask_dims, self._mask_real = self._padded_mask_dims()
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The fitted state labelling needs, as plain arrays and JSON-able parameters (``from_arrays``).
 
-        Left out: what prediction derives from the masks (``_derive``: with
-        many classes the weights alone are P x d floats, K = 500: 380 MB per
-        modality) and the pair margin's corrections in the statistics, which
+        Left out: what prediction derives from the masks (``_derive``: the
+        weights on each pair's dims, K = 500: 54 MB per modality) and the pair margin's corrections in the statistics, which
         labelling never reads (K = 500: about 0.3 GB per modality): only
         fitting and ``pair_ratios_`` do, which the loaded copy refuses.
         """
@@ -357,20 +363,6 @@ class PairwiseClassifier:
                 masks[rows] = top_n(ratios[rows], keep)
         masks[fallback] = True
         return masks
-
-    def _padded_mask_dims(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each pair's kept dimensions as a row of indices (int32), padded; and which entries are real.
-
-        Fallback pairs keep every dimension and are measured with |x| instead,
-        so they do not set the width.
-        """
-        masks = self.pair_masks_ & ~self.pair_fallback_[:, None]
-        counts = masks.sum(axis=1)
-        width = max(int(counts.max(initial=0)), 1)
-        real = np.arange(width) < counts[:, None]
-        dims = np.zeros(real.shape, dtype=np.int32)
-        dims[real] = np.flatnonzero(masks) % masks.shape[1]  # row-major: each pair's dims in index order
-        return dims, real
 
     # -- dense views (few classes) ------------------------------------------
 
@@ -457,8 +449,7 @@ class PairwiseClassifier:
         x = check_matrix(X, "X", n_features=self.n_features_in_)
         codes = None if given is None else self._check_given(given, x.shape[0])
         k = self.n_classes_
-        weights = self._weights.astype(x.dtype, copy=False)
-        extra = self._candidate_columns if self._pruned else weights
+        extra = self._candidate_columns if self._pruned else self._weights
         columns = np.concatenate([self._class_unit.astype(x.dtype), extra.astype(x.dtype, copy=False)])
         parts = []
         for start in range(0, x.shape[0], BLOCK_ROWS):
@@ -468,7 +459,7 @@ class PairwiseClassifier:
             cosines = scores[:, :k] / norms[:, None]
             base_label, base_score, base_margin = top_two(cosines)
             if self._pruned:
-                referee: Referee = OnDemand(block, weights, self._index, cosines, norms)
+                referee: Referee = OnDemand(block, self._sparse, self.pair_fallback_, self._index, cosines, norms)
                 masked_norms = np.sqrt((block * block) @ self._candidate_masks.T.astype(x.dtype, copy=False))
                 with np.errstate(divide="ignore", invalid="ignore"):
                     candidate_scores = np.nan_to_num(scores[:, k:] / masked_norms, nan=-np.inf)
@@ -528,9 +519,9 @@ class PairwiseClassifier:
     def _normalize_margin(self, block: np.ndarray, norms: np.ndarray, outcome: Outcome) -> np.ndarray:
         """(x . w) / |x * m| for each item's deciding match (METHOD.md step 5).
 
-        |x * m| gathers only the pair's own dimensions (padded index lists),
-        not a full-width mask row per item; fallback pairs and pairs played
-        on the full embedding use |x|.
+        |x * m| gathers only the pair's own dimensions, not a full-width mask
+        row per item; fallback pairs and pairs played on the full embedding
+        use |x|.
         """
         margin = np.full(block.shape[0], np.nan, dtype=block.dtype)
         played = np.isfinite(outcome.winner_score)
@@ -543,9 +534,7 @@ class PairwiseClassifier:
         masked = np.flatnonzero(played & ~full)
         norm = norms.astype(np.float64)
         if masked.size:
-            flat = self._mask_dims[column[masked]] + (masked * block.shape[1])[:, None]
-            picked = np.take(block.reshape(-1), flat) * self._mask_real[column[masked]]  # padding counts 0
-            norm[masked] = np.sqrt(np.einsum("ij,ij->i", picked, picked))
+            norm[masked] = np.sqrt(self._sparse.masked_sq_norms(block, masked, column[masked]))
         with np.errstate(divide="ignore", invalid="ignore"):
             margin[played] = np.where(norm[played] > 0, outcome.winner_score[played] / norm[played], 0.0)
         return margin
