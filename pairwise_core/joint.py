@@ -44,7 +44,10 @@ def joint_log_posterior(terms: np.ndarray, present: np.ndarray, weights: np.ndar
     uniform posterior.
     """
     per_item = np.broadcast_to(weights, present.shape)
-    return log_softmax(np.einsum("nvk,nv->nk", np.where(present[:, :, None], terms, 0.0), per_item))
+    total = np.zeros((terms.shape[0], terms.shape[2]), np.result_type(terms, per_item))
+    for v in range(terms.shape[1]):  # per modality: no (n, V, K) temporary
+        total += np.where(present[:, v, None], terms[:, v], 0.0) * per_item[:, v, None]
+    return log_softmax(total)
 
 
 def prune_classes(terms: np.ndarray, present: np.ndarray, keep: int,
