@@ -42,7 +42,9 @@ class Level:
 
 
 def parent_probabilities(p: np.ndarray, index: np.ndarray, n_parents: int) -> np.ndarray:
-    """(n, n_parents): column j sums the columns k of ``p`` (n, K) with ``index[k] == j``."""
-    members = np.zeros((index.size, n_parents), dtype=np.float64)
+    """(n, n_parents): column j sums the columns k of ``p`` (n, K) with ``index[k] == j``, in p's float
+    precision (float32 probabilities are not copied to float64: at K = 500 that copy cost more than the sum)."""
+    dtype = p.dtype if p.dtype in (np.float32, np.float64) else np.float64
+    members = np.zeros((index.size, n_parents), dtype=dtype)
     members[np.arange(index.size), index] = 1.0
-    return p.astype(np.float64, copy=False) @ members
+    return np.asarray(p, dtype) @ members
