@@ -36,16 +36,40 @@ def moments_ratio(
     All arguments broadcast together, so one call serves one pair or all
     K x K pairs at once. Counts must be positive where the result is used.
     """
+    side_a, side_b = spread(n_a, sum_a, sumsq_a), spread(n_b, sum_b, sumsq_b)
+    shape = np.broadcast_shapes(*(array.shape for array in side_a + side_b))
+    return spread_ratio(*(np.array(np.broadcast_to(array, shape)) for array in side_a + side_b))
+
+
+def spread(n: np.ndarray | float, total: np.ndarray, total_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, variance (rounding crumbs snapped to zero) and standard deviation of sets from their moments:
+    all that ``spread_ratio`` needs of each side, so a set met in many pairs is worked out once."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean_a, var_a = _mean_var(np.asarray(n_a, np.float64), sum_a, sumsq_a)
-        mean_b, var_b = _mean_var(np.asarray(n_b, np.float64), sum_b, sumsq_b)
+        mean, var = _mean_var(np.asarray(n, np.float64), total, total_sq)
+        return mean, var, np.sqrt(var)
+
+
+def spread_ratio(
+    mean_a: np.ndarray, var_a: np.ndarray, sd_a: np.ndarray, mean_b: np.ndarray, var_b: np.ndarray, sd_b: np.ndarray,
+) -> np.ndarray:
+    """The cross-deviation ratio from both sides' ``spread``: six float64 arrays of one shape, which it
+    overwrites (the result is returned in ``mean_b``'s memory), so it needs no temporaries of that size
+    but a boolean one."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossvar = np.subtract(mean_a, mean_b, out=mean_a)
+        np.multiply(crossvar, crossvar, out=crossvar)
         # (var_a + var_b) grouped so that swapping A and B gives bit-identical results
-        crossvar = ((mean_a - mean_b) ** 2 + (var_a + var_b)) / 2.0
-        sd_product = np.sqrt(var_a) * np.sqrt(var_b)
+        np.add(crossvar, np.add(var_a, var_b, out=var_a), out=crossvar)
+        np.divide(crossvar, 2.0, out=crossvar)
+        sd_product = np.multiply(sd_a, sd_b, out=sd_a)
+        ratio = np.divide(crossvar, sd_product, out=mean_b)
+        np.sqrt(ratio, out=ratio)
+        np.maximum(ratio, 1.0, out=ratio)
         degenerate = sd_product == 0.0
-        ratio = np.sqrt(crossvar / np.where(degenerate, 1.0, sd_product))
-        constant_ratio = np.where(crossvar > 0.0, np.inf, 1.0)
-        return np.where(degenerate, constant_ratio, np.maximum(ratio, 1.0))
+        if degenerate.any():
+            # the same constant in both sets: no evidence either way; different constants: a perfect separation
+            ratio[degenerate] = np.where(crossvar[degenerate] > 0.0, np.inf, 1.0)
+        return ratio
 
 
 def _mean_var(n: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -157,16 +157,37 @@ class PairStats:
     def moments(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """count, sum and sumsq of the confident a-items against b, for arrays of ordered pairs."""
         count, total, total_sq = self.count[a], self.sum[a], self.sumsq[a]
+        rows, *corrected = self.corrected(a, b)
+        for array, value in zip((count, total, total_sq), corrected, strict=True):
+            array[rows] = value
+        return count, total, total_sq
+
+    def corrected(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs with corrections (ascending places in a and b) and their count, sum and sumsq.
+
+        Every other pair's moments are class a's totals as they stand, so a
+        caller that derives something per pair from them (a mean, a variance)
+        can derive it once per class and redo only these rows.
+        """
         keys = a * self.n_classes + b
+        hit = np.zeros(keys.shape, dtype=bool)
         if self.correction_keys.size:
             at = np.clip(np.searchsorted(self.correction_keys, keys), 0, self.correction_keys.size - 1)
-            hit = np.flatnonzero(self.correction_keys[at] == keys)
-            count[hit] -= self.correction_count[at[hit]]
-            total[hit] -= self.correction_sum[at[hit]]
-            total_sq[hit] -= self.correction_sumsq[at[hit]]
+            keyed = self.correction_keys[at] == keys
+            hit |= keyed
         if self.near_keys.size:
-            self._subtract_near(keys, count, total, total_sq)
-        return count, total, total_sq
+            hit |= np.searchsorted(self.near_keys, keys, "right") > np.searchsorted(self.near_keys, keys, "left")
+        rows = np.flatnonzero(hit)
+        count, total, total_sq = self.count[a[rows]], self.sum[a[rows]], self.sumsq[a[rows]]
+        if self.correction_keys.size:
+            place = np.flatnonzero(keyed[rows])
+            source = at[rows[place]]
+            count[place] -= self.correction_count[source]
+            total[place] -= self.correction_sum[source]
+            total_sq[place] -= self.correction_sumsq[source]
+        if self.near_keys.size:
+            self._subtract_near(keys[rows], count, total, total_sq)
+        return rows, count, total, total_sq
 
     def dense(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(count, sum, sumsq) of every ordered pair as K x K (x d) arrays: small K only."""
