@@ -32,7 +32,7 @@ BLOCK_ROWS = 4096
 # Pairs per step of finalize(): bounds its float64 working set.
 _PAIR_CHUNK = 2048
 # Pairs per step of the mask fit (measured at K = 500, d = 768)
-_RATIO_CHUNK = 2048
+_RATIO_CHUNK = 256
 # With pruning, pass 1 records the pairs among each item's top (_MET_NET x m)
 # classes by base score: predict picks its m candidates by a sharper score
 # that is only known after pass 1, so the net is cast wider. A pair that
@@ -266,23 +266,26 @@ class PairwiseClassifier:
 
         A pair's side is its class's totals unless the pair margin corrected
         them, so each class's mean, variance and spread are worked out once and
-        gathered per pair; only corrected sides are worked out per pair.
+        gathered per pair; only corrected sides are worked out per pair. The
+        ratios of one chunk are overwritten by the next: use them before.
         """
         stats = self.stats_
         per_class = spread(stats.count[:, None], stats.sum, stats.sumsq)
+        buffers = np.empty((6, min(_RATIO_CHUNK, len(self.pairs_)), self.n_features_in_))  # reused: no page faults
         for chunk in self._pair_chunks(_RATIO_CHUNK):
             lo, hi = self.pairs_[chunk, 0], self.pairs_[chunk, 1]
-            counts, sides = [], []
-            for a, b in ((lo, hi), (hi, lo)):
+            sides = buffers[:, : lo.size]
+            counts = []
+            for side, (a, b) in zip((sides[:3], sides[3:]), ((lo, hi), (hi, lo)), strict=True):
+                for array, out in zip(per_class, side, strict=True):
+                    np.take(array, a, axis=0, out=out)
                 count = stats.count[a]
-                side = [np.take(array, a, axis=0) for array in per_class]  # fresh arrays: spread_ratio overwrites
                 rows, n, total, total_sq = stats.corrected(a, b)
                 if rows.size:
                     count[rows] = n
-                    for array, value in zip(side, spread(n[:, None], total, total_sq), strict=True):
-                        array[rows] = value
+                    for out, value in zip(side, spread(n[:, None], total, total_sq), strict=True):
+                        out[rows] = value
                 counts.append(count)
-                sides += side
             ratios = spread_ratio(*sides)
             fallback = np.minimum(*counts) < self.min_items
             ratios[fallback] = np.nan
@@ -367,7 +370,7 @@ class PairwiseClassifier:
         min_dims = min(self.min_dims, d)
         max_dims = d if self.max_dims is None else min(self.max_dims, d)
         masks = ratios > self.cutoff  # NaN compares False
-        n_above = masks.sum(axis=1)
+        n_above = np.count_nonzero(masks, axis=1)
         for keep, out_of_range in ((min_dims, n_above < min_dims), (max_dims, n_above > max_dims)):
             rows = np.flatnonzero(out_of_range & ~fallback)
             if rows.size:

@@ -116,10 +116,18 @@ def top_n(ratios: np.ndarray, n: int) -> np.ndarray:
     """Per row, the n dimensions with the largest ratios (NaN lowest, ties to the lower dimension).
 
     The same set a stable descending sort would keep, found with one
-    partition per row (O(d)) instead of a sort.
+    partition per row (O(d)) instead of a sort; ties are counted off in
+    order only in the rows that have more of them than places left.
     """
-    values = np.nan_to_num(ratios, nan=-np.inf)
-    kth = -np.partition(-values, n - 1, axis=1)[:, n - 1 : n]  # each row's n-th largest
-    above = values > kth
+    nan = np.isnan(ratios)
+    values = np.where(nan, -np.inf, ratios) if nan.any() else ratios
+    d = values.shape[1]
+    kth = np.partition(values, d - n, axis=1)[:, d - n : d - n + 1]  # each row's n-th largest
+    keep = values > kth
     tied = values == kth
-    return above | (tied & (np.cumsum(tied, axis=1) <= n - above.sum(axis=1, keepdims=True)))
+    places = n - np.count_nonzero(keep, axis=1)  # >= 1: the n-th largest itself is not above it
+    crowded = np.flatnonzero(np.count_nonzero(tied, axis=1) > places)
+    keep |= tied
+    if crowded.size:
+        keep[crowded] &= ~tied[crowded] | (np.cumsum(tied[crowded], axis=1) <= places[crowded, None])
+    return keep
