@@ -19,7 +19,7 @@ import numpy as np
 from pairwise_core.bracket import (
     OnDemand, Outcome, Referee, ScoreTable, pair_index, round_robin, seeded_slots, tourney,
 )
-from pairwise_core.cross_ratio import moments_ratio, spread, spread_ratio, top_n
+from pairwise_core.cross_ratio import moments_ratio, spread, spread_in_place, spread_ratio, top_n
 from pairwise_core.pair_stats import PairStats, normalize_rows, pair_stats, top_candidates, top_two
 from pairwise_core.validation import Interval, Options, check_embeddings, check_matrix, check_params, check_rows
 
@@ -283,7 +283,7 @@ class PairwiseClassifier:
                 rows, n, total, total_sq = stats.corrected(a, b)
                 if rows.size:
                     count[rows] = n
-                    for out, value in zip(side, spread(n[:, None], total, total_sq), strict=True):
+                    for out, value in zip(side, spread_in_place(n[:, None], total, total_sq), strict=True):
                         out[rows] = value
                 counts.append(count)
             ratios = spread_ratio(*sides)

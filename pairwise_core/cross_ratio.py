@@ -44,9 +44,22 @@ def moments_ratio(
 def spread(n: np.ndarray | float, total: np.ndarray, total_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, variance (rounding crumbs snapped to zero) and standard deviation of sets from their moments:
     all that ``spread_ratio`` needs of each side, so a set met in many pairs is worked out once."""
+    shape = np.broadcast_shapes(np.shape(n), total.shape, total_sq.shape)
+    return spread_in_place(n, np.array(np.broadcast_to(total, shape), np.float64),
+                           np.array(np.broadcast_to(total_sq, shape), np.float64))
+
+
+def spread_in_place(n: np.ndarray | float, total: np.ndarray, total_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``spread`` of float64 ``total`` and ``total_sq``, which it overwrites with the mean and the
+    standard deviation (returned in their memory; the variance is the one new array)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean, var = _mean_var(np.asarray(n, np.float64), total, total_sq)
-        return mean, var, np.sqrt(var)
+        n = np.asarray(n, np.float64)
+        mean = np.divide(total, n, out=total)
+        mean_sq = np.divide(total_sq, n, out=total_sq)
+        var = np.multiply(mean, mean)
+        np.subtract(mean_sq, var, out=var)
+        var[var <= np.multiply(mean_sq, ZERO_VARIANCE_RTOL, out=mean_sq)] = 0.0  # rounding crumbs
+        return mean, var, np.sqrt(var, out=mean_sq)
 
 
 def spread_ratio(
@@ -70,15 +83,6 @@ def spread_ratio(
             # the same constant in both sets: no evidence either way; different constants: a perfect separation
             ratio[degenerate] = np.where(crossvar[degenerate] > 0.0, np.inf, 1.0)
         return ratio
-
-
-def _mean_var(n: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population variance, with rounding crumbs snapped to zero."""
-    mean = total / n
-    mean_sq = total_sq / n
-    var = mean_sq - mean * mean
-    var = np.where(var <= ZERO_VARIANCE_RTOL * mean_sq, 0.0, var)
-    return mean, var
 
 
 def cross_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:

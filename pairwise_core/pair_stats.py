@@ -138,6 +138,9 @@ class PairStats:
         rows run 10-30x slower here. Keys go _KEY_CHUNK at a time, which
         bounds the float64 temporaries.
         """
+        d = total.shape[1]
+        rows = np.empty((min(_KEY_CHUNK, keys.size), d), self.near_items.dtype)
+        step64 = np.empty((min(_KEY_CHUNK, keys.size), d))
         for begin in range(0, keys.size, _KEY_CHUNK):
             chunk = slice(begin, begin + _KEY_CHUNK)
             start = np.searchsorted(self.near_keys, keys[chunk], "left")
@@ -145,10 +148,13 @@ class PairStats:
             count[chunk] -= n
             order = np.argsort(-n, kind="stable")[: np.count_nonzero(n)]
             start, longest = start[order], n[order]
-            sums, sums_sq = np.zeros((order.size, total.shape[1])), np.zeros((order.size, total.shape[1]))
+            sums, sums_sq = np.zeros((order.size, d)), np.zeros((order.size, d))
             for j in range(longest[0] if longest.size else 0):
                 runs = np.searchsorted(-longest, -j)  # the keys with more than j entries
-                step = self.near_items[self.near_rows[start[:runs] + j]].astype(np.float64, copy=False)
+                # into reused buffers: no fresh arrays per step
+                step = step64[:runs]
+                np.copyto(step, np.take(self.near_items, self.near_rows[start[:runs] + j], axis=0, out=rows[:runs],
+                                        mode="clip"))
                 sums[:runs] += step
                 sums_sq[:runs] += np.multiply(step, step, out=step)
             total[order + begin] -= sums
