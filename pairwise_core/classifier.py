@@ -19,7 +19,7 @@ import numpy as np
 from pairwise_core.bracket import (
     OnDemand, Outcome, Referee, ScoreTable, pair_index, round_robin, seeded_slots, tourney,
 )
-from pairwise_core.cross_ratio import moments_ratio, top_n
+from pairwise_core.cross_ratio import moments_ratio, spread, spread_in_place, spread_ratio, top_n
 from pairwise_core.pair_weights import PairWeights
 from pairwise_core.pair_stats import PairStats, normalize_rows, pair_stats, top_candidates, top_two
 from pairwise_core.validation import Interval, Options, check_embeddings, check_matrix, check_params, check_rows
@@ -32,6 +32,8 @@ STRATEGIES = frozenset({"tourney", "round_robin"})
 BLOCK_ROWS = 4096
 # Pairs per step of finalize(): bounds its float64 working set.
 _PAIR_CHUNK = 2048
+# Pairs per step of the mask fit (measured at K = 500, d = 768)
+_RATIO_CHUNK = 256
 # With pruning, pass 1 records the pairs among each item's top (_MET_NET x m)
 # classes by base score: predict picks its m candidates by a sharper score
 # that is only known after pass 1, so the net is cast wider. A pair that
@@ -244,8 +246,7 @@ class PairwiseClassifier:
         self.pair_masks_ = np.zeros((n_pairs, d), dtype=bool)
         self.pair_counts_ab_ = np.zeros((n_pairs, 2), dtype=np.int64)
         self.pair_fallback_ = np.zeros(n_pairs, dtype=bool)
-        for chunk in self._pair_chunks():
-            ratios, counts, fallback = self._pair_ratios(chunk)
+        for chunk, (ratios, counts, fallback) in self._pair_ratios():
             self.pair_masks_[chunk] = self._masks(ratios, fallback)
             self.pair_counts_ab_[chunk] = counts
             self.pair_fallback_[chunk] = fallback
@@ -256,21 +257,40 @@ class PairwiseClassifier:
         self._derive()
         return self
 
-    def _pair_chunks(self) -> Iterator[slice]:
+    def _pair_chunks(self, size: int = _PAIR_CHUNK) -> Iterator[slice]:
         """The pairs in chunks: per-pair work on (chunk, d) float64 arrays keeps its temporaries small."""
-        for start in range(0, len(self.pairs_), _PAIR_CHUNK):
-            yield slice(start, start + _PAIR_CHUNK)
+        for start in range(0, len(self.pairs_), size):
+            yield slice(start, start + size)
 
-    def _pair_ratios(self, chunk: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Ratios (NaN for fallback pairs), confident counts (lo, hi) and fallback of a chunk of pairs."""
-        lo, hi = self.pairs_[chunk, 0], self.pairs_[chunk, 1]
-        n_a, sum_a, sumsq_a = self.stats_.moments(lo, hi)
-        n_b, sum_b, sumsq_b = self.stats_.moments(hi, lo)
-        fallback = np.minimum(n_a, n_b) < self.min_items
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = moments_ratio(n_a[:, None], sum_a, sumsq_a, n_b[:, None], sum_b, sumsq_b)
-        ratios[fallback] = np.nan
-        return ratios, np.stack([n_a, n_b], axis=1), fallback
+    def _pair_ratios(self) -> Iterator[tuple[slice, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """Per chunk of pairs: ratios (NaN for fallback pairs), confident counts (lo, hi) and fallback.
+
+        A pair's side is its class's totals unless the pair margin corrected
+        them, so each class's mean, variance and spread are worked out once and
+        gathered per pair; only corrected sides are worked out per pair. The
+        ratios of one chunk are overwritten by the next: use them before.
+        """
+        stats = self.stats_
+        per_class = spread(stats.count[:, None], stats.sum, stats.sumsq)
+        buffers = np.empty((6, min(_RATIO_CHUNK, len(self.pairs_)), self.n_features_in_))  # reused: no page faults
+        for chunk in self._pair_chunks(_RATIO_CHUNK):
+            lo, hi = self.pairs_[chunk, 0], self.pairs_[chunk, 1]
+            sides = buffers[:, : lo.size]
+            counts = []
+            for side, (a, b) in zip((sides[:3], sides[3:]), ((lo, hi), (hi, lo)), strict=True):
+                for array, out in zip(per_class, side, strict=True):
+                    np.take(array, a, axis=0, out=out, mode="clip")  # "raise" would buffer a copy: 3x slower
+                count = stats.count[a]
+                rows, n, total, total_sq = stats.corrected(a, b)
+                if rows.size:
+                    count[rows] = n
+                    for out, value in zip(side, spread_in_place(n[:, None], total, total_sq), strict=True):
+                        out[rows] = value
+                counts.append(count)
+            ratios = spread_ratio(*sides)
+            fallback = np.minimum(*counts) < self.min_items
+            ratios[fallback] = np.nan
+            yield chunk, (ratios, np.stack(counts, axis=1), fallback)
 
     def _derive(self) -> None:
         """Match weights w_p = u_lo - u_hi (each class embedding masked to the pair's dims, unit length),
@@ -356,7 +376,7 @@ class PairwiseClassifier:
         min_dims = min(self.min_dims, d)
         max_dims = d if self.max_dims is None else min(self.max_dims, d)
         masks = ratios > self.cutoff  # NaN compares False
-        n_above = masks.sum(axis=1)
+        n_above = np.count_nonzero(masks, axis=1)
         for keep, out_of_range in ((min_dims, n_above < min_dims), (max_dims, n_above > max_dims)):
             rows = np.flatnonzero(out_of_range & ~fallback)
             if rows.size:
@@ -388,8 +408,8 @@ class PairwiseClassifier:
             raise ValueError("this copy of the classifier is for labelling (from_arrays): its statistics lack the "
                              "pair margin's corrections the ratios need")
         ratios = np.empty(self.pair_masks_.shape, dtype=np.float32)
-        for chunk in self._pair_chunks():
-            ratios[chunk] = self._pair_ratios(chunk)[0]
+        for chunk, (chunk_ratios, _, _) in self._pair_ratios():
+            ratios[chunk] = chunk_ratios
         return ratios
 
     @property

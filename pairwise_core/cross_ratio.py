@@ -36,25 +36,53 @@ def moments_ratio(
     All arguments broadcast together, so one call serves one pair or all
     K x K pairs at once. Counts must be positive where the result is used.
     """
+    side_a, side_b = spread(n_a, sum_a, sumsq_a), spread(n_b, sum_b, sumsq_b)
+    shape = np.broadcast_shapes(*(array.shape for array in side_a + side_b))
+    return spread_ratio(*(np.array(np.broadcast_to(array, shape)) for array in side_a + side_b))
+
+
+def spread(n: np.ndarray | float, total: np.ndarray, total_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, variance (rounding crumbs snapped to zero) and standard deviation of sets from their moments:
+    all that ``spread_ratio`` needs of each side, so a set met in many pairs is worked out once."""
+    shape = np.broadcast_shapes(np.shape(n), total.shape, total_sq.shape)
+    return spread_in_place(n, np.array(np.broadcast_to(total, shape), np.float64),
+                           np.array(np.broadcast_to(total_sq, shape), np.float64))
+
+
+def spread_in_place(n: np.ndarray | float, total: np.ndarray, total_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``spread`` of float64 ``total`` and ``total_sq``, which it overwrites with the mean and the
+    standard deviation (returned in their memory; the variance is the one new array)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean_a, var_a = _mean_var(np.asarray(n_a, np.float64), sum_a, sumsq_a)
-        mean_b, var_b = _mean_var(np.asarray(n_b, np.float64), sum_b, sumsq_b)
+        n = np.asarray(n, np.float64)
+        mean = np.divide(total, n, out=total)
+        mean_sq = np.divide(total_sq, n, out=total_sq)
+        var = np.multiply(mean, mean)
+        np.subtract(mean_sq, var, out=var)
+        var[var <= np.multiply(mean_sq, ZERO_VARIANCE_RTOL, out=mean_sq)] = 0.0  # rounding crumbs
+        return mean, var, np.sqrt(var, out=mean_sq)
+
+
+def spread_ratio(
+    mean_a: np.ndarray, var_a: np.ndarray, sd_a: np.ndarray, mean_b: np.ndarray, var_b: np.ndarray, sd_b: np.ndarray,
+) -> np.ndarray:
+    """The cross-deviation ratio from both sides' ``spread``: six float64 arrays of one shape, which it
+    overwrites (the result is returned in ``mean_b``'s memory), so it needs no temporaries of that size
+    but a boolean one."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossvar = np.subtract(mean_a, mean_b, out=mean_a)
+        np.multiply(crossvar, crossvar, out=crossvar)
         # (var_a + var_b) grouped so that swapping A and B gives bit-identical results
-        crossvar = ((mean_a - mean_b) ** 2 + (var_a + var_b)) / 2.0
-        sd_product = np.sqrt(var_a) * np.sqrt(var_b)
+        np.add(crossvar, np.add(var_a, var_b, out=var_a), out=crossvar)
+        np.divide(crossvar, 2.0, out=crossvar)
+        sd_product = np.multiply(sd_a, sd_b, out=sd_a)
+        ratio = np.divide(crossvar, sd_product, out=mean_b)
+        np.sqrt(ratio, out=ratio)
+        np.maximum(ratio, 1.0, out=ratio)
         degenerate = sd_product == 0.0
-        ratio = np.sqrt(crossvar / np.where(degenerate, 1.0, sd_product))
-        constant_ratio = np.where(crossvar > 0.0, np.inf, 1.0)
-        return np.where(degenerate, constant_ratio, np.maximum(ratio, 1.0))
-
-
-def _mean_var(n: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population variance, with rounding crumbs snapped to zero."""
-    mean = total / n
-    mean_sq = total_sq / n
-    var = mean_sq - mean * mean
-    var = np.where(var <= ZERO_VARIANCE_RTOL * mean_sq, 0.0, var)
-    return mean, var
+        if degenerate.any():
+            # the same constant in both sets: no evidence either way; different constants: a perfect separation
+            ratio[degenerate] = np.where(crossvar[degenerate] > 0.0, np.inf, 1.0)
+        return ratio
 
 
 def cross_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -92,10 +120,18 @@ def top_n(ratios: np.ndarray, n: int) -> np.ndarray:
     """Per row, the n dimensions with the largest ratios (NaN lowest, ties to the lower dimension).
 
     The same set a stable descending sort would keep, found with one
-    partition per row (O(d)) instead of a sort.
+    partition per row (O(d)) instead of a sort; ties are counted off in
+    order only in the rows that have more of them than places left.
     """
-    values = np.nan_to_num(ratios, nan=-np.inf)
-    kth = -np.partition(-values, n - 1, axis=1)[:, n - 1 : n]  # each row's n-th largest
-    above = values > kth
+    nan = np.isnan(ratios)
+    values = np.where(nan, -np.inf, ratios) if nan.any() else ratios
+    d = values.shape[1]
+    kth = np.partition(values, d - n, axis=1)[:, d - n : d - n + 1]  # each row's n-th largest
+    keep = values > kth
     tied = values == kth
-    return above | (tied & (np.cumsum(tied, axis=1) <= n - above.sum(axis=1, keepdims=True)))
+    places = n - np.count_nonzero(keep, axis=1)  # >= 1: the n-th largest itself is not above it
+    crowded = np.flatnonzero(np.count_nonzero(tied, axis=1) > places)
+    keep |= tied
+    if crowded.size:
+        keep[crowded] &= ~tied[crowded] | (np.cumsum(tied[crowded], axis=1) <= places[crowded, None])
+    return keep

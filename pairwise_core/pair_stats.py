@@ -138,6 +138,9 @@ class PairStats:
         rows run 10-30x slower here. Keys go _KEY_CHUNK at a time, which
         bounds the float64 temporaries.
         """
+        d = total.shape[1]
+        rows = np.empty((min(_KEY_CHUNK, keys.size), d), self.near_items.dtype)
+        step64 = np.empty((min(_KEY_CHUNK, keys.size), d))
         for begin in range(0, keys.size, _KEY_CHUNK):
             chunk = slice(begin, begin + _KEY_CHUNK)
             start = np.searchsorted(self.near_keys, keys[chunk], "left")
@@ -145,10 +148,13 @@ class PairStats:
             count[chunk] -= n
             order = np.argsort(-n, kind="stable")[: np.count_nonzero(n)]
             start, longest = start[order], n[order]
-            sums, sums_sq = np.zeros((order.size, total.shape[1])), np.zeros((order.size, total.shape[1]))
+            sums, sums_sq = np.zeros((order.size, d)), np.zeros((order.size, d))
             for j in range(longest[0] if longest.size else 0):
                 runs = np.searchsorted(-longest, -j)  # the keys with more than j entries
-                step = self.near_items[self.near_rows[start[:runs] + j]].astype(np.float64, copy=False)
+                # into reused buffers: no fresh arrays per step
+                step = step64[:runs]
+                np.copyto(step, np.take(self.near_items, self.near_rows[start[:runs] + j], axis=0, out=rows[:runs],
+                                        mode="clip"))
                 sums[:runs] += step
                 sums_sq[:runs] += np.multiply(step, step, out=step)
             total[order + begin] -= sums
@@ -157,16 +163,37 @@ class PairStats:
     def moments(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """count, sum and sumsq of the confident a-items against b, for arrays of ordered pairs."""
         count, total, total_sq = self.count[a], self.sum[a], self.sumsq[a]
+        rows, *corrected = self.corrected(a, b)
+        for array, value in zip((count, total, total_sq), corrected, strict=True):
+            array[rows] = value
+        return count, total, total_sq
+
+    def corrected(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs with corrections (ascending places in a and b) and their count, sum and sumsq.
+
+        Every other pair's moments are class a's totals as they stand, so a
+        caller that derives something per pair from them (a mean, a variance)
+        can derive it once per class and redo only these rows.
+        """
         keys = a * self.n_classes + b
+        hit = np.zeros(keys.shape, dtype=bool)
         if self.correction_keys.size:
             at = np.clip(np.searchsorted(self.correction_keys, keys), 0, self.correction_keys.size - 1)
-            hit = np.flatnonzero(self.correction_keys[at] == keys)
-            count[hit] -= self.correction_count[at[hit]]
-            total[hit] -= self.correction_sum[at[hit]]
-            total_sq[hit] -= self.correction_sumsq[at[hit]]
+            keyed = self.correction_keys[at] == keys
+            hit |= keyed
         if self.near_keys.size:
-            self._subtract_near(keys, count, total, total_sq)
-        return count, total, total_sq
+            hit |= np.searchsorted(self.near_keys, keys, "right") > np.searchsorted(self.near_keys, keys, "left")
+        rows = np.flatnonzero(hit)
+        count, total, total_sq = self.count[a[rows]], self.sum[a[rows]], self.sumsq[a[rows]]
+        if self.correction_keys.size:
+            place = np.flatnonzero(keyed[rows])
+            source = at[rows[place]]
+            count[place] -= self.correction_count[source]
+            total[place] -= self.correction_sum[source]
+            total_sq[place] -= self.correction_sumsq[source]
+        if self.near_keys.size:
+            self._subtract_near(keys[rows], count, total, total_sq)
+        return rows, count, total, total_sq
 
     def dense(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(count, sum, sumsq) of every ordered pair as K x K (x d) arrays: small K only."""

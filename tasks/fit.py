@@ -78,15 +78,16 @@ def fit_masks(
         # one merge of every partition's statistics: two at a time would copy all merged so far per file
         model.merge_stats(PairStats.merge(load_stats(path, (modality,))[modality] for path in stats_paths))
     # the modalities' masks are independent, and numpy releases the GIL on the big arrays
-    # (K = 500: about 4.5 s each, single-threaded)
+    # (K = 500, 100k items: about 2.7 s CPU each, of which the mask fit 0.8-0.9 s and _derive the rest)
     with ThreadPoolExecutor(max_workers=len(models)) as pool:
         list(pool.map(PairwiseClassifier.finalize, models.values()))
     tables = []
     for modality, model in models.items():
         names = np.asarray(plan.class_names, dtype=object)
         lo, hi = model.pairs_[:, 0], model.pairs_[:, 1]
-        n_dims = model.pair_masks_.sum(axis=1)
-        dims = np.nonzero(model.pair_masks_)[1].astype(np.int32)
+        n_dims = np.count_nonzero(model.pair_masks_, axis=1)
+        # row-major: each pair's dims in order; np.nonzero would also build the row of each (K = 500: 3-4x slower)
+        dims = (np.flatnonzero(model.pair_masks_) % model.pair_masks_.shape[1]).astype(np.int32)
         offsets = np.concatenate([[0], np.cumsum(n_dims)]).astype(np.int32)
         tables.append(pa.table({
             "run_id": pa.array(np.full(lo.size, run_id, dtype=object), pa.string()),

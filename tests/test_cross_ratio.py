@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from pairwise_core import cross_ratio
-from pairwise_core.cross_ratio import ZERO_VARIANCE_RTOL, top_n
+from pairwise_core.cross_ratio import ZERO_VARIANCE_RTOL, moments_ratio, spread, spread_ratio, top_n
 
 
 def brute_force_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,3 +89,30 @@ def test_top_n_keeps_what_a_stable_descending_sort_keeps(case):
     expected = np.zeros(ratios.shape, dtype=bool)
     np.put_along_axis(expected, order[:, :n], True, axis=1)
     assert (top_n(ratios, n) == expected).all()
+
+
+def closed_form_ratio(n_a, sum_a, sumsq_a, n_b, sum_b, sumsq_b):
+    """The module docstring's closed form, one expression per quantity, no buffers reused."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_a, mean_b = sum_a / n_a, sum_b / n_b
+        var_a, var_b = sumsq_a / n_a - mean_a * mean_a, sumsq_b / n_b - mean_b * mean_b
+        var_a = np.where(var_a <= ZERO_VARIANCE_RTOL * (sumsq_a / n_a), 0.0, var_a)
+        var_b = np.where(var_b <= ZERO_VARIANCE_RTOL * (sumsq_b / n_b), 0.0, var_b)
+        crossvar = ((mean_a - mean_b) ** 2 + (var_a + var_b)) / 2.0
+        sd_product = np.sqrt(var_a) * np.sqrt(var_b)
+        ratio = np.maximum(np.sqrt(crossvar / np.where(sd_product == 0.0, 1.0, sd_product)), 1.0)
+        return np.where(sd_product == 0.0, np.where(crossvar > 0.0, np.inf, 1.0), ratio)
+
+
+@given(st.integers(1, 5).flatmap(lambda d: st.lists(st.tuples(sets(d), sets(d)), min_size=1, max_size=4)))
+def test_moments_ratio_in_place_is_the_closed_form_bit_for_bit(pairs):
+    # spread/spread_ratio reuse their buffers (the mask fit's K = 500 speed): the same bits as the plain closed form
+    moments = [[(len(s), s.sum(0), (s * s).sum(0)) for s in pair] for pair in pairs]
+    n_a, sum_a, sumsq_a = (np.array([m[0][i] for m in moments], dtype=np.float64) for i in range(3))
+    n_b, sum_b, sumsq_b = (np.array([m[1][i] for m in moments], dtype=np.float64) for i in range(3))
+    expected = closed_form_ratio(n_a[:, None], sum_a, sumsq_a, n_b[:, None], sum_b, sumsq_b)
+    got = moments_ratio(n_a[:, None], sum_a, sumsq_a, n_b[:, None], sum_b, sumsq_b)
+    np.testing.assert_array_equal(got, expected)
+    side_a = spread(n_a[:, None], sum_a, sumsq_a)
+    side_b = spread(n_b[:, None], sum_b, sumsq_b)
+    np.testing.assert_array_equal(spread_ratio(*side_a, *side_b), expected)

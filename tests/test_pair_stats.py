@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pairwise_core import PairStats, PairwiseClassifier, classifier
+from pairwise_core.cross_ratio import moments_ratio
 from pairwise_core.pair_stats import union_keys
 
 
@@ -136,3 +137,33 @@ def test_union_keys_is_the_sorted_union_whether_flagged_or_sorted(parts, n_class
     expected = np.unique(np.concatenate(arrays))
     got = union_keys(arrays, n_classes)
     assert got.dtype.kind == "i" and got.tolist() == expected.tolist()
+
+
+@given(catalogs(max_classes=8, max_dims=6, max_items=80), st.sampled_from([0.0, 0.05, 0.3]),
+       st.sampled_from([None, 0.3]), st.sampled_from([None, 3]), st.sampled_from([1, 2, 5, 2048]))
+def test_mask_fit_shares_class_spreads_and_equals_the_pairs_own_moments(catalog, pair_margin, score_floor,
+                                                                       candidates, chunk):
+    # finalize works out each class's spread once and redoes only the corrected sides, a few pairs per step into
+    # reused buffers: ratios, counts, fallback and masks are those of each pair's own moments, bit for bit
+    x, classes, cuts = catalog
+    clf = PairwiseClassifier(classes, pair_margin=pair_margin, score_floor=score_floor, candidates=candidates,
+                             min_dims=2, min_items=2)
+    for part in np.split(x, cuts):
+        if len(part):
+            clf.partial_fit(part)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(classifier, "_RATIO_CHUNK", chunk)
+        clf.finalize()
+        steps = [(chunk, ratios.copy(), counts, fallback) for chunk, (ratios, counts, fallback) in clf._pair_ratios()]
+    lo, hi = clf.pairs_[:, 0], clf.pairs_[:, 1]
+    n_a, sum_a, sumsq_a = clf.stats_.moments(lo, hi)
+    n_b, sum_b, sumsq_b = clf.stats_.moments(hi, lo)
+    fallback = np.minimum(n_a, n_b) < clf.min_items
+    ratios = moments_ratio(n_a[:, None], sum_a, sumsq_a, n_b[:, None], sum_b, sumsq_b)
+    ratios[fallback] = np.nan
+    if lo.size:
+        np.testing.assert_array_equal(np.concatenate([step[1] for step in steps]), ratios)
+        np.testing.assert_array_equal(np.concatenate([step[2] for step in steps]), np.stack([n_a, n_b], axis=1))
+    np.testing.assert_array_equal(clf.pair_counts_ab_, np.stack([n_a, n_b], axis=1))
+    np.testing.assert_array_equal(clf.pair_fallback_, fallback)
+    np.testing.assert_array_equal(clf.pair_masks_, clf._masks(ratios, fallback))
