@@ -69,6 +69,9 @@ class Classification:
     # evidence against a given label (classify(X, given=...)); NaN where no label was given
     given_gap: np.ndarray | None = None  # top base cosine minus the given label's (0: base agrees)
     given_h2h: np.ndarray | None = None  # the pairwise label's normalized margin over the given label, head to head
+    # (n, K) cosine of each item to each class, in the items' dtype (classify(X, return_cosines=True)): the
+    # refinement's anchor reads them (MixtureRefiner.log_terms(..., cosines=...)) instead of taking them again
+    cosines: np.ndarray | None = None
 
 
 class PairwiseClassifier:
@@ -453,7 +456,7 @@ class PairwiseClassifier:
         result = self.classify(X)
         return (result.label, result.margin) if return_margin else result.label
 
-    def classify(self, X: Any, *, given: Any = None) -> Classification:
+    def classify(self, X: Any, *, given: Any = None, return_cosines: bool = False) -> Classification:
         """Base and pairwise labels with scores and margins, in one pass over ``X``.
 
         Per block of rows, one matrix product scores every item against every
@@ -463,7 +466,8 @@ class PairwiseClassifier:
 
         ``given`` (class indices, -1 for none) asks for the evidence against
         each item's current label too: a catalog's labels are reviewed in the
-        same pass that makes the new ones.
+        same pass that makes the new ones. ``return_cosines`` keeps every item's cosines to every class
+        (``Classification.cosines``).
         """
         self._check_fitted()
         x = check_matrix(X, "X", n_features=self.n_features_in_)
@@ -471,7 +475,7 @@ class PairwiseClassifier:
         k = self.n_classes_
         extra = self._candidate_columns if self._pruned else self._weights
         columns = np.concatenate([self._class_unit.astype(x.dtype), extra.astype(x.dtype, copy=False)])
-        parts = []
+        parts, kept = [], []
         for start in range(0, x.shape[0], BLOCK_ROWS):
             block = x[start : start + BLOCK_ROWS]
             norms = np.sqrt(check_rows(block, "X", offset=start))
@@ -497,7 +501,10 @@ class PairwiseClassifier:
                     referee, block, norms, cosines, base_score, outcome.labels, codes[start : start + len(block)]
                 )
             parts.append(part)
-        return Classification(*(np.concatenate(column) for column in zip(*parts)))
+            if return_cosines:
+                kept.append(cosines)
+        result = Classification(*(np.concatenate(column) for column in zip(*parts)))
+        return dataclasses.replace(result, cosines=np.concatenate(kept)) if return_cosines else result
 
     def _check_given(self, given: Any, n: int) -> np.ndarray:
         codes = np.asarray(given)

@@ -89,13 +89,14 @@ def fit_weights(terms: np.ndarray, present: np.ndarray, labels: np.ndarray) -> n
     s /= scale
     rows = np.arange(n)
     at_label = s[rows, :, labels]  # (n, V)
+    views = [np.ascontiguousarray(s[:, w]) for w in range(v)]  # (n, K) each, once: vdot copies a strided view
 
     def loss_grad_hess(a: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         logp = log_softmax(np.einsum("nvk,v->nk", s, a))
         p = np.exp(logp)
         mean = np.einsum("nk,nvk->nv", p, s)  # E_p[s_v]
-        weighted = [p * s[:, w] for w in range(v)]  # (n, K) each: no (n, V, V, K) temporary
-        second = np.array([[np.vdot(weighted[w], s[:, u]) for u in range(v)] for w in range(v)])
+        weighted = [p * views[w] for w in range(v)]  # (n, K) each: no (n, V, V, K) temporary
+        second = np.array([[np.vdot(weighted[w], views[u]) for u in range(v)] for w in range(v)])
         hess = (second - mean.T @ mean) / n
         return float(-logp[rows, labels].mean()), (mean - at_label).mean(axis=0), hess
 
@@ -157,10 +158,15 @@ def cross_view_weights(terms: np.ndarray, present: np.ndarray,
             pooled = joint_log_posterior(terms[rows][:, others], present[rows][:, others],
                                          np.full(others.sum(), 1 / temperature[others].sum()))
             said, accuracy = pooled.argmax(axis=1), float(np.exp(pooled.max(axis=1)).mean())
+            # log softmax(own / s) at the said class, for each s of the grid: the terms shifted by their row's
+            # max once, then one scaled exp and sum per s (not a whole log softmax to read one entry a row)
             own = terms[rows, v]
+            own = own - own.max(axis=1, keepdims=True)
+            own_said, scratch = own[np.arange(said.size), said], np.empty_like(own)
 
             def fit(s: float) -> float:
-                p = np.exp(log_softmax(own / s)[np.arange(said.size), said])
+                np.exp(np.divide(own, s, out=scratch), out=scratch)
+                p = np.exp(own_said / s - np.log(scratch.sum(axis=1)))
                 return float(np.log(accuracy * p + (1 - accuracy) * (1 - p) / (k - 1) + 1e-300).sum())
 
             temperature[v] = _grid_max(fit)

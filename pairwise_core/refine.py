@@ -60,7 +60,8 @@ class MixtureSums:
 def log_softmax(scores: np.ndarray) -> np.ndarray:
     """Log softmax over the last axis (a row's classes), stable for large scores."""
     shifted = scores - scores.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))  # in place: the same bits, one array fewer
+    return shifted
 
 
 def log_anchor(cosines: np.ndarray, labels: np.ndarray, *, eps: float, tau: float) -> np.ndarray:
@@ -75,7 +76,9 @@ def log_anchor(cosines: np.ndarray, labels: np.ndarray, *, eps: float, tau: floa
     space every entry is finite for eps in (0, 1] and a finite tau, and it
     equals log y0 to rounding where y0 does not underflow.
     """
-    log_y0 = math.log(eps) + log_softmax(tau * cosines)
+    log_y0 = tau * cosines  # one (n, K) array, shifted and normalized in place
+    log_y0 -= log_y0.max(axis=-1, keepdims=True)
+    log_y0 -= np.log(np.exp(log_y0).sum(axis=-1, keepdims=True)) - math.log(eps)
     if eps < 1:  # at eps = 1 the label gets no share: log(1 - eps) would be -inf
         rows = np.arange(labels.shape[0])
         log_y0[rows, labels] = np.logaddexp(log_y0[rows, labels], math.log1p(-eps))
@@ -175,8 +178,10 @@ class MixtureRefiner:
         if not hasattr(self, "n_iter_"):
             self._reset()
         total = MixtureSums.zeros(self.n_classes_, self.n_features_in_)
-        for unit, log_anchor in self._blocks(*self._check(X, labels)):
-            total = total + self._block_sums(unit, log_anchor)
+        x, codes = self._check(X, labels)
+        e_step = self._e_step(x.dtype) if hasattr(self, "means_") else None
+        for unit, log_anchor in self._blocks(x, codes):
+            total = total + self._block_sums(unit, log_anchor, _square_sums(unit), e_step)
         return total
 
     def merge_sums(self, sums: MixtureSums) -> MixtureRefiner:
@@ -215,10 +220,12 @@ class MixtureRefiner:
     def fit(self, X: Any, labels: Any) -> MixtureRefiner:
         """All ``n_iter`` EM iterations over ``X`` held in memory (normalized and anchored once)."""
         self._reset()
-        blocks = list(self._blocks(*self._check(X, labels)))
+        x, codes = self._check(X, labels)
+        blocks = [(unit, log_anchor, _square_sums(unit)) for unit, log_anchor in self._blocks(x, codes)]
         for _ in range(self.n_iter):
-            for unit, log_anchor in blocks:
-                self._sums = self._sums + self._block_sums(unit, log_anchor)
+            e_step = self._e_step(x.dtype) if hasattr(self, "means_") else None
+            for unit, log_anchor, square_sums in blocks:
+                self._sums = self._sums + self._block_sums(unit, log_anchor, square_sums, e_step)
             self.finalize()
         return self
 
@@ -239,19 +246,27 @@ class MixtureRefiner:
 
     # -- posterior ---------------------------------------------------------
 
-    def log_terms(self, X: Any, labels: Any) -> np.ndarray:
+    def log_terms(self, X: Any, labels: Any, *, cosines: np.ndarray | None = None) -> np.ndarray:
         """(n, K): lambda * log y0 + l / T, the item's unnormalized log posterior in this modality, in the
         items' dtype (float32 items: float32, half the memory at many classes).
 
-        Summed over an item's modalities, they give its joint posterior.
+        Summed over an item's modalities, they give its joint posterior. ``cosines`` (n, K): the rows'
+        cosines to the class embeddings when the caller has them already (the classifier's, whose class
+        embeddings these are: ``PairwiseClassifier.classify(..., return_cosines=True)``); the anchor then
+        reads them instead of taking the product again. They must be the cosines of these rows to these
+        classes (equal up to rounding is enough: the terms then are too).
         """
         self._check_fitted()
-        return np.concatenate([self._log_terms(unit, log_anchor)
-                               for unit, log_anchor in self._blocks(*self._check(X, labels))])
+        x, codes = self._check(X, labels)
+        if cosines is not None and np.shape(cosines) != (x.shape[0], self.n_classes_):
+            raise ValueError(f"cosines must be of shape {(x.shape[0], self.n_classes_)}, got {np.shape(cosines)}")
+        e_step = self._e_step(x.dtype)
+        parts = [self._log_terms(unit, log_anchor, e_step) for unit, log_anchor in self._blocks(x, codes, cosines)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def predict_proba(self, X: Any, labels: Any) -> np.ndarray:
         """(n, K) posterior over classes in this modality."""
-        return np.exp(log_softmax(self.log_terms(X, labels)))
+        return _softmax_in_place(self.log_terms(X, labels))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "means_"):
@@ -264,28 +279,59 @@ class MixtureRefiner:
             raise ValueError(f"labels must be {x.shape[0]} class indices below {self.n_classes_}")
         return x, codes
 
-    def _blocks(self, x: np.ndarray, labels: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Per block of rows: the unit rows and log y0, in the items' dtype (float32 stays float32)."""
+    def _blocks(self, x: np.ndarray, labels: np.ndarray,
+                cosines: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Per block of rows: the unit rows and log y0, in the items' dtype (float32 stays float32); the
+        anchor from the given ``cosines`` when there are any."""
         classes = self._class_unit.T.astype(x.dtype)
         for start in range(0, x.shape[0], _BLOCK_ROWS):
-            unit = normalize_rows(x[start : start + _BLOCK_ROWS])
-            yield unit, log_anchor(unit @ classes, labels[start : start + _BLOCK_ROWS], eps=self.eps, tau=self.tau)
+            rows = slice(start, start + _BLOCK_ROWS)
+            unit = normalize_rows(x[rows])
+            block_cosines = unit @ classes if cosines is None else np.asarray(cosines[rows], x.dtype)
+            yield unit, log_anchor(block_cosines, labels[rows], eps=self.eps, tau=self.tau)
 
-    def _block_sums(self, unit: np.ndarray, log_anchor: np.ndarray) -> MixtureSums:
-        """One block's N, S and Q: products in the items' dtype, added up in float64."""
-        if hasattr(self, "means_"):
-            z = np.exp(log_softmax(self._log_terms(unit, log_anchor)))
-        else:
-            z = np.exp(log_anchor)
-        z = z.astype(unit.dtype, copy=False)
-        return MixtureSums(z.sum(axis=0, dtype=np.float64), (z.T @ unit).astype(np.float64),
-                           (z.sum(axis=1) @ (unit * unit)).astype(np.float64))
+    def _block_sums(self, unit: np.ndarray, log_anchor: np.ndarray, square_sums: np.ndarray,
+                    e_step: tuple[np.ndarray, np.ndarray] | None) -> MixtureSums:
+        """One block's N, S and Q: products in the items' dtype, added up in float64. Memberships are the
+        anchor before the first M-step (``e_step`` None), the posterior after.
 
-    def _log_terms(self, unit: np.ndarray, log_anchor: np.ndarray) -> np.ndarray:
+        Each row's memberships sum to 1 (the anchor's and the posterior's alike), so Q = sum_i (sum_k z_ik)
+        x_i^2 is the block's plain sum of squares, ``square_sums``: the same every iteration.
+        """
+        z = np.exp(log_anchor) if e_step is None else _softmax_in_place(self._log_terms(unit, log_anchor, e_step))
+        return MixtureSums(z.sum(axis=0, dtype=np.float64), (z.T @ unit).astype(np.float64), square_sums)
+
+    def _e_step(self, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+        """l / T as a product: (d, K) weights mu_k / (var T) and (K,) offsets 1/2 sum_d mu_kd^2 / (var_d T), in
+        ``dtype`` (the items'), so that l_ik / T = x_i . w_k - b_k."""
         weights = self.means_ / self.var_
-        loglik = unit @ weights.T.astype(unit.dtype) - (0.5 * np.einsum("kd,kd->k", self.means_, weights))
-        loglik *= self.var_.mean() / self.temperature  # / T
-        return self.anchor_weight * log_anchor + loglik
+        scale = self.var_.mean() / self.temperature  # 1 / T
+        offsets = 0.5 * scale * np.einsum("kd,kd->k", self.means_, weights)
+        return (weights.T * scale).astype(dtype), offsets.astype(dtype)
+
+    def _log_terms(self, unit: np.ndarray, log_anchor: np.ndarray, e_step: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """lambda * log y0 + l / T of a block, in the items' dtype: one product and two passes in place."""
+        weights, offsets = e_step
+        terms = unit @ weights
+        terms -= offsets
+        if self.anchor_weight == 1:
+            terms += log_anchor
+        elif self.anchor_weight != 0:
+            terms += self.anchor_weight * log_anchor
+        return terms
+
+
+def _square_sums(unit: np.ndarray) -> np.ndarray:
+    """(d,) sum over a block's rows of x^2, in float64."""
+    return np.einsum("ij,ij->j", unit, unit, dtype=np.float64)
+
+
+def _softmax_in_place(scores: np.ndarray) -> np.ndarray:
+    """The softmax over each row of ``scores``, written over them: one exp per entry, no temporary."""
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
 
 
 def sample_rows(seed: int, partition: int, n_rows: int, rate: float) -> np.ndarray:

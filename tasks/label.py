@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,6 @@ from prefect import task
 
 from pairwise_core.hierarchy import Level
 from pairwise_core.joint import joint_log_posterior
-from pairwise_core.refine import log_softmax
 from pairwise_core.model import Review
 from tasks.policy import IO_TASK
 from tasks.drift import DriftSample
@@ -173,13 +173,17 @@ def label_partition(
                 keep = pa.array(usable.valid)
                 if drift_sample is not None:
                     drift_sample.add(modality, ids.filter(keep), usable.x)
-                result = model.classify(usable.x, given=None if given is None else given[usable.valid])
-                terms = refinement.refiners[modality].log_terms(usable.x, result.label)
+                result = model.classify(usable.x, given=None if given is None else given[usable.valid],
+                                        return_cosines=True)
+                # the classifier's class embeddings are the refiner's: its cosines are the anchor's
+                terms = refinement.refiners[modality].log_terms(usable.x, result.label, cosines=result.cosines)
+                result = dataclasses.replace(result, cosines=None)  # n x K floats no longer needed
                 refined = terms.argmax(axis=1)
                 weight = refinement.view_weights[fold[usable.valid], column]
-                posterior = np.exp(log_softmax(terms * weight[:, None]))
-                confidence = posterior[np.arange(n), refined]
-                parent_class, parent_confidence = parent_columns(plan.parent, posterior)
+                posterior, confidence = tempered_posterior(
+                    terms, refined, weight, full=plan.parent is not None or graph_parts is not None)
+                parent_class, parent_confidence = (parent_columns(plan.parent, posterior) if plan.parent is not None
+                                                   else (pa.nulls(n, pa.string()), pa.nulls(n, pa.float32())))
                 if graph_parts is not None:
                     priors[-1][usable.valid] = posterior
                 joint.record(column, usable.valid, terms, refined)
@@ -219,6 +223,23 @@ def label_partition(
                                               n_classes)
     return {**{kind: str(path) for kind, path in paths.items()}, "n_labelled": n_labelled, "drift_sample": sampled,
             "graph_parts": staged}
+
+
+def tempered_posterior(terms: np.ndarray, top: np.ndarray, weight: np.ndarray,
+                       full: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    """softmax(weight * terms) per row (``weight`` (n,) >= 0) and its value at the row's ``top`` class, the
+    argmax of ``terms``: (posterior or None without ``full``, confidence), in the terms' dtype.
+
+    One shifted copy of the terms, scaled and exponentiated in place: the top class's shifted term is 0,
+    so no max is taken and its probability is 1 / the row's sum (the same as the posterior's entry).
+    """
+    shifted = terms - terms[np.arange(len(terms)), top][:, None]
+    shifted *= weight.astype(terms.dtype)[:, None]
+    np.exp(shifted, out=shifted)
+    total = shifted.sum(axis=1)
+    if full:
+        shifted /= total[:, None]
+    return (shifted if full else None), 1 / total
 
 
 @dataclass

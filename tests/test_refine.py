@@ -364,3 +364,36 @@ def test_a_run_at_the_extreme_accepted_options_writes_no_nan(tmp_path, options):
         # every labelled item is ranked (issues_below 1): a NaN p_given used to drop its item
         assert con.execute("SELECT count(*) FROM annotation_issues").fetchone()[0] == 1200
         assert con.execute("SELECT count(*) FROM agreement_metrics WHERE metric = 'gold_ece'").fetchone()[0] == 3
+
+
+def test_log_terms_from_the_classifiers_cosines_equal_their_own_up_to_rounding():
+    from pairwise_core import PairwiseClassifier
+
+    rng = np.random.default_rng(11)
+    x, classes = noisy_catalog(rng, 6, 24, 500)
+    x = x.astype(np.float32)
+    model = PairwiseClassifier(classes).fit(x)
+    result = model.classify(x, return_cosines=True)
+    assert model.classify(x).cosines is None
+    refiner = MixtureRefiner(classes).fit(x, result.label)
+    own, given = refiner.log_terms(x, result.label), refiner.log_terms(x, result.label, cosines=result.cosines)
+    assert given.dtype == np.float32
+    np.testing.assert_allclose(given, own, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="cosines must be of shape"):
+        refiner.log_terms(x, result.label, cosines=result.cosines[:, :3])
+
+
+def test_the_tempered_posterior_is_the_softmax_and_its_top_entry():
+    from pairwise_core.refine import log_softmax
+    from tasks.label import tempered_posterior
+
+    rng = np.random.default_rng(12)
+    terms = rng.normal(0, 30, (200, 7)).astype(np.float32)
+    weight = np.concatenate([rng.uniform(0, 2, 199), [0.0]])  # a zero weight: the uniform posterior
+    top = terms.argmax(axis=1)
+    posterior, confidence = tempered_posterior(terms, top, weight)
+    expected = np.exp(log_softmax(terms.astype(np.float64) * weight[:, None]))
+    np.testing.assert_allclose(posterior, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(confidence, posterior[np.arange(200), top])
+    assert tempered_posterior(terms, top, weight, full=False)[0] is None
+    np.testing.assert_array_equal(tempered_posterior(terms, top, weight, full=False)[1], confidence)
