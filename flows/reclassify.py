@@ -121,15 +121,16 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 log.info(run_log.masks(fitted["pair_masks"], timings["fit_s"]))
                 begin_phase("fit the refinement")
                 label_aware = params.calibration == "gold" or (params.calibration == "auto" and bool(plan.gold_column))
+                labels_path = str(staging.path("sample_labels", "pairwise.npz"))
                 calibration = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
-                                             params.refine_params(), label_aware, params.seed)
+                                             params.refine_params(), label_aware, params.seed, labels_path)
                 watch.lap("refine")
                 log.info(run_log.refinement(calibration, sample_rate, timings["refine_s"]))
                 review = None
                 if plan.gold_column:
                     begin_phase("fit the review")
                     review = fit_review([part["sample"] for part in pass1], [part.get("class_sums") for part in pass1],
-                                        plan, fitted["model"], params.review, params.issues_below)
+                                        plan, fitted["model"], params.review, params.issues_below, labels_path)
                     watch.lap("fit_review")
                     log.info(run_log.review_fit(review, timings["fit_review_s"]))
                 if params.graph_k:

@@ -36,6 +36,20 @@ def pairwise_labels(models: dict[str, Any], sample: Sample) -> dict[str, np.ndar
     return labels
 
 
+def save_labels(path: Path, labels: dict[str, np.ndarray]) -> str:
+    """Write the sample's pairwise labels (``pairwise_labels``) for the review's fit, which reads the same
+    sample: one tourney over it per run (at K = 500 a second one was a fifth of the review's fit)."""
+    with path.open("wb") as handle:
+        np.savez(handle, *labels.values())
+    return str(path)
+
+
+def load_labels(path: str, modalities: list[str]) -> dict[str, np.ndarray]:
+    """The labels ``save_labels`` wrote, by modality."""
+    with np.load(path, allow_pickle=False) as arrays:
+        return {m: arrays[f"arr_{i}"] for i, m in enumerate(modalities)}
+
+
 def sample_terms(refiners: dict[str, MixtureRefiner], labels: dict[str, np.ndarray], sample: Sample) -> np.ndarray:
     """(rows, modalities, K) log terms of the sample's rows (zero where a modality was rejected), from their
     pairwise ``labels`` (``pairwise_labels``)."""
@@ -84,17 +98,18 @@ def drift_reference(sample: Sample, terms: np.ndarray, present: np.ndarray, join
 @task(name="fit-refinement", **IO_TASK)
 def fit_refinement(
     sample_paths: list[str], plan: Plan, model_dir: str, refine_params: dict[str, Any], label_aware: bool,
-    seed: int,
+    seed: int, labels_path: str,
 ) -> str:
     """Per modality, the mixture anchored to the sample's pairwise labels; then the confidence weights.
 
-    Writes the parts ``refinement`` and ``drift_reference`` of the model in ``model_dir``; returns how it
-    was calibrated.
+    Writes the parts ``refinement`` and ``drift_reference`` of the model in ``model_dir``, and the sample's
+    pairwise labels to ``labels_path`` (``save_labels``); returns how it was calibrated.
     """
     classifiers: Classifiers = load_part(model_dir, "classifiers")
     models = classifiers.models
     sample = load_sample(sample_paths, plan.modalities)
     labels = pairwise_labels(models, sample)
+    save_labels(Path(labels_path), labels)
     refiners = {}
     for modality, model in models.items():
         refiner = MixtureRefiner(model.class_embeddings, **refine_params)

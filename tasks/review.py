@@ -22,11 +22,11 @@ from threadpoolctl import threadpool_limits
 
 from pairwise_core.discriminant import ClassSums, FoldDiscriminant, Scatter
 from pairwise_core.joint import FIT_CLASSES, fit_weights, joint_log_posterior, prune_classes
-from pairwise_core.model import Classifiers, Refinement, Review, Route
+from pairwise_core.model import Refinement, Review, Route
 from pairwise_core.pair_stats import normalize_rows
 from tasks.policy import IO_TASK
 from tasks.models import load_part, save_part
-from tasks.refine import pairwise_labels, sample_terms
+from tasks.refine import load_labels, sample_terms
 from tasks.sample import N_FOLDS, load_sample
 from tasks.sources import Plan
 from tasks.sql import statement
@@ -49,19 +49,20 @@ def choose_route(requested: str, n_rows: int) -> Route:
 
 @task(name="fit-review", **IO_TASK)
 def fit_review(sample_paths: list[str], class_sums_paths: list[str | None], plan: Plan, model_dir: str,
-               requested: str, keep_below: float) -> dict[str, object]:
+               requested: str, keep_below: float, labels_path: str) -> dict[str, object]:
     """Fit the label-aware discriminant on the given labels and the routes' weights; write the part
     ``review`` of the model in ``model_dir``; return what was fitted (kept in runs.details.review).
+    ``labels_path``: the sample's pairwise labels, as the refinement's fit saved them.
 
     It runs alone between the passes, so its products (the sample's scatter, the solves, the polish) get
     every core: the flow holds BLAS to one thread for the parallel partition tasks.
     """
     with threadpool_limits(limits=os.cpu_count(), user_api="blas"):
-        return _fit_review(sample_paths, class_sums_paths, plan, model_dir, requested, keep_below)
+        return _fit_review(sample_paths, class_sums_paths, plan, model_dir, requested, keep_below, labels_path)
 
 
 def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], plan: Plan, model_dir: str,
-                requested: str, keep_below: float) -> dict[str, object]:
+                requested: str, keep_below: float, labels_path: str) -> dict[str, object]:
     sample = load_sample(sample_paths, plan.modalities)
     complete = (sample.gold >= 0) & np.all([sample.valid[m] for m in plan.modalities], axis=0)
     route = choose_route(requested, int(complete.sum()))
@@ -84,9 +85,8 @@ def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], pla
                     "polish_steps": discriminant.polish_steps}
         if route == "both":
             refinement: Refinement = load_part(model_dir, "refinement")
-            classifiers: Classifiers = load_part(model_dir, "classifiers")
             present = np.ones((rows.n_rows, len(plan.modalities)), bool)
-            labels = pairwise_labels(classifiers.models, rows)
+            labels = {m: row_labels[complete] for m, row_labels in load_labels(labels_path, plan.modalities).items()}
             zero_shot = joint_log_posterior(sample_terms(refinement.refiners, labels, rows),
                                             present, refinement.free_weights)
             aware = discriminant.log_posterior(unit, present, rows.fold)
