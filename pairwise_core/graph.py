@@ -7,7 +7,8 @@ modality rejected) still gets its neighbours' classes. Symmetrising W is worth 1
 accuracy over the directed A on the WordNet nouns (0.507 against 0.492, held-out half; bench/research_graph.md).
 
 A new item (``inductive``) takes one step against its neighbours' stored F with its directed row of A:
-(1 - alpha) P + alpha D^-1 A F.
+(1 - alpha) P + alpha D^-1 A F. What that step needs of a fit's graph is stored with the model
+(``Neighbourhood``): the index, the items' keys and each row of F cut to its top classes.
 
 Pure numpy and scipy.sparse: the neighbours come from an index the pipeline builds (tasks/graph.py).
 """
@@ -58,11 +59,31 @@ def propagate(prior: np.ndarray, step: sparse.csr_matrix, *, alpha: float, itera
     return normalize(f)
 
 
-def inductive(prior: np.ndarray, step: sparse.csr_matrix, stored: np.ndarray, *, alpha: float) -> np.ndarray:
+def inductive(prior: np.ndarray, step: sparse.csr_matrix, stored: np.ndarray | sparse.csr_matrix, *,
+              alpha: float) -> np.ndarray:
     """New items' F: one step against their neighbours' stored F, (1 - alpha) P + alpha S F_stored, where
-    ``step`` maps the new items (rows) to the stored items (columns)."""
-    f = (1 - alpha) * np.asarray(prior, np.float32) + np.float32(alpha) * (step @ np.asarray(stored, np.float32))
+    ``step`` maps the new items (rows) to the stored items (columns). ``stored`` may be sparse (``top_rows``):
+    a stored model keeps only each row's top classes."""
+    spread = step @ stored
+    spread = spread.toarray() if sparse.issparse(spread) else np.asarray(spread)
+    f = (1 - alpha) * np.asarray(prior, np.float32) + np.float32(alpha) * spread.astype(np.float32)
     return normalize(f)
+
+
+def top_classes(f: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``m`` largest values and their classes (the smallest integer type that holds them): F of a
+    catalog with many classes, at m / K of its size. The mass cut off is a neighbour's least likely classes."""
+    m = min(m, f.shape[1])
+    classes = np.sort(np.argpartition(-f, m - 1, axis=1)[:, :m], axis=1) if m else np.zeros((len(f), 0), np.int64)
+    values = np.take_along_axis(f, classes, axis=1).astype(np.float32)
+    return values, classes.astype(np.min_scalar_type(max(f.shape[1] - 1, 0)))
+
+
+def top_rows(values: np.ndarray, classes: np.ndarray, n_classes: int) -> sparse.csr_matrix:
+    """The sparse (n, n_classes) F that ``top_classes`` kept."""
+    n, m = values.shape
+    return sparse.csr_matrix((values.ravel(), classes.astype(np.int64).ravel(), np.arange(0, n * m + 1, m)),
+                             shape=(n, n_classes))
 
 
 def normalize(f: np.ndarray) -> np.ndarray:
@@ -142,3 +163,40 @@ def fold_powers(f: np.ndarray, fold: np.ndarray, gold: np.ndarray, n_folds: int,
             return None
         powers[own] = fit_weights(log_f[rows], np.ones((rows.sum(), 1), bool), gold[labelled][rows])[0]
     return powers
+
+
+@dataclass
+class Neighbourhood:
+    """What the inductive step needs of a full run's graph, stored with its model: the index of the
+    catalog's points (faiss's own serialization, as bytes: the core never reads it), each indexed item's key
+    (a seeded 64-bit hash of its id, so an item a night relabels is not its own neighbour) and, per posterior
+    (``"0"``, ``"1"``, ... per modality, ``"joint"``), each item's propagated F before sharpening, cut to its
+    top classes, and the fold powers that sharpened it.
+
+    ``settings``: what the propagation used (alpha, power, k, seed, n_classes), for the step to use the same.
+    """
+
+    index: np.ndarray
+    keys: np.ndarray
+    values: dict[str, np.ndarray]
+    classes: dict[str, np.ndarray]
+    powers: dict[str, np.ndarray]
+    settings: dict
+
+    def stored(self, name: str) -> sparse.csr_matrix:
+        """The posterior ``name``'s stored F, (items, classes), sparse."""
+        return top_rows(self.values[name], self.classes[name], int(self.settings["n_classes"]))
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        arrays = {"index": self.index, "keys": self.keys}
+        for name in self.values:
+            arrays |= {f"values/{name}": self.values[name], f"classes/{name}": self.classes[name],
+                       f"powers/{name}": self.powers[name]}
+        return arrays, {**self.settings, "posteriors": list(self.values)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], state: dict) -> Neighbourhood:
+        names = state["posteriors"]
+        return cls(arrays["index"], arrays["keys"], {n: arrays[f"values/{n}"] for n in names},
+                   {n: arrays[f"classes/{n}"] for n in names}, {n: arrays[f"powers/{n}"] for n in names},
+                   {key: value for key, value in state.items() if key != "posteriors"})

@@ -6,7 +6,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pairwise_core.graph import GraphProjection, adjacency, edge_weights, inductive, normalize, propagate, sharpen, transition
+from pairwise_core.graph import (
+    GraphProjection, Neighbourhood, adjacency, edge_weights, inductive, normalize, propagate, sharpen, top_classes,
+    top_rows, transition,
+)
 
 
 def dense_reference(prior: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, alpha: float,
@@ -132,3 +135,60 @@ def test_the_projection_is_the_pca_of_the_concatenated_unit_views() -> None:
     assert np.isclose(np.linalg.norm(half[0]), 1) and not half[1].any()
     restored = GraphProjection.from_arrays(*projection.to_arrays())
     np.testing.assert_array_equal(restored.offset, projection.offset)
+
+
+def inductive_reference(prior: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, stored: np.ndarray,
+                        m: int, alpha: float) -> np.ndarray:
+    """METHOD.md step 10.3 written out: each stored row cut to its m largest values, then per new item
+    (1 - alpha) p_i + alpha sum_j w_ij F_j / sum_j w_ij (the prior alone without a neighbour), rows summing
+    to one; in float64, item by item."""
+    cut = np.zeros_like(stored, np.float64)
+    for j, row in enumerate(stored):
+        top = np.argsort(-row, kind="stable")[:m]
+        cut[j, top] = row[top]
+    out = np.zeros_like(prior, np.float64)
+    for i in range(len(prior)):
+        keep = [(j, w) for j, w in zip(neighbours[i], weights[i], strict=True) if j >= 0 and w > 0]
+        total = sum(w for _, w in keep)
+        mean = sum(w * cut[j] for j, w in keep) / total if keep else np.zeros(prior.shape[1])
+        f = (1 - alpha) * prior[i] + alpha * mean
+        out[i] = f / f.sum() if f.sum() > 0 else f
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 12), n_stored=st.integers(1, 30), n_classes=st.integers(1, 9), k=st.integers(1, 6),
+       m=st.integers(1, 9), alpha=st.just(0.0) | st.floats(1e-3, 1.0), empty=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_the_inductive_step_with_top_classes_equals_the_dense_reference(n, n_stored, n_classes, k, m, alpha,
+                                                                         empty, seed) -> None:
+    rng = np.random.default_rng(seed)
+    prior = rng.dirichlet(np.ones(n_classes), size=n).astype(np.float32)
+    if empty:
+        prior[0] = 0  # an item its modality rejected: its neighbours' classes alone
+    stored = rng.dirichlet(np.ones(n_classes), size=n_stored).astype(np.float32)
+    neighbours = rng.integers(-1, n_stored, (n, k))  # -1: fewer neighbours found
+    weights = edge_weights(rng.uniform(-0.3, 1.0, (n, k)), 2.0)  # some clipped to zero
+    step = transition(adjacency(neighbours, weights, n_stored), symmetric=False)
+    got = inductive(prior, step, top_rows(*top_classes(stored, m), n_classes), alpha=alpha)
+    np.testing.assert_allclose(got, inductive_reference(prior, neighbours, weights, stored, m, alpha), atol=1e-5)
+
+
+def test_top_classes_keep_the_largest_values_in_the_smallest_type() -> None:
+    f = np.array([[0.1, 0.5, 0.0, 0.4], [0.7, 0.1, 0.2, 0.0]], np.float32)
+    values, classes = top_classes(f, 2)
+    assert classes.dtype == np.uint8 and classes.tolist() == [[1, 3], [0, 2]]
+    np.testing.assert_array_equal(values, np.array([[0.5, 0.4], [0.7, 0.2]], np.float32))
+    np.testing.assert_array_equal(top_rows(*top_classes(f, 9), 4).toarray(), f)  # m >= K: F as it was
+
+
+def test_a_neighbourhood_round_trips_as_plain_arrays() -> None:
+    values, classes = top_classes(np.eye(3, dtype=np.float32), 2)
+    hood = Neighbourhood(np.arange(7, dtype=np.uint8), np.array([5, 9, 2], np.uint64), {"0": values, "joint": values},
+                         {"0": classes, "joint": classes}, {"0": np.ones(5), "joint": np.full(5, 2.0)},
+                         {"k": 4, "alpha": 0.8, "power": 1.0, "seed": 0, "n_classes": 3})
+    arrays, state = hood.to_arrays()
+    assert not any(a.dtype.hasobject for a in arrays.values())
+    back = Neighbourhood.from_arrays(arrays, state)
+    assert back.settings == hood.settings and list(back.values) == ["0", "joint"]
+    np.testing.assert_array_equal(back.stored("joint").toarray(), np.eye(3))
