@@ -23,7 +23,7 @@ from flows.progress import begin_phase, partition_done
 from tasks import run_log
 from tasks.artifacts import advance_progress, publish_artifacts, start_progress
 from tasks.fit import fit_masks, partition_stats
-from tasks.graph import fit_graph, propagate_graph
+from tasks.graph import fit_graph, inductive_graph, propagate_graph
 from tasks.graph_labels import apply_graph
 from tasks.html_report import report_path
 from tasks.label import label_partition
@@ -31,7 +31,8 @@ from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
-    check_stored_model, commit_run, fail_run, seal_model, stage_sources, start_run, stored_models, validate_sources,
+    check_stored_model, commit_run, extend_seal, fail_run, seal_model, stage_sources, start_run, stored_models,
+    validate_sources,
 )
 from tasks.sources import Partition, Plan, Source, file_signatures
 from tasks.staging import Staging, write_parquet
@@ -163,9 +164,11 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 watch.lap("plan_night")
                 log.info(run_log.night_plan(night))
             labelling = plan.partitions if night is None else night.partitions
-            # the graph needs the whole catalog: a night labels a few items (their inductive step is to come)
+            # the graph needs the whole catalog: a night's items take one step against the neighbours the stored
+            # model keeps (its neighbourhood), if it keeps them
             graph = bool(params.graph_k) and night is None
-            if params.graph_k and not graph:
+            inductive = bool(params.graph_k) and night is not None and bool(model.get("neighbourhood"))
+            if params.graph_k and not graph and not inductive:
                 log.warning(run_log.graph_skipped())
             begin_phase(f"pass {passes}/{passes}: labels", sum(p.n_rows for p in labelling), len(labelling))
             staged_parts = partitions(
@@ -173,7 +176,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 {"plan": plan, "staging": staging, "sealed": model["sealed"], "seed": model["seed"], "run_id": run_id,
                  "selections": night and night.selections,
                  "drift_rate": None if night is None else sample_rate(night.n_new + (night.n_changed or 0)),
-                 "graph": graph},
+                 "graph": graph or inductive},
                 progress, offset=(passes - 1) * n_parts, total=passes * n_parts,
             )
             watch.lap("pass2")
@@ -183,12 +186,26 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             if night is not None:
                 log.info(run_log.night_labelled(night.details(n_labelled)))
             graph_details = None
+            graph_parts = [part["graph_parts"] for part in staged_parts]
             if graph and n_labelled:
                 begin_phase("graph refinement")
-                staged_parts, graph_details = refine_over_graph(staged_parts, plan, staging, run_id, params.graph_k,
-                                                                model["seed"])
+                fitting = model["store"] is not None  # the model keeps what a night's inductive step needs
+                staged_parts, graph_details = refine_over_graph(staged_parts, propagate_graph(
+                    graph_parts, params.graph_k, len(plan.modalities), staging, model["seed"],
+                    model["sealed"]["folder"] if fitting else None), plan, staging, run_id)
+                if fitting:
+                    content_hash = extend_seal(model["sealed"])
+                    model["sealed"] = {**model["sealed"], "content_hash": content_hash}
+                    model["store"] = {**model["store"], "content_hash": content_hash}
                 watch.lap("graph")
                 log.info(run_log.graph(graph_details))
+            elif inductive and n_labelled:
+                begin_phase("graph refinement, inductive")
+                staged_parts, graph_details = refine_over_graph(staged_parts, inductive_graph(
+                    graph_parts, model["sealed"], params.graph_k, len(plan.modalities), staging), plan, staging,
+                    run_id)
+                watch.lap("graph")
+                log.info(run_log.graph_inductive(graph_details))
             label_paths = [part["item_labels"] for part in staged_parts]
             joint_paths = [part["joint_labels"] for part in staged_parts]
             rejected_paths = [part["rejected_items"] for part in staged_parts]
@@ -230,7 +247,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     "n_labelled": n_labelled,
                     "night": night and night.details(n_labelled),
                     "drift": drift and {"rows": drift["rows"], "skipped": drift["skipped"]},
-                    "graph": graph_details or {"k": params.graph_k, "skipped": "incremental night"}
+                    "graph": graph_details or {"k": params.graph_k,
+                                               "skipped": "incremental night, no stored neighbourhood"}
                     if params.graph_k else None,
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
                     "timings": timings,
@@ -283,12 +301,11 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     return summary
 
 
-def refine_over_graph(staged_parts: list[dict[str, Any]], plan: Plan, staging: Staging, run_id: str, k: int,
-                      seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Propagate the partitions' posteriors over the catalog's kNN graph and rewrite their label rows, on the
-    flow's two threads; what was done, for runs.details."""
-    posteriors, details = propagate_graph([part["graph_parts"] for part in staged_parts], k,
-                                          len(plan.modalities), staging, seed)
+def refine_over_graph(staged_parts: list[dict[str, Any]], propagated: tuple[list[str], dict[str, Any]], plan: Plan,
+                      staging: Staging, run_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rewrite the partitions' label rows from the graph's posteriors (``propagated``: a path per partition
+    and what was done), on the flow's two threads; what was done, for runs.details."""
+    posteriors, details = propagated
     began = time.perf_counter()
     futures = [apply_graph.submit(part, path, plan, staging, index, run_id)
                for index, (part, path) in enumerate(zip(staged_parts, posteriors, strict=True))]

@@ -8,6 +8,9 @@
    nearest neighbours. It then propagates the posteriors over the graph and stages the results per
    partition.
 4. ``apply_graph`` rewrites each partition's staged label rows from them.
+5. A run that fits its model stores with it what the inductive step needs (``Neighbourhood``: the index, the
+   items' keys, F cut to its top classes, the fold powers). An incremental night then labels its items with
+   ``inductive_graph``: each item's k neighbours among the stored items, one step against their stored F.
 
 Only paths travel between the tasks, and on Dask only the projection reaches the workers, inside the model.
 The index is built where the flow runs, from the staged points.
@@ -30,10 +33,11 @@ import numpy as np
 from prefect import task
 
 from pairwise_core.graph import (
-    GraphProjection, adjacency, edge_weights, fold_powers, propagate, sharpen, transition,
+    GraphProjection, Neighbourhood, adjacency, edge_weights, fold_powers, inductive, propagate, sharpen, top_classes,
+    transition,
 )
 from pairwise_core.pair_stats import normalize_rows
-from tasks.models import save_part
+from tasks.models import load_late_part, save_part
 from tasks.policy import IO_TASK
 from tasks.refine import CALIBRATION_ROWS, MIN_CALIBRATION_ROWS
 from tasks.sample import N_FOLDS, load_sample
@@ -53,6 +57,9 @@ ITERATIONS = 10
 SHARPEN = math.sqrt(2)
 RECALL_QUERIES = 1_000  # seeded items whose neighbours are also found by exact search
 SEARCH_ROWS = 20_000
+# the classes of an item's F a stored model keeps: every class up to 16, and at K = 500 a thirtieth of F
+# (16 values and class ids an item and posterior, 96 bytes at K < 65,536)
+TOP_CLASSES = 16
 
 
 @task(name="fit-graph", **IO_TASK)
@@ -75,12 +82,15 @@ class GraphParts:
         self._present: list[np.ndarray] = []
         self._fold: list[np.ndarray] = []
         self._gold: list[np.ndarray] = []
+        self._keys: list[np.ndarray] = []
 
     def add(self, points: np.ndarray, priors: list[np.ndarray], joint: np.ndarray, present: np.ndarray,
-            fold: np.ndarray, gold: np.ndarray | None) -> None:
+            fold: np.ndarray, gold: np.ndarray | None, keys: np.ndarray) -> None:
         """A batch: (n, r) points, per modality (n, K) posteriors (zero rows where rejected), the joint one; the
-        rows' folds and gold class ids (-1: none), for the calibration."""
+        rows' folds and gold class ids (-1: none), for the calibration; their keys (``item_hash``), which a
+        stored model keeps to tell an item a night relabels from its own old row."""
         self._fold.append(fold)
+        self._keys.append(keys)
         self._gold.append(np.full(len(points), -1, np.int64) if gold is None else gold)
         self._points.append(points.astype(np.float32, copy=False))
         for own, prior in zip(self._priors, priors, strict=True):
@@ -96,7 +106,8 @@ class GraphParts:
                   "joint": stacked(self._joint, n_classes, np.float32),
                   "present": stacked(self._present, len(self._priors), bool),
                   "modalities": np.array(self._modalities, dtype=str),
-                  "fold": stacked(self._fold, 0, np.int64).ravel(), "gold": stacked(self._gold, 0, np.int64).ravel()}
+                  "fold": stacked(self._fold, 0, np.int64).ravel(), "gold": stacked(self._gold, 0, np.int64).ravel(),
+                  "keys": stacked(self._keys, 0, np.uint64).ravel()}
         arrays |= {f"prior/{i}": stacked(p, n_classes, np.float32) for i, p in enumerate(self._priors)}
         np.savez(path, **arrays)
         return str(path)
@@ -110,14 +121,11 @@ def _load(paths: list[str], name: str) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Each point's k nearest other points by inner product (-1 where fewer exist), their exact cosines, and
-    the index's build and search seconds."""
+def build_index(points: np.ndarray, seed: int) -> Any:
+    """The faiss HNSW index of the points, its quantiser trained on seeded rows, inserted on one thread."""
     import faiss
 
     n, dims = points.shape
-    k = min(k, n - 1)
-    began = time.perf_counter()
     index = faiss.IndexHNSWSQ(dims, faiss.ScalarQuantizer.QT_8bit, LINKS, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     index.train(points[np.sort(rng.permutation(n)[:TRAIN_ROWS])])
@@ -127,6 +135,16 @@ def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nd
         index.add(points)
     finally:
         faiss.omp_set_num_threads(threads)
+    return index
+
+
+def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, float], Any]:
+    """Each point's k nearest other points by inner product (-1 where fewer exist), their exact cosines, the
+    index's build and search seconds, and the index."""
+    n = len(points)
+    k = min(k, n - 1)
+    began = time.perf_counter()
+    index = build_index(points, seed)
     built = time.perf_counter()
     index.hnsw.efSearch = max(EF_SEARCH, 2 * (k + 1))
     found = np.empty((n, k), np.int64)
@@ -134,18 +152,25 @@ def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nd
     for start in range(0, n, SEARCH_ROWS):
         block = points[start : start + SEARCH_ROWS]
         _, ids = index.search(block, k + 1)
-        ids = found[start : start + len(block)] = _without_self(ids, np.arange(start, start + len(block)), k)
+        own = np.arange(start, start + len(block))
+        ids = found[start : start + len(block)] = _first(ids, ids != own[:, None], k)
         # exact cosines of the pairs found (the index's are quantised)
         cosines[start : start + len(block)] = np.einsum("nd,nkd->nk", block, points[np.maximum(ids, 0)])
     cosines[found < 0] = np.nan
-    return found, cosines, {"build_s": round(built - began, 3), "search_s": round(time.perf_counter() - built, 3)}
+    timings = {"build_s": round(built - began, 3), "search_s": round(time.perf_counter() - built, 3)}
+    return found, cosines, timings, index
 
 
-def _without_self(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
-    """The k first results other than the query itself (an exact duplicate may come first instead)."""
-    others = ids != own[:, None]
+def _first(ids: np.ndarray, others: np.ndarray, k: int, scores: np.ndarray | None = None
+           ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The k first results that are ``others`` than the query itself (an exact duplicate may come first
+    instead of it), -1 past the end; with ``scores``, theirs too (NaN past the end)."""
     order = np.argsort(~others, axis=1, kind="stable")[:, :k]
-    return np.where(np.take_along_axis(others, order, axis=1), np.take_along_axis(ids, order, axis=1), -1)
+    kept = np.take_along_axis(others, order, axis=1) & (np.take_along_axis(ids, order, axis=1) >= 0)
+    found = np.where(kept, np.take_along_axis(ids, order, axis=1), -1)
+    if scores is None:
+        return found
+    return found, np.where(kept, np.take_along_axis(scores, order, axis=1), np.nan).astype(np.float32)
 
 
 def recall(points: np.ndarray, found: np.ndarray, seed: int) -> float:
@@ -171,10 +196,11 @@ def recall(points: np.ndarray, found: np.ndarray, seed: int) -> float:
 
 
 @task(name="propagate-graph", **IO_TASK)
-def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: Staging, seed: int
-                    ) -> tuple[list[str], dict[str, Any]]:
+def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: Staging, seed: int,
+                    model_folder: str | None = None) -> tuple[list[str], dict[str, Any]]:
     """Propagate every partition's posteriors over the catalog's kNN graph; stage the results per partition
-    (``posterior/<i>`` per modality and ``joint``) and say what was done (``runs.details.graph``).
+    (``posterior/<i>`` per modality and ``joint``) and say what was done (``runs.details.graph``). With
+    ``model_folder`` (a run that fits its model), store there the model's ``neighbourhood`` part.
 
     Items with no usable view are no point of the graph: they keep no label, as before."""
     began = time.perf_counter()
@@ -182,7 +208,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     present = [_load([path], "present") for path in part_paths]
     sizes = [len(p) for p in present]
     placed = np.flatnonzero(np.concatenate(present).any(axis=1))
-    found, cosines, timings = neighbours(points[placed], k, seed)
+    found, cosines, timings, index = neighbours(points[placed], k, seed)
     measured = recall(points[placed], found, seed) if len(placed) > 1 else 1.0
     del points
     graph = adjacency(found, edge_weights(cosines, POWER), len(placed))
@@ -190,6 +216,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     fold, gold = _load(part_paths, "fold")[placed], _load(part_paths, "gold")[placed]
     results: dict[str, np.ndarray] = {}
     powers: dict[str, list[float]] = {}
+    kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in [f"prior/{i}" for i in range(n_modalities)] + ["joint"]:
         prior = _load(part_paths, name)
         f = propagate(prior[placed], step, alpha=ALPHA, iterations=ITERATIONS)
@@ -200,11 +227,13 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
         out[placed] = sharpen_by_fold(f, fold, power)
         results[name.replace("prior", "posterior")] = out
         powers[name.replace("prior/", "")] = [round(float(p), 4) for p in power]
-    paths = []
-    for index, (start, size) in enumerate(zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True)):
-        path = staging.path("graph_posteriors", f"part-{index:05d}.npz")
-        np.savez(path, **{name: values[start : start + size] for name, values in results.items()})
-        paths.append(str(path))
+        if model_folder is not None:
+            kept[name.replace("prior/", "")] = top_classes(f, TOP_CLASSES)
+    if model_folder is not None:
+        save_neighbourhood(model_folder, index, _load(part_paths, "keys")[placed], kept, powers,
+                           {"k": k, "alpha": ALPHA, "power": POWER, "seed": seed,
+                            "n_classes": results["joint"].shape[1]})
+    paths = _stage(results, sizes, staging)
     calibration = "gold" if fitted is not None else "label-free"
     details = {"k": k, "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS, "calibration": calibration,
                "sharpen": powers, "dims": DIMS, "index": f"faiss HNSW{LINKS},SQ8", "items": int(len(placed)),
@@ -220,3 +249,78 @@ def sharpen_by_fold(f: np.ndarray, fold: np.ndarray, powers: np.ndarray) -> np.n
         rows = fold == own
         out[rows] = sharpen(f[rows], float(power))
     return out
+
+
+def _stage(results: dict[str, np.ndarray], sizes: list[int], staging: Staging) -> list[str]:
+    """The graph's posteriors, rows of every partition one after the other, staged as a file per partition."""
+    paths = []
+    for index, (start, size) in enumerate(zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True)):
+        path = staging.path("graph_posteriors", f"part-{index:05d}.npz")
+        np.savez(path, **{name: values[start : start + size] for name, values in results.items()})
+        paths.append(str(path))
+    return paths
+
+
+def save_neighbourhood(model_folder: str, index: Any, keys: np.ndarray, kept: dict[str, tuple[np.ndarray, np.ndarray]],
+                       powers: dict[str, list[float]], settings: dict[str, Any]) -> None:
+    """The model's ``neighbourhood`` part: the index in faiss's own format, as bytes in the npz (no pickle)."""
+    import faiss
+
+    save_part(Path(model_folder), "neighbourhood", Neighbourhood(
+        faiss.serialize_index(index), keys.astype(np.uint64), {name: v for name, (v, _) in kept.items()},
+        {name: c for name, (_, c) in kept.items()}, {name: np.asarray(powers[name]) for name in kept}, settings))
+
+
+def stored_neighbours(index: Any, points: np.ndarray, keys: np.ndarray, stored_keys: np.ndarray, k: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's k nearest stored items (-1 where fewer), other than its own old row (same key), and their
+    cosines as the index has them: the stored points are kept only quantised (8 bits a dimension)."""
+    k = min(k, index.ntotal)
+    index.hnsw.efSearch = max(EF_SEARCH, 2 * (k + 1))
+    found = np.empty((len(points), k), np.int64)
+    cosines = np.empty((len(points), k), np.float32)
+    for start in range(0, len(points), SEARCH_ROWS):
+        block = slice(start, start + SEARCH_ROWS)
+        scores, ids = index.search(points[block], k + 1)
+        others = stored_keys[np.maximum(ids, 0)] != keys[block, None]
+        found[block], cosines[block] = _first(ids, others, k, scores)
+    return found, cosines
+
+
+@task(name="inductive-graph", **IO_TASK)
+def inductive_graph(part_paths: list[str], sealed: dict[str, str], k: int, n_modalities: int, staging: Staging
+                    ) -> tuple[list[str], dict[str, Any]]:
+    """An incremental night's graph: each labelled item's k nearest stored items (the model's index), and one
+    step against their stored F, sharpened by the item's fold's power, as the full run's was; stage the
+    results per partition as ``propagate_graph`` does and say what was done (``runs.details.graph``).
+
+    The stored items are the catalog of the run that fitted the model: an item deleted since is still a
+    neighbour (its F is what the model learned), and the night's items are not each other's."""
+    import faiss
+
+    began = time.perf_counter()
+    stored = load_late_part(sealed["folder"], sealed["content_hash"], sealed["model_id"], "neighbourhood")
+    index = faiss.deserialize_index(stored.index)
+    loaded = time.perf_counter()
+    present = [_load([path], "present") for path in part_paths]
+    placed = np.flatnonzero(np.concatenate(present).any(axis=1))
+    found, cosines = stored_neighbours(index, _load(part_paths, "points")[placed],
+                                       _load(part_paths, "keys")[placed], stored.keys, k)
+    searched = time.perf_counter()
+    settings = stored.settings
+    step = transition(adjacency(found, edge_weights(cosines, settings["power"]), len(stored.keys)), symmetric=False)
+    fold = _load(part_paths, "fold")[placed]
+    results: dict[str, np.ndarray] = {}
+    for name in [f"prior/{i}" for i in range(n_modalities)] + ["joint"]:
+        prior = _load(part_paths, name)
+        label = name.replace("prior/", "")
+        f = inductive(prior[placed], step, stored.stored(label), alpha=settings["alpha"])
+        out = np.zeros_like(prior)
+        out[placed] = sharpen_by_fold(f, fold, stored.powers[label])
+        results[name.replace("prior", "posterior")] = out
+    paths = _stage(results, [len(p) for p in present], staging)
+    details = {"k": k, "inductive": True, "alpha": settings["alpha"], "power": settings["power"],
+               "stored_items": int(index.ntotal), "stored_k": settings["k"], "items": int(len(placed)),
+               "neighbours": int((found >= 0).sum()), "load_s": round(loaded - began, 3),
+               "search_s": round(searched - loaded, 3), "total_s": round(time.perf_counter() - began, 3)}
+    return paths, details

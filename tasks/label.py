@@ -20,7 +20,7 @@ from tasks.fingerprint import fingerprints
 from tasks.graph import GraphParts
 from tasks.models import load_model
 from tasks.night import Selection
-from tasks.sample import gold_codes, item_folds
+from tasks.sample import gold_codes, item_folds, item_hash
 from tasks.sources import Partition, Plan, matrix, read_partition
 from tasks.staging import Staging
 
@@ -217,7 +217,7 @@ def label_partition(
                 joint_prior = np.zeros((batch.num_rows, n_classes), np.float32)
                 joint_prior[rows] = np.exp(log_p)
                 graph_parts.add(fitted.graph.project(batch.num_rows, views), priors, joint_prior, joint.present, fold,
-                                given)
+                                given, item_hash(ids, seed))
     sampled = drift_sample and drift_sample.save(staging.path("drift_sample", f"part-{partition.index:05d}.npz"))
     staged = graph_parts and graph_parts.save(staging.path("graph_parts", f"part-{partition.index:05d}.npz"),
                                               n_classes)

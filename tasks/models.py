@@ -10,6 +10,10 @@ is the sha256 of the manifest, so it covers every file.
 The fits write their parts into the run's staging folder; ``seal``
 writes the manifest; the label tasks load the model through ``load_model``,
 checking every file against the hash, exactly as a stored model is loaded.
+A run with the graph refinement then adds the ``neighbourhood`` part (what an
+incremental night's inductive step needs, made from the labels pass 2 gave) and
+seals the model again (``extend_seal``): the parts pass 2 read keep their hashes,
+and the new content hash, the one the model's row records, covers them all.
 When the run commits, the folder is renamed into the store,
 ``<db>.models/<model_id>/``, and its row inserted in the commit transaction.
 """
@@ -29,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pairwise_core.graph import GraphProjection
+from pairwise_core.graph import GraphProjection, Neighbourhood
 from pairwise_core.model import Classifiers, DriftReference, Fitted, Refinement, Review
 from tasks.folders import check_private, clear, create_private, open_own, opened
 
@@ -39,6 +43,9 @@ MANIFEST = "model.json"
 # stored before the drift tests no drift_reference, one fitted without --graph-k no graph
 PARTS: dict[str, type[Fitted]] = {"classifiers": Classifiers, "refinement": Refinement, "review": Review,
                                   "drift_reference": DriftReference, "graph": GraphProjection}
+# made after the labelling pass, and read only by the step that needs it (an index and F of every item:
+# hundreds of MB at 1M items), not by every label task
+LATE_PARTS: dict[str, type[Fitted]] = {"neighbourhood": Neighbourhood}
 _STORE = "the model store"
 
 
@@ -61,7 +68,7 @@ def save_part(folder: Path, name: str, fitted: Fitted) -> str:
 def _parse(name: str, arrays: bytes, state: bytes) -> Fitted:
     with np.load(io.BytesIO(arrays), allow_pickle=False) as data:
         loaded = {key: data[key] for key in data.files}
-    return PARTS[name].from_arrays(loaded, json.loads(state))
+    return {**PARTS, **LATE_PARTS}[name].from_arrays(loaded, json.loads(state))
 
 
 def _read(path: Path) -> bytes:
@@ -119,26 +126,57 @@ def load_model(folder: str | Path, content_hash: str, model_id: str) -> Model:
         return model
 
 
-def _load(folder: Path, content_hash: str, model_id: str) -> Model:
-    def checked(name: str, expected: str) -> bytes:
-        try:
-            data = _read(folder / name)
-        except FileNotFoundError:
-            data = None
-        if data is None or hashlib.sha256(data).hexdigest() != expected:
-            raise ModelMismatch(f"model {model_id}: file {name} does not match its recorded hash; "
-                                "refit with a full run")
-        return data
+def _checked(folder: Path, name: str, expected: str, model_id: str) -> bytes:
+    """The file's bytes, if their sha256 is ``expected``; else ModelMismatch, one line naming the file."""
+    try:
+        data = _read(folder / name)
+    except FileNotFoundError:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != expected:
+        raise ModelMismatch(f"model {model_id}: file {name} does not match its recorded hash; refit with a full run")
+    return data
 
-    files = json.loads(checked(MANIFEST, content_hash))["files"]
-    unknown = sorted(files.keys() - {f"{part}.{kind}" for part in PARTS for kind in ("npz", "json")})
-    if unknown or "classifiers.npz" not in files or "refinement.npz" not in files:
+
+def _manifest(folder: Path, content_hash: str, model_id: str) -> dict[str, str]:
+    """The files the manifest lists, with their hashes, the manifest checked against ``content_hash``."""
+    files = json.loads(_checked(folder, MANIFEST, content_hash, model_id))["files"]
+    known = {f"{part}.{kind}" for part in [*PARTS, *LATE_PARTS] for kind in ("npz", "json")}
+    if sorted(files.keys() - known) or "classifiers.npz" not in files or "refinement.npz" not in files:
         raise ModelMismatch(f"model {model_id}: its manifest does not list a model's files; refit with a full run")
-    parts = {name: _parse(name, checked(f"{name}.npz", files[f"{name}.npz"]),
-                          checked(f"{name}.json", files.get(f"{name}.json", "")))
+    return files
+
+
+def _load(folder: Path, content_hash: str, model_id: str) -> Model:
+    files = _manifest(folder, content_hash, model_id)
+    parts = {name: _parse(name, _checked(folder, f"{name}.npz", files[f"{name}.npz"], model_id),
+                          _checked(folder, f"{name}.json", files.get(f"{name}.json", ""), model_id))
              for name in PARTS if f"{name}.npz" in files}
     return Model(parts["classifiers"], parts["refinement"], parts.get("review"), parts.get("drift_reference"),
                  parts.get("graph"))
+
+
+def has_late_part(folder: str | Path, content_hash: str, model_id: str, name: str) -> bool:
+    """Whether the sealed model lists the part ``name`` (its manifest checked, the part not read)."""
+    return f"{name}.npz" in _manifest(Path(folder), content_hash, model_id)
+
+
+def load_late_part(folder: str | Path, content_hash: str, model_id: str, name: str) -> Any:
+    """A part of ``LATE_PARTS``, checked against the sealed manifest as ``load_model`` checks the others; None
+    if the model has none."""
+    files = _manifest(Path(folder), content_hash, model_id)
+    if f"{name}.npz" not in files:
+        return None
+    return _parse(name, _checked(Path(folder), f"{name}.npz", files[f"{name}.npz"], model_id),
+                  _checked(Path(folder), f"{name}.json", files.get(f"{name}.json", ""), model_id))
+
+
+def extend_seal(folder: str, content_hash: str, model_id: str) -> str:
+    """Seal the model again after parts were added to it; return the new content hash. Every file the first
+    seal (``content_hash``) listed must be unchanged, so what the labelling pass read is what is stored."""
+    files = _manifest(Path(folder), content_hash, model_id)
+    for name, expected in files.items():
+        _checked(Path(folder), name, expected, model_id)
+    return seal(folder)
 
 
 def class_hash(class_names: tuple[str, ...], class_embeddings: Mapping[str, np.ndarray]) -> str:

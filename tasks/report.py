@@ -58,6 +58,9 @@ def graph_line(details: str | None) -> str | None:
         return None
     if "skipped" in graph:
         return f"- graph refinement (k {graph['k']}): skipped, {graph['skipped']}"
+    if graph.get("inductive"):
+        return (f"- graph refinement, inductive: {graph['items']:,} items each took one step against its "
+                f"{graph['k']} nearest of the model's {graph['stored_items']:,} stored items")
     return (f"- graph refinement: refined and joint labels propagated over a {graph['k']}-nearest-neighbour graph "
             f"of {graph['items']:,} items (recall {graph['recall']:.3f}, calibration {graph['calibration']})")
 

@@ -201,6 +201,15 @@ def graph(details: dict[str, Any]) -> str:
             f"{details['search_s']:.1f} s, in all {details['total_s'] + details['apply_s']:.1f} s")
 
 
+def graph_inductive(details: dict[str, Any]) -> str:
+    """What an incremental night's graph step did, in one line."""
+    return (f"Graph refinement, inductive: {count(details['items'], 'item')}, each against its k = {details['k']} "
+            f"nearest of the model's {details['stored_items']:,} stored items ({details['neighbours']:,} neighbours "
+            f"found), one step at alpha {details['alpha']}: load {details['load_s']:.1f} s, search "
+            f"{details['search_s']:.1f} s, in all {details['total_s'] + details['apply_s']:.1f} s")
+
+
 def graph_skipped() -> str:
-    return ("Graph refinement skipped: an incremental night labels its new and changed items without the graph "
-            "(it needs the whole catalog); a full run with the model applies it")
+    return ("Graph refinement skipped: the model stores no neighbourhood for an incremental night's inductive step "
+            "(fitted before it was stored); its new and changed items are labelled without the graph, a full run "
+            "with the model applies it")

@@ -65,7 +65,8 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
     """The stored model ``model_id`` ('latest' or an id), if it fits the catalog: its modalities, their
     dimensions and its classes (names and embeddings, by the class hash); else ValueError (bad input, before
     anything is written) saying what differs; with ``graph``, it must have the graph's part. Returns what labelling with it needs: the model's folder,
-    content hash and id (``sealed``), the seed of its folds, and how it was calibrated."""
+    content hash and id (``sealed``), the seed of its folds, how it was calibrated, and whether it stores what
+    an incremental night's graph needs (``neighbourhood``)."""
     row, model = store.stored_model(db, model_id)
     name, refit = row["model_id"], "refit with a full run (without --model)"
     if list(row["modalities"]) != list(plan.modalities):
@@ -94,7 +95,14 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
         raise ValueError(f"model {name} was fitted without the graph refinement; refit with --graph-k, "
                          "or label with --graph-k 0")
     return {"sealed": {"folder": folder, "content_hash": row["content_hash"], "model_id": name},
-            "seed": json.loads(row["params"])["core"]["seed"], "calibration": model.refinement.calibration}
+            "seed": json.loads(row["params"])["core"]["seed"], "calibration": model.refinement.calibration,
+            "neighbourhood": models.has_late_part(folder, row["content_hash"], name, "neighbourhood")}
+
+
+@task(name="extend-seal", **IO_TASK)
+def extend_seal(sealed: dict[str, str]) -> str:
+    """Seal the model again with the parts added after the labelling pass; its new content hash."""
+    return models.extend_seal(sealed["folder"], sealed["content_hash"], sealed["model_id"])
 
 
 @task(name="seal-model", **IO_TASK)

@@ -1,6 +1,7 @@
 """The graph refinement (--graph-k) through real flow runs: labels, a missing modality, stored models, Dask,
 and the kNN index's recall."""
 
+import hashlib
 import json
 
 import duckdb
@@ -101,10 +102,85 @@ def test_the_index_finds_the_exact_neighbours_of_a_seeded_catalog():
     centres = rng.normal(size=(40, 128))
     points = centres[rng.integers(0, 40, 6000)] + 0.3 * rng.normal(size=(6000, 128))
     points = (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
-    found, cosines, timings = neighbours(points, 10, seed=0)
+    found, cosines, timings, _ = neighbours(points, 10, seed=0)
     assert found.shape == (6000, 10) and not (found == np.arange(6000)[:, None]).any()  # never itself
     assert recall(points, found, seed=0) >= 0.9  # 0.93 here: points within a cluster are nearly equidistant
     np.testing.assert_allclose(cosines, np.einsum("nd,nkd->nk", points, points[found]), rtol=1e-5)
     assert timings["build_s"] >= 0 and timings["search_s"] >= 0
-    again, _, _ = neighbours(points, 10, seed=0)
+    again, _, _, _ = neighbours(points, 10, seed=0)
     np.testing.assert_array_equal(again, found)  # one insertion thread: the same graph every run
+
+
+def night_catalog(items: pa.Table, n_new: int, n_changed: int) -> tuple[pa.Table, pa.Table]:
+    """Day 0 (all but the last ``n_new`` items) and day 1: every item, the first ``n_changed`` given the
+    embeddings of items further on (mostly of other classes)."""
+    day1 = items
+    for column in ("image_embedding", "text_embedding"):
+        values = day1.column(column).to_pylist()
+        values[10 : 10 + n_changed] = values[900 : 900 + n_changed]
+        day1 = day1.set_column(day1.schema.get_field_index(column), column,
+                               pa.array(values, day1.schema.field(column).type))
+    return items.slice(0, items.num_rows - n_new), day1
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path, catalog):
+    """A full run with the graph stores its neighbourhood with the model; a night's new and changed items then
+    take one step against their stored neighbours, and the other items keep their labels."""
+    import shutil
+
+    from tasks.models import ModelMismatch
+
+    n_new, n_changed = 200, 20
+    day0, day1 = night_catalog(catalog[0], n_new, n_changed)
+    glob0, classes_path = write_catalog(tmp_path / "d0", day0, catalog[1], n_files=2)
+    glob1, _ = write_catalog(tmp_path / "d1", day1, catalog[1], n_files=3)
+    _, db = run(tmp_path, "day0", glob0, classes_path, graph_k=5)
+    [(model_id, content_hash, path)] = rows(db, "SELECT model_id, content_hash, path FROM models")
+    folder = db.parent / path
+    manifest = (folder / "model.json").read_bytes()
+    assert hashlib.sha256(manifest).hexdigest() == content_hash  # sealed again, with the neighbourhood
+    assert {"neighbourhood.npz", "neighbourhood.json"} <= json.loads(manifest)["files"].keys()
+    # the same day 0 for two other nights (a model's row names its folder beside the first database)
+    plain, tampered = tmp_path / "plain.duckdb", tmp_path / "tampered.duckdb"
+    for copy in (plain, tampered):
+        shutil.copy(db, copy)
+
+    def night(target, run_id, graph_k):
+        return reclassify_catalog(ReclassifyParams(
+            items=glob1, classes=classes_path, db=str(target), gold_column="label", chunk_size=500, run_id=run_id,
+            model="latest", incremental=True, graph_k=graph_k))
+
+    before = dict(rows(db, "SELECT item_id, label FROM catalog_labels"))
+    summary = night(db, "night", 5)
+    night(plain, "night", 0)
+    assert (f"- graph refinement, inductive: {n_new + n_changed:,} items each took one step against its 5 nearest "
+            f"of the model's {day0.num_rows:,} stored items") in summary["report"]
+    details = json.loads(rows(db, "SELECT details FROM runs WHERE run_id = 'night'")[0][0])["graph"]
+    assert details["inductive"] and details["k"] == 5 and details["stored_k"] == 5
+    assert details["items"] == n_new + n_changed and details["neighbours"] == 5 * (n_new + n_changed)
+    assert details["stored_items"] == day0.num_rows
+    assert {"load_s", "search_s", "apply_s", "total_s"} <= details.keys()
+
+    labelled = "SELECT item_id, modality, base_class, pairwise_class, refined_class FROM item_labels " \
+               "WHERE run_id = 'night' ORDER BY ALL"
+    with_graph, without = rows(db, labelled), rows(plain, labelled)
+    new = {f"item-{i:07d}" for i in range(day0.num_rows, N_ITEMS)}
+    changed = {f"item-{i:07d}" for i in range(10, 10 + n_changed)}
+    assert {r[0] for r in with_graph} == new | changed
+    assert [r[:4] for r in with_graph] == [r[:4] for r in without]  # base and pairwise labels as without the graph
+    assert sum(a[4] != b[4] for a, b in zip(with_graph, without)) > 0  # the refined ones moved by the step
+    after = dict(rows(db, "SELECT item_id, label FROM catalog_labels"))
+    assert len(after) == N_ITEMS
+    assert all(after[item] == label for item, label in before.items() if item not in changed)
+    joint = rows(db, "SELECT count(*) FROM joint_labels WHERE run_id = 'night'")[0][0]
+    assert joint == n_new + n_changed
+
+    # a stored index changed on disk is refused in one line, and the night commits nothing
+    stored = folder / "neighbourhood.npz"
+    stored.write_bytes(stored.read_bytes()[:-100])
+    with pytest.raises(ModelMismatch, match=rf"^model {model_id}: file neighbourhood.npz does not match its "
+                                            r"recorded hash; refit with a full run$"):
+        night(tampered, "tampered", 5)
+    assert rows(tampered, "SELECT status FROM runs WHERE run_id = 'tampered'") == [("failed",)]
+    assert rows(tampered, "SELECT count(*) FROM item_labels WHERE run_id = 'tampered'") == [(0,)]
