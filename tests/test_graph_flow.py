@@ -12,7 +12,7 @@ import pytest
 from conftest import write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
-from tasks.graph import neighbours, recall
+from tasks.graph import build_index, neighbours, recall, stored_neighbours
 
 N_ITEMS, N_CLASSES = 1500, 6
 OPTIONS = {"signal_strength": 0.08, "label_noise": 0.0}  # a weak class signal: some labels for the graph to move
@@ -109,6 +109,23 @@ def test_the_index_finds_the_exact_neighbours_of_a_seeded_catalog():
     assert timings["build_s"] >= 0 and timings["search_s"] >= 0
     again, _, _, _ = neighbours(points, 10, seed=0)
     np.testing.assert_array_equal(again, found)  # one insertion thread: the same graph every run
+
+
+def test_a_stored_item_queried_again_is_not_its_own_neighbour():
+    """A night's changed item has a row of its own in the stored index (its old point): skipped by its key.
+    A new item (another key) finds the stored points as they are, the nearest first."""
+    rng = np.random.default_rng(5)
+    points = rng.normal(size=(800, 128)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    keys = rng.permutation(10**6)[:800].astype(np.uint64)
+    index = build_index(points, seed=0)
+    own, cosines = stored_neighbours(index, points[:50], keys[:50], keys, 5)
+    assert own.shape == (50, 5) and (own >= 0).all() and not (own == np.arange(50)[:, None]).any()
+    np.testing.assert_allclose(cosines, np.einsum("nd,nkd->nk", points[:50], points[own]), atol=0.02)  # 8-bit codes
+    new, _ = stored_neighbours(index, points[:50], np.full(50, 10**7, np.uint64), keys, 5)
+    assert (new[:, 0] == np.arange(50)).mean() > 0.95
+    few, missing = stored_neighbours(build_index(points[:3], seed=0), points[:1], keys[:1], keys[:3], 5)
+    assert few.shape == (1, 3) and sorted(few[0, :2]) == [1, 2] and few[0, 2] == -1 and np.isnan(missing[0, 2])
 
 
 def night_catalog(items: pa.Table, n_new: int, n_changed: int) -> tuple[pa.Table, pa.Table]:

@@ -14,8 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pairwise_core import MixtureRefiner, PairwiseClassifier, embeddings, make_catalog
+from pairwise_core.graph import Neighbourhood, top_classes
 from pairwise_core.model import Classifiers, Refinement, Review
-from tasks.models import MANIFEST, ModelMismatch, load_model, load_part, save_part, seal
+from tasks.models import (
+    MANIFEST, ModelMismatch, extend_seal, has_late_part, load_late_part, load_model, load_part, save_part, seal,
+)
 from test_discriminant import N_FOLDS, catalogs, fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,3 +206,37 @@ def test_no_product_module_imports_a_pickler():
                 continue
             found += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.split(".")[0] in PICKLERS]
     assert found == []
+
+
+def neighbourhood() -> Neighbourhood:
+    values, classes = top_classes(np.eye(3, dtype=np.float32), 2)
+    return Neighbourhood(np.arange(50, dtype=np.uint8), np.arange(3, dtype=np.uint64), {"joint": values},
+                         {"joint": classes}, {"joint": np.ones(N_FOLDS)},
+                         {"k": 2, "alpha": 0.8, "power": 1.0, "seed": 0, "n_classes": 3})
+
+
+def test_a_part_added_after_the_seal_is_sealed_again_and_read_only_on_demand(tmp_path):
+    """The graph's neighbourhood is made after the labelling pass: the model is sealed again, the first seal's
+    files unchanged, and the new hash covers it; load_model does not read it, load_late_part checks it."""
+    first = sealed(tmp_path)
+    assert not has_late_part(tmp_path, first, "m", "neighbourhood")
+    assert load_late_part(tmp_path, first, "m", "neighbourhood") is None
+    save_part(tmp_path, "neighbourhood", neighbourhood())
+    second = extend_seal(str(tmp_path), first, "m")
+    assert second != first and has_late_part(tmp_path, second, "m", "neighbourhood")
+    np.testing.assert_array_equal(load_late_part(tmp_path, second, "m", "neighbourhood").stored("joint").toarray(),
+                                  np.eye(3))
+    assert load_model(tmp_path, second, "m").classifiers is not None
+    stored = tmp_path / "neighbourhood.npz"
+    stored.write_bytes(stored.read_bytes()[:-10])
+    with pytest.raises(ModelMismatch, match="^model m: file neighbourhood.npz does not match its recorded hash; "
+                                            "refit with a full run$"):
+        load_late_part(tmp_path, second, "m", "neighbourhood")
+
+
+def test_a_second_seal_refuses_a_file_changed_since_the_first(tmp_path):
+    first = sealed(tmp_path)
+    save_part(tmp_path, "neighbourhood", neighbourhood())
+    (tmp_path / "refinement.json").write_text("{}")
+    with pytest.raises(ModelMismatch, match="^model m: file refinement.json does not match its recorded hash"):
+        extend_seal(str(tmp_path), first, "m")
