@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pairwise_core.pair_weights import PairWeights
+from pairwise_core.pair_weights import DenseWeights, PairWeights
 
 _GATHER_ROWS = 512
 
@@ -77,7 +77,7 @@ class OnDemand:
     """
 
     x: np.ndarray  # (n, d) items
-    weights: PairWeights
+    weights: PairWeights | DenseWeights
     fallback: np.ndarray  # (P,) bool
     index: np.ndarray
     cosines: np.ndarray  # (n, K)
