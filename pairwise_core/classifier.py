@@ -334,7 +334,7 @@ class PairwiseClassifier:
         """The fitted state labelling needs, as plain arrays and JSON-able parameters (``from_arrays``).
 
         Left out: what prediction derives from the masks (``_derive``: the
-        weights on each pair's dims, K = 500: 54 MB per modality) and the pair margin's corrections in the statistics, which
+        weights on each pair's dims, K = 500: 68 MB per modality, padded) and the pair margin's corrections in the statistics, which
         labelling never reads (K = 500: about 0.3 GB per modality): only
         fitting and ``pair_ratios_`` do, which the loaded copy refuses.
         """
