@@ -18,9 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pairwise_core.pair_weights import PairWeights
-
-_GATHER_ROWS = 512
+from pairwise_core.pair_weights import DenseWeights, PairWeights
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ class OnDemand:
     """
 
     x: np.ndarray  # (n, d) items
-    weights: PairWeights
+    weights: PairWeights | DenseWeights
     fallback: np.ndarray  # (P,) bool
     index: np.ndarray
     cosines: np.ndarray  # (n, K)
@@ -90,11 +88,8 @@ class OnDemand:
         score = (self.cosines[rows, lo] - self.cosines[rows, hi]) * self.norms[:, None]
         masked = column >= 0
         masked[masked] = ~self.fallback[column[masked]]
-        for start in range(0, a.shape[0], _GATHER_ROWS):  # sub-blocks keep the gathered entries in cache
-            row, slot = np.nonzero(masked[start : start + _GATHER_ROWS])
-            if row.size:
-                x = self.x[start : start + _GATHER_ROWS]
-                score[start + row, slot] = self.weights.dots(x, row, column[start + row, slot])
+        row, slot = np.nonzero(masked)
+        score[row, slot] = self.weights.dots(self.x, row, column[row, slot])
         return column, np.where(a < b, score, -score)
 
 

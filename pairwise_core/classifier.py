@@ -20,8 +20,8 @@ from pairwise_core.bracket import (
     OnDemand, Outcome, Referee, ScoreTable, pair_index, round_robin, seeded_slots, tourney,
 )
 from pairwise_core.cross_ratio import moments_ratio, spread, spread_in_place, spread_ratio, top_n
-from pairwise_core.pair_weights import PairWeights
-from pairwise_core.pair_stats import PairStats, normalize_rows, pair_stats, top_candidates, top_two
+from pairwise_core.pair_weights import DenseWeights, pair_weights
+from pairwise_core.pair_stats import PairStats, normalize_rows, pair_stats, top_two
 from pairwise_core.validation import Interval, Options, check_embeddings, check_matrix, check_params, check_rows
 
 STRATEGIES = frozenset({"tourney", "round_robin"})
@@ -30,9 +30,7 @@ STRATEGIES = frozenset({"tourney", "round_robin"})
 # under glibc's 32 MB mmap threshold (memory is reused instead of page-faulted
 # in afresh, which costs more than the arithmetic on these machines).
 BLOCK_ROWS = 4096
-# Pairs per step of finalize(): bounds its float64 working set.
-_PAIR_CHUNK = 2048
-# Pairs per step of the mask fit (measured at K = 500, d = 768)
+# Pairs per step of the mask fit: bounds its float64 working set (measured at K = 500, d = 768)
 _RATIO_CHUNK = 256
 # With pruning, pass 1 records the pairs among each item's top (_MET_NET x m)
 # classes by base score: predict picks its m candidates by a sharper score
@@ -45,6 +43,22 @@ _MET_NET = 2
 # (title 0.1808 both, gloss 0.3352 against 0.3349; docs/performance.md). Below it the exact tourney is cheap.
 PRUNE_ABOVE = 64
 DEFAULT_CANDIDATES = 16
+
+
+def _top_columns(scores: np.ndarray, m: int) -> np.ndarray:
+    """Each row's m top-scoring columns, in column order; of columns tied at the m-th score, the first.
+
+    A partition finds each row's m-th score and the columns at or above it
+    come out of one np.nonzero already in order: np.argpartition over the
+    columns, then sorting the m of each row, cost 2.5x as much (K = 500).
+    """
+    k = scores.shape[1]
+    threshold = np.partition(scores, k - m, axis=1)[:, k - m, None]
+    keep = scores >= threshold  # at least m per row
+    if np.count_nonzero(keep) > keep.shape[0] * m:
+        above = scores > threshold
+        keep &= above | (np.cumsum(keep & ~above, axis=1) <= m - np.count_nonzero(above, axis=1)[:, None])
+    return np.nonzero(keep)[1].reshape(-1, m)
 
 
 def default_candidates(n_classes: int) -> int | None:
@@ -256,14 +270,13 @@ class PairwiseClassifier:
         rng = np.random.default_rng(self.seed)
         self.bracket_ = rng.permutation(k)
         self.bracket_slots_ = seeded_slots(self.candidates if self._pruned else k, rng)
-        self._bracket_rank = np.argsort(self.bracket_)
         self._derive()
         return self
 
-    def _pair_chunks(self, size: int = _PAIR_CHUNK) -> Iterator[slice]:
+    def _pair_chunks(self) -> Iterator[slice]:
         """The pairs in chunks: per-pair work on (chunk, d) float64 arrays keeps its temporaries small."""
-        for start in range(0, len(self.pairs_), size):
-            yield slice(start, start + size)
+        for start in range(0, len(self.pairs_), _RATIO_CHUNK):
+            yield slice(start, start + _RATIO_CHUNK)
 
     def _pair_ratios(self) -> Iterator[tuple[slice, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
         """Per chunk of pairs: ratios (NaN for fallback pairs), confident counts (lo, hi) and fallback.
@@ -276,7 +289,7 @@ class PairwiseClassifier:
         stats = self.stats_
         per_class = spread(stats.count[:, None], stats.sum, stats.sumsq)
         buffers = np.empty((6, min(_RATIO_CHUNK, len(self.pairs_)), self.n_features_in_))  # reused: no page faults
-        for chunk in self._pair_chunks(_RATIO_CHUNK):
+        for chunk in self._pair_chunks():
             lo, hi = self.pairs_[chunk, 0], self.pairs_[chunk, 1]
             sides = buffers[:, : lo.size]
             counts = []
@@ -299,30 +312,24 @@ class PairwiseClassifier:
         """Match weights w_p = u_lo - u_hi (each class embedding masked to the pair's dims, unit length),
         the pair lookup and the candidates' columns.
 
-        Every pair's weights are kept on its own dims (``PairWeights``): they
+        Every pair's weights, sparse or dense as its masks say (``pair_weights``),
         score pruned matches and give each deciding match its masked length.
         Fallback pairs keep every dim and are played on the cosines instead.
-        Unpruned, a dense (P, d) copy also scores every pair of a block in one
-        product (few classes: P is small).
+        Unpruned, a dense float64 (P, d) copy also scores every pair of a block in
+        one product (few classes: P is small).
         """
-        self._sparse = PairWeights.of(self._class_unit, self.pairs_, self.pair_masks_ & ~self.pair_fallback_[:, None])
+        self._pair_weights = pair_weights(self._class_unit, self.pairs_, self.pair_masks_ & ~self.pair_fallback_[:, None])
         self._index = pair_index(self.pairs_, self.n_classes_)
         if self._pruned:
             self._candidate_columns, self._candidate_masks = self._class_vs_rest()
-            return
-        self._weights = np.zeros(self.pair_masks_.shape)
-        for chunk in self._pair_chunks():
-            lo, hi = self.pairs_[chunk, 0], self.pairs_[chunk, 1]
-            weight = self.pair_masks_[chunk].astype(np.float64)
-            self._weights[chunk] = normalize_rows(self._class_unit[lo] * weight) - normalize_rows(
-                self._class_unit[hi] * weight
-            )
+        else:
+            self._weights = DenseWeights.of(self._class_unit, self.pairs_, self.pair_masks_, np.float64).weights
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The fitted state labelling needs, as plain arrays and JSON-able parameters (``from_arrays``).
 
         Left out: what prediction derives from the masks (``_derive``: the
-        weights on each pair's dims, K = 500: 54 MB per modality) and the pair margin's corrections in the statistics, which
+        weights on each pair's dims, K = 500: 68 MB per modality, padded) and the pair margin's corrections in the statistics, which
         labelling never reads (K = 500: about 0.3 GB per modality): only
         fitting and ``pair_ratios_`` do, which the loaded copy refuses.
         """
@@ -346,7 +353,6 @@ class PairwiseClassifier:
         model.pairs_, model.pair_masks_ = arrays["pairs"], arrays["pair_masks"]
         model.pair_counts_ab_, model.pair_fallback_ = arrays["pair_counts_ab"], arrays["pair_fallback"]
         model.bracket_, model.bracket_slots_ = arrays["bracket"], arrays["bracket_slots"]
-        model._bracket_rank = np.argsort(model.bracket_)
         model._labelling_only = True
         model._derive()
         return model
@@ -473,8 +479,11 @@ class PairwiseClassifier:
         x = check_matrix(X, "X", n_features=self.n_features_in_)
         codes = None if given is None else self._check_given(given, x.shape[0])
         k = self.n_classes_
-        extra = self._candidate_columns if self._pruned else self._weights
+        # pruned, the class-vs-rest columns come in bracket order: an item's top candidates are then picked in it
+        extra = self._candidate_columns[self.bracket_] if self._pruned else self._weights
         columns = np.concatenate([self._class_unit.astype(x.dtype), extra.astype(x.dtype, copy=False)])
+        if self._pruned:
+            candidate_masks = self._candidate_masks[self.bracket_].T.astype(x.dtype, copy=False)
         parts, kept = [], []
         for start in range(0, x.shape[0], BLOCK_ROWS):
             block = x[start : start + BLOCK_ROWS]
@@ -483,13 +492,12 @@ class PairwiseClassifier:
             cosines = scores[:, :k] / norms[:, None]
             base_label, base_score, base_margin = top_two(cosines)
             if self._pruned:
-                referee: Referee = OnDemand(block, self._sparse, self.pair_fallback_, self._index, cosines, norms)
-                masked_norms = np.sqrt((block * block) @ self._candidate_masks.T.astype(x.dtype, copy=False))
+                referee: Referee = OnDemand(block, self._pair_weights, self.pair_fallback_, self._index, cosines, norms)
+                candidate_scores = np.sqrt((block * block) @ candidate_masks)  # masked norms, then scores in place
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    candidate_scores = np.nan_to_num(scores[:, k:] / masked_norms, nan=-np.inf)
-                candidates = top_candidates(candidate_scores, self.candidates)
-                order = np.argsort(self._bracket_rank[candidates], axis=1)
-                candidates = np.take_along_axis(candidates, order, axis=1)
+                    np.divide(scores[:, k:], candidate_scores, out=candidate_scores)
+                np.nan_to_num(candidate_scores, copy=False, nan=-np.inf)
+                candidates = self.bracket_[_top_columns(candidate_scores, self.candidates)]
             else:
                 referee = ScoreTable(scores, self._index, offset=k)
                 candidates = None
@@ -561,7 +569,7 @@ class PairwiseClassifier:
         masked = np.flatnonzero(played & ~full)
         norm = norms.astype(np.float64)
         if masked.size:
-            norm[masked] = np.sqrt(self._sparse.masked_sq_norms(block, masked, column[masked]))
+            norm[masked] = np.sqrt(self._pair_weights.masked_sq_norms(block, masked, column[masked]))
         with np.errstate(divide="ignore", invalid="ignore"):
             margin[played] = np.where(norm[played] > 0, outcome.winner_score[played] / norm[played], 0.0)
         return margin

@@ -223,7 +223,7 @@ class FoldDiscriminant:
         scored by the model of the other folds, over the modalities it has (uniform where it has none):
         one BLAS call per fold, pattern and modality."""
         n = len(fold)
-        logits = np.zeros((n, self.n_classes), np.float32)  # float32 logits: at K = 500 the (n, K) passes dominate
+        logits = np.zeros((n, self.n_classes))
         pattern = present @ (1 << np.arange(present.shape[1]))
         for f in range(self.n_folds):
             in_fold = fold == f
@@ -239,8 +239,7 @@ class FoldDiscriminant:
                     if scales is not None:
                         product *= scales[m][rows, None]
                     block += product
-                block += intercept.astype(np.float32)
-                logits[rows] = block
+                logits[rows] = block + intercept
         return log_softmax(logits)
 
     def _columns(self, modalities: tuple[int, ...]) -> np.ndarray:

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pairwise_core import PairwiseClassifier, accuracy, embeddings, make_catalog
+from pairwise_core.classifier import _top_columns
 from reference import match_margin, noisy_catalog, play_bracket, unit_rows, wins
 
 
@@ -166,3 +167,14 @@ def test_the_labelling_copy_labels_the_same_without_the_corrections():
         np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
     with pytest.raises(ValueError, match="for labelling"):
         copy.pair_ratios_
+
+
+@given(st.integers(1, 40), st.integers(2, 30), st.integers(0, 2**32 - 1))
+def test_top_columns_are_the_stable_top_m_in_column_order(n, k, seed):
+    """Ties at the m-th score (few distinct scores, -inf for unscored) go to the first columns."""
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, k + 1))
+    scores = rng.integers(-3, 4, size=(n, k)).astype(np.float32)
+    scores[scores == -3] = -np.inf
+    expected = np.sort(np.argsort(-scores, axis=1, kind="stable")[:, :m], axis=1)
+    np.testing.assert_array_equal(_top_columns(scores, m), expected)
