@@ -1,6 +1,6 @@
 """The graph's inductive step on a real catalog: a 90% day 0 with --graph-k, then a 10% night.
 
-    export PYTHONPATH=$PWD DO_NOT_TRACK=1 PY=/work/main/.venv/bin/python
+    export PYTHONPATH=$PWD DO_NOT_TRACK=1 PY=.venv/bin/python
     $PY bench/graph_night.py split bench/data/real /tmp/night          # d0/ (90%) and d1/ (d0's items + 10% new)
     R="$PY -m flows.cli run --classes bench/data/real/classes.parquet --gold-column label --quiet"
     NIGHT="--model latest --incremental --run-id night"
