@@ -146,11 +146,15 @@ def _manifest(folder: Path, content_hash: str, model_id: str) -> dict[str, str]:
     return files
 
 
+def _checked_part(folder: Path, files: dict[str, str], name: str, model_id: str) -> Fitted:
+    """The part ``name``, its two files checked against the manifest's hashes (``files``)."""
+    return _parse(name, _checked(folder, f"{name}.npz", files[f"{name}.npz"], model_id),
+                  _checked(folder, f"{name}.json", files.get(f"{name}.json", ""), model_id))
+
+
 def _load(folder: Path, content_hash: str, model_id: str) -> Model:
     files = _manifest(folder, content_hash, model_id)
-    parts = {name: _parse(name, _checked(folder, f"{name}.npz", files[f"{name}.npz"], model_id),
-                          _checked(folder, f"{name}.json", files.get(f"{name}.json", ""), model_id))
-             for name in PARTS if f"{name}.npz" in files}
+    parts = {name: _checked_part(folder, files, name, model_id) for name in PARTS if f"{name}.npz" in files}
     return Model(parts["classifiers"], parts["refinement"], parts.get("review"), parts.get("drift_reference"),
                  parts.get("graph"))
 
@@ -166,8 +170,7 @@ def load_late_part(folder: str | Path, content_hash: str, model_id: str, name: s
     files = _manifest(Path(folder), content_hash, model_id)
     if f"{name}.npz" not in files:
         return None
-    return _parse(name, _checked(Path(folder), f"{name}.npz", files[f"{name}.npz"], model_id),
-                  _checked(Path(folder), f"{name}.json", files.get(f"{name}.json", ""), model_id))
+    return _checked_part(Path(folder), files, name, model_id)
 
 
 def extend_seal(folder: str, content_hash: str, model_id: str) -> str:
