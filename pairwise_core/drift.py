@@ -220,16 +220,28 @@ def _z(quantile: float) -> float:
     return NormalDist().inv_cdf(quantile)
 
 
-def _domain_auc(reference: np.ndarray, current: np.ndarray, *, seed: int) -> float:
-    """Out-of-fold ROC-AUC of a standardised, strongly penalised logistic regression, current = 1."""
+def import_learner() -> None:
+    """Import the domain classifier's parts of scikit-learn (an optional dependency, imported only when a
+    drift test runs); ImportError saying how to install it if it is missing."""
     try:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.metrics import roc_auc_score
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        import sklearn.linear_model  # noqa: F401
+        import sklearn.metrics  # noqa: F401
+        import sklearn.model_selection  # noqa: F401
+        import sklearn.pipeline  # noqa: F401
+        import sklearn.preprocessing  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("the drift test needs scikit-learn: pip install 'pairwise[drift]'") from err
+
+
+def _domain_auc(reference: np.ndarray, current: np.ndarray, *, seed: int) -> float:
+    """Out-of-fold ROC-AUC of a standardised, strongly penalised logistic regression, current = 1."""
+    import_learner()
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     x = np.concatenate([reference, current])
     side = np.concatenate([np.zeros(len(reference), np.int8), np.ones(len(current), np.int8)])
     model = make_pipeline(StandardScaler(), LogisticRegression(C=_PENALTY_C, max_iter=_LOGISTIC_MAX_ITER,

@@ -1,6 +1,7 @@
 """The nightly drift tests around the core: the model's drift reference, the label tasks' samples, the staged
 drift_metrics rows, and the run log and reports that show them."""
 
+import subprocess
 import sys
 
 import numpy as np
@@ -236,3 +237,16 @@ def test_the_reports_show_drift_only_for_a_run_with_drift_rows(tmp_path):
     assert "Drift" not in render_report(db, "r2") and 'id="drift"' not in build_report(db, "r2").html
     with store.reader(db) as con:
         assert con.execute("SELECT count(*) FROM drift_metrics WHERE run_id = 'r1'").fetchone() == (2,)
+
+
+def test_warm_up_imports_the_domain_classifier_on_a_thread_of_its_own():
+    """A night starts the drift tests' import as it begins: in a fresh interpreter, scikit-learn is loaded by
+    the warm-up thread, not by the caller."""
+    code = ("import sys, threading\n"
+            "from tasks.drift import warm_up\n"
+            "assert 'sklearn.linear_model' not in sys.modules\n"
+            "warm_up()\n"
+            "[t.join() for t in threading.enumerate() if t.name == 'drift-warm-up']\n"
+            "print('sklearn.linear_model' in sys.modules, 'sklearn.model_selection' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "True"]
