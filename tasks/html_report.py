@@ -11,6 +11,7 @@ mailed or archived as it is.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -21,9 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, rcParams
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.font_manager import FontProperties, findfont, get_font
+from matplotlib.ft2font import LoadFlags
+from matplotlib.image import AxesImage
+from matplotlib.path import Path as MplPath
+from matplotlib.textpath import TextPath
+from matplotlib.transforms import Affine2D
 
 from tasks import store
 from tasks.staging import replacing
@@ -37,14 +46,22 @@ MAX_HEATMAP_CLASSES = 40
 BAR_COLOURS = [c for i, c in enumerate(colormaps["tab20"].colors) if i not in (14, 15)] + list(
     colormaps["Dark2"].colors[:7])
 OTHER_COLOUR = "#9e9e9e"
-# Counts are written in the cells of heatmaps this small.
+# Counts are written in the cells of heatmaps this small, in points.
 ANNOTATE_UP_TO = 15
+CELL_FONT_SIZE = 7
+# every character compact() writes
+CELL_CHARACTERS = "0123456789.kM-"
 TOP_ISSUES = 25
 DPI = 100
 METHODS = ("base", "pairwise", "refined")
 # Inches of heatmap panels side by side, at most: wider figures are scaled down by the page, and their
 # tick labels with them.
 HEATMAPS_WIDTH = 11.2
+# Inches: blank around a heatmap figure's content, between its panels, and before its colour bar.
+MARGIN = 0.1
+PANEL_GAP = 0.12
+COLOURBAR_GAP = 0.15
+TICK_LENGTH = 2  # points
 JOINT = "joint"
 
 Cells = Mapping[tuple[str, str], int]  # (row label, column label) -> items
@@ -105,10 +122,11 @@ def _class_items(shares: list[dict], confusions: Mapping[tuple[str, str], dict[s
 # ---------------------------------------------------------------- figures (pure: data in, PNG out)
 
 
-def _png(fig: MplFigure) -> bytes:
+def _png(fig: MplFigure, *, tight: bool = True) -> bytes:
+    """The figure as PNG; ``tight`` crops it to its content, at the cost of a second draw."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+    fig.savefig(buffer, format="png", dpi=DPI, **({"bbox_inches": "tight", "pad_inches": 0.1} if tight else {}))
     return buffer.getvalue()
 
 
@@ -119,13 +137,6 @@ def _heatmap_side(n_classes: int, largest: float) -> float:
 
 def _tick_size(n_classes: int) -> float:
     return 9.0 if n_classes <= 16 else 8.0 if n_classes <= 26 else 6.5
-
-
-def _label_axes(ax: Any, rows: Sequence[str], columns: Sequence[str]) -> None:
-    size = _tick_size(max(len(rows), len(columns)))
-    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=size)
-    ax.set_yticks(range(len(rows)), rows, fontsize=size)
-    ax.tick_params(length=2)
 
 
 def compact(value: float) -> str:
@@ -141,12 +152,86 @@ def compact(value: float) -> str:
     return f"{value / 1e6:.0f}M"
 
 
-def _annotate(ax: Any, values: np.ndarray, colour_by: np.ndarray, threshold: float) -> None:
-    """Write each cell's value, white on dark cells (inside the axes: left out of the layout's sums)."""
-    for (i, j), value in np.ndenumerate(values):
-        if np.isfinite(value) and value:
-            ax.text(j, i, compact(value), ha="center", va="center", fontsize=7, in_layout=False,
-                    color="white" if colour_by[i, j] > threshold else "black")
+@functools.cache
+def _cell_glyphs() -> tuple[dict[str, tuple[np.ndarray, np.ndarray, float]], float]:
+    """Outline (vertices, codes) and advance in points of each character of a cell count, and the height of
+    the digits' middle: laid out once, as a Text per cell costs about a millisecond to lay out and draw."""
+    font_properties = FontProperties(size=CELL_FONT_SIZE)
+    font = get_font(findfont(font_properties))
+    glyphs = {}
+    for character in CELL_CHARACTERS:
+        outline = TextPath((0, 0), character, prop=font_properties)
+        advance = font.load_char(ord(character), flags=LoadFlags.NO_SCALE).horiAdvance / font.units_per_EM
+        glyphs[character] = (outline.vertices, outline.codes, advance * CELL_FONT_SIZE)
+    zero = glyphs["0"][0][:, 1]
+    return glyphs, (zero.min() + zero.max()) / 2
+
+
+def _cell_path(text: str) -> MplPath:
+    """A cell's count as one outline in points, centred on (0, 0)."""
+    glyphs, middle = _cell_glyphs()
+    vertices, codes, x = [], [], 0.0
+    for character in text:
+        outline, outline_codes, advance = glyphs[character]
+        vertices.append(outline + (x, 0.0))
+        codes.append(outline_codes)
+        x += advance
+    return MplPath(np.concatenate(vertices) - (x / 2, middle), np.concatenate(codes))
+
+
+def _annotate(ax: Axes, values: np.ndarray, colour_by: np.ndarray, threshold: float) -> None:
+    """Write each cell's value, white on dark cells, as one collection of outlines (kept out of the layout)."""
+    rows, columns = np.nonzero(np.isfinite(values) & (values != 0))
+    colours = np.where(colour_by[rows, columns] > threshold, "white", "black")
+    ax.add_collection(PathCollection(
+        [_cell_path(compact(v)) for v in values[rows, columns]], offsets=np.column_stack([columns, rows]),
+        offset_transform=ax.transData, transform=Affine2D().scale(1 / 72) + ax.figure.dpi_scale_trans,
+        facecolors=colours, edgecolors="none", in_layout=False), autolim=False)
+
+
+def _heatmap_panels(titles: Sequence[str], classes: Sequence[str]) -> tuple[MplFigure, list[Axes]]:
+    """A figure with one heatmap axes per title, class names on both axes (on the first panel's rows only);
+    `_heatmap_png` places them."""
+    fig = MplFigure(dpi=DPI)
+    size = _tick_size(len(classes))
+    axes = []
+    for k, title in enumerate(titles):
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=size)
+        ax.set_yticks(range(len(classes)), classes if k == 0 else [], fontsize=size)
+        ax.tick_params(length=TICK_LENGTH)
+        ax.set_title(title, fontsize=11)
+        axes.append(ax)
+    return fig, axes
+
+
+def _heatmap_png(fig: MplFigure, axes: Sequence[Axes], image: AxesImage, colour_label: str, side: float) -> bytes:
+    """Add the colour bar, then place square panels of ``side`` inches in a row with just the room their texts
+    take, measured once: one draw, where constrained layout and a tight crop laid every text out several times."""
+    n = len(axes)
+    colourbar = fig.colorbar(image, cax=fig.add_axes((0, 0, 1, 1)))
+    colourbar.set_label(colour_label, fontsize=9)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+
+    def inches(texts: Iterable[Any], along: str) -> float:
+        return max((getattr(t.get_window_extent(renderer), along) for t in texts if t.get_text()), default=0) / DPI
+
+    first, bar = axes[0], colourbar.ax
+    label_pad, ticks = rcParams["axes.labelpad"] / 72, (TICK_LENGTH + rcParams["xtick.major.pad"]) / 72
+    left = MARGIN + inches([first.yaxis.label], "width") + label_pad + inches(first.get_yticklabels(), "width")
+    bottom = MARGIN + inches([first.xaxis.label], "height") + label_pad + inches(first.get_xticklabels(), "height")
+    top = MARGIN + inches([first.title], "height") + rcParams["axes.titlepad"] / 72
+    bar_width = 0.8 * side / 20
+    right = (COLOURBAR_GAP + bar_width + (rcParams["ytick.major.size"] + rcParams["ytick.major.pad"]) / 72
+             + inches(bar.get_yticklabels(), "width") + label_pad + inches([bar.yaxis.label], "width") + MARGIN)
+    left, bottom = left + ticks, bottom + ticks
+    width, height = left + n * side + (n - 1) * PANEL_GAP + right, bottom + side + top
+    fig.set_size_inches(width, height)
+    for k, ax in enumerate(axes):
+        ax.set_position(((left + k * (side + PANEL_GAP)) / width, bottom / height, side / width, side / height))
+    bar.set_position(((left + n * side + (n - 1) * PANEL_GAP + COLOURBAR_GAP) / width,
+                      (bottom + 0.1 * side) / height, bar_width / width, 0.8 * side / height))
+    return _png(fig, tight=False)
 
 
 def confusion_shares(cells: Cells, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -166,24 +251,17 @@ def confusion_shares(cells: Cells, classes: Sequence[str]) -> tuple[np.ndarray, 
 
 def confusion_figure(panels: Mapping[str, Cells], classes: Sequence[str], *, rows: str, columns: str) -> bytes:
     """One heatmap per method, side by side on a shared colour scale (share of the row's items)."""
-    k = len(classes)
-    side = _heatmap_side(k, min(5.6, HEATMAPS_WIDTH / len(panels)))
-    fig = MplFigure(figsize=(len(panels) * side + 2.2, side + 1.2), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    fig, axes = _heatmap_panels(list(panels), classes)
     cmap = colormaps["Blues"].with_extremes(bad="#f4f4f4")
-    for ax, (method, cells) in zip(axes, panels.items(), strict=True):
+    for ax, cells in zip(axes, panels.values(), strict=True):
         counts, shares = confusion_shares(cells, classes)
         image = ax.imshow(np.ma.masked_invalid(shares), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        _label_axes(ax, classes, classes)
-        ax.set_title(method, fontsize=11)
         ax.set_xlabel(f"{columns} label", fontsize=9)
-        if k <= ANNOTATE_UP_TO:
+        if len(classes) <= ANNOTATE_UP_TO:
             _annotate(ax, counts, np.nan_to_num(shares), 0.55)
     axes[0].set_ylabel(f"{rows} label", fontsize=9)
-    for ax in axes[1:]:
-        ax.tick_params(labelleft=False)
-    fig.colorbar(image, ax=list(axes), shrink=0.8, pad=0.02).set_label("share of the row's items", fontsize=9)
-    return _png(fig)
+    side = _heatmap_side(len(classes), min(5.6, HEATMAPS_WIDTH / len(panels)))
+    return _heatmap_png(fig, axes, image, "share of the row's items", side)
 
 
 def mask_size_figure(sizes: Mapping[tuple[str, str], int], classes: Sequence[str], *, modality: str) -> bytes:
@@ -193,18 +271,13 @@ def mask_size_figure(sizes: Mapping[tuple[str, str], int], classes: Sequence[str
     for (a, b), n_dims in sizes.items():
         if a in index and b in index:
             matrix[index[a], index[b]] = matrix[index[b], index[a]] = n_dims
-    side = _heatmap_side(len(classes), 5.2)
-    fig = MplFigure(figsize=(side + 1.6, side + 0.9), layout="constrained")
-    ax = fig.subplots()
+    fig, (ax,) = _heatmap_panels([modality], classes)
     cmap = colormaps["viridis"].with_extremes(bad="#f4f4f4")
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, interpolation="nearest")
-    _label_axes(ax, classes, classes)
-    ax.set_title(modality, fontsize=11)
     if len(classes) <= ANNOTATE_UP_TO and np.isfinite(matrix).any():
         low, high = np.nanmin(matrix), np.nanmax(matrix)
         _annotate(ax, matrix, (high - np.nan_to_num(matrix, nan=high)) / max(high - low, 1), 0.5)
-    fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02).set_label("kept dimensions", fontsize=9)
-    return _png(fig)
+    return _heatmap_png(fig, [ax], image, "kept dimensions", _heatmap_side(len(classes), 5.2))
 
 
 def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequence[str]) -> bytes:
