@@ -32,7 +32,7 @@ from matplotlib.ft2font import LoadFlags
 from matplotlib.image import AxesImage
 from matplotlib.path import Path as MplPath
 from matplotlib.textpath import TextPath
-from matplotlib.transforms import Affine2D
+from matplotlib.transforms import Affine2D, blended_transform_factory
 
 from tasks import store
 from tasks.staging import replacing
@@ -63,7 +63,6 @@ HEATMAPS_WIDTH = 11.2
 MARGIN = 0.1
 PANEL_GAP = 0.12
 COLOURBAR_GAP = 0.15
-TICK_LENGTH = 2  # points
 JOINT = "joint"
 
 Cells = Mapping[tuple[str, str], int]  # (row label, column label) -> items
@@ -154,6 +153,10 @@ def compact(value: float) -> str:
     return f"{value / 1e6:.0f}M"
 
 
+def _points_to_pixels(fig: MplFigure) -> Affine2D:
+    return Affine2D().scale(1 / 72) + fig.dpi_scale_trans
+
+
 @functools.cache
 def _cell_glyphs() -> tuple[dict[str, tuple[np.ndarray, np.ndarray, float]], float]:
     """Outline (vertices, codes) and advance in points of each character of a cell count, and the height of
@@ -187,32 +190,60 @@ def _annotate(ax: Axes, values: np.ndarray, colour_by: np.ndarray, threshold: fl
     colours = np.where(colour_by[rows, columns] > threshold, "white", "black")
     ax.add_collection(PathCollection(
         [_cell_path(compact(v)) for v in values[rows, columns]], offsets=np.column_stack([columns, rows]),
-        offset_transform=ax.transData, transform=Affine2D().scale(1 / 72) + ax.figure.dpi_scale_trans,
-        facecolors=colours, edgecolors="none", in_layout=False), autolim=False)
+        offset_transform=ax.transData, transform=_points_to_pixels(ax.figure), facecolors=colours,
+        edgecolors="none", in_layout=False), autolim=False)
 
 
-def _heatmap_panels(titles: Sequence[str], classes: Sequence[str]) -> tuple[MplFigure, list[Axes]]:
-    """A figure with one heatmap axes per title, class names on both axes (on the first panel's rows only);
-    `_heatmap_png` places them."""
-    fig = MplFigure(dpi=DPI)
+@functools.lru_cache(maxsize=1024)
+def _name_outline(name: str, size: float) -> MplPath:
+    """A class name as an outline in points, ending at x = 0 and centred on y = 0 at mid cap height: laid out
+    once per name and size, however many panels and figures of the report name it."""
+    font_properties = FontProperties(size=size)
+    outline = TextPath((0, 0), name, prop=font_properties)
+    zero = TextPath((0, 0), "0", prop=font_properties).vertices[:, 1]
+    # control points bound the outline: close enough, where exact extents cost a millisecond a name
+    return MplPath(outline.vertices - (outline.vertices[:, 0].max(), (zero.min() + zero.max()) / 2), outline.codes)
+
+
+def _name_cells(ax: Axes, classes: Sequence[str], *, rows: bool) -> float:
+    """Name the rows (left of the axes) or the columns (under it, reading upwards) with one collection of
+    outlines: tick labels cost a Tick and a Text each, half a 3-panel figure's time. Returns the names'
+    depth in inches, for the layout."""
     size = _tick_size(len(classes))
+    outlines = [_name_outline(name, size) for name in classes]
+    gap = rcParams["xtick.major.pad"]
+    if rows:
+        paths = [MplPath(o.vertices - (gap, 0), o.codes) for o in outlines]
+        offsets, transform = [(0, i) for i in range(len(classes))], blended_transform_factory(ax.transAxes, ax.transData)
+    else:  # turned a quarter left: the name's end sits under the column
+        paths = [MplPath(o.vertices[:, ::-1] * (-1, 1) - (0, gap), o.codes) for o in outlines]
+        offsets, transform = [(j, 0) for j in range(len(classes))], blended_transform_factory(ax.transData, ax.transAxes)
+    ax.add_collection(PathCollection(paths, offsets=offsets, offset_transform=transform,
+                                     transform=_points_to_pixels(ax.figure), facecolors=rcParams["text.color"],
+                                     edgecolors="none", clip_on=False, in_layout=False), autolim=False)
+    return (gap + max((-o.vertices[:, 0].min() for o in outlines), default=0)) / 72
+
+
+def _heatmap_panels(titles: Sequence[str], classes: Sequence[str]) -> tuple[MplFigure, list[Axes], float]:
+    """A figure with one heatmap axes per title, its columns named, and the rows named on the first panel;
+    `_heatmap_png` places them. Also returns the names' depth in inches."""
+    fig = MplFigure(dpi=DPI)
     axes = []
     for k, title in enumerate(titles):
-        ax = fig.add_axes((0, 0, 1, 1))
-        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=size)
+        ax = fig.add_axes((0, 0, 1, 1), xticks=[], yticks=[])
+        depth = _name_cells(ax, classes, rows=False)
         if k == 0:  # every panel has the same rows: named once, on the left
-            ax.set_yticks(range(len(classes)), classes, fontsize=size)
-        else:
-            ax.set_yticks([])
-        ax.tick_params(length=TICK_LENGTH)
+            _name_cells(ax, classes, rows=True)
         ax.set_title(title, fontsize=11)
         axes.append(ax)
-    return fig, axes
+    return fig, axes, depth
 
 
-def _heatmap_png(fig: MplFigure, axes: Sequence[Axes], image: AxesImage, colour_label: str, side: float) -> bytes:
+def _heatmap_png(fig: MplFigure, axes: Sequence[Axes], image: AxesImage, colour_label: str, side: float,
+                 names: float) -> bytes:
     """Add the colour bar, then place square panels of ``side`` inches in a row with just the room their texts
-    take, measured once: one draw, where constrained layout and a tight crop laid every text out several times."""
+    take (``names``: the class names' depth in inches), measured once: one draw, where constrained layout and
+    a tight crop laid every text out several times."""
     n = len(axes)
     colourbar = fig.colorbar(image, cax=fig.add_axes((0, 0, 1, 1)))
     colourbar.set_label(colour_label, fontsize=9)
@@ -222,18 +253,19 @@ def _heatmap_png(fig: MplFigure, axes: Sequence[Axes], image: AxesImage, colour_
         return max((getattr(t.get_window_extent(renderer), along) for t in texts if t.get_text()), default=0) / DPI
 
     first, bar = axes[0], colourbar.ax
-    label_pad, ticks = rcParams["axes.labelpad"] / 72, (TICK_LENGTH + rcParams["xtick.major.pad"]) / 72
-    left = MARGIN + inches([first.yaxis.label], "width") + label_pad + inches(first.get_yticklabels(), "width")
-    bottom = MARGIN + inches([first.xaxis.label], "height") + label_pad + inches(first.get_xticklabels(), "height")
+    label_pad = rcParams["axes.labelpad"] / 72
+    left = MARGIN + inches([first.yaxis.label], "width") + label_pad + names
+    bottom = MARGIN + inches([first.xaxis.label], "height") + label_pad + names
     top = MARGIN + inches([first.title], "height") + rcParams["axes.titlepad"] / 72
     bar_width = 0.8 * side / 20
     right = (COLOURBAR_GAP + bar_width + (rcParams["ytick.major.size"] + rcParams["ytick.major.pad"]) / 72
              + inches(bar.get_yticklabels(), "width") + label_pad + inches([bar.yaxis.label], "width") + MARGIN)
-    left, bottom = left + ticks, bottom + ticks
     width, height = left + n * side + (n - 1) * PANEL_GAP + right, bottom + side + top
     fig.set_size_inches(width, height)
     for k, ax in enumerate(axes):
         ax.set_position(((left + k * (side + PANEL_GAP)) / width, bottom / height, side / width, side / height))
+        ax.xaxis.set_label_coords(0.5, -(names + label_pad) / side)
+    first.yaxis.set_label_coords(-(names + label_pad) / side, 0.5)
     bar.set_position(((left + n * side + (n - 1) * PANEL_GAP + COLOURBAR_GAP) / width,
                       (bottom + 0.1 * side) / height, bar_width / width, 0.8 * side / height))
     return _png(fig)
@@ -256,7 +288,7 @@ def confusion_shares(cells: Cells, classes: Sequence[str]) -> tuple[np.ndarray, 
 
 def confusion_figure(panels: Mapping[str, Cells], classes: Sequence[str], *, rows: str, columns: str) -> bytes:
     """One heatmap per method, side by side on a shared colour scale (share of the row's items)."""
-    fig, axes = _heatmap_panels(list(panels), classes)
+    fig, axes, names = _heatmap_panels(list(panels), classes)
     cmap = colormaps["Blues"].with_extremes(bad="#f4f4f4")
     for ax, cells in zip(axes, panels.values(), strict=True):
         counts, shares = confusion_shares(cells, classes)
@@ -266,7 +298,7 @@ def confusion_figure(panels: Mapping[str, Cells], classes: Sequence[str], *, row
             _annotate(ax, counts, np.nan_to_num(shares), 0.55)
     axes[0].set_ylabel(f"{rows} label", fontsize=9)
     side = _heatmap_side(len(classes), min(5.6, HEATMAPS_WIDTH / len(panels)))
-    return _heatmap_png(fig, axes, image, "share of the row's items", side)
+    return _heatmap_png(fig, axes, image, "share of the row's items", side, names)
 
 
 def mask_size_figure(sizes: Mapping[tuple[str, str], int], classes: Sequence[str], *, modality: str) -> bytes:
@@ -276,13 +308,13 @@ def mask_size_figure(sizes: Mapping[tuple[str, str], int], classes: Sequence[str
     for (a, b), n_dims in sizes.items():
         if a in index and b in index:
             matrix[index[a], index[b]] = matrix[index[b], index[a]] = n_dims
-    fig, (ax,) = _heatmap_panels([modality], classes)
+    fig, (ax,), names = _heatmap_panels([modality], classes)
     cmap = colormaps["viridis"].with_extremes(bad="#f4f4f4")
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, interpolation="nearest")
     if len(classes) <= ANNOTATE_UP_TO and np.isfinite(matrix).any():
         low, high = np.nanmin(matrix), np.nanmax(matrix)
         _annotate(ax, matrix, (high - np.nan_to_num(matrix, nan=high)) / max(high - low, 1), 0.5)
-    return _heatmap_png(fig, [ax], image, "kept dimensions", _heatmap_side(len(classes), 5.2))
+    return _heatmap_png(fig, [ax], image, "kept dimensions", _heatmap_side(len(classes), 5.2), names)
 
 
 def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequence[str]) -> bytes:
