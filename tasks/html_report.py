@@ -683,42 +683,43 @@ def _figure_section(anchor: str, title: str, figures: Sequence[Figure], empty: s
 
 
 def build_report(db: str | Path, run_id: str) -> RunReport:
-    """Read the run's aggregates, draw the figures and lay out the page."""
-    run = run_row(db, run_id)
-    title = f"Pairwise run {run_id}: {run['status']}"
-    sections = [_summary_section(run)]
-    if run["status"] != "succeeded":
-        sections.append(_Section("results", "Results", _note(f"No results: the run is {run['status']}.")))
-        return RunReport(run_id, _page(title, sections), ())
-    confusions = _confusions(db, run_id)
-    shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
-    items = _class_items(shares, confusions)
-    agreement = _confusion_figures(confusions, items, gold=False)
-    against_gold = _confusion_figures(confusions, items, gold=True)
-    share_figure = _shares_figure(shares, confusions, items)
-    confidence, reliability = _confidence_section(db, run_id, run["details"])
-    sections += [
-        _changes_section(db, run_id, run["details"]),
-        _metrics_section(db, run_id),
-        _consensus_section(db, run_id, len(run["modalities"] or [])),
-        *_parent_section(db, run_id),
-        *_drift_sections(db, run_id),
-        confidence,
-        _figure_section("agreement", "Modality against modality", agreement,
-                        "Only one modality labelled items in this run: nothing to compare.", wide=True),
-        _figure_section("gold", "Against the gold label", against_gold, "No gold column in this run.", wide=True),
-        _figure_section("shares", "Class shares", [share_figure] if share_figure else [],
-                        "No labelled items in this run."),
-        _issues_section(db, run_id),
-        _figure_section("masks", "Mask sizes per class pair", _mask_figures(db, run_id, items),
-                        "No pair masks in this run."),
-    ]
-    # three figures at most for the Prefect UI: with gold, the joint label against it (one panel) and the
-    # reliability diagram say the most; without, the modalities against each other
-    headline = next((f for f in against_gold if f.title == f"{JOINT} against gold"), None) or next(
-        iter(against_gold or agreement), None)
-    main = tuple(f for f in (headline, reliability, share_figure) if f is not None)
-    return RunReport(run_id, _page(title, sections), main)
+    """Read the run's aggregates over one reader, draw the figures and lay out the page."""
+    with store.reading(db):
+        run = run_row(db, run_id)
+        title = f"Pairwise run {run_id}: {run['status']}"
+        sections = [_summary_section(run)]
+        if run["status"] != "succeeded":
+            sections.append(_Section("results", "Results", _note(f"No results: the run is {run['status']}.")))
+            return RunReport(run_id, _page(title, sections), ())
+        confusions = _confusions(db, run_id)
+        shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
+        items = _class_items(shares, confusions)
+        agreement = _confusion_figures(confusions, items, gold=False)
+        against_gold = _confusion_figures(confusions, items, gold=True)
+        share_figure = _shares_figure(shares, confusions, items)
+        confidence, reliability = _confidence_section(db, run_id, run["details"])
+        sections += [
+            _changes_section(db, run_id, run["details"]),
+            _metrics_section(db, run_id),
+            _consensus_section(db, run_id, len(run["modalities"] or [])),
+            *_parent_section(db, run_id),
+            *_drift_sections(db, run_id),
+            confidence,
+            _figure_section("agreement", "Modality against modality", agreement,
+                            "Only one modality labelled items in this run: nothing to compare.", wide=True),
+            _figure_section("gold", "Against the gold label", against_gold, "No gold column in this run.", wide=True),
+            _figure_section("shares", "Class shares", [share_figure] if share_figure else [],
+                            "No labelled items in this run."),
+            _issues_section(db, run_id),
+            _figure_section("masks", "Mask sizes per class pair", _mask_figures(db, run_id, items),
+                            "No pair masks in this run."),
+        ]
+        # three figures at most for the Prefect UI: with gold, the joint label against it (one panel) and the
+        # reliability diagram say the most; without, the modalities against each other
+        headline = next((f for f in against_gold if f.title == f"{JOINT} against gold"), None) or next(
+            iter(against_gold or agreement), None)
+        main = tuple(f for f in (headline, reliability, share_figure) if f is not None)
+        return RunReport(run_id, _page(title, sections), main)
 
 
 def write_report(db: str | Path, run_id: str, path: str | Path) -> RunReport:
