@@ -46,7 +46,7 @@ MAX_HEATMAP_CLASSES = 40
 BAR_COLOURS = [c for i, c in enumerate(colormaps["tab20"].colors) if i not in (14, 15)] + list(
     colormaps["Dark2"].colors[:7])
 OTHER_COLOUR = "#9e9e9e"
-# Counts are written in the cells of heatmaps this small, in points.
+# Counts are written in the cells of heatmaps this small, at this size in points.
 ANNOTATE_UP_TO = 15
 CELL_FONT_SIZE = 7
 # every character compact() writes
@@ -164,9 +164,16 @@ def _draw_outlines(ax: Axes, paths: Sequence[MplPath], offsets: Any, offset_tran
 
 
 @functools.cache
-def _cell_glyphs() -> tuple[dict[str, tuple[np.ndarray, np.ndarray, float]], float]:
-    """Outline (vertices, codes) and advance in points of each character of a cell count, and the height of
-    the digits' middle: laid out once, as a Text per cell costs about a millisecond to lay out and draw."""
+def _digit_middle(size: float) -> float:
+    """Height in points of the middle of the digits above the baseline: texts are centred on it."""
+    zero = TextPath((0, 0), "0", prop=FontProperties(size=size)).vertices[:, 1]
+    return (zero.min() + zero.max()) / 2
+
+
+@functools.cache
+def _cell_glyphs() -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Outline (vertices, codes) and advance in points of each character of a cell count: laid out once, as
+    a Text per cell costs about a millisecond to lay out and draw."""
     font_properties = FontProperties(size=CELL_FONT_SIZE)
     font = get_font(findfont(font_properties))
     glyphs = {}
@@ -174,20 +181,19 @@ def _cell_glyphs() -> tuple[dict[str, tuple[np.ndarray, np.ndarray, float]], flo
         outline = TextPath((0, 0), character, prop=font_properties)
         advance = font.load_char(ord(character), flags=LoadFlags.NO_SCALE).horiAdvance / font.units_per_EM
         glyphs[character] = (outline.vertices, outline.codes, advance * CELL_FONT_SIZE)
-    zero = glyphs["0"][0][:, 1]
-    return glyphs, (zero.min() + zero.max()) / 2
+    return glyphs
 
 
 def _cell_path(text: str) -> MplPath:
     """A cell's count as one outline in points, centred on (0, 0)."""
-    glyphs, middle = _cell_glyphs()
+    glyphs = _cell_glyphs()
     vertices, codes, x = [], [], 0.0
     for character in text:
         outline, outline_codes, advance = glyphs[character]
         vertices.append(outline + (x, 0.0))
         codes.append(outline_codes)
         x += advance
-    return MplPath(np.concatenate(vertices) - (x / 2, middle), np.concatenate(codes))
+    return MplPath(np.concatenate(vertices) - (x / 2, _digit_middle(CELL_FONT_SIZE)), np.concatenate(codes))
 
 
 def _annotate(ax: Axes, values: np.ndarray, colour_by: np.ndarray, threshold: float) -> None:
@@ -202,11 +208,9 @@ def _annotate(ax: Axes, values: np.ndarray, colour_by: np.ndarray, threshold: fl
 def _name_outline(name: str, size: float) -> MplPath:
     """A class name as an outline in points, ending at x = 0 and centred on y = 0 at mid cap height: laid out
     once per name and size, however many panels and figures of the report name it."""
-    font_properties = FontProperties(size=size)
-    outline = TextPath((0, 0), name, prop=font_properties)
-    zero = TextPath((0, 0), "0", prop=font_properties).vertices[:, 1]
+    outline = TextPath((0, 0), name, prop=FontProperties(size=size))
     # control points bound the outline: close enough, where exact extents cost a millisecond a name
-    return MplPath(outline.vertices - (outline.vertices[:, 0].max(), (zero.min() + zero.max()) / 2), outline.codes)
+    return MplPath(outline.vertices - (outline.vertices[:, 0].max(), _digit_middle(size)), outline.codes)
 
 
 def _name_cells(ax: Axes, classes: Sequence[str], *, rows: bool) -> float:
@@ -216,12 +220,13 @@ def _name_cells(ax: Axes, classes: Sequence[str], *, rows: bool) -> float:
     size = _tick_size(len(classes))
     outlines = [_name_outline(name, size) for name in classes]
     gap = rcParams["xtick.major.pad"]
+    cells = range(len(classes))
     if rows:
         paths = [MplPath(o.vertices - (gap, 0), o.codes) for o in outlines]
-        offsets, transform = [(0, i) for i in range(len(classes))], blended_transform_factory(ax.transAxes, ax.transData)
+        offsets, transform = [(0, i) for i in cells], blended_transform_factory(ax.transAxes, ax.transData)
     else:  # turned a quarter left: the name's end sits under the column
         paths = [MplPath(o.vertices[:, ::-1] * (-1, 1) - (0, gap), o.codes) for o in outlines]
-        offsets, transform = [(j, 0) for j in range(len(classes))], blended_transform_factory(ax.transData, ax.transAxes)
+        offsets, transform = [(j, 0) for j in cells], blended_transform_factory(ax.transData, ax.transAxes)
     _draw_outlines(ax, paths, offsets, transform, rcParams["text.color"], clip=False)
     return (gap + max((-o.vertices[:, 0].min() for o in outlines), default=0)) / 72
 
@@ -355,12 +360,12 @@ def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequenc
 def reliability_figure(points: Mapping[str, Sequence[Mapping[str, Any]]], ece: Mapping[str, float]) -> bytes:
     """Accuracy against mean confidence per bin, one line per modality (the joint label in black), over the
     items per bin: a calibrated confidence lies on the diagonal, and the counts say which points are noise."""
-    width, height = 6.4, 5.6
-    fig = MplFigure(figsize=(width, height))
+    fig_width, fig_height = 6.4, 5.6
+    fig = MplFigure(figsize=(fig_width, fig_height))
     # margins in inches, fixed as its texts are: constrained layout measured them all twice a figure
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1.1), sharex=True, gridspec_kw={
-        "left": 0.6 / width, "right": 1 - 0.15 / width, "bottom": 0.47 / height, "top": 1 - 0.1 / height,
-        "hspace": 0.07})
+        "left": 0.6 / fig_width, "right": 1 - 0.15 / fig_width, "bottom": 0.47 / fig_height,
+        "top": 1 - 0.1 / fig_height, "hspace": 0.07})
     top.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=1, label="perfectly calibrated")
     width = 0.09 / len(points)
     for k, (modality, bins) in enumerate(points.items()):

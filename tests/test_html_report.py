@@ -203,7 +203,7 @@ def test_a_heatmap_makes_room_for_its_names_and_cuts_none_at_the_edge():
 def test_a_report_reads_over_one_connection(made, monkeypatch):
     db, _ = made
     connect, opened = store.duckdb.connect, []
-    monkeypatch.setattr(store.duckdb, "connect", lambda *args, **kwargs: opened.append(args) or connect(*args, **kwargs))
+    monkeypatch.setattr(store.duckdb, "connect", lambda *args, **kw: opened.append(args) or connect(*args, **kw))
     page = html_report.build_report(db, "r-main").html
     assert len(opened) == 1 and "<img" in page
     store.query(db, "report_run", {"run_id": "r-main"})  # and after it, a query opens its own again
