@@ -59,7 +59,7 @@ METHODS = ("base", "pairwise", "refined")
 # Inches of heatmap panels side by side, at most: wider figures are scaled down by the page, and their
 # tick labels with them.
 HEATMAPS_WIDTH = 11.2
-# Inches: blank around a heatmap figure's content, between its panels, and before its colour bar.
+# Inches: blank around a figure's content, between heatmap panels, and before a heatmap's colour bar.
 MARGIN = 0.1
 PANEL_GAP = 0.12
 COLOURBAR_GAP = 0.15
@@ -333,6 +333,7 @@ def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequenc
     width = 11.5
     labels = list(bars)
     fig = MplFigure(figsize=(width + 1.6, 0.42 * len(labels) + 1.6), layout="constrained")
+    fig.get_layout_engine().set(w_pad=MARGIN, h_pad=MARGIN)  # the blank a tight crop used to leave
     ax = fig.subplots()
     segments = [*classes, "other"] if any(set(b) - set(classes) for b in bars.values()) else list(classes)
     shares = np.array([[sum(v for c, v in bars[label].items() if c not in classes) if name == "other"
