@@ -17,6 +17,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
 from prefect.artifacts import update_progress_artifact
 
+from tasks import store
 from tasks.html_report import Figure, report_path, write_report
 from tasks.policy import IO_TASK
 from tasks.report import render_report
@@ -54,11 +55,12 @@ def publish_artifacts(db: str, run_id: str, summary: dict[str, Any]) -> str:
         table=[{"field": k, "value": str(v)} for k, v in summary.items()],
         description=f"Run {run_id}",
     )
-    text = markdown = render_report(db, run_id)
     path = report_path(db, run_id)
-    try:
-        markdown += figures_markdown(write_report(db, run_id, path).main_figures, str(path.resolve()))
-    except Exception as error:  # the run is committed: a report it cannot draw must not fail it
-        get_run_logger().warning("no HTML report for run %s: %s: %s", run_id, type(error).__name__, error)
+    with store.reading(db):  # both reports' queries over one reader
+        text = markdown = render_report(db, run_id)
+        try:
+            markdown += figures_markdown(write_report(db, run_id, path).main_figures, str(path.resolve()))
+        except Exception as error:  # the run is committed: a report it cannot draw must not fail it
+            get_run_logger().warning("no HTML report for run %s: %s: %s", run_id, type(error).__name__, error)
     create_markdown_artifact(key=REPORT_KEY, markdown=markdown, description=f"Run {run_id}")
     return text

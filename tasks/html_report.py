@@ -11,6 +11,7 @@ mailed or archived as it is.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -21,9 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, rcParams
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.font_manager import FontProperties, findfont, get_font
+from matplotlib.ft2font import LoadFlags
+from matplotlib.image import AxesImage
+from matplotlib.path import Path as MplPath
+from matplotlib.textpath import TextPath
+from matplotlib.transforms import Affine2D, Transform, blended_transform_factory
 
 from tasks import store
 from tasks.staging import replacing
@@ -37,14 +46,23 @@ MAX_HEATMAP_CLASSES = 40
 BAR_COLOURS = [c for i, c in enumerate(colormaps["tab20"].colors) if i not in (14, 15)] + list(
     colormaps["Dark2"].colors[:7])
 OTHER_COLOUR = "#9e9e9e"
-# Counts are written in the cells of heatmaps this small.
+# Counts are written in the cells of heatmaps this small, at this size in points.
 ANNOTATE_UP_TO = 15
+CELL_FONT_SIZE = 7
+# every character compact() writes
+CELL_CHARACTERS = "0123456789.kM-"
 TOP_ISSUES = 25
 DPI = 100
+# zlib level of the PNGs: a third faster to encode than PIL's default 6, and no larger on these flat colours
+PNG_COMPRESS_LEVEL = 3
 METHODS = ("base", "pairwise", "refined")
 # Inches of heatmap panels side by side, at most: wider figures are scaled down by the page, and their
 # tick labels with them.
 HEATMAPS_WIDTH = 11.2
+# Inches: blank around a figure's content, between heatmap panels, and before a heatmap's colour bar.
+MARGIN = 0.1
+PANEL_GAP = 0.12
+COLOURBAR_GAP = 0.15
 JOINT = "joint"
 
 Cells = Mapping[tuple[str, str], int]  # (row label, column label) -> items
@@ -106,9 +124,10 @@ def _class_items(shares: list[dict], confusions: Mapping[tuple[str, str], dict[s
 
 
 def _png(fig: MplFigure) -> bytes:
+    """The figure as PNG, drawn once: its layout already fits its content, so no tight crop (a second draw)."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+    fig.savefig(buffer, format="png", dpi=DPI, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     return buffer.getvalue()
 
 
@@ -119,13 +138,6 @@ def _heatmap_side(n_classes: int, largest: float) -> float:
 
 def _tick_size(n_classes: int) -> float:
     return 9.0 if n_classes <= 16 else 8.0 if n_classes <= 26 else 6.5
-
-
-def _label_axes(ax: Any, rows: Sequence[str], columns: Sequence[str]) -> None:
-    size = _tick_size(max(len(rows), len(columns)))
-    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=size)
-    ax.set_yticks(range(len(rows)), rows, fontsize=size)
-    ax.tick_params(length=2)
 
 
 def compact(value: float) -> str:
@@ -141,12 +153,129 @@ def compact(value: float) -> str:
     return f"{value / 1e6:.0f}M"
 
 
-def _annotate(ax: Any, values: np.ndarray, colour_by: np.ndarray, threshold: float) -> None:
-    """Write each cell's value, white on dark cells (inside the axes: left out of the layout's sums)."""
-    for (i, j), value in np.ndenumerate(values):
-        if np.isfinite(value) and value:
-            ax.text(j, i, compact(value), ha="center", va="center", fontsize=7, in_layout=False,
-                    color="white" if colour_by[i, j] > threshold else "black")
+def _draw_outlines(ax: Axes, paths: Sequence[MplPath], offsets: Any, offset_transform: Transform, colours: Any,
+                   *, clip: bool = True) -> None:
+    """Texts laid out as outlines in points, each drawn at its offset: one artist for all of them, kept out of
+    the layout."""
+    ax.add_collection(PathCollection(paths, offsets=offsets, offset_transform=offset_transform,
+                                     transform=Affine2D().scale(1 / 72) + ax.figure.dpi_scale_trans,
+                                     facecolors=colours, edgecolors="none", clip_on=clip, in_layout=False),
+                      autolim=False)
+
+
+@functools.cache
+def _digit_middle(size: float) -> float:
+    """Height in points of the middle of the digits above the baseline: texts are centred on it."""
+    zero = TextPath((0, 0), "0", prop=FontProperties(size=size)).vertices[:, 1]
+    return (zero.min() + zero.max()) / 2
+
+
+@functools.cache
+def _cell_glyphs() -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Outline (vertices, codes) and advance in points of each character of a cell count: laid out once, as
+    a Text per cell costs about a millisecond to lay out and draw."""
+    font_properties = FontProperties(size=CELL_FONT_SIZE)
+    font = get_font(findfont(font_properties))
+    glyphs = {}
+    for character in CELL_CHARACTERS:
+        outline = TextPath((0, 0), character, prop=font_properties)
+        advance = font.load_char(ord(character), flags=LoadFlags.NO_SCALE).horiAdvance / font.units_per_EM
+        glyphs[character] = (outline.vertices, outline.codes, advance * CELL_FONT_SIZE)
+    return glyphs
+
+
+def _cell_path(text: str) -> MplPath:
+    """A cell's count as one outline in points, centred on (0, 0)."""
+    glyphs = _cell_glyphs()
+    vertices, codes, x = [], [], 0.0
+    for character in text:
+        outline, outline_codes, advance = glyphs[character]
+        vertices.append(outline + (x, 0.0))
+        codes.append(outline_codes)
+        x += advance
+    return MplPath(np.concatenate(vertices) - (x / 2, _digit_middle(CELL_FONT_SIZE)), np.concatenate(codes))
+
+
+def _annotate(ax: Axes, values: np.ndarray, colour_by: np.ndarray, threshold: float) -> None:
+    """Write each cell's value, white on dark cells."""
+    rows, columns = np.nonzero(np.isfinite(values) & (values != 0))
+    colours = np.where(colour_by[rows, columns] > threshold, "white", "black")
+    _draw_outlines(ax, [_cell_path(compact(v)) for v in values[rows, columns]], np.column_stack([columns, rows]),
+                   ax.transData, colours)
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_outline(name: str, size: float) -> MplPath:
+    """A class name as an outline in points, ending at x = 0 and centred on y = 0 at mid cap height: laid out
+    once per name and size, however many panels and figures of the report name it."""
+    outline = TextPath((0, 0), name, prop=FontProperties(size=size))
+    # control points bound the outline: close enough, where exact extents cost a millisecond a name
+    return MplPath(outline.vertices - (outline.vertices[:, 0].max(), _digit_middle(size)), outline.codes)
+
+
+def _name_cells(ax: Axes, classes: Sequence[str], *, rows: bool) -> float:
+    """Name the rows (left of the axes) or the columns (under it, reading upwards) with one collection of
+    outlines: tick labels cost a Tick and a Text each, half a 3-panel figure's time. Returns the names'
+    depth in inches, for the layout."""
+    size = _tick_size(len(classes))
+    outlines = [_name_outline(name, size) for name in classes]
+    gap = rcParams["xtick.major.pad"]
+    cells = range(len(classes))
+    if rows:
+        paths = [MplPath(o.vertices - (gap, 0), o.codes) for o in outlines]
+        offsets, transform = [(0, i) for i in cells], blended_transform_factory(ax.transAxes, ax.transData)
+    else:  # turned a quarter left: the name's end sits under the column
+        paths = [MplPath(o.vertices[:, ::-1] * (-1, 1) - (0, gap), o.codes) for o in outlines]
+        offsets, transform = [(j, 0) for j in cells], blended_transform_factory(ax.transData, ax.transAxes)
+    _draw_outlines(ax, paths, offsets, transform, rcParams["text.color"], clip=False)
+    return (gap + max((-o.vertices[:, 0].min() for o in outlines), default=0)) / 72
+
+
+def _heatmap_panels(titles: Sequence[str], classes: Sequence[str]) -> tuple[MplFigure, list[Axes], float]:
+    """A figure with one heatmap axes per title, its columns named, and the rows named on the first panel;
+    `_heatmap_png` places them. Also returns the names' depth in inches."""
+    fig = MplFigure(dpi=DPI)
+    axes = []
+    for k, title in enumerate(titles):
+        ax = fig.add_axes((0, 0, 1, 1), xticks=[], yticks=[])
+        depth = _name_cells(ax, classes, rows=False)
+        if k == 0:  # every panel has the same rows: named once, on the left
+            _name_cells(ax, classes, rows=True)
+        ax.set_title(title, fontsize=11)
+        axes.append(ax)
+    return fig, axes, depth
+
+
+def _heatmap_png(fig: MplFigure, axes: Sequence[Axes], image: AxesImage, colour_label: str, side: float,
+                 names: float) -> bytes:
+    """Add the colour bar, then place square panels of ``side`` inches in a row with just the room their texts
+    take (``names``: the class names' depth in inches), measured once: one draw, where constrained layout and
+    a tight crop laid every text out several times."""
+    n = len(axes)
+    colourbar = fig.colorbar(image, cax=fig.add_axes((0, 0, 1, 1)))
+    colourbar.set_label(colour_label, fontsize=9)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+
+    def inches(texts: Iterable[Any], along: str) -> float:
+        return max((getattr(t.get_window_extent(renderer), along) for t in texts if t.get_text()), default=0) / DPI
+
+    first, bar = axes[0], colourbar.ax
+    label_pad = rcParams["axes.labelpad"] / 72
+    left = MARGIN + inches([first.yaxis.label], "width") + label_pad + names
+    bottom = MARGIN + inches([first.xaxis.label], "height") + label_pad + names
+    top = MARGIN + inches([first.title], "height") + rcParams["axes.titlepad"] / 72
+    bar_width = 0.8 * side / 20
+    right = (COLOURBAR_GAP + bar_width + (rcParams["ytick.major.size"] + rcParams["ytick.major.pad"]) / 72
+             + inches(bar.get_yticklabels(), "width") + label_pad + inches([bar.yaxis.label], "width") + MARGIN)
+    width, height = left + n * side + (n - 1) * PANEL_GAP + right, bottom + side + top
+    fig.set_size_inches(width, height)
+    for k, ax in enumerate(axes):
+        ax.set_position(((left + k * (side + PANEL_GAP)) / width, bottom / height, side / width, side / height))
+        ax.xaxis.set_label_coords(0.5, -(names + label_pad) / side)
+    first.yaxis.set_label_coords(-(names + label_pad) / side, 0.5)
+    bar.set_position(((left + n * side + (n - 1) * PANEL_GAP + COLOURBAR_GAP) / width,
+                      (bottom + 0.1 * side) / height, bar_width / width, 0.8 * side / height))
+    return _png(fig)
 
 
 def confusion_shares(cells: Cells, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -166,24 +295,17 @@ def confusion_shares(cells: Cells, classes: Sequence[str]) -> tuple[np.ndarray, 
 
 def confusion_figure(panels: Mapping[str, Cells], classes: Sequence[str], *, rows: str, columns: str) -> bytes:
     """One heatmap per method, side by side on a shared colour scale (share of the row's items)."""
-    k = len(classes)
-    side = _heatmap_side(k, min(5.6, HEATMAPS_WIDTH / len(panels)))
-    fig = MplFigure(figsize=(len(panels) * side + 2.2, side + 1.2), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    fig, axes, names = _heatmap_panels(list(panels), classes)
     cmap = colormaps["Blues"].with_extremes(bad="#f4f4f4")
-    for ax, (method, cells) in zip(axes, panels.items(), strict=True):
+    for ax, cells in zip(axes, panels.values(), strict=True):
         counts, shares = confusion_shares(cells, classes)
         image = ax.imshow(np.ma.masked_invalid(shares), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        _label_axes(ax, classes, classes)
-        ax.set_title(method, fontsize=11)
         ax.set_xlabel(f"{columns} label", fontsize=9)
-        if k <= ANNOTATE_UP_TO:
+        if len(classes) <= ANNOTATE_UP_TO:
             _annotate(ax, counts, np.nan_to_num(shares), 0.55)
     axes[0].set_ylabel(f"{rows} label", fontsize=9)
-    for ax in axes[1:]:
-        ax.tick_params(labelleft=False)
-    fig.colorbar(image, ax=list(axes), shrink=0.8, pad=0.02).set_label("share of the row's items", fontsize=9)
-    return _png(fig)
+    side = _heatmap_side(len(classes), min(5.6, HEATMAPS_WIDTH / len(panels)))
+    return _heatmap_png(fig, axes, image, "share of the row's items", side, names)
 
 
 def mask_size_figure(sizes: Mapping[tuple[str, str], int], classes: Sequence[str], *, modality: str) -> bytes:
@@ -193,18 +315,13 @@ def mask_size_figure(sizes: Mapping[tuple[str, str], int], classes: Sequence[str
     for (a, b), n_dims in sizes.items():
         if a in index and b in index:
             matrix[index[a], index[b]] = matrix[index[b], index[a]] = n_dims
-    side = _heatmap_side(len(classes), 5.2)
-    fig = MplFigure(figsize=(side + 1.6, side + 0.9), layout="constrained")
-    ax = fig.subplots()
+    fig, (ax,), names = _heatmap_panels([modality], classes)
     cmap = colormaps["viridis"].with_extremes(bad="#f4f4f4")
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, interpolation="nearest")
-    _label_axes(ax, classes, classes)
-    ax.set_title(modality, fontsize=11)
     if len(classes) <= ANNOTATE_UP_TO and np.isfinite(matrix).any():
         low, high = np.nanmin(matrix), np.nanmax(matrix)
         _annotate(ax, matrix, (high - np.nan_to_num(matrix, nan=high)) / max(high - low, 1), 0.5)
-    fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02).set_label("kept dimensions", fontsize=9)
-    return _png(fig)
+    return _heatmap_png(fig, [ax], image, "kept dimensions", _heatmap_side(len(classes), 5.2), names)
 
 
 def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequence[str]) -> bytes:
@@ -216,19 +333,21 @@ def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequenc
     width = 11.5
     labels = list(bars)
     fig = MplFigure(figsize=(width + 1.6, 0.42 * len(labels) + 1.6), layout="constrained")
+    fig.get_layout_engine().set(w_pad=MARGIN, h_pad=MARGIN)  # the blank a tight crop used to leave
     ax = fig.subplots()
     segments = [*classes, "other"] if any(set(b) - set(classes) for b in bars.values()) else list(classes)
-    for y, label in enumerate(labels):
-        left = 0.0
-        for k, name in enumerate(segments):
-            share = (sum(v for c, v in bars[label].items() if c not in classes) if name == "other"
-                     else bars[label].get(name, 0.0))
-            colour = OTHER_COLOUR if name == "other" else BAR_COLOURS[k % len(BAR_COLOURS)]
-            ax.barh(y, share, left=left, color=colour, edgecolor="white", linewidth=0.5,
-                    label=name if y == 0 else None)
-            if share * width >= 0.075 * len(name) + 0.15:
-                ax.text(left + share / 2, y, name, ha="center", va="center", fontsize=7, clip_on=True)
-            left += share
+    shares = np.array([[sum(v for c, v in bars[label].items() if c not in classes) if name == "other"
+                        else bars[label].get(name, 0.0) for name in segments] for label in labels])
+    lefts = np.cumsum(shares, axis=1) - shares
+    for k, name in enumerate(segments):  # one call per class: a call per segment cost a millisecond each
+        ax.barh(range(len(labels)), shares[:, k], left=lefts[:, k], edgecolor="white", linewidth=0.5, label=name,
+                color=OTHER_COLOUR if name == "other" else BAR_COLOURS[k % len(BAR_COLOURS)])
+    # a class's name inside its segment where it fits, centred
+    rows, columns = np.nonzero(shares * width >= 0.075 * np.array([len(name) for name in segments]) + 0.15)
+    outlines = [_name_outline(segments[k], 7) for k in columns]
+    _draw_outlines(ax, [MplPath(o.vertices - (o.vertices[:, 0].min() / 2, 0), o.codes) for o in outlines],
+                   np.column_stack([lefts[rows, columns] + shares[rows, columns] / 2, rows]), ax.transData,
+                   rcParams["text.color"])
     ax.set_yticks(range(len(labels)), labels, fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -242,8 +361,12 @@ def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequenc
 def reliability_figure(points: Mapping[str, Sequence[Mapping[str, Any]]], ece: Mapping[str, float]) -> bytes:
     """Accuracy against mean confidence per bin, one line per modality (the joint label in black), over the
     items per bin: a calibrated confidence lies on the diagonal, and the counts say which points are noise."""
-    fig = MplFigure(figsize=(6.4, 5.6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1.1), sharex=True)
+    fig_width, fig_height = 6.4, 5.6
+    fig = MplFigure(figsize=(fig_width, fig_height))
+    # margins in inches, fixed as its texts are: constrained layout measured them all twice a figure
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1.1), sharex=True, gridspec_kw={
+        "left": 0.6 / fig_width, "right": 1 - 0.15 / fig_width, "bottom": 0.47 / fig_height,
+        "top": 1 - 0.1 / fig_height, "hspace": 0.07})
     top.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=1, label="perfectly calibrated")
     width = 0.09 / len(points)
     for k, (modality, bins) in enumerate(points.items()):
@@ -573,42 +696,43 @@ def _figure_section(anchor: str, title: str, figures: Sequence[Figure], empty: s
 
 
 def build_report(db: str | Path, run_id: str) -> RunReport:
-    """Read the run's aggregates, draw the figures and lay out the page."""
-    run = run_row(db, run_id)
-    title = f"Pairwise run {run_id}: {run['status']}"
-    sections = [_summary_section(run)]
-    if run["status"] != "succeeded":
-        sections.append(_Section("results", "Results", _note(f"No results: the run is {run['status']}.")))
-        return RunReport(run_id, _page(title, sections), ())
-    confusions = _confusions(db, run_id)
-    shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
-    items = _class_items(shares, confusions)
-    agreement = _confusion_figures(confusions, items, gold=False)
-    against_gold = _confusion_figures(confusions, items, gold=True)
-    share_figure = _shares_figure(shares, confusions, items)
-    confidence, reliability = _confidence_section(db, run_id, run["details"])
-    sections += [
-        _changes_section(db, run_id, run["details"]),
-        _metrics_section(db, run_id),
-        _consensus_section(db, run_id, len(run["modalities"] or [])),
-        *_parent_section(db, run_id),
-        *_drift_sections(db, run_id),
-        confidence,
-        _figure_section("agreement", "Modality against modality", agreement,
-                        "Only one modality labelled items in this run: nothing to compare.", wide=True),
-        _figure_section("gold", "Against the gold label", against_gold, "No gold column in this run.", wide=True),
-        _figure_section("shares", "Class shares", [share_figure] if share_figure else [],
-                        "No labelled items in this run."),
-        _issues_section(db, run_id),
-        _figure_section("masks", "Mask sizes per class pair", _mask_figures(db, run_id, items),
-                        "No pair masks in this run."),
-    ]
-    # three figures at most for the Prefect UI: with gold, the joint label against it (one panel) and the
-    # reliability diagram say the most; without, the modalities against each other
-    headline = next((f for f in against_gold if f.title == f"{JOINT} against gold"), None) or next(
-        iter(against_gold or agreement), None)
-    main = tuple(f for f in (headline, reliability, share_figure) if f is not None)
-    return RunReport(run_id, _page(title, sections), main)
+    """Read the run's aggregates over one reader, draw the figures and lay out the page."""
+    with store.reading(db):
+        run = run_row(db, run_id)
+        title = f"Pairwise run {run_id}: {run['status']}"
+        sections = [_summary_section(run)]
+        if run["status"] != "succeeded":
+            sections.append(_Section("results", "Results", _note(f"No results: the run is {run['status']}.")))
+            return RunReport(run_id, _page(title, sections), ())
+        confusions = _confusions(db, run_id)
+        shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
+        items = _class_items(shares, confusions)
+        agreement = _confusion_figures(confusions, items, gold=False)
+        against_gold = _confusion_figures(confusions, items, gold=True)
+        share_figure = _shares_figure(shares, confusions, items)
+        confidence, reliability = _confidence_section(db, run_id, run["details"])
+        sections += [
+            _changes_section(db, run_id, run["details"]),
+            _metrics_section(db, run_id),
+            _consensus_section(db, run_id, len(run["modalities"] or [])),
+            *_parent_section(db, run_id),
+            *_drift_sections(db, run_id),
+            confidence,
+            _figure_section("agreement", "Modality against modality", agreement,
+                            "Only one modality labelled items in this run: nothing to compare.", wide=True),
+            _figure_section("gold", "Against the gold label", against_gold, "No gold column in this run.", wide=True),
+            _figure_section("shares", "Class shares", [share_figure] if share_figure else [],
+                            "No labelled items in this run."),
+            _issues_section(db, run_id),
+            _figure_section("masks", "Mask sizes per class pair", _mask_figures(db, run_id, items),
+                            "No pair masks in this run."),
+        ]
+        # three figures at most for the Prefect UI: with gold, the joint label against it (one panel) and the
+        # reliability diagram say the most; without, the modalities against each other
+        headline = next((f for f in against_gold if f.title == f"{JOINT} against gold"), None) or next(
+            iter(against_gold or agreement), None)
+        main = tuple(f for f in (headline, reliability, share_figure) if f is not None)
+        return RunReport(run_id, _page(title, sections), main)
 
 
 def write_report(db: str | Path, run_id: str, path: str | Path) -> RunReport:

@@ -21,7 +21,8 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,9 +357,30 @@ def model_ids(db: str | Path) -> list[str]:
         return _model_ids(con)
 
 
-def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-    """Run a report query of sql/ read-only (see `reader`), as an Arrow table."""
+# file -> the reader `reading` keeps open for it; a context variable, so no two threads share a connection
+_READING: ContextVar[Mapping[Path, duckdb.DuckDBPyConnection] | None] = ContextVar("reading", default=None)
+
+
+@contextmanager
+def reading(db: str | Path) -> Iterator[None]:
+    """Within it, `query` on ``db`` reuses one reader: a report runs some fifteen queries, and opening a
+    reader costs about 13 ms. Nested, it reuses the outer one."""
+    open_readers = _READING.get() or {}
+    if Path(db) in open_readers:
+        yield
+        return
     with reader(db) as con:
+        token = _READING.set({**open_readers, Path(db): con})
+        try:
+            yield
+        finally:
+            _READING.reset(token)
+
+
+def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+    """Run a report query of sql/ read-only (see `reader`, and `reading`), as an Arrow table."""
+    open_reader = (_READING.get() or {}).get(Path(db))
+    with nullcontext(open_reader) if open_reader else reader(db) as con:
         return con.execute(statement(name), dict(params or {})).to_arrow_table()
 
 

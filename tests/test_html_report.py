@@ -1,5 +1,6 @@
 """The HTML report on a hand-made DuckDB file: its SQL counts, its text, and the page in headless Chromium."""
 
+import io
 import json
 import shutil
 import subprocess
@@ -163,6 +164,50 @@ def test_confusion_shares_count_every_item_of_a_row_even_when_some_columns_are_h
 ])
 def test_cell_counts_are_compact_enough_for_a_cell(value, text):
     assert html_report.compact(value) == text
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+
+
+def _heatmap(n_classes: int, scale: int, names: list[str] | None = None) -> np.ndarray:
+    """A 2-panel confusion figure's pixels; ``scale`` multiplies every count, so the colours stay the same."""
+    classes = names or [f"c{i}" for i in range(n_classes)]
+    cells = {(a, b): scale * (50 if a == b else 1 + i + j) for i, a in enumerate(classes)
+             for j, b in enumerate(classes)}
+    return _pixels(html_report.confusion_figure({"base": cells, "refined": cells}, classes, rows="gold",
+                                                columns="image"))
+
+
+def test_the_cells_show_their_counts_up_to_the_annotation_limit():
+    small = html_report.ANNOTATE_UP_TO
+    # the same shares, other counts: only the numbers in the cells can differ
+    assert (_heatmap(small, 1) != _heatmap(small, 10)).any()
+    assert (_heatmap(small + 1, 1) == _heatmap(small + 1, 10)).all()
+
+
+def test_a_heatmap_makes_room_for_its_names_and_cuts_none_at_the_edge():
+    short = _heatmap(3, 1, ["a", "b", "c"])
+    long = _heatmap(3, 1, ["a", "b", "a class name of forty characters or more"])
+    assert long.shape[0] > short.shape[0] + 150 and long.shape[1] > short.shape[1] + 150
+    for pixels in (short, long):
+        ink = np.argwhere(pixels < 200)
+        margin = html_report.MARGIN * html_report.DPI
+        assert ink.min(axis=0).min() >= margin - 1  # blank all round ...
+        assert ink.min(axis=0).max() <= margin + 5  # ... and not much more: the names and the title reach it
+        assert (np.array(pixels.shape) - 1 - ink.max(axis=0)).min() >= margin - 1
+
+
+def test_a_report_reads_over_one_connection(made, monkeypatch):
+    db, _ = made
+    connect, opened = store.duckdb.connect, []
+    monkeypatch.setattr(store.duckdb, "connect", lambda *args, **kw: opened.append(args) or connect(*args, **kw))
+    page = html_report.build_report(db, "r-main").html
+    assert len(opened) == 1 and "<img" in page
+    store.query(db, "report_run", {"run_id": "r-main"})  # and after it, a query opens its own again
+    assert len(opened) == 2
 
 
 def test_only_the_top_classes_are_shown_past_the_limit():
