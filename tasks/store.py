@@ -335,8 +335,7 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
         con.execute(statement("catalog_keep_stable"), {"model_id": model_id, "stability": catalog.stability})
     con.execute(statement("delete_run_label_changes"), ids)
     con.execute(statement("label_changes_insert"), {**ids, "model_id": model_id})
-    con.execute(statement("catalog_remove_touched"))
-    con.execute(statement("catalog_insert_touched"), {**ids, "model_id": model_id})
+    con.execute(statement("catalog_merge_touched"), {**ids, "model_id": model_id})
     con.execute(statement("catalog_mark_gone"), ids)
     if catalog.files is not None:
         con.execute(statement("catalog_files_clear"))

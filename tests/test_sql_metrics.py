@@ -3,6 +3,7 @@ bins a count item by item gives, however the labels are split into files."""
 
 from collections import Counter
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from pairwise_core import accuracy, agreement_f1, calibration_bins, expected_calibration_error, f1_weighted
 from tasks.metrics import agreement_metrics
+from tasks.sql import statement
 
 METHODS = ("base", "pairwise", "refined")
 
@@ -145,3 +147,41 @@ def test_sql_metrics_at_the_parent_level_equal_core_metrics_of_the_parents(tmp_p
         expected_calibration_error(joint_parent == gold_parent, joint_confidence), abs=1e-6)
     assert got[("base_parent", "agreement_f1_weighted", "image", "text")] == pytest.approx(
         agreement_f1(parent_of[leaf["base"][:n]], parent_of[leaf["base"][n:]]))
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 4))
+def test_confusion_counts_of_ragged_labels_equal_a_count_item_by_item(seed, n, k):
+    """sql/metrics_confusion.sql joins an item's modalities once for the three methods: its counts stay a count
+    item by item where an item lacks a modality, a refined label is missing (skipped, as no label), or the gold
+    label is missing or names no class (counted as it is)."""
+    rng = np.random.default_rng(seed)
+    names = [f"c{i}" for i in range(k)]
+    modalities = ("audio", "image", "text")
+    rows = []
+    for i in range(n):
+        gold = [None, "elsewhere", *names][rng.integers(k + 2)]
+        for modality in modalities:
+            if rng.random() < 0.75:
+                classes = {f"{m}_class": names[rng.integers(k)] for m in METHODS}
+                if rng.random() < 0.2:
+                    classes["refined_class"] = None
+                rows.append({"item_id": f"i{i}", "modality": modality, **classes, "gold_class": gold})
+    counted = Counter()
+    by_item = {}
+    for row in rows:
+        by_item.setdefault(row["item_id"], {})[row["modality"]] = row
+    for item in by_item.values():
+        for method in METHODS:
+            column = f"{method}_class"
+            present = {m: row for m, row in item.items() if row[column] is not None}
+            for a, b in ((a, b) for a in present for b in present if a < b):
+                counted[method, a, b, present[a][column], present[b][column]] += 1
+            for modality, row in present.items():
+                if row["gold_class"] is not None:
+                    counted[method, modality, "gold", row[column], row["gold_class"]] += 1
+    schema = pa.schema([(name, pa.string()) for name in ("item_id", "modality", "base_class", "pairwise_class",
+                                                         "refined_class", "gold_class")])
+    with duckdb.connect() as con:
+        con.register("labels", pa.Table.from_pylist(rows, schema))
+        got = {tuple(row[:5]): row[5] for row in con.execute(statement("metrics_confusion")).fetchall()}
+    assert got == counted

@@ -1,0 +1,80 @@
+"""The catalog's state (catalog_items) and label_changes across commits of tasks/store.py, on a real DuckDB file:
+an item keeps one row however often it is relabelled, deleted and brought back, and a failed commit changes none."""
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import store
+from tasks.label import JOINT_SCHEMA, STATE_SCHEMA
+
+CATALOG = "SELECT item_id, label, confidence, status, model_id, run_id, fingerprint, deleted_by FROM catalog_items"
+
+
+def commit(db, tmp_path, run_id, labels, gone=None, files=None):
+    """labels: item -> (label, confidence, fingerprint); gone: the items a night found deleted (None: a full run)."""
+    joint = [{"run_id": run_id, "item_id": item, "label": label, "confidence": confidence, "status": "agreed",
+              "agreeing_modalities": 2, "n_modalities": 2} for item, (label, confidence, _) in labels.items()]
+    state = [{"item_id": item, "fingerprint": fingerprint} for item, (*_, fingerprint) in labels.items()]
+    paths = {name: str(tmp_path / f"{run_id}-{name}.parquet") for name in ("joint", "state", "gone")}
+    pq.write_table(pa.Table.from_pylist(joint, JOINT_SCHEMA), paths["joint"])
+    pq.write_table(pa.Table.from_pylist(state, STATE_SCHEMA), paths["state"])
+    if gone is not None:
+        pq.write_table(pa.table({"item_id": pa.array(gone, pa.string())}), paths["gone"])
+    with store.run_lock(db):
+        attempt = store.start_run(db, run_id, {}).attempt
+        return store.commit_run(
+            db, run_id, attempt, {"joint_labels": [paths["joint"]]},
+            {"n_items": len(labels), "n_classes": 2, "modalities": ["image", "text"], "details": {},
+             "model_id": "m1"},
+            catalog=store.CatalogUpdate(state=(paths["state"],), deleted=None if gone is None else (paths["gone"],),
+                                        files=files))
+
+
+def table(db, sql):
+    with duckdb.connect(db, read_only=True) as con:
+        return sorted(con.execute(sql).fetchall())
+
+
+def test_items_keep_one_row_through_relabels_deletions_and_returns(tmp_path):
+    db = str(tmp_path / "out.duckdb")
+    assert commit(db, tmp_path, "r1", {"a": ("hat", 0.9, 1), "b": ("bag", 0.8, 2), "c": ("hat", 0.7, 3)}) == {
+        "new": {"new_item": 3}}
+    # a night: a's embeddings changed and so did its label, d is new, b is gone
+    assert commit(db, tmp_path, "r2", {"a": ("bag", 0.6, 11), "d": ("bag", 0.5, 4)}, gone=["b"]) == {
+        "new": {"new_item": 1}, "relabelled": {"embedding_changed": 1}, "deleted": {"removed": 1}}
+    assert table(db, CATALOG) == [
+        ("a", "bag", pytest.approx(0.6), "agreed", "m1", "r2", 11, None),
+        ("b", "bag", pytest.approx(0.8), "agreed", "m1", "r1", 2, "r2"),
+        ("c", "hat", pytest.approx(0.7), "agreed", "m1", "r1", 3, None),
+        ("d", "bag", pytest.approx(0.5), "agreed", "m1", "r2", 4, None),
+    ]
+    # b comes back, with another label: a new item again, its one row live; c's label does not change
+    assert commit(db, tmp_path, "r3", {"b": ("hat", 0.4, 2), "c": ("hat", 0.75, 3)}, gone=[]) == {
+        "new": {"new_item": 1}}
+    after = table(db, CATALOG)
+    assert after == [
+        ("a", "bag", pytest.approx(0.6), "agreed", "m1", "r2", 11, None),
+        ("b", "hat", pytest.approx(0.4), "agreed", "m1", "r3", 2, None),
+        ("c", "hat", pytest.approx(0.75), "agreed", "m1", "r3", 3, None),
+        ("d", "bag", pytest.approx(0.5), "agreed", "m1", "r2", 4, None),
+    ]
+    assert table(db, "SELECT run_id, item_id, change, old_label, new_label, cause FROM label_changes") == [
+        ("r1", "a", "new", None, "hat", "new_item"), ("r1", "b", "new", None, "bag", "new_item"),
+        ("r1", "c", "new", None, "hat", "new_item"), ("r2", "a", "relabelled", "hat", "bag", "embedding_changed"),
+        ("r2", "b", "deleted", "bag", None, "removed"), ("r2", "d", "new", None, "bag", "new_item"),
+        ("r3", "b", "new", None, "hat", "new_item"),
+    ]
+    # a full run that labels a and b only: c and d are gone
+    assert commit(db, tmp_path, "r4", {"a": ("bag", 0.6, 11), "b": ("hat", 0.4, 2)}) == {"deleted": {"removed": 2}}
+    assert table(db, "SELECT item_id, run_id, deleted_by FROM catalog_items") == [
+        ("a", "r4", None), ("b", "r4", None), ("c", "r3", "r4"), ("d", "r2", "r4")]
+
+    # a commit that fails after catalog_items changed in its transaction (its files' signatures are missing)
+    before = {sql: table(db, sql) for sql in (CATALOG, "SELECT * FROM label_changes", "SELECT * FROM catalog_files")}
+    with pytest.raises(duckdb.Error):
+        commit(db, tmp_path, "r5", {"a": ("hat", 0.9, 12), "e": ("hat", 0.9, 5)}, gone=["b"],
+               files=str(tmp_path / "missing.parquet"))
+    assert {sql: table(db, sql) for sql in before} == before
+    assert table(db, "SELECT status FROM runs WHERE run_id = 'r5'") == [("running",)]
