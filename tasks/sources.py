@@ -178,8 +178,12 @@ def file_signatures(paths: tuple[str, ...]) -> pa.Table:
 
 
 def _parquet_file(path: str) -> pq.ParquetFile:
+    """A Parquet file to read; a local one memory-mapped: its pages are decoded straight from the page cache
+    instead of copied out of it by read() calls first (a pass over 1M items on two threads: 14.6-16.5 s ->
+    12.4-13.4 s, its system time 8.7-13 s -> 2.6-3.5 s). A file cut short while mapped then kills the
+    process (SIGBUS) rather than failing the read: to the run, the same as a crash, which it survives."""
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, memory_map=URI_MARK not in path)
     except PermissionError as error:
         raise SourceError(f"{path}: cannot read ({error.strerror})") from None
     except (pa.ArrowInvalid, OSError) as error:
