@@ -220,28 +220,25 @@ def _z(quantile: float) -> float:
     return NormalDist().inv_cdf(quantile)
 
 
-def import_learner() -> None:
-    """Import the domain classifier's parts of scikit-learn (an optional dependency, imported only when a
-    drift test runs); ImportError saying how to install it if it is missing."""
+def import_learner() -> tuple[Any, ...]:
+    """The domain classifier's parts of scikit-learn (an optional dependency, imported only when a drift test
+    runs, or warmed up before one): LogisticRegression, roc_auc_score, StratifiedKFold, cross_val_predict,
+    make_pipeline, StandardScaler. ImportError saying how to install it if it is missing."""
     try:
-        import sklearn.linear_model  # noqa: F401
-        import sklearn.metrics  # noqa: F401
-        import sklearn.model_selection  # noqa: F401
-        import sklearn.pipeline  # noqa: F401
-        import sklearn.preprocessing  # noqa: F401
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import roc_auc_score
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("the drift test needs scikit-learn: pip install 'pairwise[drift]'") from err
+    return LogisticRegression, roc_auc_score, StratifiedKFold, cross_val_predict, make_pipeline, StandardScaler
 
 
 def _domain_auc(reference: np.ndarray, current: np.ndarray, *, seed: int) -> float:
     """Out-of-fold ROC-AUC of a standardised, strongly penalised logistic regression, current = 1."""
-    import_learner()
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+    (LogisticRegression, roc_auc_score, StratifiedKFold,  # noqa: N806 - the classes' own names
+     cross_val_predict, make_pipeline, StandardScaler) = import_learner()
     x = np.concatenate([reference, current])
     side = np.concatenate([np.zeros(len(reference), np.int8), np.ones(len(current), np.int8)])
     model = make_pipeline(StandardScaler(), LogisticRegression(C=_PENALTY_C, max_iter=_LOGISTIC_MAX_ITER,
