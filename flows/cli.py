@@ -29,13 +29,18 @@ _QUIET_DEFAULTS = {
 }
 
 
-# Arrow's allocator (mimalloc) returns freed memory to the OS after 10 ms by
-# default, and faulting it back in dominated decoding here. Never returning it
-# (-1) was as fast but let the peak grow with the catalog (2.1 GB at 1M items);
-# after 250 ms unused, memory that batches keep reusing stays, and the rest
-# goes back: 1.44 GB at 1M, 1.38 GB at 100k, same wall time (bench/bench_pipeline.py).
-# Read when pyarrow loads, so set before anything imports it.
-ALLOCATOR_DEFAULTS = {"MIMALLOC_PURGE_DELAY": "250", "MIMALLOC_ARENA_EAGER_COMMIT": "1"}
+# Arrow's allocator. mimalloc (pyarrow's default) contends with itself when
+# two task threads decode at once: decoding the 1M catalog on two threads took
+# 3.8-6.1 s against 7.3-8.1 s on one, where jemalloc (bundled in pyarrow's
+# Linux wheels) took 3.5-3.7 s against 6.8 s, and a stored-model relabel's
+# pass went from 15.8-16.1 s to 13.2-13.3 s (docs/performance.md). If
+# mimalloc is used (another platform, or the user's choice): it returns freed
+# memory to the OS after 10 ms by default, and faulting it back in dominated
+# decoding; after 250 ms unused, memory that batches keep reusing stays and
+# the rest goes back (flat peak RSS). Read when pyarrow loads, so set before
+# anything imports it; the user's own settings win.
+ALLOCATOR_DEFAULTS = {"MIMALLOC_PURGE_DELAY": "250", "MIMALLOC_ARENA_EAGER_COMMIT": "1"} | (
+    {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"} if sys.platform.startswith("linux") else {})
 
 
 def tune_allocator() -> None:
