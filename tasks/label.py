@@ -22,7 +22,7 @@ from tasks.models import load_model
 from tasks.night import Selection
 from tasks.sample import gold_codes, item_folds, item_hash
 from tasks.sources import Partition, Plan, matrix, read_partition
-from tasks.staging import Staging
+from tasks.staging import Staging, staged_writer
 
 LABEL_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -119,11 +119,11 @@ def label_partition(
     drift_sample = None if drift_rate is None else DriftSample(plan.modalities, plan.dims, drift_rate, seed)
     graph_parts = GraphParts(list(models)) if graph else None
     n_classes = len(plan.class_names)
-    with pq.ParquetWriter(paths["item_labels"], LABEL_SCHEMA) as labels, \
-            pq.ParquetWriter(paths["joint_labels"], JOINT_SCHEMA) as joint_labels, \
-            pq.ParquetWriter(paths["rejected_items"], REJECTED_SCHEMA) as rejected, \
-            pq.ParquetWriter(paths["review_items"], REVIEW_SCHEMA) as reviews, \
-            pq.ParquetWriter(paths["catalog_state"], STATE_SCHEMA) as state:
+    with staged_writer(paths["item_labels"], LABEL_SCHEMA) as labels, \
+            staged_writer(paths["joint_labels"], JOINT_SCHEMA) as joint_labels, \
+            staged_writer(paths["rejected_items"], REJECTED_SCHEMA) as rejected, \
+            staged_writer(paths["review_items"], REVIEW_SCHEMA) as reviews, \
+            staged_writer(paths["catalog_state"], STATE_SCHEMA) as state:
         for batch in read_partition(partition, plan.item_columns()):
             usables = [matrix(batch, modality, plan.dims[modality]) for modality in models]
             prints = fingerprints(usables, batch.num_rows)

@@ -134,6 +134,13 @@ def replacing(target: Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
+def staged_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A writer of a run's staged rows. Without dictionary pages: a staged file is read once, by the commit,
+    and its class-name columns cost more to dictionary-encode than they save (item_labels, 100k rows:
+    50 -> 29 ms; the commit's load of the same rows took as long either way)."""
+    return pq.ParquetWriter(path, schema, use_dictionary=False)
+
+
 def write_parquet(path: Path, table: pa.Table) -> str:
     pq.write_table(table, path)
     return str(path)
