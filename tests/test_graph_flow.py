@@ -144,6 +144,22 @@ def test_a_stored_item_queried_again_is_not_its_own_neighbour():
     assert few.shape == (1, 3) and sorted(few[0, :2]) == [1, 2] and few[0, 2] == -1 and np.isnan(missing[0, 2])
 
 
+def test_a_model_stored_with_an_hnsw_index_still_finds_its_neighbours():
+    """A model stored before the IVF index keeps an HNSW one: a night still searches it (efSearch set)."""
+    import faiss
+
+    rng = np.random.default_rng(7)
+    points = rng.normal(size=(600, 128)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    keys = np.arange(600, dtype=np.uint64)
+    old = faiss.IndexHNSWSQ(128, faiss.ScalarQuantizer.QT_8bit, 32, faiss.METRIC_INNER_PRODUCT)
+    old.train(points)
+    old.add(points)
+    index = faiss.deserialize_index(faiss.serialize_index(old))
+    found, _ = stored_neighbours(index, points[:40], np.full(40, 10**7, np.uint64), keys, 5)
+    assert index.hnsw.efSearch >= 12 and (found[:, 0] == np.arange(40)).mean() > 0.95
+
+
 def night_catalog(items: pa.Table, n_new: int, n_changed: int) -> tuple[pa.Table, pa.Table]:
     """Day 0 (all but the last ``n_new`` items) and day 1: every item, the first ``n_changed`` given the
     embeddings of items further on (mostly of other classes)."""
