@@ -18,9 +18,10 @@ The index is built where the flow runs, from the staged points.
 Why faiss, and an IVF index (k-means lists of the exact points, 2 sqrt(n) of them, 8 scanned a query): faiss has
 the k-means, the lists and its own index format in one library. The index replaced HNSW (32 links, 8-bit
 codes), which had to insert on one thread to be reproducible: at 1M items it took 252 s to build and 161 s
-to search, where the IVF index takes 9 s and 38 s (bench/research_graph.md, "IVF instead of HNSW"). On the
-WordNet catalogs its labels are HNSW's within 0.3 points (recall 0.93-0.97 against exact search, HNSW's
-0.99). The catalog's points are searched a list at a time, by BLAS (``list_neighbours``).
+to search, where the IVF index took 9 s and 38 s in the benchmark, 6.5 s and 60 s in a product run
+(bench/research_graph.md, "IVF instead of HNSW"; docs/results.md). On the WordNet catalogs its labels are
+HNSW's within 0.3 points (recall 0.93-0.97 against exact search, HNSW's 0.99). The catalog's points are
+searched a list at a time, by BLAS (``list_neighbours``).
 
 The k-means is seeded and each list is filled in the points' order, on every core: the graph, and the labels,
 are the same on every run.
@@ -187,8 +188,8 @@ def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nd
 def list_neighbours(index: Any, points: np.ndarray, k: int) -> np.ndarray:
     """Each indexed point's k nearest other points (-1 where fewer), a list of the index at a time: the list's
     points against every point of the lists any of them would scan (each point's ``nprobe`` nearest lists),
-    one matrix product by BLAS. A point so sees every point ``index.search`` would show it, and some more;
-    at 1M points this took a fraction of the time of searching one point at a time (bench/research_graph.md)."""
+    one matrix product by BLAS. A point so sees every point ``index.search`` would show it, and some more; at
+    1M points this took 38 s, ``index.search`` 52-145 s (bench/research_graph.md, "IVF instead of HNSW")."""
     import faiss
 
     lists = index.invlists
