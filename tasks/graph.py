@@ -15,11 +15,16 @@
 Only paths travel between the tasks, and on Dask only the projection reaches the workers, inside the model.
 The index is built where the flow runs, from the staged points.
 
-Why faiss (HNSW, 32 links, 8-bit scalar quantisation): on the WordNet catalogs it found the same neighbours
-as hnswlib (recall 0.99 against exact search) and built them 1.1-1.8× faster. It is also one library for
-the quantiser and its own index format (bench/research_graph.md).
+Why faiss, and an IVF index (k-means lists of the exact points, 2 sqrt(n) of them, 8 scanned a query): faiss has
+the k-means, the lists and its own index format in one library. The index replaced HNSW (32 links, 8-bit
+codes), which had to insert on one thread to be reproducible: at 1M items it took 252 s to build and 161 s
+to search, where the IVF index took 9 s and 38 s in the benchmark, 6.5 s and 60 s in a product run
+(bench/research_graph.md, "IVF instead of HNSW"; docs/results.md). On the WordNet catalogs its labels are
+HNSW's within 0.3 points (recall 0.93-0.97 against exact search, HNSW's 0.99). The catalog's points are
+searched a list at a time, by BLAS (``list_neighbours``).
 
-Its insertions run on one thread, so the graph, and the labels, are the same on every run.
+The k-means is seeded and each list is filled in the points' order, on every core: the graph, and the labels,
+are the same on every run.
 """
 
 from __future__ import annotations
@@ -45,9 +50,15 @@ from tasks.sources import Plan
 from tasks.staging import Staging
 
 DIMS = 128  # the points' dimensions: 512 bytes an item
-LINKS = 32  # HNSW's links per point
-EF_SEARCH = 64  # HNSW's candidates per query, at least 2k
-TRAIN_ROWS = 50_000  # the scalar quantiser's seeded training rows
+# The IVF index: k-means lists of the points, LISTS_PER_ROOT * sqrt(n) of them (at most one per MIN_LIST_ROWS
+# points, so small catalogs get few lists and k-means enough points a list), each query scanning its PROBES
+# nearest lists. Chosen on the WordNet nouns and verbs (the labels' gold accuracy against HNSW's) and 1M
+# synthetic points (build and search time, recall): bench/research_graph.md, "IVF instead of HNSW".
+LISTS_PER_ROOT = 2.0
+PROBES = 8
+MIN_LIST_ROWS = 39  # faiss's k-means wants 39 training points a list or more
+TRAIN_ROWS = 50_000  # k-means's seeded training rows (more when the lists need them)
+EF_SEARCH = 64  # HNSW's candidates per query, at least 2k: a model stored before the IVF index has an HNSW one
 # chosen on the tune halves of the WordNet nouns and verbs and held out on the others (bench/research_graph.md)
 ALPHA = 0.8
 POWER = 1.0  # edge weight max(cos, 0)^POWER
@@ -121,21 +132,39 @@ def _load(paths: list[str], name: str) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def n_lists(n: int) -> int:
+    """The IVF index's lists for n points: about LISTS_PER_ROOT * sqrt(n), at least one, and at most one per
+    MIN_LIST_ROWS points."""
+    return max(1, min(round(LISTS_PER_ROOT * math.sqrt(n)), n // MIN_LIST_ROWS))
+
+
 def build_index(points: np.ndarray, seed: int) -> Any:
-    """The faiss HNSW index of the points, its quantiser trained on seeded rows, inserted on one thread."""
+    """The faiss IVF index of the points (exact vectors, inner product): k-means lists trained on seeded rows
+    with a seeded k-means, then every point added on every core. Each list is filled by one thread in the
+    points' order, so the index, and the labels, are the same on every run."""
     import faiss
 
     n, dims = points.shape
-    index = faiss.IndexHNSWSQ(dims, faiss.ScalarQuantizer.QT_8bit, LINKS, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(seed)
-    index.train(points[np.sort(rng.permutation(n)[:TRAIN_ROWS])])
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # HNSW inserts in parallel in any order: one thread keeps the graph reproducible
-    try:
-        index.add(points)
-    finally:
-        faiss.omp_set_num_threads(threads)
+    lists = n_lists(n)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.cp.min_points_per_centroid = 1  # a catalog under MIN_LIST_ROWS items: one list, and no warning
+    rows = np.random.default_rng(seed).permutation(n)[: max(TRAIN_ROWS, MIN_LIST_ROWS * lists)]
+    index.train(points[np.sort(rows)])
+    index.add(points)
+    _search_settings(index, 0)
     return index
+
+
+def _search_settings(index: Any, k: int) -> None:
+    """How many lists a query scans (IVF), or candidates it keeps (the HNSW index of a model stored before the
+    IVF one), set before every search whatever a stored index kept (faiss does not serialise efSearch)."""
+    import faiss
+
+    if isinstance(index, faiss.IndexIVF):
+        index.nprobe = min(PROBES, index.nlist)
+    else:
+        index.hnsw.efSearch = max(EF_SEARCH, 2 * (k + 1))
 
 
 def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, float], Any]:
@@ -146,19 +175,38 @@ def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nd
     began = time.perf_counter()
     index = build_index(points, seed)
     built = time.perf_counter()
-    index.hnsw.efSearch = max(EF_SEARCH, 2 * (k + 1))
-    found = np.empty((n, k), np.int64)
+    found = list_neighbours(index, points, k)
     cosines = np.empty((n, k), np.float32)
     for start in range(0, n, SEARCH_ROWS):
-        block = points[start : start + SEARCH_ROWS]
-        _, ids = index.search(block, k + 1)
-        own = np.arange(start, start + len(block))
-        ids = found[start : start + len(block)] = _first(ids, ids != own[:, None], k)
-        # exact cosines of the pairs found (the index's are quantised)
-        cosines[start : start + len(block)] = np.einsum("nd,nkd->nk", block, points[np.maximum(ids, 0)])
+        block = slice(start, start + SEARCH_ROWS)
+        cosines[block] = np.einsum("nd,nkd->nk", points[block], points[np.maximum(found[block], 0)])
     cosines[found < 0] = np.nan
     timings = {"build_s": round(built - began, 3), "search_s": round(time.perf_counter() - built, 3)}
     return found, cosines, timings, index
+
+
+def list_neighbours(index: Any, points: np.ndarray, k: int) -> np.ndarray:
+    """Each indexed point's k nearest other points (-1 where fewer), a list of the index at a time: the list's
+    points against every point of the lists any of them would scan (each point's ``nprobe`` nearest lists),
+    one matrix product by BLAS. A point so sees every point ``index.search`` would show it, and some more; at
+    1M points this took 38 s, ``index.search`` 52-145 s (bench/research_graph.md, "IVF instead of HNSW")."""
+    import faiss
+
+    lists = index.invlists
+    members = [faiss.rev_swig_ptr(lists.get_ids(c), lists.list_size(c)).copy() if lists.list_size(c)
+               else np.zeros(0, np.int64) for c in range(index.nlist)]
+    _, probes = index.quantizer.search(points, index.nprobe)
+    found = np.full((len(points), k), -1, np.int64)
+    for own in members:
+        if not len(own):
+            continue
+        candidates = np.concatenate([members[c] for c in np.unique(probes[own]) if c >= 0])
+        width = min(k + 1, len(candidates))
+        _, ids = faiss.knn(points[own], points[candidates], width, metric=faiss.METRIC_INNER_PRODUCT)
+        ids = np.pad(np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1), ((0, 0), (0, k + 1 - width)),
+                     constant_values=-1)
+        found[own] = _first(ids, ids != own[:, None], k)
+    return found
 
 
 def _first(ids: np.ndarray, others: np.ndarray, k: int, scores: np.ndarray | None = None
@@ -236,7 +284,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     paths = _stage(results, sizes, staging)
     calibration = "gold" if fitted is not None else "label-free"
     details = {"k": k, "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS, "calibration": calibration,
-               "sharpen": powers, "dims": DIMS, "index": f"faiss HNSW{LINKS},SQ8", "items": int(len(placed)),
+               "sharpen": powers, "dims": DIMS, "index": f"faiss IVF{index.nlist},Flat nprobe {index.nprobe}", "items": int(len(placed)),
                "edges": int(graph.nnz), "recall": measured, "recall_queries": min(RECALL_QUERIES, len(placed)),
                **timings, "total_s": round(time.perf_counter() - began, 3)}
     return paths, details
@@ -274,9 +322,10 @@ def save_neighbourhood(model_folder: str, index: Any, keys: np.ndarray, kept: di
 def stored_neighbours(index: Any, points: np.ndarray, keys: np.ndarray, stored_keys: np.ndarray, k: int
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Each point's k nearest stored items (-1 where fewer), other than its own old row (same key), and their
-    cosines as the index has them: the stored points are kept only quantised (8 bits a dimension)."""
+    cosines as the index has them: exact in the IVF index (it keeps the points), from 8-bit codes in the HNSW
+    index of a model stored before it. Each point scans its own ``nprobe`` nearest lists (``index.search``)."""
     k = min(k, index.ntotal)
-    index.hnsw.efSearch = max(EF_SEARCH, 2 * (k + 1))
+    _search_settings(index, k)
     found = np.empty((len(points), k), np.int64)
     cosines = np.empty((len(points), k), np.float32)
     for start in range(0, len(points), SEARCH_ROWS):

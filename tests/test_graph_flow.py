@@ -12,7 +12,7 @@ import pytest
 from conftest import write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
-from tasks.graph import build_index, neighbours, recall, stored_neighbours
+from tasks.graph import PROBES, build_index, n_lists, neighbours, recall, stored_neighbours
 
 N_ITEMS, N_CLASSES = 1500, 6
 OPTIONS = {"signal_strength": 0.08, "label_noise": 0.0}  # a weak class signal: some labels for the graph to move
@@ -68,7 +68,8 @@ def test_the_graph_rewrites_refined_and_joint_labels_and_keeps_base_and_pairwise
     # isotropic, so its neighbours say little
 
     details = json.loads(rows(db, "SELECT details FROM runs")[0][0])["graph"]
-    assert details["k"] == 10 and details["items"] == N_ITEMS and details["index"] == "faiss HNSW32,SQ8"
+    assert details["k"] == 10 and details["items"] == N_ITEMS
+    assert details["index"] == f"faiss IVF{n_lists(N_ITEMS)},Flat nprobe {PROBES}"
     assert 0.9 <= details["recall"] <= 1 and details["edges"] >= N_ITEMS * 10
     assert {"build_s", "search_s", "apply_s", "total_s"} <= details.keys()
     assert summary["run_id"] == "graph"
@@ -108,7 +109,22 @@ def test_the_index_finds_the_exact_neighbours_of_a_seeded_catalog():
     np.testing.assert_allclose(cosines, np.einsum("nd,nkd->nk", points, points[found]), rtol=1e-5)
     assert timings["build_s"] >= 0 and timings["search_s"] >= 0
     again, _, _, _ = neighbours(points, 10, seed=0)
-    np.testing.assert_array_equal(again, found)  # one insertion thread: the same graph every run
+    np.testing.assert_array_equal(again, found)  # seeded k-means, lists filled in the points' order: the same graph
+
+
+def test_a_list_at_a_time_sees_every_neighbour_a_search_point_by_point_would():
+    """The catalog's neighbours come a list of the index at a time, against the union of the lists its points
+    would scan: every point's k-th neighbour is at least as near as ``index.search``'s."""
+    rng = np.random.default_rng(6)
+    centres = rng.normal(size=(30, 128))
+    points = centres[rng.integers(0, 30, 4000)] + 0.5 * rng.normal(size=(4000, 128))
+    points = (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+    found, cosines, _, index = neighbours(points, 10, seed=1)
+    assert index.nlist == n_lists(4000) > 1 and index.nprobe == min(PROBES, index.nlist)
+    _, ids = index.search(points, 11)
+    searched = np.array([[j for j in row if j != i][:10] for i, row in enumerate(ids)])
+    kth = np.einsum("nd,nd->n", points, points[searched[:, -1]])
+    assert (cosines[:, -1] >= kth - 1e-6).all() and (found >= 0).all()
 
 
 def test_a_stored_item_queried_again_is_not_its_own_neighbour():
@@ -121,11 +137,27 @@ def test_a_stored_item_queried_again_is_not_its_own_neighbour():
     index = build_index(points, seed=0)
     own, cosines = stored_neighbours(index, points[:50], keys[:50], keys, 5)
     assert own.shape == (50, 5) and (own >= 0).all() and not (own == np.arange(50)[:, None]).any()
-    np.testing.assert_allclose(cosines, np.einsum("nd,nkd->nk", points[:50], points[own]), atol=0.02)  # 8-bit codes
+    np.testing.assert_allclose(cosines, np.einsum("nd,nkd->nk", points[:50], points[own]), atol=1e-5)  # exact points
     new, _ = stored_neighbours(index, points[:50], np.full(50, 10**7, np.uint64), keys, 5)
     assert (new[:, 0] == np.arange(50)).mean() > 0.95
     few, missing = stored_neighbours(build_index(points[:3], seed=0), points[:1], keys[:1], keys[:3], 5)
     assert few.shape == (1, 3) and sorted(few[0, :2]) == [1, 2] and few[0, 2] == -1 and np.isnan(missing[0, 2])
+
+
+def test_a_model_stored_with_an_hnsw_index_still_finds_its_neighbours():
+    """A model stored before the IVF index keeps an HNSW one: a night still searches it (efSearch set)."""
+    import faiss
+
+    rng = np.random.default_rng(7)
+    points = rng.normal(size=(600, 128)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    keys = np.arange(600, dtype=np.uint64)
+    old = faiss.IndexHNSWSQ(128, faiss.ScalarQuantizer.QT_8bit, 32, faiss.METRIC_INNER_PRODUCT)
+    old.train(points)
+    old.add(points)
+    index = faiss.deserialize_index(faiss.serialize_index(old))
+    found, _ = stored_neighbours(index, points[:40], np.full(40, 10**7, np.uint64), keys, 5)
+    assert index.hnsw.efSearch >= 12 and (found[:, 0] == np.arange(40)).mean() > 0.95
 
 
 def night_catalog(items: pa.Table, n_new: int, n_changed: int) -> tuple[pa.Table, pa.Table]:
