@@ -284,7 +284,8 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     paths = _stage(results, sizes, staging)
     calibration = "gold" if fitted is not None else "label-free"
     details = {"k": k, "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS, "calibration": calibration,
-               "sharpen": powers, "dims": DIMS, "index": f"faiss IVF{index.nlist},Flat nprobe {index.nprobe}", "items": int(len(placed)),
+               "sharpen": powers, "dims": DIMS, "index": f"faiss IVF{index.nlist},Flat nprobe {index.nprobe}",
+               "items": int(len(placed)),
                "edges": int(graph.nnz), "recall": measured, "recall_queries": min(RECALL_QUERIES, len(placed)),
                **timings, "total_s": round(time.perf_counter() - began, 3)}
     return paths, details
