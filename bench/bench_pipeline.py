@@ -17,8 +17,6 @@ its peak RSS comes from the OS (/usr/bin/time -v when present).
 
 from __future__ import annotations
 
-import os
-
 from flows.cli import tune_allocator
 
 # The floor reads with `pairwise run`'s allocator (jemalloc on Linux), the fastest to decode here on one
