@@ -9,10 +9,11 @@ Prefect's console logs back.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -349,5 +350,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def console() -> NoReturn:
+    """The ``pairwise`` command: main(), then exit without the interpreter's final garbage collections.
+
+    Those walk every object that Prefect, pydantic and matplotlib created, for nothing: 0.8 s of a
+    1M-item relabel's 17 s, after its last line was printed. gc.freeze() moves every object out of
+    the collector's reach; atexit handlers (Prefect's log and event flushes), thread joins and
+    module teardown still run as usual. Tests call main() and keep a normal collector.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
