@@ -83,9 +83,11 @@ class Classification:
     # evidence against a given label (classify(X, given=...)); NaN where no label was given
     given_gap: np.ndarray | None = None  # top base cosine minus the given label's (0: base agrees)
     given_h2h: np.ndarray | None = None  # the pairwise label's normalized margin over the given label, head to head
-    # (n, K) cosine of each item to each class, in the items' dtype (classify(X, return_cosines=True)): the
-    # refinement's anchor reads them (MixtureRefiner.log_terms(..., cosines=...)) instead of taking them again
+    # (n, K) cosine of each item to each class and (n, m) products of the unit rows with further directions, in
+    # the items' dtype (classify(X, directions=...)): the refinement's terms are finished from them
+    # (MixtureRefiner.log_terms_of) instead of being taken again
     cosines: np.ndarray | None = None
+    products: np.ndarray | None = None
 
 
 class PairwiseClassifier:
@@ -462,7 +464,7 @@ class PairwiseClassifier:
         result = self.classify(X)
         return (result.label, result.margin) if return_margin else result.label
 
-    def classify(self, X: Any, *, given: Any = None, return_cosines: bool = False) -> Classification:
+    def classify(self, X: Any, *, given: Any = None, directions: np.ndarray | None = None) -> Classification:
         """Base and pairwise labels with scores and margins, in one pass over ``X``.
 
         Per block of rows, one matrix product scores every item against every
@@ -472,8 +474,9 @@ class PairwiseClassifier:
 
         ``given`` (class indices, -1 for none) asks for the evidence against
         each item's current label too: a catalog's labels are reviewed in the
-        same pass that makes the new ones. ``return_cosines`` keeps every item's cosines to every class
-        (``Classification.cosines``).
+        same pass that makes the new ones. ``directions`` (m, d) are scored in the same product: the unit
+        rows' products with them (``Classification.products``) and every item's cosines to every class
+        (``Classification.cosines``) are kept.
         """
         self._check_fitted()
         x = check_matrix(X, "X", n_features=self.n_features_in_)
@@ -481,10 +484,14 @@ class PairwiseClassifier:
         k = self.n_classes_
         # pruned, the class-vs-rest columns come in bracket order: an item's top candidates are then picked in it
         extra = self._candidate_columns[self.bracket_] if self._pruned else self._weights
-        columns = np.concatenate([self._class_unit.astype(x.dtype), extra.astype(x.dtype, copy=False)])
+        more = np.zeros((0, x.shape[1]), x.dtype) if directions is None else np.asarray(directions, x.dtype)
+        if more.ndim != 2 or more.shape[1] != x.shape[1]:
+            raise ValueError(f"directions must be of shape (m, {x.shape[1]}), got {more.shape}")
+        columns = np.concatenate([self._class_unit.astype(x.dtype), extra.astype(x.dtype, copy=False), more])
+        scored = k + len(extra)  # the columns the bracket reads; the directions' come after them
         if self._pruned:
             candidate_masks = self._candidate_masks[self.bracket_].T.astype(x.dtype, copy=False)
-        parts, kept = [], []
+        parts, kept, products = [], [], []
         for start in range(0, x.shape[0], BLOCK_ROWS):
             block = x[start : start + BLOCK_ROWS]
             norms = np.sqrt(check_rows(block, "X", offset=start))
@@ -495,7 +502,7 @@ class PairwiseClassifier:
                 referee: Referee = OnDemand(block, self._pair_weights, self.pair_fallback_, self._index, cosines, norms)
                 candidate_scores = np.sqrt((block * block) @ candidate_masks)  # masked norms, then scores in place
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    np.divide(scores[:, k:], candidate_scores, out=candidate_scores)
+                    np.divide(scores[:, k:scored], candidate_scores, out=candidate_scores)
                 np.nan_to_num(candidate_scores, copy=False, nan=-np.inf)
                 candidates = self.bracket_[_top_columns(candidate_scores, self.candidates)]
             else:
@@ -509,10 +516,13 @@ class PairwiseClassifier:
                     referee, block, norms, cosines, base_score, outcome.labels, codes[start : start + len(block)]
                 )
             parts.append(part)
-            if return_cosines:
+            if directions is not None:
                 kept.append(cosines)
+                products.append(scores[:, scored:] / norms[:, None])
         result = Classification(*(np.concatenate(column) for column in zip(*parts)))
-        return dataclasses.replace(result, cosines=np.concatenate(kept)) if return_cosines else result
+        if directions is None:
+            return result
+        return dataclasses.replace(result, cosines=np.concatenate(kept), products=np.concatenate(products))
 
     def _check_given(self, given: Any, n: int) -> np.ndarray:
         codes = np.asarray(given)

@@ -246,23 +246,40 @@ class MixtureRefiner:
 
     # -- posterior ---------------------------------------------------------
 
-    def log_terms(self, X: Any, labels: Any, *, cosines: np.ndarray | None = None) -> np.ndarray:
+    def log_terms(self, X: Any, labels: Any) -> np.ndarray:
         """(n, K): lambda * log y0 + l / T, the item's unnormalized log posterior in this modality, in the
         items' dtype (float32 items: float32, half the memory at many classes).
 
-        Summed over an item's modalities, they give its joint posterior. ``cosines`` (n, K): the rows'
-        cosines to the class embeddings when the caller has them already (the classifier's, whose class
-        embeddings these are: ``PairwiseClassifier.classify(..., return_cosines=True)``); the anchor then
-        reads them instead of taking the product again. They must be the cosines of these rows to these
-        classes (equal up to rounding is enough: the terms then are too).
+        Summed over an item's modalities, they give its joint posterior.
         """
         self._check_fitted()
         x, codes = self._check(X, labels)
-        if cosines is not None and np.shape(cosines) != (x.shape[0], self.n_classes_):
-            raise ValueError(f"cosines must be of shape {(x.shape[0], self.n_classes_)}, got {np.shape(cosines)}")
         e_step = self._e_step(x.dtype)
-        parts = [self._log_terms(unit, log_anchor, e_step) for unit, log_anchor in self._blocks(x, codes, cosines)]
+        parts = [self._log_terms(unit, log_anchor, e_step) for unit, log_anchor in self._blocks(x, codes)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def directions(self, dtype: Any) -> np.ndarray:
+        """(K, d): the E-step's weights as rows, in ``dtype``. A classifier scoring the same rows takes their
+        products in its own matrix product (``PairwiseClassifier.classify(..., directions=...)``), and
+        ``log_terms_of`` finishes the terms from them: the rows are not read, normalized and multiplied again."""
+        self._check_fitted()
+        return np.ascontiguousarray(self._e_step(dtype)[0].T)
+
+    def log_terms_of(self, products: np.ndarray, cosines: np.ndarray, labels: Any) -> np.ndarray:
+        """``log_terms`` of rows from what one product over them gave: ``products`` (n, K), the unit rows'
+        products with ``directions``; ``cosines`` (n, K), their cosines to the class embeddings (the
+        classifier's, whose class embeddings these are). Equal to ``log_terms`` up to rounding."""
+        self._check_fitted()
+        codes = check_labels(labels, "labels")
+        n = codes.shape[0]
+        for name, array in (("products", products), ("cosines", cosines)):
+            if np.shape(array) != (n, self.n_classes_):
+                raise ValueError(f"{name} must be of shape {(n, self.n_classes_)}, got {np.shape(array)}")
+        if n and codes.max() >= self.n_classes_:
+            raise ValueError(f"labels must be {n} class indices below {self.n_classes_}")
+        offsets = self._e_step(products.dtype)[1]
+        return self._finish(products - offsets, log_anchor(np.asarray(cosines, products.dtype), codes, eps=self.eps,
+                                                           tau=self.tau))
 
     def predict_proba(self, X: Any, labels: Any) -> np.ndarray:
         """(n, K) posterior over classes in this modality."""
@@ -279,16 +296,13 @@ class MixtureRefiner:
             raise ValueError(f"labels must be {x.shape[0]} class indices below {self.n_classes_}")
         return x, codes
 
-    def _blocks(self, x: np.ndarray, labels: np.ndarray,
-                cosines: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Per block of rows: the unit rows and log y0, in the items' dtype (float32 stays float32); the
-        anchor from the given ``cosines`` when there are any."""
+    def _blocks(self, x: np.ndarray, labels: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Per block of rows: the unit rows and log y0, in the items' dtype (float32 stays float32)."""
         classes = self._class_unit.T.astype(x.dtype)
         for start in range(0, x.shape[0], _BLOCK_ROWS):
             rows = slice(start, start + _BLOCK_ROWS)
             unit = normalize_rows(x[rows])
-            block_cosines = unit @ classes if cosines is None else np.asarray(cosines[rows], x.dtype)
-            yield unit, log_anchor(block_cosines, labels[rows], eps=self.eps, tau=self.tau)
+            yield unit, log_anchor(unit @ classes, labels[rows], eps=self.eps, tau=self.tau)
 
     def _block_sums(self, unit: np.ndarray, log_anchor: np.ndarray, square_sums: np.ndarray,
                     e_step: tuple[np.ndarray, np.ndarray] | None) -> MixtureSums:
@@ -314,6 +328,10 @@ class MixtureRefiner:
         weights, offsets = e_step
         terms = unit @ weights
         terms -= offsets
+        return self._finish(terms, log_anchor)
+
+    def _finish(self, terms: np.ndarray, log_anchor: np.ndarray) -> np.ndarray:
+        """l / T (``terms``, overwritten) plus lambda * log y0."""
         if self.anchor_weight == 1:
             terms += log_anchor
         elif self.anchor_weight != 0:

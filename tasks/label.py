@@ -172,11 +172,13 @@ def label_partition(
                 keep = pa.array(usable.valid)
                 if drift_sample is not None:
                     drift_sample.add(modality, ids.filter(keep), usable.x)
+                # the classifier's class embeddings are the refiner's: one product over the rows gives the
+                # tourney's scores, the anchor's cosines and the refinement's E-step products
+                refiner = refinement.refiners[modality]
                 result = model.classify(usable.x, given=None if given is None else given[usable.valid],
-                                        return_cosines=True)
-                # the classifier's class embeddings are the refiner's: its cosines are the anchor's
-                terms = refinement.refiners[modality].log_terms(usable.x, result.label, cosines=result.cosines)
-                result = dataclasses.replace(result, cosines=None)  # n x K floats no longer needed
+                                        directions=refiner.directions(usable.x.dtype))
+                terms = refiner.log_terms_of(result.products, result.cosines, result.label)
+                result = dataclasses.replace(result, cosines=None, products=None)  # n x K floats no longer needed
                 refined = terms.argmax(axis=1)
                 weight = refinement.view_weights[fold[usable.valid], column]
                 posterior, confidence = tempered_posterior(

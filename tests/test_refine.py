@@ -392,21 +392,28 @@ def test_a_run_at_the_extreme_accepted_options_writes_no_nan(tmp_path, options):
         assert con.execute("SELECT count(*) FROM agreement_metrics WHERE metric = 'gold_ece'").fetchone()[0] == 3
 
 
-def test_log_terms_from_the_classifiers_cosines_equal_their_own_up_to_rounding():
+def test_log_terms_from_the_classifiers_product_equal_their_own_up_to_rounding():
     from pairwise_core import PairwiseClassifier
 
     rng = np.random.default_rng(11)
     x, classes = noisy_catalog(rng, 6, 24, 500)
     x = x.astype(np.float32)
     model = PairwiseClassifier(classes).fit(x)
-    result = model.classify(x, return_cosines=True)
-    assert model.classify(x).cosines is None
-    refiner = MixtureRefiner(classes).fit(x, result.label)
-    own, given = refiner.log_terms(x, result.label), refiner.log_terms(x, result.label, cosines=result.cosines)
+    plain = model.classify(x)
+    assert plain.cosines is None and plain.products is None
+    refiner = MixtureRefiner(classes).fit(x, plain.label)
+    result = model.classify(x, directions=refiner.directions(np.float32))
+    # the directions ride along: the tourney's outcome is the same, its scores up to rounding (a wider
+    # product may sum in another order)
+    np.testing.assert_array_equal(result.label, plain.label)
+    np.testing.assert_allclose(result.margin, plain.margin, rtol=1e-5)
+    own, given = refiner.log_terms(x, result.label), refiner.log_terms_of(result.products, result.cosines, result.label)
     assert given.dtype == np.float32
     np.testing.assert_allclose(given, own, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="cosines must be of shape"):
-        refiner.log_terms(x, result.label, cosines=result.cosines[:, :3])
+        refiner.log_terms_of(result.products, result.cosines[:, :3], result.label)
+    with pytest.raises(ValueError, match="directions must be of shape"):
+        model.classify(x, directions=np.ones((2, 3), np.float32))
 
 
 def test_the_tempered_posterior_is_the_softmax_and_its_top_entry():
