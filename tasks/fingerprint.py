@@ -2,9 +2,10 @@
 
 64 bits per item: a multilinear hash of the embeddings' float32 words, per modality, with fixed seeded odd
 multipliers, combined over the modalities in order: per row and modality, a sum of products modulo 2^64.
-numpy's integer matmul would compute it but is a plain loop (64 ms for 8,192 x 768 here); widening blocks
-of rows to uint64, multiplying in place and summing gives the same sums in 8 ms (a byte hash per row cost
-more than both). Two different embeddings collide with probability about 2^-32, so a missed change among
+numpy's integer matmul would compute it but is a plain loop (64 ms for 8,192 x 768 here); einsum in uint64
+takes 3.5 ms, against 6.1 ms for widening blocks of rows to uint64, multiplying in place and summing (a byte
+hash per row cost more than all three). Sums modulo 2^64 do not depend on their order: every way gives the
+same bits. Two different embeddings collide with probability about 2^-32, so a missed change among
 a million changed items is a one-in-4,000 event. A rejected row hashes to its reason: it stays rejected until it changes.
 """
 
@@ -19,7 +20,6 @@ from tasks.sources import BatchEmbeddings
 # fixed forever: fingerprints recorded by one version must match the next's
 _SEED = 0x5EED_F1A6
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-_HASH_ROWS = 512  # rows widened at a time: 3 MiB at 768-d
 
 
 def _multipliers(dim: int) -> np.ndarray:
@@ -31,13 +31,8 @@ def _reason_hash(reason: str) -> np.uint64:
 
 
 def _multilinear(words: np.ndarray, multipliers: np.ndarray) -> np.ndarray:
-    """(n,) uint64: words @ multipliers modulo 2^64, by blocks of rows widened to uint64 (bounded memory)."""
-    out = np.empty(words.shape[0], np.uint64)
-    for start in range(0, words.shape[0], _HASH_ROWS):
-        block = words[start : start + _HASH_ROWS].astype(np.uint64)
-        np.multiply(block, multipliers, out=block)
-        np.add.reduce(block, axis=1, out=out[start : start + _HASH_ROWS])
-    return out
+    """(n,) uint64: words @ multipliers modulo 2^64 (unsigned sums wrap around)."""
+    return np.einsum("ij,j->i", words, multipliers, dtype=np.uint64, casting="unsafe")
 
 
 def fingerprints(usables: list[BatchEmbeddings], n: int) -> np.ndarray:

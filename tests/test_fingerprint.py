@@ -44,6 +44,12 @@ def test_fingerprints_equal_the_brute_force_reference(rows):
     assert got.tolist() == reference(rows, 4)
 
 
+def test_fingerprints_of_wide_embeddings_equal_the_brute_force_reference():
+    """768-d rows: the sums run through einsum's vectorized loops, in any order modulo 2^64."""
+    rows = np.random.default_rng(3).standard_normal((5, 768)).astype(np.float32).tolist()
+    assert fingerprints([matrix(batch(rows, 768), "a", 768)], 5).tolist() == reference(rows, 768)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(floats, min_size=8, max_size=8), st.integers(0, 7), st.integers(0, 31))
 def test_one_flipped_bit_changes_the_fingerprint(values, position, bit):
