@@ -229,9 +229,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="peer folds fitted in parallel (default 2, the cores here)")
     args = parser.parse_args()
 
-    print(f"The three routes come from `pairwise run --gold-column label --review both --issues-below 1` on the noisy catalog; "
-          f"the peer is a 5-fold out-of-fold LogisticRegression (C = 1) on the noisy labels. Every score is "
-          f"1 - p(given label)" + ("" if len(args.seeds) == 1 else "; cells: mean (min–max) over seeds") + ".")
+    print("The three routes come from `pairwise run --gold-column label --review both --issues-below 1` on the noisy catalog; "
+          "the peer is a 5-fold out-of-fold LogisticRegression (C = 1) on the noisy labels. Every score is "
+          "1 - p(given label)" + ("" if len(args.seeds) == 1 else "; cells: mean (min–max) over seeds") + ".")
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         for data in args.data:
