@@ -62,7 +62,6 @@ def gaussian(st: Stats, x, y, fold, folds, q=None, w=None, cv=True):
     """(means (K, D), log prior (K,), covariance (D, D)) from the folds in ``folds`` (bool mask (F,)).
     q: (n, K) soft class of each sample row (rows sum to its weight), w: (n,) weight of its x x^T."""
     rows = folds[fold]
-    k = st.count.shape[1]
     full_n, full_s = st.count[folds].sum(0), st.total[folds].sum(0)
     s0_n, s0_s = st.s_count[folds].sum(0), st.s_total[folds].sum(0)
     outer = st.outer[folds].sum(0)
