@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -72,63 +73,96 @@ class Night:
                 "partitions_read": len(self.partitions)}
 
 
+# Rows of the night's comparison read back at a time: with the staged source ids, they keep the plan's memory
+# bounded (DuckDB's own is capped) however large the catalog
+STATE_BATCH_ROWS = 65_536
+SOURCE_SCHEMA = pa.schema([("item_id", pa.string()), ("version", pa.string()), ("part", pa.int32())])
+
+
 @task(name="plan-night", **IO_TASK)
 def plan_night(plan: Plan, db: str, staging: Staging, run_id: str, signatures: pa.Table | None) -> Night:
     """Compare the source's ids (and --changed-column values) with the catalog's state; stage the selections.
 
     ``signatures``: the source files' (``file_signatures``; None for a DuckDB table): without a changed column,
     a partition is not read when its file is as it was when its items were fingerprinted and all of them are
-    known by the catalog with a fingerprint.
+    known by the catalog with a fingerprint. The source's ids are staged, compared in DuckDB, and the result
+    read back in batches, in partition order, each partition's selection written as it is complete: nothing
+    holds the whole catalog's ids (1M items: 158 MB more than at 100k when it did).
     """
-    source = _source_ids(plan)
-    with reader(db) as con:
-        con.register("source", source)
-        state = con.execute(statement("night_source_state"), {"run_id": run_id}).to_arrow_table()
-        deleted = con.execute(statement("night_deleted")).to_arrow_table()
-        recorded = {tuple(row.values()) for row in con.execute(statement("night_files")).to_arrow_table().to_pylist()}
-        con.unregister("source")
+    source = _stage_source_ids(plan, staging.path("night", "source.parquet"))
     listed = plan.changed_column is not None
-    new = state.column("new").to_numpy(zero_copy_only=False)
-    relabel = state.column("relabel").fill_null(False).to_numpy(zero_copy_only=False)
-    if listed:  # label the new, the changed and the re-run's own
-        pick = new | state.column("version_changed").to_numpy(zero_copy_only=False) | relabel
-        n_changed = int((pick & ~new).sum())
-    else:  # skip the items whose recorded fingerprint still matches
-        pick = ~new & ~relabel & state.column("fingerprint").is_valid().to_numpy(zero_copy_only=False)
-        n_changed = None
-    parts = state.column("part").to_numpy()
-    by_partition = {p.index: p for p in plan.partitions}
+    known = np.zeros(len(plan.partitions), np.int64)  # per partition: the rows picked
+    counts = {"source": 0, "new": 0, "changed": 0}
     selections: dict[int, Selection] = {}
-    for index in np.unique(parts[pick]) if pick.any() else []:
-        rows = np.flatnonzero(pick & (parts == index))
-        table = state.take(pa.array(rows)).select(["item_id", "fingerprint"]).cast(SELECTION_SCHEMA)
-        selections[int(index)] = Selection(write_parquet(staging.path("selection", f"part-{index:05d}.parquet"),
-                                                         table), listed)
+    open_part: tuple[int, pq.ParquetWriter] | None = None
+    with reader(db) as con:
+        recorded = {tuple(row.values()) for row in con.execute(statement("night_files")).to_arrow_table().to_pylist()}
+        deleted_path = staging.path("deleted", "part-00000.parquet")
+        n_deleted = _write_batches(con.execute(statement("night_deleted"), {"source": source})
+                                   .to_arrow_reader(STATE_BATCH_ROWS), deleted_path)
+        state = con.execute(statement("night_source_state"), {"run_id": run_id, "source": source})
+        for batch in state.to_arrow_reader(STATE_BATCH_ROWS):
+            new = batch.column("new").to_numpy(zero_copy_only=False)
+            relabel = batch.column("relabel").fill_null(False).to_numpy(zero_copy_only=False)
+            if listed:  # label the new, the changed and the re-run's own
+                pick = new | batch.column("version_changed").to_numpy(zero_copy_only=False) | relabel
+                counts["changed"] += int((pick & ~new).sum())
+            else:  # skip the items whose recorded fingerprint still matches
+                pick = ~new & ~relabel & batch.column("fingerprint").is_valid().to_numpy(zero_copy_only=False)
+            counts["source"] += batch.num_rows
+            counts["new"] += int(new.sum())
+            parts = batch.column("part").to_numpy()
+            known += np.bincount(parts[pick], minlength=len(plan.partitions))
+            for index in np.unique(parts[pick]):  # in order: the rows come sorted by partition
+                if open_part is None or open_part[0] != index:
+                    _close(open_part)
+                    path = staging.path("selection", f"part-{index:05d}.parquet")
+                    open_part = (int(index), pq.ParquetWriter(path, SELECTION_SCHEMA))
+                    selections[int(index)] = Selection(str(path), listed)
+                rows = pa.array(np.flatnonzero(pick & (parts == index)))
+                open_part[1].write_batch(batch.select(["item_id", "fingerprint"]).take(rows).cast(SELECTION_SCHEMA))
+    _close(open_part)
+    by_partition = {p.index: p for p in plan.partitions}
     if listed:
         read = tuple(by_partition[i] for i in sorted(selections))
     else:
         unchanged = {row["path"] for row in (signatures.to_pylist() if signatures is not None else [])
                      if (row["path"], row["size"], row["mtime_ns"]) in recorded}
-        known = np.bincount(parts[pick], minlength=len(plan.partitions))
         read = tuple(p for p in plan.partitions if p.path not in unchanged or known[p.index] < p.n_rows)
     files = None if listed or signatures is None else write_parquet(staging.path("files", "part-00000.parquet"),
                                                                     signatures)
     return Night(
-        partitions=read, selections=selections,
-        deleted=write_parquet(staging.path("deleted", "part-00000.parquet"), deleted.select(["item_id"])),
-        n_source=source.num_rows, n_new=int(new.sum()), n_deleted=deleted.num_rows, n_changed=n_changed,
-        files=files,
+        partitions=read, selections=selections, deleted=str(deleted_path), n_source=counts["source"],
+        n_new=counts["new"], n_deleted=n_deleted, n_changed=counts["changed"] if listed else None, files=files,
     )
 
 
-def _source_ids(plan: Plan) -> pa.Table:
-    """item_id, version (the --changed-column value as text, or null) and partition of every source item."""
+def _stage_source_ids(plan: Plan, path: Path) -> str:
+    """item_id, version (the --changed-column value as text, or null) and partition of every source item,
+    staged to Parquet batch by batch."""
     columns = ["item_id", *([plan.changed_column] if plan.changed_column else [])]
-    parts = []
-    for partition in plan.partitions:
-        for batch in read_partition(partition, columns):
-            n = batch.num_rows
-            version = batch.column(plan.changed_column).cast(pa.string()) if plan.changed_column else pa.nulls(n, pa.string())
-            parts.append(pa.table({"item_id": batch.column("item_id").cast(pa.string()), "version": version,
-                                   "part": pa.array(np.full(n, partition.index, np.int32))}))
-    return pa.concat_tables(parts)
+    with pq.ParquetWriter(path, SOURCE_SCHEMA) as writer:
+        for partition in plan.partitions:
+            for batch in read_partition(partition, columns):
+                n = batch.num_rows
+                version = batch.column(plan.changed_column).cast(pa.string()) if plan.changed_column \
+                    else pa.nulls(n, pa.string())
+                writer.write_table(pa.table({"item_id": batch.column("item_id").cast(pa.string()), "version": version,
+                                             "part": pa.array(np.full(n, partition.index, np.int32))},
+                                            schema=SOURCE_SCHEMA))
+    return str(path)
+
+
+def _write_batches(batches: pa.RecordBatchReader, path: Path) -> int:
+    """A query's result streamed to Parquet; its row count."""
+    rows = 0
+    with pq.ParquetWriter(path, batches.schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def _close(open_part: tuple[int, pq.ParquetWriter] | None) -> None:
+    if open_part is not None:
+        open_part[1].close()
