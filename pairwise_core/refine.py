@@ -270,13 +270,11 @@ class MixtureRefiner:
         products with ``directions``; ``cosines`` (n, K), their cosines to the class embeddings (the
         classifier's, whose class embeddings these are). Equal to ``log_terms`` up to rounding."""
         self._check_fitted()
-        codes = check_labels(labels, "labels")
-        n = codes.shape[0]
+        n = len(products)
+        codes = self._codes(labels, n)
         for name, array in (("products", products), ("cosines", cosines)):
             if np.shape(array) != (n, self.n_classes_):
                 raise ValueError(f"{name} must be of shape {(n, self.n_classes_)}, got {np.shape(array)}")
-        if n and codes.max() >= self.n_classes_:
-            raise ValueError(f"labels must be {n} class indices below {self.n_classes_}")
         offsets = self._e_step(products.dtype)[1]
         return self._finish(products - offsets, log_anchor(np.asarray(cosines, products.dtype), codes, eps=self.eps,
                                                            tau=self.tau))
@@ -291,10 +289,14 @@ class MixtureRefiner:
 
     def _check(self, X: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         x = check_embeddings(X, "X", n_features=self.n_features_in_)
+        return x, self._codes(labels, x.shape[0])
+
+    def _codes(self, labels: Any, n: int) -> np.ndarray:
+        """``labels`` as n class indices of this mixture, or ValueError."""
         codes = check_labels(labels, "labels")
-        if codes.shape != (x.shape[0],) or (codes.size and codes.max() >= self.n_classes_):
-            raise ValueError(f"labels must be {x.shape[0]} class indices below {self.n_classes_}")
-        return x, codes
+        if codes.shape != (n,) or (codes.size and codes.max() >= self.n_classes_):
+            raise ValueError(f"labels must be {n} class indices below {self.n_classes_}")
+        return codes
 
     def _blocks(self, x: np.ndarray, labels: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Per block of rows: the unit rows and log y0, in the items' dtype (float32 stays float32)."""

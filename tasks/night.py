@@ -25,7 +25,7 @@ from prefect import task
 from tasks.policy import IO_TASK
 from tasks.sources import Partition, Plan, read_partition
 from tasks.sql import statement
-from tasks.staging import Staging, write_parquet
+from tasks.staging import Staging, staged_writer, write_parquet
 from tasks.store import reader
 
 SELECTION_SCHEMA = pa.schema([("item_id", pa.string()), ("fingerprint", pa.uint64())])
@@ -117,7 +117,7 @@ def plan_night(plan: Plan, db: str, staging: Staging, run_id: str, signatures: p
                 if open_part is None or open_part[0] != index:
                     _close(open_part)
                     path = staging.path("selection", f"part-{index:05d}.parquet")
-                    open_part = (int(index), pq.ParquetWriter(path, SELECTION_SCHEMA))
+                    open_part = (int(index), staged_writer(path, SELECTION_SCHEMA))
                     selections[int(index)] = Selection(str(path), listed)
                 rows = pa.array(np.flatnonzero(pick & (parts == index)))
                 open_part[1].write_batch(batch.select(["item_id", "fingerprint"]).take(rows).cast(SELECTION_SCHEMA))
@@ -141,7 +141,7 @@ def _stage_source_ids(plan: Plan, path: Path) -> str:
     """item_id, version (the --changed-column value as text, or null) and partition of every source item,
     staged to Parquet batch by batch."""
     columns = ["item_id", *([plan.changed_column] if plan.changed_column else [])]
-    with pq.ParquetWriter(path, SOURCE_SCHEMA) as writer:
+    with staged_writer(path, SOURCE_SCHEMA) as writer:
         for partition in plan.partitions:
             for batch in read_partition(partition, columns):
                 n = batch.num_rows
@@ -156,7 +156,7 @@ def _stage_source_ids(plan: Plan, path: Path) -> str:
 def _write_batches(batches: pa.RecordBatchReader, path: Path) -> int:
     """A query's result streamed to Parquet; its row count."""
     rows = 0
-    with pq.ParquetWriter(path, batches.schema) as writer:
+    with staged_writer(path, batches.schema) as writer:
         for batch in batches:
             writer.write_batch(batch)
             rows += batch.num_rows
