@@ -212,8 +212,9 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             rejected_paths = [part["rejected_items"] for part in staged_parts]
             log.info(run_log.rejected(rejected_paths))
             begin_phase("metrics")
-            metrics_paths = compute_metrics(label_paths, joint_paths, staging, run_id,
-                                           plan.parents_by_class()) if n_labelled else {}
+            metrics_paths = compute_metrics([part["metric_confusion"] for part in staged_parts],
+                                            [part["metric_calibration"] for part in staged_parts], staging, run_id,
+                                            plan.parent is not None) if n_labelled else {}
             watch.lap("metrics")
             for line in run_log.metrics(metrics_paths.get("agreement_metrics")):
                 log.info(line)

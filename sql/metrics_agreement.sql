@@ -1,5 +1,5 @@
 -- Agreement and gold metrics of one run from its confusion counts (a relation `confusion` with the
--- columns of metrics_confusion.sql, possibly several rows per cell, one per partition).
+-- columns of tasks/metric_counts.CONFUSION_SCHEMA but level, possibly several rows per cell, one per partition).
 -- Weighted F1 of modality_a's labels against modality_b's (the reference), weights = support in the
 -- reference; a class with no true or no predicted items has F1 0 (scikit-learn's zero_division=0).
 WITH per_class AS (

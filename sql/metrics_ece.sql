@@ -1,6 +1,6 @@
 -- gold_ece of one run: the expected calibration error of the refined confidence against gold, per modality
 -- and joint (sum over bins of |correct - confidence| / items), from the partitions' sums (a relation
--- `calibration` with the columns of metrics_calibration.sql, possibly several rows per bin).
+-- `calibration` with the columns of tasks/metric_counts.CALIBRATION_SCHEMA but level, possibly several rows per bin).
 WITH bins AS (
     SELECT modality, bin, sum(n) AS n, sum(confidence) AS confidence, sum(correct) AS correct
     FROM calibration

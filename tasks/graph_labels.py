@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from tasks.label import LABEL_SCHEMA, joint_rows, parent_columns
+from tasks.metric_counts import MetricCounts
 from tasks.policy import IO_TASK
 from tasks.sources import Plan
 from tasks.staging import Staging
@@ -20,7 +21,8 @@ from tasks.staging import Staging
 def apply_graph(staged: dict[str, Any], posteriors: str, plan: Plan, staging: Staging, index: int,
                 run_id: str) -> dict[str, Any]:
     """The partition's item_labels and joint_labels rows with the graph's refined and joint labels (the base
-    and pairwise ones stay); ``staged`` is what its label task returned, with these two paths replaced."""
+    and pairwise ones stay), and their metric counts; ``staged`` is what its label task returned, with these
+    paths replaced."""
     with np.load(staged["graph_parts"], allow_pickle=False) as parts:
         present, modalities = parts["present"], [str(m) for m in parts["modalities"]]
     with np.load(posteriors, allow_pickle=False) as data:
@@ -31,11 +33,11 @@ def apply_graph(staged: dict[str, Any], posteriors: str, plan: Plan, staging: St
     refined = np.stack([view.argmax(axis=1) for view in views], axis=1)
 
     labels = pq.read_table(staged["item_labels"])
-    row = pc.index_in(labels.column("item_id"), value_set=ids).to_numpy(zero_copy_only=False)
+    item_of = pc.index_in(labels.column("item_id"), value_set=ids).to_numpy(zero_copy_only=False)
     view = pc.index_in(labels.column("modality"), value_set=pa.array(modalities)).to_numpy(zero_copy_only=False)
     posterior = np.zeros((labels.num_rows, len(names)), np.float32)
     for v, values in enumerate(views):
-        posterior[view == v] = values[row[view == v]]
+        posterior[view == v] = values[item_of[view == v]]
     label = posterior.argmax(axis=1)
     parent_class, parent_confidence = parent_columns(plan.parent, posterior)
     for column, values in (("refined_class", names.take(pa.array(label))),
@@ -52,4 +54,9 @@ def apply_graph(staged: dict[str, Any], posteriors: str, plan: Plan, staging: St
              "joint_labels": staging.part("graph_joint_labels", index)}
     pq.write_table(labels, paths["item_labels"])
     pq.write_table(joint_table, paths["joint_labels"])
-    return {**staged, **{kind: str(path) for kind, path in paths.items()}}
+    counts = MetricCounts(plan.class_names, plan.parents_by_class())
+    counts.add(labels, item_of, joint_table)
+    confusion, calibration = counts.save(staging.part("graph_metric_confusion", index),
+                                         staging.part("graph_metric_calibration", index))
+    return {**staged, **{kind: str(path) for kind, path in paths.items()}, "metric_confusion": confusion,
+            "metric_calibration": calibration}

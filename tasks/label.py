@@ -17,6 +17,7 @@ from tasks.policy import IO_TASK
 from tasks.drift import DriftSample
 from tasks.fingerprint import fingerprints
 from tasks.graph import GraphParts
+from tasks.metric_counts import MetricCounts
 from tasks.models import load_model
 from tasks.night import Selection
 from tasks.sample import gold_codes, item_folds, item_hash
@@ -118,6 +119,7 @@ def label_partition(
     drift_sample = None if drift_rate is None else DriftSample(plan.modalities, plan.dims, drift_rate, seed)
     graph_parts = GraphParts(list(models)) if graph else None
     n_classes = len(plan.class_names)
+    counts = MetricCounts(plan.class_names, plan.parents_by_class())
     with staged_writer(paths["item_labels"], LABEL_SCHEMA) as labels, \
             staged_writer(paths["joint_labels"], JOINT_SCHEMA) as joint_labels, \
             staged_writer(paths["rejected_items"], REJECTED_SCHEMA) as rejected, \
@@ -149,6 +151,8 @@ def label_partition(
             xs: list[np.ndarray] = []
             scales: list[np.ndarray] = []
             priors: list[np.ndarray] = []
+            label_tables: list[pa.Table] = []
+            label_rows: list[np.ndarray] = []  # each label row's row in the batch
             for column, (modality, model) in enumerate(models.items()):
                 usable = usables[column]
                 if not usable.valid.all():
@@ -189,7 +193,7 @@ def label_partition(
                     priors[-1][usable.valid] = posterior
                 joint.record(column, usable.valid, terms, refined)
                 no_gold = pa.nulls(n, pa.float32())
-                labels.write_table(pa.table({
+                label_tables.append(pa.table({
                     "run_id": _repeat(run_id, n),
                     "item_id": ids.filter(keep),
                     "modality": _repeat(modality, n),
@@ -206,12 +210,16 @@ def label_partition(
                     "parent_class": parent_class,
                     "parent_confidence": parent_confidence,
                 }, schema=LABEL_SCHEMA))
+                labels.write_table(label_tables[-1])
+                label_rows.append(np.flatnonzero(usable.valid))
             if review is not None:
                 table = review_table(review, joint, refinement.free_weights, xs, scales, fold, ids, given, names,
                                      plan.parent)
                 reviews.write_table(table)
-            joint_labels.write_table(joint.table(refinement.joint_weights[fold], run_id, ids, gold, names,
-                                                 plan.parent))
+            joint_table = joint.table(refinement.joint_weights[fold], run_id, ids, gold, names, plan.parent)
+            joint_labels.write_table(joint_table)
+            counts.add(pa.concat_tables([LABEL_SCHEMA.empty_table(), *label_tables]),
+                       np.concatenate([np.zeros(0, np.int64), *label_rows]), joint_table)
             if graph_parts is not None:
                 views = {m: (u.x, u.inverse_norms(), u.valid) for m, u in zip(models, usables, strict=True)}
                 rows, log_p = joint.log_posterior(refinement.joint_weights[fold])
@@ -222,8 +230,10 @@ def label_partition(
     sampled = drift_sample and drift_sample.save(staging.path("drift_sample", f"part-{partition.index:05d}.npz"))
     staged = graph_parts and graph_parts.save(staging.path("graph_parts", f"part-{partition.index:05d}.npz"),
                                               n_classes)
+    confusion, calibration = counts.save(staging.part("metric_confusion", partition.index),
+                                         staging.part("metric_calibration", partition.index))
     return {**{kind: str(path) for kind, path in paths.items()}, "n_labelled": n_labelled, "drift_sample": sampled,
-            "graph_parts": staged}
+            "graph_parts": staged, "metric_confusion": confusion, "metric_calibration": calibration}
 
 
 def tempered_posterior(terms: np.ndarray, top: np.ndarray, weight: np.ndarray,

@@ -9,9 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute
 import pytest
 
 from tasks import html_report, report, store
+from tasks.metric_counts import MetricCounts
 from tasks.sql import statement
 
 PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
@@ -100,18 +103,18 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
                 if (a, b) != (0, 1):  # bag and hat never met: no mask
                     con.execute("INSERT INTO pair_masks VALUES (?, ?, ?, ?, ?, [1, 2], 10, 10, false)",
                                 [run_id, modality, CLASSES[a], CLASSES[b], 10 * a + b])
-    # the confusion counts, as the run's agreement-metrics step stages them
-    con.execute(f"CREATE OR REPLACE TEMP VIEW labels AS SELECT * FROM item_labels WHERE run_id = '{run_id}'")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW joint AS SELECT * FROM joint_labels WHERE run_id = '{run_id}'")
-    for name in ("metrics_confusion", "metrics_confusion_joint"):
-        con.execute(f"INSERT INTO confusion_counts SELECT ?, * FROM ({statement(name)}) WHERE pred IS NOT NULL",
-                    [run_id])
+    # the confusion counts, as the labelling tasks count them and the agreement-metrics step stages them
+    counts = MetricCounts(CLASSES)
+    rows = con.execute("SELECT * FROM item_labels WHERE run_id = ?", [run_id]).to_arrow_table()
+    items = pa.compute.dictionary_encode(rows.column("item_id")).combine_chunks().indices.to_numpy()
+    counts.add(rows, items, con.execute("SELECT * FROM joint_labels WHERE run_id = ?", [run_id]).to_arrow_table())
+    confusion, calibration = (table.drop_columns("level") for table in counts.tables())
+    con.execute("INSERT INTO confusion_counts SELECT ?, * FROM confusion", [run_id])
     for method, value in (("base", 0.5), ("pairwise", 0.8), ("refined", None if old else 0.85)):
         if value is not None:
             con.execute("INSERT INTO agreement_metrics VALUES (?, ?, 'agreement_f1_weighted', 'image', 'text', ?)",
                         [run_id, method, value])
     if gold and not old:  # the calibration sums and gold_ece, as the agreement-metrics step stages them
-        con.execute(f"CREATE OR REPLACE TEMP TABLE calibration AS {statement('metrics_calibration')}")
         con.execute(f"INSERT INTO calibration_bins {statement('metrics_calibration_total')}", {"run_id": run_id})
         con.execute(f"INSERT INTO agreement_metrics {statement('metrics_ece')}", {"run_id": run_id})
     if gold:
