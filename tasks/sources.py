@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -241,10 +242,53 @@ def _require(schema: pa.Schema, column: str, where: str) -> None:
 # -- validation ----------------------------------------------------------------
 
 
+# the last inspection of Parquet sources in this process, by its arguments and the files' signatures then
+_INSPECTED: dict[tuple[Any, ...], Plan] = {}
+_INSPECTING = threading.Lock()
+
+
 def inspect_sources(
     items: str, classes: str, *, db: str, gold_column: str | None, chunk_size: int, changed_column: str | None = None
 ) -> Plan:
-    """Check the sources and plan the partitions, reading schemas and the class table only."""
+    """Check the sources and plan the partitions, reading schemas and the class table only.
+
+    Parquet sources inspected again in this process, none of their files changed since (size and modification
+    time, the test the incremental nights trust), give the plan made then: `pairwise run` checks its sources
+    before it starts the flow, whose own check (a deployment's run has no CLI before it) so reads nothing
+    again (1M items: 0.3 s of item ids and gold values).
+    """
+    arguments = (items, classes, db, gold_column, chunk_size, changed_column)
+    key = _inspection_key(items, classes, arguments)
+    with _INSPECTING:
+        if key is not None and key in _INSPECTED:
+            return _INSPECTED[key]
+    plan = _inspect(items, classes, db=db, gold_column=gold_column, chunk_size=chunk_size,
+                    changed_column=changed_column)
+    if key is not None:
+        with _INSPECTING:
+            _INSPECTED.clear()
+            _INSPECTED[key] = plan
+    return plan
+
+
+def _inspection_key(items: str, classes: str, arguments: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The arguments and the signatures of every file they name; None for a DuckDB table, or files missing
+    or without a signature (the inspection then runs, and says what is wrong)."""
+    if Source(items).table is not None or Source(classes).table is not None:
+        return None
+    try:
+        paths = (*parquet_files(items), *parquet_files(classes))
+    except SourceError:
+        return None
+    signatures = file_signatures(paths)
+    if signatures.num_rows != len(paths):
+        return None
+    return (*arguments, *zip(*(signatures.column(c).to_pylist() for c in signatures.column_names), strict=True))
+
+
+def _inspect(
+    items: str, classes: str, *, db: str, gold_column: str | None, chunk_size: int, changed_column: str | None
+) -> Plan:
     item_source, class_source = Source(items), Source(classes)
     if item_source.table is not None:
         item_schema, n_items = _table_schema(db, item_source.table)

@@ -33,6 +33,22 @@ def test_a_good_catalog_is_planned_into_partitions(catalog):
     assert not (tmp_path / "out.duckdb").exists()  # nothing written
 
 
+def test_the_same_files_inspected_again_give_the_plan_made_then_and_a_changed_file_is_inspected_anew(catalog):
+    """`pairwise run` inspects the sources, then its flow does: the second reads nothing while no file changed."""
+    tmp_path, items, classes = catalog
+    pq.write_table(items, tmp_path / "items.parquet")
+    pq.write_table(classes, tmp_path / "classes.parquet")
+    first = inspect(str(tmp_path / "items.parquet"), str(tmp_path / "classes.parquet"), tmp_path, gold="label")
+    assert inspect(str(tmp_path / "items.parquet"), str(tmp_path / "classes.parquet"), tmp_path, gold="label") is first
+    assert inspect(str(tmp_path / "items.parquet"), str(tmp_path / "classes.parquet"), tmp_path) is not first
+    pq.write_table(items.slice(0, 1000), tmp_path / "items.parquet")  # another size and modification time
+    assert inspect(str(tmp_path / "items.parquet"), str(tmp_path / "classes.parquet"), tmp_path).n_items == 1000
+    duplicated = items.set_column(0, "item_id", pa.array(["same"] * items.num_rows))
+    pq.write_table(duplicated, tmp_path / "items.parquet")
+    with pytest.raises(SourceError, match="item_id must be unique"):
+        inspect(str(tmp_path / "items.parquet"), str(tmp_path / "classes.parquet"), tmp_path)
+
+
 def _fail(tmp_path, items, classes, message, gold=None):
     pq.write_table(items, tmp_path / "bad-items.parquet")
     pq.write_table(classes, tmp_path / "bad-classes.parquet")
