@@ -66,7 +66,9 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
     dimensions and its classes (names and embeddings, by the class hash); else ValueError (bad input, before
     anything is written) saying what differs; with ``graph``, it must have the graph's part. Returns what labelling with it needs: the model's folder,
     content hash and id (``sealed``), the seed of its folds, how it was calibrated, and whether it stores what
-    an incremental night's graph needs (``neighbourhood``)."""
+    an incremental night's graph needs (``neighbourhood``); and the model as loaded (``held``): while the caller
+    holds it, the label tasks find it loaded (``models.load_model`` keeps models weakly) instead of reading and
+    checking every file again (K = 500: 1.3-2.8 s a load; K = 13: 0.06 s)."""
     row, model = store.stored_model(db, model_id)
     name, refit = row["model_id"], "refit with a full run (without --model)"
     if list(row["modalities"]) != list(plan.modalities):
@@ -96,7 +98,8 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
                          "or label with --graph-k 0")
     return {"sealed": {"folder": folder, "content_hash": row["content_hash"], "model_id": name},
             "seed": json.loads(row["params"])["core"]["seed"], "calibration": model.refinement.calibration,
-            "neighbourhood": models.has_late_part(folder, row["content_hash"], name, "neighbourhood")}
+            "neighbourhood": models.has_late_part(folder, row["content_hash"], name, "neighbourhood"),
+            "held": model}
 
 
 @task(name="extend-seal", **IO_TASK)

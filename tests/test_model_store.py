@@ -18,8 +18,9 @@ from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import Modality, embeddings, make_catalog
 from pairwise_core.drift import SAMPLE_ROWS, js_distance
 from tasks import store
-from tasks.models import MANIFEST, ModelMismatch, class_hash, save_part, seal
-from tasks.runs import start_run
+from tasks.models import MANIFEST, ModelMismatch, class_hash, load_model, save_part, seal
+from tasks.runs import check_stored_model, start_run
+from tasks.sources import inspect_sources
 from tasks.staging import Staging
 from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
 from test_model_arrays import fitted_parts
@@ -93,6 +94,15 @@ def test_the_stored_model_labels_as_the_run_did(stored):
                         [run_id, modality]))
         names = np.array(model.classifiers.class_names)
         assert got == dict(zip(items.column("item_id").to_pylist(), names[labels].tolist(), strict=True))
+
+
+def test_a_checked_model_is_held_so_that_labelling_finds_it_loaded(stored):
+    """check_stored_model hands back the model it loaded: while the flow holds it, every label task's load_model
+    returns that object instead of reading and checking the files again."""
+    db, _, _, _, items_glob, classes_path = stored
+    plan = inspect_sources(items_glob, classes_path, db=str(db), gold_column="label", chunk_size=300)
+    using = check_stored_model.fn(plan, classes_path, str(db), "latest")
+    assert load_model(**using["sealed"]) is using["held"]
 
 
 def test_pairwise_models_lists_the_stored_models(stored, env):  # noqa: F811
