@@ -49,12 +49,14 @@ class MetricCounts:
     """Confusion counts and calibration sums of the label rows added so far (see the module's docstring)."""
 
     def __init__(self, class_names: Sequence[str], parents: Mapping[str, str] | None = None) -> None:
-        self._words: list[str] = []
+        self._words: list[str] = []  # every class, parent and gold value met, by code
         self._codes: dict[str, int] = {}
-        self._leaf = np.array([self._code(name) for name in class_names], np.int64)
-        self._parent_of: dict[int, int] | None = None
+        for name in class_names:
+            self._code(name)
+        self._parent_of: tuple[np.ndarray, np.ndarray] | None = None  # (classes' codes, their parents' codes)
         if parents is not None:
-            self._parent_of = {self._code(name): self._code(parent) for name, parent in parents.items()}
+            self._parent_of = (np.array([self._code(name) for name in parents], np.int64),
+                               np.array([self._code(parent) for parent in parents.values()], np.int64))
         self._cells: dict[tuple[str, str, str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
         self._bins: dict[tuple[str, str], np.ndarray] = {}  # (level, modality) -> calibration_bins' (N_BINS, 3) sums
 
@@ -155,9 +157,9 @@ class MetricCounts:
         assert self._parent_of is not None
         lookup = np.arange(len(self._words) + 1, dtype=np.int64) if keep_outside \
             else np.full(len(self._words) + 1, -1, np.int64)
-        for child, parent in self._parent_of.items():
-            lookup[child] = parent
-        lookup[-1] = -1  # a null stays null
+        children, parents = self._parent_of
+        lookup[children] = parents
+        lookup[-1] = -1  # a null (-1) stays null
         return lookup[codes]
 
     def _count(self, cell: tuple[str, str, str, str], pred: np.ndarray, ref: np.ndarray) -> None:
