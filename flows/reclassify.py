@@ -76,7 +76,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     if params.incremental and params.model == "latest" and not stored_models(db):
         log.info(run_log.first_night(db))
         params = params.model_copy(update={"model": None, "incremental": False, "refit_on_drift": False})
-    # a stored model to label with must fit the catalog: refused before anything is written
+    # a stored model to label with must fit the catalog: refused before anything is written; `using` holds the
+    # model the check loaded ("held") until the flow ends, so the label tasks find it loaded
     using = params.model and check_stored_model(plan, params.classes, db, params.model, params.graph_k > 0)
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting
     # OpenBLAS spawn (and spin) its own threads on top oversubscribes the cores and slows every

@@ -68,7 +68,7 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
     content hash and id (``sealed``), the seed of its folds, how it was calibrated, and whether it stores what
     an incremental night's graph needs (``neighbourhood``); and the model as loaded (``held``): while the caller
     holds it, the label tasks find it loaded (``models.load_model`` keeps models weakly) instead of reading and
-    checking every file again (K = 500: 1.3-2.8 s a load; K = 13: 0.06 s)."""
+    checking every file again (K = 500: 1.2-2.8 s a load; K = 13: 0.06 s)."""
     row, model = store.stored_model(db, model_id)
     name, refit = row["model_id"], "refit with a full run (without --model)"
     if list(row["modalities"]) != list(plan.modalities):

@@ -9,13 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute
 import pytest
 
 from tasks import html_report, report, store
 from tasks.metric_counts import MetricCounts
 from tasks.sql import statement
+from test_sql_metrics import item_positions
 
 PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
 # a class name that is also HTML: the page must show it as text, never run it
@@ -106,8 +105,7 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
     # the confusion counts, as the labelling tasks count them and the agreement-metrics step stages them
     counts = MetricCounts(CLASSES)
     rows = con.execute("SELECT * FROM item_labels WHERE run_id = ?", [run_id]).to_arrow_table()
-    items = pa.compute.dictionary_encode(rows.column("item_id")).combine_chunks().indices.to_numpy()
-    counts.add(rows, items, con.execute("SELECT * FROM joint_labels WHERE run_id = ?", [run_id]).to_arrow_table())
+    counts.add(rows, item_positions(rows), con.execute("SELECT * FROM joint_labels WHERE run_id = ?", [run_id]).to_arrow_table())
     confusion, calibration = (table.drop_columns("level") for table in counts.tables())
     con.execute("INSERT INTO confusion_counts SELECT ?, * FROM confusion", [run_id])
     for method, value in (("base", 0.5), ("pairwise", 0.8), ("refined", None if old else 0.85)):
