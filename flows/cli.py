@@ -12,7 +12,8 @@ import argparse
 import gc
 import os
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
 if TYPE_CHECKING:
@@ -217,14 +218,15 @@ def _worker(args: argparse.Namespace) -> int:
 def _flow_or_fail(args: argparse.Namespace, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a flow in this process, showing its progress; a failure becomes one line (the run's reason)."""
     try:
-        if args.quiet:
-            return call()
-        from flows.progress import listening
-        from flows.terminal import display
+        with _without_heartbeats():
+            if args.quiet:
+                return call()
+            from flows.progress import listening
+            from flows.terminal import display
 
-        with display(sys.stderr, plain=args.verbose) as listener, listening(listener):
-            listener.phase("start Prefect")  # its temporary server, when no PREFECT_API_URL is set
-            return call()
+            with display(sys.stderr, plain=args.verbose) as listener, listening(listener):
+                listener.phase("start Prefect")  # its temporary server, when no PREFECT_API_URL is set
+                return call()
     except ValueError:
         raise
     except Exception as error:  # the run is marked failed with this reason in `runs`
@@ -233,6 +235,24 @@ def _flow_or_fail(args: argparse.Namespace, call: Callable[[], dict[str, Any]]) 
         if isinstance(error, ExportFailed):  # the run succeeded: its own message and exit code
             raise
         raise RuntimeError(f"run failed: {type(error).__name__}: {error}".splitlines()[0]) from None
+
+
+@contextmanager
+def _without_heartbeats() -> Iterator[None]:
+    """Flow runs of this process send no heartbeats, unless the user's Prefect settings set their frequency.
+
+    A heartbeat lets a server's automation mark a deployment's run crashed when the machine under its worker
+    dies; a run of this command has no worker, and the next run marks it abandoned in ``runs``. Prefect's
+    sync engine joins its heartbeat thread as each flow run ends, and that thread sleeps in steps of 1 s:
+    every run lasted 0-1 s more (a 1M relabel's wall time fell on steps of one second).
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    if "heartbeat_frequency" in get_current_settings().flows.model_fields_set:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def _strategy(text: str) -> str:

@@ -120,6 +120,20 @@ def test_every_option_has_help_that_ends_with_its_default_taken_from_the_params(
     assert {k: p.default for k, p in inspect.signature(demo.fn).parameters.items()} == DemoParams().model_dump()
 
 
+def test_runs_of_the_command_send_no_heartbeats_unless_the_user_sets_their_frequency():
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    from flows.cli import _without_heartbeats
+
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None  # Prefect's default sends them (and joins their thread as each run ends)
+    with _without_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == default
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 45}), _without_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency == 45
+
+
 def write_small_catalog(tmp_path):
     """2,000 items in row groups of 500: four partitions with --chunk-size 500."""
     items, classes = make_catalog(2000, 4, seed=3)
