@@ -35,14 +35,19 @@ _QUIET_DEFAULTS = {
 # two task threads decode at once: decoding the 1M catalog on two threads took
 # 3.8-6.1 s against 7.3-8.1 s on one, where jemalloc (bundled in pyarrow's
 # Linux wheels) took 3.5-3.7 s against 6.8 s, and a stored-model relabel's
-# pass went from 15.8-16.1 s to 13.2-13.3 s (docs/performance.md). If
-# mimalloc is used (another platform, or the user's choice): it returns freed
-# memory to the OS after 10 ms by default, and faulting it back in dominated
-# decoding; after 250 ms unused, memory that batches keep reusing stays and
-# the rest goes back (flat peak RSS). Read when pyarrow loads, so set before
-# anything imports it; the user's own settings win.
+# pass went from 15.8-16.1 s to 13.2-13.3 s (docs/performance.md). Arrow has
+# jemalloc give freed pages back after about 1 s; a label task frees each
+# batch's buffers and asks for as many again a batch later, after its labelling,
+# and got fresh pages to fault in: with jemalloc's own 10 s, the relabel's pass
+# took 7.7-7.9 s instead of 8.2-8.3 s (system time 1.2-1.4 s against 2.1-2.2 s),
+# with the same peak RSS. If mimalloc is used (another platform, or the user's
+# choice): it returns freed memory to the OS after 10 ms by default, and
+# faulting it back in dominated decoding; after 250 ms unused, memory that
+# batches keep reusing stays and the rest goes back (flat peak RSS). Read when
+# pyarrow loads, so set before anything imports it; the user's own settings win.
 ALLOCATOR_DEFAULTS = {"MIMALLOC_PURGE_DELAY": "250", "MIMALLOC_ARENA_EAGER_COMMIT": "1"} | (
-    {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"} if sys.platform.startswith("linux") else {})
+    {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "JE_ARROW_MALLOC_CONF": "dirty_decay_ms:10000"}
+    if sys.platform.startswith("linux") else {})
 
 
 def tune_allocator() -> None:
