@@ -464,7 +464,8 @@ class PairwiseClassifier:
         result = self.classify(X)
         return (result.label, result.margin) if return_margin else result.label
 
-    def classify(self, X: Any, *, given: Any = None, directions: np.ndarray | None = None) -> Classification:
+    def classify(self, X: Any, *, given: Any = None, directions: np.ndarray | None = None,
+                 square_norms: np.ndarray | None = None) -> Classification:
         """Base and pairwise labels with scores and margins, in one pass over ``X``.
 
         Per block of rows, one matrix product scores every item against every
@@ -476,11 +477,13 @@ class PairwiseClassifier:
         each item's current label too: a catalog's labels are reviewed in the
         same pass that makes the new ones. ``directions`` (m, d) are scored in the same product: the unit
         rows' products with them (``Classification.products``) and every item's cosines to every class
-        (``Classification.cosines``) are kept.
+        (``Classification.cosines``) are kept. ``square_norms`` (n,): the rows' square norms, if the caller
+        computed them as ``check_rows`` does to validate the rows itself: checked, not computed again.
         """
         self._check_fitted()
         x = check_matrix(X, "X", n_features=self.n_features_in_)
         codes = None if given is None else self._check_given(given, x.shape[0])
+        square_norms = None if square_norms is None else np.asarray(square_norms, x.dtype)
         k = self.n_classes_
         # pruned, the class-vs-rest columns come in bracket order: an item's top candidates are then picked in it
         extra = self._candidate_columns[self.bracket_] if self._pruned else self._weights
@@ -494,7 +497,8 @@ class PairwiseClassifier:
         parts, kept, products = [], [], []
         for start in range(0, x.shape[0], BLOCK_ROWS):
             block = x[start : start + BLOCK_ROWS]
-            norms = np.sqrt(check_rows(block, "X", offset=start))
+            given_squares = None if square_norms is None else square_norms[start : start + BLOCK_ROWS]
+            norms = np.sqrt(check_rows(block, "X", offset=start, square_norms=given_squares))
             scores = block @ columns.T
             cosines = scores[:, :k] / norms[:, None]
             base_label, base_score, base_margin = top_two(cosines)

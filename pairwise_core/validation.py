@@ -100,14 +100,19 @@ def check_matrix(x: Any, name: str, *, n_features: int | None = None) -> np.ndar
     return arr
 
 
-def check_rows(rows: np.ndarray, name: str, *, offset: int = 0) -> np.ndarray:
+def check_rows(rows: np.ndarray, name: str, *, offset: int = 0, square_norms: np.ndarray | None = None) -> np.ndarray:
     """Square norms of ``rows``, after checking every row is finite and non-zero.
 
     One pass: a NaN or Inf anywhere makes the row's square norm non-finite,
     and only an all-zero row has square norm 0. ``offset`` is the index of
-    the first row in the caller's numbering, for the message.
+    the first row in the caller's numbering, for the message. ``square_norms``: the rows' square norms as
+    this computes them (``np.einsum("ij,ij->i", rows, rows)``), when the caller has them already; they are
+    checked, not computed again.
     """
-    square_norms = np.einsum("ij,ij->i", rows, rows)
+    if square_norms is None:
+        square_norms = np.einsum("ij,ij->i", rows, rows)
+    elif square_norms.shape != rows.shape[:1]:
+        raise ValueError(f"square_norms must be of shape ({rows.shape[0]},), got {square_norms.shape}")
     if not np.isfinite(square_norms).all():
         finite = np.isfinite(rows).all(axis=1)  # precise, only on the rare bad path
         if not finite.all():

@@ -12,6 +12,7 @@ a million changed items is a one-in-4,000 event. A rejected row hashes to its re
 from __future__ import annotations
 
 import hashlib
+from functools import cache
 
 import numpy as np
 
@@ -22,8 +23,11 @@ _SEED = 0x5EED_F1A6
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
+@cache  # drawn once per width, not per batch (0.09 CPU-s per 1M items)
 def _multipliers(dim: int) -> np.ndarray:
-    return np.random.default_rng(_SEED + dim).integers(0, 2**63, dim, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    multipliers = np.random.default_rng(_SEED + dim).integers(0, 2**63, dim, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    multipliers.flags.writeable = False
+    return multipliers
 
 
 def _reason_hash(reason: str) -> np.uint64:

@@ -180,7 +180,8 @@ def label_partition(
                 # tourney's scores, the anchor's cosines and the refinement's E-step products
                 refiner = refinement.refiners[modality]
                 result = model.classify(usable.x, given=None if given is None else given[usable.valid],
-                                        directions=refiner.directions(usable.x.dtype))
+                                        directions=refiner.directions(usable.x.dtype),
+                                        square_norms=usable.square_norms)
                 terms = refiner.log_terms_of(result.products, result.cosines, result.label)
                 result = dataclasses.replace(result, cosines=None, products=None)  # n x K floats no longer needed
                 refined = terms.argmax(axis=1)

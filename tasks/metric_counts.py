@@ -166,7 +166,13 @@ class MetricCounts:
         both = (pred >= 0) & (ref >= 0)
         if not both.any():
             return
-        keys, counts = np.unique((pred[both] << _SHIFT) | ref[both], return_counts=True)
+        words = len(self._words)
+        if words * words <= 4 * pred.size:  # few cells for the rows: a count per cell, not a sort (the same keys)
+            counts = np.bincount(pred[both] * words + ref[both], minlength=words * words)
+            cells = np.flatnonzero(counts)
+            keys, counts = (cells // words) << _SHIFT | cells % words, counts[cells]
+        else:
+            keys, counts = np.unique((pred[both] << _SHIFT) | ref[both], return_counts=True)
         parts = self._cells.setdefault(cell, [])
         parts.append((keys, counts))
         if len(parts) >= _COMPACT_EVERY:

@@ -258,6 +258,24 @@ def test_float32_input_gives_float32_scores_and_same_labels():
     np.testing.assert_array_equal(result32.label, labels64)
 
 
+def test_square_norms_the_caller_has_give_the_same_result_and_are_still_checked():
+    rng = np.random.default_rng(9)
+    classes = rng.standard_normal((6, 24))
+    x = (classes[rng.integers(0, 6, 9000)] + rng.standard_normal((9000, 24))).astype(np.float32)  # 3 blocks
+    clf = PairwiseClassifier(classes).fit(x)
+    given = rng.integers(0, 6, len(x))
+    own = clf.classify(x, given=given)
+    passed = clf.classify(x, given=given, square_norms=np.einsum("ij,ij->i", x, x))
+    for field in ("base_label", "base_score", "base_margin", "label", "margin", "given_gap", "given_h2h"):
+        np.testing.assert_array_equal(getattr(passed, field), getattr(own, field))
+    zero = x.copy()
+    zero[5000] = 0
+    with pytest.raises(ValueError, match="all-zero vectors in rows 5000"):
+        clf.classify(zero, square_norms=np.einsum("ij,ij->i", zero, zero))
+    with pytest.raises(ValueError, match="square_norms must be of shape"):
+        clf.classify(x, square_norms=np.ones(len(x) - 1, np.float32))
+
+
 # -- invalid input -----------------------------------------------------------
 
 
