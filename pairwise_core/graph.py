@@ -16,6 +16,8 @@ Pure numpy and scipy.sparse: the neighbours come from an index the pipeline buil
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,15 +50,35 @@ def transition(a: sparse.csr_matrix, *, symmetric: bool = True) -> sparse.csr_ma
     return (sparse.diags(inverse) @ w).astype(np.float32).tocsr()
 
 
-def propagate(prior: np.ndarray, step: sparse.csr_matrix, *, alpha: float, iterations: int) -> np.ndarray:
+def propagate(prior: np.ndarray, step: sparse.csr_matrix, *, alpha: float, iterations: int,
+              threads: int = 1) -> np.ndarray:
     """F after ``iterations`` of F <- (1 - alpha) P + alpha S F from F = P, with S = D^-1 W (``transition``),
-    rows scaled to sum to one."""
+    rows scaled to sum to one. ``threads``: S F is taken in that many blocks of rows at once (scipy's
+    product lets the GIL go, and each row's sum is the same whichever block it is in)."""
     prior = np.asarray(prior, np.float32)
     anchored = (1 - alpha) * prior
+    bounds = np.linspace(0, step.shape[0], max(1, threads) + 1).astype(np.int64)
+    blocks = [(slice(a, b), step[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
     f = prior
-    for _ in range(iterations):
-        f = anchored + np.float32(alpha) * (step @ f)
+    with ThreadPoolExecutor(len(blocks)) if len(blocks) > 1 else nullcontext() as pool:
+        for _ in range(iterations):
+            f = anchored + np.float32(alpha) * _product(blocks, f, pool)
     return normalize(f)
+
+
+def _product(blocks: list[tuple[slice, sparse.csr_matrix]], f: np.ndarray, pool: ThreadPoolExecutor | None
+             ) -> np.ndarray:
+    """S F from S's blocks of rows, on the pool's threads."""
+    out = np.empty_like(f)
+
+    def rows(block: tuple[slice, sparse.csr_matrix]) -> None:
+        out[block[0]] = block[1] @ f
+
+    if pool is None:
+        rows(blocks[0])
+    else:
+        list(pool.map(rows, blocks))
+    return out
 
 
 def inductive(prior: np.ndarray, step: sparse.csr_matrix, stored: np.ndarray | sparse.csr_matrix, *,

@@ -45,13 +45,16 @@ def graphs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(graphs(), st.one_of(st.just(0.0), st.floats(0.01, 0.95)), st.integers(0, 12), st.sampled_from([1.0, 3.0]))
-def test_propagation_equals_the_dense_reference(graph, alpha, iterations, power) -> None:
+@given(graphs(), st.one_of(st.just(0.0), st.floats(0.01, 0.95)), st.integers(0, 12), st.sampled_from([1.0, 3.0]),
+       st.integers(2, 5))
+def test_propagation_equals_the_dense_reference_on_any_threads(graph, alpha, iterations, power, threads) -> None:
     prior, neighbours, cos = graph
     weights = edge_weights(cos, power)
     step = transition(adjacency(neighbours, weights, len(prior)))
     got = propagate(prior, step, alpha=alpha, iterations=iterations)
     np.testing.assert_allclose(got, dense_reference(prior, neighbours, weights, alpha, iterations), atol=2e-5)
+    # blocks of rows on threads (more threads than rows too): the same bits
+    np.testing.assert_array_equal(propagate(prior, step, alpha=alpha, iterations=iterations, threads=threads), got)
 
 
 @settings(max_examples=50, deadline=None)
