@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 from prefect import task
-from threadpoolctl import threadpool_limits
 
 from pairwise_core.graph import (
     GraphProjection, Neighbourhood, adjacency, edge_weights, fold_powers, inductive, propagate, sharpen, top_classes,
@@ -252,11 +251,8 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     present = [_load([path], "present") for path in part_paths]
     sizes = [len(p) for p in present]
     placed = np.flatnonzero(np.concatenate(present).any(axis=1))
-    # the step runs alone after the pass: its products get every core (the flow holds BLAS to one thread for
-    # the parallel partition tasks); a product's results do not depend on its threads
-    with threadpool_limits(limits=os.cpu_count(), user_api="blas"):
-        found, cosines, timings, index = neighbours(points[placed], k, seed)
-        measured = recall(points[placed], found, seed) if len(placed) > 1 else 1.0
+    found, cosines, timings, index = neighbours(points[placed], k, seed)
+    measured = recall(points[placed], found, seed) if len(placed) > 1 else 1.0
     del points
     graph = adjacency(found, edge_weights(cosines, POWER), len(placed))
     step = transition(graph)
@@ -266,6 +262,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in [f"prior/{i}" for i in range(n_modalities)] + ["joint"]:
         prior = _load(part_paths, name)
+        # the step runs alone after the pass: the propagation's products take every core
         f = propagate(prior[placed], step, alpha=ALPHA, iterations=ITERATIONS, threads=os.cpu_count() or 1)
         fitted = fold_powers(f, fold, gold, N_FOLDS, min_rows=MIN_CALIBRATION_ROWS, max_rows=CALIBRATION_ROWS,
                              seed=seed)

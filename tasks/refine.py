@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,13 @@ MIN_CALIBRATION_ROWS = 200
 CALIBRATION_ROWS = 5_000
 
 
-def pairwise_labels(models: dict[str, Any], sample: Sample) -> dict[str, np.ndarray]:
-    """Per modality, the pairwise label of each of the sample's rows (-1 where the modality was rejected):
-    the tourney once per fit, whatever it is read for."""
-    labels = {}
-    for modality, model in models.items():
-        valid = sample.valid[modality]
-        labels[modality] = np.full(sample.n_rows, -1, np.int64)
-        if valid.any():
-            labels[modality][valid] = model.predict(sample.x[modality][valid])
+def pairwise_labels(model: Any, sample: Sample, modality: str) -> np.ndarray:
+    """One modality's pairwise label of each of the sample's rows (-1 where the modality was rejected): the
+    tourney once per fit, whatever it is read for."""
+    valid = sample.valid[modality]
+    labels = np.full(sample.n_rows, -1, np.int64)
+    if valid.any():
+        labels[valid] = model.predict(sample.x[modality][valid])
     return labels
 
 
@@ -108,17 +107,24 @@ def fit_refinement(
     classifiers: Classifiers = load_part(model_dir, "classifiers")
     models = classifiers.models
     sample = load_sample(sample_paths, plan.modalities)
-    labels = pairwise_labels(models, sample)
-    save_labels(Path(labels_path), labels)
-    refiners = {}
-    for modality, model in models.items():
-        refiner = MixtureRefiner(model.class_embeddings, **refine_params)
+
+    def fit_modality(modality: str) -> tuple[np.ndarray, MixtureRefiner]:
+        labels = pairwise_labels(models[modality], sample, modality)
+        refiner = MixtureRefiner(models[modality].class_embeddings, **refine_params)
         valid = sample.valid[modality]
         if valid.any():
-            refiner.fit(sample.x[modality][valid], labels[modality][valid])
+            refiner.fit(sample.x[modality][valid], labels[valid])
         else:  # nothing to learn from: the classes stay at their prompts
             refiner.finalize()
-        refiners[modality] = refiner
+        return labels, refiner
+
+    # the modalities' tourneys and mixtures are independent, each on a thread of its own (numpy lets the GIL
+    # go in their products): the same model as one after the other, on as many cores as modalities
+    with ThreadPoolExecutor(max_workers=len(models)) as pool:
+        fitted = dict(zip(models, pool.map(fit_modality, models), strict=True))
+    labels = {modality: labels for modality, (labels, _) in fitted.items()}
+    refiners = {modality: refiner for modality, (_, refiner) in fitted.items()}
+    save_labels(Path(labels_path), labels)
     rows = np.sort(np.random.default_rng(seed).permutation(sample.n_rows)[:CALIBRATION_ROWS])
     sample = sample.rows(rows)
     present = np.stack([sample.valid[m] for m in plan.modalities], axis=1)
