@@ -22,6 +22,7 @@ from flows.params import ReclassifyParams
 from flows.progress import begin_phase, partition_done
 from tasks import run_log
 from tasks.artifacts import advance_progress, publish_artifacts, start_progress
+from tasks.environment import run_environment
 from tasks.fit import fit_masks, partition_stats
 from tasks.graph import fit_graph, inductive_graph, propagate_graph
 from tasks.graph_labels import apply_graph
@@ -255,6 +256,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     if params.graph_k else None,
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
                     "timings": timings,
+                    "environment": run_environment(),
                 },
             }
             staged = {

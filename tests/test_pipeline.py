@@ -45,6 +45,10 @@ def test_parquet_run_writes_every_table_and_matches_the_core(tmp_path, catalog):
     summary, db = run(tmp_path, items_glob, classes_path, seed=3)
     run_id = summary["run_id"]
     assert summary["details"]["n_partitions"] == 6
+    # what it computed on, kept with the run: another BLAS kernel may round a near tie the other way
+    environment = json.loads(rows(db, "SELECT details FROM runs")[0][0])["environment"]
+    assert environment["packages"]["numpy"] == np.__version__
+    assert environment["blas"] and all(blas["kernel"] for blas in environment["blas"] if blas["api"] == "openblas")
     assert rows(db, "SELECT status, n_items, n_classes, modalities FROM runs") == [
         ("succeeded", N_ITEMS, N_CLASSES, ["image", "text"])]
     assert rows(db, "SELECT count(*), count(DISTINCT item_id) FROM item_labels")[0] == (2 * N_ITEMS, N_ITEMS)
