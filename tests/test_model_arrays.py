@@ -6,6 +6,7 @@ import ast
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,22 @@ def test_a_models_parts_through_the_model_store_files_label_exactly_the_same(tmp
         with np.load(path, allow_pickle=False) as data:
             assert not [key for key in data.files if data[key].dtype.hasobject]
     assert load_part(str(tmp_path), "classifiers").to_arrays()[0]["class_names"].dtype.kind == "U"
+
+
+def test_a_later_fit_takes_the_part_this_process_saved_until_its_file_changes_or_the_model_is_sealed(tmp_path):
+    _, classifiers, refinement, _ = fitted_parts(3)
+    save_part(tmp_path, "classifiers", classifiers)
+    save_part(tmp_path, "refinement", refinement)
+    assert load_part(str(tmp_path), "classifiers") is classifiers
+    assert load_part(str(tmp_path), "refinement") is refinement
+    # a file changed since it was written (another writer): read from the file again
+    state = tmp_path / "classifiers.json"
+    os.utime(state, ns=(state.stat().st_atime_ns, state.stat().st_mtime_ns + 1_000_000))
+    reread = load_part(str(tmp_path), "classifiers")
+    assert reread is not classifiers and reread.class_names == classifiers.class_names
+    # sealed: the label tasks load the model checked against its hashes, and the fits' copies are let go
+    seal(str(tmp_path))
+    assert load_part(str(tmp_path), "refinement") is not refinement
 
 
 def test_a_zero_shot_review_has_no_discriminant_and_judges_by_the_zero_shot_route():
