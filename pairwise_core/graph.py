@@ -57,8 +57,10 @@ def propagate(prior: np.ndarray, step: sparse.csr_matrix, *, alpha: float, itera
     product lets the GIL go, and each row's sum is the same whichever block it is in)."""
     prior = np.asarray(prior, np.float32)
     anchored = (1 - alpha) * prior
-    bounds = np.linspace(0, step.shape[0], max(1, threads) + 1).astype(np.int64)
-    blocks = [(slice(a, b), step[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    blocks = [(slice(None), step)]
+    if threads > 1 and step.shape[0] > 1:
+        bounds = np.linspace(0, step.shape[0], threads + 1).astype(np.int64)
+        blocks = [(slice(a, b), step[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
     f = prior
     with ThreadPoolExecutor(len(blocks)) if len(blocks) > 1 else nullcontext() as pool:
         for _ in range(iterations):
