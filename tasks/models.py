@@ -53,6 +53,21 @@ class ModelMismatch(ValueError):
     """A model's file is missing, truncated or changed since it was sealed: bad input, refit."""
 
 
+# The parts a later fit reads (load_part) that this process wrote, while their files are unchanged: the fit
+# takes the object saved instead of parsing the file back (K = 500: the classifiers, whose pair weights are
+# rebuilt on load, 1.4 s of the refinement's fit). Dropped when the model is sealed: the label tasks load the
+# sealed model, checked against its hashes.
+_READ_BACK = ("classifiers", "refinement")
+_WRITTEN: dict[tuple[Path, str], tuple[tuple[int, ...], Fitted]] = {}
+_WRITTEN_LOCK = threading.Lock()
+
+
+def _identity(folder: Path, name: str) -> tuple[int, ...]:
+    """The part's two files as the file system has them (a replaced or rewritten file has another)."""
+    stats = [os.stat(folder / f"{name}.{suffix}") for suffix in ("npz", "json")]
+    return tuple(value for st in stats for value in (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
+
 def save_part(folder: Path, name: str, fitted: Fitted) -> str:
     """Write ``fitted`` as the part ``name`` of the model in ``folder``; return the folder."""
     arrays, state = fitted.to_arrays()
@@ -68,21 +83,6 @@ def save_part(folder: Path, name: str, fitted: Fitted) -> str:
                 del _WRITTEN[key]
             _WRITTEN[folder, name] = (_identity(folder, name), fitted)
     return str(folder)
-
-
-# The parts a later fit reads (load_part) that this process wrote, while their files are unchanged: the fit
-# takes the object saved instead of parsing the file back (K = 500: the classifiers, whose pair weights are
-# rebuilt on load, 1.4 s of the refinement's fit). Dropped when the model is sealed: the label tasks load the
-# sealed model, checked against its hashes.
-_READ_BACK = ("classifiers", "refinement")
-_WRITTEN: dict[tuple[Path, str], tuple[tuple[int, ...], Fitted]] = {}
-_WRITTEN_LOCK = threading.Lock()
-
-
-def _identity(folder: Path, name: str) -> tuple[int, ...]:
-    """The part's two files as the file system has them (a replaced or rewritten file has another)."""
-    stats = [os.stat(folder / f"{name}.{suffix}") for suffix in ("npz", "json")]
-    return tuple(value for st in stats for value in (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
 
 
 def _parse(name: str, arrays: bytes, state: bytes) -> Fitted:

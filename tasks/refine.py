@@ -122,8 +122,8 @@ def fit_refinement(
     # go in their products): the same model as one after the other, on as many cores as modalities
     with ThreadPoolExecutor(max_workers=len(models)) as pool:
         fitted = dict(zip(models, pool.map(fit_modality, models), strict=True))
-    labels = {modality: labels for modality, (labels, _) in fitted.items()}
-    refiners = {modality: refiner for modality, (_, refiner) in fitted.items()}
+    labels = {modality: fitted[modality][0] for modality in models}
+    refiners = {modality: fitted[modality][1] for modality in models}
     save_labels(Path(labels_path), labels)
     rows = np.sort(np.random.default_rng(seed).permutation(sample.n_rows)[:CALIBRATION_ROWS])
     sample = sample.rows(rows)
