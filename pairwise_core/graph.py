@@ -199,15 +199,17 @@ def fold_powers(f: np.ndarray, fold: np.ndarray, gold: np.ndarray, n_folds: int,
 @dataclass
 class Neighbourhood:
     """What the inductive step needs of a full run's graph, stored with its model: the index of the
-    catalog's points (faiss's own serialization, as bytes: the core never reads it), each indexed item's key
-    (a seeded 64-bit hash of its id, so an item a night relabels is not its own neighbour) and, per posterior
+    catalog's points (the core never reads it: ``None`` where the index is a file of its own, in faiss's
+    format, beside these arrays; faiss's serialization as bytes in a model stored before 2026-12-05), each
+    indexed item's key (a seeded 64-bit hash of its id, so an item a night relabels is not its own
+    neighbour) and, per posterior
     (``"0"``, ``"1"``, ... per modality, ``"joint"``), each item's propagated F before sharpening, cut to its
     top classes, and the fold powers that sharpened it.
 
     ``settings``: what the propagation used (alpha, power, k, seed, n_classes), for the step to use the same.
     """
 
-    index: np.ndarray
+    index: np.ndarray | None
     keys: np.ndarray
     values: dict[str, np.ndarray]
     classes: dict[str, np.ndarray]
@@ -219,7 +221,7 @@ class Neighbourhood:
         return top_rows(self.values[name], self.classes[name], int(self.settings["n_classes"]))
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        arrays = {"index": self.index, "keys": self.keys}
+        arrays = {"keys": self.keys} | ({} if self.index is None else {"index": self.index})
         for name in self.values:
             arrays |= {f"values/{name}": self.values[name], f"classes/{name}": self.classes[name],
                        f"powers/{name}": self.powers[name]}
@@ -228,6 +230,6 @@ class Neighbourhood:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], state: dict) -> Neighbourhood:
         names = state["posteriors"]
-        return cls(arrays["index"], arrays["keys"], {n: arrays[f"values/{n}"] for n in names},
+        return cls(arrays.get("index"), arrays["keys"], {n: arrays[f"values/{n}"] for n in names},
                    {n: arrays[f"classes/{n}"] for n in names}, {n: arrays[f"powers/{n}"] for n in names},
                    {key: value for key, value in state.items() if key != "posteriors"})

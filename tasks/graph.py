@@ -43,7 +43,7 @@ from pairwise_core.graph import (
     transition,
 )
 from pairwise_core.pair_stats import normalize_rows
-from tasks.models import load_late_part, save_part
+from tasks.models import ModelMismatch, load_late_part, own_file, read_own_file, save_part
 from tasks.policy import IO_TASK
 from tasks.refine import CALIBRATION_ROWS, MIN_CALIBRATION_ROWS
 from tasks.sample import N_FOLDS, load_sample
@@ -69,6 +69,7 @@ ITERATIONS = 10
 SHARPEN = math.sqrt(2)
 RECALL_QUERIES = 1_000  # seeded items whose neighbours are also found by exact search
 SEARCH_ROWS = 20_000
+READ_CHUNK = 1 << 24  # bytes faiss asks for at a time as it reads a stored index
 # the classes of an item's F a stored model keeps: every class up to 16, and at K = 500 a thirtieth of F
 # (16 values and class ids an item and posterior, 96 bytes at K < 65,536)
 TOP_CLASSES = 16
@@ -308,12 +309,29 @@ def _stage(results: dict[str, np.ndarray], sizes: list[int], staging: Staging) -
 
 def save_neighbourhood(model_folder: str, index: Any, keys: np.ndarray, kept: dict[str, tuple[np.ndarray, np.ndarray]],
                        powers: dict[str, list[float]], settings: dict[str, Any]) -> None:
-    """The model's ``neighbourhood`` part: the index in faiss's own format, as bytes in the npz (no pickle)."""
+    """The model's ``neighbourhood`` part: its arrays (no pickle), and the index in faiss's own file beside them,
+    written by faiss straight from the index (its serialization as bytes in the npz took three copies of 500 MB
+    at 1M items, and 4.6 s against 1.1 s)."""
     import faiss
 
     save_part(Path(model_folder), "neighbourhood", Neighbourhood(
-        faiss.serialize_index(index), keys.astype(np.uint64), {name: v for name, (v, _) in kept.items()},
+        None, keys.astype(np.uint64), {name: v for name, (v, _) in kept.items()},
         {name: c for name, (_, c) in kept.items()}, {name: np.asarray(powers[name]) for name in kept}, settings))
+    faiss.write_index(index, str(own_file(model_folder, "neighbourhood")))
+
+
+def stored_index(sealed: dict[str, str], stored: Neighbourhood) -> Any:
+    """The stored faiss index of the model's neighbourhood: its own file, checked against the model's manifest
+    and read by faiss from the checked file as it is open; or, in a model stored before, the bytes in the npz."""
+    import faiss
+
+    if stored.index is not None:
+        return faiss.deserialize_index(stored.index)
+    index = read_own_file(sealed["folder"], sealed["content_hash"], sealed["model_id"], "neighbourhood",
+                          lambda handle: faiss.read_index(faiss.PyCallbackIOReader(handle.read, READ_CHUNK)))
+    if index is None:
+        raise ModelMismatch(f"model {sealed['model_id']}: its neighbourhood has no index; refit with a full run")
+    return index
 
 
 def stored_neighbours(index: Any, points: np.ndarray, keys: np.ndarray, stored_keys: np.ndarray, k: int
@@ -342,11 +360,9 @@ def inductive_graph(part_paths: list[str], sealed: dict[str, str], k: int, n_mod
 
     The stored items are the catalog of the run that fitted the model: an item deleted since is still a
     neighbour (its F is what the model learned), and the night's items are not each other's."""
-    import faiss
-
     began = time.perf_counter()
     stored = load_late_part(sealed["folder"], sealed["content_hash"], sealed["model_id"], "neighbourhood")
-    index = faiss.deserialize_index(stored.index)
+    index = stored_index(sealed, stored)
     loaded = time.perf_counter()
     present = [_load([path], "present") for path in part_paths]
     placed = np.flatnonzero(np.concatenate(present).any(axis=1))

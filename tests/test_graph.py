@@ -195,3 +195,7 @@ def test_a_neighbourhood_round_trips_as_plain_arrays() -> None:
     back = Neighbourhood.from_arrays(arrays, state)
     assert back.settings == hood.settings and list(back.values) == ["0", "joint"]
     np.testing.assert_array_equal(back.stored("joint").toarray(), np.eye(3))
+    np.testing.assert_array_equal(back.index, hood.index)  # a model stored before kept the index here, as bytes
+    hood.index = None  # now it is a file of its own, beside the arrays
+    arrays, state = hood.to_arrays()
+    assert "index" not in arrays and Neighbourhood.from_arrays(arrays, state).index is None

@@ -189,7 +189,7 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
     folder = db.parent / path
     manifest = (folder / "model.json").read_bytes()
     assert hashlib.sha256(manifest).hexdigest() == content_hash  # sealed again, with the neighbourhood
-    assert {"neighbourhood.npz", "neighbourhood.json"} <= json.loads(manifest)["files"].keys()
+    assert {"neighbourhood.npz", "neighbourhood.json", "neighbourhood.faiss"} <= json.loads(manifest)["files"].keys()
     # the same day 0 for two other nights (a model's row names its folder beside the first database)
     plain, tampered = tmp_path / "plain.duckdb", tmp_path / "tampered.duckdb"
     for copy in (plain, tampered):
@@ -225,11 +225,15 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
     joint = rows(db, "SELECT count(*) FROM joint_labels WHERE run_id = 'night'")[0][0]
     assert joint == n_new + n_changed
 
-    # a stored index changed on disk is refused in one line, and the night commits nothing
-    stored = folder / "neighbourhood.npz"
-    stored.write_bytes(stored.read_bytes()[:-100])
-    with pytest.raises(ModelMismatch, match=rf"^model {model_id}: file neighbourhood.npz does not match its "
-                                            r"recorded hash; refit with a full run$"):
-        night(tampered, "tampered", 5)
-    assert rows(tampered, "SELECT status FROM runs WHERE run_id = 'tampered'") == [("failed",)]
-    assert rows(tampered, "SELECT count(*) FROM item_labels WHERE run_id = 'tampered'") == [(0,)]
+    # a stored neighbourhood changed on disk, its arrays or its index, is refused in one line, and the night
+    # commits nothing
+    for name in ("neighbourhood.npz", "neighbourhood.faiss"):
+        stored = folder / name
+        kept = stored.read_bytes()
+        stored.write_bytes(kept[:-100])
+        with pytest.raises(ModelMismatch, match=rf"^model {model_id}: file {name} does not match its "
+                                                r"recorded hash; refit with a full run$"):
+            night(tampered, name, 5)
+        stored.write_bytes(kept)
+        assert rows(tampered, f"SELECT status FROM runs WHERE run_id = '{name}'") == [("failed",)]
+        assert rows(tampered, f"SELECT count(*) FROM item_labels WHERE run_id = '{name}'") == [(0,)]

@@ -18,7 +18,8 @@ from pairwise_core import MixtureRefiner, PairwiseClassifier, embeddings, make_c
 from pairwise_core.graph import Neighbourhood, top_classes
 from pairwise_core.model import Classifiers, Refinement, Review
 from tasks.models import (
-    MANIFEST, ModelMismatch, extend_seal, has_late_part, load_late_part, load_model, load_part, save_part, seal,
+    MANIFEST, ModelMismatch, extend_seal, has_late_part, load_late_part, load_model, load_part, own_file,
+    read_own_file, save_part, seal,
 )
 from test_discriminant import N_FOLDS, catalogs, fit
 
@@ -227,7 +228,7 @@ def test_no_product_module_imports_a_pickler():
 
 def neighbourhood() -> Neighbourhood:
     values, classes = top_classes(np.eye(3, dtype=np.float32), 2)
-    return Neighbourhood(np.arange(50, dtype=np.uint8), np.arange(3, dtype=np.uint64), {"joint": values},
+    return Neighbourhood(None, np.arange(3, dtype=np.uint64), {"joint": values},
                          {"joint": classes}, {"joint": np.ones(N_FOLDS)},
                          {"k": 2, "alpha": 0.8, "power": 1.0, "seed": 0, "n_classes": 3})
 
@@ -249,6 +250,27 @@ def test_a_part_added_after_the_seal_is_sealed_again_and_read_only_on_demand(tmp
     with pytest.raises(ModelMismatch, match="^model m: file neighbourhood.npz does not match its recorded hash; "
                                             "refit with a full run$"):
         load_late_part(tmp_path, second, "m", "neighbourhood")
+
+
+def test_a_parts_own_file_is_sealed_with_it_and_read_only_as_sealed(tmp_path):
+    """The neighbourhood's index is a file in faiss's format beside the part's arrays: the second seal lists it,
+    ``read_own_file`` hands it open to its reader after checking it, and refuses it changed in one line; a model
+    without one (stored before) gives None."""
+    first = sealed(tmp_path)
+    assert read_own_file(tmp_path, first, "m", "neighbourhood", lambda handle: handle.read()) is None
+    save_part(tmp_path, "neighbourhood", neighbourhood())
+    written = bytes(range(256)) * 1000
+    own_file(tmp_path, "neighbourhood").write_bytes(written)
+    second = extend_seal(str(tmp_path), first, "m")
+    assert "neighbourhood.faiss" in json.loads((tmp_path / MANIFEST).read_bytes())["files"]
+    assert read_own_file(tmp_path, second, "m", "neighbourhood", lambda handle: handle.read()) == written
+    own_file(tmp_path, "neighbourhood").write_bytes(written[:-1])
+    with pytest.raises(ModelMismatch, match="^model m: file neighbourhood.faiss does not match its recorded hash; "
+                                            "refit with a full run$"):
+        read_own_file(tmp_path, second, "m", "neighbourhood", lambda handle: handle.read())
+    own_file(tmp_path, "neighbourhood").unlink()
+    with pytest.raises(ModelMismatch, match="^model m: file neighbourhood.faiss does not match"):
+        read_own_file(tmp_path, second, "m", "neighbourhood", lambda handle: handle.read())
 
 
 def test_a_second_seal_refuses_a_file_changed_since_the_first(tmp_path):
