@@ -32,11 +32,15 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from prefect import task
+from threadpoolctl import threadpool_limits
 
 from pairwise_core.graph import (
     GraphProjection, Neighbourhood, adjacency, edge_weights, fold_powers, inductive, propagate, sharpen, top_classes,
@@ -187,11 +191,15 @@ def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nd
     return found, cosines, timings, index
 
 
-def list_neighbours(index: Any, points: np.ndarray, k: int) -> np.ndarray:
+def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None = None) -> np.ndarray:
     """Each indexed point's k nearest other points (-1 where fewer), a list of the index at a time: the list's
     points against every point of the lists any of them would scan (each point's ``nprobe`` nearest lists),
     one matrix product by BLAS. A point so sees every point ``index.search`` would show it, and some more; at
-    1M points this took 38 s, ``index.search`` 52-145 s (bench/research_graph.md, "IVF instead of HNSW")."""
+    1M points this took 38 s, ``index.search`` 52-145 s (bench/research_graph.md, "IVF instead of HNSW").
+
+    The lists are searched on ``threads`` threads (every core), each list by one thread with one BLAS and one
+    OpenMP thread (``_one_thread_products``): its neighbours are then the same whichever thread, and however
+    many, search it. 1M points: 30 s -> 18 s against faiss's own loop on both cores."""
     import faiss
 
     lists = index.invlists
@@ -199,16 +207,37 @@ def list_neighbours(index: Any, points: np.ndarray, k: int) -> np.ndarray:
                else np.zeros(0, np.int64) for c in range(index.nlist)]
     _, probes = index.quantizer.search(points, index.nprobe)
     found = np.full((len(points), k), -1, np.int64)
-    for own in members:
-        if not len(own):
-            continue
+
+    def search(own: np.ndarray) -> None:
         candidates = np.concatenate([members[c] for c in np.unique(probes[own]) if c >= 0])
         width = min(k + 1, len(candidates))
         _, ids = faiss.knn(points[own], points[candidates], width, metric=faiss.METRIC_INNER_PRODUCT)
         ids = np.pad(np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1), ((0, 0), (0, k + 1 - width)),
                      constant_values=-1)
         found[own] = _first(ids, ids != own[:, None], k)
+
+    # OpenMP's thread count is each thread's own: the pool's threads set theirs
+    with _one_thread_products(), ThreadPoolExecutor(threads or os.cpu_count() or 1,
+                                                    initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
+        list(pool.map(search, [own for own in members if len(own)]))
     return found
+
+
+@contextmanager
+def _one_thread_products() -> Iterator[None]:
+    """faiss's exhaustive search by BLAS products (its default below 128,000 queries is its own loop, half as
+    fast here), on one BLAS and one OpenMP thread per caller: the callers are the threads."""
+    import faiss
+
+    threshold, threads = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
+    faiss.cvar.distance_compute_blas_threshold = 0
+    faiss.omp_set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = threshold
+        faiss.omp_set_num_threads(threads)
 
 
 def _first(ids: np.ndarray, others: np.ndarray, k: int, scores: np.ndarray | None = None

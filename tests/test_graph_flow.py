@@ -12,7 +12,7 @@ import pytest
 from conftest import write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
-from tasks.graph import PROBES, build_index, n_lists, neighbours, recall, stored_neighbours
+from tasks.graph import PROBES, build_index, list_neighbours, n_lists, neighbours, recall, stored_neighbours
 
 N_ITEMS, N_CLASSES = 1500, 6
 OPTIONS = {"signal_strength": 0.08, "label_noise": 0.0}  # a weak class signal: some labels for the graph to move
@@ -125,6 +125,22 @@ def test_a_list_at_a_time_sees_every_neighbour_a_search_point_by_point_would():
     searched = np.array([[j for j in row if j != i][:10] for i, row in enumerate(ids)])
     kth = np.einsum("nd,nd->n", points, points[searched[:, -1]])
     assert (cosines[:, -1] >= kth - 1e-6).all() and (found >= 0).all()
+
+
+def test_the_lists_give_the_same_neighbours_on_any_number_of_threads():
+    """Each list is searched by one thread with one BLAS and one OpenMP thread: the graph does not depend on
+    how many cores search it, and faiss's settings are as they were after."""
+    import faiss
+
+    rng = np.random.default_rng(8)
+    points = rng.normal(size=(3000, 64)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    index = build_index(points, seed=0)
+    threshold, omp = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
+    one = list_neighbours(index, points, 8, threads=1)
+    np.testing.assert_array_equal(list_neighbours(index, points, 8, threads=3), one)
+    assert (one >= 0).all() and not (one == np.arange(3000)[:, None]).any()
+    assert (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()) == (threshold, omp)
 
 
 def test_a_stored_item_queried_again_is_not_its_own_neighbour():
