@@ -126,9 +126,15 @@ def normalize(f: np.ndarray) -> np.ndarray:
 
 def sharpen(f: np.ndarray, power: float) -> np.ndarray:
     """f^power, rows renormalised: softmax(power * log f). Propagation averages neighbours, so its posteriors
-    come out underconfident; a label-free power brings their calibration back (bench/research_graph.md)."""
-    with np.errstate(divide="ignore"):
-        return normalize(np.power(f, np.float32(power), dtype=np.float32))
+    come out underconfident; a label-free power brings their calibration back (bench/research_graph.md).
+
+    Each row is taken relative to its largest entry first, as a softmax subtracts its largest term: the fitted
+    powers reach 150 on well-separated catalogs, where a row whose largest entry is below 0.55 underflowed
+    float32 to all zeros (1M synthetic items: 1,583 image rows, labelled class 0 with confidence 0)."""
+    top = f.max(axis=1, keepdims=True)
+    relative = np.divide(f, top, out=np.zeros_like(f), where=top > 0)
+    with np.errstate(under="ignore"):
+        return normalize(np.power(relative, np.float32(power), dtype=np.float32))
 
 
 @dataclass
