@@ -135,7 +135,7 @@ def search_by_lists(index: object, points: np.ndarray, k: int, nprobe: int) -> n
     ``tasks.graph.list_neighbours``. The probed lists are the list's, not each query's own as in
     ``index.search``."""
     index.nprobe = min(nprobe, index.nlist)
-    return list_neighbours(index, points, k)
+    return list_neighbours(index, points, k)[0]
 
 
 def exact_cosines(points: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -181,18 +181,16 @@ def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nd
     began = time.perf_counter()
     index = build_index(points, seed)
     built = time.perf_counter()
-    found = list_neighbours(index, points, k)
-    cosines = np.empty((n, k), np.float32)
-    for start in range(0, n, SEARCH_ROWS):
-        block = slice(start, start + SEARCH_ROWS)
-        cosines[block] = np.einsum("nd,nkd->nk", points[block], points[np.maximum(found[block], 0)])
-    cosines[found < 0] = np.nan
+    found, cosines = list_neighbours(index, points, k)
     timings = {"build_s": round(built - began, 3), "search_s": round(time.perf_counter() - built, 3)}
     return found, cosines, timings, index
 
 
-def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None = None) -> np.ndarray:
-    """Each indexed point's k nearest other points (-1 where fewer), a list of the index at a time: the list's
+def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Each indexed point's k nearest other points (-1 where fewer) and their inner products (NaN where
+    none; the product that ranked them, which a second pass over the points cost 3 s at 1M to recompute), a
+    list of the index at a time: the list's
     points against every point of the lists any of them would scan (each point's ``nprobe`` nearest lists),
     one matrix product by BLAS. A point so sees every point ``index.search`` would show it, and some more; at
     1M points this took 38 s, ``index.search`` 52-145 s (bench/research_graph.md, "IVF instead of HNSW").
@@ -207,20 +205,21 @@ def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None 
                else np.zeros(0, np.int64) for c in range(index.nlist)]
     _, probes = index.quantizer.search(points, index.nprobe)
     found = np.full((len(points), k), -1, np.int64)
+    products = np.full((len(points), k), np.nan, np.float32)
 
     def search(own: np.ndarray) -> None:
         candidates = np.concatenate([members[c] for c in np.unique(probes[own]) if c >= 0])
         width = min(k + 1, len(candidates))
-        _, ids = faiss.knn(points[own], points[candidates], width, metric=faiss.METRIC_INNER_PRODUCT)
-        ids = np.pad(np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1), ((0, 0), (0, k + 1 - width)),
-                     constant_values=-1)
-        found[own] = _first(ids, ids != own[:, None], k)
+        scores, ids = faiss.knn(points[own], points[candidates], width, metric=faiss.METRIC_INNER_PRODUCT)
+        pad = ((0, 0), (0, k + 1 - width))
+        ids = np.pad(np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1), pad, constant_values=-1)
+        found[own], products[own] = _first(ids, ids != own[:, None], k, np.pad(scores, pad))
 
     # OpenMP's thread count is each thread's own: the pool's threads set theirs
     with _one_thread_products(), ThreadPoolExecutor(threads or os.cpu_count() or 1,
                                                     initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
         list(pool.map(search, [own for own in members if len(own)]))
-    return found
+    return found, products
 
 
 @contextmanager

@@ -137,9 +137,12 @@ def test_the_lists_give_the_same_neighbours_on_any_number_of_threads():
     points /= np.linalg.norm(points, axis=1, keepdims=True)
     index = build_index(points, seed=0)
     threshold, omp = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
-    one = list_neighbours(index, points, 8, threads=1)
-    np.testing.assert_array_equal(list_neighbours(index, points, 8, threads=3), one)
+    one, products = list_neighbours(index, points, 8, threads=1)
+    three = list_neighbours(index, points, 8, threads=3)
+    np.testing.assert_array_equal(three[0], one)
+    np.testing.assert_array_equal(three[1], products)
     assert (one >= 0).all() and not (one == np.arange(3000)[:, None]).any()
+    np.testing.assert_allclose(products, np.einsum("nd,nkd->nk", points, points[one]), rtol=1e-5)
     assert (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()) == (threshold, omp)
 
 
