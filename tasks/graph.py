@@ -43,8 +43,8 @@ from prefect import task
 from threadpoolctl import threadpool_limits
 
 from pairwise_core.graph import (
-    GraphProjection, Neighbourhood, adjacency, edge_weights, fold_powers, inductive, propagate, sharpen, top_classes,
-    transition,
+    GraphProjection, Neighbourhood, adjacency, edge_weights, fold_powers, inductive, propagate, reorder, sharpen,
+    top_classes, transition,
 )
 from pairwise_core.pair_stats import normalize_rows
 from tasks.models import ModelMismatch, load_late_part, own_file, read_own_file, save_part
@@ -200,9 +200,7 @@ def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None 
     many, search it. 1M points: 30 s -> 18 s against faiss's own loop on both cores."""
     import faiss
 
-    lists = index.invlists
-    members = [faiss.rev_swig_ptr(lists.get_ids(c), lists.list_size(c)).copy() if lists.list_size(c)
-               else np.zeros(0, np.int64) for c in range(index.nlist)]
+    members = _members(index)
     _, probes = index.quantizer.search(points, index.nprobe)
     found = np.full((len(points), k), -1, np.int64)
     products = np.full((len(points), k), np.nan, np.float32)
@@ -220,6 +218,15 @@ def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None 
                                                     initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
         list(pool.map(search, [own for own in members if len(own)]))
     return found, products
+
+
+def _members(index: Any) -> list[np.ndarray]:
+    """The ids of each list of the IVF index, list by list (every indexed point in exactly one)."""
+    import faiss
+
+    lists = index.invlists
+    return [faiss.rev_swig_ptr(lists.get_ids(c), lists.list_size(c)).copy() if lists.list_size(c)
+            else np.zeros(0, np.int64) for c in range(index.nlist)]
 
 
 @contextmanager
@@ -284,7 +291,11 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     measured = recall(points[placed], found, seed) if len(placed) > 1 else 1.0
     del points
     graph = adjacency(found, edge_weights(cosines, POWER), len(placed))
-    step = transition(graph)
+    # the items list by list of the index: their neighbours sit near them, and so do their rows of F
+    order = np.concatenate([np.zeros(0, np.int64), *_members(index)])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    step = reorder(transition(graph), order)
     fold, gold = _load(part_paths, "fold")[placed], _load(part_paths, "gold")[placed]
     results: dict[str, np.ndarray] = {}
     powers: dict[str, list[float]] = {}
@@ -292,7 +303,8 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     for name in [f"prior/{i}" for i in range(n_modalities)] + ["joint"]:
         prior = _load(part_paths, name)
         # the step runs alone after the pass: the propagation's products take every core
-        f = propagate(prior[placed], step, alpha=ALPHA, iterations=ITERATIONS, threads=os.cpu_count() or 1)
+        f = propagate(prior[placed][order], step, alpha=ALPHA, iterations=ITERATIONS,
+                      threads=os.cpu_count() or 1)[inverse]
         fitted = fold_powers(f, fold, gold, N_FOLDS, min_rows=MIN_CALIBRATION_ROWS, max_rows=CALIBRATION_ROWS,
                              seed=seed)
         power = np.full(N_FOLDS, SHARPEN) if fitted is None else fitted

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pairwise_core.graph import (
-    GraphProjection, Neighbourhood, adjacency, edge_weights, inductive, normalize, propagate, sharpen, top_classes,
-    top_rows, transition,
+    GraphProjection, Neighbourhood, adjacency, edge_weights, inductive, normalize, propagate, reorder, sharpen,
+    top_classes, top_rows, transition,
 )
 
 
@@ -55,6 +55,19 @@ def test_propagation_equals_the_dense_reference_on_any_threads(graph, alpha, ite
     np.testing.assert_allclose(got, dense_reference(prior, neighbours, weights, alpha, iterations), atol=2e-5)
     # blocks of rows on threads (more threads than rows too): the same bits
     np.testing.assert_array_equal(propagate(prior, step, alpha=alpha, iterations=iterations, threads=threads), got)
+
+
+@settings(max_examples=100, deadline=None)
+@given(graphs(), st.integers(0, 2**32 - 1), st.integers(1, 3))
+def test_a_reordered_graph_propagates_the_same_bits(graph, seed, threads) -> None:
+    """Rows and columns in another order, each row's entries in theirs: P S P^T (P F) is P (S F) exactly."""
+    prior, neighbours, cos = graph
+    step = transition(adjacency(neighbours, edge_weights(cos, 1.0), len(prior)))
+    order = np.random.default_rng(seed).permutation(len(prior))
+    moved = reorder(step, order)
+    np.testing.assert_array_equal(moved.toarray(), step.toarray()[order][:, order])
+    got = propagate(prior[order], moved, alpha=0.8, iterations=5, threads=threads)
+    np.testing.assert_array_equal(got, propagate(prior, step, alpha=0.8, iterations=5)[order])
 
 
 @settings(max_examples=50, deadline=None)
