@@ -73,6 +73,7 @@ ITERATIONS = 10
 SHARPEN = math.sqrt(2)
 RECALL_QUERIES = 1_000  # seeded items whose neighbours are also found by exact search
 SEARCH_ROWS = 20_000
+PROBE_ROWS = 16 * 4096  # points a thread finds the nearest lists of at a time (faiss's BLAS takes 4,096 at once)
 READ_CHUNK = 1 << 24  # bytes faiss asks for at a time as it reads a stored index
 # the classes of an item's F a stored model keeps: every class up to 16, and at K = 500 a thirtieth of F
 # (16 values and class ids an item and posterior, 96 bytes at K < 65,536)
@@ -201,7 +202,6 @@ def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None 
     import faiss
 
     members = _members(index)
-    _, probes = index.quantizer.search(points, index.nprobe)
     found = np.full((len(points), k), -1, np.int64)
     products = np.full((len(points), k), np.nan, np.float32)
 
@@ -213,9 +213,14 @@ def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None 
         ids = np.pad(np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1), pad, constant_values=-1)
         found[own], products[own] = _first(ids, ids != own[:, None], k, np.pad(scores, pad))
 
+    def probe(start: int) -> np.ndarray:
+        return index.quantizer.search(points[start : start + PROBE_ROWS], index.nprobe)[1]
+
     # OpenMP's thread count is each thread's own: the pool's threads set theirs
     with _one_thread_products(), ThreadPoolExecutor(threads or os.cpu_count() or 1,
                                                     initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
+        probes = np.concatenate([np.zeros((0, index.nprobe), np.int64),
+                                 *pool.map(probe, range(0, len(points), PROBE_ROWS))])
         list(pool.map(search, [own for own in members if len(own)]))
     return found, products
 
