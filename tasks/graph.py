@@ -175,8 +175,8 @@ def _search_settings(index: Any, k: int) -> None:
 
 
 def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, float], Any]:
-    """Each point's k nearest other points by inner product (-1 where fewer exist), their exact cosines, the
-    index's build and search seconds, and the index."""
+    """Each point's k nearest other points by inner product (-1 where fewer exist), their cosines (the
+    search's float32 products of the unit points), the index's build and search seconds, and the index."""
     n = len(points)
     k = min(k, n - 1)
     began = time.perf_counter()
@@ -189,12 +189,12 @@ def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nd
 
 def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Each indexed point's k nearest other points (-1 where fewer) and their inner products (NaN where
-    none; the product that ranked them, which a second pass over the points cost 3 s at 1M to recompute), a
-    list of the index at a time: the list's
-    points against every point of the lists any of them would scan (each point's ``nprobe`` nearest lists),
-    one matrix product by BLAS. A point so sees every point ``index.search`` would show it, and some more; at
-    1M points this took 38 s, ``index.search`` 52-145 s (bench/research_graph.md, "IVF instead of HNSW").
+    """Each indexed point's k nearest other points (-1 where fewer) and their inner products (NaN where none:
+    the products that ranked them; recomputing them over the points took 3 s at 1M), a list of the index at a
+    time: the list's points against every point of the lists any of them would scan (each point's ``nprobe``
+    nearest lists), one matrix product by BLAS. A point so sees every point ``index.search`` would show it,
+    and some more; at 1M points this took 38 s, ``index.search`` 52-145 s (bench/research_graph.md, "IVF
+    instead of HNSW").
 
     The lists are searched on ``threads`` threads (every core), each list by one thread with one BLAS and one
     OpenMP thread (``_one_thread_products``): its neighbours are then the same whichever thread, and however
@@ -205,6 +205,9 @@ def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None 
     found = np.full((len(points), k), -1, np.int64)
     products = np.full((len(points), k), np.nan, np.float32)
 
+    def probe(start: int) -> np.ndarray:
+        return index.quantizer.search(points[start : start + PROBE_ROWS], index.nprobe)[1]
+
     def search(own: np.ndarray) -> None:
         candidates = np.concatenate([members[c] for c in np.unique(probes[own]) if c >= 0])
         width = min(k + 1, len(candidates))
@@ -212,9 +215,6 @@ def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None 
         pad = ((0, 0), (0, k + 1 - width))
         ids = np.pad(np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1), pad, constant_values=-1)
         found[own], products[own] = _first(ids, ids != own[:, None], k, np.pad(scores, pad))
-
-    def probe(start: int) -> np.ndarray:
-        return index.quantizer.search(points[start : start + PROBE_ROWS], index.nprobe)[1]
 
     # OpenMP's thread count is each thread's own: the pool's threads set theirs
     with _one_thread_products(), ThreadPoolExecutor(threads or os.cpu_count() or 1,

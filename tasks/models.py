@@ -27,10 +27,9 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
