@@ -58,13 +58,19 @@ def reorder(step: sparse.csr_matrix, order: np.ndarray) -> sparse.csr_matrix:
     other (an IVF index's lists) the rows of F a row reads stay in cache: the propagation of 1M items' three
     posteriors took 6.4 s instead of 13.8."""
     order = np.asarray(order, np.int64)
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
+    inverse = inverse_permutation(order)
     counts = np.diff(step.indptr)[order]
     indptr = np.concatenate([[0], np.cumsum(counts)])
     taken = np.repeat(step.indptr[order] - indptr[:-1], counts) + np.arange(indptr[-1])
     return sparse.csr_matrix((step.data[taken], inverse[step.indices[taken]].astype(step.indices.dtype),
                               indptr.astype(step.indptr.dtype)), shape=step.shape)
+
+
+def inverse_permutation(order: np.ndarray) -> np.ndarray:
+    """The positions of 0, 1, ... in ``order``: ``x[order][inverse_permutation(order)]`` is ``x``."""
+    inverse = np.empty(len(order), np.int64)
+    inverse[order] = np.arange(len(order))
+    return inverse
 
 
 def propagate(prior: np.ndarray, step: sparse.csr_matrix, *, alpha: float, iterations: int,

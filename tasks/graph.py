@@ -43,8 +43,8 @@ from prefect import task
 from threadpoolctl import threadpool_limits
 
 from pairwise_core.graph import (
-    GraphProjection, Neighbourhood, adjacency, edge_weights, fold_powers, inductive, propagate, reorder, sharpen,
-    top_classes, transition,
+    GraphProjection, Neighbourhood, adjacency, edge_weights, fold_powers, inductive, inverse_permutation, propagate,
+    reorder, sharpen, top_classes, transition,
 )
 from pairwise_core.pair_stats import normalize_rows
 from tasks.models import ModelMismatch, load_late_part, own_file, read_own_file, save_part
@@ -298,8 +298,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     graph = adjacency(found, edge_weights(cosines, POWER), len(placed))
     # the items list by list of the index: their neighbours sit near them, and so do their rows of F
     order = np.concatenate([np.zeros(0, np.int64), *_members(index)])
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
+    inverse = inverse_permutation(order)
     step = reorder(transition(graph), order)
     fold, gold = _load(part_paths, "fold")[placed], _load(part_paths, "gold")[placed]
     results: dict[str, np.ndarray] = {}

@@ -179,7 +179,12 @@ def _verified(folder: Path, name: str, expected: str, model_id: str, read: Calla
                 return None if read is None else read(handle)
     except FileNotFoundError:
         pass
-    raise ModelMismatch(f"model {model_id}: file {name} does not match its recorded hash; refit with a full run")
+    raise _mismatch(model_id, name)
+
+
+def _mismatch(model_id: str, name: str) -> ModelMismatch:
+    """The one line a missing, truncated or changed file of a model is refused with."""
+    return ModelMismatch(f"model {model_id}: file {name} does not match its recorded hash; refit with a full run")
 
 
 def _checked(folder: Path, name: str, expected: str, model_id: str) -> bytes:
@@ -189,7 +194,7 @@ def _checked(folder: Path, name: str, expected: str, model_id: str) -> bytes:
     except FileNotFoundError:
         data = None
     if data is None or hashlib.sha256(data).hexdigest() != expected:
-        raise ModelMismatch(f"model {model_id}: file {name} does not match its recorded hash; refit with a full run")
+        raise _mismatch(model_id, name)
     return data
 
 
