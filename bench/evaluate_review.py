@@ -1,7 +1,7 @@
 """How well annotation_issues finds known label errors: the three review routes against a supervised peer.
 
     .venv/bin/python bench/evaluate_review.py DATA [DATA ...] [--seeds 0 1 2] \
-        [--kinds uniform confused class-conditional] [--noise 0.10] [--jobs 2]
+        [--kinds uniform confused class-conditional] [--noise 0.10] [--graph-k 0] [--jobs 2]
 
 e.g. `bench/evaluate_review.py bench/data/real bench/data/real-verbs bench/data/real-verbs-mpnet`.
 Needs the `supervised` extra (scikit-learn). DATA is a directory holding
@@ -90,13 +90,13 @@ def load(path: Path) -> Catalog:
     return Catalog(path.name, items, names, truth, np.hstack(unit), base)
 
 
-def run_product(noisy_path: Path, classes: Path, seed: int, workdir: Path, ids: list[str]) -> dict:
+def run_product(noisy_path: Path, classes: Path, seed: int, workdir: Path, ids: list[str], graph_k: int = 0) -> dict:
     """`pairwise run --review both` on the noisy catalog: each route's p(given), aligned to ids, and the run's
     wall time, timings and review details."""
     db = workdir / f"review-{noisy_path.stem}.duckdb"
     command = [str(Path(sys.executable).with_name("pairwise")), "run", "--items", str(noisy_path),
                "--classes", str(classes), "--gold-column", "label", "--review", "both", "--issues-below", "1",
-               "--db", str(db), "--seed", str(seed)]
+               "--db", str(db), "--seed", str(seed), "--graph-k", str(graph_k)]
     start = time.perf_counter()
     result = subprocess.run(command, check=False, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -163,7 +163,8 @@ def evaluate(cat: Catalog, data: Path, kind: str, seed: int, args: argparse.Name
     noisy_path = workdir / f"{cat.name}-{kind}-{seed}.parquet"
     pq.write_table(cat.items.select(["item_id", *(f"{v}_embedding" for v in VIEWS)]).append_column(
         "label", pa.array(np.asarray(cat.names, dtype=object)[noisy], pa.string())), noisy_path)
-    run = run_product(noisy_path, data / "classes.parquet", seed, workdir, cat.items.column("item_id").to_pylist())
+    run = run_product(noisy_path, data / "classes.parquet", seed, workdir, cat.items.column("item_id").to_pylist(),
+                      args.graph_k)
     noisy_path.unlink()
     start = time.perf_counter()
     p_given = run["p_given"] | {PEER: peer_p_given(cat.x, noisy, seed, args.jobs)}
@@ -226,10 +227,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="kinds of noise (default all)")
     parser.add_argument("--noise", type=float, default=0.10, help="share of labels flipped (default 0.10)")
+    parser.add_argument("--graph-k", type=int, default=0,
+                        help="the run's --graph-k (default 0: no graph); with it, 'both' is both+neighbours")
     parser.add_argument("--jobs", type=int, default=2, help="peer folds fitted in parallel (default 2, the cores here)")
     args = parser.parse_args()
 
-    print("The three routes come from `pairwise run --gold-column label --review both --issues-below 1` on the noisy catalog; "
+    graph = f" --graph-k {args.graph_k}" if args.graph_k else ""
+    print(f"The three routes come from `pairwise run --gold-column label --review both --issues-below 1{graph}` on "
+          "the noisy catalog; "
           "the peer is a 5-fold out-of-fold LogisticRegression (C = 1) on the noisy labels. Every score is "
           "1 - p(given label)" + ("" if len(args.seeds) == 1 else "; cells: mean (min–max) over seeds") + ".")
     lines = []

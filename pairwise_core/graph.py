@@ -24,6 +24,7 @@ import numpy as np
 from scipy import sparse
 
 from pairwise_core.joint import fit_weights
+from pairwise_core.refine import log_softmax
 
 
 def edge_weights(similarities: np.ndarray, power: float) -> np.ndarray:
@@ -41,9 +42,15 @@ def adjacency(neighbours: np.ndarray, weights: np.ndarray, n_columns: int) -> sp
                              shape=(len(neighbours), n_columns))
 
 
+def undirected(a: sparse.csr_matrix) -> sparse.csr_matrix:
+    """W = A + A^T: the catalog's graph, whose edges both the propagation and the label vote read."""
+    return (a + a.T).tocsr()
+
+
 def transition(a: sparse.csr_matrix, *, symmetric: bool = True) -> sparse.csr_matrix:
-    """D^-1 W, float32, with W = A + A^T (the catalog's graph) or A (a new item's row against the stored
-    items). A row whose weights sum to zero stays empty: its item keeps (1 - alpha) P, renormalised later."""
+    """D^-1 W, float32, with W = A + A^T (the catalog's graph) or A (``symmetric=False``: a new item's row
+    against the stored items, or a W already made by ``undirected``). A row whose weights sum to zero stays
+    empty: its item keeps (1 - alpha) P, renormalised later."""
     w = (a + a.T).tocsr() if symmetric else a.tocsr()
     degree = np.asarray(w.sum(axis=1)).ravel()
     inverse = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
@@ -122,6 +129,24 @@ def inductive(prior: np.ndarray, step: sparse.csr_matrix, stored: np.ndarray | s
     spread = spread.toarray() if sparse.issparse(spread) else np.asarray(spread)
     f = (1 - alpha) * np.asarray(prior, np.float32) + np.float32(alpha) * spread.astype(np.float32)
     return normalize(f)
+
+
+def label_votes(w: sparse.csr_matrix, given: np.ndarray, n_classes: int) -> sparse.csr_matrix:
+    """(n, K), sparse: the weight of each row's neighbours that carry each given label, W times the one-hot
+    given labels. A neighbour without a given label (-1) does not vote; an item is not its own neighbour."""
+    given = np.asarray(given, np.int64)
+    voters = np.flatnonzero(given >= 0)
+    onehot = sparse.csr_matrix((np.ones(voters.size), (voters, given[voters])), shape=(len(given), n_classes))
+    return (w @ onehot).tocsr()
+
+
+def with_votes(route: np.ndarray, votes: np.ndarray, *, power: float, pseudo_count: float) -> np.ndarray:
+    """The review's log posterior with the neighbours' given labels as one more expert (SimiFeat's kNN vote,
+    as a product of experts): log_softmax(route + power * log v), v = (votes + c) / (sum of votes + K c).
+    A row with no voting neighbour has a uniform v and keeps its posterior. Float64, as the routes' are."""
+    votes = np.asarray(votes, np.float64)
+    vote = (votes + pseudo_count) / (votes.sum(axis=1, keepdims=True) + votes.shape[1] * pseudo_count)
+    return log_softmax(np.asarray(route, np.float64) + power * np.log(vote))
 
 
 def top_classes(f: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:

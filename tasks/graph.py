@@ -40,11 +40,12 @@ from typing import Any
 
 import numpy as np
 from prefect import task
+from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from pairwise_core.graph import (
-    GraphProjection, Neighbourhood, adjacency, edge_weights, fold_powers, inductive, inverse_permutation, propagate,
-    reorder, sharpen, top_classes, transition,
+    GraphProjection, Neighbourhood, adjacency, edge_weights, fold_powers, inductive, inverse_permutation,
+    label_votes, propagate, reorder, sharpen, top_classes, transition, undirected,
 )
 from pairwise_core.pair_stats import normalize_rows
 from tasks.models import ModelMismatch, load_late_part, own_file, read_own_file, save_part
@@ -68,6 +69,11 @@ EF_SEARCH = 64  # HNSW's candidates per query, at least 2k: a model stored befor
 ALPHA = 0.8
 POWER = 1.0  # edge weight max(cos, 0)^POWER
 ITERATIONS = 10
+# the review's kNN vote of the neighbours' given labels (bench/research_graph_review.md): its power in the product
+# of experts, chosen on the tune halves of the WordNet nouns and verbs and confirmed on their held-out halves,
+# and the pseudo-count per class that keeps an item with few voting neighbours near its own posterior
+VOTE_POWER = 1.0
+VOTE_PSEUDO_COUNT = 0.1
 # The propagated posteriors come out underconfident. With enough given labels, a power per fold is fitted out of
 # fold on them, as the refinement's confidence is; without, this label-free power (bench/research_graph.md).
 SHARPEN = math.sqrt(2)
@@ -101,12 +107,16 @@ class GraphParts:
         self._fold: list[np.ndarray] = []
         self._gold: list[np.ndarray] = []
         self._keys: list[np.ndarray] = []
+        self._review: list[np.ndarray] = []
 
     def add(self, points: np.ndarray, priors: list[np.ndarray], joint: np.ndarray, present: np.ndarray,
-            fold: np.ndarray, gold: np.ndarray | None, keys: np.ndarray) -> None:
+            fold: np.ndarray, gold: np.ndarray | None, keys: np.ndarray, review: np.ndarray | None = None) -> None:
         """A batch: (n, r) points, per modality (n, K) posteriors (zero rows where rejected), the joint one; the
-        rows' folds and gold class ids (-1: none), for the calibration; their keys (``item_hash``), which a
-        stored model keeps to tell an item a night relabels from its own old row."""
+        rows' folds and gold class ids (-1: none), for the calibration and the label vote; their keys
+        (``item_hash``), which a stored model keeps to tell an item a night relabels from its own old row; with
+        a review, its route's (n, K) log posterior (zero rows where not reviewed), which the vote joins."""
+        if review is not None:
+            self._review.append(review.astype(np.float32, copy=False))
         self._fold.append(fold)
         self._keys.append(keys)
         self._gold.append(np.full(len(points), -1, np.int64) if gold is None else gold)
@@ -116,7 +126,9 @@ class GraphParts:
         self._joint.append(joint.astype(np.float32, copy=False))
         self._present.append(present)
 
-    def save(self, path: Path, n_classes: int) -> str:
+    def save(self, path: Path, n_classes: int, keep_below: float | None = None) -> str:
+        """The partition's arrays; ``keep_below``: the review's (None without one), which annotation_issues
+        applies after the graph step."""
         def stacked(parts: list[np.ndarray], width: int, dtype: type) -> np.ndarray:
             return np.concatenate(parts) if parts else np.zeros((0, width), dtype)
 
@@ -127,6 +139,8 @@ class GraphParts:
                   "fold": stacked(self._fold, 0, np.int64).ravel(), "gold": stacked(self._gold, 0, np.int64).ravel(),
                   "keys": stacked(self._keys, 0, np.uint64).ravel()}
         arrays |= {f"prior/{i}": stacked(p, n_classes, np.float32) for i, p in enumerate(self._priors)}
+        if keep_below is not None:
+            arrays |= {"review": stacked(self._review, n_classes, np.float32), "keep_below": np.float64(keep_below)}
         np.savez(path, **arrays)
         return str(path)
 
@@ -295,11 +309,14 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     found, cosines, timings, index = neighbours(points[placed], k, seed)
     measured = recall(points[placed], found, seed) if len(placed) > 1 else 1.0
     del points
-    graph = adjacency(found, edge_weights(cosines, POWER), len(placed))
+    directed = adjacency(found, edge_weights(cosines, POWER), len(placed))
+    edges = int(directed.nnz)
+    graph = undirected(directed)
+    del directed
     # the items list by list of the index: their neighbours sit near them, and so do their rows of F
     order = np.concatenate([np.zeros(0, np.int64), *_members(index)])
     inverse = inverse_permutation(order)
-    step = reorder(transition(graph), order)
+    step = reorder(transition(graph, symmetric=False), order)
     fold, gold = _load(part_paths, "fold")[placed], _load(part_paths, "gold")[placed]
     results: dict[str, np.ndarray] = {}
     powers: dict[str, list[float]] = {}
@@ -322,12 +339,16 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
         save_neighbourhood(model_folder, index, _load(part_paths, "keys")[placed], kept, powers,
                            {"k": k, "alpha": ALPHA, "power": POWER, "seed": seed,
                             "n_classes": results["joint"].shape[1]})
-    paths = _stage(results, sizes, staging)
+    # the neighbours' given labels, which the review weighs in (tasks/graph_labels.py)
+    votes = None if (gold < 0).all() else _placed_rows(
+        label_votes(graph, gold, results["joint"].shape[1]), placed, sum(sizes))
+    paths = _stage(results, sizes, staging, votes)
     calibration = "gold" if fitted is not None else "label-free"
     details = {"k": k, "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS, "calibration": calibration,
                "sharpen": powers, "dims": DIMS, "index": f"faiss IVF{index.nlist},Flat nprobe {index.nprobe}",
-               "items": int(len(placed)),
-               "edges": int(graph.nnz), "recall": measured, "recall_queries": min(RECALL_QUERIES, len(placed)),
+               "items": int(len(placed)), "edges": edges, "recall": measured,
+               "recall_queries": min(RECALL_QUERIES, len(placed)),
+               "vote": None if votes is None else {"power": VOTE_POWER, "pseudo_count": VOTE_PSEUDO_COUNT},
                **timings, "total_s": round(time.perf_counter() - began, 3)}
     return paths, details
 
@@ -341,14 +362,37 @@ def sharpen_by_fold(f: np.ndarray, fold: np.ndarray, powers: np.ndarray) -> np.n
     return out
 
 
-def _stage(results: dict[str, np.ndarray], sizes: list[int], staging: Staging) -> list[str]:
-    """The graph's posteriors, rows of every partition one after the other, staged as a file per partition."""
+def _placed_rows(m: sparse.csr_matrix, placed: np.ndarray, n: int) -> sparse.csr_matrix:
+    """``m``'s rows at rows ``placed`` of an n-row matrix; the other rows empty."""
+    counts = np.zeros(n, np.int64)
+    counts[placed] = np.diff(m.indptr)
+    return sparse.csr_matrix((m.data, m.indices, np.concatenate([[0], np.cumsum(counts)])), shape=(n, m.shape[1]))
+
+
+def _stage(results: dict[str, np.ndarray], sizes: list[int], staging: Staging,
+           votes: sparse.csr_matrix | None = None) -> list[str]:
+    """The graph's posteriors, rows of every partition one after the other, staged as a file per partition;
+    with ``votes`` (every row's, sparse), each partition's rows of them too (``votes/data``, ``/indices``,
+    ``/indptr``)."""
     paths = []
     for index, (start, size) in enumerate(zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True)):
         path = staging.path("graph_posteriors", f"part-{index:05d}.npz")
-        np.savez(path, **{name: values[start : start + size] for name, values in results.items()})
+        arrays = {name: values[start : start + size] for name, values in results.items()}
+        if votes is not None:
+            own = votes[start : start + size]
+            arrays |= {"votes/data": own.data.astype(np.float32), "votes/indices": own.indices,
+                       "votes/indptr": own.indptr}
+        np.savez(path, **arrays)
         paths.append(str(path))
     return paths
+
+
+def staged_votes(data: Any, n_classes: int) -> sparse.csr_matrix | None:
+    """A partition's votes as ``_stage`` wrote them (``data``: its open npz), or None if the step had none."""
+    if "votes/data" not in data:
+        return None
+    indptr = data["votes/indptr"]
+    return sparse.csr_matrix((data["votes/data"], data["votes/indices"], indptr), shape=(len(indptr) - 1, n_classes))
 
 
 def save_neighbourhood(model_folder: str, index: Any, keys: np.ndarray, kept: dict[str, tuple[np.ndarray, np.ndarray]],

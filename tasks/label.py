@@ -69,6 +69,8 @@ REVIEW_SCHEMA = pa.schema([
     ("label_aware_p_given", pa.float64()),
     ("label_aware_label", pa.string()),
     ("agreeing_modalities", pa.int32()),
+    ("neighbours_p_given", pa.float64()),
+    ("neighbours_label", pa.string()),
 ])
 
 # one row per item the run labelled: what the catalog's state (catalog_items) records of it at commit
@@ -213,10 +215,13 @@ def label_partition(
                 }, schema=LABEL_SCHEMA))
                 labels.write_table(label_tables[-1])
                 label_rows.append(np.flatnonzero(usable.valid))
+            judged = None
             if review is not None:
-                table = review_table(review, joint, refinement.free_weights, xs, scales, fold, ids, given, names,
-                                     plan.parent)
-                reviews.write_table(table)
+                judged = judge(review, joint, refinement.free_weights, xs, scales, fold, given)
+                # with the graph, every judged row is staged: the graph step's vote may move p_given either way,
+                # and the rows below keep_below are picked after it (tasks/graph_labels.py)
+                reviews.write_table(review_table(judged, review.route, 1.0 if graph_parts is not None
+                                                 else review.keep_below, ids, given, joint, names, plan.parent))
             joint_table = joint.table(refinement.joint_weights[fold], run_id, ids, gold, names, plan.parent)
             joint_labels.write_table(joint_table)
             counts.add(pa.concat_tables([LABEL_SCHEMA.empty_table(), *label_tables]),
@@ -226,11 +231,15 @@ def label_partition(
                 rows, log_p = joint.log_posterior(refinement.joint_weights[fold])
                 joint_prior = np.zeros((batch.num_rows, n_classes), np.float32)
                 joint_prior[rows] = np.exp(log_p)
+                route = None
+                if judged is not None:
+                    route = np.zeros((batch.num_rows, n_classes), np.float32)
+                    route[judged.rows] = judged.route
                 graph_parts.add(fitted.graph.project(batch.num_rows, views), priors, joint_prior, joint.present, fold,
-                                given, item_hash(ids, seed))
+                                given, item_hash(ids, seed), route)
     sampled = drift_sample and drift_sample.save(staging.path("drift_sample", f"part-{partition.index:05d}.npz"))
     staged = graph_parts and graph_parts.save(staging.path("graph_parts", f"part-{partition.index:05d}.npz"),
-                                              n_classes)
+                                              n_classes, None if review is None else review.keep_below)
     confusion, calibration = counts.save(staging.part("metric_confusion", partition.index),
                                          staging.part("metric_calibration", partition.index))
     return {**{kind: str(path) for kind, path in paths.items()}, "n_labelled": n_labelled, "drift_sample": sampled,
@@ -313,45 +322,72 @@ def joint_rows(run_id: str, ids: pa.Array, posterior: np.ndarray, refined: np.nd
     }, schema=JOINT_SCHEMA)
 
 
-def review_table(review: Review, joint: Joint, free_weights: np.ndarray, xs: list[np.ndarray],
-                 scales: list[np.ndarray], fold: np.ndarray, ids: pa.Array, given: np.ndarray,
-                 names: pa.Array, parent: Level | None = None) -> pa.Table:
-    """review_items rows of the batch's items with a known given label, at least one modality, and a
-    p_given below the review's ``keep_below`` (every such item at 1). ``xs`` and ``scales``: per modality,
-    the rows' embeddings and inverse norms (the review scores unit rows). With a ``parent`` level,
-    p_given_parent is the given label's parent's probability: its children's summed in the same posterior."""
+@dataclass
+class Judged:
+    """The review's judgement of a batch's reviewable rows: those with a known given label and a modality."""
+
+    rows: np.ndarray  # the rows, in the batch
+    route: np.ndarray  # (n, K) the route's log posterior, which gives p_given
+    zero_shot: np.ndarray  # (n, K)
+    aware: np.ndarray | None  # (n, K); None for the zero-shot route
+
+
+def judge(review: Review, joint: Joint, free_weights: np.ndarray, xs: list[np.ndarray], scales: list[np.ndarray],
+          fold: np.ndarray, given: np.ndarray) -> Judged:
+    """The review's routes over the batch's reviewable rows. ``xs`` and ``scales``: per modality, the rows'
+    embeddings and inverse norms (the review scores unit rows)."""
     rows = np.flatnonzero((given >= 0) & joint.present.any(axis=1))
-    present, at = joint.present[rows], (np.arange(rows.size), given[rows])
+    present = joint.present[rows]
     zero_shot = joint_log_posterior(joint.terms[rows], present, free_weights)
-    every = rows.size == len(given)  # the usual batch: no copy of its embeddings
-    if not every:
+    if rows.size != len(given):  # the usual batch reviews every row: no copy of its embeddings
         xs, scales = [x[rows] for x in xs], [scale[rows] for scale in scales]
     route, aware = review.judge(zero_shot, xs, scales, present, fold[rows])
-    if review.keep_below < 1:
-        kept = route[at] < np.log(review.keep_below)
-        rows, present = rows[kept], present[kept]
-        route, zero_shot = route[kept], zero_shot[kept]
+    return Judged(rows, route, zero_shot, aware)
+
+
+def review_table(judged: Judged, route_name: str, keep_below: float, ids: pa.Array, given: np.ndarray,
+                 joint: Joint, names: pa.Array, parent: Level | None = None) -> pa.Table:
+    """review_items rows of the judged rows whose p_given is below ``keep_below`` (every row at 1). With a
+    ``parent`` level, p_given_parent is the given label's parent's probability: its children's summed in the
+    same posterior."""
+    rows, route, zero_shot, aware = judged.rows, judged.route, judged.zero_shot, judged.aware
+    if keep_below < 1:
+        kept = route[np.arange(rows.size), given[rows]] < np.log(keep_below)
+        rows, route, zero_shot = rows[kept], route[kept], zero_shot[kept]
         aware = None if aware is None else aware[kept]
-        at = (np.arange(rows.size), given[rows])
-    others = route.copy()
-    others[at] = -np.inf
-    suggested = others.argmax(axis=1)
-    agreeing = ((joint.refined[rows] == suggested[:, None]) & present).sum(axis=1)
-    n = rows.size
+    n, at = rows.size, (np.arange(rows.size), given[rows])
     return pa.table({
         "item_id": ids.take(pa.array(rows)),
         "given_label": names.take(pa.array(given[rows])),
-        "suggested_label": names.take(pa.array(suggested)),
-        "p_given": pa.array(np.exp(route[at])),
-        "p_given_parent": pa.nulls(n, pa.float64()) if parent is None else pa.array(
-            parent.probabilities(np.exp(route))[np.arange(n), np.asarray(parent.index)[given[rows]]]),
-        "route": _repeat(review.route, n),
+        **verdicts(route, given[rows], joint.refined[rows], joint.present[rows], names, parent),
+        "route": _repeat(route_name, n),
         "zero_shot_p_given": pa.array(np.exp(zero_shot[at])),
         "zero_shot_label": names.take(pa.array(zero_shot.argmax(axis=1))),
         "label_aware_p_given": pa.nulls(n, pa.float64()) if aware is None else pa.array(np.exp(aware[at])),
         "label_aware_label": pa.nulls(n, pa.string()) if aware is None else names.take(pa.array(aware.argmax(axis=1))),
-        "agreeing_modalities": pa.array(agreeing.astype(np.int32)),
+        "neighbours_p_given": pa.nulls(n, pa.float64()),
+        "neighbours_label": pa.nulls(n, pa.string()),
     }, schema=REVIEW_SCHEMA)
+
+
+def verdicts(route: np.ndarray, given: np.ndarray, refined: np.ndarray, present: np.ndarray, names: pa.Array,
+             parent: Level | None) -> dict[str, pa.Array]:
+    """What a route's log posterior (n, K) says of the given labels: p_given, p_given_parent, the suggested
+    label (the most likely other class) and how many modalities' refined labels (``refined``, ``present``:
+    (n, modalities)) are that suggestion."""
+    n = len(given)
+    at = (np.arange(n), given)
+    others = route.copy()
+    others[at] = -np.inf
+    suggested = others.argmax(axis=1)
+    agreeing = ((refined == suggested[:, None]) & present).sum(axis=1)
+    return {
+        "suggested_label": names.take(pa.array(suggested)),
+        "p_given": pa.array(np.exp(route[at])),
+        "p_given_parent": pa.nulls(n, pa.float64()) if parent is None else pa.array(
+            parent.probabilities(np.exp(route))[at[0], np.asarray(parent.index)[given]]),
+        "agreeing_modalities": pa.array(agreeing.astype(np.int32)),
+    }
 
 
 def parent_columns(parent: Level | None, posterior: np.ndarray) -> tuple[pa.Array, pa.Array]:

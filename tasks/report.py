@@ -202,7 +202,7 @@ ISSUE_COLUMNS = {
     "zero_shot_label": ("zs label", "zero-shot label"), "label_aware_p_given": ("la p_given", "label-aware p_given"),
     "label_aware_label": ("la label", "label-aware label"), "agreeing_modalities": ("agree", "agreeing modalities"),
 }
-PROBABILITIES = {"p_given", "p_given_parent", "zero_shot_p_given", "label_aware_p_given"}
+PROBABILITIES = {"p_given", "p_given_parent", "zero_shot_p_given", "label_aware_p_given", "neighbours_p_given"}
 ISSUES_NOTE = ("p_given: the probability that the given label is right, from the run's route (rank 1 has the "
                "lowest). Route zero-shot (zs): the refined joint posterior, which never reads the labels; "
                "label-aware (la): an out-of-fold discriminant fitted on the given labels (none on the zero-shot "
@@ -210,6 +210,9 @@ ISSUES_NOTE = ("p_given: the probability that the given label is right, from the
                "modalities (agree): how many modalities' refined labels are the suggested one.")
 PARENT_ISSUES_NOTE = ("p_parent: the probability that the given label's parent is right (its children's summed); "
                       "a wrong parent is the worse error, so the rank orders by p_given^0.75 * p_parent^0.25.")
+NEIGHBOURS_ISSUES_NOTE = ("+neighbours: the graph's (--graph-k) vote joins the route: the given labels of the item's "
+                          "neighbours, weighted by the graph's edges; nb p_given is the given label's share of it, "
+                          "nb label the label most of that weight carries.")
 OLD_ISSUES_NOTE = ("Scored by the schema-3 rules (a run made before schema version 4, with no p_given): score is "
                    "the share of modalities whose pairwise label is not the given one plus how far the given label "
                    "trails in base cosine, standardized among the items given the same label; agreeing modalities: "
@@ -224,15 +227,19 @@ def probability(value: float | None) -> str | None:
 
 
 def issue_columns(issues: list[Mapping[str, Any]]) -> tuple[dict[str, tuple[str, str]], str]:
-    """The columns of a run's top issues and their note: ISSUE_COLUMNS, and p_given_parent after p_given when
-    the run's classes have parents (schema version 8 on)."""
-    if all(issue.get("p_given_parent") is None for issue in issues):
-        return ISSUE_COLUMNS, ISSUES_NOTE
-    columns = dict(ISSUE_COLUMNS)
-    at = list(columns).index("p_given") + 1
-    items = list(columns.items())
-    return dict([*items[:at], ("p_given_parent", ("p_parent", "parent p_given")), *items[at:]]), \
-        f"{ISSUES_NOTE} {PARENT_ISSUES_NOTE}"
+    """The columns of a run's top issues and their note: ISSUE_COLUMNS; p_given_parent after p_given when the
+    run's classes have parents (schema version 8 on); the neighbours' vote after the agreeing modalities when
+    the review weighed it in (schema version 9 on)."""
+    columns, note = list(ISSUE_COLUMNS.items()), ISSUES_NOTE
+    if any(issue.get("p_given_parent") is not None for issue in issues):
+        at = list(ISSUE_COLUMNS).index("p_given") + 1
+        columns = [*columns[:at], ("p_given_parent", ("p_parent", "parent p_given")), *columns[at:]]
+        note = f"{note} {PARENT_ISSUES_NOTE}"
+    if any(issue.get("neighbours_p_given") is not None for issue in issues):
+        columns += [("neighbours_p_given", ("nb p_given", "neighbours' p_given")),
+                    ("neighbours_label", ("nb label", "neighbours' label"))]
+        note = f"{note} {NEIGHBOURS_ISSUES_NOTE}"
+    return dict(columns), note
 
 
 def issue_cells(issue: Mapping[str, Any], columns: Mapping[str, Any] = ISSUE_COLUMNS) -> list[Any]:

@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pairwise_core.graph import (
-    GraphProjection, Neighbourhood, adjacency, edge_weights, inductive, normalize, propagate, reorder, sharpen,
-    top_classes, top_rows, transition,
+    GraphProjection, Neighbourhood, adjacency, edge_weights, inductive, label_votes, normalize, propagate, reorder,
+    sharpen, top_classes, top_rows, transition, undirected, with_votes,
 )
+from pairwise_core.refine import log_softmax
 
 
 def dense_reference(prior: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, alpha: float,
@@ -108,6 +109,48 @@ def test_a_new_item_takes_one_step_against_the_stored_posteriors() -> None:
     mean = (weights[0] @ stored[neighbours[0]]) / weights[0].sum()
     np.testing.assert_allclose(inductive(prior[:1], row, stored, alpha=0.8)[0], 0.2 * prior[0] + 0.8 * mean,
                                rtol=1e-5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(graphs(), st.integers(0, 2**32 - 1))
+def test_the_label_vote_is_each_items_neighbours_weight_per_given_label(graph, seed) -> None:
+    """Brute force: for every item and class, the symmetric edge weights to its neighbours given that class."""
+    prior, neighbours, cos = graph
+    n, n_classes = prior.shape
+    given_labels = np.random.default_rng(seed).integers(-1, n_classes, n)  # -1: no given label, no vote
+    weights = edge_weights(cos, 1.0)
+    w = undirected(adjacency(neighbours, weights, n))
+    dense = np.zeros((n, n))
+    for i in range(n):
+        for j, weight in zip(neighbours[i], weights[i], strict=True):
+            if j >= 0:
+                dense[i, j] += weight
+                dense[j, i] += weight
+    expected = np.zeros((n, n_classes))
+    for i in range(n):
+        for j in range(n):
+            if given_labels[j] >= 0:
+                expected[i, given_labels[j]] += dense[i, j]
+    np.testing.assert_allclose(label_votes(w, given_labels, n_classes).toarray(), expected, atol=1e-6)
+    # the same W as the propagation's: its transition is W's rows scaled to sum to one
+    np.testing.assert_allclose(transition(w, symmetric=False).toarray(),
+                               transition(adjacency(neighbours, weights, n)).toarray(), atol=1e-7)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 8), st.integers(2, 6), st.floats(0.0, 3.0), st.floats(0.01, 2.0), st.integers(0, 2**32 - 1))
+def test_the_vote_joins_the_route_as_a_normalized_product_of_experts(n, n_classes, power, pseudo_count, seed) -> None:
+    rng = np.random.default_rng(seed)
+    route = log_softmax(rng.normal(0, 3, (n, n_classes)))
+    votes = rng.uniform(0, 2, (n, n_classes)) * (rng.random((n, n_classes)) < 0.5)
+    votes[0] = 0  # an item whose neighbours have no given label
+    got = with_votes(route, votes, power=power, pseudo_count=pseudo_count)
+    share = (votes + pseudo_count) / (votes.sum(axis=1, keepdims=True) + n_classes * pseudo_count)
+    expected = np.exp(route) * share**power
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.exp(got), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got[0], route[0], atol=1e-12)  # a uniform vote leaves the route as it is
+    np.testing.assert_allclose(with_votes(route, votes, power=0.0, pseudo_count=pseudo_count), route, atol=1e-12)
 
 
 def test_edge_weights_clip_negative_and_missing_similarities() -> None:

@@ -75,6 +75,7 @@ def review_part(path, rows):
         "zero_shot_p_given": [0.5] * n, "zero_shot_label": ["a"] * n,
         "label_aware_p_given": [r[3] for r in rows], "label_aware_label": [r[2] for r in rows],
         "agreeing_modalities": pa.array([1] * n, pa.int32()),
+        "neighbours_p_given": pa.nulls(n, pa.float64()), "neighbours_label": pa.nulls(n, pa.string()),
     }, schema=REVIEW_SCHEMA), path)
     return str(path)
 
