@@ -8,15 +8,16 @@ product run given ``--graph-k 20`` too. The run is in this process, so that what
 kept: each item's neighbours and edge weights (``tasks.graph.neighbours``) and its propagated, sharpened joint
 posterior (``tasks.graph._stage``). Routes scored, each as 1 - p(given label), against the flips:
 
-- the product's three (zero-shot, label-aware, both; unchanged by the graph today) and the peer;
+- the product's routes: zero-shot and label-aware (which the graph leaves as they are), 'both' as the pass
+  computed it (before the graph's vote: the route's log posterior at the given label, kept from
+  ``tasks.label.review_table``), 'both+neighbours (the product)' (annotation_issues.p_given), and the peer;
 - ``zero-shot graph``: the propagated joint posterior at the given label (the issue's first proposal);
 - ``vote``: SimiFeat-style, reimplemented: the given labels of the item's neighbours, weighted by the graph's
   symmetric edge weights W = A + Aᵀ, with a pseudo-count of ``EPS`` per class,
   v_i(c) = (Σ_j W_ij [y_j = c] + EPS) / (Σ_j W_ij + K EPS);
-- products of experts on the log scale, for ranking: ``both × vote^b`` and ``label-aware × vote^b``
-  (score log p_route(given) + b log v(given), b in BETAS), and ``label-aware × zero-shot graph`` with the run's
-  own weights for 'both'. These are unnormalized over the classes: a ranking, not a probability. Whatever wins
-  would be built normalized in the product and measured again.
+- products of experts: ``both × vote^b``, log_softmax(route + b log v) at the given label (b in BETAS; what the
+  product computes, at b = VOTE_POWER), the same sum unnormalized (a ranking only), and ``label-aware ×
+  zero-shot graph`` with the run's own weights for 'both' (unnormalized).
 
 Seeds' means (min-max) per catalog and kind; then which scores beat the product's 'both' on AUC and on
 precision@k for every catalog and kind.
@@ -57,21 +58,16 @@ def product_run(items: Path, classes: Path, seed: int, workdir: Path) -> dict:
 
     captured: dict = {}
     import tasks.label as product_label
-    from pairwise_core.joint import joint_log_posterior
 
     neighbours, load, stage = product_graph.neighbours, product_graph._load, product_graph._stage
     review_table = product_label.review_table
     captured["route"] = {}
 
-    def keep_route(review, joint, free_weights, xs, scales, fold, ids, given, names, parent=None):
-        """The review's route log posterior of each reviewed row, as review_table computes it, by item_id."""
-        rows = np.flatnonzero((given >= 0) & joint.present.any(axis=1))
-        zero_shot = joint_log_posterior(joint.terms[rows], joint.present[rows], free_weights)
-        picked = [x[rows] for x in xs], [scale[rows] for scale in scales]
-        route, _ = review.judge(zero_shot, *picked, joint.present[rows], fold[rows])
-        for item_id, values in zip(ids.take(pa.array(rows)).to_pylist(), route, strict=True):
+    def keep_route(judged, route_name, keep_below, ids, *args, **kwargs):
+        """The pass's route log posterior of each judged row (before the graph's vote), by item_id."""
+        for item_id, values in zip(ids.take(pa.array(judged.rows)).to_pylist(), judged.route, strict=True):
             captured["route"][item_id] = values
-        return review_table(review, joint, free_weights, xs, scales, fold, ids, given, names, parent)
+        return review_table(judged, route_name, keep_below, ids, *args, **kwargs)
 
     def keep_neighbours(points: np.ndarray, k: int, seed: int):
         out = neighbours(points, k, seed)
@@ -83,9 +79,9 @@ def product_run(items: Path, classes: Path, seed: int, workdir: Path) -> dict:
             captured["gold"], captured["keys"] = load(paths, "gold"), load(paths, "keys")
         return load(paths, name)
 
-    def keep_stage(results: dict, sizes: list[int], staging):
+    def keep_stage(results: dict, sizes: list[int], staging, *votes):
         captured["joint"] = results["joint"].copy()
-        return stage(results, sizes, staging)
+        return stage(results, sizes, staging, *votes)
 
     product_graph.neighbours, product_graph._load, product_graph._stage = keep_neighbours, keep_load, keep_stage
     product_label.review_table = keep_route
@@ -153,11 +149,13 @@ def evaluate(cat, data: Path, kind: str, seed: int, noise: float, workdir: Path)
     issue_rows = np.array([position[i] for i in issues.column("item_id").to_pylist()])
     product = {}
     for route, column in (("zero-shot", "zero_shot_p_given"), ("label-aware", "label_aware_p_given"),
-                          ("both", "p_given")):
+                          ("both+neighbours (the product)", "p_given")):
         values = np.empty(len(ids))
         values[issue_rows] = issues.column(column).to_numpy(zero_copy_only=False)
         product[route] = values[at]
     peer = peer_p_given(cat.x, noisy, seed, 2)[at]
+    route = np.stack([run["route"][ids[row]] for row in at]).astype(np.float64)  # graph row order
+    product["both"] = np.exp(route[np.arange(len(ids)), given_g])  # the pass's p_given, before the vote
 
     tiny = 1e-300
     log = {name: np.log(np.maximum(p, tiny)) for name, p in
@@ -166,7 +164,6 @@ def evaluate(cat, data: Path, kind: str, seed: int, noise: float, workdir: Path)
     weights = run["weights"]
     scores["label-aware × zero-shot graph (run's weights)"] = (weights["label_aware"] * log["label-aware"]
                                                                + weights["zero_shot"] * log["zero-shot graph"])
-    route = np.stack([run["route"][ids[row]] for row in at]).astype(np.float64)  # graph row order
     log_votes = np.log(votes)
     for beta in BETAS:
         scores[f"both × vote^{beta}, unnormalized"] = log["both"] + beta * log["vote"]

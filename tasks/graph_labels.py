@@ -1,4 +1,5 @@
-"""After the graph refinement: a partition's staged label rows, rewritten from its propagated posteriors."""
+"""After the graph refinement: a partition's staged label rows, rewritten from its propagated posteriors, and its
+review rows, with the neighbours' vote."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from scipy import sparse
 from prefect import task
+from scipy import sparse
 
 from pairwise_core.graph import with_votes
 from pairwise_core.hierarchy import Level
@@ -25,8 +26,8 @@ from tasks.staging import Staging
 def apply_graph(staged: dict[str, Any], posteriors: str, plan: Plan, staging: Staging, index: int,
                 run_id: str) -> dict[str, Any]:
     """The partition's item_labels and joint_labels rows with the graph's refined and joint labels (the base
-    and pairwise ones stay), and their metric counts; ``staged`` is what its label task returned, with these
-    paths replaced."""
+    and pairwise ones stay), their metric counts, and its review_items (``review_rows``); ``staged`` is what its
+    label task returned, with these paths replaced."""
     with np.load(staged["graph_parts"], allow_pickle=False) as parts:
         present, modalities = parts["present"], [str(m) for m in parts["modalities"]]
     with np.load(posteriors, allow_pickle=False) as data:
