@@ -318,6 +318,11 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     inverse = inverse_permutation(order)
     step = reorder(transition(graph, symmetric=False), order)
     fold, gold = _load(part_paths, "fold")[placed], _load(part_paths, "gold")[placed]
+    # the neighbours' given labels, which the review weighs in (tasks/graph_labels.py); W is let go before the
+    # propagation (1M items: 40M edges)
+    n_classes = _load(part_paths[:1], "joint").shape[1]
+    votes = None if (gold < 0).all() else _placed_rows(label_votes(graph, gold, n_classes), placed, sum(sizes))
+    del graph
     results: dict[str, np.ndarray] = {}
     powers: dict[str, list[float]] = {}
     kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -339,9 +344,6 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
         save_neighbourhood(model_folder, index, _load(part_paths, "keys")[placed], kept, powers,
                            {"k": k, "alpha": ALPHA, "power": POWER, "seed": seed,
                             "n_classes": results["joint"].shape[1]})
-    # the neighbours' given labels, which the review weighs in (tasks/graph_labels.py)
-    votes = None if (gold < 0).all() else _placed_rows(
-        label_votes(graph, gold, results["joint"].shape[1]), placed, sum(sizes))
     paths = _stage(results, sizes, staging, votes)
     calibration = "gold" if fitted is not None else "label-free"
     details = {"k": k, "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS, "calibration": calibration,

@@ -120,14 +120,17 @@ def test_the_review_weighs_in_the_neighbours_given_labels_before_it_keeps_the_is
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_stored_model_relabels_with_the_graph_as_its_fit_did(tmp_path, catalog):
     items_glob, classes_path = write_catalog(tmp_path / "in", *catalog, n_files=3)
-    _, db = run(tmp_path, "fit", items_glob, classes_path, graph_k=8)
+    _, db = run(tmp_path, "fit", items_glob, classes_path, graph_k=8, issues_below=1.0)
     db = str(db)
     reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=db, gold_column="label",
-                                        chunk_size=700, run_id="relabel", model="latest", graph_k=8))
+                                        chunk_size=700, run_id="relabel", model="latest", graph_k=8,
+                                        issues_below=1.0))
     labels = "SELECT item_id, modality, refined_class FROM item_labels WHERE run_id = ? ORDER BY ALL"
     assert rows(db, labels, ["relabel"]) == rows(db, labels, ["fit"])  # another partitioning, the same labels
     joint = "SELECT item_id, label, status FROM joint_labels WHERE run_id = ? ORDER BY ALL"
     assert rows(db, joint, ["relabel"]) == rows(db, joint, ["fit"])
+    issues = "SELECT item_id, p_given, route, neighbours_p_given FROM annotation_issues WHERE run_id = ? ORDER BY ALL"
+    assert rows(db, issues, ["relabel"]) == rows(db, issues, ["fit"]) != []  # the review with the vote too
 
     _, db_plain = run(tmp_path, "plain", items_glob, classes_path)
     with pytest.raises(ValueError, match=r"model \S+ was fitted without the graph refinement; refit with --graph-k, "
