@@ -3,11 +3,12 @@
 1. The fit projects each item's unit views to 128-d points (``fit_graph``: PCA of the seeded sample, a
    model part).
 2. The labelling pass stages, per partition, its items' points and their refined posteriors, per
-   modality and joint (``GraphParts``).
+   modality and joint, and with a review its route's posterior of every reviewed item (``GraphParts``).
 3. ``propagate_graph``, in the flow's process, indexes every point with faiss and finds each item's k
-   nearest neighbours. It then propagates the posteriors over the graph and stages the results per
-   partition.
-4. ``apply_graph`` rewrites each partition's staged label rows from them.
+   nearest neighbours. It then propagates the posteriors over the graph, counts each item's neighbours'
+   given labels (the review's vote), and stages the results per partition.
+4. ``apply_graph`` rewrites each partition's staged label rows from them, and its review rows with the vote
+   (tasks/graph_labels.py).
 5. A run that fits its model stores with it what the inductive step needs (``Neighbourhood``: the index, the
    items' keys, F cut to its top classes, the fold powers). An incremental night then labels its items with
    ``inductive_graph``: each item's k neighbours among the stored items, one step against their stored F.

@@ -12,7 +12,7 @@ from pairwise_core import make_catalog
 from pairwise_core.hierarchy import Level
 from pairwise_core.joint import joint_log_posterior
 from pairwise_core.model import Review
-from tasks.label import Joint, review_table
+from tasks.label import Joint, judge, review_table
 from tasks.report import render_report
 from tasks.review import PARENT_WEIGHT
 from tasks.sources import SourceError, inspect_sources
@@ -128,7 +128,8 @@ def test_p_given_parent_sums_the_given_leafs_siblings_in_the_reviews_posterior()
     names = pa.array([f"c{i}" for i in range(k)])
     review = Review("zero-shot", None, np.array([0.0, 1.0]), 1.0)
     free = np.array([0.7, 1.3])
-    args = (review, joint, free, [], [], np.zeros(n, np.int64), pa.array([f"i{i}" for i in range(n)]), given, names)
+    judged = judge(review, joint, free, [], [], np.zeros(n, np.int64), given)
+    args = (judged, review.route, review.keep_below, pa.array([f"i{i}" for i in range(n)]), given, joint, names)
     level = Level.of(PARENTS)
     table = review_table(*args, level).to_pylist()
     rows = np.flatnonzero((given >= 0) & present.any(axis=1))
