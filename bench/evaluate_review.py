@@ -11,9 +11,10 @@ seed, a seeded `--noise` share of the labels is flipped; the truth stays in
 memory and the noisy catalog is written as Parquet. Then:
 
 - the product: one `pairwise run --gold-column label --review both --issues-below 1 --seed S`
-  on the noisy catalog (a subprocess, timed whole). Its annotation_issues rows
-  give three routes' scores, 1 - p(given label): zero-shot (zero_shot_p_given,
-  the refined joint posterior, which never reads the labels), label-aware
+  (with `--graph-k K` when given: 'both' is then both+neighbours, the graph's vote joined) on the
+  noisy catalog (a subprocess, timed whole). Its annotation_issues rows give three routes' scores,
+  1 - p(given label): zero-shot (zero_shot_p_given, the refined joint posterior, which never reads the
+  labels), label-aware
   (label_aware_p_given, the out-of-fold discriminant on the given labels) and
   both (p_given, the two combined with the weights the run fitted);
 - the peer (confident learning, as cleanlab ranks by default): out-of-fold

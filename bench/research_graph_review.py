@@ -35,11 +35,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy import sparse
-from scipy.special import logsumexp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_review import VIEWS, load, measure, peer_p_given  # noqa: E402
+from pairwise_core.graph import with_votes  # noqa: E402
 from review_noise import KINDS, flip_labels  # noqa: E402
 
 K_GRAPH = 20
@@ -53,15 +52,13 @@ def product_run(items: Path, classes: Path, seed: int, workdir: Path) -> dict:
     """``pairwise run --review both --graph-k 20`` in this process; each route's p(given) by item_id and what
     the graph step computed."""
     import tasks.graph as product_graph
+    import tasks.label as product_label
     from flows import cli
     from tasks.sample import item_hash
 
-    captured: dict = {}
-    import tasks.label as product_label
-
+    captured: dict = {"route": {}}
     neighbours, load, stage = product_graph.neighbours, product_graph._load, product_graph._stage
     review_table = product_label.review_table
-    captured["route"] = {}
 
     def keep_route(judged, route_name, keep_below, ids, *args, **kwargs):
         """The pass's route log posterior of each judged row (before the graph's vote), by item_id."""
@@ -105,16 +102,14 @@ def product_run(items: Path, classes: Path, seed: int, workdir: Path) -> dict:
     return captured
 
 
-def vote(found: np.ndarray, cosines: np.ndarray, given: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n, K): the neighbours' given labels, weighted by W = A + Aᵀ (max(cos, 0) edges), smoothed by EPS."""
-    from pairwise_core.graph import adjacency, edge_weights
+def vote_counts(found: np.ndarray, cosines: np.ndarray, given: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n, K): the weight of each item's neighbours per given label, over the product's graph (W = A + Aᵀ,
+    max(cos, 0) edges)."""
+    from pairwise_core.graph import adjacency, edge_weights, label_votes, undirected
     from tasks.graph import POWER
 
-    a = adjacency(found, edge_weights(cosines, POWER), len(found))
-    w = (a + a.T).tocsr()
-    onehot = sparse.csr_matrix((np.ones(len(given)), (np.arange(len(given)), given)), shape=(len(given), n_classes))
-    counts = np.asarray((w @ onehot).todense())
-    return (counts + EPS) / (counts.sum(axis=1, keepdims=True) + n_classes * EPS)
+    w = undirected(adjacency(found, edge_weights(cosines, POWER), len(found)))
+    return label_votes(w, given, n_classes).toarray()
 
 
 def evaluate(cat, data: Path, kind: str, seed: int, noise: float, workdir: Path) -> dict[str, dict[str, float]]:
@@ -140,7 +135,8 @@ def evaluate(cat, data: Path, kind: str, seed: int, noise: float, workdir: Path)
     at = np.empty(len(ids), np.int64)
     at[rows] = np.arange(len(ids))  # catalog row of each graph row
     given_g, flipped_g = noisy[at], flipped[at]
-    votes = vote(run["found"], run["cosines"], given_g, len(cat.names))
+    counts = vote_counts(run["found"], run["cosines"], given_g, len(cat.names))
+    votes = (counts + EPS) / (counts.sum(axis=1, keepdims=True) + len(cat.names) * EPS)
     p_vote = votes[np.arange(len(ids)), given_g]
     p_graph = run["joint"][np.arange(len(ids)), given_g].astype(np.float64)
 
@@ -164,11 +160,9 @@ def evaluate(cat, data: Path, kind: str, seed: int, noise: float, workdir: Path)
     weights = run["weights"]
     scores["label-aware × zero-shot graph (run's weights)"] = (weights["label_aware"] * log["label-aware"]
                                                                + weights["zero_shot"] * log["zero-shot graph"])
-    log_votes = np.log(votes)
     for beta in BETAS:
         scores[f"both × vote^{beta}, unnormalized"] = log["both"] + beta * log["vote"]
-        combined = route + beta * log_votes
-        combined -= logsumexp(combined, axis=1, keepdims=True)
+        combined = with_votes(route, counts, power=beta, pseudo_count=EPS)
         scores[f"both × vote^{beta}"] = combined[np.arange(len(ids)), given_g]
     tiebreak = rng.permutation(len(ids))
     half = np.random.default_rng(HALVES_SEED).permutation(len(ids)) < len(ids) // 2  # by catalog row
