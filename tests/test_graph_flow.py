@@ -91,7 +91,7 @@ def test_the_review_weighs_in_the_neighbours_given_labels_before_it_keeps_the_is
     items = items.set_column(items.schema.get_field_index("label"), "label", pa.array(noisy, pa.string()))
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
     _, db_off = run(tmp_path, "off", items_glob, classes_path, graph_k=0, issues_below=1.0)
-    _, db = run(tmp_path, "vote", items_glob, classes_path, graph_k=10, issues_below=1.0)
+    summary, db = run(tmp_path, "vote", items_glob, classes_path, graph_k=10, issues_below=1.0)
     _, db_kept = run(tmp_path, "kept", items_glob, classes_path, graph_k=10, issues_below=0.5)
 
     issues = ("SELECT item_id, given_label, p_given, route, zero_shot_p_given, label_aware_p_given, "
@@ -115,6 +115,10 @@ def test_the_review_weighs_in_the_neighbours_given_labels_before_it_keeps_the_is
     assert [r[:8] for r in kept] == [r[:8] for r in on if r[2] < 0.5] and 0 < len(kept) < N_ITEMS
     details = json.loads(rows(db, "SELECT details FROM runs")[0][0])["graph"]
     assert details["vote"] == {"power": VOTE_POWER, "pseudo_count": VOTE_PSEUDO_COUNT}
+    # the report shows the vote's evidence and says what it is
+    header = next(line for line in summary["report"].splitlines() if line.startswith("| rank "))
+    assert header.replace(" ", "").endswith("|agree|nbp_given|nblabel|")
+    assert "+neighbours: the graph's (--graph-k) vote joins the route" in summary["report"]
 
 
 @pytest.mark.usefixtures("prefect_harness")
