@@ -210,9 +210,9 @@ ISSUES_NOTE = ("p_given: the probability that the given label is right, from the
                "modalities (agree): how many modalities' refined labels are the suggested one.")
 PARENT_ISSUES_NOTE = ("p_parent: the probability that the given label's parent is right (its children's summed); "
                       "a wrong parent is the worse error, so the rank orders by p_given^0.75 * p_parent^0.25.")
-NEIGHBOURS_ISSUES_NOTE = ("+neighbours: the graph's (--graph-k) vote joins the route: the given labels of the item's "
-                          "neighbours, weighted by the graph's edges; nb p_given is the given label's share of it, "
-                          "nb label the label most of that weight carries.")
+NEIGHBOURS_ISSUES_NOTE = ("+neighbours (nb): the graph's (--graph-k) vote joins the route: the given labels of the "
+                          "item's neighbours, weighted by the graph's edges; nb p_given is the given label's share of "
+                          "it, nb label the label most of that weight carries.")
 OLD_ISSUES_NOTE = ("Scored by the schema-3 rules (a run made before schema version 4, with no p_given): score is "
                    "the share of modalities whose pairwise label is not the given one plus how far the given label "
                    "trails in base cosine, standardized among the items given the same label; agreeing modalities: "

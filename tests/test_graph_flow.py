@@ -118,7 +118,7 @@ def test_the_review_weighs_in_the_neighbours_given_labels_before_it_keeps_the_is
     # the report shows the vote's evidence and says what it is
     header = next(line for line in summary["report"].splitlines() if line.startswith("| rank "))
     assert header.replace(" ", "").endswith("|agree|nbp_given|nblabel|")
-    assert "+neighbours: the graph's (--graph-k) vote joins the route" in summary["report"]
+    assert "+neighbours (nb): the graph's (--graph-k) vote joins the route" in summary["report"]
 
 
 @pytest.mark.usefixtures("prefect_harness")
