@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_review import VIEWS, load, measure, peer_p_given  # noqa: E402
-from pairwise_core.graph import with_votes  # noqa: E402
+from pairwise_core.graph import vote_shares, with_votes  # noqa: E402
 from review_noise import KINDS, flip_labels  # noqa: E402
 
 K_GRAPH = 20
@@ -136,7 +136,7 @@ def evaluate(cat, data: Path, kind: str, seed: int, noise: float, workdir: Path)
     at[rows] = np.arange(len(ids))  # catalog row of each graph row
     given_g, flipped_g = noisy[at], flipped[at]
     counts = vote_counts(run["found"], run["cosines"], given_g, len(cat.names))
-    votes = (counts + EPS) / (counts.sum(axis=1, keepdims=True) + len(cat.names) * EPS)
+    votes = vote_shares(counts, EPS)
     p_vote = votes[np.arange(len(ids)), given_g]
     p_graph = run["joint"][np.arange(len(ids)), given_g].astype(np.float64)
 

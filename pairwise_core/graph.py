@@ -140,13 +140,18 @@ def label_votes(w: sparse.csr_matrix, given: np.ndarray, n_classes: int) -> spar
     return (w @ onehot).tocsr()
 
 
+def vote_shares(votes: np.ndarray, pseudo_count: float) -> np.ndarray:
+    """(n, K) float64: each row's vote as a distribution, (votes + c) / (sum of votes + K c); a row with no
+    voting neighbour is uniform."""
+    votes = np.asarray(votes, np.float64)
+    return (votes + pseudo_count) / (votes.sum(axis=1, keepdims=True) + votes.shape[1] * pseudo_count)
+
+
 def with_votes(route: np.ndarray, votes: np.ndarray, *, power: float, pseudo_count: float) -> np.ndarray:
     """The review's log posterior with the neighbours' given labels as one more expert (SimiFeat's kNN vote,
-    as a product of experts): log_softmax(route + power * log v), v = (votes + c) / (sum of votes + K c).
+    as a product of experts): log_softmax(route + power * log v), v = ``vote_shares(votes, pseudo_count)``.
     A row with no voting neighbour has a uniform v and keeps its posterior. Float64, as the routes' are."""
-    votes = np.asarray(votes, np.float64)
-    vote = (votes + pseudo_count) / (votes.sum(axis=1, keepdims=True) + votes.shape[1] * pseudo_count)
-    return log_softmax(np.asarray(route, np.float64) + power * np.log(vote))
+    return log_softmax(np.asarray(route, np.float64) + power * np.log(vote_shares(votes, pseudo_count)))
 
 
 def top_classes(f: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:

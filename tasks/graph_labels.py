@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from prefect import task
 from scipy import sparse
 
-from pairwise_core.graph import with_votes
+from pairwise_core.graph import vote_shares, with_votes
 from pairwise_core.hierarchy import Level
 from tasks.graph import VOTE_POWER, VOTE_PSEUDO_COUNT, staged_votes
 from tasks.label import LABEL_SCHEMA, REVIEW_SCHEMA, joint_rows, parent_columns, verdicts
@@ -91,7 +91,7 @@ def review_rows(reviews: pa.Table, ids: pa.Array, routes: np.ndarray, keep_below
     if votes is not None and route_name != "zero-shot":
         counts = votes[row].toarray()
         route = with_votes(routes[row], counts, power=VOTE_POWER, pseudo_count=VOTE_PSEUDO_COUNT)
-        share = (counts + VOTE_PSEUDO_COUNT) / (counts.sum(axis=1, keepdims=True) + len(names) * VOTE_PSEUDO_COUNT)
+        share = vote_shares(counts, VOTE_PSEUDO_COUNT)
         voted = counts.sum(axis=1) > 0
         changed = verdicts(route, given, refined[row], present[row], names, parent) | {
             "route": pa.repeat(pa.scalar(f"{route_name}+neighbours"), reviews.num_rows),
