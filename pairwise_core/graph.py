@@ -185,9 +185,15 @@ def sharpen(f: np.ndarray, power: float) -> np.ndarray:
     powers reach 150 on well-separated catalogs, where a row whose largest entry is below 0.55 underflowed
     float32 to all zeros (1M synthetic items: 1,583 image rows, labelled class 0 with confidence 0)."""
     top = f.max(axis=1, keepdims=True)
+    if power == 0:  # f^0: every class alike, as numpy's 0^0 = 1 (a row with no mass stays empty)
+        return normalize(np.broadcast_to(top > 0, f.shape).astype(f.dtype))
     relative = np.divide(f, top, out=np.zeros_like(f), where=top > 0)
-    with np.errstate(under="ignore"):
-        return normalize(np.power(relative, np.float32(power), dtype=np.float32))
+    # exp(power * log): numpy's float32 exp and log are vectorised, its power is not, and is slower still where
+    # the results are subnormal (1M x 13 at power 152: 1.3 s against 0.1 s). A row's largest entry stays 1.
+    with np.errstate(divide="ignore", under="ignore"):
+        np.log(relative, out=relative)
+        relative *= np.float32(power)
+        return normalize(np.exp(relative, out=relative))
 
 
 @dataclass

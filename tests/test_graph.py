@@ -185,6 +185,26 @@ def test_sharpen_by_a_large_power_keeps_every_row_a_distribution() -> None:
     assert (got[2] == 0).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 9), st.sampled_from([0.0, 0.5, 1.0, 1.4142, 3.0, 40.0, 152.0]),
+       st.integers(0, 2**32 - 1))
+def test_sharpen_is_the_renormalised_power_in_float64(n: int, k: int, power: float, seed: int) -> None:
+    """Against f^power renormalised, in float64: zero entries and empty rows included, power 0 too."""
+    rng = np.random.default_rng(seed)
+    f = rng.dirichlet(np.ones(k) * 0.5, size=n).astype(np.float32)
+    f[rng.random((n, k)) < 0.2] = 0
+    f[rng.random(n) < 0.1] = 0
+    got = sharpen(f, power)
+    top = f.max(axis=1, keepdims=True).astype(np.float64)
+    powered = np.power(np.divide(f, top, out=np.zeros(f.shape), where=top > 0), power)
+    powered[(top == 0).ravel()] = 0
+    total = powered.sum(axis=1, keepdims=True)
+    expected = np.divide(powered, total, out=np.zeros_like(powered), where=total > 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    mass = (top > 0).ravel() & (power > 0)  # at power 0 every class is alike
+    np.testing.assert_array_equal(got[mass].argmax(axis=1), f[mass].argmax(axis=1))
+
+
 def test_the_projection_is_the_pca_of_the_concatenated_unit_views() -> None:
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(300, 6)), rng.normal(size=(300, 4)) + 2
