@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from pairwise_core import embeddings
 from pairwise_core.graph import GraphProjection, adjacency, edge_weights, fold_powers, propagate, transition
 from pairwise_core.pair_stats import normalize_rows
-from tasks.graph import _first, list_neighbours, recall
+from tasks.graph import _first, list_neighbours, nearest_lists, recall
 from tasks.refine import CALIBRATION_ROWS, MIN_CALIBRATION_ROWS
 from tasks.sample import N_FOLDS
 
@@ -135,7 +135,7 @@ def search_by_lists(index: object, points: np.ndarray, k: int, nprobe: int) -> n
     ``tasks.graph.list_neighbours``. The probed lists are the list's, not each query's own as in
     ``index.search``."""
     index.nprobe = min(nprobe, index.nlist)
-    return list_neighbours(index, points, k)[0]
+    return list_neighbours(index, points, k, nearest_lists(index, points))[0]
 
 
 def exact_cosines(points: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -160,10 +160,12 @@ def n_lists(n: int) -> int:
     return max(1, min(round(LISTS_PER_ROOT * math.sqrt(n)), n // MIN_LIST_ROWS))
 
 
-def build_index(points: np.ndarray, seed: int) -> Any:
-    """The faiss IVF index of the points (exact vectors, inner product): k-means lists trained on seeded rows
-    with a seeded k-means, then every point added on every core. Each list is filled by one thread in the
-    points' order, so the index, and the labels, are the same on every run."""
+def build_index(points: np.ndarray, seed: int, threads: int | None = None) -> tuple[Any, np.ndarray]:
+    """The faiss IVF index of the points (exact vectors, inner product), and each point's ``nprobe`` nearest
+    lists: k-means lists trained on seeded rows with a seeded k-means; each point then goes to the first of
+    its nearest lists, which the search needs anyway (``nearest_lists``): one search of the lists, not two
+    (1M points: adding them 3.2 -> 1.0 s). Each list is filled by one thread in the points' order, so the
+    index, and the labels, are the same on every run."""
     import faiss
 
     n, dims = points.shape
@@ -173,9 +175,12 @@ def build_index(points: np.ndarray, seed: int) -> Any:
     index.cp.min_points_per_centroid = 1  # a catalog under MIN_LIST_ROWS items: one list, and no warning
     rows = np.random.default_rng(seed).permutation(n)[: max(TRAIN_ROWS, MIN_LIST_ROWS * lists)]
     index.train(points[np.sort(rows)])
-    index.add(points)
     _search_settings(index, 0)
-    return index
+    probes = nearest_lists(index, points, threads)
+    # faiss reads raw pointers: both arrays are held by name until it returns
+    points, nearest = np.ascontiguousarray(points, np.float32), np.ascontiguousarray(probes[:, 0], np.int64)
+    index.add_core(n, faiss.swig_ptr(points), None, faiss.swig_ptr(nearest))
+    return index, probes
 
 
 def _search_settings(index: Any, k: int) -> None:
@@ -195,33 +200,41 @@ def neighbours(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nd
     n = len(points)
     k = min(k, n - 1)
     began = time.perf_counter()
-    index = build_index(points, seed)
+    index, probes = build_index(points, seed)
     built = time.perf_counter()
-    found, cosines = list_neighbours(index, points, k)
+    found, cosines = list_neighbours(index, points, k, probes)
     timings = {"build_s": round(built - began, 3), "search_s": round(time.perf_counter() - built, 3)}
     return found, cosines, timings, index
 
 
-def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None = None
+def nearest_lists(index: Any, points: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Each point's ``index.nprobe`` nearest lists, the nearest first: blocks of PROBE_ROWS points on every
+    core, each block by one thread (``_product_pool``), so the lists do not depend on the thread count."""
+    def probe(start: int) -> np.ndarray:
+        return index.quantizer.search(points[start : start + PROBE_ROWS], index.nprobe)[1]
+
+    with _product_pool(threads) as pool:
+        return np.concatenate([np.zeros((0, index.nprobe), np.int64),
+                               *pool.map(probe, range(0, len(points), PROBE_ROWS))])
+
+
+def list_neighbours(index: Any, points: np.ndarray, k: int, probes: np.ndarray, threads: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Each indexed point's k nearest other points (-1 where fewer) and their inner products (NaN where none:
     the products that ranked them; recomputing them over the points took 3 s at 1M), a list of the index at a
-    time: the list's points against every point of the lists any of them would scan (each point's ``nprobe``
-    nearest lists), one matrix product by BLAS. A point so sees every point ``index.search`` would show it,
-    and some more; at 1M points this took 38 s, ``index.search`` 52-145 s (bench/research_graph.md, "IVF
-    instead of HNSW").
+    time: the list's points against every point of the lists any of them would scan (``probes``: each point's
+    ``nprobe`` nearest lists), one matrix product by BLAS. A point so sees every point ``index.search`` would
+    show it, and some more; at 1M points this took 38 s, ``index.search`` 52-145 s (bench/research_graph.md,
+    "IVF instead of HNSW").
 
     The lists are searched on ``threads`` threads (every core), each list by one thread with one BLAS and one
-    OpenMP thread (``_one_thread_products``): its neighbours are then the same whichever thread, and however
-    many, search it. 1M points: 30 s -> 18 s against faiss's own loop on both cores."""
+    OpenMP thread (``_product_pool``): its neighbours are then the same whichever thread, and however many,
+    search it. 1M points: 30 s -> 18 s against faiss's own loop on both cores."""
     import faiss
 
     members = _members(index)
     found = np.full((len(points), k), -1, np.int64)
     products = np.full((len(points), k), np.nan, np.float32)
-
-    def probe(start: int) -> np.ndarray:
-        return index.quantizer.search(points[start : start + PROBE_ROWS], index.nprobe)[1]
 
     def search(own: np.ndarray) -> None:
         candidates = np.concatenate([members[c] for c in np.unique(probes[own]) if c >= 0])
@@ -231,11 +244,7 @@ def list_neighbours(index: Any, points: np.ndarray, k: int, threads: int | None 
         ids = np.pad(np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1), pad, constant_values=-1)
         found[own], products[own] = _first(ids, ids != own[:, None], k, np.pad(scores, pad))
 
-    # OpenMP's thread count is each thread's own: the pool's threads set theirs
-    with _one_thread_products(), ThreadPoolExecutor(threads or os.cpu_count() or 1,
-                                                    initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
-        probes = np.concatenate([np.zeros((0, index.nprobe), np.int64),
-                                 *pool.map(probe, range(0, len(points), PROBE_ROWS))])
+    with _product_pool(threads) as pool:
         list(pool.map(search, [own for own in members if len(own)]))
     return found, products
 
@@ -250,20 +259,22 @@ def _members(index: Any) -> list[np.ndarray]:
 
 
 @contextmanager
-def _one_thread_products() -> Iterator[None]:
-    """faiss's exhaustive search by BLAS products (its default below 128,000 queries is its own loop, half as
-    fast here), on one BLAS and one OpenMP thread per caller: the callers are the threads."""
+def _product_pool(threads: int | None = None) -> Iterator[ThreadPoolExecutor]:
+    """A pool of ``threads`` threads (every core) for faiss's exhaustive search by BLAS products (its default
+    below 128,000 queries is its own loop, half as fast here), one BLAS and one OpenMP thread each: the
+    callers are the threads. faiss's settings are restored after."""
     import faiss
 
-    threshold, threads = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
+    threshold, omp = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
     faiss.cvar.distance_compute_blas_threshold = 0
     faiss.omp_set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
+    try:  # OpenMP's thread count is each thread's own: the pool's threads set theirs
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(
+                threads or os.cpu_count() or 1, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
+            yield pool
     finally:
         faiss.cvar.distance_compute_blas_threshold = threshold
-        faiss.omp_set_num_threads(threads)
+        faiss.omp_set_num_threads(omp)
 
 
 def _first(ids: np.ndarray, others: np.ndarray, k: int, scores: np.ndarray | None = None

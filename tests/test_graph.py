@@ -270,6 +270,10 @@ def test_top_classes_keep_the_largest_values_in_the_smallest_type() -> None:
     assert classes.dtype == np.uint8 and classes.tolist() == [[1, 3], [0, 2]]
     np.testing.assert_array_equal(values, np.array([[0.5, 0.4], [0.7, 0.2]], np.float32))
     np.testing.assert_array_equal(top_rows(*top_classes(f, 9), 4).toarray(), f)  # m >= K: F as it was
+    for m in (4, 9):  # every class kept: each row's classes in order, in the same type
+        values, classes = top_classes(f, m)
+        assert classes.dtype == np.uint8 and classes.tolist() == [[0, 1, 2, 3]] * 2
+        np.testing.assert_array_equal(values, f)
 
 
 def test_a_neighbourhood_round_trips_as_plain_arrays() -> None:

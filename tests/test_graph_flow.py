@@ -13,7 +13,8 @@ from conftest import write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
 from tasks.graph import (
-    PROBES, VOTE_POWER, VOTE_PSEUDO_COUNT, build_index, list_neighbours, n_lists, neighbours, recall, stored_neighbours,
+    PROBES, VOTE_POWER, VOTE_PSEUDO_COUNT, _members, build_index, list_neighbours, n_lists, nearest_lists, neighbours,
+    recall, stored_neighbours,
 )
 
 N_ITEMS, N_CLASSES = 1500, 6
@@ -181,15 +182,34 @@ def test_the_lists_give_the_same_neighbours_on_any_number_of_threads():
     rng = np.random.default_rng(8)
     points = rng.normal(size=(3000, 64)).astype(np.float32)
     points /= np.linalg.norm(points, axis=1, keepdims=True)
-    index = build_index(points, seed=0)
     threshold, omp = faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()
-    one, products = list_neighbours(index, points, 8, threads=1)
-    three = list_neighbours(index, points, 8, threads=3)
+    index, probes = build_index(points, seed=0, threads=1)
+    np.testing.assert_array_equal(nearest_lists(index, points, threads=3), probes)
+    one, products = list_neighbours(index, points, 8, probes, threads=1)
+    three = list_neighbours(index, points, 8, probes, threads=3)
     np.testing.assert_array_equal(three[0], one)
     np.testing.assert_array_equal(three[1], products)
     assert (one >= 0).all() and not (one == np.arange(3000)[:, None]).any()
     np.testing.assert_allclose(products, np.einsum("nd,nkd->nk", points, points[one]), rtol=1e-5)
     assert (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()) == (threshold, omp)
+
+
+def test_each_point_is_added_to_its_nearest_list_as_faiss_would_add_it():
+    """The index takes each point's list from the search's nearest lists: the same lists, in the same order,
+    as faiss's own ``add``."""
+    import faiss
+
+    rng = np.random.default_rng(9)
+    points = rng.normal(size=(4000, 32)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    index, probes = build_index(points, seed=3)
+    assert index.ntotal == 4000 and probes.shape == (4000, min(PROBES, index.nlist))
+    own = faiss.clone_index(index)
+    own.reset()
+    own.add(points)
+    for c in range(index.nlist):
+        np.testing.assert_array_equal(_members(index)[c], _members(own)[c])
+        assert (probes[_members(index)[c], 0] == c).all()
 
 
 def test_a_stored_item_queried_again_is_not_its_own_neighbour():
@@ -199,13 +219,13 @@ def test_a_stored_item_queried_again_is_not_its_own_neighbour():
     points = rng.normal(size=(800, 128)).astype(np.float32)
     points /= np.linalg.norm(points, axis=1, keepdims=True)
     keys = rng.permutation(10**6)[:800].astype(np.uint64)
-    index = build_index(points, seed=0)
+    index, _ = build_index(points, seed=0)
     own, cosines = stored_neighbours(index, points[:50], keys[:50], keys, 5)
     assert own.shape == (50, 5) and (own >= 0).all() and not (own == np.arange(50)[:, None]).any()
     np.testing.assert_allclose(cosines, np.einsum("nd,nkd->nk", points[:50], points[own]), atol=1e-5)  # exact points
     new, _ = stored_neighbours(index, points[:50], np.full(50, 10**7, np.uint64), keys, 5)
     assert (new[:, 0] == np.arange(50)).mean() > 0.95
-    few, missing = stored_neighbours(build_index(points[:3], seed=0), points[:1], keys[:1], keys[:3], 5)
+    few, missing = stored_neighbours(build_index(points[:3], seed=0)[0], points[:1], keys[:1], keys[:3], 5)
     assert few.shape == (1, 3) and sorted(few[0, :2]) == [1, 2] and few[0, 2] == -1 and np.isnan(missing[0, 2])
 
 
