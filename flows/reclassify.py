@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from flows.params import ReclassifyParams
 from flows.progress import begin_phase, partition_done
 from tasks import run_log
-from tasks.artifacts import advance_progress, publish_artifacts, start_progress
+from tasks.artifacts import PROGRESS_EVERY_S, advance_progress, publish_artifacts, start_progress
 from tasks.environment import run_environment
 from tasks.fit import fit_masks, partition_stats
 from tasks.graph import fit_graph, inductive_graph, propagate_graph
@@ -359,7 +359,8 @@ def dask_runner(address: str) -> TaskRunner:
 def map_partitions(
     stage: str, partitions: list[Partition], arguments: dict[str, Any], progress: UUID, *, offset: int, total: int
 ) -> list[Any]:
-    """One pass: a task per partition, advancing the parent's progress artifact.
+    """One pass: a task per partition, advancing the parent's progress artifact (at most once a
+    PROGRESS_EVERY_S, and at the pass's end).
 
     Called as a plain function on the parent flow's local threads, or as a
     subflow on a Dask cluster. Every task reads its own partition by path:
@@ -368,10 +369,12 @@ def map_partitions(
     task = PARTITION_TASKS[stage]
     futures = task.map(partitions, **{name: unmapped(value) for name, value in arguments.items()})
     rows = {future: partition.n_rows for future, partition in zip(futures, partitions, strict=True)}
-    done = 0
+    done, shown = 0, -math.inf
     for future in as_completed(futures):
         future.result()
         done += 1
-        advance_progress(progress, offset + done, total)
+        if done == len(futures) or time.monotonic() - shown >= PROGRESS_EVERY_S:
+            advance_progress(progress, offset + done, total)
+            shown = time.monotonic()
         partition_done(rows[future])
     return [future.result() for future in futures]
