@@ -54,7 +54,7 @@ from tasks.policy import IO_TASK
 from tasks.refine import CALIBRATION_ROWS, MIN_CALIBRATION_ROWS
 from tasks.sample import N_FOLDS, load_sample
 from tasks.sources import Plan
-from tasks.staging import Staging
+from tasks.staging import StagedArrays, Staging, save_arrays
 
 DIMS = 128  # the points' dimensions: 512 bytes an item
 # The IVF index: k-means lists of the points, LISTS_PER_ROOT * sqrt(n) of them (at most one per MIN_LIST_ROWS
@@ -142,16 +142,13 @@ class GraphParts:
         arrays |= {f"prior/{i}": stacked(p, n_classes, np.float32) for i, p in enumerate(self._priors)}
         if keep_below is not None:
             arrays |= {"review": stacked(self._review, n_classes, np.float32), "keep_below": np.float64(keep_below)}
-        np.savez(path, **arrays)
-        return str(path)
+        return save_arrays(path, arrays)
 
 
 def _load(paths: list[str], name: str) -> np.ndarray:
-    parts = []
-    for path in paths:
-        with np.load(path, allow_pickle=False) as data:
-            parts.append(data[name])
-    return np.concatenate(parts)
+    """The array ``name`` of every partition's staged folder, one after the other: each mapped, then copied
+    once into the whole."""
+    return np.concatenate([np.asarray(StagedArrays(path).mapped(name)) for path in paths])
 
 
 def n_lists(n: int) -> int:
@@ -390,19 +387,19 @@ def _stage(results: dict[str, np.ndarray], sizes: list[int], staging: Staging,
     ``/indptr``)."""
     paths = []
     for index, (start, size) in enumerate(zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True)):
-        path = staging.path("graph_posteriors", f"part-{index:05d}.npz")
+        path = staging.path("graph_posteriors", f"part-{index:05d}")
         arrays = {name: values[start : start + size] for name, values in results.items()}
         if votes is not None:
             own = votes[start : start + size]
             arrays |= {"votes/data": own.data.astype(np.float32), "votes/indices": own.indices,
                        "votes/indptr": own.indptr}
-        np.savez(path, **arrays)
-        paths.append(str(path))
+        paths.append(save_arrays(path, arrays))
     return paths
 
 
 def staged_votes(data: Any, n_classes: int) -> sparse.csr_matrix | None:
-    """A partition's votes as ``_stage`` wrote them (``data``: its open npz), or None if the step had none."""
+    """A partition's votes as ``_stage`` wrote them (``data``: its staged arrays), or None if the step had
+    none."""
     if "votes/data" not in data:
         return None
     indptr = data["votes/indptr"]

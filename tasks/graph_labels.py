@@ -19,7 +19,7 @@ from tasks.label import LABEL_SCHEMA, REVIEW_SCHEMA, joint_rows, parent_columns,
 from tasks.metric_counts import MetricCounts
 from tasks.policy import IO_TASK
 from tasks.sources import Plan
-from tasks.staging import Staging
+from tasks.staging import StagedArrays, Staging
 
 
 @task(name="apply-graph", **IO_TASK)
@@ -28,11 +28,10 @@ def apply_graph(staged: dict[str, Any], posteriors: str, plan: Plan, staging: St
     """The partition's item_labels and joint_labels rows with the graph's refined and joint labels (the base
     and pairwise ones stay), their metric counts, and its review_items (``review_rows``); ``staged`` is what its
     label task returned, with these paths replaced."""
-    with np.load(staged["graph_parts"], allow_pickle=False) as parts:
-        present, modalities = parts["present"], [str(m) for m in parts["modalities"]]
-    with np.load(posteriors, allow_pickle=False) as data:
-        views = [data[f"posterior/{i}"] for i in range(len(modalities))]
-        joint = data["joint"]
+    parts, data = StagedArrays(staged["graph_parts"]), StagedArrays(posteriors)
+    present, modalities = parts["present"], [str(m) for m in parts["modalities"]]
+    views = [data[f"posterior/{i}"] for i in range(len(modalities))]
+    joint = data["joint"]
     ids = pq.read_table(staged["catalog_state"], columns=["item_id"]).column("item_id")
     names = pa.array(plan.class_names, pa.string())
     refined = np.stack([view.argmax(axis=1) for view in views], axis=1)
@@ -60,11 +59,9 @@ def apply_graph(staged: dict[str, Any], posteriors: str, plan: Plan, staging: St
              "review_items": staging.part("graph_review_items", index)}
     pq.write_table(labels, paths["item_labels"])
     pq.write_table(joint_table, paths["joint_labels"])
-    with np.load(staged["graph_parts"], allow_pickle=False) as parts, \
-            np.load(posteriors, allow_pickle=False) as data:
-        reviewed = None if "review" not in parts else review_rows(
-            pq.read_table(staged["review_items"]), ids, parts["review"], float(parts["keep_below"]),
-            staged_votes(data, len(names)), refined, present, names, plan.parent)
+    reviewed = None if "review" not in parts else review_rows(
+        pq.read_table(staged["review_items"]), ids, parts["review"], float(parts["keep_below"]),
+        staged_votes(data, len(names)), refined, present, names, plan.parent)
     if reviewed is not None:
         pq.write_table(reviewed, paths["review_items"])
     else:  # no review: the pass's (empty) rows stay

@@ -238,7 +238,7 @@ def label_partition(
                 graph_parts.add(fitted.graph.project(batch.num_rows, views), priors, joint_prior, joint.present, fold,
                                 given, item_hash(ids, seed), route)
     sampled = drift_sample and drift_sample.save(staging.path("drift_sample", f"part-{partition.index:05d}.npz"))
-    staged = graph_parts and graph_parts.save(staging.path("graph_parts", f"part-{partition.index:05d}.npz"),
+    staged = graph_parts and graph_parts.save(staging.path("graph_parts", f"part-{partition.index:05d}"),
                                               n_classes, None if review is None else review.keep_below)
     confusion, calibration = counts.save(staging.part("metric_confusion", partition.index),
                                          staging.part("metric_calibration", partition.index))
