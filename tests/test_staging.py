@@ -21,7 +21,7 @@ from pairwise_core import make_catalog
 from pairwise_core.model import Review
 from tasks.models import load_part, save_part
 from tasks.runs import start_run
-from tasks.staging import Staging, prepare_staging
+from tasks.staging import StagedArrays, Staging, prepare_staging, save_arrays
 from tasks.store import run_lock
 from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
 
@@ -155,3 +155,21 @@ def test_a_model_file_another_user_put_in_place_is_never_read(tmp_path):
     os.chown(tmp_path / "review.npz", NOBODY, NOBODY)
     with pytest.raises(PermissionError, match=f"written by uid {NOBODY}, not by this user"):
         load_part(str(tmp_path), "review")
+
+
+def test_staged_arrays_round_trip_as_plain_npy_files(tmp_path: Path) -> None:
+    """Names with a slash, a 0-d value, strings and an empty array come back as written, read whole or mapped;
+    the files are .npy, which np.load reads with allow_pickle=False."""
+    arrays = {"prior/0": np.arange(12, dtype=np.float32).reshape(4, 3), "keep_below": np.float64(0.5),
+              "modalities": np.array(["image", "text"]), "points": np.zeros((0, 8), np.float32)}
+    folder = save_arrays(tmp_path / "part-00000", arrays)
+    staged = StagedArrays(folder)
+    assert sorted(p.name for p in Path(folder).iterdir()) == [
+        "keep_below.npy", "modalities.npy", "points.npy", "prior.0.npy"]
+    for name, value in arrays.items():
+        assert name in staged
+        got = staged[name]
+        assert got.dtype == np.asarray(value).dtype and got.shape == np.asarray(value).shape
+        np.testing.assert_array_equal(got, value)
+        np.testing.assert_array_equal(np.asarray(staged.mapped(name)), value)
+    assert "review" not in staged
