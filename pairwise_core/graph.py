@@ -65,12 +65,14 @@ def reorder(step: sparse.csr_matrix, order: np.ndarray) -> sparse.csr_matrix:
     other (an IVF index's lists) the rows of F a row reads stay in cache: the propagation of 1M items' three
     posteriors took 6.4 s instead of 13.8."""
     order = np.asarray(order, np.int64)
-    inverse = inverse_permutation(order)
+    inverse = inverse_permutation(order).astype(step.indices.dtype)
     counts = np.diff(step.indptr)[order]
-    indptr = np.concatenate([[0], np.cumsum(counts)])
-    taken = np.repeat(step.indptr[order] - indptr[:-1], counts) + np.arange(indptr[-1])
-    return sparse.csr_matrix((step.data[taken], inverse[step.indices[taken]].astype(step.indices.dtype),
-                              indptr.astype(step.indptr.dtype)), shape=step.shape)
+    indptr = np.zeros(len(order) + 1, step.indptr.dtype)
+    np.cumsum(counts, out=indptr[1:])
+    # where each new entry is in S, in S's own index type (int32 below 2^31 entries: 1M items, 1.5 -> 0.55 s)
+    taken = np.repeat((step.indptr[order] - indptr[:-1]).astype(step.indptr.dtype), counts)
+    taken += np.arange(indptr[-1], dtype=step.indptr.dtype)
+    return sparse.csr_matrix((step.data[taken], inverse[step.indices[taken]], indptr), shape=step.shape)
 
 
 def inverse_permutation(order: np.ndarray) -> np.ndarray:
