@@ -15,7 +15,7 @@ from scipy import sparse
 from pairwise_core.graph import vote_shares, with_votes
 from pairwise_core.hierarchy import Level
 from tasks.graph import VOTE_POWER, VOTE_PSEUDO_COUNT, staged_votes
-from tasks.label import LABEL_SCHEMA, REVIEW_SCHEMA, joint_rows, parent_columns, verdicts
+from tasks.label import LABEL_SCHEMA, REVIEW_SCHEMA, agreeing_modalities, joint_rows, parent_columns, verdicts
 from tasks.metric_counts import MetricCounts
 from tasks.policy import IO_TASK
 from tasks.sources import Plan
@@ -97,8 +97,7 @@ def review_rows(reviews: pa.Table, ids: pa.Array, routes: np.ndarray, keep_below
         }
     else:  # the pass's verdicts; only the agreeing modalities are counted against the graph's labels
         suggested = pc.index_in(reviews.column("suggested_label"), value_set=names).to_numpy(zero_copy_only=False)
-        changed = {"agreeing_modalities": pa.array(
-            ((refined[row] == suggested[:, None]) & present[row]).sum(axis=1).astype(np.int32))}
+        changed = {"agreeing_modalities": agreeing_modalities(suggested, refined[row], present[row])}
     for column, values in changed.items():
         reviews = reviews.set_column(REVIEW_SCHEMA.get_field_index(column), column, values)
     if keep_below < 1:

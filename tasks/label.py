@@ -380,14 +380,18 @@ def verdicts(route: np.ndarray, given: np.ndarray, refined: np.ndarray, present:
     others = route.copy()
     others[at] = -np.inf
     suggested = others.argmax(axis=1)
-    agreeing = ((refined == suggested[:, None]) & present).sum(axis=1)
     return {
         "suggested_label": names.take(pa.array(suggested)),
         "p_given": pa.array(np.exp(route[at])),
         "p_given_parent": pa.nulls(n, pa.float64()) if parent is None else pa.array(
             parent.probabilities(np.exp(route))[at[0], np.asarray(parent.index)[given]]),
-        "agreeing_modalities": pa.array(agreeing.astype(np.int32)),
+        "agreeing_modalities": agreeing_modalities(suggested, refined, present),
     }
+
+
+def agreeing_modalities(suggested: np.ndarray, refined: np.ndarray, present: np.ndarray) -> pa.Array:
+    """How many modalities' refined labels (``refined``, ``present``: (n, modalities)) are the suggestion."""
+    return pa.array(((refined == suggested[:, None]) & present).sum(axis=1).astype(np.int32))
 
 
 def parent_columns(parent: Level | None, posterior: np.ndarray) -> tuple[pa.Array, pa.Array]:
