@@ -124,9 +124,16 @@ def _demo(args: argparse.Namespace) -> int:
 
     summary = _flow_or_fail(args, run)
     _show_report(args, args.db, summary)
-    _say(args, f"\nQuery it: .venv/bin/python -c \"import duckdb; "
+    _say(args, f"\nQuery it: {_python_command()} -c \"import duckdb; "
          f"print(duckdb.connect('{args.db}', read_only=True).sql('SELECT * FROM catalog_labels LIMIT 5'))\"")
     return 0
+
+
+def _python_command() -> str:
+    """This interpreter as the user can type it here: relative below the working folder (.venv/bin/python from
+    the checkout, as the README runs the demo), absolute elsewhere, where a relative path would not resolve."""
+    relative = os.path.relpath(sys.executable)
+    return sys.executable if relative.startswith("..") else relative
 
 
 def _show_report(args: argparse.Namespace, db: str, summary: dict[str, Any]) -> None:

@@ -41,6 +41,19 @@ def test_demo_prints_a_clean_report_and_report_reads_it_back(env, tmp_path):
         assert con.execute("SELECT count(*) FROM current_labels").fetchone()[0] == 2 * 3000
     again = pairwise(env, "report", "--db", str(db))
     assert again.returncode == 0 and again.stdout.strip() == result.stdout.strip()
+    # the demo's last words (on stderr, with its progress) are a command that runs as printed
+    query = result.stderr.splitlines()[-1].removeprefix("Query it: ")
+    shown = subprocess.run(query, shell=True, env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "catalog_labels" not in shown.stderr and "item-" in shown.stdout
+
+
+def test_the_printed_python_resolves_from_the_working_folder(tmp_path, monkeypatch):
+    from flows.cli import _python_command
+
+    monkeypatch.chdir(Path(sys.executable).parents[2])  # the folder holding the venv, as the README runs it
+    assert _python_command() == os.path.join(*Path(sys.executable).parts[-3:])
+    monkeypatch.chdir(tmp_path)  # elsewhere: the absolute path
+    assert _python_command() == sys.executable and Path(_python_command()).exists()
 
 
 @pytest.mark.parametrize(
