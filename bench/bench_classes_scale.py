@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_pipeline import synthetic
 
 from pairwise_core.classifier import default_candidates
+from tasks.environment import blas_summary
 
 PHASES = ("stage", "pass1", "fit", "refine", "fit_review", "pass2", "metrics", "review")
 FILE_ROWS = 100_000  # bench_pipeline.synthetic's rows per file
@@ -110,6 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     catalogs = [synthetic_catalog(args.n_items, k) for k in args.classes]
     catalogs += [(c.name, str(c / "items.parquet"), str(c / "classes.parquet")) for c in args.catalogs]
+    print(f"{blas_summary()}\n")
     print("| catalog | items | K | candidates | load | " + " | ".join(f"{p} µs/item (×)" for p in PHASES)
           + " | flow µs/item (×) | wall s | peak RSS GiB | joint acc | joint parent acc |")
     print("|" + "---|" * (10 + len(PHASES)))

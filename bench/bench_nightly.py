@@ -102,6 +102,7 @@ def main() -> None:
     )
 
     from flows.cli import ALLOCATOR_DEFAULTS
+    from tasks.environment import blas_summary
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", type=int, default=1_000_000, metavar="N",
@@ -232,7 +233,7 @@ def main() -> None:
 
     def report(n_items: int, rows: dict) -> None:
         peer_wall, full_wall = rows["cosine peer"][0], rows["full run"][0]
-        print(f"\n{n_items:,} items × 2 × 768-d, 13 classes, gold column; Prefect: {prefect}\n")
+        print(f"\n{n_items:,} items × 2 × 768-d, 13 classes, gold column; Prefect: {prefect}; {blas_summary()}\n")
         print("| step | wall s | × peer | × full run | peak RSS MiB | load | phases (runs.details.timings, s) | night |")
         print("|---|---|---|---|---|---|---|---|")
         for name, (wall, rss, details, load) in rows.items():

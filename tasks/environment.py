@@ -34,3 +34,13 @@ def run_environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "platform": f"{sys.platform}-{platform.machine()}",
             "cpu_count": os.cpu_count(), "packages": versions, "blas": blas,
             "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
+
+
+def blas_summary() -> str:
+    """One line for a benchmark's header: each BLAS library's kernel, and ``OPENBLAS_CORETYPE`` (a machine that
+    sets it runs other kernels than its CPU would pick, and its timings are those kernels')."""
+    import numpy  # noqa: F401  # loads numpy's BLAS: threadpool_info reports only the libraries loaded
+
+    environment = run_environment()
+    kernels = ", ".join(f"{blas['api']} {blas['version']} {blas['kernel']}" for blas in environment["blas"]) or "none"
+    return f"BLAS: {kernels} (OPENBLAS_CORETYPE {environment['openblas_coretype'] or 'unset'})"
