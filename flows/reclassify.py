@@ -32,8 +32,8 @@ from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
-    check_stored_model, commit_run, extend_seal, fail_run, seal_model, stage_sources, start_run, stored_models,
-    validate_sources,
+    check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, seal_model, stage_sources, start_run,
+    stored_models, validate_sources,
 )
 from tasks.sources import Partition, Plan, Source, file_signatures
 from tasks.staging import Staging, write_parquet
@@ -80,6 +80,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # a stored model to label with must fit the catalog: refused before anything is written; `using` holds the
     # model the check loaded ("held") until the flow ends, so the label tasks find it loaded
     using = params.model and check_stored_model(plan, params.classes, db, params.model, params.graph_k > 0)
+    if using and params.incremental:
+        check_night_parents(plan, db)
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting
     # OpenBLAS spawn (and spin) its own threads on top oversubscribes the cores and slows every
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)
@@ -247,6 +249,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     "review": model["review"],
                     "sample_rate": model["sample_rate"],
                     "gold": plan.gold and plan.gold.details(),
+                    "parents": plan.parents_by_class(),  # what a night's carried-over parent labels are under
                     "n_partitions": n_parts,
                     "n_labelled": n_labelled,
                     "night": night and night.details(n_labelled),

@@ -13,6 +13,7 @@ from prefect import get_run_logger, task
 from pairwise_core import embeddings
 from tasks import models, store
 from tasks.policy import IO_TASK
+from tasks.run_log import count
 from tasks.sources import (
     EMBEDDING_SUFFIX, Plan, Source, inspect_sources, plan_partitions, read_table, stage_table,
 )
@@ -100,6 +101,30 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
             "seed": json.loads(row["params"])["core"]["seed"], "calibration": model.refinement.calibration,
             "neighbourhood": models.has_late_part(folder, row["content_hash"], name, "neighbourhood"),
             "held": model}
+
+
+def check_night_parents(plan: Plan, db: str) -> None:
+    """An incremental night carries the catalog's other items over with the parent labels they were given: the
+    classes' parents must be those of the latest run, or the catalog would mix two taxonomies. Else ValueError
+    (bad input, one line, before anything is written) saying what moved."""
+    rows = store.query(db, "night_last_parents").to_pylist()
+    if not rows or not rows[0]["recorded"]:  # no run yet, or one from before runs recorded their parents
+        return
+    before: dict[str, str] | None = json.loads(rows[0]["parents"])
+    now = plan.parents_by_class()
+    if before == now:
+        return
+    if before is None or now is None:
+        what = "it had none" if before is None else "none now"
+    elif set(before) != set(now):
+        what = "it had other classes"
+    else:
+        moved = [f"{name} {before[name]} -> {now[name]}" for name in now if before[name] != now[name]]
+        more = ", ..." if len(moved) > 3 else ""
+        what = f"{count(len(moved), 'class', 'classes')} moved: {', '.join(moved[:3])}{more}"
+    raise ValueError(f"the classes' parents are not those of run {rows[0]['run_id']} ({what}), whose parent labels "
+                     "this night would carry over; label every item under these parents with --model, without "
+                     "--incremental")
 
 
 @task(name="extend-seal", **IO_TASK)

@@ -359,9 +359,9 @@ def _parent_level(class_table: pa.Table, classes: str) -> Level | None:
     _require(class_table.schema, PARENT_COLUMN, classes)
     parents = class_table.column(PARENT_COLUMN).to_pylist()
     orphans = [name for name, parent in zip(class_table.column("class_name").to_pylist(), parents, strict=True)
-               if parent is None]
+               if parent is None or not parent.strip()]  # a blank parent would be a nameless group
     if orphans:
-        raise SourceError(f"{classes}: parent is null for classes {', '.join(orphans[:EXAMPLES])}"
+        raise SourceError(f"{classes}: parent is null or blank for classes {', '.join(orphans[:EXAMPLES])}"
                           + (f" and {len(orphans) - EXAMPLES:,} more" if len(orphans) > EXAMPLES else ""))
     return Level.of(parents)
 

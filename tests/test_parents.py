@@ -92,8 +92,47 @@ def test_a_run_with_parents_labels_and_measures_both_levels(tmp_path):
     assert "Parent shares" in page and "parent gold_accuracy" in page and "<th>parent p_given</th>" in page
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_night_refuses_parents_other_than_the_carried_over_labels_were_given_under(tmp_path):
+    items, classes = make_catalog(600, N_CLASSES, seed=6)
+    glob, _ = write_catalog(tmp_path, items, classes.append_column("parent", pa.array(PARENTS, pa.string())))
+    other = tmp_path / "other-parents.parquet"
+    pq.write_table(classes.append_column("parent", pa.array(["p0", "p0", "p1", "p1", "p1"], pa.string())), other)
+    plain = tmp_path / "no-parents.parquet"
+    pq.write_table(classes, plain)
+    db = str(tmp_path / "out.duckdb")
+
+    def run(classes_path, **extra):
+        return reclassify_catalog(ReclassifyParams(items=glob, classes=str(classes_path), db=db, chunk_size=200,
+                                                   **extra))["run_id"]
+
+    first = run(tmp_path / "classes.parquet")
+    night = {"model": "latest", "incremental": True}
+    for classes_path, message in [
+        (other, f"parents are not those of run {first} (2 classes moved: trousers p0 -> p1, jacket p2 -> p1), "
+                "whose parent labels this night would carry over; label every item under these "
+                "parents with --model, without --incremental"),
+        (plain, f"parents are not those of run {first} (none now)"),
+    ]:
+        with pytest.raises(ValueError) as error:
+            run(classes_path, **night)
+        assert message in str(error.value) and "\n" not in str(error.value)
+    assert rows(db, "SELECT count(*) FROM runs") == [(1,)]  # refused before anything was written
+    run(tmp_path / "classes.parquet", **night)  # the same parents: a night
+    run(other, model="latest")  # every item under the new parents, then nights under them
+    assert rows(db, "SELECT DISTINCT parent_label FROM catalog_labels ORDER BY 1") == [("p0",), ("p1",)]
+    run(other, **night)
+    nameless = run(plain, model="latest")  # a relabel may drop the parents; a night after it may not add them
+    with pytest.raises(ValueError) as error:
+        run(other, **night)
+    assert f"parents are not those of run {nameless} (it had none)" in str(error.value)
+
+
 @pytest.mark.parametrize(("parent", "message"), [
-    (pa.array(["x", None, "y", None, "y"], pa.string()), "classes.parquet: parent is null for classes shirt, skirt"),
+    (pa.array(["x", None, "y", None, "y"], pa.string()),
+     "classes.parquet: parent is null or blank for classes shirt, skirt"),
+    (pa.array(["x", "x", "", " ", "y"], pa.string()),
+     "classes.parquet: parent is null or blank for classes trousers, skirt"),
     (pa.array([1, 1, 2, 2, 2]), "classes.parquet: column parent must be a string, got int64"),
 ])
 def test_a_bad_parent_column_is_refused_in_one_line(tmp_path, parent, message):
