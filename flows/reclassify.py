@@ -180,7 +180,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "label-partition", list(labelling),
                 {"plan": plan, "staging": staging, "sealed": model["sealed"], "seed": model["seed"], "run_id": run_id,
                  "selections": night and night.selections,
-                 "drift_rate": None if night is None else sample_rate(night.n_new + (night.n_changed or 0)),
+                 "drift_rate": None if night is None else sample_rate(night.n_new + (night.n_changed or 0)
+                                                                           + (night.n_unversioned or 0)),
                  "graph": graph or inductive},
                 progress, offset=(passes - 1) * n_parts, total=passes * n_parts,
             )
@@ -276,7 +277,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 state=tuple(part["catalog_state"] for part in staged_parts),
                 deleted=None if night is None else (night.deleted,),
                 stability=params.refit_stability if using is None else 0.0,
-                files=night.files if night is not None else recorded_files(signatures, staging))
+                files=night.files if night is not None else recorded_files(signatures, staging),
+                versioned=plan.changed_column is not None)
             summary["changes"] = commit_run(db, run_id, attempt, staged, summary, model["store"], catalog)
             log.info(run_log.changes(summary["changes"]))
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))

@@ -1,13 +1,14 @@
 -- In the commit transaction, before catalog_items changes: the run's label_changes rows, from the items it
 -- labelled (`touched`) and the ones gone (`gone`) against the catalog's state. A changed input (fingerprint
--- or --changed-column value) is the cause when there is one, else the new model.
+-- or --changed-column value) is the cause when there is one, else the new model. A version recorded by no run
+-- (one without --changed-column labelled the item) is not known to have changed.
 INSERT INTO label_changes
 SELECT $run_id, t.item_id,
        CASE WHEN c.item_id IS NULL THEN 'new' ELSE 'relabelled' END,
        c.label, t.label, c.confidence, t.confidence,
        CASE WHEN c.item_id IS NULL THEN 'new_item'
             WHEN c.fingerprint <> t.fingerprint
-                 OR (t.version IS NOT NULL AND c.version IS DISTINCT FROM t.version) THEN 'embedding_changed'
+                 OR (t.version IS NOT NULL AND c.version IS NOT NULL AND c.version <> t.version) THEN 'embedding_changed'
             WHEN c.model_id IS DISTINCT FROM $model_id THEN 'refit'
             ELSE 'embedding_changed' END
 FROM touched AS t

@@ -63,13 +63,17 @@ class Night:
     n_new: int
     n_deleted: int
     n_changed: int | None  # known here with a --changed-column; else counted as the partitions are read
+    # with a --changed-column: the items labelled again because no version was recorded for them (a run without
+    # one labelled them): the first night with it labels them, with their version; no label moves unless the
+    # model did
+    n_unversioned: int | None
     files: str | None  # staged Parquet of the source files' signatures, to record at commit (hash mode)
 
     def details(self, n_labelled: int) -> dict[str, int]:
         """For runs.details: the counts, once the night labelled ``n_labelled`` items."""
         changed = n_labelled - self.n_new if self.n_changed is None else self.n_changed
         return {"source": self.n_source, "new": self.n_new, "changed": changed, "deleted": self.n_deleted,
-                "labelled": n_labelled, "carried_over": self.n_source - n_labelled,
+                "unversioned": self.n_unversioned or 0, "labelled": n_labelled, "carried_over": self.n_source - n_labelled,
                 "partitions_read": len(self.partitions)}
 
 
@@ -92,7 +96,7 @@ def plan_night(plan: Plan, db: str, staging: Staging, run_id: str, signatures: p
     source = _stage_source_ids(plan, staging.path("night", "source.parquet"))
     listed = plan.changed_column is not None
     known = np.zeros(len(plan.partitions), np.int64)  # per partition: the rows picked
-    counts = {"source": 0, "new": 0, "changed": 0}
+    counts = {"source": 0, "new": 0, "changed": 0, "unversioned": 0}
     selections: dict[int, Selection] = {}
     open_part: tuple[int, pq.ParquetWriter] | None = None
     with reader(db) as con:
@@ -104,9 +108,11 @@ def plan_night(plan: Plan, db: str, staging: Staging, run_id: str, signatures: p
         for batch in state.to_arrow_reader(STATE_BATCH_ROWS):
             new = batch.column("new").to_numpy(zero_copy_only=False)
             relabel = batch.column("relabel").fill_null(False).to_numpy(zero_copy_only=False)
-            if listed:  # label the new, the changed and the re-run's own
+            if listed:  # label the new, the changed, the ones without a recorded version and the re-run's own
                 pick = new | batch.column("version_changed").to_numpy(zero_copy_only=False) | relabel
-                counts["changed"] += int((pick & ~new).sum())
+                unversioned = batch.column("unversioned").to_numpy(zero_copy_only=False) & ~relabel
+                counts["changed"] += int((pick & ~new & ~unversioned).sum())
+                counts["unversioned"] += int(unversioned.sum())
             else:  # skip the items whose recorded fingerprint still matches
                 pick = ~new & ~relabel & batch.column("fingerprint").is_valid().to_numpy(zero_copy_only=False)
             counts["source"] += batch.num_rows
@@ -133,7 +139,8 @@ def plan_night(plan: Plan, db: str, staging: Staging, run_id: str, signatures: p
                                                                     signatures)
     return Night(
         partitions=read, selections=selections, deleted=str(deleted_path), n_source=counts["source"],
-        n_new=counts["new"], n_deleted=n_deleted, n_changed=counts["changed"] if listed else None, files=files,
+        n_new=counts["new"], n_deleted=n_deleted, n_changed=counts["changed"] if listed else None,
+        n_unversioned=counts["unversioned"] if listed else None, files=files,
     )
 
 

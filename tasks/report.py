@@ -117,13 +117,21 @@ CHANGE_CAUSES = {"new_item": "new in the source", "embedding_changed": "its embe
 NO_CHANGES = "No consensus label appeared, changed or went away."
 
 
+def labelled_kinds(details: Mapping[str, int]) -> str:
+    """What a night labelled (runs.details.night), for the log and the report: new, changed, and the items it
+    labelled again because no version was recorded for them (a run without --changed-column records none)."""
+    unversioned = details.get("unversioned", 0)
+    return (f"{details['new']:,} new, {details['changed']:,} changed"
+            + (f", {unversioned:,} without a recorded version" if unversioned else ""))
+
+
 def night_sentence(details: str | None) -> str | None:
     """An incremental night's counts (runs.details.night), or None for another run."""
     night = json.loads(details or "{}").get("night")
     if not night:
         return None
     return (f"Incremental night: {night['source']:,} items in the source; labelled {night['labelled']:,} "
-            f"({night['new']:,} new, {night['changed']:,} changed), {night['deleted']:,} deleted, "
+            f"({labelled_kinds(night)}), {night['deleted']:,} deleted, "
             f"{night['carried_over']:,} carried over unchanged.")
 
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from tasks.drift import CONSENSUS
 from tasks.metrics import PARENT_SUFFIX
 from tasks.night import Night
-from tasks.report import CALIBRATIONS, DRIFT_METRICS
+from tasks.report import CALIBRATIONS, DRIFT_METRICS, labelled_kinds
 from tasks.sources import Partition, Plan
 
 ARROW = "\u2192"
@@ -170,6 +170,8 @@ def first_night(db: str) -> str:
 def night_plan(night: Night) -> str:
     """What an incremental night found from the items' ids alone."""
     changed = "" if night.n_changed is None else f", {count(night.n_changed, 'changed item')}"
+    if night.n_unversioned:
+        changed += f", {count(night.n_unversioned, 'item')} without a recorded version"
     return (f"Incremental night: {count(night.n_source, 'item')} in the source, {count(night.n_new, 'new item')}"
             f"{changed}, {count(night.n_deleted, 'deleted item')}; reading {count(len(night.partitions), 'partition')}")
 
@@ -185,8 +187,9 @@ def changes(counted: Mapping[str, Mapping[str, int]]) -> str:
 
 def night_labelled(details: Mapping[str, int]) -> str:
     """What an incremental night labelled, once its partitions were read (Night.details)."""
-    return (f"Incremental night: labelled {count(details['labelled'], 'item')} ({details['new']:,} new, "
-            f"{details['changed']:,} changed), carried {details['carried_over']:,} over unchanged")
+    return (f"Incremental night: labelled {count(details['labelled'], 'item')} ({labelled_kinds(details)}), "
+            f"carried {details['carried_over']:,} over unchanged")
+
 
 
 def refit_on_drift(refit_id: str) -> str:

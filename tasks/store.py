@@ -256,6 +256,10 @@ class CatalogUpdate:
     deleted: tuple[str, ...] | None = None  # None: a full run
     stability: float = 0.0
     files: str | None = None  # staged signatures of the source's files, all fingerprinted by the run (catalog_files)
+    # the run read a --changed-column: its values are the items' versions; without one, an item whose embeddings
+    # did not change keeps the version recorded before (a weekly refit without it must not make the next
+    # nights with it take every item for changed)
+    versioned: bool = False
 
 
 def commit_run(
@@ -333,9 +337,12 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
         con.execute(statement("catalog_gone_listed"), {"files": list(catalog.deleted)})
     if catalog.stability > 0:
         con.execute(statement("catalog_keep_stable"), {"model_id": model_id, "stability": catalog.stability})
+        con.execute(statement("catalog_keep_stable_drop"))
+        if catalog.versioned:
+            con.execute(statement("catalog_keep_stable_version"))
     con.execute(statement("delete_run_label_changes"), ids)
     con.execute(statement("label_changes_insert"), {**ids, "model_id": model_id})
-    con.execute(statement("catalog_merge_touched"), {**ids, "model_id": model_id})
+    con.execute(statement("catalog_merge_touched"), {**ids, "model_id": model_id, "versioned": catalog.versioned})
     con.execute(statement("catalog_mark_gone"), ids)
     if catalog.files is not None:
         con.execute(statement("catalog_files_clear"))

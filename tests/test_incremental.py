@@ -84,7 +84,7 @@ def test_full_run_then_incremental_night_then_refit(tmp_path, catalog, changed_c
     details = summary["details"]["night"]
     assert details.pop("partitions_read") == (2 if changed_column else 6)  # the changed and the new items' ones
     assert details == {"source": day1.num_rows, "new": n_new, "changed": len(changed), "deleted": len(gone),
-                       "labelled": n_new + len(changed), "carried_over": day1.num_rows - n_new - len(changed)}
+                       "unversioned": 0, "labelled": n_new + len(changed), "carried_over": day1.num_rows - n_new - len(changed)}
     after = catalog_state(db)
     # deleted items leave the current views; every other item is there once
     assert set(after) == set(day1.column("item_id").to_pylist())
@@ -138,8 +138,10 @@ def test_full_run_then_incremental_night_then_refit(tmp_path, catalog, changed_c
 def test_refit_stability_keeps_unchanged_items_labels(tmp_path):
     # a hard catalog (gold accuracy about 0.6), where a refit with another seed and strategy moves some items
     items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=4, signal_strength=0.06)
+    items = items.append_column("version", pa.array(["v1"] * N_ITEMS))
     glob0, classes_path = write_catalog(tmp_path / "d0", items, classes, n_files=2, row_group_size=250)
-    refit = {"seed": 7, "strategy": "round_robin"}
+    # the first run reads no version; the refit does, and records it for the items it keeps too
+    refit = {"seed": 7, "strategy": "round_robin", "changed_column": "version"}
     db, churn_db = tmp_path / "out.duckdb", tmp_path / "churn.duckdb"
     first = reclassify_catalog(params(glob0, classes_path, db))
     before = catalog_state(db)
@@ -159,6 +161,34 @@ def test_refit_stability_keeps_unchanged_items_labels(tmp_path):
     assert all(after[i] == before[i] for i in kept)
     assert all(v[3:5] == (stable["model_id"], stable["run_id"]) for i, v in after.items() if i not in kept)
     assert rows(db, "SELECT count(*) FROM current_labels")[0][0] == 2 * N_ITEMS
+    # a night with the version column after it: nothing changed, so nothing is labelled and the kept stay kept
+    quiet = reclassify_catalog(params(glob0, classes_path, db, model="latest", incremental=True,
+                                      changed_column="version"))
+    assert quiet["details"]["night"]["labelled"] == 0 and not changes(db, quiet["run_id"])
+    assert catalog_state(db) == after
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_without_the_version_column_keeps_the_recorded_versions(tmp_path, catalog):
+    items, classes = catalog
+    day0 = items.slice(0, N_ITEMS - 200)
+    glob0, classes_path = write_catalog(tmp_path / "d0", day0, classes, n_files=2, row_group_size=250)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(glob0, classes_path, db, changed_column="version"))
+    glob1, _ = write_catalog(tmp_path / "d1", items, classes, n_files=2, row_group_size=250)
+    weekly = reclassify_catalog(params(glob1, classes_path, db))  # a refit that reads no version
+    versions = dict(rows(db, "SELECT version IS NULL, count(*) FROM catalog_items GROUP BY 1"))
+    assert versions == {False: N_ITEMS - 200, True: 200}  # kept where the embeddings did not change
+    night1 = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True,
+                                       changed_column="version"))
+    # the 200 items the refit added have no version yet: labelled again, by the same model, and counted apart
+    assert {k: night1["details"]["night"][k] for k in ("new", "changed", "unversioned", "labelled")} == {
+        "new": 0, "changed": 0, "unversioned": 200, "labelled": 200}
+    assert not changes(db, night1["run_id"])
+    assert {r[1] for r in rows(db, "SELECT item_id, model_id FROM catalog_labels")} == {weekly["model_id"]}
+    night2 = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True,
+                                       changed_column="version"))
+    assert night2["details"]["night"]["labelled"] == 0
 
 
 def test_incremental_needs_a_stored_model_and_falls_back_to_a_fit_on_the_first_night(tmp_path, catalog):
