@@ -179,12 +179,18 @@ def _verified(folder: Path, name: str, expected: str, model_id: str, read: Calla
                 return None if read is None else read(handle)
     except FileNotFoundError:
         pass
-    raise _mismatch(model_id, name)
+    raise _mismatch(model_id, folder, name)
 
 
-def _mismatch(model_id: str, name: str) -> ModelMismatch:
+def _mismatch(model_id: str, folder: Path, name: str) -> ModelMismatch:
     """The one line a missing, truncated or changed file of a model is refused with."""
-    return ModelMismatch(f"model {model_id}: file {name} does not match its recorded hash; refit with a full run")
+    if not folder.is_dir():
+        what = f"its folder {folder} is missing"
+    elif not (folder / name).exists():
+        what = f"file {name} is missing"
+    else:
+        what = f"file {name} does not match its recorded hash"
+    return ModelMismatch(f"model {model_id}: {what}; refit with a full run")
 
 
 def _checked(folder: Path, name: str, expected: str, model_id: str) -> bytes:
@@ -194,7 +200,7 @@ def _checked(folder: Path, name: str, expected: str, model_id: str) -> bytes:
     except FileNotFoundError:
         data = None
     if data is None or hashlib.sha256(data).hexdigest() != expected:
-        raise _mismatch(model_id, name)
+        raise _mismatch(model_id, folder, name)
     return data
 
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -192,8 +193,17 @@ def test_a_truncated_or_tampered_model_is_refused_naming_the_file(tmp_path, chan
         path.unlink()
     with pytest.raises(ModelMismatch) as refused:
         load_model(tmp_path, content_hash, "20260101T000000Z-abc123")
-    assert str(refused.value) == (f"model 20260101T000000Z-abc123: file {name} does not match its recorded hash; "
-                                  "refit with a full run")
+    what = "is missing" if change == "delete" else "does not match its recorded hash"
+    assert str(refused.value) == f"model 20260101T000000Z-abc123: file {name} {what}; refit with a full run"
+
+
+def test_a_model_whose_folder_is_gone_is_refused_saying_so(tmp_path):
+    (tmp_path / "m").mkdir()
+    content_hash = sealed(tmp_path / "m")
+    shutil.rmtree(tmp_path / "m")
+    with pytest.raises(ModelMismatch) as refused:
+        load_model(tmp_path / "m", content_hash, "m1")
+    assert str(refused.value) == f"model m1: its folder {tmp_path / 'm'} is missing; refit with a full run"
 
 
 def test_the_content_hash_is_the_manifests_which_names_every_files_hash(tmp_path):
@@ -269,7 +279,7 @@ def test_a_parts_own_file_is_sealed_with_it_and_read_only_as_sealed(tmp_path):
                                             "refit with a full run$"):
         read_own_file(tmp_path, second, "m", "neighbourhood", lambda handle: handle.read())
     own_file(tmp_path, "neighbourhood").unlink()
-    with pytest.raises(ModelMismatch, match="^model m: file neighbourhood.faiss does not match"):
+    with pytest.raises(ModelMismatch, match="^model m: file neighbourhood.faiss is missing"):
         read_own_file(tmp_path, second, "m", "neighbourhood", lambda handle: handle.read())
 
 

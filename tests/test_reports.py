@@ -49,11 +49,17 @@ def test_current_labels_shows_only_the_latest_succeeded_run(db):
         assert con.execute("SELECT status, error FROM runs WHERE run_id = 'r3'").fetchall() == [("failed", "boom")]
 
 
-def test_label_changes_since_the_previous_succeeded_run(db):
+def test_label_changes_since_each_item_was_last_labelled(db, tmp_path):
     rows = store.query(db, "report_label_changes", {"run_id": "r2"}).to_pylist()
     assert rows == [{"item_id": "b", "modality": "image", "previous_class": "bag", "current_class": "hat",
                      "previous_run_id": "r1"}]
     assert store.query(db, "report_label_changes", {"run_id": "r1"}).num_rows == 0
+    # nights that label a few items each: c is compared with r2, which last labelled it, not with night n1
+    commit(db, tmp_path, "n1", {"a": ("bag", "hat", "hat")})
+    commit(db, tmp_path, "n2", {"c": ("bag", "bag", "hat")})
+    assert store.query(db, "report_label_changes", {"run_id": "n2"}).to_pylist() == [
+        {"item_id": "c", "modality": "image", "previous_class": "hat", "current_class": "bag",
+         "previous_run_id": "r2"}]
 
 
 def test_modality_disagreements(db):
