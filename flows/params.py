@@ -113,8 +113,8 @@ class ReclassifyParams(BaseModel):
         default=0, ge=0, le=100, description="The graph refinement's neighbours: each item's refined and joint "
         "posteriors are propagated over the catalog's k-nearest-neighbour graph (k = 20 chosen on the WordNet "
         "catalogs: +2 points joint accuracy on the nouns, -0.4 on the verbs, docs/results.md); with a gold column "
-        "the review also weighs in the neighbours' given labels; 0: off. With --model, the model must have been "
-        "fitted with it")
+        "the review also weighs in the neighbours' given labels; 0: off, 100 at most. With --model, the model must "
+        "have been fitted with it")
     export_dir: str | None = Field(
         default=None, description="Also write the run's tables as Parquet here; None: only to the DuckDB file")
     fit_fraction: float = Field(

@@ -48,16 +48,18 @@ class ClassesError(ValueError):
 
 def read_names(path: str) -> tuple[list[str], list[str] | None]:
     """Class names from a text file (one a line, blank lines skipped) or a CSV/Parquet column, and their
-    parents when every line of a text file is ``leaf<TAB>parent`` (None otherwise)."""
+    parents when every line of a text file is ``leaf<TAB>parent`` or the table has a ``parent`` column (None
+    otherwise)."""
     if not os.path.isfile(path):
         raise ClassesError(f"--names {path}: no such file")
     suffix = Path(path).suffix.lower()
     parents = None
     if suffix in (".csv", ".parquet"):
-        names = _column_names(path, suffix)
-    else:
-        with open(path, encoding="utf-8") as handle:
-            names, parents = _text_names(path, [line for line in handle if line.strip()])
+        names, parents = _column_names(path, suffix)
+    else:  # utf-8-sig: a byte order mark (Windows editors write one) is not part of the first name
+        with open(path, encoding="utf-8-sig") as handle:
+            names, parents = _text_names(path, [(number, line) for number, line in enumerate(handle, 1)
+                                                if line.strip()])
     if not names:
         raise ClassesError(f"--names {path}: no class names")
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
@@ -69,21 +71,23 @@ def read_names(path: str) -> tuple[list[str], list[str] | None]:
 PARENT_SEPARATOR = "\t"
 
 
-def _text_names(path: str, lines: list[str]) -> tuple[list[str], list[str] | None]:
-    """``leaf`` lines, or ``leaf<TAB>parent`` lines: a file of both is refused, since a class without a parent
-    would fail the run later, far from the file."""
-    split = [[part.strip() for part in line.split(PARENT_SEPARATOR)] for line in lines]
+def _text_names(path: str, lines: list[tuple[int, str]]) -> tuple[list[str], list[str] | None]:
+    """``leaf`` lines, or ``leaf<TAB>parent`` lines (numbered): a file of both is refused, since a class without
+    a parent would fail the run later, far from the file."""
+    split = [[part.strip() for part in line.split(PARENT_SEPARATOR)] for _, line in lines]
     with_parent = [len(parts) > 1 for parts in split]
     if not any(with_parent):
         return [parts[0] for parts in split], None
-    for parts, line in zip(split, lines, strict=True):
+    for parts, (number, line) in zip(split, lines, strict=True):
         if len(parts) != 2 or not all(parts):
-            raise ClassesError(f"--names {path}: line {line.strip()!r} is not leaf<TAB>parent; with parents, "
-                               "every line must be one")
+            what = ("no tab" if len(parts) == 1 else f"{len(parts) - 1} tabs" if len(parts) > 2
+                    else "an empty leaf" if not parts[0] else "an empty parent")
+            raise ClassesError(f"--names {path}: line {number} {line.rstrip(chr(13) + chr(10))!r} is not "
+                               f"leaf<TAB>parent ({what}); with parents, every line must be one")
     return [leaf for leaf, _ in split], [parent for _, parent in split]
 
 
-def _column_names(path: str, suffix: str) -> list[str]:
+def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
     try:
         table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
     except (pa.ArrowInvalid, OSError) as error:
@@ -94,7 +98,12 @@ def _column_names(path: str, suffix: str) -> list[str]:
     values = table.column(column).cast(pa.string()).to_pylist()
     if any(value is None or not value.strip() for value in values):
         raise ClassesError(f"--names {path}: column {column} has empty or null names")
-    return [value.strip() for value in values]
+    if PARENT_COLUMN not in table.column_names:
+        return [value.strip() for value in values], None
+    parents = table.column(PARENT_COLUMN).cast(pa.string()).to_pylist()
+    if any(parent is None or not parent.strip() for parent in parents):
+        raise ClassesError(f"--names {path}: column {PARENT_COLUMN} has empty or null parents")
+    return [value.strip() for value in values], [parent.strip() for parent in parents]
 
 
 # -- templates -----------------------------------------------------------------

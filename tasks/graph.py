@@ -317,6 +317,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     placed = np.flatnonzero(np.concatenate(present).any(axis=1))
     found, cosines, timings, index = neighbours(points[placed], k, seed)
     measured = recall(points[placed], found, seed) if len(placed) > 1 else 1.0
+    dims = int(points.shape[1])  # the projection's: DIMS, or fewer when the views have fewer
     del points
     directed = adjacency(found, edge_weights(cosines, POWER), len(placed))
     edges = int(directed.nnz)
@@ -355,8 +356,10 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
                             "n_classes": results["joint"].shape[1]})
     paths = _stage(results, sizes, staging, votes)
     calibration = "gold" if fitted is not None else "label-free"
-    details = {"k": k, "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS, "calibration": calibration,
-               "sharpen": powers, "dims": DIMS, "index": f"faiss IVF{index.nlist},Flat nprobe {index.nprobe}",
+    # k as asked; k_used: the neighbours each item has, fewer in a catalog of k items or less
+    details = {"k": k, "k_used": int(found.shape[1]), "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS,
+               "calibration": calibration, "sharpen": powers, "dims": dims,
+               "index": f"faiss IVF{index.nlist},Flat nprobe {index.nprobe}",
                "items": int(len(placed)), "edges": edges, "recall": measured,
                "recall_queries": min(RECALL_QUERIES, len(placed)),
                "vote": None if votes is None else {"power": VOTE_POWER, "pseudo_count": VOTE_PSEUDO_COUNT},

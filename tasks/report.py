@@ -61,7 +61,8 @@ def graph_line(details: str | None) -> str | None:
     if graph.get("inductive"):
         return (f"- graph refinement, inductive: {graph['items']:,} items each took one step against its "
                 f"{graph['k']} nearest of the model's {graph['stored_items']:,} stored items")
-    return (f"- graph refinement: refined and joint labels propagated over a {graph['k']}-nearest-neighbour graph "
+    return (f"- graph refinement: refined and joint labels propagated over a "
+            f"{graph.get('k_used', graph['k'])}-nearest-neighbour graph "
             f"of {graph['items']:,} items (recall {graph['recall']:.3f}, calibration {graph['calibration']})")
 
 
@@ -105,7 +106,7 @@ def render_report(db: str | Path, run_id: str) -> str:
                   DRIFT_NOTE]
     issues = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": 5}).to_pylist()
     if issues:
-        lines += ["", f"## Labels worth a look: top 5 of {issues[0]['n_issues']:,} (annotation_issues)", "",
+        lines += ["", f"## Labels worth a look: top {len(issues)} of {issues[0]['n_issues']:,} (annotation_issues)", "",
                   *_issues_lines(issues)]
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ from conftest import free_port
 from flows.classes import build_classes
 from flows.cli import main
 from flows.reclassify import ReclassifyParams, reclassify_catalog
-from tasks.class_prompts import class_table, parse_options, read_names
+from tasks.class_prompts import ClassesError, class_table, parse_options, read_names
 from tasks.encoders import load_encoder
 
 PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
@@ -121,6 +121,16 @@ def test_names_from_csv_and_parquet_columns(tmp_path):
     pq.write_table(pa.table({"name": ["b", "a"], "n": [1, 2]}), tmp_path / "names.parquet")
     assert read_names(str(tmp_path / "names.csv")) == (["animal", "fruit"], None)
     assert read_names(str(tmp_path / "names.parquet")) == (["b", "a"], None)
+    (tmp_path / "tree.csv").write_text("class_name,parent\ncat,animal\ncar, vehicle\n")
+    assert read_names(str(tmp_path / "tree.csv")) == (["cat", "car"], ["animal", "vehicle"])
+    (tmp_path / "orphan.csv").write_text("class_name,parent\ncat,animal\ncar,\n")
+    with pytest.raises(ClassesError, match="column parent has empty or null parents"):
+        read_names(str(tmp_path / "orphan.csv"))
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
+    (tmp_path / "names.txt").write_bytes("\ufeffcat\tanimal\ndog\tanimal\n".encode())
+    assert read_names(str(tmp_path / "names.txt")) == (["cat", "dog"], ["animal", "animal"])
 
 
 def test_leaf_tab_parent_lines_write_a_parent_column_and_the_prompts_name_the_leaf(tmp_path, minilm, minilm_folder):
@@ -181,8 +191,11 @@ def test_the_command_writes_parquet_and_says_how_to_use_it(tmp_path, names_file,
         ("animal\nfruit\n", ["--template", "a {"], "--template 'a {': Single '{' encountered"),
         ("\n\n", [], "no class names"),
         ("animal\nfruit\nanimal\n", [], "duplicate class names animal"),
-        ("animal\tlife\nfruit\n", [], "line 'fruit' is not leaf<TAB>parent; with parents, every line must be one"),
-        ("animal\tlife\tmore\nfruit\tfood\n", [], "line 'animal\\tlife\\tmore' is not leaf<TAB>parent"),
+        ("animal\tlife\n\nfruit\n", [], "line 3 'fruit' is not leaf<TAB>parent (no tab); with parents, every line "
+                                       "must be one"),
+        ("animal\tlife\tmore\nfruit\tfood\n", [], "line 1 'animal\\tlife\\tmore' is not leaf<TAB>parent (2 tabs)"),
+        ("animal\tlife\ndog\t\n", [], "line 2 'dog\\t' is not leaf<TAB>parent (an empty parent)"),
+        ("animal\tlife\n\tlife\n", [], "line 2 '\\tlife' is not leaf<TAB>parent (an empty leaf)"),
         ("animal\n", ["--encoder", "foo:bar"], "unknown encoder kind 'foo' (expected one of sentence-transformers:"),
         ("animal\n", ["--encoder", "python:toy_encoder"], "expected python:MODULE:FUNCTION"),
         ("animal\n", ["--encoder", "python:toy_encoder:nope"], "toy_encoder has no function nope"),

@@ -71,7 +71,9 @@ def test_the_graph_rewrites_refined_and_joint_labels_and_keeps_base_and_pairwise
     # isotropic, so its neighbours say little
 
     details = json.loads(rows(db, "SELECT details FROM runs")[0][0])["graph"]
-    assert details["k"] == 10 and details["items"] == N_ITEMS
+    assert details["k"] == details["k_used"] == 10 and details["items"] == N_ITEMS
+    dims = sum(len(catalog[0].column(f"{m}_embedding")[0]) for m in ("image", "text"))
+    assert details["dims"] == min(128, dims)  # the projection's, not the constant
     assert details["index"] == f"faiss IVF{n_lists(N_ITEMS)},Flat nprobe {PROBES}"
     assert 0.9 <= details["recall"] <= 1 and details["edges"] >= N_ITEMS * 10
     assert {"build_s", "search_s", "apply_s", "total_s"} <= details.keys()
@@ -79,6 +81,17 @@ def test_the_graph_rewrites_refined_and_joint_labels_and_keeps_base_and_pairwise
     assert (f"- graph refinement: refined and joint labels propagated over a 10-nearest-neighbour graph of "
             f"{N_ITEMS:,} items (recall {details['recall']:.3f}, calibration gold)") in summary["report"]
     assert "graph refinement" not in run(tmp_path, "plain", items_glob, classes_path)[0]["report"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_catalog_smaller_than_k_says_how_many_neighbours_each_item_had(tmp_path):
+    items, classes = make_catalog(15, 3, seed=2)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    summary, db = run(tmp_path, "tiny", items_glob, classes_path, graph_k=50)
+    details = json.loads(rows(db, "SELECT details FROM runs")[0][0])["graph"]
+    assert (details["k"], details["k_used"], details["items"]) == (50, 14, 15)
+    assert "over a 14-nearest-neighbour graph of 15 items" in summary["report"]
+    assert rows(db, "SELECT count(*) FROM joint_labels WHERE label IS NOT NULL")[0][0] == 15
 
 
 @pytest.mark.usefixtures("prefect_harness")

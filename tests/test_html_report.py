@@ -379,7 +379,7 @@ def test_a_run_from_before_schema_4_shows_its_issues_scored_by_the_old_rules(mad
     assert issues.index(FIRST_ISSUE) < issues.index("item-011") and "rowspan" in issues
     assert "Scored by the schema-3 rules" in issues
     text = report.render_report(db, "r-old")
-    table = text[text.index("## Labels worth a look: top 5 of 2"):]
+    table = text[text.index("## Labels worth a look: top 2 of 2"):]
     assert "| rank | item_id  | given_label" in table and "| score |" in table
     assert "| 1    | item-007 | bag " in table and "2.250" in table
     assert "Scored by the schema-3 rules" in table and "p_given" not in table.replace("no p_given", "")
@@ -388,7 +388,7 @@ def test_a_run_from_before_schema_4_shows_its_issues_scored_by_the_old_rules(mad
 def test_the_terminal_report_shows_the_top_issues_with_each_route_s_evidence(made):
     db, _ = made
     text = report.render_report(db, "r-main")
-    section = text[text.index("## Labels worth a look: top 5 of 3 (annotation_issues)"):].splitlines()
+    section = text[text.index("## Labels worth a look: top 3 of 3 (annotation_issues)"):].splitlines()
     table = [[c.strip() for c in line.split("|")[1:-1]] for line in section if line.startswith("|")]
     assert table[0] == ["rank", "item_id", "given", "suggested", "p_given", "route", "zs p_given", "zs label",
                         "la p_given", "la label", "agree"]
