@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from tasks.class_prompts import check_table_name, class_table, parse_options, read_names, write_duckdb, write_parquet
+from tasks.class_prompts import check_destination, class_table, parse_options, read_names, write_duckdb, write_parquet
 from tasks.encoders import load_encoder
 
 
@@ -28,7 +28,7 @@ def build_classes(
     names, parents = read_names(names_file)
     forms, specs = parse_options(templates, encoders, modalities)
     if db is not None:
-        check_table_name(table)
+        check_destination(db, table)
     loaded = {spec: load_encoder(spec) for spec in dict.fromkeys(specs.values())}
     result = class_table(names, forms, {m: (spec, loaded[spec]) for m, spec in specs.items()}, parents)
     if out is not None:

@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.run_log import count, gold_outside
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
-    from tasks.store import check_export_dir
+    from tasks.store import check_db_file, check_export_dir
 
     given = {name: getattr(args, name) for name in ReclassifyParams.model_fields if getattr(args, name) is not None}
     try:  # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
@@ -91,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
         first = error.errors()[0]
         option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""  # a check of several
         raise ValueError(f"{option}{first['msg'].removeprefix('Value error, ')}") from None
+    check_db_file(params.db)
     check_staging(params.db)
     if params.export_dir:
         check_export_dir(params.export_dir)
@@ -378,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:
         print(f"pairwise: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 1)  # a run that succeeded but whose export failed: 3
+    except KeyboardInterrupt:  # Ctrl-C: a run is committed whole or not at all, so one line is all there is to say
+        print("pairwise: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

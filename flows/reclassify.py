@@ -283,7 +283,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             log.info(run_log.changes(summary["changes"]))
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))
         except BaseException as error:
-            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            reason = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
             try:  # best effort: the run's own error is what the user must see
                 fail_run(db, run_id, attempt, reason)
             except Exception as unrecorded:

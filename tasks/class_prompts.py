@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 
 from tasks.encoders import Encoder, encode
 from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN
-from tasks.sql import OUTPUT_TABLES
+from tasks.sql import OWN_NAMES
 from tasks.staging import replacing
-from tasks.store import connect, run_lock
+from tasks.store import check_db_file, connect, run_lock
 
 NAME_COLUMNS = ("class_name", "class", "name")  # the first one present in a CSV or Parquet names file
 DEFAULT_TEMPLATE = "{}"
@@ -36,7 +36,6 @@ PROMPTS_SUFFIX = "_prompts"
 _PREFIX = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)  # image=a photo of a {}.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAME_FIELDS = ("", "0", "name")
-_RESERVED = {*OUTPUT_TABLES, "runs", "run_attempts", "schema_migrations", "current_labels", "consensus_labels"}
 
 
 class ClassesError(ValueError):
@@ -230,17 +229,19 @@ def write_parquet(table: pa.Table, path: str) -> None:
         raise ClassesError(f"--out {path}: cannot write it ({error.strerror or error})") from None
 
 
-def check_table_name(name: str) -> None:
-    """Before any model loads: a plain identifier (it is spliced into SQL), and none of our own tables."""
+def check_destination(db: str, name: str) -> None:
+    """Before any model loads: a DuckDB file (or none yet), and a plain identifier (it is spliced into SQL) that
+    names none of our own tables or views."""
+    check_db_file(db)
     if not _IDENTIFIER.fullmatch(name):
         raise ClassesError(f"--table {name}: not a table name (letters, digits and _)")
-    if name.lower() in _RESERVED:
-        raise ClassesError(f"--table {name}: a table of pairwise's own output; choose another name")
+    if name.lower() in OWN_NAMES:
+        raise ClassesError(f"--table {name}: a table or view of pairwise's own; choose another name")
 
 
 def write_duckdb(table: pa.Table, db: str, name: str) -> None:
     """Replace the table in one statement: readers see the old table or the whole new one."""
-    check_table_name(name)
+    check_destination(db, name)
     with run_lock(db), connect(db) as con:
         con.register("new_classes", table)
         con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM new_classes')

@@ -13,6 +13,11 @@ OUTPUT_TABLES = (
 )
 # views carry no data: every write connection re-creates them, after the migrations
 VIEWS = ("create_current_labels", "create_consensus_labels", "create_catalog_labels")
+# every table and view of our schema (a test checks it against a migrated file): no user table may take a name
+OWN_NAMES = frozenset({
+    *OUTPUT_TABLES, "runs", "run_attempts", "schema_migrations", "models", "catalog_items", "catalog_files",
+    "label_changes", *(view.removeprefix("create_") for view in VIEWS),
+})
 
 
 @cache

@@ -61,6 +61,18 @@ def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckD
         con.close()
 
 
+def check_db_file(db: str | Path) -> None:
+    """Refuse (ValueError, one line) a --db that exists and cannot be a DuckDB file: a folder, or a file without
+    DuckDB's header ("DUCK" at byte 8). One that does not exist yet is created by the first write."""
+    path = Path(db)
+    if path.is_dir():
+        raise ValueError(f"--db {db}: a folder, not a DuckDB file")
+    if path.exists():
+        with path.open("rb") as handle:
+            if handle.read(12)[8:] != b"DUCK":
+                raise ValueError(f"--db {db}: not a DuckDB file")
+
+
 @contextmanager
 def reader(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to read our tables, at the latest schema version. It never writes.

@@ -4,6 +4,7 @@ import argparse
 import inspect
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def test_the_printed_python_resolves_from_the_working_folder(tmp_path, monkeypat
         (["--min-items", "1"], "pairwise: --min-items: Input should be greater than or equal to 2"),
         (["--max-dims", "8"], "pairwise: max_dims (8) must be >= min_dims (32)"),
         (["--refine-eps", "0"], "pairwise: --refine-eps: Input should be greater than 0"),  # NaN posteriors
+        (["--db", "."], "pairwise: --db .: a folder, not a DuckDB file"),
+        (["--db", "README.md"], "pairwise: --db README.md: not a DuckDB file"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(env, tmp_path, args, message):
@@ -205,3 +208,24 @@ def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_aft
     assert "Is a directory" in late.stderr
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT run_id, status FROM runs").fetchall() == [("r", "succeeded")]
+
+
+def test_ctrl_c_mid_run_is_one_line_exit_130_and_leaves_no_partial_run(env, tmp_path):
+    items, classes = make_catalog(20_000, 5, seed=8)
+    items_glob, classes_path = write_catalog(tmp_path, items, classes, n_files=4)
+    db = tmp_path / "o.duckdb"
+    process = subprocess.Popen([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                                "--chunk-size", "1000", "--run-id", "stopped"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stderr:  # plain progress lines: interrupt once the first pass is under way
+        seen.append(line)
+        if "pass 1/2: pair statistics" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, "".join(seen) + rest
+    assert rest.splitlines()[-1] == "pairwise: interrupted" and "Traceback" not in rest
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, error FROM runs").fetchall() == [("failed", "KeyboardInterrupt")]
+        assert con.execute("SELECT count(*) FROM item_labels").fetchall() == [(0,)]

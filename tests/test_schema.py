@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from tasks import store
-from tasks.sql import MIGRATIONS, Migration
+from tasks.sql import MIGRATIONS, OWN_NAMES, Migration
 
 LATEST = len(MIGRATIONS)
 
@@ -256,3 +256,12 @@ def test_a_migration_that_fails_is_rolled_back_and_not_recorded(tmp_path, monkey
         columns = [name for name, *_ in con.execute("DESCRIBE item_labels").fetchall()]
         tables = {name for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert "never_added" not in columns and "half_done" not in tables
+
+
+def test_own_names_are_every_table_and_view_of_a_migrated_file(tmp_path):
+    # `pairwise classes --table` refuses them: a user table by one of these names would replace ours
+    with store.connect(tmp_path / "x.duckdb") as con:
+        names = {name for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' UNION ALL "
+            "SELECT view_name FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal").fetchall()}
+    assert names == OWN_NAMES
