@@ -117,8 +117,14 @@ def check_rows(rows: np.ndarray, name: str, *, offset: int = 0, square_norms: np
         finite = np.isfinite(rows).all(axis=1)  # precise, only on the rare bad path
         if not finite.all():
             raise ValueError(f"{name} has NaN or Inf in {_rows(~finite, offset)}")
+        raise ValueError(f"{name} has values too large for float32 (the square norm overflows) in "
+                         f"{_rows(~np.isfinite(square_norms), offset)}")
     zero = square_norms == 0
     if zero.any():
+        tiny = zero & (rows != 0).any(axis=1)
+        if tiny.any():
+            raise ValueError(f"{name} has values too small for float32 (the square norm underflows) in "
+                             f"{_rows(tiny, offset)}")
         raise ValueError(f"{name} has all-zero vectors in {_rows(zero, offset)}")
     return square_norms
 

@@ -403,10 +403,13 @@ def _one_column(source: Source, files: list[str], db: str, column: str) -> Itera
 
 
 def _check_unique_ids(source: Source, files: list[str], db: str) -> None:
-    """Refuse duplicate item ids now, naming a few: found only after both passes, they cost a whole run."""
+    """Refuse null and duplicate item ids now, naming a few: found only after both passes, they cost a whole run."""
     with _one_column(source, files, db, "item_id") as ids, duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.register("item_ids", ids)
         duplicates = con.execute(statement("check_duplicate_items"), {"examples": EXAMPLES}).fetchall()
+    if duplicates and duplicates[0][0] is None:
+        n = duplicates[0][1]
+        raise SourceError(f"{source.text}: item_id is null in {n:,} row{'s' * (n != 1)}; every item needs an id")
     if duplicates:
         shown = ", ".join(f"{item_id} ({n}x)" for item_id, n, _ in duplicates)
         raise SourceError(f"{source.text}: item_id must be unique; ids that repeat: {duplicates[0][2]:,}, "
@@ -519,7 +522,9 @@ def matrix(batch: pa.RecordBatch, modality: str, dim: int) -> BatchEmbeddings:
     """A modality's embeddings, with the bad rows set aside instead of failing the run.
 
     A row is rejected for this modality when its embedding is null, has the
-    wrong number of values, holds a NaN, Inf or null value, or is all zeros.
+    wrong number of values, holds a NaN, Inf or null value, or is all zeros; and when its square norm
+    overflows or underflows float32 (values past about 1e19, or all below about 1e-23): its cosines would be
+    NaN or wrong.
     """
     column = batch.column(f"{modality}{EMBEDDING_SUFFIX}")
     n = batch.num_rows
@@ -538,14 +543,18 @@ def matrix(batch: pa.RecordBatch, modality: str, dim: int) -> BatchEmbeddings:
     values = pc.list_flatten(kept) if not pa.types.is_fixed_size_list(kept.type) else kept.flatten()
     x = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
     square_norms = np.einsum("ij,ij->i", x, x)
-    bad_value = ~np.isfinite(square_norms)
-    if bad_value.any():
-        bad_value = ~np.isfinite(x).all(axis=1)
+    nonfinite = ~np.isfinite(square_norms)
     zero = square_norms == 0
     rows = np.flatnonzero(shaped)
-    reasons[rows[bad_value]] = "NaN, Inf or null value in embedding"
-    reasons[rows[zero & ~bad_value]] = "all-zero embedding"
-    good = ~bad_value & ~zero
+    if nonfinite.any():  # the precise reasons only on the rare bad path
+        bad_value = nonfinite & ~np.isfinite(x).all(axis=1)
+        reasons[rows[bad_value]] = "NaN, Inf or null value in embedding"
+        reasons[rows[nonfinite & ~bad_value]] = "embedding values too large (the square norm overflows float32)"
+    if zero.any():
+        tiny = zero & (x != 0).any(axis=1)
+        reasons[rows[zero & ~tiny]] = "all-zero embedding"
+        reasons[rows[tiny]] = "embedding values too small (the square norm underflows float32)"
+    good = ~nonfinite & ~zero
     valid = np.zeros(n, dtype=bool)
     valid[rows[good]] = True
     if good.all():

@@ -285,6 +285,9 @@ def test_square_norms_the_caller_has_give_the_same_result_and_are_still_checked(
         (np.array([[1.0, np.nan, 0.0]]), "NaN or Inf in rows 0"),
         (np.array([[1.0, 1.0, 1.0], [1.0, np.inf, 0.0]]), "NaN or Inf in rows 1"),
         (np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]), "all-zero vectors in rows 1"),
+        (np.array([[1.0, 1.0, 1.0], [3e38, 1.0, 0.0]], np.float32), r"too large for float32 \(the square norm "
+                                                                    r"overflows\) in rows 1"),
+        (np.array([[1e-30, 0.0, 0.0]], np.float32), r"too small for float32 \(the square norm underflows\) in rows 0"),
         (np.ones((2, 4)), "4 dimensions, expected 3"),
         (np.ones((0, 3)), "empty"),
         (np.ones(3), "must be 2-D"),

@@ -90,6 +90,16 @@ def test_duplicate_item_ids_stop_at_validation_naming_a_few(catalog):
         inspect("table:doubled", classes_path, tmp_path)
 
 
+@pytest.mark.parametrize("n_null", [1, 2])
+def test_null_item_ids_stop_at_validation(catalog, n_null):
+    """One null id got to the commit (a NOT NULL constraint failed there), two were called duplicates."""
+    tmp_path, items, classes = catalog
+    ids = items.column("item_id").to_pylist()
+    ids[7:7 + n_null] = [None] * n_null
+    _fail(tmp_path, items.set_column(0, "item_id", pa.array(ids, pa.string())), classes,
+          f"bad-items.parquet: item_id is null in {n_null} rows?; every item needs an id$")
+
+
 def test_a_file_whose_item_ids_will_not_decode_is_named(catalog):
     tmp_path, items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
@@ -220,15 +230,19 @@ def test_partitions_follow_row_groups(tmp_path):
 def test_bad_rows_are_set_aside_with_a_reason():
     from tasks.sources import matrix
 
-    values = [[1.0, 2.0], None, [1.0], [float("inf"), 1.0], [0.0, 0.0], [1.0, None], [3.0, 4.0]]
-    batch = pa.RecordBatch.from_pydict({"item_id": [f"i{k}" for k in range(7)],
+    values = [[1.0, 2.0], None, [1.0], [float("inf"), 1.0], [0.0, 0.0], [1.0, None], [3.0, 4.0],
+              [3e38, 1.0], [1e-30, -1e-30], [1e19, 1e-30]]  # finite, but the square norm over- or underflows
+    batch = pa.RecordBatch.from_pydict({"item_id": [f"i{k}" for k in range(10)],
                                         "x_embedding": pa.array(values, pa.list_(pa.float32()))})
     got = matrix(batch, "x", 2)
-    assert got.valid.tolist() == [True, False, False, False, False, False, True]
+    assert got.valid.tolist() == [True, False, False, False, False, False, True, False, False, True]
     assert got.reasons.tolist() == [None, "null embedding", "embedding has 1 values, expected 2",
                                     "NaN, Inf or null value in embedding", "all-zero embedding",
-                                    "NaN, Inf or null value in embedding", None]
-    np.testing.assert_array_equal(got.x, [[1.0, 2.0], [3.0, 4.0]])
+                                    "NaN, Inf or null value in embedding", None,
+                                    "embedding values too large (the square norm overflows float32)",
+                                    "embedding values too small (the square norm underflows float32)", None]
+    np.testing.assert_array_equal(got.x, np.array([[1.0, 2.0], [3.0, 4.0], [1e19, 1e-30]], np.float32))
+    assert np.isfinite(got.square_norms).all() and (got.square_norms > 0).all()
     fixed = pa.RecordBatch.from_pydict({"item_id": ["a", "b"], "x_embedding": pa.FixedSizeListArray.from_arrays(
         pa.array([1.0, float("nan"), 2.0, 2.0], pa.float32()), 2)})
     assert matrix(fixed, "x", 2).valid.tolist() == [False, True]
