@@ -49,6 +49,8 @@ def read_names(path: str) -> tuple[list[str], list[str] | None]:
     """Class names from a text file (one a line, blank lines skipped) or a CSV/Parquet column, and their
     parents when every line of a text file is ``leaf<TAB>parent`` or the table has a ``parent`` column (None
     otherwise)."""
+    if os.path.isdir(path):
+        raise ClassesError(f"--names {path}: a folder, not a file")
     if not os.path.isfile(path):
         raise ClassesError(f"--names {path}: no such file")
     suffix = Path(path).suffix.lower()
@@ -56,9 +58,14 @@ def read_names(path: str) -> tuple[list[str], list[str] | None]:
     if suffix in (".csv", ".parquet"):
         names, parents = _column_names(path, suffix)
     else:  # utf-8-sig: a byte order mark (Windows editors write one) is not part of the first name
-        with open(path, encoding="utf-8-sig") as handle:
-            names, parents = _text_names(path, [(number, line) for number, line in enumerate(handle, 1)
-                                                if line.strip()])
+        data = Path(path).read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            line = data[:error.start].count(b"\n") + 1
+            raise ClassesError(f"--names {path}: not UTF-8 text (line {line}: {error.reason})") from None
+        names, parents = _text_names(path, [(number, line) for number, line in enumerate(text.split("\n"), 1)
+                                            if line.strip()])
     if not names:
         raise ClassesError(f"--names {path}: no class names")
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
@@ -185,7 +192,8 @@ def prompt_ensemble(vectors: np.ndarray) -> np.ndarray:
     """(n_classes, n_templates, d) prompt embeddings -> (n_classes, d): normalize, average, normalize."""
     unit = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
     mean = unit.mean(axis=1)
-    return mean / np.linalg.norm(mean, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a zero mean gives NaN: the caller says which class
+        return mean / np.linalg.norm(mean, axis=-1, keepdims=True)
 
 
 def class_table(
@@ -210,7 +218,9 @@ def class_table(
             raise ClassesError(f"--encoder {spec}: all-zero embedding for the prompt {flat[zero[0]]!r}")
         ensemble = prompt_ensemble(vectors.reshape(len(names), len(forms), -1)).astype(np.float32)
         if not np.isfinite(ensemble).all():  # templates that cancel out: the mean of unit vectors is zero
-            raise ClassesError(f"modality {modality}: the prompts of a class average to zero; change the templates")
+            cancelled = [names[row] for row in np.flatnonzero(~np.isfinite(ensemble).all(axis=1))]
+            raise ClassesError(f"modality {modality}: the prompts of {', '.join(cancelled[:3])} average to zero; "
+                               "change the templates")
         columns[f"{modality}{EMBEDDING_SUFFIX}"] = pa.FixedSizeListArray.from_arrays(
             pa.array(ensemble.ravel(), pa.float32()), ensemble.shape[1])
         columns[f"{modality}{PROMPTS_SUFFIX}"] = pa.array(prompts, pa.list_(pa.string()))

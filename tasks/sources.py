@@ -317,6 +317,8 @@ def _inspect(
         raise SourceError(f"{classes}: {len(names)} class(es); at least 2 are needed to reclassify")
     if None in names:
         raise SourceError(f"{classes}: class_name has nulls")
+    if blank := [str(row) for row, name in enumerate(names) if not name.strip()]:
+        raise SourceError(f"{classes}: class_name is empty or blank in rows {', '.join(blank[:EXAMPLES])}")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SourceError(f"{classes}: duplicate class names {', '.join(duplicates)}")
@@ -333,6 +335,7 @@ def _inspect(
     dims = {}
     for modality in modalities:
         column = f"{modality}{EMBEDDING_SUFFIX}"
+        _check_class_lists(class_table.column(column), names, f"{classes}: {column}")
         try:
             class_matrix = check_embeddings(embeddings(class_table, column), f"{classes}: {column}")
         except ValueError as error:
@@ -350,6 +353,19 @@ def _inspect(
 
 
 PARENT_COLUMN = "parent"
+
+
+def _check_class_lists(column: pa.ChunkedArray, names: list[str], name: str) -> None:
+    """Every class has an embedding, all of one length: else say which classes do not."""
+    column = column.combine_chunks()
+    if nulls := [names[row] for row in np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))]:
+        raise SourceError(f"{name} is null for classes {', '.join(nulls[:EXAMPLES])}")
+    if pa.types.is_fixed_size_list(column.type):
+        return
+    lengths = column.value_lengths().to_numpy(zero_copy_only=False)
+    common = int(np.bincount(lengths).argmax())
+    if odd := [f"{names[row]} ({lengths[row]})" for row in np.flatnonzero(lengths != common)]:
+        raise SourceError(f"{name} has {common} values for most classes, other counts for {', '.join(odd[:EXAMPLES])}")
 
 
 def _parent_level(class_table: pa.Table, classes: str) -> Level | None:

@@ -31,6 +31,11 @@ def embed(prompts):
 
 def wrong_shape(prompts):
     return np.ones(len(prompts))
+
+def opposite(prompts):
+    """A prompt and 'not' it point in opposite directions: their mean is zero."""
+    base = embed([p.removeprefix("not ") for p in prompts])
+    return np.array([-v if p.startswith("not ") else v for p, v in zip(prompts, base)])
 '''
 
 
@@ -190,6 +195,9 @@ def test_the_command_writes_parquet_and_says_how_to_use_it(tmp_path, names_file,
         ("animal\nfruit\n", ["--template", "a {kind}"], "unknown field {kind}; use {} for the class name"),
         ("animal\nfruit\n", ["--template", "a {"], "--template 'a {': Single '{' encountered"),
         ("\n\n", [], "no class names"),
+        (b"animal\nfruit\xff\n", [], "--names names.txt: not UTF-8 text (line 2: invalid start byte)"),
+        ("animal\nfruit\n", ["--template", "{}", "--template", "not {}", "--encoder", "python:toy_encoder:opposite"],
+         "modality text: the prompts of animal, fruit average to zero; change the templates"),
         ("animal\nfruit\nanimal\n", [], "duplicate class names animal"),
         ("animal\tlife\n\nfruit\n", [], "line 3 'fruit' is not leaf<TAB>parent (no tab); with parents, every line "
                                        "must be one"),
@@ -214,7 +222,10 @@ def test_the_command_writes_parquet_and_says_how_to_use_it(tmp_path, names_file,
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, toy_module, capsys, monkeypatch, names, args,
                                                              message):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "names.txt").write_text(names)
+    if isinstance(names, bytes):
+        (tmp_path / "names.txt").write_bytes(names)
+    else:
+        (tmp_path / "names.txt").write_text(names)
     defaults = [*([] if "--encoder" in args else ["--encoder", toy_module]),
                 *([] if "--db" in args else ["--out", "out.parquet"])]
     assert main(["classes", "--names", "names.txt", *defaults, *args]) == 2

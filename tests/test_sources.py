@@ -189,6 +189,21 @@ def test_zero_class_embedding_is_refused(catalog):
           "image_embedding has all-zero vectors in rows 2")
 
 
+def test_a_class_embedding_null_or_of_another_length_is_named(catalog):
+    tmp_path, items, classes = catalog
+    names = classes.column("class_name").to_pylist()
+    rows = classes.column("image_embedding").to_pylist()
+    for row, message in ((None, f"image_embedding is null for classes {names[2]}$"),
+                         ([0.5] * 8, f"image_embedding has 512 values for most classes, other counts for {names[2]} "
+                                     r"\(8\)$")):
+        changed = rows[:2] + [row] + rows[3:]
+        _fail(tmp_path, items, classes.set_column(1, "image_embedding", pa.array(changed, pa.list_(pa.float32()))),
+              message)
+    named = classes.column("class_name").to_pylist()
+    _fail(tmp_path, items, classes.set_column(0, "class_name", pa.array(named[:3] + [" "] + named[4:])),
+          "class_name is empty or blank in rows 3$")
+
+
 def test_empty_items(catalog):
     tmp_path, items, classes = catalog
     _fail(tmp_path, items.slice(0, 0), classes, "no items")
