@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shlex
 import sys
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
 if TYPE_CHECKING:
@@ -125,8 +127,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     summary = _flow_or_fail(args, run)
     _show_report(args, args.db, summary)
-    _say(args, f"\nQuery it: {_python_command()} -c \"import duckdb; "
-         f"print(duckdb.connect('{args.db}', read_only=True).sql('SELECT * FROM catalog_labels LIMIT 5'))\"")
+    code = f"import duckdb; print(duckdb.connect({args.db!r}, read_only=True).sql('SELECT * FROM catalog_labels LIMIT 5'))"
+    _say(args, f"\nQuery it: {shlex.quote(_python_command())} -c {shlex.quote(code)}")
     return 0
 
 
@@ -149,12 +151,24 @@ def _show_report(args: argparse.Namespace, db: str, summary: dict[str, Any]) -> 
         _say(args, f"\nHTML report with figures: {path}")
 
 
+def _ours(db: str) -> bool:
+    """Whether the DuckDB file ``db`` holds our tables (a file of the user's own tables, say for `table:` sources,
+    holds none yet); ValueError, one line, if there is no such file or it is not a DuckDB file."""
+    from tasks.store import check_db_file, connect, schema_version
+
+    if not os.path.exists(db):
+        raise ValueError(f"{db}: no such DuckDB file")
+    check_db_file(db)
+    with connect(db, read_only=True) as con:
+        return schema_version(con) is not None
+
+
 def _report(args: argparse.Namespace) -> int:
     import duckdb
 
-    if not os.path.isfile(args.db):
-        raise ValueError(f"{args.db}: no such DuckDB file")
     try:
+        if not _ours(args.db):
+            raise ValueError(f"{args.db}: no runs yet")
         if args.html:
             _write_html_report(args.db, args.run_id, args.html)
         else:
@@ -170,10 +184,8 @@ def _models(args: argparse.Namespace) -> int:
 
     from tasks.store import query
 
-    if not os.path.isfile(args.db):
-        raise ValueError(f"{args.db}: no such DuckDB file")
     try:
-        rows = query(args.db, "report_models").to_pylist()
+        rows = query(args.db, "report_models").to_pylist() if _ours(args.db) else []
     except duckdb.Error as error:  # not one of our files, or one a run is writing
         raise ValueError(f"{args.db}: cannot read it: {str(error).splitlines()[0]}") from None
     if not rows:
@@ -205,7 +217,9 @@ def _write_html_report(db: str, run_id: str | None, path: str) -> None:
     try:
         write_report(db, run_id, path)
     except OSError as error:
-        raise ValueError(f"{path}: cannot write the report: {error.strerror or error}") from None
+        blocked = next((parent for parent in Path(path).parents if parent.exists() and not parent.is_dir()), None)
+        why = f"{blocked} is a file, not a folder" if blocked else error.strerror or error
+        raise ValueError(f"{path}: cannot write the report: {why}") from None
     print(f"Wrote the HTML report of run {run_id} to {path}", file=sys.stderr)
 
 

@@ -124,8 +124,8 @@ class ReclassifyParams(BaseModel):
     )
     dask_address: str | None = Field(
         default=None,
-        description=f"Run the partition tasks on this Dask scheduler (tcp://host:8786), one that {DASK_ALLOWED} "
-        "lists; None: on local threads",
+        description="Run the partition tasks on this Dask scheduler (tcp://host:8786); a deployment's run may use "
+        f"only one that {DASK_ALLOWED} lists, the command line any; None: on local threads",
     )
 
     @field_validator("dask_address")

@@ -186,6 +186,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 progress, offset=(passes - 1) * n_parts, total=passes * n_parts,
             )
             watch.lap("pass2")
+            if len(labelling) < n_parts:  # a night's partitions it did not need to read are done too
+                advance_progress(progress, 1, 1)
             n_labelled = sum(part["n_labelled"] for part in staged_parts)
             log.info(run_log.partition_pass(f"Pass {passes}/{passes}, labels", labelling, timings["pass2_s"],
                                             n_parts, "those with new or changed items"))

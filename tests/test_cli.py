@@ -30,7 +30,7 @@ def pairwise(env, *args, timeout=300):
 
 
 def test_demo_prints_a_clean_report_and_report_reads_it_back(env, tmp_path):
-    db = tmp_path / "demo.duckdb"
+    db = tmp_path / "o'brien's $HOME" / "demo.duckdb"  # the printed command quotes it for the shell and Python
     result = pairwise(env, "demo", "--db", str(db), "--n-items", "3000")
     assert result.returncode == 0, result.stderr
     for noise in ("Traceback", "ERROR", "database is locked", "WARNING"):
@@ -92,6 +92,15 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(env, tmp_path, args, message
 def test_report_without_runs_says_so(env, tmp_path):
     result = pairwise(env, "report", "--db", str(tmp_path / "none.duckdb"))
     assert result.returncode == 2 and "no such DuckDB file" in result.stderr
+    own = tmp_path / "own.duckdb"  # the user's own tables only, say for table: sources
+    with duckdb.connect(str(own)) as con:
+        con.execute("CREATE TABLE my_items AS SELECT 'a' AS item_id")
+    report = pairwise(env, "report", "--db", str(own))
+    assert (report.returncode, report.stderr) == (2, f"pairwise: {own}: no runs yet\n")
+    models = pairwise(env, "models", "--db", str(own))
+    assert (models.returncode, models.stderr) == (0, f"{own}: no stored models yet (a full run stores one)\n")
+    folder = pairwise(env, "report", "--db", str(tmp_path))
+    assert (folder.returncode, folder.stderr) == (2, f"pairwise: --db {tmp_path}: a folder, not a DuckDB file\n")
 
 
 def test_a_second_run_on_the_same_file_fails_at_once_while_the_first_holds_it(env, tmp_path):

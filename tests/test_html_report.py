@@ -438,7 +438,8 @@ def test_no_console_errors(page):
         (["--db", "{tmp}/missing.duckdb"], "no such DuckDB file"),
         (["--db", "{db}", "--run-id", "nope"], "no run 'nope'"),
         (["--db", "{tmp}/empty.duckdb"], "no succeeded run yet"),
-        (["--db", "{tmp}/not-a-db.duckdb"], "cannot read it"),
+        (["--db", "{tmp}/not-a-db.duckdb"], "not-a-db.duckdb: not a DuckDB file"),
+        (["--db", "{db}", "--html", "{tmp}/not-a-db.duckdb/out.html"], "not-a-db.duckdb is a file, not a folder"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(made, tmp_path, args, message):
@@ -447,7 +448,8 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(made, tmp_path, args, messag
         pass
     (tmp_path / "not-a-db.duckdb").write_text("hello")
     argv = [a.format(tmp=tmp_path, db=db) for a in args]
-    result = subprocess.run([PAIRWISE, "report", *argv, "--html", str(tmp_path / "out.html")],
+    html = [] if "--html" in argv else ["--html", str(tmp_path / "out.html")]
+    result = subprocess.run([PAIRWISE, "report", *argv, *html],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr

@@ -127,3 +127,18 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
         assert re.fullmatch(pattern, line), (pattern, line)
 
 
+
+
+def test_a_night_that_reads_nothing_ends_its_progress_at_100(server, tmp_path):
+    url, env = server
+    items, classes = make_catalog(600, 4, seed=3)
+    items_glob, classes_path = write_catalog(tmp_path, items, classes, n_files=2)
+    base = [str(Path(sys.executable).with_name("pairwise")), "run", "--items", items_glob, "--classes", classes_path,
+            "--db", str(tmp_path / "out.duckdb"), "--quiet"]
+    for extra in (["--run-id", "progress-full"], ["--run-id", "progress-night", "--model", "latest", "--incremental"]):
+        result = subprocess.run(base + extra, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    runs = api(url, "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 200})
+    night = next(r for r in runs if r["parameters"].get("params", {}).get("run_id") == "progress-night")
+    artifacts = api(url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [night["id"]]}}})
+    assert [a["data"] for a in artifacts if a["type"] == "progress"] == [100.0]
