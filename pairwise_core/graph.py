@@ -214,6 +214,11 @@ class GraphProjection:
     components: dict[str, np.ndarray]
     offset: np.ndarray
 
+    @property
+    def dims(self) -> int:
+        """The projected points' dimensions: min(dims asked, the views' total)."""
+        return int(self.offset.shape[0])
+
     @classmethod
     def fit(cls, units: dict[str, np.ndarray], present: np.ndarray, dims: int = 128) -> GraphProjection:
         """PCA of the sample's concatenated unit views (rows with no view at all are left out), in float64."""

@@ -99,8 +99,9 @@ def fit_graph(sample_paths: list[str], plan: Plan, model_dir: str) -> None:
 class GraphParts:
     """One partition's points and refined posteriors, batch by batch, in the order of its catalog_state rows."""
 
-    def __init__(self, modalities: list[str]) -> None:
+    def __init__(self, modalities: list[str], dims: int) -> None:
         self._modalities = modalities
+        self._dims = dims  # the projection's: a partition with nothing to label stages (0, dims) points
         self._points: list[np.ndarray] = []
         self._priors: list[list[np.ndarray]] = [[] for _ in modalities]
         self._joint: list[np.ndarray] = []
@@ -133,7 +134,7 @@ class GraphParts:
         def stacked(parts: list[np.ndarray], width: int, dtype: type) -> np.ndarray:
             return np.concatenate(parts) if parts else np.zeros((0, width), dtype)
 
-        arrays = {"points": stacked(self._points, DIMS, np.float32),
+        arrays = {"points": stacked(self._points, self._dims, np.float32),
                   "joint": stacked(self._joint, n_classes, np.float32),
                   "present": stacked(self._present, len(self._priors), bool),
                   "modalities": np.array(self._modalities, dtype=str),

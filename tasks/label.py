@@ -119,7 +119,7 @@ def label_partition(
     choose = selection.chooser() if selection is not None else None
     n_labelled = 0
     drift_sample = None if drift_rate is None else DriftSample(plan.modalities, plan.dims, drift_rate, seed)
-    graph_parts = GraphParts(list(models)) if graph else None
+    graph_parts = GraphParts(list(models), fitted.graph.dims) if graph else None
     n_classes = len(plan.class_names)
     counts = MetricCounts(plan.class_names, plan.parents_by_class())
     with staged_writer(paths["item_labels"], LABEL_SCHEMA) as labels, \

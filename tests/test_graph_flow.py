@@ -271,6 +271,23 @@ def night_catalog(items: pa.Table, n_new: int, n_changed: int) -> tuple[pa.Table
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_night_with_narrow_views_reads_partitions_with_nothing_to_label(tmp_path):
+    """Views of 2 x 32 dims project to 64, not 128: a partition the night reads but labels nothing of staged
+    (0, 128) points, and the night failed to stack them with the others."""
+    from pairwise_core.catalog import Modality
+
+    items, classes = make_catalog(1200, 4, seed=5, modalities=(Modality("image", 32, 0.045),
+                                                               Modality("text", 32, 0.035)))
+    glob0, classes_path = write_catalog(tmp_path / "d0", items, classes, n_files=2)
+    _, db = run(tmp_path, "narrow", glob0, classes_path, graph_k=5)
+    day1 = night_catalog(items, 0, 20)[1]
+    glob1, _ = write_catalog(tmp_path / "d1", day1, classes, n_files=2)  # both files rewritten, 20 rows changed
+    night = reclassify_catalog(ReclassifyParams(items=glob1, classes=classes_path, db=str(db), chunk_size=200,
+                                                run_id="narrow-night", model="latest", incremental=True, graph_k=5))
+    assert night["details"]["night"]["labelled"] == 20 and night["details"]["graph"]["inductive"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path, catalog):
     """A full run with the graph stores its neighbourhood with the model; a night's new and changed items then
     take one step against their stored neighbours, and the other items keep their labels."""
