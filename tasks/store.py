@@ -272,6 +272,7 @@ class CatalogUpdate:
     # did not change keeps the version recorded before (a weekly refit without it must not make the next
     # nights with it take every item for changed)
     versioned: bool = False
+    parents: Mapping[str, str] | None = None  # the run's classes' parents: stability keeps rows of the same alone
 
 
 def commit_run(
@@ -348,7 +349,8 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
     else:
         con.execute(statement("catalog_gone_listed"), {"files": list(catalog.deleted)})
     if catalog.stability > 0:
-        con.execute(statement("catalog_keep_stable"), {"model_id": model_id, "stability": catalog.stability})
+        con.execute(statement("catalog_keep_stable"), {"model_id": model_id, "stability": catalog.stability,
+                                                        "parents": json.dumps(catalog.parents, sort_keys=True)})
         con.execute(statement("catalog_keep_stable_drop"))
         if catalog.versioned:
             con.execute(statement("catalog_keep_stable_version"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_catalog
@@ -189,6 +190,27 @@ def test_a_run_without_the_version_column_keeps_the_recorded_versions(tmp_path, 
     night2 = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True,
                                        changed_column="version"))
     assert night2["details"]["night"]["labelled"] == 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_refit_stability_keeps_no_row_of_other_classes_or_parents(tmp_path):
+    items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=4, signal_strength=0.06)
+    parents = pa.array(["p0", "p0", "p1", "p1", "p1"][:N_CLASSES] + ["p1"] * (N_CLASSES - 5), pa.string())
+    glob0, _ = write_catalog(tmp_path / "d0", items, classes.append_column("parent", parents), n_files=2)
+    other = tmp_path / "other-parents.parquet"
+    pq.write_table(classes.append_column("parent", pa.array(["q"] * N_CLASSES, pa.string())), other)
+    renamed = tmp_path / "renamed.parquet"
+    names = classes.column("class_name").to_pylist()
+    pq.write_table(classes.set_column(0, "class_name", pa.array([names[0] + "-new", *names[1:]])), renamed)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(glob0, str(tmp_path / "d0" / "classes.parquet"), db))
+    refit = {"seed": 7, "strategy": "round_robin"}  # moves some items (test_refit_stability_keeps_...)
+    moved = reclassify_catalog(params(glob0, str(other), db, **refit))
+    assert {r[1:] for r in rows(db, "SELECT item_id, run_id, parent_label FROM catalog_labels")} == {
+        (moved["run_id"], "q")}  # no row kept from under the old parents
+    again = reclassify_catalog(params(glob0, str(renamed), db, refit_stability=0.7))
+    assert {r[0] for r in rows(db, "SELECT DISTINCT run_id FROM catalog_labels")} == {again["run_id"]}
+    assert names[0] not in {r[0] for r in rows(db, "SELECT DISTINCT label FROM catalog_labels")}
 
 
 def test_incremental_needs_a_stored_model_and_falls_back_to_a_fit_on_the_first_night(tmp_path, catalog):
