@@ -280,7 +280,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 deleted=None if night is None else (night.deleted,),
                 stability=params.refit_stability if using is None else 0.0,
                 files=night.files if night is not None else recorded_files(signatures, staging),
-                versioned=plan.changed_column is not None, parents=plan.parents_by_class())
+                versioned=plan.changed_column is not None, parents=plan.parents_by_class(),
+                versions=night.source if night is not None and plan.changed_column else None)
             summary["changes"] = commit_run(db, run_id, attempt, staged, summary, model["store"], catalog)
             log.info(run_log.changes(summary["changes"]))
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))

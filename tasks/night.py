@@ -7,7 +7,9 @@ read and each item's fingerprint (tasks/fingerprint.py) is compared with the one
 labelled: only items whose embeddings changed are labelled again.
 
 Each partition to read gets a staged selection: the ids to label (``listed``), or the ids to skip while
-their fingerprint is the one given (hash mode).
+their fingerprint is the one given (hash mode). With a changed column, an item without a recorded version (a
+run without the column labelled it) is listed with its fingerprint: it is labelled only if that changed, and
+the commit records its version either way.
 """
 
 from __future__ import annotations
@@ -36,18 +38,22 @@ class Selection:
     """Which rows of a partition a label task labels."""
 
     path: str  # staged Parquet of SELECTION_SCHEMA
-    listed: bool  # True: exactly the ids listed; False: all but the listed ids whose fingerprint is unchanged
+    # True: the ids listed, those with a fingerprint only if theirs changed; False: all but the listed ids whose
+    # fingerprint is unchanged
+    listed: bool
 
     def chooser(self) -> Callable[[pa.Array, np.ndarray], np.ndarray]:
         """The selection read once: (a batch's ids, their fingerprints) -> (n,) bool, the rows to label."""
         table = pq.read_table(self.path)
-        known_ids, known = table.column("item_id"), table.column("fingerprint").to_numpy()
+        known_ids, recorded = table.column("item_id"), table.column("fingerprint")
+        known, unknown = recorded.fill_null(0).to_numpy(), recorded.is_null().to_numpy()
 
         def rows(ids: pa.Array, fingerprints: np.ndarray) -> np.ndarray:
             at = pc.index_in(ids, value_set=known_ids).fill_null(-1).to_numpy()
+            changed = fingerprints != known[np.maximum(at, 0)]
             if self.listed:
-                return at >= 0
-            return (at < 0) | (fingerprints != known[np.maximum(at, 0)])
+                return (at >= 0) & (unknown[np.maximum(at, 0)] | changed)
+            return (at < 0) | changed
 
         return rows
 
@@ -59,19 +65,19 @@ class Night:
     partitions: tuple[Partition, ...]  # to read
     selections: dict[int, Selection]  # by partition index; a partition without one: label every row
     deleted: str  # staged Parquet of the live items gone from the source (item_id)
+    source: str  # staged Parquet of the source's ids and --changed-column values (item_id, version, part)
     n_source: int
     n_new: int
     n_deleted: int
-    n_changed: int | None  # known here with a --changed-column; else counted as the partitions are read
-    # with a --changed-column: the items labelled again because no version was recorded for them (a run without
-    # one labelled them): the first night with it labels them, with their version; no label moves unless the
-    # model did
+    n_changed: int | None  # with a --changed-column, the items whose value changed; else None
+    # with a --changed-column: the items without a recorded version (a run without one labelled them), checked
+    # by their fingerprint; those that changed are labelled, and counted as changed
     n_unversioned: int | None
     files: str | None  # staged Parquet of the source files' signatures, to record at commit (hash mode)
 
     def details(self, n_labelled: int) -> dict[str, int]:
         """For runs.details: the counts, once the night labelled ``n_labelled`` items."""
-        changed = n_labelled - self.n_new if self.n_changed is None else self.n_changed
+        changed = n_labelled - self.n_new
         return {"source": self.n_source, "new": self.n_new, "changed": changed, "deleted": self.n_deleted,
                 "unversioned": self.n_unversioned or 0, "labelled": n_labelled, "carried_over": self.n_source - n_labelled,
                 "partitions_read": len(self.partitions)}
@@ -108,11 +114,14 @@ def plan_night(plan: Plan, db: str, staging: Staging, run_id: str, signatures: p
         for batch in state.to_arrow_reader(STATE_BATCH_ROWS):
             new = batch.column("new").to_numpy(zero_copy_only=False)
             relabel = batch.column("relabel").fill_null(False).to_numpy(zero_copy_only=False)
-            if listed:  # label the new, the changed, the ones without a recorded version and the re-run's own
+            if listed:  # the new, the changed and the re-run's own; those without a recorded version, checked
                 pick = new | batch.column("version_changed").to_numpy(zero_copy_only=False) | relabel
                 unversioned = batch.column("unversioned").to_numpy(zero_copy_only=False) & ~relabel
                 counts["changed"] += int((pick & ~new & ~unversioned).sum())
                 counts["unversioned"] += int(unversioned.sum())
+                fingerprint = pc.if_else(pa.array(unversioned), batch.column("fingerprint"),
+                                         pa.nulls(batch.num_rows, pa.uint64()))
+                batch = batch.set_column(batch.schema.get_field_index("fingerprint"), "fingerprint", fingerprint)
             else:  # skip the items whose recorded fingerprint still matches
                 pick = ~new & ~relabel & batch.column("fingerprint").is_valid().to_numpy(zero_copy_only=False)
             counts["source"] += batch.num_rows
@@ -138,7 +147,7 @@ def plan_night(plan: Plan, db: str, staging: Staging, run_id: str, signatures: p
     files = None if listed or signatures is None else write_parquet(staging.path("files", "part-00000.parquet"),
                                                                     signatures)
     return Night(
-        partitions=read, selections=selections, deleted=str(deleted_path), n_source=counts["source"],
+        partitions=read, selections=selections, deleted=str(deleted_path), source=source, n_source=counts["source"],
         n_new=counts["new"], n_deleted=n_deleted, n_changed=counts["changed"] if listed else None,
         n_unversioned=counts["unversioned"] if listed else None, files=files,
     )

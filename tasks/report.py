@@ -119,11 +119,12 @@ NO_CHANGES = "No consensus label appeared, changed or went away."
 
 
 def labelled_kinds(details: Mapping[str, int]) -> str:
-    """What a night labelled (runs.details.night), for the log and the report: new, changed, and the items it
-    labelled again because no version was recorded for them (a run without --changed-column records none)."""
+    """What a night labelled (runs.details.night), for the log and the report: new and changed, and how many
+    items it checked by their fingerprint for want of a recorded version (a run without --changed-column
+    records none)."""
     unversioned = details.get("unversioned", 0)
     return (f"{details['new']:,} new, {details['changed']:,} changed"
-            + (f", {unversioned:,} without a recorded version" if unversioned else ""))
+            + (f"; {unversioned:,} without a recorded version, checked by fingerprint" if unversioned else ""))
 
 
 def night_sentence(details: str | None) -> str | None:

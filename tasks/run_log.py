@@ -171,7 +171,7 @@ def night_plan(night: Night) -> str:
     """What an incremental night found from the items' ids alone."""
     changed = "" if night.n_changed is None else f", {count(night.n_changed, 'changed item')}"
     if night.n_unversioned:
-        changed += f", {count(night.n_unversioned, 'item')} without a recorded version"
+        changed += f", {count(night.n_unversioned, 'item')} without a recorded version (checked by fingerprint)"
     return (f"Incremental night: {count(night.n_source, 'item')} in the source, {count(night.n_new, 'new item')}"
             f"{changed}, {count(night.n_deleted, 'deleted item')}; reading {count(len(night.partitions), 'partition')}")
 

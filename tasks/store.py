@@ -273,6 +273,7 @@ class CatalogUpdate:
     # nights with it take every item for changed)
     versioned: bool = False
     parents: Mapping[str, str] | None = None  # the run's classes' parents: stability keeps rows of the same alone
+    versions: str | None = None  # a night with a --changed-column: its staged source ids and values
 
 
 def commit_run(
@@ -356,6 +357,8 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
             con.execute(statement("catalog_keep_stable_version"))
     con.execute(statement("delete_run_label_changes"), ids)
     con.execute(statement("label_changes_insert"), {**ids, "model_id": model_id})
+    if catalog.versions is not None:
+        con.execute(statement("catalog_record_versions"), {"source": catalog.versions})
     con.execute(statement("catalog_merge_touched"), {**ids, "model_id": model_id, "versioned": catalog.versioned})
     con.execute(statement("catalog_mark_gone"), ids)
     if catalog.files is not None:
