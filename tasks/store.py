@@ -355,8 +355,13 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
         con.execute(statement("catalog_keep_stable_drop"))
         if catalog.versioned:
             con.execute(statement("catalog_keep_stable_version"))
+    con.execute(statement("label_changes_earlier"), ids)
     con.execute(statement("delete_run_label_changes"), ids)
     con.execute(statement("label_changes_insert"), {**ids, "model_id": model_id})
+    if con.execute("SELECT count(*) FROM earlier").fetchone()[0]:  # a re-run of a run that had succeeded
+        con.execute(statement("label_changes_compose"), ids)
+        con.execute(statement("delete_run_label_changes"), ids)
+        con.execute(statement("label_changes_insert_composed"))
     if catalog.versions is not None:
         con.execute(statement("catalog_record_versions"), {"source": catalog.versions})
     con.execute(statement("catalog_merge_touched"), {**ids, "model_id": model_id, "versioned": catalog.versioned})

@@ -136,6 +136,23 @@ def test_full_run_then_incremental_night_then_refit(tmp_path, catalog, changed_c
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_night_run_again_under_its_run_id_keeps_saying_what_it_changed(tmp_path, catalog):
+    items, classes = catalog
+    day1, gone, changed = night(items)
+    glob0, classes_path = write_catalog(tmp_path / "d0", items.slice(0, N_ITEMS - 300), classes, n_files=2)
+    glob1, _ = write_catalog(tmp_path / "d1", day1, classes, n_files=3)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(glob0, classes_path, db))
+    first = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True, run_id="n1"))
+    before, state = changes(db, "n1"), catalog_state(db)
+    assert {change for change, *_ in before.values()} == {"new", "relabelled", "deleted"}
+    again = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True, run_id="n1"))
+    assert changes(db, "n1") == before  # against the catalog before the night, not the one its first attempt left
+    assert again["changes"] == first["changes"]
+    assert {i: v[:3] for i, v in catalog_state(db).items()} == {i: v[:3] for i, v in state.items()}
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_refit_stability_keeps_unchanged_items_labels(tmp_path):
     # a hard catalog (gold accuracy about 0.6), where a refit with another seed and strategy moves some items
     items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=4, signal_strength=0.06)
