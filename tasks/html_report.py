@@ -36,9 +36,9 @@ from matplotlib.transforms import Affine2D, Transform, blended_transform_factory
 
 from tasks import store
 from tasks.staging import replacing
-from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, NO_CHANGES, OLD_ISSUES_NOTE,
-                          change_rows, drift_cells, issue_cells, issue_columns, metric_cell, night_sentence, run_row,
-                          shown_classes, signed, status_meaning)
+from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE,
+                          change_rows, drift_cells, issue_cells, issue_columns, metric_cell, night_sentence, no_changes,
+                          run_row, shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -542,7 +542,8 @@ def _changes_section(db: str | Path, run_id: str, details: str | None) -> _Secti
     """What the run changed in the catalog's labels (label_changes), and an incremental night's counts."""
     sentence = night_sentence(details)
     counted = change_rows(db, run_id)
-    body = (_note(sentence) if sentence else "") + (_table(CHANGE_HEADERS, counted) if counted else _note(NO_CHANGES))
+    body = (_note(sentence) if sentence else "") + (_table(CHANGE_HEADERS, counted) if counted
+                                                    else _note(no_changes(details)))
     return _Section("changes", "What changed", body)
 
 

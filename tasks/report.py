@@ -75,7 +75,8 @@ def render_report(db: str | Path, run_id: str) -> str:
         "",
         f"- items: {_fmt(run['n_items'])}, classes: {_fmt(run['n_classes'])}, "
         f"modalities: {', '.join(run['modalities'] or []) or '-'}",
-        f"- strategy {params.get('strategy')}, cutoff {params.get('cutoff')}, seed {params.get('seed')}",
+        "- " + ", ".join(f"{name} {'-' if params.get(name) is None else params[name]}"
+                         for name in ("strategy", "cutoff", "seed")),
         f"- started {run['started_at']:%Y-%m-%d %H:%M:%S %Z}, finished "
         + (f"{run['finished_at']:%Y-%m-%d %H:%M:%S %Z}" if run["finished_at"] else "-"),
     ]
@@ -116,6 +117,13 @@ CHANGE_CAUSES = {"new_item": "new in the source", "embedding_changed": "its embe
 
 
 NO_CHANGES = "No consensus label appeared, changed or went away."
+UNRECORDED_CHANGES = "Not recorded: the run predates label_changes (schema version 6)."
+
+
+def no_changes(details: str | None) -> str:
+    """What to say when a run has no label_changes rows: none changed, or none were recorded (the commit writes
+    the counts of its changes into runs.details since label_changes exists)."""
+    return NO_CHANGES if "changes" in json.loads(details or "{}") else UNRECORDED_CHANGES
 
 
 def labelled_kinds(details: Mapping[str, int]) -> str:
@@ -148,7 +156,7 @@ def changes_lines(db: str | Path, run_id: str, details: str | None) -> list[str]
     lines = [sentence, ""] if (sentence := night_sentence(details)) else []
     counted = change_rows(db, run_id)
     if not counted:
-        return [*lines, NO_CHANGES]
+        return [*lines, no_changes(details)]
     return [*lines, markdown_table(pa.table(dict(zip(CHANGE_HEADERS, map(list, zip(*counted))))))]
 
 

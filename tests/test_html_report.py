@@ -76,10 +76,11 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
                 old: bool = False) -> list[tuple]:
     """A run as the flow commits it; ``old``: as the migration to schema version 3 leaves a run made before it."""
     con.execute(
-        "INSERT INTO runs (run_id, status, started_at, finished_at, params, n_items, n_classes, modalities, error) "
-        "VALUES (?, ?, ?::TIMESTAMPTZ, ?::TIMESTAMPTZ + INTERVAL 5 SECOND, ?, ?, ?, ?, ?)",
+        "INSERT INTO runs (run_id, status, started_at, finished_at, params, n_items, n_classes, modalities, error, "
+        "details) VALUES (?, ?, ?::TIMESTAMPTZ, ?::TIMESTAMPTZ + INTERVAL 5 SECOND, ?, ?, ?, ?, ?, ?)",
         [run_id, status, started, started, json.dumps({"seed": seed, "strategy": "tourney", "cutoff": 1.05}),
-         n_items, len(CLASSES), MODALITIES, "boom" if status == "failed" else None],
+         n_items, len(CLASSES), MODALITIES, "boom" if status == "failed" else None,
+         None if old or status != "succeeded" else json.dumps({"changes": {}})],  # the commit counts its changes
     )
     if status != "succeeded":
         return []

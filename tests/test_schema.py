@@ -194,6 +194,7 @@ def test_an_old_read_only_file_is_reported_on_as_it_is(tmp_path):
         folder.chmod(0o755)
     assert report.returncode == 0, report.stderr
     assert "# Run old: succeeded" in report.stdout
+    assert "Not recorded: the run predates label_changes (schema version 6)." in report.stdout  # not "no change"
     assert (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns, sorted(folder.iterdir())) == before
     with duckdb.connect(str(db), read_only=True) as con:
         assert store.schema_version(con) == 0
