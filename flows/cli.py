@@ -127,7 +127,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     summary = _flow_or_fail(args, run)
     _show_report(args, args.db, summary)
-    code = f"import duckdb; print(duckdb.connect({args.db!r}, read_only=True).sql('SELECT * FROM catalog_labels LIMIT 5'))"
+    query = "SELECT * FROM catalog_labels LIMIT 5"
+    code = f"import duckdb; print(duckdb.connect({args.db!r}, read_only=True).sql({query!r}))"
     _say(args, f"\nQuery it: {shlex.quote(_python_command())} -c {shlex.quote(code)}")
     return 0
 

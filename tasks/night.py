@@ -79,7 +79,8 @@ class Night:
         """For runs.details: the counts, once the night labelled ``n_labelled`` items."""
         changed = n_labelled - self.n_new
         return {"source": self.n_source, "new": self.n_new, "changed": changed, "deleted": self.n_deleted,
-                "unversioned": self.n_unversioned or 0, "labelled": n_labelled, "carried_over": self.n_source - n_labelled,
+                "unversioned": self.n_unversioned or 0, "labelled": n_labelled,
+                "carried_over": self.n_source - n_labelled,
                 "partitions_read": len(self.partitions)}
 
 

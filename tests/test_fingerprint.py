@@ -86,6 +86,11 @@ def test_a_selection_labels_the_listed_ids_or_the_ones_whose_fingerprint_changed
     pq.write_table(pa.table({"item_id": ["a", "b"], "fingerprint": pa.array([1, 2], pa.uint64())},
                             schema=SELECTION_SCHEMA), path)
     ids, prints = pa.array(["a", "b", "c"]), np.array([1, 5, 7], np.uint64)
-    assert Selection(str(path), listed=True).chooser()(ids, prints).tolist() == [True, True, False]
     # a: unchanged, skipped; b: changed; c: not known, so new
     assert Selection(str(path), listed=False).chooser()(ids, prints).tolist() == [False, True, True]
+    # listed: a listed id without a fingerprint is labelled, one with a fingerprint (no recorded version) only if
+    # that changed; an id not listed is not
+    pq.write_table(pa.table({"item_id": ["a", "b", "d"], "fingerprint": pa.array([None, 2, 9], pa.uint64())},
+                            schema=SELECTION_SCHEMA), path)
+    ids, prints = pa.array(["a", "b", "c", "d"]), np.array([1, 5, 7, 9], np.uint64)
+    assert Selection(str(path), listed=True).chooser()(ids, prints).tolist() == [True, True, False, False]

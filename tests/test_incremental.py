@@ -85,7 +85,8 @@ def test_full_run_then_incremental_night_then_refit(tmp_path, catalog, changed_c
     details = summary["details"]["night"]
     assert details.pop("partitions_read") == (2 if changed_column else 6)  # the changed and the new items' ones
     assert details == {"source": day1.num_rows, "new": n_new, "changed": len(changed), "deleted": len(gone),
-                       "unversioned": 0, "labelled": n_new + len(changed), "carried_over": day1.num_rows - n_new - len(changed)}
+                       "unversioned": 0, "labelled": n_new + len(changed),
+                       "carried_over": day1.num_rows - n_new - len(changed)}
     after = catalog_state(db)
     # deleted items leave the current views; every other item is there once
     assert set(after) == set(day1.column("item_id").to_pylist())
