@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import time
@@ -80,6 +81,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # a stored model to label with must fit the catalog: refused before anything is written; `using` holds the
     # model the check loaded ("held") until the flow ends, so the label tasks find it loaded
     using = params.model and check_stored_model(plan, params.classes, db, params.model, params.graph_k > 0)
+    if using:
+        plan = dataclasses.replace(plan, modalities=tuple(using["modalities"]))  # the columns may come in another order
     if using and params.incremental:
         check_night_parents(plan, db)
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting

@@ -68,12 +68,13 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
     dimensions and its classes (names and embeddings, by the class hash); else ValueError (bad input, before
     anything is written) saying what differs; with ``graph``, it must have the graph's part. Returns what labelling with it needs: the model's folder,
     content hash and id (``sealed``), the seed of its folds, how it was calibrated, and whether it stores what
-    an incremental night's graph needs (``neighbourhood``); and the model as loaded (``held``): while the caller
+    an incremental night's graph needs (``neighbourhood``); its modalities in its order, which the run takes
+    (fingerprints and the joint weights follow it); and the model as loaded (``held``): while the caller
     holds it, the label tasks find it loaded (``models.load_model`` keeps models weakly) instead of reading and
     checking every file again (K = 500: 1.2-2.8 s a load; K = 13: 0.06 s)."""
     row, model = store.stored_model(db, model_id)
     name, refit = row["model_id"], "refit with a full run (without --model)"
-    if list(row["modalities"]) != list(plan.modalities):
+    if sorted(row["modalities"]) != sorted(plan.modalities):  # in another order they are the same views
         raise ValueError(f"model {name} labels the modalities {', '.join(row['modalities'])}, the catalog has "
                          f"{', '.join(plan.modalities)}; {refit}")
     dims = json.loads(row["dims"])
@@ -94,11 +95,12 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
         else:
             what = "the same class names with other class embeddings"
         raise ValueError(f"model {name} was fitted on {what}; {refit}")
-    folder = str(Path(db).parent / row["path"])
+    folder = str(store.stored_model_folder(db, name))
     if graph and model.graph is None:
         raise ValueError(f"model {name} was fitted without the graph refinement; refit with --graph-k, "
                          "or label with --graph-k 0")
     return {"sealed": {"folder": folder, "content_hash": row["content_hash"], "model_id": name},
+            "modalities": list(row["modalities"]),
             "seed": json.loads(row["params"])["core"]["seed"], "calibration": model.refinement.calibration,
             "neighbourhood": models.has_late_part(folder, row["content_hash"], name, "neighbourhood"),
             "held": model}

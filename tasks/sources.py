@@ -296,7 +296,8 @@ def _inspect(
         item_schema, n_items = metadata[0].schema_arrow, sum(m.metadata.num_rows for m in metadata)
         for path, meta in zip(files[1:], metadata[1:], strict=True):
             if meta.schema_arrow != item_schema:
-                raise SourceError(f"{path}: schema differs from {files[0]}")
+                difference = _schema_difference(item_schema, meta.schema_arrow)
+                raise SourceError(f"{path}: schema differs from {files[0]} ({difference})")
     _require(item_schema, "item_id", items)
     if gold_column is not None:
         if gold_column not in item_schema.names:
@@ -353,6 +354,21 @@ def _inspect(
 
 
 PARENT_COLUMN = "parent"
+
+
+def _schema_difference(first: pa.Schema, other: pa.Schema) -> str:
+    """What differs between two files' schemas, for the message: a column missing, extra, of another type or
+    nullability, or the columns' order."""
+    for ours in first:
+        if ours.name not in other.names:
+            return f"no column {ours.name}"
+        theirs = other.field(ours.name)
+        if theirs.type != ours.type:
+            return f"{ours.name} is {theirs.type}, not {ours.type}"
+        if theirs.nullable != ours.nullable:
+            return f"{ours.name} is {'' if theirs.nullable else 'not '}nullable"
+    extra = [name for name in other.names if name not in first.names]
+    return f"extra columns {', '.join(extra)}" if extra else "the columns in another order"
 
 
 def _check_class_lists(column: pa.ChunkedArray, names: list[str], name: str) -> None:

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.models import FORMAT as MODEL_FORMAT
-from tasks.models import Model, load_model, publish_model, remove_models, unpublish_model
+from tasks.models import Model, load_model, models_folder, publish_model, remove_models, unpublish_model
 from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 
 
@@ -422,7 +422,13 @@ def stored_model(db: str | Path, model_id: str) -> tuple[dict[str, Any], Model]:
     if not rows:
         raise ValueError(f"model {model_id}: no such stored model in {db} (`pairwise models --db {db}` lists them)")
     row = rows[0]
-    return row, load_model(Path(db).parent / row["path"], row["content_hash"], row["model_id"])
+    return row, load_model(stored_model_folder(db, row["model_id"]), row["content_hash"], row["model_id"])
+
+
+def stored_model_folder(db: str | Path, model_id: str) -> Path:
+    """Where a stored model's files are: ``<db>.models/<model_id>`` beside the file as it is named now (models.path
+    records where the run put them, which a renamed or copied file no longer finds)."""
+    return models_folder(db) / model_id
 
 
 class ExportFailed(RuntimeError):

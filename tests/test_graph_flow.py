@@ -3,6 +3,7 @@ and the kNN index's recall."""
 
 import hashlib
 import json
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -305,10 +306,11 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
     manifest = (folder / "model.json").read_bytes()
     assert hashlib.sha256(manifest).hexdigest() == content_hash  # sealed again, with the neighbourhood
     assert {"neighbourhood.npz", "neighbourhood.json", "neighbourhood.faiss"} <= json.loads(manifest)["files"].keys()
-    # the same day 0 for two other nights (a model's row names its folder beside the first database)
+    # the same day 0 for two other nights: copies of the file and its model store, under other names
     plain, tampered = tmp_path / "plain.duckdb", tmp_path / "tampered.duckdb"
     for copy in (plain, tampered):
         shutil.copy(db, copy)
+        shutil.copytree(f"{db}.models", f"{copy}.models")
 
     def night(target, run_id, graph_k):
         return reclassify_catalog(ReclassifyParams(
@@ -343,7 +345,7 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
     # a stored neighbourhood changed on disk, its arrays or its index, is refused in one line, and the night
     # commits nothing
     for name in ("neighbourhood.npz", "neighbourhood.faiss"):
-        stored = folder / name
+        stored = Path(f"{tampered}.models") / model_id / name
         kept = stored.read_bytes()
         stored.write_bytes(kept[:-100])
         with pytest.raises(ModelMismatch, match=rf"^model {model_id}: file {name} does not match its "

@@ -2,6 +2,7 @@
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,6 +152,28 @@ def test_a_night_run_again_under_its_run_id_keeps_saying_what_it_changed(tmp_pat
     assert changes(db, "n1") == before  # against the catalog before the night, not the one its first attempt left
     assert again["changes"] == first["changes"]
     assert {i: v[:3] for i, v in catalog_state(db).items()} == {i: v[:3] for i, v in state.items()}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_stored_model_labels_a_catalog_whose_embedding_columns_come_in_another_order(tmp_path, catalog):
+    items, classes = catalog
+    glob0, classes_path = write_catalog(tmp_path / "d0", items, classes, n_files=2)
+    swapped = items.select(["item_id", "label", "version", "text_embedding", "image_embedding"])
+    glob1, _ = write_catalog(tmp_path / "d1", swapped, classes, n_files=2)  # an upstream writer reordered them
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(glob0, classes_path, db))
+    labels = {i: v[:3] for i, v in catalog_state(db).items()}
+    night1 = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True))
+    assert night1["details"]["night"]["labelled"] == 0  # the same fingerprints: the views are taken in order
+    relabel = reclassify_catalog(params(glob1, classes_path, db, model="latest"))
+    assert relabel["modalities"] == ["image", "text"] and not changes(db, relabel["run_id"])
+    assert {i: v[:3] for i, v in catalog_state(db).items()} == labels
+    # a copy under another name, with its model store, finds its models (models.path names the first file's)
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(db, copy)
+    shutil.copytree(f"{db}.models", f"{copy}.models")
+    again = reclassify_catalog(params(glob1, classes_path, copy, model="latest"))
+    assert again["model_id"] == relabel["model_id"]
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -221,6 +221,24 @@ def test_missing_file_glob_and_non_parquet(catalog):
         inspect(str(tmp_path / "notes.parquet"), classes_path, tmp_path)
 
 
+def test_files_of_one_source_with_other_schemas_say_what_differs(catalog):
+    tmp_path, items, classes = catalog
+    _, classes_path = write_catalog(tmp_path, items, classes)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    pq.write_table(items.slice(0, 600), folder / "a.parquet")
+    for other, difference in [
+        (items.slice(600).select(["item_id", "text_embedding", "image_embedding", "label"]),
+         "the columns in another order"),
+        (items.slice(600).set_column(0, "item_id", items.column("item_id").slice(600).cast(pa.large_string())),
+         "item_id is large_string, not string"),
+        (items.slice(600).drop(["label"]), "no column label"),
+    ]:
+        pq.write_table(other, folder / "b.parquet")
+        with pytest.raises(SourceError, match=f"b.parquet: schema differs from .*a.parquet \\({difference}\\)$"):
+            inspect(str(folder), classes_path, tmp_path)
+
+
 def test_duckdb_table_sources(catalog):
     tmp_path, items, classes = catalog
     db = tmp_path / "out.duckdb"
