@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import shlex
 import sys
@@ -127,10 +128,16 @@ def _demo(args: argparse.Namespace) -> int:
 
     summary = _flow_or_fail(args, run)
     _show_report(args, args.db, summary)
-    query = "SELECT * FROM catalog_labels LIMIT 5"
-    code = f"import duckdb; print(duckdb.connect({args.db!r}, read_only=True).sql({query!r}))"
-    _say(args, f"\nQuery it: {shlex.quote(_python_command())} -c {shlex.quote(code)}")
+    _say(args, f"\nQuery it: {_query_command(args.db)}")
     return 0
+
+
+def _query_command(db: str) -> str:
+    """A shell command that prints a few rows of catalog_labels from ``db``, whatever its path: Python's literals
+    in double quotes (JSON's are Python's too), the code in the shell's single quotes."""
+    query = "SELECT * FROM catalog_labels LIMIT 5"
+    code = f"import duckdb; print(duckdb.connect({json.dumps(db)}, read_only=True).sql({json.dumps(query)}))"
+    return f"{shlex.quote(_python_command())} -c {shlex.quote(code)}"
 
 
 def _python_command() -> str:

@@ -48,6 +48,15 @@ def test_demo_prints_a_clean_report_and_report_reads_it_back(env, tmp_path):
     assert shown.returncode == 0 and "catalog_labels" not in shown.stderr and "item-" in shown.stdout
 
 
+def test_the_printed_query_reads_plainly_for_a_plain_path(tmp_path, monkeypatch):
+    from flows.cli import _query_command
+
+    monkeypatch.chdir(Path(sys.executable).parents[2])
+    assert _query_command("pairwise-demo.duckdb") == (
+        f"{os.path.join(*Path(sys.executable).parts[-3:])} -c 'import duckdb; print(duckdb.connect("
+        '"pairwise-demo.duckdb", read_only=True).sql("SELECT * FROM catalog_labels LIMIT 5"))\'')
+
+
 def test_the_printed_python_resolves_from_the_working_folder(tmp_path, monkeypatch):
     from flows.cli import _python_command
 
