@@ -191,7 +191,6 @@ def night_labelled(details: Mapping[str, int]) -> str:
             f"carried {details['carried_over']:,} over unchanged")
 
 
-
 def refit_on_drift(refit_id: str) -> str:
     return f"The night drifted from the model's fit sample (--refit-on-drift): refitting on the whole catalog as run {refit_id}"
 
