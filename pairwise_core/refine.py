@@ -353,8 +353,3 @@ def _softmax_in_place(scores: np.ndarray) -> np.ndarray:
     scores /= scores.sum(axis=-1, keepdims=True)
     return scores
 
-
-def sample_rows(seed: int, partition: int, n_rows: int, rate: float) -> np.ndarray:
-    """Per row of a partition, whether it is in the seeded sample (drawn from the seed and the partition's
-    number alone, so a re-run draws the same rows)."""
-    return np.random.default_rng([seed, partition]).random(n_rows) < rate

@@ -25,7 +25,7 @@ from pairwise_core import drift
 from pairwise_core.model import DriftReference
 from tasks.models import load_model
 from tasks.policy import IO_TASK
-from tasks.sample import item_hash
+from tasks.sample import hash_unit, item_hash
 from tasks.sources import Plan
 from tasks.staging import Staging
 
@@ -48,17 +48,6 @@ def sample_rate(n_rows: int) -> float:
     """The share of a night's rows to keep: about twice what a drift test reads (``drift.SAMPLE_ROWS``),
     so rejected rows and the hash's scatter still leave it enough."""
     return min(1.0, 2 * drift.SAMPLE_ROWS / max(1, n_rows))
-
-
-def _unit(hashes: np.ndarray) -> np.ndarray:
-    """Seeded item hashes read as numbers in [0, 1) (their top 53 bits)."""
-    return (hashes >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-def kept_rows(ids: pa.Array, rate: float, seed: int) -> np.ndarray:
-    """Which items fall in the seeded share ``rate``: an item is kept or not whatever the batch or partition
-    it comes in."""
-    return _unit(item_hash(ids, seed)) < rate
 
 
 def _lowest(x: np.ndarray, keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +79,7 @@ class DriftSample:
         """Keep the rows of ``x`` (one per id in ``ids``: the usable rows of a batch) whose item is sampled."""
         if len(ids) != len(x):
             raise ValueError(f"drift sample of {modality}: {len(ids)} ids for {len(x)} rows")
-        keys = _unit(item_hash(ids, self._seed))
+        keys = hash_unit(item_hash(ids, self._seed))
         kept = keys < self._rate
         x = np.concatenate([self._x[modality], np.asarray(x[kept], np.float32)])
         keys = np.concatenate([self._keys[modality], keys[kept]])

@@ -12,9 +12,8 @@ from prefect import task
 from pairwise_core import PairStats, PairwiseClassifier
 from pairwise_core.model import Classifiers
 from pairwise_core.discriminant import ClassSums
-from pairwise_core.refine import sample_rows
 from tasks.policy import IO_TASK
-from tasks.sample import N_FOLDS, SampleParts, gold_codes, item_folds
+from tasks.sample import N_FOLDS, SampleParts, folds_of, gold_codes, hash_unit, item_hash
 from tasks.sources import Partition, Plan, matrix, read_partition
 from tasks.models import class_hash, save_part
 from tasks.staging import Staging, classifiers, load_stats, save_stats, write_parquet
@@ -29,22 +28,20 @@ def partition_stats(
     and, with ``class_sums``, of the gold labels' class sums per fold (the label-aware review's means,
     METHOD.md step 9).
 
-    The sample (rows drawn by ``sample_rows``, every modality, and the gold
-    label when there is one) carries the refinement's EM iterations, its
-    calibration and the review's covariance after pass 1, so the labelling
-    pass can apply them at once.
+    The sample (the items whose seeded hash falls in the share ``sample_rate``, so the same items whatever
+    the partitioning; every modality, and the gold label when there is one) carries the refinement's EM
+    iterations, its calibration and the review's covariance after pass 1, so the labelling pass can apply
+    them at once.
     """
     models = classifiers(classes_path, plan, core_params)
     k = len(plan.class_names)
     totals = {m: PairStats.zeros(k, plan.dims[m]) for m in plan.modalities}
     sums = {m: ClassSums.zeros(N_FOLDS, k, plan.dims[m]) for m in plan.modalities}
-    sampled = sample_rows(core_params["seed"], partition.index, partition.n_rows, sample_rate)
     sample = SampleParts(plan)
-    offset = 0
     for batch in read_partition(partition, plan.item_columns()):
-        rows = np.flatnonzero(sampled[offset : offset + batch.num_rows])
-        offset += batch.num_rows
-        folds = item_folds(batch.column("item_id"), core_params["seed"])
+        hashes = item_hash(batch.column("item_id"), core_params["seed"])
+        folds = folds_of(hashes)
+        rows = np.flatnonzero(hash_unit(hashes) < sample_rate)
         gold = gold_codes(batch, plan) if plan.gold_column else None
         for modality, model in models.items():
             usable = matrix(batch, modality, plan.dims[modality])  # rejected rows are recorded in pass 2

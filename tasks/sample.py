@@ -24,7 +24,19 @@ _FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3
 def item_folds(ids: pa.Array, seed: int) -> np.ndarray:
     """Each item's fold (0 .. N_FOLDS - 1), from its ``item_hash``: the same in every pass and every re-run,
     whatever the partitioning."""
-    return (item_hash(ids, seed) % np.uint64(N_FOLDS)).astype(np.int64)
+    return folds_of(item_hash(ids, seed))
+
+
+def folds_of(hashes: np.ndarray) -> np.ndarray:
+    """The folds of items with these ``item_hash`` values (the hash's remainder)."""
+    return (hashes % np.uint64(N_FOLDS)).astype(np.int64)
+
+
+def hash_unit(hashes: np.ndarray) -> np.ndarray:
+    """Item hashes read as numbers in [0, 1) (their top 53 bits): an item is in a seeded share ``rate`` of
+    the catalog if its number is below it, whatever the batch, partition or file it comes in. (Independent
+    of its fold, the hash's remainder, to within 5 in 2^64.)"""
+    return (hashes >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def item_hash(ids: pa.Array, seed: int) -> np.ndarray:

@@ -52,3 +52,25 @@ def test_partitioned_run_equals_the_core_on_the_whole_catalog(tmp_path, catalog,
             )
             assert masks == expected
             assert max(len(dims) for _, _, dims, _, _ in masks) <= options["max_dims"]
+
+
+def test_a_sampled_fit_is_the_same_whatever_the_files_and_partitions(tmp_path, catalog):
+    """The refinement's sample is smaller than the catalog here: its items are chosen by their hash, so
+    another --chunk-size or another split into files fits the same model and gives the same labels."""
+    items, classes = catalog
+    labelled = []
+    for name, n_files, chunk_size in (("a", 2, 200), ("b", 1, 1600)):
+        items_glob, classes_path = write_catalog(tmp_path / name, items, classes, n_files=n_files,
+                                                 row_group_size=chunk_size)
+        db = tmp_path / f"{name}.duckdb"
+        summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db),
+                                                      gold_column="label", chunk_size=chunk_size, refine_sample=300))
+        assert summary["details"]["n_partitions"] == 1600 // chunk_size
+        with duckdb.connect(str(db), read_only=True) as con:
+            labelled.append(con.execute(
+                "SELECT item_id, modality, refined_class, refined_confidence FROM item_labels "
+                "UNION ALL SELECT item_id, 'joint', label, confidence FROM joint_labels "
+                "ORDER BY ALL").fetchall())
+    first, second = labelled
+    assert [row[:3] for row in first] == [row[:3] for row in second]
+    np.testing.assert_allclose([row[3] for row in first], [row[3] for row in second], rtol=0, atol=1e-5)
