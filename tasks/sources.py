@@ -294,10 +294,6 @@ def _inspect(
         files = parquet_files(items)
         metadata = [_parquet_file(path) for path in files]
         item_schema, n_items = metadata[0].schema_arrow, sum(m.metadata.num_rows for m in metadata)
-        for path, meta in zip(files[1:], metadata[1:], strict=True):
-            if meta.schema_arrow != item_schema:
-                difference = _schema_difference(item_schema, meta.schema_arrow)
-                raise SourceError(f"{path}: schema differs from {files[0]} ({difference})")
     _require(item_schema, "item_id", items)
     if gold_column is not None:
         if gold_column not in item_schema.names:
@@ -345,6 +341,9 @@ def _inspect(
         item_dim = _item_dim(item_schema.field(column).type, files, column, db, item_source)
         if item_dim is not None and item_dim != dims[modality]:
             raise SourceError(f"{column}: items have {item_dim} dimensions, classes have {dims[modality]}")
+    further = [column for column in (gold_column, changed_column) if column is not None]
+    for path, meta in zip(files[1:], metadata[1:] if files else [], strict=True):
+        _check_columns(meta.schema_arrow, item_schema, dims, further, path, files[0])
     # last: the checks above read schemas and the class table only, these two read a column of every item
     _check_unique_ids(item_source, files, db)
     gold = _gold_values(item_source, files, db, gold_column, names) if gold_column is not None else None
@@ -356,19 +355,23 @@ def _inspect(
 PARENT_COLUMN = "parent"
 
 
-def _schema_difference(first: pa.Schema, other: pa.Schema) -> str:
-    """What differs between two files' schemas, for the message: a column missing, extra, of another type or
-    nullability, or the columns' order."""
-    for ours in first:
-        if ours.name not in other.names:
-            return f"no column {ours.name}"
-        theirs = other.field(ours.name)
-        if theirs.type != ours.type:
-            return f"{ours.name} is {theirs.type}, not {ours.type}"
-        if theirs.nullable != ours.nullable:
-            return f"{ours.name} is {'' if theirs.nullable else 'not '}nullable"
-    extra = [name for name in other.names if name not in first.names]
-    return f"extra columns {', '.join(extra)}" if extra else "the columns in another order"
+def _check_columns(schema: pa.Schema, first: pa.Schema, dims: dict[str, int], further: list[str], path: str,
+                   first_path: str) -> None:
+    """A further file of the source has the columns the run reads (item_id, the modalities' embeddings and
+    the ``further`` columns), of types it reads like the first file's. Other columns, the columns' order and
+    their nullability may differ, as in files written on other days by other writers."""
+    for name in ["item_id", *(f"{m}{EMBEDDING_SUFFIX}" for m in dims), *further]:
+        if name not in schema.names:
+            raise SourceError(f"{path}: missing column {name}, which {first_path} has")
+        kind = schema.field(name).type
+        if name.endswith(EMBEDDING_SUFFIX):
+            _embedding_columns(pa.schema([schema.field(name)]), path)
+            dim = dims[name.removesuffix(EMBEDDING_SUFFIX)]
+            if pa.types.is_fixed_size_list(kind) and kind.list_size != dim:
+                raise SourceError(f"{path}: {name}: items have {kind.list_size} dimensions, classes have {dim}")
+        elif name == "item_id" or pa.types.is_string(first.field(name).type) \
+                or pa.types.is_large_string(first.field(name).type):
+            _require(schema, name, path)
 
 
 def _check_class_lists(column: pa.ChunkedArray, names: list[str], name: str) -> None:

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, settings
@@ -42,6 +43,19 @@ def write_catalog(directory: Path, items: pa.Table, classes: pa.Table, *, n_file
         pq.write_table(part, directory / f"items-{k}.parquet", row_group_size=row_group_size)
     pq.write_table(classes, directory / "classes.parquet")
     return str(directory / "items-*.parquet"), str(directory / "classes.parquet")
+
+
+def written_otherwise(items: pa.Table) -> pa.Table:
+    """The same rows as another writer might store them: the columns in reverse order and an extra one,
+    item_id as a large string, embeddings as fixed-size float64 lists."""
+    columns = {"batch": pa.array([7] * items.num_rows)}
+    for name in reversed(items.column_names):
+        column = items.column(name).combine_chunks()
+        if name.endswith("_embedding"):
+            values = pc.list_flatten(column).cast(pa.float64())
+            column = pa.FixedSizeListArray.from_arrays(values, len(values) // items.num_rows)
+        columns[name] = column.cast(pa.large_string()) if name == "item_id" else column
+    return pa.table(columns)
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_catalog
+from conftest import write_catalog, written_otherwise
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
 
@@ -174,6 +174,28 @@ def test_a_stored_model_labels_a_catalog_whose_embedding_columns_come_in_another
     shutil.copytree(f"{db}.models", f"{copy}.models")
     again = reclassify_catalog(params(glob1, classes_path, copy, model="latest"))
     assert again["model_id"] == relabel["model_id"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_night_reads_a_new_file_from_another_writer(tmp_path, catalog):
+    """Its columns in another order, an extra one, other list and string types: the same items, the same labels."""
+    items, classes = catalog
+    folder = tmp_path / "items"
+    _, classes_path = write_catalog(folder, items.slice(0, N_ITEMS - 500), classes)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db))
+    before = catalog_state(db)
+    pq.write_table(written_otherwise(items.slice(N_ITEMS - 500)), folder / "items-new.parquet")
+    night1 = reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db, model="latest", incremental=True,
+                                       changed_column="version"))
+    assert (night1["details"]["night"]["new"], night1["details"]["night"]["labelled"]) == (500, 500)
+    after = catalog_state(db)
+    assert len(after) == N_ITEMS and all(after[item] == state for item, state in before.items())
+    # a relabel of the same rows as one writer wrote them moves nothing
+    uniform, _ = write_catalog(tmp_path / "uniform", items, classes, n_files=2)
+    relabel = reclassify_catalog(params(uniform, classes_path, db, model="latest"))
+    assert not changes(db, relabel["run_id"])
+    assert {i: v[:3] for i, v in catalog_state(db).items()} == {i: v[:3] for i, v in after.items()}
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_catalog
+from conftest import write_catalog, written_otherwise
 from pairwise_core import make_catalog
 from tasks.sources import SourceError, inspect_sources, plan_partitions
 
@@ -221,22 +221,40 @@ def test_missing_file_glob_and_non_parquet(catalog):
         inspect(str(tmp_path / "notes.parquet"), classes_path, tmp_path)
 
 
-def test_files_of_one_source_with_other_schemas_say_what_differs(catalog):
+def test_files_of_one_source_may_differ_in_what_the_run_does_not_read(catalog):
     tmp_path, items, classes = catalog
     _, classes_path = write_catalog(tmp_path, items, classes)
     folder = tmp_path / "mixed"
     folder.mkdir()
     pq.write_table(items.slice(0, 600), folder / "a.parquet")
-    for other, difference in [
-        (items.slice(600).select(["item_id", "text_embedding", "image_embedding", "label"]),
-         "the columns in another order"),
-        (items.slice(600).set_column(0, "item_id", items.column("item_id").slice(600).cast(pa.large_string())),
-         "item_id is large_string, not string"),
-        (items.slice(600).drop(["label"]), "no column label"),
+    pq.write_table(written_otherwise(items.slice(600)), folder / "b.parquet")
+    plan = inspect(str(folder), classes_path, tmp_path, gold="label")
+    assert (plan.n_items, plan.dims) == (1200, {"image": 512, "text": 384})
+    pq.write_table(items.slice(600).drop(["label"]), folder / "b.parquet")
+    assert inspect(str(folder), classes_path, tmp_path).n_items == 1200  # no gold column read
+
+
+def test_files_of_one_source_without_what_the_run_reads_say_what_is_wrong(catalog):
+    tmp_path, items, classes = catalog
+    _, classes_path = write_catalog(tmp_path, items, classes)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    pq.write_table(items.slice(0, 600), folder / "a.parquet")
+    rest = written_otherwise(items.slice(600))
+    short = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(600 * 5), pa.float32()), 5)
+    for other, message in [
+        (rest.drop(["label"]), "missing column label, which .*a.parquet has"),
+        (rest.drop(["text_embedding"]), "missing column text_embedding, which .*a.parquet has"),
+        (rest.set_column(rest.schema.get_field_index("item_id"), "item_id", pa.array(range(600))),
+         "column item_id must be a string, got int64"),
+        (rest.set_column(rest.schema.get_field_index("image_embedding"), "image_embedding", short),
+         "image_embedding: items have 5 dimensions, classes have 512"),
+        (rest.set_column(rest.schema.get_field_index("label"), "label", pa.array(range(600))),
+         "column label must be a string, got int64"),
     ]:
         pq.write_table(other, folder / "b.parquet")
-        with pytest.raises(SourceError, match=f"b.parquet: schema differs from .*a.parquet \\({difference}\\)$"):
-            inspect(str(folder), classes_path, tmp_path)
+        with pytest.raises(SourceError, match=f"b.parquet: {message}$"):
+            inspect(str(folder), classes_path, tmp_path, gold="label")
 
 
 def test_duckdb_table_sources(catalog):
