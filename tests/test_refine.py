@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from pairwise_core import MixtureRefiner, MixtureSums, expected_calibration_error
 from pairwise_core.joint import fit_weights, joint_log_posterior, prune_classes
-from pairwise_core.refine import sample_rows
 from reference import noisy_catalog, unit_rows
 
 
@@ -249,14 +248,6 @@ def test_fitted_weights_minimize_the_loss_over_a_grid(seed):
     assert (best >= 0).all()
     grid = min(loss((a, b)) for a in np.linspace(0, 2, 41) for b in np.linspace(0, 2, 41))
     assert loss(best) <= grid + 1e-9
-
-
-def test_sample_rows_are_seeded_per_partition_and_keep_the_rate():
-    sampled = sample_rows(3, 7, 50_000, 0.1)
-    np.testing.assert_array_equal(sample_rows(3, 7, 50_000, 0.1), sampled)
-    assert abs(sampled.mean() - 0.1) < 0.01
-    assert not np.array_equal(sample_rows(3, 8, 50_000, 0.1), sampled)
-    assert not np.array_equal(sample_rows(4, 7, 50_000, 0.1), sampled)
 
 
 def test_cross_view_weights_find_the_temperature_of_independent_witnesses_without_labels():
