@@ -152,6 +152,8 @@ class ReclassifyParams(BaseModel):
             raise ValueError("--refit-on-drift checks an incremental night's drift: add --incremental")
         if self.calibration == "gold" and self.gold_column is None:
             raise ValueError("calibration 'gold' needs a gold column (--gold-column)")
+        if self.review != "auto" and self.gold_column is None:
+            raise ValueError(f"--review {self.review} reviews the given labels: add --gold-column")
         return self
 
     refine_iterations: int = Field(default=_REFINE_DEFAULTS["n_iter"], ge=1,

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from flows.params import ReclassifyParams
 from flows.progress import begin_phase, partition_done
+from pairwise_core.model import Review
 from tasks import run_log
 from tasks.artifacts import PROGRESS_EVERY_S, advance_progress, publish_artifacts, start_progress
 from tasks.environment import run_environment
@@ -80,7 +81,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         params = params.model_copy(update={"model": None, "incremental": False, "refit_on_drift": False})
     # a stored model to label with must fit the catalog: refused before anything is written; `using` holds the
     # model the check loaded ("held") until the flow ends, so the label tasks find it loaded
-    using = params.model and check_stored_model(plan, params.classes, db, params.model, params.graph_k > 0)
+    using = params.model and check_stored_model(plan, params.classes, db, params.model, params.graph_k > 0,
+                                                params.review)
     if using:
         plan = dataclasses.replace(plan, modalities=tuple(using["modalities"]))  # the columns may come in another order
     if using and params.incremental:
@@ -157,9 +159,13 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
 
             if using is None:
                 model, passes = fit(), 2
-            else:  # a stored model: no fit, one pass
-                model, passes = {**using, "review": None, "brackets": None, "sample_rate": None, "pair_masks": [],
-                                 "store": None}, 1
+            else:  # a stored model: no fit, one pass; its review as this run asks (tasks/label.py)
+                stored_review = using["held"].review or Review.zero_shot(params.issues_below)
+                review = plan.gold_column and {
+                    "route": stored_review.as_run_asks(params.review, params.issues_below).route,
+                    "requested": params.review, "issues_below": params.issues_below, "stored": True}
+                model, passes = {**using, "review": review or None, "brackets": None, "sample_rate": None,
+                                 "pair_masks": [], "store": None}, 1
 
             night = None
             # what the source's files are now (a DuckDB table has none): recorded with the items' fingerprints,
@@ -185,7 +191,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                  "selections": night and night.selections,
                  "drift_rate": None if night is None else sample_rate(night.n_new + (night.n_changed or 0)
                                                                            + (night.n_unversioned or 0)),
-                 "graph": graph or inductive},
+                 "graph": graph or inductive, "review_as": (params.review, params.issues_below)},
                 progress, offset=(passes - 1) * n_parts, total=passes * n_parts,
             )
             watch.lap("pass2")

@@ -19,7 +19,7 @@ A model is three parts, and a fourth that labelling does not apply:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, Self
 
 import numpy as np
@@ -116,6 +116,20 @@ class Review:
     discriminant: FoldDiscriminant | None  # None for the zero-shot route
     weights: np.ndarray  # (2,) for 'both': of the label-aware and the zero-shot log posteriors
     keep_below: float  # annotation_issues keeps the items whose p_given is below this (1: every item)
+
+    @classmethod
+    def zero_shot(cls, keep_below: float) -> Review:
+        """The route that never reads the given labels: the refined joint posterior alone."""
+        return cls("zero-shot", None, np.array([0.0, 1.0]), keep_below)
+
+    def as_run_asks(self, requested: str, keep_below: float) -> Review:
+        """This review as a run applies it: ``requested`` 'zero-shot' reads the joint posterior alone,
+        'label-aware' the discriminant alone (a model fitted for 'both' holds it), 'auto' or 'both' the
+        route fitted; ``keep_below`` is the run's own (a stored model's was its fit's)."""
+        if requested == "zero-shot" or self.discriminant is None:
+            return Review.zero_shot(keep_below)
+        return replace(self, route="label-aware" if requested == "label-aware" else self.route,
+                       keep_below=keep_below)
 
     def judge(self, zero_shot: np.ndarray, xs: list[np.ndarray], scales: list[np.ndarray], present: np.ndarray,
               fold: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

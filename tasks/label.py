@@ -92,6 +92,7 @@ REJECTED_SCHEMA = pa.schema([
 def label_partition(
     partition: Partition, plan: Plan, sealed: dict[str, str], seed: int, staging: Staging, run_id: str,
     selections: dict[int, Selection] | None = None, drift_rate: float | None = None, graph: bool = False,
+    review_as: tuple[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run the tourney and the refinement over one partition, streaming; stage its item_labels,
     joint_labels, rejected_items, review_items and catalog_state rows, and count the rows labelled.
@@ -100,7 +101,8 @@ def label_partition(
     a partition without one, or no selections at all, labels every row. With ``drift_rate`` (a night with a
     stored model) it also stages a seeded sample of the rows it labelled, for the drift tests (tasks/drift.py).
     With ``graph`` it stages the rows' graph points and refined posteriors too (``graph_parts``), in the order
-    of its catalog_state rows, for the graph refinement (tasks/graph.py).
+    of its catalog_state rows, for the graph refinement (tasks/graph.py). ``review_as``: the run's --review and
+    --issues-below, which the model's review follows (``Review.as_run_asks``; None: as it was fitted).
 
     ``sealed`` names the sealed model (``folder``, ``content_hash``, ``model_id``): labelling reads the model
     only through ``load_model``, as a stored model is read. Every (item, modality) lands in exactly one of
@@ -111,7 +113,9 @@ def label_partition(
     """
     fitted = load_model(sealed["folder"], sealed["content_hash"], sealed["model_id"])
     models, refinement = fitted.classifiers.models, fitted.refinement
-    review = fitted.review if plan.gold_column else None  # a stored model's review, on a catalog without labels
+    review = fitted.review if plan.gold_column else None  # a catalog without labels: nothing to review
+    if review_as is not None and plan.gold_column:  # a model fitted without labels reviews them zero-shot
+        review = (review or Review.zero_shot(review_as[1])).as_run_asks(*review_as)
     names = pa.array(plan.class_names, pa.string())
     kinds = ("item_labels", "joint_labels", "rejected_items", "review_items", "catalog_state")
     paths = {kind: staging.part(kind, partition.index) for kind in kinds}

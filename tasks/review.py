@@ -68,7 +68,7 @@ def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], pla
     route = choose_route(requested, int(complete.sum()))
     details: dict[str, object] = {"route": route, "requested": requested, "sample_rows": int(complete.sum()),
                                   "issues_below": keep_below}
-    review = Review(route, None, np.array([0.0, 1.0]), keep_below)
+    review = Review.zero_shot(keep_below)
     if route != "zero-shot":
         k = len(plan.class_names)
         sums = {m: ClassSums.zeros(N_FOLDS, k, plan.dims[m]) for m in plan.modalities}

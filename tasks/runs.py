@@ -63,11 +63,14 @@ def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
 
 
 @task(name="check-stored-model", **IO_TASK)
-def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: bool = False) -> dict[str, Any]:
+def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: bool = False,
+                       review: str = "auto") -> dict[str, Any]:
     """The stored model ``model_id`` ('latest' or an id), if it fits the catalog: its modalities, their
     dimensions and its classes (names and embeddings, by the class hash); else ValueError (bad input, before
-    anything is written) saying what differs; with ``graph``, it must have the graph's part. Returns what labelling with it needs: the model's folder,
-    content hash and id (``sealed``), the seed of its folds, how it was calibrated, and whether it stores what
+    anything is written) saying what differs; with ``graph``, it must have the graph's part; with a gold
+    column, its review must hold the ``review`` route asked for (``Review.as_run_asks``). Returns what
+    labelling with it needs: the model's folder, content hash and id (``sealed``), the seed of its folds, how
+    it was calibrated, and whether it stores what
     an incremental night's graph needs (``neighbourhood``); its modalities in its order, which the run takes
     (fingerprints and the joint weights follow it); and the model as loaded (``held``): while the caller
     holds it, the label tasks find it loaded (``models.load_model`` keeps models weakly) instead of reading and
@@ -99,6 +102,12 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
     if graph and model.graph is None:
         raise ValueError(f"model {name} was fitted without the graph refinement; refit with --graph-k, "
                          "or label with --graph-k 0")
+    routes = {"label-aware": model.review is not None and model.review.discriminant is not None,
+            "both": model.review is not None and model.review.route == "both"}
+    if plan.gold_column and not routes.get(review, True):
+        fitted = "without given labels" if model.review is None else f"with the {model.review.route} review"
+        raise ValueError(f"model {name} was fitted {fitted}; --review {review} needs a model fitted with it: "
+                         f"refit with --gold-column and --review {review}, or label with --review auto")
     return {"sealed": {"folder": folder, "content_hash": row["content_hash"], "model_id": name},
             "modalities": list(row["modalities"]),
             "seed": json.loads(row["params"])["core"]["seed"], "calibration": model.refinement.calibration,

@@ -256,3 +256,38 @@ def test_a_stored_model_that_does_not_fit_the_catalog_is_refused_before_anything
         "full run (without --model)\n")
     assert refused(env, db, *nudged, "--model", "nope") == (
         f"pairwise: model nope: no such stored model in {db} (`pairwise models --db {db}` lists them)\n")
+
+
+def test_a_stored_model_reviews_as_the_run_asks(stored, env, tmp_path):  # noqa: F811
+    """--review and --issues-below apply to a run with a stored model as to a fit (they were ignored while
+    runs.params recorded them); a route the model's review does not hold is refused in one line."""
+    db, _, items, _, items_glob, classes_path = stored
+    n_labelled = items.num_rows  # every item has a given label
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(db, copy)
+    shutil.copytree(f"{db}.models", f"{copy}.models")
+    for review, routes in (("zero-shot", {"zero-shot"}), ("label-aware", {"label-aware"}), ("auto", {"both"})):
+        summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(copy),
+                                                      gold_column="label", model="latest", review=review,
+                                                      issues_below=1.0))
+        assert summary["details"]["review"]["route"] == routes.pop()
+        assert rows(copy, "SELECT count(*), min(route), max(route) FROM annotation_issues WHERE run_id = ?",
+                    [summary["run_id"]]) == [(n_labelled, summary["details"]["review"]["route"],
+                                              summary["details"]["review"]["route"])]
+    kept = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(copy),
+                                               gold_column="label", model="latest", issues_below=0.5))
+    [(n_kept, worst)] = rows(copy, "SELECT count(*), max(p_given) FROM annotation_issues WHERE run_id = ?",
+                             [kept["run_id"]])
+    assert n_kept < n_labelled and worst < 0.5
+    # a model fitted without labels reviews them zero-shot, and has no label-aware route to offer
+    unlabelled = tmp_path / "unlabelled.duckdb"
+    reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(unlabelled)))
+    summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(unlabelled),
+                                                  gold_column="label", model="latest", issues_below=1.0))
+    assert summary["details"]["review"]["route"] == "zero-shot"
+    assert rows(unlabelled, "SELECT count(*) FROM annotation_issues") == [(n_labelled,)]
+    [(model_id,)] = rows(unlabelled, "SELECT model_id FROM models")
+    assert refused(env, unlabelled, items_glob, classes_path, "--gold-column", "label", "--model", "latest",
+                   "--review", "both") == (
+        f"pairwise: model {model_id} was fitted without given labels; --review both needs a model fitted with it: "
+        "refit with --gold-column and --review both, or label with --review auto\n")
