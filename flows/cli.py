@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from flows.params import TRUSTED_DASK, ReclassifyParams
-    from tasks.run_log import count, gold_outside
+    from tasks.run_log import count, gold_notes
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
     from tasks.store import check_db_file, check_export_dir
@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
                            chunk_size=params.chunk_size, changed_column=params.changed_column)
     _say(args, f"Reclassifying {count(plan.n_items, 'item')} into {count(len(plan.class_names), 'class', 'classes')}"
          f" ({', '.join(plan.modalities)}) -> {params.db}")
-    if line := gold_outside(plan):
+    for line in gold_notes(plan):
         _say(args, line)
 
     def run() -> dict[str, Any]:

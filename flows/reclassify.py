@@ -101,8 +101,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             watch.lap("stage")
             n_parts = len(plan.partitions)
             log.info(run_log.catalog(plan, params.chunk_size))
-            if gold_outside := run_log.gold_outside(plan):
-                log.warning(gold_outside)
+            for note in run_log.gold_notes(plan):
+                log.warning(note)
             progress = start_progress(n_parts)
 
             def partitions(*args: Any, **kwargs: Any) -> list[Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import task
 
 from pairwise_core.hierarchy import Level
@@ -150,7 +151,7 @@ def label_partition(
             }, schema=STATE_SCHEMA))
             fold = item_folds(ids, seed)  # the folds pass 1 drew
             joint = Joint.empty(batch.num_rows, len(models), len(plan.class_names))
-            gold = batch.column(plan.gold_column).cast(pa.string()) if plan.gold_column else None
+            gold = given_labels(batch.column(plan.gold_column)) if plan.gold_column else None
             # the gold column is the catalog's current label: review it in the same pass (-1: none or unknown)
             given = None if gold is None else gold_codes(batch, plan)
             # per modality, every row's embedding and inverse norm (zero where rejected), for the review
@@ -347,6 +348,13 @@ def judge(review: Review, joint: Joint, free_weights: np.ndarray, xs: list[np.nd
         xs, scales = [x[rows] for x in xs], [scale[rows] for scale in scales]
     route, aware = review.judge(zero_shot, xs, scales, present, fold[rows])
     return Judged(rows, route, zero_shot, aware)
+
+
+def given_labels(column: pa.Array) -> pa.Array:
+    """The gold column as text; a blank value (empty or whitespace) is no label, as a null is
+    (sql/check_gold_values.sql counts them alike)."""
+    gold = column.cast(pa.string())
+    return pc.if_else(pc.match_substring_regex(gold, r"^\s*$"), pa.scalar(None, pa.string()), gold)
 
 
 def review_table(judged: Judged, route_name: str, keep_below: float, ids: pa.Array, given: np.ndarray,

@@ -290,6 +290,8 @@ def metric_cell(row: Mapping[str, Any]) -> str:
 
 def _metrics_table(rows: list[dict]) -> str:
     """Both gains, under short headers: the report is printed after every run and must stay narrow."""
+    if not rows:  # one modality and no gold column: nothing to compare
+        return "No metrics for this run."
     table = pa.table({
         "metric": [metric_cell(r) for r in rows],
         "modality": [r["modality_a"] for r in rows],

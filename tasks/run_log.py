@@ -22,7 +22,7 @@ from tasks.drift import CONSENSUS
 from tasks.metrics import PARENT_SUFFIX
 from tasks.night import Night
 from tasks.report import CALIBRATIONS, DRIFT_METRICS, labelled_kinds
-from tasks.sources import Partition, Plan
+from tasks.sources import EXAMPLES, Partition, Plan, quoted
 
 ARROW = "\u2192"
 
@@ -41,15 +41,27 @@ def catalog(plan: Plan, chunk_size: int) -> str:
             f"modalities {modalities}; {gold}")
 
 
-def gold_outside(plan: Plan) -> str | None:
-    """How many gold values name no class, when some do (validation refused the column if most did)."""
+def gold_notes(plan: Plan) -> list[str]:
+    """What the user should know of the gold column before the run: values that name no class, classes no value
+    names (the label-aware review cannot suggest them), or no value at all."""
     gold = plan.gold
-    if gold is None or gold.n_outside == 0:
-        return None
-    return (f"Gold column {plan.gold_column} names no class in {gold.n_outside:,} of "
-            f"{count(gold.n_labelled, 'labelled item')} ({gold.n_outside / gold.n_labelled:.1%}; values such as "
-            f"{', '.join(gold.outside_examples)}): those items count as wrong in the gold metrics, and the review "
-            "leaves them out")
+    if gold is None:
+        return []
+    if gold.n_labelled == 0:
+        return [f"Gold column {plan.gold_column} has no values (all null or blank): no gold metrics and no review"]
+    notes = []
+    if gold.n_outside:
+        notes.append(f"Gold column {plan.gold_column} names no class in {gold.n_outside:,} of "
+                     f"{count(gold.n_labelled, 'labelled item')} ({gold.n_outside / gold.n_labelled:.1%}; values "
+                     f"such as {quoted(gold.outside_examples)}): those items count as wrong in the gold metrics, and "
+                     "the review leaves them out")
+    if unnamed := gold.unnamed_classes:
+        more = f" and {len(unnamed) - EXAMPLES:,} more" if len(unnamed) > EXAMPLES else ""
+        notes.append(f"Gold column {plan.gold_column} never names {len(unnamed):,} of the "
+                     f"{count(len(plan.class_names), 'class', 'classes')} ({quoted(unnamed[:EXAMPLES])}{more}): the "
+                     "label-aware review cannot suggest them, so items of theirs under another label may look "
+                     "right to it; --review zero-shot reads the embeddings alone")
+    return notes
 
 
 def partition_pass(name: str, partitions: Sequence[Partition], seconds: float, of: int,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import json
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,14 +72,15 @@ class GoldValues:
     """How the gold column's values meet the class names: a value that names no class counts as wrong in the
     gold metrics and is not reviewed, so the user is told how many there are."""
 
-    n_labelled: int  # non-null values
+    n_labelled: int  # values neither null nor blank
     n_outside: int  # of them, values that are no class name
     outside_examples: tuple[str, ...]  # the commonest of those
+    unnamed_classes: tuple[str, ...] = ()  # classes no value names: the label-aware review cannot suggest them
 
     def details(self) -> dict[str, Any]:
         """For runs.details."""
         return {"labelled": self.n_labelled, "outside_classes": self.n_outside,
-                "outside_examples": list(self.outside_examples)}
+                "outside_examples": list(self.outside_examples), "unnamed_classes": list(self.unnamed_classes)}
 
 
 @dataclass(frozen=True)
@@ -457,15 +460,21 @@ def _gold_values(source: Source, files: list[str], db: str, gold_column: str, na
         con.register("gold", gold)
         con.register("classes", pa.table({"class_name": pa.array(names, pa.string())}))
         counted = con.execute(statement("check_gold_values"), {"examples": EXAMPLES}).fetchone()
-    n_labelled, n_outside, examples = counted
-    values = GoldValues(int(n_labelled), int(n_outside), tuple(examples or ()))
+    n_labelled, n_outside, examples, unnamed = counted
+    values = GoldValues(int(n_labelled), int(n_outside), tuple(examples or ()), tuple(unnamed or ()))
     share = 1 - values.n_outside / values.n_labelled if values.n_labelled else 1.0
     if share < GOLD_MIN_SHARE:
+        shown = math.floor(share * 1000) / 10  # 49.97% is not "50.0%" in a message that says it is too few
         raise SourceError(
-            f"--gold-column {gold_column}: only {share:.1%} of its non-null values ({values.n_labelled:,}) are class "
-            f"names (not class names: {', '.join(values.outside_examples)}; class names: "
-            f"{', '.join(names[:EXAMPLES])})")
+            f"--gold-column {gold_column}: only {shown:.1f}% of its values ({values.n_labelled:,}, neither null nor "
+            f"blank) are class names (not class names: {quoted(values.outside_examples)}; class names: "
+            f"{quoted(names[:EXAMPLES])})")
     return values
+
+
+def quoted(values: Iterable[str]) -> str:
+    """Values as a message shows them: quoted, so that an empty value or a trailing space can be seen."""
+    return ", ".join(json.dumps(value, ensure_ascii=False) for value in values)
 
 
 _DIM_SAMPLE_ROWS = 1000

@@ -372,3 +372,22 @@ def test_a_one_modality_run_s_report_says_why_every_item_is_single_modality(tmp_
     assert f"- single_modality: {ONE_MODALITY}" in text and "rejected" not in text
     page = build_report(db, summary["run_id"]).html
     assert html.escape(ONE_MODALITY) in page and "rejected" not in page
+
+
+def test_blank_gold_values_count_as_no_label(tmp_path, catalog):
+    """An empty or whitespace gold value is an item without a label, as a null is: it was scored as a wrong
+    label (joint accuracy 0.500 on a catalog whose other labels were all right)."""
+    items, classes = catalog
+    labels = items.column("label").to_pylist()
+    metrics = []
+    for name, blank in (("null", None), ("blank", " ")):
+        given = [blank if i % 3 == 0 else label for i, label in enumerate(labels)]
+        with_blanks = items.set_column(items.schema.get_field_index("label"), "label", pa.array(given, pa.string()))
+        items_glob, classes_path = write_catalog(tmp_path / name, with_blanks, classes)
+        _, db = run(tmp_path / name, items_glob, classes_path)
+        metrics.append(rows(db, "SELECT method, metric, modality_a, value FROM agreement_metrics "
+                                "WHERE modality_b = 'gold' ORDER BY ALL"))
+        assert rows(db, "SELECT count(*) FROM joint_labels WHERE gold_class IS NULL") == [(len(labels[::3]),)]
+        assert rows(db, "SELECT count(*) FROM annotation_issues WHERE given_label IS NULL OR trim(given_label) = ''") \
+            == [(0,)]
+    assert metrics[0] == metrics[1] and metrics[0]

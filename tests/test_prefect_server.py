@@ -84,7 +84,8 @@ def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
         details = json.loads(one("SELECT details FROM runs")[0][0])
         review = details["review"]
         n_issues, n_doubtful = one("SELECT count(*), coalesce(count_if(p_given < 0.5), 0) FROM annotation_issues")[0]
-    assert details["gold"] == {"labelled": 800, "outside_classes": 2, "outside_examples": ["legacy-code"]}
+    assert details["gold"] == {"labelled": 800, "outside_classes": 2, "outside_examples": ["legacy-code"],
+                               "unnamed_classes": []}
     # counts the catalog does not fix come with their noun as the log words them (tests/test_run_log.py)
     figures = "; ".join(f"{m} {n} pairs, median {med:g} dims ({lo}-{hi}), {count(fb, 'fallback')} to all dims"
                         for m, n, med, lo, hi, fb in masks)

@@ -7,7 +7,7 @@ import pytest
 
 from tasks import store
 from tasks.label import LABEL_SCHEMA
-from tasks.report import _shares_table
+from tasks.report import _metrics_table, _shares_table
 
 
 def start(db, run_id, params):
@@ -191,3 +191,8 @@ def test_the_terminal_shares_table_shows_the_commonest_classes_and_says_how_many
     assert shown == ["c19", "c20", "c21", "c22", "c23"]  # the most items, listed by name
     assert "The 5 classes with the most items, of 24" in table
     assert "of 24" not in _shares_table(rows, limit=24)
+
+
+def test_a_run_without_metrics_says_so_instead_of_an_empty_table():
+    # one modality and no gold column: nothing to compare (the table was its header alone)
+    assert _metrics_table([]) == "No metrics for this run."

@@ -21,7 +21,8 @@ def test_a_one_partition_catalog_with_one_pair_is_worded_in_the_singular(tmp_pat
                                              "modalities text (3-d); gold column label")
     assert run_log.partition_pass("Pass 2/2, labels", one, 0.5, 1).startswith(
         "Pass 2/2, labels: 1 item in 1 partition, ")
-    assert run_log.gold_outside(plan).startswith("Gold column label names no class in 1 of 1 labelled item (100.0%; ")
+    assert run_log.gold_notes(plan)[0].startswith(
+        'Gold column label names no class in 1 of 1 labelled item (100.0%; values such as "zz")')
     path = tmp_path / "pair_masks.parquet"
     pq.write_table(pa.table({"modality": ["text"], "n_dims": [1], "fallback": [True]}), path)
     assert run_log.masks(str(path), 0.25) == (

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import write_catalog, written_otherwise
 from pairwise_core import make_catalog
+from tasks import run_log
 from tasks.sources import SourceError, inspect_sources, plan_partitions
 
 
@@ -127,11 +128,12 @@ def test_gold_values_that_are_mostly_no_class_names_are_refused(catalog):
     coded = _with_gold(items, gold)
     n_labelled = len(gold) - 1
     share = sum(v in codes for v in gold) / n_labelled
-    _fail(tmp_path, coded, classes, rf"^--gold-column label: only {share:.1%} of its non-null values "
-          rf"\({n_labelled:,}\) are class names \(not class names: \w\w, \w\w, \w\w; class names: dress, shirt, trousers\)$", gold="label")
+    _fail(tmp_path, coded, classes, rf"^--gold-column label: only {share:.1%} of its values \({n_labelled:,}, "
+          rf'neither null nor blank\) are class names \(not class names: "\w\w", "\w\w", "\w\w"; class names: '
+          rf'"dress", "shirt", "trousers"\)$', gold="label")
     _duckdb_table(tmp_path, "coded", coded)
     _, classes_path = write_catalog(tmp_path / "in", items, classes)
-    with pytest.raises(SourceError, match=rf"only {share:.1%} of its non-null values"):
+    with pytest.raises(SourceError, match=rf"only {share:.1%} of its values"):
         inspect("table:coded", classes_path, tmp_path, gold="label")
 
 
@@ -145,6 +147,21 @@ def test_gold_values_outside_the_classes_are_counted_when_most_are_class_names(c
     assert (plan.gold.n_labelled, plan.gold.n_outside) == (1199, 6)
     assert plan.gold.outside_examples == ("os", "db", "re")
     assert inspect(items_glob, classes_path, tmp_path).gold is None  # no gold column: nothing read
+
+
+def test_blank_gold_values_are_no_label_and_classes_no_value_names_are_listed(catalog):
+    tmp_path, items, classes = catalog
+    gold = [None if v == "skirt" else v for v in items.column("label").to_pylist()]  # no item is given skirt
+    gold[:3] = ["", "   ", "\t"]
+    items_glob, classes_path = write_catalog(tmp_path / "in", _with_gold(items, gold), classes)
+    plan = inspect(items_glob, classes_path, tmp_path, gold="label")
+    assert (plan.gold.n_labelled, plan.gold.n_outside) == (sum(v is not None for v in gold) - 3, 0)
+    assert plan.gold.unnamed_classes == ("skirt",)
+    notes = run_log.gold_notes(plan)
+    assert len(notes) == 1 and notes[0].startswith('Gold column label never names 1 of the 4 classes ("skirt"): ')
+    # 599 class names of 1,199 values (49.96%) are too few, and the message does not round them up to 50.0%
+    gold = [None] + ["dress"] * 599 + ["dr"] * 600
+    _fail(tmp_path, _with_gold(items, gold), classes, r"only 49\.9% of its values \(1,199, ", gold="label")
 
 
 def test_dimensions_differ_between_items_and_classes(catalog):
