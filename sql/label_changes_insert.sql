@@ -1,18 +1,20 @@
 -- In the commit transaction, before catalog_items changes: the run's label_changes rows, from the items it
 -- labelled (`touched`) and the ones gone (`gone`) against the catalog's state. A changed input (fingerprint
 -- or --changed-column value) is the cause when there is one, else the new model. A version recorded by no run
--- (one without --changed-column labelled the item) is not known to have changed.
+-- (one without --changed-column labelled the item) is not known to have changed; nor is a fingerprint taken over
+-- other modalities (the run that recorded it, `r`, read other embedding columns, or in another order).
 INSERT INTO label_changes
 SELECT $run_id, t.item_id,
        CASE WHEN c.item_id IS NULL THEN 'new' ELSE 'relabelled' END,
        c.label, t.label, c.confidence, t.confidence,
        CASE WHEN c.item_id IS NULL THEN 'new_item'
-            WHEN c.fingerprint <> t.fingerprint
+            WHEN (c.fingerprint <> t.fingerprint AND (r.modalities IS NULL OR r.modalities = $modalities))
                  OR (t.version IS NOT NULL AND c.version IS NOT NULL AND c.version <> t.version) THEN 'embedding_changed'
             WHEN c.model_id IS DISTINCT FROM $model_id THEN 'refit'
             ELSE 'embedding_changed' END
 FROM touched AS t
 LEFT JOIN catalog_items AS c ON c.item_id = t.item_id AND c.deleted_by IS NULL
+LEFT JOIN runs AS r ON r.run_id = c.run_id
 WHERE (c.item_id IS NULL AND t.label IS NOT NULL) OR (c.item_id IS NOT NULL AND t.label IS DISTINCT FROM c.label)
 UNION ALL
 SELECT $run_id, c.item_id, 'deleted', c.label, NULL, c.confidence, NULL, 'removed'

@@ -315,7 +315,8 @@ def commit_run(
                         "n_classes": summary["n_classes"], "class_hash": model["class_hash"],
                         "schema_version": MODEL_FORMAT, "content_hash": model["content_hash"], "path": path,
                     })
-                changes = _update_catalog(con, run_id, summary.get("model_id"), catalog)
+                changes = _update_catalog(con, run_id, summary.get("model_id"), list(summary["modalities"]),
+                                          catalog)
                 con.execute(statement("run_succeed"), {
                     "run_id": run_id,
                     "attempt": attempt,
@@ -337,9 +338,10 @@ def commit_run(
             raise
 
 
-def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str | None,
+def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str | None, modalities: list[str],
                     catalog: CatalogUpdate) -> dict[str, dict[str, int]]:
-    """In the commit's transaction: the run's label_changes, then catalog_items; the changes' counts."""
+    """In the commit's transaction: the run's label_changes, then catalog_items; the changes' counts.
+    ``modalities``: the run's, in its order (its fingerprints are taken over them)."""
     ids = {"run_id": run_id}
     if catalog.state:
         con.execute(statement("catalog_touched"), {**ids, "files": list(catalog.state)})
@@ -357,7 +359,7 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
             con.execute(statement("catalog_keep_stable_version"))
     con.execute(statement("label_changes_earlier"), ids)
     con.execute(statement("delete_run_label_changes"), ids)
-    con.execute(statement("label_changes_insert"), {**ids, "model_id": model_id})
+    con.execute(statement("label_changes_insert"), {**ids, "model_id": model_id, "modalities": modalities})
     if con.execute("SELECT count(*) FROM earlier").fetchone()[0]:  # a re-run of a run that had succeeded
         con.execute(statement("label_changes_compose"), ids)
         con.execute(statement("delete_run_label_changes"), ids)

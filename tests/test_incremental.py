@@ -199,6 +199,20 @@ def test_a_night_reads_a_new_file_from_another_writer(tmp_path, catalog):
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_refit_on_other_modalities_blames_the_model_not_the_embeddings(tmp_path, catalog):
+    """The fingerprints of a run over other embedding columns do not compare: its relabels are the refit's."""
+    items, classes = catalog
+    glob, classes_path = write_catalog(tmp_path / "both", items, classes)
+    _, image_only = write_catalog(tmp_path / "image", items, classes.drop(["text_embedding"]))
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(glob, classes_path, db))
+    refit = reclassify_catalog(params(glob, image_only, db))
+    assert refit["modalities"] == ["image"]
+    causes = {cause for _, cause, _, _ in changes(db, refit["run_id"]).values()}
+    assert causes == {"refit"}
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_refit_stability_keeps_unchanged_items_labels(tmp_path):
     # a hard catalog (gold accuracy about 0.6), where a refit with another seed and strategy moves some items
     items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=4, signal_strength=0.06)
