@@ -252,15 +252,19 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _flow_or_fail(args: argparse.Namespace, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a flow in this process, showing its progress; a failure becomes one line (the run's reason)."""
+    from flows.prefect_server import start_temporary_server
+
     try:
         with _without_heartbeats():
             if args.quiet:
+                start_temporary_server()
                 return call()
             from flows.progress import listening
             from flows.terminal import display
 
             with display(sys.stderr, plain=args.verbose) as listener, listening(listener):
                 listener.phase("start Prefect")  # its temporary server, when no PREFECT_API_URL is set
+                start_temporary_server()
                 return call()
     except ValueError:
         raise

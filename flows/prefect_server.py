@@ -1,0 +1,46 @@
+"""Prefect's temporary server for one `pairwise` command, out of reach of the terminal's signals.
+
+Without PREFECT_API_URL, Prefect starts a temporary API server (a uvicorn child process) for the run. As
+Prefect starts it, it shares the command's process group, so Ctrl-C in a terminal, which signals the whole
+group, killed the server too: the interrupted run then retried every event against a dead server for two to
+five minutes, printed pages of errors and blamed a ConnectionError. And a `pairwise` killed by SIGTERM or
+SIGKILL left the server running, orphaned. Here the server is started at once, on the main thread, in a
+session of its own (the terminal's Ctrl-C reaches only `pairwise`, which stops it as it exits) and with
+Linux's parent-death signal (it gets SIGTERM when the thread that started it, this main thread, ends).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+import sys
+from functools import partial
+from types import SimpleNamespace
+
+_PR_SET_PDEATHSIG = 1
+
+
+def start_temporary_server() -> None:
+    """Start Prefect's temporary server now, detached as above, unless an API server is configured.
+
+    Prefect keeps one such server per process (``SubprocessASGIServer``): the flow's client then finds this
+    one running. Only the Prefect module that starts it sees the detached ``Popen``."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    from prefect.server.api import server
+
+    server.subprocess = SimpleNamespace(**{**vars(subprocess), "Popen": partial(
+        subprocess.Popen, start_new_session=True, preexec_fn=_die_with_parent())})
+    server.SubprocessASGIServer().start()
+
+
+def _die_with_parent():
+    """A preexec_fn asking Linux to send the child SIGTERM when its parent thread ends; a no-op elsewhere.
+    The library call is looked up here, in the parent, so the child between fork and exec only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return partial(prctl, _PR_SET_PDEATHSIG, int(signal.SIGTERM))
