@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from contextvars import ContextVar
@@ -39,6 +40,7 @@ from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 # Every DuckDB connection of a run works within this much memory and spills past it: peak RSS must stay
 # flat in the catalog's size (bench/bench_pipeline.py), and DuckDB's default is 80% of the machine.
 DUCKDB_MEMORY = {"memory_limit": "512MB"}
+WRITER_WAIT_S = 60.0
 
 
 @contextmanager
@@ -52,13 +54,27 @@ def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckD
     """
     if not read_only:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db), read_only=read_only, config=DUCKDB_MEMORY)
+    con = _open(db, read_only)
     try:
         if not read_only:
             _migrate(con, db)
         yield con
     finally:
         con.close()
+
+
+def _open(db: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection; a writer waits up to ``WRITER_WAIT_S`` for readers in other processes (an
+    analyst's session, a report) to close the file: DuckDB lets one process write or any number read, and a
+    run's commit failed after its task's two retries (5 s) while a reader held the file."""
+    deadline = time.monotonic() + (0 if read_only else WRITER_WAIT_S)
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=read_only, config=DUCKDB_MEMORY)
+        except duckdb.IOException as error:
+            if "Could not set lock" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def check_db_file(db: str | Path) -> None:
@@ -454,16 +470,30 @@ def check_export_dir(directory: str | Path) -> None:
 
 
 def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]:
-    """Write the run's rows of every output table, and its runs row, as Parquet files for other engines."""
+    """Write the run's rows of every output table, and its runs row, as Parquet files for other engines.
+
+    Every file is written under a temporary name first and renamed over the last export's once all are
+    written: an export that fails (a full disk) leaves the earlier export whole, not a truncated file among
+    files of two runs."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    with reader(db) as con:
-        for table in ("runs", *OUTPUT_TABLES, "label_changes"):
-            batches = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
-            path = out / f"{table}.parquet"
-            with pq.ParquetWriter(path, batches.schema) as writer:
-                for batch in batches:
-                    writer.write_batch(batch)
-            written.append(path)
-    return written
+    written: list[Path] = []
+    try:
+        with reader(db) as con:
+            for table in ("runs", *OUTPUT_TABLES, "label_changes"):
+                batches = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
+                written.append(out / f".{table}.parquet.{run_id}.partial")
+                with pq.ParquetWriter(written[-1], batches.schema) as writer:
+                    for batch in batches:
+                        writer.write_batch(batch)
+        final = [path.with_name(path.name.removeprefix(".").removesuffix(f".{run_id}.partial")) for path in written]
+        if blocked := [name for name in final if name.exists() and not name.is_file()]:
+            raise IsADirectoryError(f"{blocked[0]} is not a file")  # before any is replaced
+        for path, name in zip(written, final, strict=True):
+            path.replace(name)
+        return final
+    except BaseException:
+        for path in written:
+            with suppress(OSError):
+                path.unlink(missing_ok=True)
+        raise

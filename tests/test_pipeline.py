@@ -244,6 +244,25 @@ def test_export_writes_the_run_as_parquet(tmp_path, catalog):
     assert set(exported["runs"].column("run_id").to_pylist()) == {summary["run_id"]}
 
 
+def test_an_export_that_fails_leaves_the_last_export_whole(tmp_path, catalog):
+    from tasks.store import ExportFailed
+
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    export = tmp_path / "export"
+    first, _ = run(tmp_path, items_glob, classes_path, export_dir=str(export))
+    (export / "joint_labels.parquet").unlink()
+    (export / "joint_labels.parquet").mkdir()  # the second export fails on its third table
+    with pytest.raises(ExportFailed):
+        run(tmp_path, items_glob, classes_path, export_dir=str(export), run_id="second")
+    # it had replaced runs.parquet and item_labels.parquet, beside the first run's other tables
+    tables = [path for path in export.glob("*.parquet") if path.is_file()]
+    assert len(tables) == 10
+    for path in tables:
+        assert set(pq.read_table(path).column("run_id").to_pylist()) <= {first["run_id"]}, path
+    assert not [path for path in export.iterdir() if path.name.startswith(".")]  # no partial file left
+
+
 def test_a_flow_run_with_an_export_dir_that_is_a_file_stops_before_anything_is_written(tmp_path):
     (tmp_path / "afile").write_text("")  # a deployment's parameters do not go through the CLI's check
     with pytest.raises(ValueError, match=f"--export-dir: {tmp_path / 'afile'} is not a directory"):

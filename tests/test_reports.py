@@ -183,6 +183,24 @@ def test_a_reader_in_another_process_gets_a_clear_lock_message_or_the_committed_
     assert after.stdout.strip() == "[('r2',)]"
 
 
+def test_a_writer_waits_for_a_reader_in_another_process_to_close_the_file(db):
+    import subprocess
+    import sys
+
+    holder = ("import duckdb, sys, time\n"
+              "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+              "print('open', flush=True)\n"
+              "time.sleep(3)\n")
+    reader = subprocess.Popen([sys.executable, "-c", holder, db], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "open\n"
+        with store.connect(db) as con:  # it raised at once here (a commit failed after its retries, 5 s)
+            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+        assert reader.wait(timeout=10) == 0  # the reader was not disturbed
+    finally:
+        reader.wait(timeout=60)
+
+
 def test_the_terminal_shares_table_shows_the_commonest_classes_and_says_how_many_are_left_out():
     rows = [{"class": f"c{i:02d}", "modality": "image", "method": method, "n_items": i + 1, "share": (i + 1) / 300}
             for i in range(24) for method in ("base", "pairwise")]
