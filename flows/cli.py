@@ -94,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         first = error.errors()[0]
         option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""  # a check of several
         raise ValueError(f"{option}{first['msg'].removeprefix('Value error, ')}") from None
+    params = params.for_workers()  # as the flow will: its check of the sources then finds this one's plan
     check_db_file(params.db)
     check_staging(params.db)
     if params.export_dir:

@@ -181,6 +181,18 @@ class ReclassifyParams(BaseModel):
         default=0.5, gt=0, le=1, description="annotation_issues keeps the labelled items whose p_given is below "
         "this (0.5: the label is more likely wrong than right); 1: every labelled item, ranked")
 
+    def for_workers(self) -> ReclassifyParams:
+        """With a Dask scheduler, the local paths the workers read or write (items, classes, and the DuckDB
+        file, whose staging folder they exchange files through) made absolute against this process's working
+        folder: a worker started in another folder read them against its own (a deployment's relative paths
+        are the pull step's folder's). URIs and ``table:NAME`` stay as they are; on local threads, nothing
+        changes."""
+        from tasks.sources import absolute
+
+        if self.dask_address is None:
+            return self
+        return self.model_copy(update={name: absolute(getattr(self, name)) for name in ("items", "classes", "db")})
+
     def refine_params(self) -> dict[str, Any]:
         return {"n_iter": self.refine_iterations, "temperature": self.refine_temperature,
                 "anchor_weight": self.refine_anchor, "eps": self.refine_eps, "tau": self.refine_tau}

@@ -70,6 +70,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     began = time.perf_counter()
     log = get_run_logger()
     run_id = params.run_id or FlowRunContext.get().flow_run.name  # flow_run_name() decided it
+    params = params.for_workers()  # on Dask, paths the workers resolve as this process does
     db = params.db
     begin_phase("validate the sources")
     if params.export_dir:

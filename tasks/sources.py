@@ -57,6 +57,14 @@ class Source:
         return self.text.removeprefix(TABLE_PREFIX) if self.text.startswith(TABLE_PREFIX) else None
 
 
+def absolute(source: str) -> str:
+    """A local path or glob joined to the working folder, as typed otherwise (no symbolic link resolved, no
+    ``..`` dropped); a URI (``s3://...``) or ``table:NAME`` unchanged."""
+    if URI_MARK in source or Source(source).table is not None or os.path.isabs(source):
+        return source
+    return os.path.join(os.getcwd(), source)
+
+
 @dataclass(frozen=True)
 class Partition:
     """A unit of work: some row groups of one Parquet file, read by path."""
