@@ -270,11 +270,12 @@ def _flow_or_fail(args: argparse.Namespace, call: Callable[[], dict[str, Any]]) 
     except ValueError:
         raise
     except Exception as error:  # the run is marked failed with this reason in `runs`
-        from tasks.store import ExportFailed
+        from tasks.store import ExportFailed, RunFailed
 
         if isinstance(error, ExportFailed):  # the run succeeded: its own message and exit code
             raise
-        raise RuntimeError(f"run failed: {type(error).__name__}: {error}".splitlines()[0]) from None
+        failed = error.__cause__ if isinstance(error, RunFailed) and error.__cause__ else error  # its own error
+        raise RuntimeError(f"run failed: {type(failed).__name__}: {failed}".splitlines()[0]) from None
 
 
 @contextmanager

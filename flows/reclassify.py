@@ -41,7 +41,7 @@ from tasks.sources import Partition, Plan, Source, file_signatures
 from tasks.staging import Staging, write_parquet
 from tasks.drift import measure_drift, sample_rate, warm_up
 from tasks.night import plan_night
-from tasks.store import CatalogUpdate, ExportFailed, check_export_dir, export_run, run_lock
+from tasks.store import CatalogUpdate, ExportFailed, RunFailed, check_export_dir, export_run, run_lock
 
 __all__ = ["ReclassifyParams", "reclassify_catalog"]
 
@@ -302,6 +302,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             except Exception as unrecorded:
                 log.warning("Could not record that run %s failed in %s: %s (the next run marks it abandoned)",
                             run_id, db, f"{type(unrecorded).__name__}: {unrecorded}".splitlines()[0])
+            if isinstance(error, ValueError):  # bad input is refused before start_run: this run did start
+                raise RunFailed(reason) from error
             raise
         finally:
             staging.remove()

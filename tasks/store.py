@@ -449,6 +449,12 @@ def stored_model_folder(db: str | Path, model_id: str) -> Path:
     return models_folder(db) / model_id
 
 
+class RunFailed(RuntimeError):
+    """A run that had registered failed on what reads as bad input (a ValueError: a source file gone mid-run, a
+    path a worker cannot read): its failed row is written, so it is a failed run (exit 1), not bad input with
+    nothing written (exit 2). The run's own error is its cause, and its message the reason `runs` records."""
+
+
 class ExportFailed(RuntimeError):
     """The run committed, then writing its Parquet export failed: the run stands, its export does not."""
 

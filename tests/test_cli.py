@@ -82,6 +82,8 @@ def test_the_printed_python_resolves_from_the_working_folder(tmp_path, monkeypat
         (["--review", "zero-shot"], "pairwise: --review zero-shot reviews the given labels: add --gold-column"),
         (["--db", "."], "pairwise: --db .: a folder, not a DuckDB file"),
         (["--db", "README.md"], "pairwise: --db README.md: not a DuckDB file"),
+        (["--dask-address", "notanaddress"], "pairwise: --dask-address: notanaddress: not a Dask scheduler address, "
+                                             "expected tcp://HOST:PORT (missing port number in address"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(env, tmp_path, args, message):
@@ -99,6 +101,33 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(env, tmp_path, args, message
     if given["--items"].startswith("table:"):
         with duckdb.connect(given["--db"], read_only=True) as con:
             assert con.execute("SELECT keep FROM runs").fetchall() == [(1,)]
+    elif given["--db"] == str(tmp_path / "out.duckdb"):
+        assert not (tmp_path / "out.duckdb").exists()  # nothing written: no failed row in runs either
+
+
+def test_a_run_that_fails_after_it_started_exits_1_even_on_what_reads_as_bad_input(env, tmp_path):
+    # a source file gone mid-run is a SourceError (bad input, had validation found it) raised after the run's
+    # row was written: exit 2 would say nothing was written
+    items, classes = make_catalog(20_000, 5, seed=8)
+    items_glob, classes_path = write_catalog(tmp_path, items, classes, n_files=4)
+    db = tmp_path / "o.duckdb"
+    process = subprocess.Popen([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                                "--chunk-size", "1000", "--run-id", "gone"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stderr:  # plain progress lines: once the first pass is under way, a file goes
+        seen.append(line)
+        if "pass 1/2: pair statistics" in line:
+            break
+    (tmp_path / "items-3.parquet").unlink()  # pass 2 opens every file again, whatever pass 1 did
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 1, "".join(seen) + rest
+    last = rest.splitlines()[-1]
+    assert last.startswith(f"pairwise: run failed: SourceError: {tmp_path / 'items-3.parquet'}: not a readable "
+                           "Parquet file") and "Traceback" not in rest, rest
+    with duckdb.connect(str(db), read_only=True) as con:
+        (status, error), = con.execute("SELECT status, error FROM runs").fetchall()
+    assert (status, last) == ("failed", f"pairwise: run failed: {error}")  # the reason runs records
 
 
 def test_report_without_runs_says_so(env, tmp_path):

@@ -295,6 +295,7 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
     import shutil
 
     from tasks.models import ModelMismatch
+    from tasks.store import RunFailed
 
     n_new, n_changed = 200, 20
     day0, day1 = night_catalog(catalog[0], n_new, n_changed)
@@ -348,9 +349,11 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
         stored = Path(f"{tampered}.models") / model_id / name
         kept = stored.read_bytes()
         stored.write_bytes(kept[:-100])
-        with pytest.raises(ModelMismatch, match=rf"^model {model_id}: file {name} does not match its "
-                                                r"recorded hash; refit with a full run$"):
+        with pytest.raises(RunFailed) as failed:  # found once the night had started: a failed run (exit 1)
             night(tampered, name, 5)
+        assert isinstance(failed.value.__cause__, ModelMismatch)
+        assert str(failed.value) == (f"ModelMismatch: model {model_id}: file {name} does not match its recorded "
+                                     "hash; refit with a full run")
         stored.write_bytes(kept)
         assert rows(tampered, f"SELECT status FROM runs WHERE run_id = '{name}'") == [("failed",)]
         assert rows(tampered, f"SELECT count(*) FROM item_labels WHERE run_id = '{name}'") == [(0,)]
