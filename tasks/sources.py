@@ -34,6 +34,12 @@ from tasks.store import DUCKDB_MEMORY, connect
 
 EMBEDDING_SUFFIX = "_embedding"
 URI_MARK = "://"  # s3://bucket/key: read through pyarrow's filesystems, not the local one
+# How long pyarrow's GCS client retries a failed request. Its own default is 15 minutes a request: without
+# network, a gs:// source hung a run's validation for over 12 minutes, silent and deaf to Ctrl-C, where s3://
+# fails in about 14 s. 10 s is three to four attempts with the client's backoff. A source URI's own ?retry_limit_seconds= is kept for its listing; the files listed
+# are opened with this limit.
+GCS_RETRY_LIMIT_S = 10
+GCS_SCHEMES = ("gs", "gcs")
 # Rows per decoded record batch: small batches decode several times faster
 # here than whole row groups (fresh memory is expensive to fault in) and keep
 # memory flat; partitions (units of work) are made of whole row groups.
@@ -141,11 +147,18 @@ def parquet_files(pattern: str) -> list[str]:
     return found
 
 
+def object_store(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for a URI and the path in it; a GCS one gives up after GCS_RETRY_LIMIT_S."""
+    if uri.split(URI_MARK, 1)[0].lower() in GCS_SCHEMES and "retry_limit_seconds=" not in uri:
+        uri = f"{uri}{'&' if '?' in uri else '?'}retry_limit_seconds={GCS_RETRY_LIMIT_S}"
+    return pafs.FileSystem.from_uri(uri)
+
+
 def _object_store_files(uri: str) -> list[str]:
     """An object, every Parquet object under a prefix, or the objects a glob matches (``*`` spans ``/``)."""
     scheme = uri.split(URI_MARK, 1)[0]
     try:
-        store, path = pafs.FileSystem.from_uri(uri)
+        store, path = object_store(uri)
         if glob.has_magic(path):
             first_magic = min(i for i, c in enumerate(path) if c in "*?[")
             base = path[:first_magic].rsplit("/", 1)[0]  # the folder every match lies under
@@ -161,7 +174,8 @@ def _object_store_files(uri: str) -> list[str]:
             else:
                 found = [path]
     except (OSError, pa.ArrowInvalid) as error:
-        raise SourceError(f"{uri}: cannot list ({str(error).splitlines()[0]})") from None
+        # GCS's status goes on with a dump of its metadata (a kilobyte, the message again): the message is enough
+        raise SourceError(f"{uri}: cannot list ({str(error).splitlines()[0].split(' error_info=')[0]})") from None
     return [f"{scheme}{URI_MARK}{key}" for key in sorted(found)]
 
 
@@ -175,7 +189,7 @@ def file_signatures(paths: tuple[str, ...]) -> pa.Table:
     for path in paths:
         try:
             if URI_MARK in path:
-                store, key = pafs.FileSystem.from_uri(path)
+                store, key = object_store(path)
                 info = store.get_file_info(key)
                 size, mtime_ns = info.size, info.mtime_ns
             else:
@@ -194,7 +208,10 @@ def _parquet_file(path: str) -> pq.ParquetFile:
     12.4-13.4 s, its system time 8.7-13 s -> 2.6-3.5 s). A file cut short while mapped then kills the
     process (SIGBUS) rather than failing the read: to the run, the same as a crash, which it survives."""
     try:
-        return pq.ParquetFile(path, memory_map=URI_MARK not in path)
+        if URI_MARK in path:
+            store, key = object_store(path)
+            return pq.ParquetFile(key, filesystem=store)
+        return pq.ParquetFile(path, memory_map=True)
     except PermissionError as error:
         raise SourceError(f"{path}: cannot read ({error.strerror})") from None
     except (pa.ArrowInvalid, OSError) as error:
@@ -281,11 +298,13 @@ def inspect_sources(
 
 def _inspection_key(items: str, classes: str, arguments: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """The arguments and the signatures of every file they name; None for a DuckDB table, or files missing
-    or without a signature (the inspection then runs, and says what is wrong)."""
+    or without a signature (the inspection then runs, and says what is wrong). Items that cannot be listed
+    raise the SourceError the inspection would raise first."""
     if Source(items).table is not None or Source(classes).table is not None:
         return None
+    item_files = parquet_files(items)  # the inspection's first error if it fails: not listed twice (gs://: 10 s)
     try:
-        paths = (*parquet_files(items), *parquet_files(classes))
+        paths = (*item_files, *parquet_files(classes))
     except SourceError:
         return None
     signatures = file_signatures(paths)

@@ -6,8 +6,8 @@ import os
 import re
 import signal
 import subprocess
-import time
 import sys
+import time
 from contextlib import suppress
 from pathlib import Path
 
@@ -103,6 +103,23 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(env, tmp_path, args, message
             assert con.execute("SELECT keep FROM runs").fetchall() == [(1,)]
     elif given["--db"] == str(tmp_path / "out.duckdb"):
         assert not (tmp_path / "out.duckdb").exists()  # nothing written: no failed row in runs either
+
+
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_an_object_store_out_of_reach_is_one_line_and_exit_2_in_bounded_time(env, tmp_path, scheme):
+    # no network here (nor credentials): pyarrow's GCS client retried a request for 15 minutes, silently;
+    # now for tasks.sources.GCS_RETRY_LIMIT_S (10 s)
+    _, classes_path = write_catalog(tmp_path, *make_catalog(30, 3, seed=1))
+    began = time.monotonic()
+    result = pairwise(env, "run", "--items", f"{scheme}://b/items/*.parquet", "--classes", classes_path,
+                      "--db", str(tmp_path / "out.duckdb"), "--quiet", timeout=120)
+    elapsed = time.monotonic() - began
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.startswith(f"pairwise: {scheme}://b/items/*.parquet: cannot list (") and \
+        result.stderr.count("\n") == 1, result.stderr
+    assert len(result.stderr) < 1000  # not the kilobyte of GCS's metadata dump
+    assert elapsed < 40, elapsed  # one listing (the retry limit) and the interpreter's start: 8-13 s here
+    assert not (tmp_path / "out.duckdb").exists()
 
 
 def test_a_run_that_fails_after_it_started_exits_1_even_on_what_reads_as_bad_input(env, tmp_path):
