@@ -19,6 +19,15 @@ from typing import BinaryIO
 PRIVATE = 0o700  # the staging folder, the run folders and the model store: the flow's user only
 
 
+def beside(db: str | Path, suffix: str) -> Path:
+    """The path named after the database file plus ``suffix`` (its lock, staging folder, model store, reports),
+    named after the file itself when ``db`` is a symbolic link to it: every name of one file then finds the
+    same lock and the same models (a run through a link took a lock of its own beside the link, and a night
+    through the file's own name did not find the models the link's run had stored)."""
+    path = Path(db)
+    return Path(f"{path.resolve() if path.is_symlink() else path}{suffix}")
+
+
 def check_private(folder: Path, what: str) -> None:
     """Refuse (ValueError) ``folder`` if it is a symbolic link, not a folder, or another user's; ``what``
     names it in the message. A missing one is fine."""

@@ -35,6 +35,7 @@ from matplotlib.textpath import TextPath
 from matplotlib.transforms import Affine2D, Transform, blended_transform_factory
 
 from tasks import store
+from tasks.folders import beside
 from tasks.staging import replacing
 from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE,
                           change_rows, drift_cells, issue_cells, issue_columns, metric_cell, night_sentence, no_changes,
@@ -746,4 +747,4 @@ def write_report(db: str | Path, run_id: str, path: str | Path) -> RunReport:
 
 def report_path(db: str | Path, run_id: str) -> Path:
     """Where the flow files a run's HTML report: beside the database, one file per run."""
-    return Path(f"{db}.reports") / f"{run_id}.html"
+    return beside(db, ".reports") / f"{run_id}.html"

@@ -38,7 +38,7 @@ import numpy as np
 
 from pairwise_core.graph import GraphProjection, Neighbourhood
 from pairwise_core.model import Classifiers, DriftReference, Fitted, Refinement, Review
-from tasks.folders import check_private, clear, create_private, open_own, opened
+from tasks.folders import beside, check_private, clear, create_private, open_own, opened
 
 FORMAT = 1  # models.schema_version: the layout of a model's files
 MANIFEST = "model.json"
@@ -278,7 +278,7 @@ def class_hash(class_names: tuple[str, ...], class_embeddings: Mapping[str, np.n
 
 
 def models_folder(db: str | Path) -> Path:
-    return Path(f"{db}.models")
+    return beside(db, ".models")
 
 
 def check_models(db: str | Path) -> None:

@@ -28,13 +28,13 @@ import pyarrow.parquet as pq
 
 from pairwise_core import PairStats, PairwiseClassifier, embeddings
 from pairwise_core.classifier import default_candidates
-from tasks.folders import PRIVATE, check_private, clear, create_private, opened, remove_entry
+from tasks.folders import PRIVATE, beside, check_private, clear, create_private, opened, remove_entry
 from tasks.sources import EMBEDDING_SUFFIX, Plan
 
 
 
 def staging_folder(db: str) -> Path:
-    return Path(f"{db}.staging")
+    return beside(db, ".staging")
 
 
 def check_staging(db: str) -> None:

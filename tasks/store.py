@@ -32,6 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.folders import beside
 from tasks.models import FORMAT as MODEL_FORMAT
 from tasks.models import Model, load_model, models_folder, publish_model, remove_models, unpublish_model
 from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
@@ -197,7 +198,7 @@ _HELD: set[Path] = set()
 
 
 def _lock_path(db: str | Path) -> Path:
-    return Path(f"{db}.lock").resolve()
+    return beside(db, ".lock").resolve()
 
 
 @contextmanager

@@ -213,6 +213,24 @@ def test_a_refit_on_other_modalities_blames_the_model_not_the_embeddings(tmp_pat
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_database_reached_through_a_symbolic_link_is_one_database(tmp_path, catalog):
+    """Its lock, staging and models are named after the file, whichever name a run is given."""
+    from tasks import store
+    from tasks.staging import staging_folder
+
+    items, classes = catalog
+    glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    db, link = tmp_path / "p.duckdb", tmp_path / "current.duckdb"
+    link.symlink_to(db.name)
+    full = reclassify_catalog(params(glob, classes_path, link))
+    assert (tmp_path / "p.duckdb.models" / full["model_id"]).is_dir()
+    assert not (tmp_path / "current.duckdb.models").exists()
+    night = reclassify_catalog(params(glob, classes_path, db, model="latest", incremental=True))
+    assert night["model_id"] == full["model_id"] and night["details"]["night"]["labelled"] == 0
+    assert store._lock_path(link) == store._lock_path(db) and staging_folder(str(link)) == staging_folder(str(db))
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_refit_stability_keeps_unchanged_items_labels(tmp_path):
     # a hard catalog (gold accuracy about 0.6), where a refit with another seed and strategy moves some items
     items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=4, signal_strength=0.06)
