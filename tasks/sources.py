@@ -444,8 +444,8 @@ def _one_column(source: Source, files: list[str], db: str, column: str) -> Itera
     read. A file whose pages of that column will not decode is bad input, named."""
     if source.table is not None:
         with connect(db, read_only=True) as con:
-            value = duckdb.ColumnExpression(column).cast(duckdb.sqltypes.VARCHAR).alias("value")
-            yield con.table(source.table).select(value).to_arrow_reader(COLUMN_BATCH_ROWS)
+            yield con.execute(statement("source_column"), {"name": source.table, "column": column}) \
+                .to_arrow_reader(COLUMN_BATCH_ROWS)
         return
     schema = pa.schema([pa.field("value", pa.string())])
     unreadable: list[SourceError] = []  # DuckDB, which consumes the batches, hides which file failed
@@ -453,8 +453,9 @@ def _one_column(source: Source, files: list[str], db: str, column: str) -> Itera
     def batches() -> Iterator[pa.RecordBatch]:
         for path in files:
             try:
+                # by name: asked for column 'gold.label', pyarrow also reads a struct gold's field label
                 for batch in _parquet_file(path).iter_batches(batch_size=COLUMN_BATCH_ROWS, columns=[column]):
-                    yield pa.RecordBatch.from_arrays([batch.column(0).cast(pa.string())], schema=schema)
+                    yield pa.RecordBatch.from_arrays([batch.column(column).cast(pa.string())], schema=schema)
             except (OSError, pa.ArrowException) as error:
                 unreadable.append(SourceError(f"{path}: cannot read column {column} ({error})".splitlines()[0]))
                 raise

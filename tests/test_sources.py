@@ -287,6 +287,30 @@ def test_duckdb_table_sources(catalog):
         inspect("table:nope", classes_path, tmp_path)
 
 
+def test_a_table_source_may_be_a_view_in_a_schema_and_a_gold_column_may_have_a_dot_in_its_name(catalog):
+    """Both pass the schema checks (query_table) and used to crash reading item_id and the gold values
+    (con.table knew no view in a schema, ColumnExpression took 'gold.label' for column label of table gold)."""
+    tmp_path, items, classes = catalog
+    gold = items.column("label").to_pylist()
+    gold[:2] = ["os", None]
+    dotted = _with_gold(items, gold).rename_columns(["item_id", "image_embedding", "text_embedding", "gold.label"])
+    _duckdb_table(tmp_path, "raw", dotted)
+    with duckdb.connect(str(tmp_path / "out.duckdb")) as con:
+        con.execute("CREATE SCHEMA staging; CREATE VIEW staging.items AS SELECT * FROM raw")
+        con.execute("CREATE VIEW staging.doubled AS SELECT * FROM raw UNION ALL "
+                    "SELECT * FROM raw WHERE item_id = 'item-0000007'")
+    _, classes_path = write_catalog(tmp_path / "in", items, classes)
+    plan = inspect("table:staging.items", classes_path, tmp_path, gold="gold.label")
+    assert (plan.n_items, plan.gold_column) == (1200, "gold.label")
+    assert (plan.gold.n_labelled, plan.gold.n_outside, plan.gold.outside_examples) == (1199, 1, ("os",))
+    repeat = r"^table:staging.doubled: item_id must be unique; ids that repeat: 1, e\.g\. item-0000007 \(2x\)$"
+    with pytest.raises(SourceError, match=repeat):
+        inspect("table:staging.doubled", classes_path, tmp_path, gold="gold.label")
+    # a Parquet file reads the dotted column alike, though pyarrow also reads a struct gold's field label for it
+    pq.write_table(dotted.add_column(0, "gold", pa.array([{"label": "x"}] * 1200)), tmp_path / "dotted.parquet")
+    assert inspect(str(tmp_path / "dotted.parquet"), classes_path, tmp_path, gold="gold.label").gold == plan.gold
+
+
 def test_partitions_follow_row_groups(tmp_path):
     table = pa.table({"x": np.arange(1000)})
     pq.write_table(table, tmp_path / "a.parquet", row_group_size=300)
