@@ -236,12 +236,21 @@ def read_table(source: Source, db: str, columns: list[str] | None = None) -> pa.
         _table_schema(db, source.table)
         with connect(db, read_only=True) as con:
             table = con.execute("SELECT * FROM query_table($name)", {"name": source.table}).to_arrow_table()
-        return table.select(columns) if columns else table
-    parts = [_parquet_file(path).read(columns=columns) for path in parquet_files(source.text)]
+        return _plain_strings(table.select(columns) if columns else table)
+    parts = [_plain_strings(_parquet_file(path).read(columns=columns)) for path in parquet_files(source.text)]
     try:
         return pa.concat_tables(parts, promote_options="permissive")
     except pa.ArrowInvalid as error:
         raise SourceError(f"{source.text}: files have incompatible schemas ({error})") from None
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded and view strings as plain ones: files of one source may store class names either way
+    (a dictionary and a plain string column do not concatenate)."""
+    for index, (name, kind) in enumerate(zip(table.schema.names, table.schema.types, strict=True)):
+        if is_text(kind) and not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            table = table.set_column(index, name, table.column(index).cast(pa.string()))
+    return table
 
 
 def _embedding_columns(schema: pa.Schema, where: str) -> dict[str, pa.DataType]:
@@ -258,11 +267,19 @@ def _embedding_columns(schema: pa.Schema, where: str) -> dict[str, pa.DataType]:
     return found
 
 
+def is_text(kind: pa.DataType) -> bool:
+    """Strings however Arrow holds them: plain, large, views, or dictionary-encoded (pandas' category, polars'
+    Categorical and Enum, DuckDB's ENUM: the usual way labels are stored). Every reader casts them to string."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
 def _require(schema: pa.Schema, column: str, where: str) -> None:
     if column not in schema.names:
         raise SourceError(f"{where}: missing column {column}")
     kind = schema.field(column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+    if not is_text(kind):
         raise SourceError(f"{where}: column {column} must be a string, got {kind}")
 
 
@@ -399,8 +416,7 @@ def _check_columns(schema: pa.Schema, first: pa.Schema, dims: dict[str, int], fu
             dim = dims[name.removesuffix(EMBEDDING_SUFFIX)]
             if pa.types.is_fixed_size_list(kind) and kind.list_size != dim:
                 raise SourceError(f"{path}: {name}: items have {kind.list_size} dimensions, classes have {dim}")
-        elif name == "item_id" or pa.types.is_string(first.field(name).type) \
-                or pa.types.is_large_string(first.field(name).type):
+        elif name == "item_id" or is_text(first.field(name).type):
             _require(schema, name, path)
 
 

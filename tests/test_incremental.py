@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -174,6 +175,71 @@ def test_a_stored_model_labels_a_catalog_whose_embedding_columns_come_in_another
     shutil.copytree(f"{db}.models", f"{copy}.models")
     again = reclassify_catalog(params(glob1, classes_path, copy, model="latest"))
     assert again["model_id"] == relabel["model_id"]
+
+
+def as_categories(table: pa.Table) -> pa.Table:
+    """The string columns dictionary-encoded, as pandas' category (int8, int16 indices) and polars' Categorical
+    (uint32) store them."""
+    index = {"item_id": pa.uint32(), "label": pa.int8(), "version": pa.int16(), "class_name": pa.int8()}
+    for name, kind in index.items():
+        if name in table.column_names:
+            column = pc.dictionary_encode(table.column(name).combine_chunks()).cast(pa.dictionary(kind, pa.string()))
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
+def run_outcome(db, run_id) -> dict[str, list]:
+    """What a run wrote that does not name the run or the model: labels, metrics, review and changes."""
+    return {name: rows(db, sql, [run_id]) for name, sql in {
+        "labels": "SELECT item_id, modality, base_class, pairwise_class, refined_class, refined_confidence, gold_class "
+                  "FROM item_labels WHERE run_id = ? ORDER BY ALL",
+        "joint": "SELECT item_id, label, confidence, status FROM consensus_labels WHERE run_id = ? ORDER BY ALL",
+        "metrics": "SELECT method, metric, modality_a, modality_b, value FROM agreement_metrics WHERE run_id = ? "
+                   "ORDER BY ALL",
+        "issues": "SELECT item_id, given_label, suggested_label, p_given FROM annotation_issues WHERE run_id = ? "
+                  "ORDER BY ALL",
+        "changes": "SELECT item_id, change, cause, old_label, new_label FROM label_changes WHERE run_id = ? "
+                   "ORDER BY ALL",
+    }.items()}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_catalog_of_dictionary_encoded_ids_labels_and_classes_runs_and_nights_as_the_plain_one(tmp_path, catalog):
+    """item_id, the gold column, the version column and class_name as categories were refused ('must be a
+    string'): the full run and a night over them now write what the plain strings' do."""
+    items, classes = catalog
+    day0, (day1, _, _) = items.slice(0, N_ITEMS - 300), night(items)
+    found = {}
+    for kind, encode in (("plain", lambda table: table), ("categories", as_categories)):
+        glob0, classes_path = write_catalog(tmp_path / kind / "d0", encode(day0), encode(classes), n_files=2,
+                                            row_group_size=250)
+        glob1, _ = write_catalog(tmp_path / kind / "d1", encode(day1), classes, n_files=3, row_group_size=250)
+        db = tmp_path / kind / "out.duckdb"
+        full = reclassify_catalog(params(glob0, classes_path, db, changed_column="version"))
+        night1 = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True,
+                                           changed_column="version"))
+        found[kind] = {"full": run_outcome(db, full["run_id"]), "night": run_outcome(db, night1["run_id"]),
+                       "counts": night1["details"]["night"], "gold": full["details"]["gold"],
+                       "catalog": {i: v[:3] for i, v in catalog_state(db).items()}}
+    assert pq.ParquetFile(tmp_path / "categories" / "d1" / "items-0.parquet").schema_arrow.field("item_id").type \
+        == pa.dictionary(pa.uint32(), pa.string())
+    plain, categories = found["plain"], found["categories"]
+    assert plain["full"]["issues"] and plain["night"]["changes"]  # the review and the night had work to do
+    # the same labels, ids, counts and changes; probabilities to float32 rounding (two runs of the same plain files
+    # in other folders differ as much, up to 2e-6)
+    assert first_difference(categories, plain) is None  # (pytest's own diff of 6,000 rows takes minutes)
+
+
+def first_difference(found, expected, where=""):
+    """Where two nests of dicts, lists and tuples first differ (floats by more than 1e-5), and how; or None."""
+    if isinstance(expected, dict) and isinstance(found, dict) and found.keys() == expected.keys():
+        return next((d for k in expected if (d := first_difference(found[k], expected[k], f"{where}/{k}"))), None)
+    if isinstance(expected, list | tuple) and type(found) is type(expected) and len(found) == len(expected):
+        return next((d for k, (f, e) in enumerate(zip(found, expected)) if (d := first_difference(f, e, f"{where}/{k}"))),
+                    None)
+    if isinstance(expected, float) and isinstance(found, float):
+        return None if abs(found - expected) <= 1e-5 else (where, found, expected)
+    return None if found == expected else (where, found, expected)
 
 
 @pytest.mark.usefixtures("prefect_harness")

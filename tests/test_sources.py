@@ -2,14 +2,16 @@
 
 import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_catalog, written_otherwise
 from pairwise_core import make_catalog
 from tasks import run_log
-from tasks.sources import SourceError, inspect_sources, plan_partitions
+from tasks.sources import SourceError, inspect_sources, is_text, plan_partitions
 
 
 @pytest.fixture()
@@ -309,6 +311,129 @@ def test_a_table_source_may_be_a_view_in_a_schema_and_a_gold_column_may_have_a_d
     # a Parquet file reads the dotted column alike, though pyarrow also reads a struct gold's field label for it
     pq.write_table(dotted.add_column(0, "gold", pa.array([{"label": "x"}] * 1200)), tmp_path / "dotted.parquet")
     assert inspect(str(tmp_path / "dotted.parquet"), classes_path, tmp_path, gold="gold.label").gold == plan.gold
+
+
+TEXT = ("item_id", "label", "class_name")  # the string columns a run reads of items and classes
+
+
+def _arrow_encoded(encode):
+    def write(tmp_path, items, classes):
+        tmp_path.mkdir(exist_ok=True)
+        for table, name in ((items, "items"), (classes, "classes")):
+            for column in TEXT:
+                if column in table.column_names:
+                    table = table.set_column(table.schema.get_field_index(column), column,
+                                             encode(table.column(column).combine_chunks()))
+            pq.write_table(table, tmp_path / f"{name}.parquet")
+        return str(tmp_path / "items.parquet"), str(tmp_path / "classes.parquet")
+    return write
+
+
+def _polars_encoded(kind):
+    def write(tmp_path, items, classes):
+        tmp_path.mkdir(exist_ok=True)
+        names = classes.column("class_name").to_pylist()
+        dtype = {"item_id": pl.Categorical, "label": pl.Enum(names) if kind == "enum" else pl.Categorical,
+                 "class_name": pl.Enum(names) if kind == "enum" else pl.Categorical}
+        for table, name in ((items, "items"), (classes, "classes")):
+            frame = pl.from_arrow(table)
+            frame.with_columns(pl.col(c).cast(dtype[c]) for c in TEXT if c in frame.columns) \
+                .write_parquet(tmp_path / f"{name}.parquet")
+        return str(tmp_path / "items.parquet"), str(tmp_path / "classes.parquet")
+    return write
+
+
+def _duckdb_enums(tmp_path, items, classes):
+    tmp_path.mkdir(exist_ok=True)
+    with duckdb.connect(str(tmp_path / "out.duckdb")) as con:
+        con.register("i", items)
+        con.register("c", classes)
+        con.execute("CREATE TYPE id AS ENUM (SELECT DISTINCT item_id FROM i); CREATE TYPE class AS ENUM (SELECT class_name FROM c)")
+        con.execute("CREATE TABLE items AS SELECT * REPLACE (item_id::id AS item_id, label::class AS label) FROM i")
+        con.execute("CREATE TABLE classes AS SELECT * REPLACE (class_name::class AS class_name) FROM c")
+    return "table:items", "table:classes"
+
+
+# how the usual writers store labels and ids: pandas' category (int8 indices for few values, int16 or int32 for
+# more), a plain dictionary-encoded Arrow column (uint32 or int64), Arrow's string views, polars' Categorical
+# and Enum, DuckDB's ENUM
+ENCODINGS = {
+    "pandas category": _arrow_encoded(lambda c: pc.dictionary_encode(c).cast(
+        pa.dictionary(pa.int8() if len(pc.unique(c)) < 128 else pa.int16(), pa.string()))),
+    "dictionary uint32": _arrow_encoded(lambda c: pc.dictionary_encode(c).cast(pa.dictionary(pa.uint32(), pa.string()))),
+    "dictionary int64": _arrow_encoded(lambda c: pc.dictionary_encode(c).cast(pa.dictionary(pa.int64(), pa.string()))),
+    "string_view": _arrow_encoded(lambda c: c.cast(pa.string_view())),
+    "polars Categorical": _polars_encoded("categorical"),
+    "polars Enum": _polars_encoded("enum"),
+    "DuckDB ENUM": _duckdb_enums,
+}
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_ids_gold_and_class_names_may_be_dictionary_encoded_or_string_views(catalog, encoding):
+    """They were refused ('column label must be a string, got dictionary<values=string, ...>', exit 2): read as
+    the strings they hold, they give the plain catalog's plan, gold counts and duplicate ids."""
+    tmp_path, items, classes = catalog
+    gold = items.column("label").to_pylist()
+    gold[:3] = ["os", None, "os"]
+    if "Enum" not in encoding and "ENUM" not in encoding:  # an enum of the class names holds nothing else
+        items = _with_gold(items, gold)
+    plain = inspect(*write_catalog(tmp_path / "plain", items, classes), tmp_path / "plain", gold="label")
+    sources = ENCODINGS[encoding](tmp_path, items, classes)
+    if not sources[0].startswith("table:"):  # the writer kept its encoding: the test reads what it says
+        for path in sources:
+            schema = pq.ParquetFile(path).schema_arrow
+            assert not any(schema.field(c).type == pa.string() for c in ("item_id", "label") if c in schema.names)
+    plan = inspect(*sources, tmp_path, gold="label")
+    assert (plan.class_names, plan.gold, plan.n_items) == (plain.class_names, plain.gold, plain.n_items)
+    doubled = pa.concat_tables([items, items.slice(7, 1)])
+    sources = ENCODINGS[encoding](tmp_path / "doubled", doubled, classes)
+    with pytest.raises(SourceError, match=r"item_id must be unique; ids that repeat: 1, e\.g\. item-0000007 \(2x\)$"):
+        inspect(*sources, tmp_path / "doubled", gold="label")
+
+
+def test_files_of_one_source_may_hold_a_string_column_encoded_otherwise_but_not_as_ints(catalog):
+    """A night's file from another writer stores the labels plain, or the first file's are a category: both
+    are strings; ints in a further file are refused though the first file's labels are dictionary-encoded."""
+    tmp_path, items, classes = catalog
+    _, classes_path = write_catalog(tmp_path, items, classes)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    first = items.slice(0, 600)
+    category = pc.dictionary_encode(first.column("label").combine_chunks())
+    pq.write_table(first.set_column(3, "label", category), folder / "a.parquet")
+    rest = items.slice(600)
+    pq.write_table(rest.set_column(0, "item_id", rest.column("item_id").cast(pa.string_view())), folder / "b.parquet")
+    assert inspect(str(folder), classes_path, tmp_path, gold="label").gold.n_labelled == 1200
+    pq.write_table(rest.set_column(3, "label", pa.array(range(600))), folder / "b.parquet")
+    with pytest.raises(SourceError, match="b.parquet: column label must be a string, got int64$"):
+        inspect(str(folder), classes_path, tmp_path, gold="label")
+
+
+def test_class_files_may_hold_the_class_names_encoded_otherwise(catalog):
+    """A dictionary and a plain string column did not concatenate (a traceback): class names are read as strings."""
+    tmp_path, items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path, items, classes)
+    folder = tmp_path / "classes"
+    folder.mkdir()
+    classes = classes.append_column("parent", pa.array(["top", "top", "bottom", "bottom"]))
+    names = pc.dictionary_encode(classes.column("class_name").combine_chunks())
+    parents = pc.dictionary_encode(classes.column("parent").combine_chunks())
+    pq.write_table(classes.set_column(0, "class_name", names).set_column(3, "parent", parents).slice(0, 2),
+                   folder / "a.parquet")
+    pq.write_table(classes.slice(2).set_column(0, "class_name", classes.column("class_name").slice(2)
+                                               .cast(pa.string_view())), folder / "b.parquet")
+    plan = inspect(items_glob, str(folder), tmp_path, gold="label")
+    assert plan.class_names == tuple(classes.column("class_name").to_pylist())
+    assert plan.parents_by_class() == dict(zip(plan.class_names, ["top", "top", "bottom", "bottom"]))
+
+
+def test_strings_are_any_arrow_string_type_or_a_dictionary_of_one():
+    for kind in (pa.string(), pa.large_string(), pa.string_view(), pa.dictionary(pa.int8(), pa.string()),
+                 pa.dictionary(pa.uint64(), pa.large_string()), pa.dictionary(pa.int32(), pa.string_view())):
+        assert is_text(kind), kind
+    for kind in (pa.binary(), pa.int64(), pa.dictionary(pa.int32(), pa.int64()), pa.list_(pa.string())):
+        assert not is_text(kind), kind
 
 
 def test_partitions_follow_row_groups(tmp_path):
