@@ -240,7 +240,7 @@ def read_table(source: Source, db: str, columns: list[str] | None = None) -> pa.
     parts = [_plain_strings(_parquet_file(path).read(columns=columns)) for path in parquet_files(source.text)]
     try:
         return pa.concat_tables(parts, promote_options="permissive")
-    except pa.ArrowInvalid as error:
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # ArrowTypeError: a column of other types
         raise SourceError(f"{source.text}: files have incompatible schemas ({error})") from None
 
 

@@ -428,6 +428,18 @@ def test_class_files_may_hold_the_class_names_encoded_otherwise(catalog):
     assert plan.parents_by_class() == dict(zip(plan.class_names, ["top", "top", "bottom", "bottom"]))
 
 
+def test_class_files_of_incompatible_types_are_refused_in_one_line(catalog):
+    """Class names as ints in one file and strings in another: pyarrow's ArrowTypeError escaped as a traceback."""
+    tmp_path, items, classes = catalog
+    items_glob, _ = write_catalog(tmp_path, items, classes)
+    folder = tmp_path / "classes"
+    folder.mkdir()
+    pq.write_table(classes.set_column(0, "class_name", pa.array([1, 2, 3, 4])).slice(0, 2), folder / "a.parquet")
+    pq.write_table(classes.slice(2), folder / "b.parquet")
+    with pytest.raises(SourceError, match=r"classes: files have incompatible schemas \(.*class_name.*\)$"):
+        inspect(items_glob, str(folder), tmp_path)
+
+
 def test_strings_are_any_arrow_string_type_or_a_dictionary_of_one():
     for kind in (pa.string(), pa.large_string(), pa.string_view(), pa.dictionary(pa.int8(), pa.string()),
                  pa.dictionary(pa.uint64(), pa.large_string()), pa.dictionary(pa.int32(), pa.string_view())):
