@@ -80,17 +80,24 @@ def test_parquet_run_writes_every_table_and_matches_the_core(tmp_path, catalog):
     assert metrics[("pairwise", "gold_accuracy", "image", "gold")] > metrics[("base", "gold_accuracy", "image", "gold")]
 
 
-def test_duckdb_table_source_gives_the_same_labels_as_parquet(tmp_path, catalog):
-    items, classes = catalog
+def parquet_run_and_a_table(tmp_path, items, classes, table: str, rows_in_table: pa.Table):
+    """A run of the catalog as two Parquet files (in tmp_path/a), and a DuckDB file (tmp_path/b) holding
+    ``rows_in_table`` as ``table`` and the classes as table ``classes``."""
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
     from_parquet, db_parquet = run(tmp_path / "a", items_glob, classes_path)
     db = tmp_path / "b" / "out.duckdb"
     db.parent.mkdir()
     with duckdb.connect(str(db)) as con:
-        con.register("i", items)
+        con.register("i", rows_in_table)
         con.register("c", classes)
-        con.execute("CREATE TABLE catalog AS SELECT * FROM i")
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM i")
         con.execute("CREATE TABLE classes AS SELECT * FROM c")
+    return from_parquet, db_parquet, db, classes_path
+
+
+def test_duckdb_table_source_gives_the_same_labels_as_parquet(tmp_path, catalog):
+    items, classes = catalog
+    from_parquet, db_parquet, db, _ = parquet_run_and_a_table(tmp_path, items, classes, "catalog", items)
     from_table, _ = run(tmp_path / "b", "table:catalog", "table:classes")
     for modality in ("image", "text"):
         assert labels_of(db, from_table["run_id"], modality) == labels_of(db_parquet, from_parquet["run_id"], modality)
@@ -116,13 +123,9 @@ def test_a_view_in_a_schema_with_a_dotted_gold_column_runs_and_nights_as_a_parqu
     (a traceback, exit 1): now the run gives the Parquet catalog's labels, metrics and review, and a night over
     the view reads its ids."""
     items, classes = catalog
-    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
-    from_parquet, db_parquet = run(tmp_path / "a", items_glob, classes_path)
-    db = tmp_path / "b" / "out.duckdb"
-    db.parent.mkdir()
+    dotted = items.rename_columns(["item_id", "image_embedding", "text_embedding", "gold.label"])
+    from_parquet, db_parquet, db, classes_path = parquet_run_and_a_table(tmp_path, items, classes, "raw", dotted)
     with duckdb.connect(str(db)) as con:
-        con.register("i", items.rename_columns(["item_id", "image_embedding", "text_embedding", "gold.label"]))
-        con.execute("CREATE TABLE raw AS SELECT * FROM i")
         con.execute("CREATE SCHEMA staging; CREATE VIEW staging.items AS SELECT * FROM raw")
     from_view, _ = run(tmp_path / "b", "table:staging.items", classes_path, gold_column="gold.label")
     (found, values), (expected, expected_values) = outcome(db, from_view["run_id"]), outcome(db_parquet,

@@ -240,13 +240,22 @@ def test_missing_file_glob_and_non_parquet(catalog):
         inspect(str(tmp_path / "notes.parquet"), classes_path, tmp_path)
 
 
-def test_files_of_one_source_may_differ_in_what_the_run_does_not_read(catalog):
+def mixed_folder(catalog):
+    """A folder of a.parquet (the first 600 items) and b.parquet (the rest, written otherwise), the classes'
+    path, and the rest of the items as b.parquet holds them."""
     tmp_path, items, classes = catalog
     _, classes_path = write_catalog(tmp_path, items, classes)
     folder = tmp_path / "mixed"
     folder.mkdir()
     pq.write_table(items.slice(0, 600), folder / "a.parquet")
-    pq.write_table(written_otherwise(items.slice(600)), folder / "b.parquet")
+    rest = written_otherwise(items.slice(600))
+    pq.write_table(rest, folder / "b.parquet")
+    return folder, classes_path, rest
+
+
+def test_files_of_one_source_may_differ_in_what_the_run_does_not_read(catalog):
+    tmp_path, items, _ = catalog
+    folder, classes_path, _ = mixed_folder(catalog)
     plan = inspect(str(folder), classes_path, tmp_path, gold="label")
     assert (plan.n_items, plan.dims) == (1200, {"image": 512, "text": 384})
     pq.write_table(items.slice(600).drop(["label"]), folder / "b.parquet")
@@ -254,12 +263,8 @@ def test_files_of_one_source_may_differ_in_what_the_run_does_not_read(catalog):
 
 
 def test_files_of_one_source_without_what_the_run_reads_say_what_is_wrong(catalog):
-    tmp_path, items, classes = catalog
-    _, classes_path = write_catalog(tmp_path, items, classes)
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    pq.write_table(items.slice(0, 600), folder / "a.parquet")
-    rest = written_otherwise(items.slice(600))
+    tmp_path = catalog[0]
+    folder, classes_path, rest = mixed_folder(catalog)
     short = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(600 * 5), pa.float32()), 5)
     for other, message in [
         (rest.drop(["label"]), "missing column label, which .*a.parquet has"),
