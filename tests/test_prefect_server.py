@@ -47,7 +47,7 @@ def server_run(server, tmp_path_factory):
     return url, mine[0]["id"], db
 
 
-GOLD_OUTSIDE = ("Gold column label names no class in 2 of 800 labelled items (0.2%; values such as legacy-code): "
+GOLD_OUTSIDE = ('Gold column label names no class in 2 of 800 labelled items (0.2%; values such as "legacy-code"): '
                 "those items count as wrong in the gold metrics, and the review leaves them out")
 
 
