@@ -457,4 +457,6 @@ def test_blank_gold_values_count_as_no_label(tmp_path, catalog):
         assert rows(db, "SELECT count(*) FROM joint_labels WHERE gold_class IS NULL") == [(len(labels[::3]),)]
         assert rows(db, "SELECT count(*) FROM annotation_issues WHERE given_label IS NULL OR trim(given_label) = ''") \
             == [(0,)]
-    assert metrics[0] == metrics[1] and metrics[0]
+    assert [row[:3] for row in metrics[0]] == [row[:3] for row in metrics[1]] and metrics[0]
+    # the same counts; a weighted F1 may differ in its last bit (its terms summed in another order)
+    np.testing.assert_allclose([row[3] for row in metrics[0]], [row[3] for row in metrics[1]], rtol=1e-12)
