@@ -1,9 +1,9 @@
--- The gold column against the class names: how many values (a blank one, empty or whitespace, is no label, as
--- a null), how many of them name no class, the commonest $examples of those, and the classes no value names.
+-- The gold column against the class names: how many values (a blank one, empty or whitespace, Unicode's
+-- included, is no label, as a null), how many of them name no class, the commonest $examples of those, and the classes no value names.
 -- Expects relations `gold` (one column `value`: the gold column alone, read at validation without the
 -- embeddings) and `classes` (column `class_name`).
 WITH counts AS (
-    SELECT value, count(*) AS n FROM gold WHERE NOT regexp_full_match(value, '\s*') GROUP BY value
+    SELECT value, count(*) AS n FROM gold WHERE NOT regexp_full_match(value, '[\s\v\x{85}\p{Z}]*') GROUP BY value
 ),
 outside AS (
     SELECT value, n FROM counts ANTI JOIN classes ON counts.value = classes.class_name

@@ -350,11 +350,15 @@ def judge(review: Review, joint: Joint, free_weights: np.ndarray, xs: list[np.nd
     return Judged(rows, route, zero_shot, aware)
 
 
+# empty or whitespace, Unicode's too (a no-break space), as Python's str.isspace sees it and class names are checked
+BLANK = r"^[\s\v\x{85}\p{Z}]*$"
+
+
 def given_labels(column: pa.Array) -> pa.Array:
     """The gold column as text; a blank value (empty or whitespace) is no label, as a null is
     (sql/check_gold_values.sql counts them alike)."""
     gold = column.cast(pa.string())
-    return pc.if_else(pc.match_substring_regex(gold, r"^\s*$"), pa.scalar(None, pa.string()), gold)
+    return pc.if_else(pc.match_substring_regex(gold, BLANK), pa.scalar(None, pa.string()), gold)
 
 
 def review_table(judged: Judged, route_name: str, keep_below: float, ids: pa.Array, given: np.ndarray,

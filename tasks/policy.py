@@ -14,10 +14,12 @@ from prefect.cache_policies import NONE
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry unless the failure is bad input."""
+    """Retry unless the failure is bad input, or a database another process kept open past the wait."""
+    from tasks.store import DatabaseBusy
+
     try:
         state.result()
-    except ValueError:
+    except (ValueError, DatabaseBusy):
         return False
     except BaseException:
         return True

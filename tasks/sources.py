@@ -517,8 +517,10 @@ def _gold_values(source: Source, files: list[str], db: str, gold_column: str, na
 
 
 def quoted(values: Iterable[str]) -> str:
-    """Values as a message shows them: quoted, so that an empty value or a trailing space can be seen."""
-    return ", ".join(json.dumps(value, ensure_ascii=False) for value in values)
+    """Values as a message shows them: quoted, so that an empty value or a trailing space can be seen, and
+    with characters that print as nothing or as a space (a no-break space) escaped."""
+    shown = (json.dumps(value, ensure_ascii=False) for value in values)
+    return ", ".join("".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text) for text in shown)
 
 
 _DIM_SAMPLE_ROWS = 1000

@@ -17,6 +17,7 @@ import atexit
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -64,6 +65,11 @@ def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckD
         con.close()
 
 
+class DatabaseBusy(RuntimeError):
+    """Another process kept the file open past a writer's wait: the task does not retry (its retries waited
+    the whole time again, 190 s in all)."""
+
+
 def _open(db: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection; a writer waits up to ``WRITER_WAIT_S`` for readers in other processes (an
     analyst's session, a report) to close the file: DuckDB lets one process write or any number read, and a
@@ -73,8 +79,14 @@ def _open(db: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         try:
             return duckdb.connect(str(db), read_only=read_only, config=DUCKDB_MEMORY)
         except duckdb.IOException as error:
-            if "Could not set lock" not in str(error) or time.monotonic() > deadline:
+            if "Could not set lock" not in str(error):
                 raise
+            if time.monotonic() > deadline:
+                if read_only:
+                    raise
+                holder = re.search(r"Conflicting lock is held in (.*?)(?:\. |$)", str(error))
+                raise DatabaseBusy(f"{db} is open in another process ({holder.group(1) if holder else 'unknown'}); "
+                                   f"waited {WRITER_WAIT_S:.0f} s for it to close the file") from None
             time.sleep(0.5)
 
 

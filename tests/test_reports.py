@@ -201,6 +201,35 @@ def test_a_writer_waits_for_a_reader_in_another_process_to_close_the_file(db):
         reader.wait(timeout=60)
 
 
+def test_a_writer_gives_up_on_a_reader_that_stays_in_one_line_and_is_not_retried(db, monkeypatch):
+    import subprocess
+    import sys
+
+    from prefect.states import Failed
+
+    from tasks.policy import is_transient
+
+    monkeypatch.setattr(store, "WRITER_WAIT_S", 1.0)
+    holder = ("import duckdb, sys, time\n"
+              "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+              "print('open', flush=True)\n"
+              "time.sleep(30)\n")
+    reader = subprocess.Popen([sys.executable, "-c", holder, db], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "open\n"
+        with pytest.raises(store.DatabaseBusy, match=rf"^{db} is open in another process \(.*\(PID {reader.pid}\)\); "
+                                                     r"waited 1 s for it to close the file$"):
+            with store.connect(db):
+                pass
+    finally:
+        reader.kill()
+        reader.wait(timeout=30)
+
+    # its retries waited the whole time again: 190 s in all
+    assert not is_transient(None, None, Failed(data=store.DatabaseBusy("busy")))
+    assert is_transient(None, None, Failed(data=OSError("a passing I/O error")))
+
+
 def test_the_terminal_shares_table_shows_the_commonest_classes_and_says_how_many_are_left_out():
     rows = [{"class": f"c{i:02d}", "modality": "image", "method": method, "n_items": i + 1, "share": (i + 1) / 300}
             for i in range(24) for method in ("base", "pairwise")]

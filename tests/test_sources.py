@@ -154,10 +154,10 @@ def test_gold_values_outside_the_classes_are_counted_when_most_are_class_names(c
 def test_blank_gold_values_are_no_label_and_classes_no_value_names_are_listed(catalog):
     tmp_path, items, classes = catalog
     gold = [None if v == "skirt" else v for v in items.column("label").to_pylist()]  # no item is given skirt
-    gold[:3] = ["", "   ", "\t"]
+    gold[:4] = ["", "   ", "\t", "\xa0"]  # a no-break space too, as str.isspace and the class names' check see it
     items_glob, classes_path = write_catalog(tmp_path / "in", _with_gold(items, gold), classes)
     plan = inspect(items_glob, classes_path, tmp_path, gold="label")
-    assert (plan.gold.n_labelled, plan.gold.n_outside) == (sum(v is not None for v in gold) - 3, 0)
+    assert (plan.gold.n_labelled, plan.gold.n_outside) == (sum(v is not None for v in gold) - 4, 0)
     assert plan.gold.unnamed_classes == ("skirt",)
     notes = run_log.gold_notes(plan)
     assert len(notes) == 1 and notes[0].startswith('Gold column label never names 1 of the 4 classes ("skirt"): ')
@@ -480,3 +480,9 @@ def test_bad_rows_are_set_aside_with_a_reason():
     fixed = pa.RecordBatch.from_pydict({"item_id": ["a", "b"], "x_embedding": pa.FixedSizeListArray.from_arrays(
         pa.array([1.0, float("nan"), 2.0, 2.0], pa.float32()), 2)})
     assert matrix(fixed, "x", 2).valid.tolist() == [False, True]
+
+
+def test_messages_quote_values_and_escape_what_prints_as_nothing_or_a_space():
+    from tasks.sources import quoted
+
+    assert quoted(["x ", "", "caf\u00e9", "\xa0", "\t"]) == '"x ", "", "caf\u00e9", "\\u00a0", "\\t"'
