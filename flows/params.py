@@ -173,8 +173,6 @@ class ReclassifyParams(BaseModel):
             raise ValueError("calibration 'gold' needs a gold column (--gold-column)")
         if self.review != "auto" and self.gold_column is None:
             raise ValueError(f"--review {self.review} reviews the given labels: add --gold-column")
-        if "issues_below" in self.model_fields_set and self.gold_column is None:
-            raise ValueError("--issues-below picks the given labels to review: add --gold-column")
         return self
 
     refine_iterations: int = Field(default=_REFINE_DEFAULTS["n_iter"], ge=1,

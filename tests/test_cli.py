@@ -80,7 +80,6 @@ def test_the_printed_python_resolves_from_the_working_folder(tmp_path, monkeypat
         (["--max-dims", "8"], "pairwise: max_dims (8) must be >= min_dims (32)"),
         (["--refine-eps", "0"], "pairwise: --refine-eps: Input should be greater than 0"),  # NaN posteriors
         (["--review", "zero-shot"], "pairwise: --review zero-shot reviews the given labels: add --gold-column"),
-        (["--issues-below", "1"], "pairwise: --issues-below picks the given labels to review: add --gold-column"),
         (["--db", "."], "pairwise: --db .: a folder, not a DuckDB file"),
         (["--db", "README.md"], "pairwise: --db README.md: not a DuckDB file"),
         (["--dask-address", "notanaddress"], "pairwise: --dask-address: notanaddress: not a Dask scheduler address, "
