@@ -36,8 +36,8 @@ EMBEDDING_SUFFIX = "_embedding"
 URI_MARK = "://"  # s3://bucket/key: read through pyarrow's filesystems, not the local one
 # How long pyarrow's GCS client retries a failed request. Its own default is 15 minutes a request: without
 # network, a gs:// source hung a run's validation for over 12 minutes, silent and deaf to Ctrl-C, where s3://
-# fails in about 14 s. 10 s is three to four attempts with the client's backoff. A source URI's own ?retry_limit_seconds= is kept for its listing; the files listed
-# are opened with this limit.
+# fails in about 14 s. 10 s is three to four attempts with the client's backoff. A source URI's own
+# ?retry_limit_seconds= is kept for its listing; the files listed are opened with this limit.
 GCS_RETRY_LIMIT_S = 10
 GCS_SCHEMES = ("gs", "gcs")
 # Rows per decoded record batch: small batches decode several times faster

@@ -1,5 +1,9 @@
 """The analyst's report queries of sql/, and the run lifecycle of tasks/store.py, on a hand-made DuckDB file."""
 
+import subprocess
+import sys
+from contextlib import contextmanager
+
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -167,9 +171,6 @@ def test_a_killed_rerun_of_a_succeeded_run_leaves_it_succeeded_and_its_staging_i
 
 
 def test_a_reader_in_another_process_gets_a_clear_lock_message_or_the_committed_state(db):
-    import subprocess
-    import sys
-
     reader = ("import duckdb, sys\n"
               "try:\n"
               "    con = duckdb.connect(sys.argv[1], read_only=True)\n"
@@ -183,48 +184,41 @@ def test_a_reader_in_another_process_gets_a_clear_lock_message_or_the_committed_
     assert after.stdout.strip() == "[('r2',)]"
 
 
-def test_a_writer_waits_for_a_reader_in_another_process_to_close_the_file(db):
-    import subprocess
-    import sys
-
+@contextmanager
+def reader_holding(db: str, seconds: float):
+    """Another process with the file open to read for ``seconds``, as an analyst's session holds it."""
     holder = ("import duckdb, sys, time\n"
               "con = duckdb.connect(sys.argv[1], read_only=True)\n"
               "print('open', flush=True)\n"
-              "time.sleep(3)\n")
+              f"time.sleep({seconds})\n")
     reader = subprocess.Popen([sys.executable, "-c", holder, db], stdout=subprocess.PIPE, text=True)
     try:
         assert reader.stdout.readline() == "open\n"
-        with store.connect(db) as con:  # it raised at once here (a commit failed after its retries, 5 s)
-            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
-        assert reader.wait(timeout=10) == 0  # the reader was not disturbed
+        yield reader
     finally:
+        if seconds > 10:
+            reader.kill()
         reader.wait(timeout=60)
 
 
-def test_a_writer_gives_up_on_a_reader_that_stays_in_one_line_and_is_not_retried(db, monkeypatch):
-    import subprocess
-    import sys
+def test_a_writer_waits_for_a_reader_in_another_process_to_close_the_file(db):
+    with reader_holding(db, 3) as reader:
+        with store.connect(db) as con:  # it raised at once here (a commit failed after its retries, 5 s)
+            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+        assert reader.wait(timeout=10) == 0  # the reader was not disturbed
 
+
+def test_a_writer_gives_up_on_a_reader_that_stays_in_one_line_and_is_not_retried(db, monkeypatch):
     from prefect.states import Failed
 
     from tasks.policy import is_transient
 
     monkeypatch.setattr(store, "WRITER_WAIT_S", 1.0)
-    holder = ("import duckdb, sys, time\n"
-              "con = duckdb.connect(sys.argv[1], read_only=True)\n"
-              "print('open', flush=True)\n"
-              "time.sleep(30)\n")
-    reader = subprocess.Popen([sys.executable, "-c", holder, db], stdout=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout.readline() == "open\n"
+    with reader_holding(db, 30) as reader:
         with pytest.raises(store.DatabaseBusy, match=rf"^{db} is open in another process \(.*\(PID {reader.pid}\)\); "
                                                      r"waited 1 s for it to close the file$"):
             with store.connect(db):
                 pass
-    finally:
-        reader.kill()
-        reader.wait(timeout=30)
-
     # its retries waited the whole time again: 190 s in all
     assert not is_transient(None, None, Failed(data=store.DatabaseBusy("busy")))
     assert is_transient(None, None, Failed(data=OSError("a passing I/O error")))
