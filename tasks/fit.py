@@ -42,7 +42,7 @@ def partition_stats(
         hashes = item_hash(batch.column("item_id"), core_params["seed"])
         folds = folds_of(hashes)
         rows = np.flatnonzero(hash_unit(hashes) < sample_rate)
-        gold = gold_codes(batch, plan) if plan.gold_column else None
+        gold = gold_codes(batch.column(plan.gold_column), plan) if plan.gold_column else None
         for modality, model in models.items():
             usable = matrix(batch, modality, plan.dims[modality])  # rejected rows are recorded in pass 2
             if len(usable.x):

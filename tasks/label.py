@@ -153,7 +153,7 @@ def label_partition(
             joint = Joint.empty(batch.num_rows, len(models), len(plan.class_names))
             gold = given_labels(batch.column(plan.gold_column)) if plan.gold_column else None
             # the gold column is the catalog's current label: review it in the same pass (-1: none or unknown)
-            given = None if gold is None else gold_codes(batch, plan)
+            given = None if gold is None else gold_codes(gold, plan)
             # per modality, every row's embedding and inverse norm (zero where rejected), for the review
             xs: list[np.ndarray] = []
             scales: list[np.ndarray] = []

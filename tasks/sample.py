@@ -56,9 +56,9 @@ def item_hash(ids: pa.Array, seed: int) -> np.ndarray:
     return h
 
 
-def gold_codes(batch: pa.RecordBatch, plan: Plan) -> np.ndarray:
-    """The gold column as class indices, -1 where it is null or names no class of the run."""
-    gold = batch.column(plan.gold_column).cast(pa.string())
+def gold_codes(column: pa.Array, plan: Plan) -> np.ndarray:
+    """The gold column (a batch's) as class indices, -1 where it is null or names no class of the run."""
+    gold = column.cast(pa.string())
     names = pa.array(plan.class_names, pa.string())
     return pc.index_in(gold, value_set=names).fill_null(-1).to_numpy().astype(np.int64)
 

@@ -23,7 +23,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -494,25 +494,18 @@ def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]
     Every file is written under a temporary name first and renamed over the last export's once all are
     written: an export that fails (a full disk) leaves the earlier export whole, not a truncated file among
     files of two runs."""
+    from tasks.staging import replacing  # (tasks.staging reads the sources, which write through this module)
+
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    try:
-        with reader(db) as con:
-            for table in ("runs", *OUTPUT_TABLES, "label_changes"):
-                batches = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
-                written.append(out / f".{table}.parquet.{run_id}.partial")
-                with pq.ParquetWriter(written[-1], batches.schema) as writer:
-                    for batch in batches:
-                        writer.write_batch(batch)
-        final = [path.with_name(path.name.removeprefix(".").removesuffix(f".{run_id}.partial")) for path in written]
-        if blocked := [name for name in final if name.exists() and not name.is_file()]:
-            raise IsADirectoryError(f"{blocked[0]} is not a file")  # before any is replaced
-        for path, name in zip(written, final, strict=True):
-            path.replace(name)
-        return final
-    except BaseException:
-        for path in written:
-            with suppress(OSError):
-                path.unlink(missing_ok=True)
-        raise
+    tables = ("runs", *OUTPUT_TABLES, "label_changes")
+    final = [out / f"{table}.parquet" for table in tables]
+    if blocked := [name for name in final if name.exists() and not name.is_file()]:
+        raise IsADirectoryError(f"{blocked[0]} is not a file")  # before any is written or replaced
+    with reader(db) as con, ExitStack() as renames:  # each file renamed once every one is written
+        for table, name in zip(tables, final, strict=True):
+            batches = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
+            with pq.ParquetWriter(renames.enter_context(replacing(name)), batches.schema) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+    return final
