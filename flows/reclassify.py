@@ -6,6 +6,7 @@ import dataclasses
 import math
 import secrets
 import time
+from contextlib import suppress
 from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
@@ -297,6 +298,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))
         except BaseException as error:
             reason = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
+            with suppress(OSError):  # first: a run that filled the disk with staged rows frees it to record why
+                staging.remove()
             try:  # best effort: the run's own error is what the user must see
                 fail_run(db, run_id, attempt, reason)
             except Exception as unrecorded:

@@ -1,0 +1,54 @@
+"""A run that fills the disk with its staged rows records why it failed, and the next run, with room, succeeds.
+
+The disk is a small tmpfs, which needs root (the CI machine runs as root); elsewhere the test is skipped.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import write_catalog
+from pairwise_core import make_catalog
+
+PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MB tmpfs: room for the DuckDB file, not for a 40,000-item run's staged rows."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_is_recorded_as_the_failure_and_the_next_run_succeeds(server, tmp_path, small_disk):
+    _, env = server
+    items, classes = make_catalog(40_000, 13, seed=3)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2, row_group_size=5_000)
+    db = small_disk / "out.duckdb"
+    command = [PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+               "--chunk-size", "10000", "--quiet"]
+
+    full = subprocess.run(command + ["--run-id", "full-disk"], env=env, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 1
+    assert full.stderr.strip().splitlines() == ["pairwise: run failed: OSError: [Errno 28] No space left on device"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, error FROM runs").fetchall() == [
+            ("failed", "OSError: [Errno 28] No space left on device")]
+    assert not Path(f"{db}.staging").exists()  # its staged rows were removed first, to make room for the record
+
+    subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)
+    after = subprocess.run(command + ["--run-id", "after"], env=env, capture_output=True, text=True, timeout=300)
+    assert after.returncode == 0, after.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert dict(con.execute("SELECT run_id, status FROM runs").fetchall()) == {"full-disk": "failed",
+                                                                                   "after": "succeeded"}
+        assert con.execute("SELECT count(*) FROM current_labels").fetchone() == (2 * 40_000,)
