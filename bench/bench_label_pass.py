@@ -42,7 +42,7 @@ def main() -> None:
     model = check_stored_model.fn(plan, args.classes, args.db, args.model)
     for repetition in range(args.repeat):
         prepare_staging(args.db)  # removing a run's folder removes an empty staging folder too
-        staging = Staging.for_run(args.db, f"bench-label-pass-{repetition}")
+        staging = Staging.create(args.db, f"bench-label-pass-{repetition}")
         try:
             start, cpu = time.perf_counter(), time.process_time()
             with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(args.threads) as pool:

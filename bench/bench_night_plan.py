@@ -64,7 +64,7 @@ def plan(folder: str, chunk_size: int) -> None:
     validated = peak()
     prepare_staging(db)
     start = time.perf_counter()
-    night = plan_night.fn(sources, db, Staging.for_run(db, "bench-night-plan"), "bench-night-plan", None)
+    night = plan_night.fn(sources, db, Staging.create(db, "bench-night-plan"), "bench-night-plan", None)
     print(f"{night.n_source:,} items: plan {time.perf_counter() - start:.1f} s; peak RSS after the validation "
           f"{validated:,.0f} MiB, after the plan {peak():,.0f} MiB; new {night.n_new:,}, deleted "
           f"{night.n_deleted:,}, {len(night.selections)} selections")

@@ -94,7 +94,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)
     with run_lock(db), threadpool_limits(limits=1, user_api="blas"):
         attempt = start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
-        staging = Staging.for_run(db, run_id)
+        staging = Staging.create(db, run_id)
         watch = Stopwatch()
         timings = watch.laps
         try:

@@ -100,7 +100,7 @@ def _fit_review(sample_paths: list[str], class_sums_paths: list[str | None], pla
 
 def rank_annotation_issues(review_paths: list[str], workdir: Path, run_id: str) -> list[str]:
     """Write the run's annotation_issues rows, ranked, to ``workdir``; return the file (none if no issue)."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(exist_ok=True)
     out = workdir / "annotation_issues.parquet"
     with duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.execute("SET temp_directory = ?", [str(workdir / "spill")])

@@ -60,12 +60,19 @@ class Staging:
     def for_run(cls, db: str, run_id: str) -> Staging:
         return cls(staging_folder(db) / run_id)
 
+    @classmethod
+    def create(cls, db: str, run_id: str) -> Staging:
+        """The run's folder, made private inside the staging folder that ``prepare_staging`` made."""
+        staging = cls.for_run(db, run_id)
+        staging.root.mkdir(PRIVATE, exist_ok=True)
+        return staging
+
     def path(self, *parts: str) -> Path:
-        """A staged file's path, its folders created (the run's own private, inside the staging folder that
-        ``prepare_staging`` made)."""
-        self.root.mkdir(PRIVATE, exist_ok=True)
+        """A staged file's path, its folder created inside the run's. Never the run's folder itself: a task
+        still running after the run ended and removed it (Ctrl-C) fails, instead of making it again."""
         path = self.root.joinpath(*parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent != self.root:
+            path.parent.mkdir(exist_ok=True)
         return path
 
     @property

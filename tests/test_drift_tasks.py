@@ -146,7 +146,9 @@ def night(tmp_path_factory):
 def measure(night, name: str, rows: np.ndarray, sealed=None) -> dict:
     model, plan, _, write, folder = night
     samples, joints = write(name, rows)
-    return measure_drift.fn(sealed or model, samples, joints, plan, Staging(folder / f"staging-{name}"), name, 0)
+    staging = Staging(folder / f"staging-{name}")
+    staging.root.mkdir()
+    return measure_drift.fn(sealed or model, samples, joints, plan, staging, name, 0)
 
 
 def by_modality(result: dict) -> dict[str, dict]:

@@ -137,7 +137,7 @@ def test_a_tampered_stored_model_is_refused_in_one_line(stored, tmp_path, env): 
 
 
 def sealed_model(db, run_id):
-    folder = Staging.for_run(str(db), run_id).model
+    folder = Staging.create(str(db), run_id).model
     _, classifiers, refinement, _ = fitted_parts(1)
     save_part(folder, "classifiers", classifiers)
     save_part(folder, "refinement", refinement)

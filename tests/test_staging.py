@@ -79,7 +79,7 @@ def test_a_staging_folder_that_is_a_link_is_refused_and_its_target_survives(env,
 def test_a_link_swapped_in_mid_run_leads_no_deletion_elsewhere(tmp_path):
     db = tmp_path / "out.duckdb"
     register(db, "r")
-    staging = Staging.for_run(str(db), "r")
+    staging = Staging.create(str(db), "r")
     staging.path("model", "classifiers.npz").write_bytes(b"")
     os.rename(f"{db}.staging", tmp_path / "moved")
     victim = tmp_path / "victim"
@@ -91,10 +91,25 @@ def test_a_link_swapped_in_mid_run_leads_no_deletion_elsewhere(tmp_path):
     assert planted(victim) and (victim / "r" / "keep.txt").exists()
 
 
+def test_a_task_still_running_after_its_run_ended_recreates_no_staging(tmp_path):
+    """After Ctrl-C the run removes its staging while a label thread may still be writing: the thread's next
+    file fails, and neither the run's folder nor the staging folder comes back."""
+    db = tmp_path / "out.duckdb"
+    register(db, "r")
+    staging = Staging.create(str(db), "r")
+    staging.part("item_labels", 0).write_bytes(b"")
+    staging.remove()
+    with pytest.raises(FileNotFoundError):
+        staging.part("item_labels", 1)
+    with pytest.raises(FileNotFoundError):
+        staging.model  # noqa: B018
+    assert not Path(f"{db}.staging").exists()
+
+
 def test_staging_folders_are_created_private_and_a_loose_one_is_made_private(tmp_path):
     db = tmp_path / "out.duckdb"
     register(db, "r")
-    staged = Staging.for_run(str(db), "r").path("pass1", "part-00000.npz")
+    staged = Staging.create(str(db), "r").path("pass1", "part-00000.npz")
     assert mode(f"{db}.staging") == 0o700
     assert mode(staged.parent.parent) == 0o700  # the run's folder
     # a folder an earlier version left open (0755, the umask's default) is ours: it is made private, which
@@ -132,7 +147,7 @@ def shared():
 def test_another_user_can_neither_read_nor_write_a_runs_staging(shared):
     db = shared / "out.duckdb"
     register(db, "r")
-    folder = Staging.for_run(str(db), "r").model
+    folder = Staging.create(str(db), "r").model
     save_part(folder, "review", Review("zero-shot", None, np.array([0.0, 1.0]), 0.5))
     model = folder / "review.npz"
     attack = (
