@@ -13,9 +13,11 @@ import gc
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
@@ -390,14 +392,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = 130  # Ctrl-C's exit status
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM: one line, then the default action (the exit status says which signal). Prefect's flow engine
+    turns the signal into the run's failure first (recorded; nothing of the run visible), then hands it on
+    to the handler it found: this one."""
+    print("pairwise: terminated", file=sys.stderr, flush=True)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()  # before the parser: its defaults come from modules that import pyarrow
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "worker":
+    if args.command == "worker":  # Prefect's worker handles its own signals
         args.prefect_args = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command != "worker" and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     _prepare_prefect(getattr(args, "verbose", False))  # `classes` runs no flow
     try:
         return args.handler(args)
@@ -409,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(error, "exit_code", 1)  # a run that succeeded but whose export failed: 3
     except KeyboardInterrupt:  # Ctrl-C: a run is committed whole or not at all, so one line is all there is to say
         print("pairwise: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -424,8 +440,24 @@ def console() -> NoReturn:
     module teardown still run as usual. Tests call main() and keep a normal collector.
     """
     code = main()
+    if code == INTERRUPTED:
+        _leave_now(code)
     gc.freeze()
     sys.exit(code)
+
+
+def _leave_now(code: int) -> NoReturn:
+    """After Ctrl-C the run is recorded failed, but its task threads may be mid-partition: the interpreter's
+    exit would wait for them, and they would log into a Prefect already shut down ("can't register atexit
+    after shutdown", "Service 'EventsWorker' failed": tracebacks after the one line). Stop Prefect's
+    temporary server and leave at once."""
+    from flows.prefect_server import stop_temporary_server
+
+    with suppress(Exception):
+        stop_temporary_server()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

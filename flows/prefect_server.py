@@ -44,3 +44,12 @@ def _die_with_parent():
         return None
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     return partial(prctl, _PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def stop_temporary_server() -> None:
+    """Stop the temporary server now, if this process started one: for a command that leaves without the
+    interpreter's exit hooks, which would stop it (and, on Linux, before the parent-death signal would)."""
+    from prefect.server.api import server
+
+    for instance in list(server.SubprocessASGIServer._instances.values()):
+        instance.stop()

@@ -16,10 +16,11 @@ from tasks.policy import IO_TASK
 from tasks.sample import N_FOLDS, SampleParts, folds_of, gold_codes, hash_unit, item_hash
 from tasks.sources import Partition, Plan, matrix, read_partition
 from tasks.models import class_hash, save_part
-from tasks.staging import Staging, classifiers, load_stats, save_stats, write_parquet
+from tasks.staging import Staging, classifiers, ends_with_its_run, load_stats, save_stats, write_parquet
 
 
 @task(name="pair-stats", **IO_TASK)
+@ends_with_its_run
 def partition_stats(
     partition: Partition, plan: Plan, classes_path: str, core_params: dict[str, Any], staging: Staging,
     sample_rate: float, class_sums: bool,

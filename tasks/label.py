@@ -23,7 +23,7 @@ from tasks.models import load_model
 from tasks.night import Selection
 from tasks.sample import gold_codes, item_folds, item_hash
 from tasks.sources import Partition, Plan, matrix, read_partition
-from tasks.staging import Staging, staged_writer
+from tasks.staging import Staging, ends_with_its_run, staged_writer
 
 LABEL_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -90,6 +90,7 @@ REJECTED_SCHEMA = pa.schema([
 
 
 @task(name="label-partition", **IO_TASK)
+@ends_with_its_run
 def label_partition(
     partition: Partition, plan: Plan, sealed: dict[str, str], seed: int, staging: Staging, run_id: str,
     selections: dict[int, Selection] | None = None, drift_rate: float | None = None, graph: bool = False,

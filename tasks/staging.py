@@ -15,12 +15,14 @@ link's target. The model store (`<db>.models`) is guarded by the same helpers.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +33,30 @@ from pairwise_core.classifier import default_candidates
 from tasks.folders import PRIVATE, beside, check_private, clear, create_private, opened, remove_entry
 from tasks.sources import EMBEDDING_SUFFIX, Plan
 
+T = TypeVar("T")
+
+
+class RunEnded(RuntimeError):
+    """A task of a run that ended while it ran (Ctrl-C, SIGTERM: the task threads run on): its staged files
+    are gone."""
+
+
+def ends_with_its_run(task_fn: Callable[..., T]) -> Callable[..., T]:
+    """A partition task's failure, once its run has ended and removed the run's folder, says so (RunEnded),
+    not what the vanishing files made of it ("model.json is missing; refit with a full run")."""
+    signature = inspect.signature(task_fn)
+
+    @functools.wraps(task_fn)
+    def run(*args: Any, **kwargs: Any) -> T:
+        staging = signature.bind(*args, **kwargs).arguments["staging"]
+        try:
+            return task_fn(*args, **kwargs)
+        except Exception as error:
+            if staging.root.is_dir():
+                raise
+            raise RunEnded(f"its run ended and removed {staging.root} before the task finished") from error
+
+    return run
 
 
 def staging_folder(db: str) -> Path:

@@ -318,6 +318,19 @@ def test_ctrl_c_mid_run_is_one_line_exit_130_and_leaves_no_partial_run(env, tmp_
         assert con.execute("SELECT count(*) FROM item_labels").fetchall() == [(0,)]
 
 
+def test_sigterm_mid_run_is_one_line_and_the_signal_s_exit_and_leaves_no_partial_run(env, tmp_path):
+    db = tmp_path / "t.duckdb"
+    process, seen = started_run(env, tmp_path, db)
+    process.terminate()  # what a scheduler or `kill` sends
+    _, rest = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGTERM, "".join(seen) + rest  # 143 in a shell
+    assert rest.splitlines()[-1] == "pairwise: terminated" and "Traceback" not in rest
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, error FROM runs").fetchall() == [("failed", "TerminationSignal")]
+        assert con.execute("SELECT count(*) FROM item_labels").fetchall() == [(0,)]
+    assert not Path(f"{db}.staging").exists()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 def test_a_killed_run_leaves_no_temporary_server_behind(env, tmp_path):
     process, _ = started_run(env, tmp_path, tmp_path / "k.duckdb")
