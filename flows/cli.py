@@ -100,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     check_db_file(params.db)
     check_staging(params.db)
     if params.export_dir:
-        check_export_dir(params.export_dir)
+        check_export_dir(params.export_dir, params.db)
     plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
                            chunk_size=params.chunk_size, changed_column=params.changed_column)
     _say(args, f"Reclassifying {count(plan.n_items, 'item')} into {count(len(plan.class_names), 'class', 'classes')}"
@@ -219,9 +219,11 @@ def _print_markdown_report(db: str, run_id: str | None) -> None:
 
 def _write_html_report(db: str, run_id: str | None, path: str) -> None:
     """The latest succeeded run by default: a running or failed run has no figures to show."""
+    from tasks.folders import check_not_kept
     from tasks.html_report import write_report
     from tasks.report import latest_run_id
 
+    check_not_kept(path, db, "--html")
     run_id = run_id or latest_run_id(db, succeeded=True)
     if run_id is None:
         raise ValueError(f"{db}: no succeeded run yet")

@@ -75,7 +75,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     db = params.db
     begin_phase("validate the sources")
     if params.export_dir:
-        check_export_dir(params.export_dir)
+        check_export_dir(params.export_dir, params.db)
     plan = validate_sources(params.items, params.classes, db, params.gold_column, params.chunk_size,
                             params.changed_column)
     if params.incremental and params.model == "latest" and not stored_models(db):

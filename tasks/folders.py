@@ -28,6 +28,24 @@ def beside(db: str | Path, suffix: str) -> Path:
     return Path(f"{path.resolve() if path.is_symlink() else path}{suffix}")
 
 
+# what pairwise keeps beside the database file, and why no output may go there
+KEPT_BESIDE = {".wal": "the database's write-ahead log", ".lock": "the database's run lock",
+               ".staging": "the database's staging folder, which every run clears",
+               ".models": "the database's model store, which every run clears of all but models"}
+
+
+def check_not_kept(path: str | Path, db: str | Path, option: str) -> None:
+    """Refuse (ValueError) an output ``path`` that is the database file or one of the files and folders kept
+    beside it, or lies in one: a report written there replaced the database itself, and an export there
+    was deleted by the next run."""
+    target = Path(path).resolve()
+    kept = {Path(db).resolve(): "the database itself",
+            **{beside(db, suffix).resolve(): what for suffix, what in KEPT_BESIDE.items()}}
+    for own, what in kept.items():
+        if target == own or own in target.parents:
+            raise ValueError(f"{option}: {path} is {'' if target == own else 'inside '}{what}; choose another path")
+
+
 def check_private(folder: Path, what: str) -> None:
     """Refuse (ValueError) ``folder`` if it is a symbolic link, not a folder, or another user's; ``what``
     names it in the message. A missing one is fine."""

@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.folders import beside
+from tasks.folders import beside, check_not_kept
 from tasks.models import FORMAT as MODEL_FORMAT
 from tasks.models import Model, load_model, models_folder, publish_model, remove_models, unpublish_model
 from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
@@ -474,12 +474,14 @@ class ExportFailed(RuntimeError):
     exit_code = 3  # of `pairwise run`, apart from 1 (the run failed) and 2 (bad input)
 
 
-def check_export_dir(directory: str | Path) -> None:
-    """Refuse an export folder that cannot be created or written, before a run computes anything.
+def check_export_dir(directory: str | Path, db: str | Path) -> None:
+    """Refuse an export folder that cannot be created or written, or that is one of ``db``'s own, before a
+    run computes anything.
 
     The export comes after the commit, too late to fail the run for it. The
     folder is not created here: bad input leaves nothing behind.
     """
+    check_not_kept(directory, db, "--export-dir")
     path = Path(directory)
     nearest = next(folder for folder in (path, *path.parents) if folder.exists())
     if not nearest.is_dir():

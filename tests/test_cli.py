@@ -258,6 +258,7 @@ def test_quiet_prints_nothing_but_errors(env, tmp_path):
 
 
 def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_after_the_commit_exits_3(env, tmp_path):
+    """So is an output path among the database's own files (--export-dir, report --html)."""
     items_glob, classes_path = write_small_catalog(tmp_path)
     db = tmp_path / "o.duckdb"
     args = ["run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--run-id", "r"]
@@ -266,6 +267,11 @@ def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_aft
         bad = pairwise(env, *args, "--export-dir", str(tmp_path / target))
         assert (bad.returncode, bad.stdout) == (2, "")
         assert bad.stderr == f"pairwise: --export-dir: {tmp_path / 'afile'} is not a directory\n"
+    for kept, what in ((".staging", "the database's staging folder, which every run clears"),
+                       (".models/mine", "inside the database's model store, which every run clears of all but models")):
+        bad = pairwise(env, *args, "--export-dir", f"{db}{kept}")  # the next run would delete the export
+        assert (bad.returncode, bad.stdout) == (2, "")
+        assert bad.stderr == f"pairwise: --export-dir: {db}{kept} is {what}; choose another path\n"
     assert not db.exists()  # refused before anything was written
 
     (tmp_path / "export" / "runs.parquet").mkdir(parents=True)  # a folder it accepts, where runs.parquet fails
@@ -273,6 +279,12 @@ def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_aft
     assert late.returncode == 3 and late.stdout == "" and late.stderr.count("\n") == 1, late.stderr
     assert late.stderr.startswith(f"pairwise: run r succeeded, but exporting it to {tmp_path / 'export'} failed: ")
     assert "runs.parquet is not a file" in late.stderr  # checked before any file is replaced
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT run_id, status FROM runs").fetchall() == [("r", "succeeded")]
+
+    for target, what in ((db, "the database itself"), (f"{db}.wal", "the database's write-ahead log")):
+        over = pairwise(env, "report", "--db", str(db), "--html", str(target))  # it replaced the database
+        assert (over.returncode, over.stderr) == (2, f"pairwise: --html: {target} is {what}; choose another path\n")
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT run_id, status FROM runs").fetchall() == [("r", "succeeded")]
 
