@@ -14,17 +14,29 @@ from pairwise_core.drift import AUC_METRIC, SHARE_METRIC
 from tasks import store
 
 
+# Markdown's characters for code, emphasis, links, HTML and table cells, and its escape itself
+_MARKDOWN = str.maketrans({c: f"\\{c}" for c in "\\`*[]<>|"})
+
+
+def md_text(text: str) -> str:
+    """Data (class names, item ids, labels) as Markdown text that shows as written, on a terminal and in the
+    Prefect UI: a name could break a table's columns or rows, carry a link or an image the UI would render,
+    or move the terminal's cursor. Markdown's characters are backslash-escaped; characters that print as
+    nothing or move the cursor (escape sequences, newlines) are written as \\uXXXX, as in messages."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text.translate(_MARKDOWN))
+
+
 def _fmt(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    return md_text(str(value))
 
 
 def markdown_table(table: pa.Table, headers: list[str] | None = None) -> str:
     rows = [[_fmt(v) for v in row.values()] for row in table.to_pylist()]
-    headers = headers or table.column_names
+    headers = [md_text(header) for header in headers or table.column_names]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
@@ -74,14 +86,14 @@ def render_report(db: str | Path, run_id: str) -> str:
         f"# Run {run_id}: {run['status']}",
         "",
         f"- items: {_fmt(run['n_items'])}, classes: {_fmt(run['n_classes'])}, "
-        f"modalities: {', '.join(run['modalities'] or []) or '-'}",
+        f"modalities: {md_text(', '.join(run['modalities'] or [])) or '-'}",
         "- " + ", ".join(f"{name} {'-' if params.get(name) is None else params[name]}"
                          for name in ("strategy", "cutoff", "seed")),
         f"- started {run['started_at']:%Y-%m-%d %H:%M:%S %Z}, finished "
         + (f"{run['finished_at']:%Y-%m-%d %H:%M:%S %Z}" if run["finished_at"] else "-"),
     ]
     if run["error"]:
-        lines.append(f"- error: {run['error']}")
+        lines.append(f"- error: {md_text(run['error'])}")
     if run["status"] != "succeeded":
         return "\n".join(lines)
     if line := graph_line(run["details"]):

@@ -1,5 +1,6 @@
 """The analyst's report queries of sql/, and the run lifecycle of tasks/store.py, on a hand-made DuckDB file."""
 
+import re
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -237,3 +238,20 @@ def test_the_terminal_shares_table_shows_the_commonest_classes_and_says_how_many
 def test_a_run_without_metrics_says_so_instead_of_an_empty_table():
     # one modality and no gold column: nothing to compare (the table was its header alone)
     assert _metrics_table([]) == "No metrics for this run."
+
+
+def test_names_in_the_markdown_report_show_as_written_and_break_nothing():
+    """Class names are data: a pipe, a newline, a link, HTML or a terminal escape must neither split a table
+    nor reach the Prefect UI or the terminal as markup or control."""
+    hostile = ["a|b", "new\nline", "[x](javascript:alert(3))", '"><img src=x onerror=alert(1)>',
+               "\x1b[2J\x1b[H\x1b]0;pwned\x07", "dining_table", "back\\slash|"]
+    rows = [{"class": name, "modality": "image", "method": method, "n_items": 10, "share": 0.1}
+            for name in hostile for method in ("base", "pairwise")]
+    table = _shares_table(rows, limit=len(hostile))
+    lines = table.splitlines()
+    body = [line for line in lines[2:] if line.startswith("| ")]
+    assert len(body) == len(hostile)  # no row split by a newline
+    assert all(re.sub(r"\\.", "", line).count("|") == lines[0].count("|") for line in body)  # nor by a pipe
+    assert all(c.isprintable() for c in table.replace("\n", ""))
+    assert not re.search(r"[\[\]<>`]", re.sub(r"\\.", "", table))  # no link, HTML or code unescaped
+    assert "| dining_table " in table  # ordinary names stay as they are
