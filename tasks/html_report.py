@@ -154,6 +154,12 @@ def compact(value: float) -> str:
     return f"{value / 1e6:.0f}M"
 
 
+def _literal(text: str) -> str:
+    """``text`` for matplotlib to draw as it is: with no unescaped "$" it is not parsed as mathtext (a class
+    "$5 - $10" was drawn as math, and "$$" failed the whole report), and each "\\$" is drawn as "$"."""
+    return text.replace("$", r"\$")
+
+
 def _draw_outlines(ax: Axes, paths: Sequence[MplPath], offsets: Any, offset_transform: Transform, colours: Any,
                    *, clip: bool = True) -> None:
     """Texts laid out as outlines in points, each drawn at its offset: one artist for all of them, kept out of
@@ -209,7 +215,7 @@ def _annotate(ax: Axes, values: np.ndarray, colour_by: np.ndarray, threshold: fl
 def _name_outline(name: str, size: float) -> MplPath:
     """A class name as an outline in points, ending at x = 0 and centred on y = 0 at mid cap height: laid out
     once per name and size, however many panels and figures of the report name it."""
-    outline = TextPath((0, 0), name, prop=FontProperties(size=size))
+    outline = TextPath((0, 0), _literal(name), prop=FontProperties(size=size))
     # control points bound the outline: close enough, where exact extents cost a millisecond a name
     return MplPath(outline.vertices - (outline.vertices[:, 0].max(), _digit_middle(size)), outline.codes)
 
@@ -242,7 +248,7 @@ def _heatmap_panels(titles: Sequence[str], classes: Sequence[str]) -> tuple[MplF
         depth = _name_cells(ax, classes, rows=False)
         if k == 0:  # every panel has the same rows: named once, on the left
             _name_cells(ax, classes, rows=True)
-        ax.set_title(title, fontsize=11)
+        ax.set_title(_literal(title), fontsize=11)
         axes.append(ax)
     return fig, axes, depth
 
@@ -301,10 +307,10 @@ def confusion_figure(panels: Mapping[str, Cells], classes: Sequence[str], *, row
     for ax, cells in zip(axes, panels.values(), strict=True):
         counts, shares = confusion_shares(cells, classes)
         image = ax.imshow(np.ma.masked_invalid(shares), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xlabel(f"{columns} label", fontsize=9)
+        ax.set_xlabel(f"{_literal(columns)} label", fontsize=9)
         if len(classes) <= ANNOTATE_UP_TO:
             _annotate(ax, counts, np.nan_to_num(shares), 0.55)
-    axes[0].set_ylabel(f"{rows} label", fontsize=9)
+    axes[0].set_ylabel(f"{_literal(rows)} label", fontsize=9)
     side = _heatmap_side(len(classes), min(5.6, HEATMAPS_WIDTH / len(panels)))
     return _heatmap_png(fig, axes, image, "share of the row's items", side, names)
 
@@ -340,22 +346,24 @@ def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequenc
     shares = np.array([[sum(v for c, v in bars[label].items() if c not in classes) if name == "other"
                         else bars[label].get(name, 0.0) for name in segments] for label in labels])
     lefts = np.cumsum(shares, axis=1) - shares
-    for k, name in enumerate(segments):  # one call per class: a call per segment cost a millisecond each
-        ax.barh(range(len(labels)), shares[:, k], left=lefts[:, k], edgecolor="white", linewidth=0.5, label=name,
-                color=OTHER_COLOUR if name == "other" else BAR_COLOURS[k % len(BAR_COLOURS)])
+    # one call per class: a call per segment cost a millisecond each
+    handles = [ax.barh(range(len(labels)), shares[:, k], left=lefts[:, k], edgecolor="white", linewidth=0.5,
+                       color=OTHER_COLOUR if name == "other" else BAR_COLOURS[k % len(BAR_COLOURS)])
+               for k, name in enumerate(segments)]
     # a class's name inside its segment where it fits, centred
     rows, columns = np.nonzero(shares * width >= 0.075 * np.array([len(name) for name in segments]) + 0.15)
     outlines = [_name_outline(segments[k], 7) for k in columns]
     _draw_outlines(ax, [MplPath(o.vertices - (o.vertices[:, 0].min() / 2, 0), o.codes) for o in outlines],
                    np.column_stack([lefts[rows, columns] + shares[rows, columns] / 2, rows]), ax.transData,
                    rcParams["text.color"])
-    ax.set_yticks(range(len(labels)), labels, fontsize=9)
+    ax.set_yticks(range(len(labels)), [_literal(label) for label in labels], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter("{x:.0%}")
     ax.set_xlabel("share of the items", fontsize=9)
-    handles, names = ax.get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 8), fontsize=8, frameon=False)
+    # handles and names given: a legend of the artists' labels would leave out a class named "_x"
+    fig.legend(handles, [_literal(name) for name in segments], loc="outside lower center",
+               ncol=min(len(segments), 8), fontsize=8, frameon=False)
     return _png(fig)
 
 
@@ -368,20 +376,21 @@ def reliability_figure(points: Mapping[str, Sequence[Mapping[str, Any]]], ece: M
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1.1), sharex=True, gridspec_kw={
         "left": 0.6 / fig_width, "right": 1 - 0.15 / fig_width, "bottom": 0.47 / fig_height,
         "top": 1 - 0.1 / fig_height, "hspace": 0.07})
-    top.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=1, label="perfectly calibrated")
+    lines = top.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=1)
+    names = ["perfectly calibrated"]
     width = 0.09 / len(points)
     for k, (modality, bins) in enumerate(points.items()):
         joint = modality == JOINT
         colour = "black" if joint else colormaps["tab10"].colors[k % 10]
-        label = f"{modality} (ECE {ece[modality]:.3f})"
-        top.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
-                 markersize=5 if joint else 4, linewidth=2 if joint else 1.3, color=colour, label=label)
+        lines += top.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                          markersize=5 if joint else 4, linewidth=2 if joint else 1.3, color=colour)
+        names.append(f"{_literal(modality)} (ECE {ece[modality]:.3f})")
         bottom.bar([(b["bin"] + 0.5) / 10 + (k - (len(points) - 1) / 2) * width for b in bins],
                    [b["n"] for b in bins], width=width, color=colour)
     top.set_xlim(0, 1.015)  # room for the markers of a confidence of 1
     top.set_ylim(0, 1.03)
     top.set_ylabel("share right against gold", fontsize=9)
-    top.legend(loc="upper left", fontsize=8, frameon=False)
+    top.legend(lines, names, loc="upper left", fontsize=8, frameon=False)  # given: a modality "_x" is shown too
     top.grid(alpha=0.3)
     bottom.set_yscale("log")
     bottom.set_ylabel("items", fontsize=9)

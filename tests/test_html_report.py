@@ -38,17 +38,18 @@ OLD_ISSUES = [(2, "item-011", TRICKY, "shoe", 1.5, 0.9, 2, OLD_EVIDENCE),
               (1, FIRST_ISSUE, "bag", "shoe", 2.25, 1.2, 2, OLD_EVIDENCE)]
 
 
-def _labels(rng: np.random.Generator, n_items: int, *, gold: bool, refined: bool = True) -> list[tuple]:
+def _labels(rng: np.random.Generator, n_items: int, *, gold: bool, refined: bool = True,
+            classes: list[str] = CLASSES, modalities: list[str] = MODALITIES) -> list[tuple]:
     """item_labels rows: each modality keeps the gold label with a fixed chance, pairwise more often than base,
     refined more often still, with a confidence in [0.3, 1) (a run from before the refinement has none)."""
     rows = []
     for i in range(n_items):
-        truth = CLASSES[i % len(CLASSES)]
+        truth = classes[i % len(classes)]
         item = LONG_ID if i == 0 else f"item-{i:03d}"
-        for modality in MODALITIES:
-            base = truth if rng.random() < 0.6 else CLASSES[rng.integers(len(CLASSES))]
-            pairwise = truth if rng.random() < 0.85 else CLASSES[rng.integers(len(CLASSES))]
-            better = truth if rng.random() < 0.9 else CLASSES[rng.integers(len(CLASSES))]
+        for modality in modalities:
+            base = truth if rng.random() < 0.6 else classes[rng.integers(len(classes))]
+            pairwise = truth if rng.random() < 0.85 else classes[rng.integers(len(classes))]
+            better = truth if rng.random() < 0.9 else classes[rng.integers(len(classes))]
             confidence = float(np.float32(0.3 + 0.7 * rng.random()))
             rows.append((item, modality, base, float(rng.random()), 0.1, pairwise, 0.2, truth if gold else None,
                          better if refined else None, confidence if refined else None))
@@ -73,18 +74,19 @@ JOINT_COLUMNS = "(run_id, item_id, label, confidence, status, agreeing_modalitie
 
 
 def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_items: int, seed: int,
-                old: bool = False) -> list[tuple]:
+                old: bool = False, classes: list[str] = CLASSES, modalities: list[str] = MODALITIES) -> list[tuple]:
     """A run as the flow commits it; ``old``: as the migration to schema version 3 leaves a run made before it."""
     con.execute(
         "INSERT INTO runs (run_id, status, started_at, finished_at, params, n_items, n_classes, modalities, error, "
         "details) VALUES (?, ?, ?::TIMESTAMPTZ, ?::TIMESTAMPTZ + INTERVAL 5 SECOND, ?, ?, ?, ?, ?, ?)",
         [run_id, status, started, started, json.dumps({"seed": seed, "strategy": "tourney", "cutoff": 1.05}),
-         n_items, len(CLASSES), MODALITIES, "boom" if status == "failed" else None,
+         n_items, len(classes), modalities, "boom" if status == "failed" else None,
          None if old or status != "succeeded" else json.dumps({"changes": {}})],  # the commit counts its changes
     )
     if status != "succeeded":
         return []
-    labels = _labels(np.random.default_rng(seed), n_items, gold=gold, refined=not old)
+    labels = _labels(np.random.default_rng(seed), n_items, gold=gold, refined=not old, classes=classes,
+                     modalities=modalities)
     con.executemany(
         "INSERT INTO item_labels (run_id, item_id, modality, base_class, base_score, base_margin, pairwise_class, "
         "pairwise_margin, gold_class, refined_class, refined_confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -97,14 +99,14 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
     else:
         con.executemany(f"INSERT INTO joint_labels {JOINT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [(run_id, *row) for row in _joint(labels)])
-    for modality in MODALITIES:
-        for a in range(len(CLASSES)):
-            for b in range(a + 1, len(CLASSES)):
+    for modality in modalities:
+        for a in range(len(classes)):
+            for b in range(a + 1, len(classes)):
                 if (a, b) != (0, 1):  # bag and hat never met: no mask
                     con.execute("INSERT INTO pair_masks VALUES (?, ?, ?, ?, ?, [1, 2], 10, 10, false)",
-                                [run_id, modality, CLASSES[a], CLASSES[b], 10 * a + b])
+                                [run_id, modality, classes[a], classes[b], 10 * a + b])
     # the confusion counts, as the labelling tasks count them and the agreement-metrics step stages them
-    counts = MetricCounts(CLASSES)
+    counts = MetricCounts(classes)
     rows = con.execute("SELECT * FROM item_labels WHERE run_id = ?", [run_id]).to_arrow_table()
     counts.add(rows, item_positions(rows), con.execute("SELECT * FROM joint_labels WHERE run_id = ?", [run_id]).to_arrow_table())
     confusion, calibration = (table.drop_columns("level") for table in counts.tables())
@@ -200,6 +202,39 @@ def test_a_heatmap_makes_room_for_its_names_and_cuts_none_at_the_edge():
         assert ink.min(axis=0).min() >= margin - 1  # blank all round ...
         assert ink.min(axis=0).max() <= margin + 5  # ... and not much more: the names and the title reach it
         assert (np.array(pixels.shape) - 1 - ink.max(axis=0)).min() >= margin - 1
+
+
+# class names that are mathtext to matplotlib, or not shown in its legends ("_x"): each is drawn as it is
+MATH_NAMES = ["$5 - $10", "$$", "Price $x^$", "a_b^c", r"\alpha", "_x", "$"]
+
+
+@pytest.mark.parametrize("name", MATH_NAMES)
+def test_a_class_name_is_outlined_as_plain_text(name):
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    outline = html_report._name_outline(name, 9)
+    vertices, codes = text_to_path.get_text_path(FontProperties(size=9), name, ismath=False)
+    assert outline.codes.tolist() == list(codes)
+    assert np.allclose(np.diff(outline.vertices, axis=0), np.diff(vertices, axis=0) * 9 / text_to_path.FONT_SCALE)
+
+
+def test_names_in_every_figure_are_drawn_as_they_are(tmp_path, monkeypatch):
+    from matplotlib.text import Text
+
+    db = tmp_path / "math.duckdb"
+    with store.connect(db) as con:
+        _insert_run(con, "r-math", "succeeded", "2026-01-02 00:00:00+00", gold=True, n_items=30, seed=2,
+                    classes=MATH_NAMES, modalities=["_image", "text"])
+    drawn, png = [], html_report._png
+    monkeypatch.setattr(html_report, "_png", lambda fig: drawn.append(fig) or png(fig))
+    page = html_report.build_report(db, "r-math").html
+    assert page.count("<img") == len(drawn) > 0
+    texts = {t._preprocess_math(t.get_text()) for fig in drawn for t in fig.findobj(Text) if t.get_text()}
+    assert all(text.startswith(r"$\mathdefault{") for text, math in texts if math)  # the log scale's ticks only
+    shown = {text for text, math in texts if not math}
+    assert set(MATH_NAMES) <= shown  # the class shares' legend
+    assert "_image label" in shown and any(text.startswith("_image (ECE ") for text in shown)
 
 
 def test_a_report_reads_over_one_connection(made, monkeypatch):
