@@ -65,6 +65,9 @@ MARGIN = 0.1
 PANEL_GAP = 0.12
 COLOURBAR_GAP = 0.15
 JOINT = "joint"
+# Characters of a name a figure shows at most, "…" last: one long class name sized every heatmap to itself. The
+# tables keep the full names: they wrap.
+NAME_LENGTH = 40
 
 Cells = Mapping[tuple[str, str], int]  # (row label, column label) -> items
 
@@ -160,6 +163,30 @@ def _literal(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+def _cut(text: str) -> str:
+    """``text`` in at most NAME_LENGTH characters, "…" last when cut."""
+    return text if len(text) <= NAME_LENGTH else text[: NAME_LENGTH - 1] + "…"
+
+
+def _figure_names(names: Sequence[str]) -> list[str]:
+    """The names as a figure shows them: cut (``_cut``), yet as distinct as they are. Names that cut the same
+    keep their ends as well (start…end), and if those match too, a number."""
+    shown = [_cut(name) for name in names]
+    clashes = Counter(shown)
+    half = NAME_LENGTH // 2
+    shown = [name[: half - 1] + "…" + name[-half:] if clashes[cut] > 1 and cut != name else cut
+             for name, cut in zip(names, shown, strict=True)]
+    clashes, taken, number = Counter(shown), set(shown), 0
+    for k, name in enumerate(names):
+        if clashes[shown[k]] > 1 and shown[k] != name:
+            while shown[k] in taken:
+                number += 1
+                tag = f"… #{number}"
+                shown[k] = name[: NAME_LENGTH - len(tag)] + tag
+            taken.add(shown[k])
+    return shown
+
+
 def _draw_outlines(ax: Axes, paths: Sequence[MplPath], offsets: Any, offset_transform: Transform, colours: Any,
                    *, clip: bool = True) -> None:
     """Texts laid out as outlines in points, each drawn at its offset: one artist for all of them, kept out of
@@ -220,14 +247,14 @@ def _name_outline(name: str, size: float) -> MplPath:
     return MplPath(outline.vertices - (outline.vertices[:, 0].max(), _digit_middle(size)), outline.codes)
 
 
-def _name_cells(ax: Axes, classes: Sequence[str], *, rows: bool) -> float:
+def _name_cells(ax: Axes, names: Sequence[str], *, rows: bool) -> float:
     """Name the rows (left of the axes) or the columns (under it, reading upwards) with one collection of
     outlines: tick labels cost a Tick and a Text each, half a 3-panel figure's time. Returns the names'
     depth in inches, for the layout."""
-    size = _tick_size(len(classes))
-    outlines = [_name_outline(name, size) for name in classes]
+    size = _tick_size(len(names))
+    outlines = [_name_outline(name, size) for name in names]
     gap = rcParams["xtick.major.pad"]
-    cells = range(len(classes))
+    cells = range(len(names))
     if rows:
         paths = [MplPath(o.vertices - (gap, 0), o.codes) for o in outlines]
         offsets, transform = [(0, i) for i in cells], blended_transform_factory(ax.transAxes, ax.transData)
@@ -242,13 +269,13 @@ def _heatmap_panels(titles: Sequence[str], classes: Sequence[str]) -> tuple[MplF
     """A figure with one heatmap axes per title, its columns named, and the rows named on the first panel;
     `_heatmap_png` places them. Also returns the names' depth in inches."""
     fig = MplFigure(dpi=DPI)
-    axes = []
+    axes, names = [], _figure_names(classes)
     for k, title in enumerate(titles):
         ax = fig.add_axes((0, 0, 1, 1), xticks=[], yticks=[])
-        depth = _name_cells(ax, classes, rows=False)
+        depth = _name_cells(ax, names, rows=False)
         if k == 0:  # every panel has the same rows: named once, on the left
-            _name_cells(ax, classes, rows=True)
-        ax.set_title(_literal(title), fontsize=11)
+            _name_cells(ax, names, rows=True)
+        ax.set_title(_literal(_cut(title)), fontsize=11)
         axes.append(ax)
     return fig, axes, depth
 
@@ -307,10 +334,10 @@ def confusion_figure(panels: Mapping[str, Cells], classes: Sequence[str], *, row
     for ax, cells in zip(axes, panels.values(), strict=True):
         counts, shares = confusion_shares(cells, classes)
         image = ax.imshow(np.ma.masked_invalid(shares), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xlabel(f"{_literal(columns)} label", fontsize=9)
+        ax.set_xlabel(f"{_literal(_cut(columns))} label", fontsize=9)
         if len(classes) <= ANNOTATE_UP_TO:
             _annotate(ax, counts, np.nan_to_num(shares), 0.55)
-    axes[0].set_ylabel(f"{_literal(rows)} label", fontsize=9)
+    axes[0].set_ylabel(f"{_literal(_cut(rows))} label", fontsize=9)
     side = _heatmap_side(len(classes), min(5.6, HEATMAPS_WIDTH / len(panels)))
     return _heatmap_png(fig, axes, image, "share of the row's items", side, names)
 
@@ -351,18 +378,19 @@ def class_share_figure(bars: Mapping[str, Mapping[str, float]], classes: Sequenc
                        color=OTHER_COLOUR if name == "other" else BAR_COLOURS[k % len(BAR_COLOURS)])
                for k, name in enumerate(segments)]
     # a class's name inside its segment where it fits, centred
-    rows, columns = np.nonzero(shares * width >= 0.075 * np.array([len(name) for name in segments]) + 0.15)
-    outlines = [_name_outline(segments[k], 7) for k in columns]
+    names = _figure_names(segments)
+    rows, columns = np.nonzero(shares * width >= 0.075 * np.array([len(name) for name in names]) + 0.15)
+    outlines = [_name_outline(names[k], 7) for k in columns]
     _draw_outlines(ax, [MplPath(o.vertices - (o.vertices[:, 0].min() / 2, 0), o.codes) for o in outlines],
                    np.column_stack([lefts[rows, columns] + shares[rows, columns] / 2, rows]), ax.transData,
                    rcParams["text.color"])
-    ax.set_yticks(range(len(labels)), [_literal(label) for label in labels], fontsize=9)
+    ax.set_yticks(range(len(labels)), [_literal(label) for label in _figure_names(labels)], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter("{x:.0%}")
     ax.set_xlabel("share of the items", fontsize=9)
     # handles and names given: a legend of the artists' labels would leave out a class named "_x"
-    fig.legend(handles, [_literal(name) for name in segments], loc="outside lower center",
+    fig.legend(handles, [_literal(name) for name in names], loc="outside lower center",
                ncol=min(len(segments), 8), fontsize=8, frameon=False)
     return _png(fig)
 
@@ -384,7 +412,7 @@ def reliability_figure(points: Mapping[str, Sequence[Mapping[str, Any]]], ece: M
         colour = "black" if joint else colormaps["tab10"].colors[k % 10]
         lines += top.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
                           markersize=5 if joint else 4, linewidth=2 if joint else 1.3, color=colour)
-        names.append(f"{_literal(modality)} (ECE {ece[modality]:.3f})")
+        names.append(f"{_literal(_cut(modality))} (ECE {ece[modality]:.3f})")
         bottom.bar([(b["bin"] + 0.5) / 10 + (k - (len(points) - 1) / 2) * width for b in bins],
                    [b["n"] for b in bins], width=width, color=colour)
     top.set_xlim(0, 1.015)  # room for the markers of a confidence of 1

@@ -204,6 +204,28 @@ def test_a_heatmap_makes_room_for_its_names_and_cuts_none_at_the_edge():
         assert (np.array(pixels.shape) - 1 - ink.max(axis=0)).min() >= margin - 1
 
 
+def test_a_long_class_name_is_cut_so_the_heatmap_stays_its_size(monkeypatch):
+    """A 500-character name sized the figure to itself (5495 px wide, the matrix 6% of it)."""
+    long = "x" * 500
+    cut = "x" * (html_report.NAME_LENGTH - 1) + "…"
+    pixels = _heatmap(3, 1, ["a", "b", long])
+    assert pixels.shape[1] < 1200 and (pixels == _heatmap(3, 1, ["a", "b", cut])).all()
+    drawn, png = [], html_report._png
+    monkeypatch.setattr(html_report, "_png", lambda fig: drawn.append(fig) or png(fig))
+    html_report.class_share_figure({"image · base": {"a": 0.5, long: 0.5}}, ["a", long])
+    assert [t.get_text() for t in drawn[0].legends[0].get_texts()] == ["a", cut]
+
+
+def test_names_cut_the_same_are_still_told_apart():
+    start, end = "s" * 45, "e" * 30
+    names = ["a", start + end + "one", start + end + "two", start + "1" + end, start + "2" + end,
+             "z" * 39 + "…", "z" * 60]
+    shown = html_report._figure_names(names)
+    assert len(set(shown)) == len(names) and max(map(len, shown)) == html_report.NAME_LENGTH
+    assert shown[0] == "a" and shown[5] == names[5]  # short names as they are
+    assert shown[1].endswith("eone") and shown[2].endswith("etwo") and "…" in shown[1]
+
+
 # class names that are mathtext to matplotlib, or not shown in its legends ("_x"): each is drawn as it is
 MATH_NAMES = ["$5 - $10", "$$", "Price $x^$", "a_b^c", r"\alpha", "_x", "$"]
 
