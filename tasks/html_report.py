@@ -39,7 +39,7 @@ from tasks.folders import beside
 from tasks.staging import replacing
 from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE,
                           change_rows, drift_cells, issue_cells, issue_columns, metric_cell, night_sentence, no_changes,
-                          run_row, shown_classes, signed, status_meaning)
+                          rejected_rows, run_row, shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -576,6 +576,15 @@ def _consensus_section(db: str | Path, run_id: str, n_modalities: int) -> _Secti
     return _Section("consensus", "Consensus labels", statuses + confidence + note)
 
 
+def _rejected_sections(db: str | Path, run_id: str) -> list[_Section]:
+    """The rows without a usable embedding: a section only when the run rejected some."""
+    rows, sentence = rejected_rows(db, run_id)
+    if not rows:
+        return []
+    return [_Section("rejected", "Rejected rows", _note(sentence) + _table(
+        ["modality", "reason", "rows"], [(r["modality"], r["reason"], r["n_rows"]) for r in rows]))]
+
+
 def _changes_section(db: str | Path, run_id: str, details: str | None) -> _Section:
     """What the run changed in the catalog's labels (label_changes), and an incremental night's counts."""
     sentence = night_sentence(details)
@@ -754,6 +763,7 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
             _changes_section(db, run_id, run["details"]),
             _metrics_section(db, run_id),
             _consensus_section(db, run_id, len(run["modalities"] or [])),
+            *_rejected_sections(db, run_id),
             *_parent_section(db, run_id),
             *_drift_sections(db, run_id),
             confidence,

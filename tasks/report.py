@@ -113,6 +113,11 @@ def render_report(db: str | Path, run_id: str) -> str:
             "mean confidence": pa.array([r["mean_confidence"] for r in parents], pa.float64())}))]
     lines += ["", "## One label per item (consensus_labels)", "",
               *_consensus_lines(db, run_id, run["details"], len(run["modalities"] or []))]
+    rejected, sentence = rejected_rows(db, run_id)
+    if rejected:
+        lines += ["", "## Rejected rows (rejected_items)", "", sentence, "", markdown_table(pa.table({
+            "modality": [r["modality"] for r in rejected], "reason": [r["reason"] for r in rejected],
+            "rows": [f"{r['n_rows']:,}" for r in rejected]}))]
     drift = store.query(db, "report_drift", {"run_id": run_id}).to_pylist()
     if drift:
         lines += ["", "## Drift against the model's fit sample (drift_metrics)", "", _drift_table(drift), "",
@@ -326,6 +331,18 @@ def confidence_summary(bands: list[dict], calibration: str | None) -> str:
              for b in bands]
     return ("Joint confidence " + "; ".join(parts) + (" (against gold)" if gold else "") + "."
             + (f" Confidence {CALIBRATIONS.get(calibration, calibration)}." if calibration else ""))
+
+
+def rejected_rows(db: str | Path, run_id: str) -> tuple[list[dict], str]:
+    """The run's rejected rows by modality and reason, and a sentence on the items they left without a label:
+    the statuses' shares count the labelled items only."""
+    rows = store.query(db, "report_rejected", {"run_id": run_id}).to_pylist()
+    if not rows:
+        return [], ""
+    n_rows, unlabelled = sum(r["n_rows"] for r in rows), rows[0]["n_unlabelled"]
+    return rows, (f"{n_rows:,} (item, modality) rows had no usable embedding; "
+                  + (f"{unlabelled:,} of their items got no label at all (every modality rejected)"
+                     if unlabelled else "every item got a label from another modality") + ".")
 
 
 def _consensus_lines(db: str | Path, run_id: str, details: str | None, n_modalities: int) -> list[str]:

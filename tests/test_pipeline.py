@@ -165,6 +165,7 @@ def test_bad_rows_are_rejected_per_modality_and_every_item_is_accounted_for(tmp_
     rows_[10]["text_embedding"] = [float("nan")] * 384
     rows_[11]["image_embedding"] = [0.0] * 512
     rows_[-1]["text_embedding"] = [1.0] * 100
+    rows_[12]["image_embedding"] = rows_[12]["text_embedding"] = None  # no label at all
     schema = pa.schema([items.schema.field("item_id"), ("image_embedding", pa.list_(pa.float32())),
                         ("text_embedding", pa.list_(pa.float32())), items.schema.field("label")])
     bad_dir = tmp_path / "bad"
@@ -172,14 +173,25 @@ def test_bad_rows_are_rejected_per_modality_and_every_item_is_accounted_for(tmp_
     pq.write_table(pa.Table.from_pylist(rows_, schema=schema), bad_dir / "items.parquet", row_group_size=400)
     pq.write_table(classes, bad_dir / "classes.parquet")
     summary, db = run(tmp_path, str(bad_dir / "items.parquet"), str(bad_dir / "classes.parquet"))
-    assert summary["details"]["n_rejected"] == 4
-    rejected = rows(db, "SELECT item_id, modality, reason FROM rejected_items ORDER BY item_id")
+    assert summary["details"]["n_rejected"] == 6
+    rejected = rows(db, "SELECT item_id, modality, reason FROM rejected_items ORDER BY item_id, modality")
     assert rejected == [
         ("item-0000003", "image", "null embedding"),
         ("item-0000010", "text", "NaN, Inf or null value in embedding"),
         ("item-0000011", "image", "all-zero embedding"),
+        ("item-0000012", "image", "null embedding"),
+        ("item-0000012", "text", "null embedding"),
         ("item-0001499", "text", "embedding has 100 values, expected 384"),
     ]
+    assert rows(db, "SELECT status FROM catalog_labels WHERE item_id = 'item-0000012'") == [("rejected",)]
+    # both reports say so: their statuses' shares count the labelled items only
+    from tasks.html_report import build_report
+    from tasks.report import render_report
+
+    sentence = "6 (item, modality) rows had no usable embedding; 1 of their items got no label at all"
+    assert sentence in render_report(db, summary["run_id"]) and "| image    | null embedding" in render_report(
+        db, summary["run_id"])
+    assert sentence in build_report(db, summary["run_id"]).html
     # every (item, modality) is in exactly one of item_labels and rejected_items
     accounted = rows(db, "SELECT count(*), count(DISTINCT (item_id, modality)) FROM "
                          "(SELECT item_id, modality FROM item_labels UNION ALL "
