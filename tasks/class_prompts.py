@@ -95,7 +95,7 @@ def _text_names(path: str, lines: list[tuple[int, str]]) -> tuple[list[str], lis
 
 def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
     try:
-        table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
+        table = pq.read_table(path) if suffix == ".parquet" else _read_csv_text(path)
     except (pa.ArrowInvalid, OSError) as error:
         raise ClassesError(f"--names {path}: cannot read it ({str(error).splitlines()[0]})") from None
     column = next((name for name in NAME_COLUMNS if name in table.column_names), None)
@@ -110,6 +110,14 @@ def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
     if any(parent is None or not parent.strip() for parent in parents):
         raise ClassesError(f"--names {path}: column {PARENT_COLUMN} has empty or null parents")
     return [value.strip() for value in values], [parent.strip() for parent in parents]
+
+
+def _read_csv_text(path: str) -> pa.Table:
+    """Every column as the text written: inferred as numbers, parents 007 and 7 were one and 0101 became 101.
+    The header is read first to name the columns (pyarrow drops a byte order mark before it)."""
+    with pacsv.open_csv(path) as reader:
+        header = reader.schema.names
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string())))
 
 
 # -- templates -----------------------------------------------------------------

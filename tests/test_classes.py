@@ -133,6 +133,15 @@ def test_names_from_csv_and_parquet_columns(tmp_path):
         read_names(str(tmp_path / "orphan.csv"))
 
 
+def test_csv_names_are_the_text_written_not_numbers_inferred_from_it(tmp_path):
+    """Read with type inference then cast to text, 007 and 7 were one parent, 0101 became 101 and 1e3 1000."""
+    (tmp_path / "tree.csv").write_text("class_name,parent\ncat,007\ndog,007\nrose,7\n0101,01\n3.10,1e3\n")
+    assert read_names(str(tmp_path / "tree.csv")) == (["cat", "dog", "rose", "0101", "3.10"],
+                                                      ["007", "007", "7", "01", "1e3"])
+    (tmp_path / "names.csv").write_bytes("\ufeffclass_name\n01\n1\n3.10\n3.1\ntrue\nNA\n".encode())
+    assert read_names(str(tmp_path / "names.csv")) == (["01", "1", "3.10", "3.1", "true", "NA"], None)
+
+
 def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
     (tmp_path / "names.txt").write_bytes("\ufeffcat\tanimal\ndog\tanimal\n".encode())
     assert read_names(str(tmp_path / "names.txt")) == (["cat", "dog"], ["animal", "animal"])
