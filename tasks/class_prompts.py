@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.encoders import Encoder, encode
-from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN
+from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN, is_text
 from tasks.sql import OWN_NAMES
 from tasks.staging import replacing
 from tasks.store import check_db_file, connect, run_lock
@@ -101,15 +101,24 @@ def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
     column = next((name for name in NAME_COLUMNS if name in table.column_names), None)
     if column is None:
         raise ClassesError(f"--names {path}: no column {', '.join(NAME_COLUMNS[:-1])} or {NAME_COLUMNS[-1]}")
-    values = table.column(column).cast(pa.string()).to_pylist()
+    values = _text_column(table, column, path)
     if any(value is None or not value.strip() for value in values):
         raise ClassesError(f"--names {path}: column {column} has empty or null names")
     if PARENT_COLUMN not in table.column_names:
         return [value.strip() for value in values], None
-    parents = table.column(PARENT_COLUMN).cast(pa.string()).to_pylist()
+    parents = _text_column(table, PARENT_COLUMN, path)
     if any(parent is None or not parent.strip() for parent in parents):
         raise ClassesError(f"--names {path}: column {PARENT_COLUMN} has empty or null parents")
     return [value.strip() for value in values], [parent.strip() for parent in parents]
+
+
+def _text_column(table: pa.Table, column: str, path: str) -> list[str | None]:
+    """A column of strings, as `pairwise run` wants the class table's: numbers cast to text are not the text
+    written (3.10 is 3.1), and a list or struct has no text at all."""
+    kind = table.schema.field(column).type
+    if not is_text(kind):
+        raise ClassesError(f"--names {path}: column {column} must be a string, got {kind}")
+    return table.column(column).cast(pa.string()).to_pylist()
 
 
 def _read_csv_text(path: str) -> pa.Table:

@@ -243,6 +243,28 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, toy_modul
     assert sorted(os.listdir(tmp_path)) == ["names.txt", "toy_encoder.py"]
 
 
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"class_name": pa.array([["cat"], ["dog"]])}, "column class_name must be a string, got list<element: string>"),
+        ({"name": pa.array([{"en": "cat"}, {"en": "dog"}])}, "column name must be a string, got struct<en: string>"),
+        ({"class_name": ["cat", "dog"], "parent": pa.array([["animal"], ["animal"]])},
+         "column parent must be a string, got list<element: string>"),
+        ({"class_name": ["cat", "dog"], "parent": [7, 7]}, "column parent must be a string, got int64"),
+        ({"class": [3.1, 3.10]}, "column class must be a string, got double"),
+    ],
+)
+def test_a_names_table_whose_columns_are_not_text_is_refused_in_one_line(tmp_path, toy_module, capsys, columns,
+                                                                         message):
+    """A list or struct column was a raw Arrow error (exit 1) naming neither file nor column; a number column was
+    cast to text, which `pairwise run` refuses for a parent, and a float's text is not what was written."""
+    path = tmp_path / "names.parquet"
+    pq.write_table(pa.table(columns), path)
+    assert main(["classes", "--names", str(path), "--encoder", toy_module, "--out", str(tmp_path / "out.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"pairwise: --names {path}: {message}\n"
+
+
 @pytest.mark.parametrize("kind", ["sentence-transformers", "hf-clip"])
 def test_a_hub_name_with_the_hub_unreachable_fails_at_once_saying_how_to_use_a_folder(tmp_path, names_file, kind):
     """Offline, the libraries retried a hub name for over a minute before they failed: the hub is asked once,
