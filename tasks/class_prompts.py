@@ -115,6 +115,8 @@ def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
 def _text_column(table: pa.Table, column: str, path: str) -> list[str | None]:
     """A column of strings, as `pairwise run` wants the class table's: numbers cast to text are not the text
     written (3.10 is 3.1), and a list or struct has no text at all."""
+    if (count := table.column_names.count(column)) > 1:
+        raise ClassesError(f"--names {path}: column {column} appears {count} times")
     kind = table.schema.field(column).type
     if not is_text(kind):
         raise ClassesError(f"--names {path}: column {column} must be a string, got {kind}")

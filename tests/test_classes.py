@@ -265,6 +265,15 @@ def test_a_names_table_whose_columns_are_not_text_is_refused_in_one_line(tmp_pat
     assert err == f"pairwise: --names {path}: {message}\n"
 
 
+@pytest.mark.parametrize("column", ["class_name", "parent"])
+def test_a_csv_with_a_column_named_twice_is_refused_in_one_line(tmp_path, column):
+    """It was a KeyError from Arrow's schema, a traceback."""
+    header = ["class_name", "parent", column]
+    (tmp_path / "names.csv").write_text(",".join(header) + "\ncat,animal,x\n")
+    with pytest.raises(ClassesError, match=f"^--names .*names.csv: column {column} appears 2 times$"):
+        read_names(str(tmp_path / "names.csv"))
+
+
 @pytest.mark.parametrize("kind", ["sentence-transformers", "hf-clip"])
 def test_a_hub_name_with_the_hub_unreachable_fails_at_once_saying_how_to_use_a_folder(tmp_path, names_file, kind):
     """Offline, the libraries retried a hub name for over a minute before they failed: the hub is asked once,
