@@ -80,17 +80,31 @@ PARENT_SEPARATOR = "\t"
 def _text_names(path: str, lines: list[tuple[int, str]]) -> tuple[list[str], list[str] | None]:
     """``leaf`` lines, or ``leaf<TAB>parent`` lines (numbered): a file of both is refused, since a class without
     a parent would fail the run later, far from the file."""
-    split = [[part.strip() for part in line.split(PARENT_SEPARATOR)] for _, line in lines]
+    split = [_fields(line) for _, line in lines]
     with_parent = [len(parts) > 1 for parts in split]
     if not any(with_parent):
         return [parts[0] for parts in split], None
+    tabbed = _shown(*lines[with_parent.index(True)])  # the line that made it a file with parents
     for parts, (number, line) in zip(split, lines, strict=True):
         if len(parts) != 2 or not all(parts):
             what = ("no tab" if len(parts) == 1 else f"{len(parts) - 1} tabs" if len(parts) > 2
                     else "an empty leaf" if not parts[0] else "an empty parent")
-            raise ClassesError(f"--names {path}: line {number} {line.rstrip(chr(13) + chr(10))!r} is not "
-                               f"leaf<TAB>parent ({what}); with parents, every line must be one")
+            tab = f" while line {tabbed} has a tab" if len(parts) == 1 else ""
+            raise ClassesError(f"--names {path}: line {_shown(number, line)} is not leaf<TAB>parent ({what}){tab}; "
+                               "with parents, every line must be one")
     return [leaf for leaf, _ in split], [parent for _, parent in split]
+
+
+def _shown(number: int, line: str) -> str:
+    return f"{number} {line.rstrip(chr(13) + chr(10))!r}"
+
+
+def _fields(line: str) -> list[str]:
+    """A line's tab-separated fields, stripped. One empty field after the parent is dropped: spreadsheets
+    export an empty last column as a trailing tab (``cat<TAB>animal<TAB>``). A ``leaf<TAB>`` keeps its empty
+    parent: it may be one that was forgotten."""
+    parts = [part.strip() for part in line.split(PARENT_SEPARATOR)]
+    return parts[:2] if len(parts) == 3 and not parts[2] else parts
 
 
 def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:

@@ -147,6 +147,12 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
     assert read_names(str(tmp_path / "names.txt")) == (["cat", "dog"], ["animal", "animal"])
 
 
+def test_one_trailing_tab_after_the_parent_is_an_empty_field_not_a_third_one(tmp_path):
+    """Spreadsheets export an empty last column as a trailing tab: it was refused as 2 tabs."""
+    (tmp_path / "names.txt").write_text("cat\tanimal\t\r\ndog\tanimal\n")
+    assert read_names(str(tmp_path / "names.txt")) == (["cat", "dog"], ["animal", "animal"])
+
+
 def test_leaf_tab_parent_lines_write_a_parent_column_and_the_prompts_name_the_leaf(tmp_path, minilm, minilm_folder):
     path = tmp_path / "names.txt"
     path.write_text("cat\tanimal\ndog \t animal\n\ncar\tvehicle\n")
@@ -208,8 +214,10 @@ def test_the_command_writes_parquet_and_says_how_to_use_it(tmp_path, names_file,
         ("animal\nfruit\n", ["--template", "{}", "--template", "not {}", "--encoder", "python:toy_encoder:opposite"],
          "modality text: the prompts of animal, fruit average to zero; change the templates"),
         ("animal\nfruit\nanimal\n", [], "duplicate class names animal"),
-        ("animal\tlife\n\nfruit\n", [], "line 3 'fruit' is not leaf<TAB>parent (no tab); with parents, every line "
-                                       "must be one"),
+        ("animal\tlife\n\nfruit\n", [], "line 3 'fruit' is not leaf<TAB>parent (no tab) while line 1 'animal\\tlife' "
+                                       "has a tab; with parents, every line must be one"),
+        ("cat\ndog\t\n", [], "line 1 'cat' is not leaf<TAB>parent (no tab) while line 2 'dog\\t' has a tab"),
+        ("animal\tlife\t\t\nfruit\tfood\n", [], "line 1 'animal\\tlife\\t\\t' is not leaf<TAB>parent (3 tabs)"),
         ("animal\tlife\tmore\nfruit\tfood\n", [], "line 1 'animal\\tlife\\tmore' is not leaf<TAB>parent (2 tabs)"),
         ("animal\tlife\ndog\t\n", [], "line 2 'dog\\t' is not leaf<TAB>parent (an empty parent)"),
         ("animal\tlife\n\tlife\n", [], "line 2 '\\tlife' is not leaf<TAB>parent (an empty leaf)"),
