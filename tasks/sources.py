@@ -13,6 +13,7 @@ import glob
 import json
 import math
 import os
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -366,6 +367,7 @@ def _inspect(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SourceError(f"{classes}: duplicate class names {', '.join(duplicates)}")
+    _refuse_lookalikes(names, "class names", classes)
 
     parent = _parent_level(class_table, classes)
     item_modalities = _embedding_columns(item_schema, items)
@@ -444,7 +446,23 @@ def _parent_level(class_table: pa.Table, classes: str) -> Level | None:
     if orphans:
         raise SourceError(f"{classes}: parent is null or blank for classes {', '.join(orphans[:EXAMPLES])}"
                           + (f" and {len(orphans) - EXAMPLES:,} more" if len(orphans) > EXAMPLES else ""))
+    _refuse_lookalikes(parents, "parents", classes)
     return Level.of(parents)
+
+
+def _refuse_lookalikes(names: Iterable[str], what: str, where: str) -> None:
+    """Refuse two distinct names that are one once NFC-normalized and stripped ('café' as one code point or as
+    'e' and an accent, 'shirt' and 'shirt '): they would be two classes or parents shown as identical rows."""
+    seen: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        other = seen.setdefault(unicodedata.normalize("NFC", name).strip(), name)
+        if other == name:
+            continue
+        forms = other.strip() != name.strip()  # quoted shows spaces, not how an accent is encoded: say which
+        spaces = unicodedata.normalize("NFC", other) != unicodedata.normalize("NFC", name)
+        why = ("Unicode normalization and surrounding spaces" if forms and spaces
+               else "Unicode normalization" if forms else "surrounding spaces")
+        raise SourceError(f"{where}: {what} {quoted((other, name))} are one name but for {why}")
 
 
 # Fewer gold values than this share naming a class: the column holds something else (codes, another

@@ -1,5 +1,7 @@
 """Validation at the edge: bad sources stop with a one-line reason before anything is written."""
 
+import re
+
 import duckdb
 import numpy as np
 import polars as pl
@@ -198,6 +200,26 @@ def test_duplicate_and_single_classes(catalog):
     duplicated = pa.concat_tables([classes, classes.slice(0, 1)])
     _fail(tmp_path, items, duplicated, "duplicate class names dress")
     _fail(tmp_path, items, classes.slice(0, 1), "1 class.es.; at least 2 are needed")
+
+
+@pytest.mark.parametrize(("renamed", "why"), [
+    (["caf\u00e9", "cafe\u0301"], "Unicode normalization"),
+    (["shirt", " shirt\u00a0"], "surrounding spaces"),
+    (["caf\u00e9", " cafe\u0301"], "Unicode normalization and surrounding spaces"),
+])
+def test_class_or_parent_names_one_but_for_spaces_or_unicode_normalization_are_refused(catalog, renamed, why):
+    """They were two classes (or parents) that a report shows as two identical rows."""
+    tmp_path, items, classes = catalog
+    names = ["dress", *renamed, "skirt"]
+    shown = f'"{renamed[0]}", "{renamed[1]}"'.replace("\u00a0", "\\u00a0")
+    _fail(tmp_path, items, classes.set_column(0, "class_name", pa.array(names)),
+          f"^.*classes.parquet: class names {re.escape(shown)} are one name but for {why}$")
+    with_parents = classes.append_column("parent", pa.array(["top", renamed[0], renamed[1], "top"]))
+    _fail(tmp_path, items, with_parents, f"^.*classes.parquet: parents {re.escape(shown)} are one name but for {why}$")
+    spaced = classes.set_column(0, "class_name", pa.array([" dress", "shirt ", "trousers", "skirt"]))
+    plan = inspect(*write_catalog(tmp_path, items, spaced.append_column("parent", pa.array([" a", "b", "b", "c"]))),
+                   tmp_path)
+    assert plan.class_names == (" dress", "shirt ", "trousers", "skirt") and plan.parent.names == (" a", "b", "c")
 
 
 def test_zero_class_embedding_is_refused(catalog):
