@@ -397,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
 INTERRUPTED = 130  # Ctrl-C's exit status
 
 
+def _one_line(error: Exception) -> str:
+    """An error's message on one line: a library's own may span several (a parser's caret diagram)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+
+
 def _terminated(signum: int, frame: Any) -> None:
     """SIGTERM: one line, then the default action (the exit status says which signal). Prefect's flow engine
     turns the signal into the run's failure first (recorded; nothing of the run visible), then hands it on
@@ -420,10 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except ValueError as error:  # bad input: one line, no traceback
-        print(f"pairwise: {error}", file=sys.stderr)
+        print(f"pairwise: {_one_line(error)}", file=sys.stderr)
         return 2
     except RuntimeError as error:
-        print(f"pairwise: {error}", file=sys.stderr)
+        print(f"pairwise: {_one_line(error)}", file=sys.stderr)
         return getattr(error, "exit_code", 1)  # a run that succeeded but whose export failed: 3
     except KeyboardInterrupt:  # Ctrl-C: a run is committed whole or not at all, so one line is all there is to say
         print("pairwise: interrupted", file=sys.stderr)
