@@ -314,19 +314,28 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     summary["report"] = publish_artifacts(db, run_id, {k: v for k, v in summary.items() if k != "details"} | timings)
     if (html := report_path(db, run_id)).is_file():
         log.info(run_log.html_report(html))
-    if params.export_dir:
-        begin_phase("export")
-        try:
-            export_run(db, run_id, params.export_dir)
-        except Exception as error:
-            raise ExportFailed(f"run {run_id} succeeded, but exporting it to {params.export_dir} failed: "
-                               f"{type(error).__name__}: {error}".splitlines()[0]) from error
+    export([run_id], params.export_dir, db)
     if params.refit_on_drift and drift and any(row["drifted"] for row in drift["rows"]):
         refit_id = f"{run_id}-refit"
         log.warning(run_log.refit_on_drift(refit_id))
         summary["refit"] = reclassify_catalog(params.model_copy(update={
-            "model": None, "incremental": False, "refit_on_drift": False, "run_id": refit_id}))["run_id"]
+            "model": None, "incremental": False, "refit_on_drift": False, "run_id": refit_id,
+            "export_dir": None}))["run_id"]
+        # one export of both: the refit's own replaced the night's, whose new items its label_changes lack
+        export([run_id, summary["refit"]], params.export_dir, db)
     return summary
+
+
+def export(run_ids: list[str], directory: str | None, db: str) -> None:
+    """Export the runs' rows to ``directory``, if given; a failure there is the export's, not the runs'."""
+    if not directory:
+        return
+    begin_phase("export")
+    try:
+        export_run(db, run_ids, directory)
+    except Exception as error:
+        raise ExportFailed(f"run {' and '.join(run_ids)} succeeded, but exporting it to {directory} failed: "
+                           f"{type(error).__name__}: {error}".splitlines()[0]) from error
 
 
 def refine_over_graph(staged_parts: list[dict[str, Any]], propagated: tuple[list[str], dict[str, Any]], plan: Plan,

@@ -22,7 +22,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -490,8 +490,9 @@ def check_export_dir(directory: str | Path, db: str | Path) -> None:
         raise ValueError(f"--export-dir: cannot write in {nearest}")
 
 
-def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]:
-    """Write the run's rows of every output table, and its runs row, as Parquet files for other engines.
+def export_run(db: str | Path, run_ids: Sequence[str], directory: str | Path) -> list[Path]:
+    """Write the runs' rows of every output table, and their runs rows, as Parquet files for other engines
+    (a night and the refit that followed it: one export, each row with its run_id).
 
     Every file is written under a temporary name first and renamed over the last export's once all are
     written: an export that fails (a full disk) leaves the earlier export whole, not a truncated file among
@@ -506,8 +507,11 @@ def export_run(db: str | Path, run_id: str, directory: str | Path) -> list[Path]
         raise IsADirectoryError(f"{blocked[0]} is not a file")  # before any is written or replaced
     with reader(db) as con, ExitStack() as renames:  # each file renamed once every one is written
         for table, name in zip(tables, final, strict=True):
-            batches = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
-            with pq.ParquetWriter(renames.enter_context(replacing(name)), batches.schema) as writer:
+            writer = None
+            for run_id in run_ids:
+                batches = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
+                writer = writer or renames.enter_context(pq.ParquetWriter(renames.enter_context(replacing(name)),
+                                                                          batches.schema))
                 for batch in batches:
                     writer.write_batch(batch)
     return final

@@ -461,7 +461,7 @@ def test_a_night_like_the_fit_does_not_drift_and_another_catalog_refits_on_drift
     glob2, _ = write_catalog(tmp_path / "d2", pa.concat_tables([items, other]), classes, n_files=3,
                              row_group_size=250)
     shifted = reclassify_catalog(params(glob2, classes_path, db, model="latest", incremental=True,
-                                        refit_on_drift=True))
+                                        refit_on_drift=True, export_dir=str(tmp_path / "export")))
     drifted = rows(db, "SELECT modality FROM drift_metrics WHERE run_id = ? AND drifted ORDER BY 1",
                    [shifted["run_id"]])
     assert ("image",) in drifted and ("text",) in drifted
@@ -472,3 +472,10 @@ def test_a_night_like_the_fit_does_not_drift_and_another_catalog_refits_on_drift
     assert {r[0] for r in rows(db, "SELECT DISTINCT model_id FROM catalog_labels")} <= {refit_model,
                                                                                           shifted["model_id"]}
     assert len(catalog_state(db)) == N_ITEMS + 1000
+    # one export holds the night and its refit: the refit's own replaced the night's, and with it the only
+    # label_changes rows of the night's new items
+    exported = pq.read_table(tmp_path / "export" / "label_changes.parquet")
+    assert set(exported.column("run_id").to_pylist()) <= {shifted["run_id"], shifted["refit"]}
+    assert exported.filter(pc.equal(exported.column("change"), "new")).num_rows == 1000
+    assert sorted(pq.read_table(tmp_path / "export" / "runs.parquet").column("run_id").to_pylist()) == [
+        shifted["run_id"], shifted["refit"]]
