@@ -35,8 +35,8 @@ from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
-    check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, seal_model, stage_sources, start_run,
-    stored_models, validate_sources,
+    check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, latest_modalities, seal_model,
+    stage_sources, start_run, stored_models, validate_sources,
 )
 from tasks.sources import Partition, Plan, Source, file_signatures
 from tasks.staging import Staging, write_parquet
@@ -85,8 +85,11 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # model the check loaded ("held") until the flow ends, so the label tasks find it loaded
     using = params.model and check_stored_model(plan, params.classes, db, params.model, params.graph_k > 0,
                                                 params.review)
-    if using:
-        plan = dataclasses.replace(plan, modalities=tuple(using["modalities"]))  # the columns may come in another order
+    # the columns may come in another order: a run takes its model's, or a refit the last model's, since
+    # fingerprints over the modalities in another order do not compare (a refit kept no item's label)
+    order = using["modalities"] if using else latest_modalities(db)
+    if order and sorted(order) == sorted(plan.modalities):
+        plan = dataclasses.replace(plan, modalities=tuple(order))
     if using and params.incremental:
         check_night_parents(plan, db)
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting

@@ -165,6 +165,15 @@ def stored_models(db: str) -> list[str]:
     return store.query(db, "model_ids").column(0).to_pylist()
 
 
+def latest_modalities(db: str) -> list[str] | None:
+    """The newest stored model's modalities in its order, or None: the catalog's fingerprints were taken
+    over them in that order."""
+    if not Path(db).is_file():
+        return None
+    table = store.query(db, "model_row", {"model_id": "latest"})
+    return table.column("modalities")[0].as_py() if table.num_rows else None
+
+
 @task(name="fail-run", **IO_TASK)
 def fail_run(db: str, run_id: str, attempt: int, error: str) -> None:
     store.fail_run(db, run_id, attempt, error)
