@@ -90,6 +90,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     order = using["modalities"] if using else latest_modalities(db)
     if order and sorted(order) == sorted(plan.modalities):
         plan = dataclasses.replace(plan, modalities=tuple(order))
+    if using:  # and its classes in its order, which the classes file's rows need not follow
+        plan = plan.in_class_order(using["class_names"])
     if using and params.incremental:
         check_night_parents(plan, db)
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting

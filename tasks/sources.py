@@ -16,7 +16,7 @@ import os
 import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,12 @@ class Plan:
         if self.parent is None:
             return None
         return {name: self.parent.names[i] for name, i in zip(self.class_names, self.parent.index, strict=True)}
+
+    def in_class_order(self, class_names: tuple[str, ...]) -> Plan:
+        """The plan with its classes (the same ones) in the order ``class_names`` gives, their parents too."""
+        parents = self.parents_by_class()
+        return replace(self, class_names=tuple(class_names),
+                       parent=None if parents is None else Level.of([parents[n] for n in class_names]))
 
     def item_columns(self) -> list[str]:
         extra = [column for column in (self.gold_column, self.changed_column) if column]

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prefect.logging import disable_run_logger
 
@@ -191,6 +192,29 @@ def outputs(db, run_id):
             rows(db, "SELECT rank, p_given FROM annotation_issues WHERE run_id = ? ORDER BY rank", [run_id]))
 
 
+def assert_same_outputs(db, run, expected_run):
+    """Labels exactly; scores to float32 rounding."""
+    expected = outputs(db, expected_run)
+    assert all(len(table) > 0 for table in expected)
+    for got, want_table in zip(outputs(db, run), expected, strict=True):
+        assert len(got) == len(want_table)
+        for row, want in zip(got, want_table, strict=True):
+            assert [v for v in row if not isinstance(v, float)] == [v for v in want if not isinstance(v, float)]
+            np.testing.assert_allclose([v for v in row if isinstance(v, float)],
+                                       [v for v in want if isinstance(v, float)], rtol=0, atol=1e-5)
+
+
+def test_a_stored_model_labels_as_it_did_from_a_classes_file_with_its_rows_in_another_order(stored, tmp_path):
+    """The same classes in another order are the model's classes: a night was refused until the next refit."""
+    db, fitted_run, _, classes, items_glob, _ = stored
+    reversed_path = tmp_path / "classes-reversed.parquet"
+    pq.write_table(classes.take(list(range(classes.num_rows))[::-1]), reversed_path)
+    summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=str(reversed_path), db=str(db),
+                                                  gold_column="label", chunk_size=300, issues_below=1.0,
+                                                  model="latest"))
+    assert_same_outputs(db, summary["run_id"], fitted_run)
+
+
 def test_a_stored_model_labels_each_item_the_same_whatever_the_partitioning(stored):
     db, fitted_run, _, _, items_glob, classes_path = stored
     [(model_id,)] = rows(db, "SELECT model_id FROM models")
@@ -207,15 +231,8 @@ def test_a_stored_model_labels_each_item_the_same_whatever_the_partitioning(stor
     # labels exactly; scores to float32 rounding (record batches of other sizes change how BLAS blocks the
     # float32 products: 2e-6 at most here); each rank the same score, so only items tied to that rounding
     # (here once, 5.5e-8 apart) may trade ranks
-    fitted = outputs(db, fitted_run)
-    assert all(len(table) > 0 for table in fitted)
     for run in runs:
-        for got, expected in zip(outputs(db, run), fitted, strict=True):
-            assert len(got) == len(expected)
-            for row, want in zip(got, expected, strict=True):
-                assert [v for v in row if not isinstance(v, float)] == [v for v in want if not isinstance(v, float)]
-                np.testing.assert_allclose([v for v in row if isinstance(v, float)],
-                                           [v for v in want if isinstance(v, float)], rtol=0, atol=1e-5)
+        assert_same_outputs(db, run, fitted_run)
     assert rows(db, "SELECT run_id, model_id FROM runs WHERE run_id IN (?, ?) ORDER BY run_id", runs) == sorted(
         (run, model_id) for run in runs)
     assert rows(db, "SELECT count(*) FROM models") == [(1,)]  # labelling stores nothing new
