@@ -3,9 +3,11 @@
 -- or --changed-column value) is the cause when there is one, else the new model. A version recorded by no run
 -- (one without --changed-column labelled the item) is not known to have changed; nor is a fingerprint taken over
 -- other modalities (the run that recorded it, `r`, read other embedding columns, or in another order).
+-- An item that had no label (new, or every modality rejected) and gets one is 'new'; one whose every modality
+-- is now rejected loses its label: 'deleted', by its cause.
 INSERT INTO label_changes
 SELECT $run_id, t.item_id,
-       CASE WHEN c.item_id IS NULL THEN 'new' ELSE 'relabelled' END,
+       CASE WHEN c.label IS NULL THEN 'new' WHEN t.label IS NULL THEN 'deleted' ELSE 'relabelled' END,
        c.label, t.label, c.confidence, t.confidence,
        CASE WHEN c.item_id IS NULL THEN 'new_item'
             WHEN (c.fingerprint <> t.fingerprint AND (r.modalities IS NULL OR r.modalities = $modalities))

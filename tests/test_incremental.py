@@ -331,6 +331,28 @@ def test_refit_stability_keeps_unchanged_items_labels(tmp_path):
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_an_item_that_gets_its_first_label_is_new_and_one_that_loses_it_is_deleted(tmp_path, catalog):
+    """Rejected in every modality, an item has no label: fixed, it gets its first one ('new', which a sync
+    inserts; it was 'relabelled' from NULL, an update of a row the sync never had); broken, it loses it."""
+    items, classes = catalog
+    day0 = items.slice(0, 600)
+    broken = {"image_embedding": None, "text_embedding": None}
+    rows_ = day0.to_pylist()
+    rows_[0] = {**rows_[0], **broken}
+    glob0, classes_path = write_catalog(tmp_path / "d0", pa.Table.from_pylist(rows_, schema=day0.schema), classes)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(glob0, classes_path, db))
+    rows_ = day0.to_pylist()
+    rows_[1] = {**rows_[1], **broken}  # item 0 fixed, item 1 broken
+    glob1, _ = write_catalog(tmp_path / "d1", pa.Table.from_pylist(rows_, schema=day0.schema), classes)
+    night = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True))
+    got = {item: (change, cause, old is None, new is None) for item, (change, cause, old, new)
+           in changes(db, night["run_id"]).items()}
+    first, second = day0.column("item_id")[0].as_py(), day0.column("item_id")[1].as_py()
+    assert got == {first: ("new", "embedding_changed", True, False), second: ("deleted", "embedding_changed", False, True)}
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_refit_over_the_same_items_written_otherwise_keeps_them_as_stably(tmp_path):
     """Another writer's files (columns in another order, other types): the same embeddings, so the same
     fingerprints and the same stability. The run took the file's column order, its fingerprints did not
