@@ -11,7 +11,8 @@ label on every path. No I/O here.
 
 A model is three parts, and a fourth that labelling does not apply:
 - ``Classifiers``: the class names and, per modality, the fitted tourney;
-- ``Refinement``: per modality the mixture, and the confidence weights;
+- ``Refinement``: per modality the mixture, and the confidence weights (and the parent confidence's
+  powers, when calibrated against gold labels with a parent level);
 - ``Review``: the route that judges given labels (only with given labels);
 - ``DriftReference``: a seeded share of the fit sample, what a night's items are compared with
   (``pairwise_core.drift``; models stored before it have none).
@@ -26,6 +27,7 @@ import numpy as np
 
 from pairwise_core.classifier import PairwiseClassifier
 from pairwise_core.discriminant import FoldDiscriminant
+from pairwise_core.hierarchy import Level, ParentPowers
 from pairwise_core.refine import MixtureRefiner, log_softmax
 
 Arrays = dict[str, np.ndarray]
@@ -82,6 +84,10 @@ class Refinement:
 
     ``view_weights`` and ``joint_weights`` are (folds, modalities): an item
     in fold f takes row f, which was fitted without fold f's sample rows.
+    ``parent_powers``: the parent confidence's calibration, fitted out of
+    fold the same way, when the classes have parents and the calibration is
+    'gold'; None otherwise, and in models stored before it (the parent
+    confidence is then the plain sum of the children's probabilities).
     """
 
     refiners: dict[str, MixtureRefiner]
@@ -89,6 +95,13 @@ class Refinement:
     joint_weights: np.ndarray
     calibration: str  # 'gold': out of fold against the catalog's labels; 'label-free'
     free_weights: np.ndarray  # (modalities,) the label-free joint weights: the review's zero-shot evidence
+    parent_powers: ParentPowers | None = None
+
+    def parent_powers_for(self, level: Level | None) -> ParentPowers | None:
+        """The parent powers if they were fitted for these parents (a relabel with --model may bring others:
+        those get the plain sum), else None."""
+        return self.parent_powers if level is not None and self.parent_powers is not None \
+            and self.parent_powers.level == level else None
 
     def to_arrays(self) -> tuple[Arrays, State]:
         arrays = {"view_weights": self.view_weights, "joint_weights": self.joint_weights,
@@ -98,14 +111,21 @@ class Refinement:
             refiner_arrays, state = refiner.to_arrays()
             arrays |= nest(f"refiner/{i}", refiner_arrays)
             states.append(state)
-        return arrays, {"modalities": list(self.refiners), "refiners": states, "calibration": self.calibration}
+        state = {"modalities": list(self.refiners), "refiners": states, "calibration": self.calibration}
+        if self.parent_powers is not None:
+            parent_arrays, state["parent_powers"] = self.parent_powers.to_arrays()
+            arrays |= nest("parent_powers", parent_arrays)
+        return arrays, state
 
     @classmethod
     def from_arrays(cls, arrays: Arrays, state: State) -> Refinement:
         refiners = {m: MixtureRefiner.from_arrays(unnest(f"refiner/{i}", arrays), refiner_state)
                     for i, (m, refiner_state) in enumerate(zip(state["modalities"], state["refiners"], strict=True))}
+        parent_state = state.get("parent_powers")  # absent in models stored before the parent calibration
+        parent_powers = None if parent_state is None else ParentPowers.from_arrays(
+            unnest("parent_powers", arrays), parent_state)
         return cls(refiners, arrays["view_weights"], arrays["joint_weights"], state["calibration"],
-                   arrays["free_weights"])
+                   arrays["free_weights"], parent_powers)
 
 
 @dataclass

@@ -127,6 +127,7 @@ def label_partition(
     drift_sample = None if drift_rate is None else DriftSample(plan.modalities, plan.dims, drift_rate, seed)
     graph_parts = GraphParts(list(models), fitted.graph.dims) if graph else None
     n_classes = len(plan.class_names)
+    powers = refinement.parent_powers_for(plan.parent)  # None: the parent confidence is the plain sum
     counts = MetricCounts(plan.class_names, plan.parents_by_class())
     with staged_writer(paths["item_labels"], LABEL_SCHEMA) as labels, \
             staged_writer(paths["joint_labels"], JOINT_SCHEMA) as joint_labels, \
@@ -196,8 +197,10 @@ def label_partition(
                 weight = refinement.view_weights[fold[usable.valid], column]
                 posterior, confidence = tempered_posterior(
                     terms, refined, weight, full=plan.parent is not None or graph_parts is not None)
-                parent_class, parent_confidence = (parent_columns(plan.parent, posterior) if plan.parent is not None
-                                                   else (pa.nulls(n, pa.string()), pa.nulls(n, pa.float32())))
+                parent_class, parent_confidence = (
+                    parent_columns(plan.parent, posterior,
+                                   None if powers is None else powers.view[fold[usable.valid], column])
+                    if plan.parent is not None else (pa.nulls(n, pa.string()), pa.nulls(n, pa.float32())))
                 if graph_parts is not None:
                     priors[-1][usable.valid] = posterior
                 joint.record(column, usable.valid, terms, refined)
@@ -228,7 +231,8 @@ def label_partition(
                 # and the rows below keep_below are picked after it (tasks/graph_labels.py)
                 reviews.write_table(review_table(judged, review.route, 1.0 if graph_parts is not None
                                                  else review.keep_below, ids, given, joint, names, plan.parent))
-            joint_table = joint.table(refinement.joint_weights[fold], run_id, ids, gold, names, plan.parent)
+            joint_table = joint.table(refinement.joint_weights[fold], run_id, ids, gold, names, plan.parent,
+                                      None if powers is None else powers.joint[fold])
             joint_labels.write_table(joint_table)
             counts.add(pa.concat_tables([LABEL_SCHEMA.empty_table(), *label_tables]),
                        np.concatenate([np.zeros(0, np.int64), *label_rows]), joint_table)
@@ -288,12 +292,14 @@ class Joint:
         self.refined[valid, column] = refined
 
     def table(self, weights: np.ndarray, run_id: str, ids: pa.Array, gold: pa.Array | None,
-              names: pa.Array, parent: Level | None = None) -> pa.Table:
-        """joint_labels rows of the items with at least one modality (see sql/create_consensus_labels.sql)."""
+              names: pa.Array, parent: Level | None = None, parent_power: np.ndarray | None = None) -> pa.Table:
+        """joint_labels rows of the items with at least one modality (see sql/create_consensus_labels.sql);
+        ``parent_power`` (one per row, the fold's) calibrates the parent confidence (``parent_columns``)."""
         rows, log_p = self.log_posterior(weights)
         picked = pa.array(rows)
         return joint_rows(run_id, ids.take(picked), np.exp(log_p), self.refined[rows], self.present[rows],
-                          gold.take(picked) if gold is not None else None, names, parent)
+                          gold.take(picked) if gold is not None else None, names, parent,
+                          None if parent_power is None else parent_power[rows])
 
     def log_posterior(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The rows with at least one modality, and their joint log posterior under the fold's ``weights``."""
@@ -305,12 +311,13 @@ STATUSES = pa.array(["single_modality", "agreed", "split"], pa.string())
 
 
 def joint_rows(run_id: str, ids: pa.Array, posterior: np.ndarray, refined: np.ndarray, present: np.ndarray,
-               gold: pa.Array | None, names: pa.Array, parent: Level | None) -> pa.Table:
+               gold: pa.Array | None, names: pa.Array, parent: Level | None,
+               parent_power: np.ndarray | None = None) -> pa.Table:
     """joint_labels rows from the items' joint posterior and their modalities' own refined labels
-    (``refined``, ``present``: (n, modalities))."""
+    (``refined``, ``present``: (n, modalities)); ``parent_power``: as ``parent_columns``."""
     n = len(posterior)
     label = posterior.argmax(axis=1)
-    parent_label, parent_confidence = parent_columns(parent, posterior)
+    parent_label, parent_confidence = parent_columns(parent, posterior, parent_power)
     n_modalities = present.sum(axis=1)
     agreeing = ((refined == label[:, None]) & present).sum(axis=1)
     status = np.where(n_modalities == 1, 0, np.where(agreeing == n_modalities, 1, 2))
@@ -400,8 +407,9 @@ def verdicts(route: np.ndarray, given: np.ndarray, refined: np.ndarray, present:
     return {
         "suggested_label": names.take(pa.array(suggested)),
         "p_given": pa.array(np.exp(route[at])),
-        "p_given_parent": pa.nulls(n, pa.float64()) if parent is None else pa.array(
-            parent.probabilities(np.exp(route))[at[0], np.asarray(parent.index)[given]]),
+        # a sum of probabilities may pass 1 by rounding: at most 1
+        "p_given_parent": pa.nulls(n, pa.float64()) if parent is None else pa.array(np.minimum(
+            parent.probabilities(np.exp(route))[at[0], np.asarray(parent.index)[given]], 1.0)),
         "agreeing_modalities": agreeing_modalities(suggested, refined, present),
     }
 
@@ -411,13 +419,16 @@ def agreeing_modalities(suggested: np.ndarray, refined: np.ndarray, present: np.
     return pa.array(((refined == suggested[:, None]) & present).sum(axis=1).astype(np.int32))
 
 
-def parent_columns(parent: Level | None, posterior: np.ndarray) -> tuple[pa.Array, pa.Array]:
-    """Each row's parent and its probability, the sum of its children's in ``posterior`` (n, K): the same
-    posterior as the leaf label's, so both levels agree by construction. Nulls when the classes have no parents."""
+def parent_columns(parent: Level | None, posterior: np.ndarray,
+                   power: np.ndarray | None = None) -> tuple[pa.Array, pa.Array]:
+    """Each row's parent, the one whose children's probabilities in ``posterior`` (n, K) sum highest (the
+    same posterior as the leaf label's, so both levels agree by construction), and its confidence: that sum,
+    or with ``power`` (n,) (the model's ``ParentPowers`` of the row's fold) its calibrated probability
+    (``hierarchy.sharpen``); at most 1 either way. Nulls when the classes have no parents."""
     n = len(posterior)
     if parent is None:
         return pa.nulls(n, pa.string()), pa.nulls(n, pa.float32())
-    label, confidence = parent.labels(posterior)
+    label, confidence = parent.labels(posterior, power)
     return pa.array(parent.names, pa.string()).take(pa.array(label)), pa.array(confidence.astype(np.float32))
 
 

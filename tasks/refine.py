@@ -11,8 +11,10 @@ from prefect import task
 
 from pairwise_core import MixtureRefiner
 from pairwise_core.drift import SAMPLE_ROWS
+from pairwise_core.hierarchy import Level, ParentPowers, fit_power
 from pairwise_core.joint import FIT_CLASSES, cross_view_weights, fit_weights, joint_log_posterior, prune_classes
 from pairwise_core.model import Classifiers, DriftReference, Refinement
+from pairwise_core.refine import log_softmax
 from tasks.policy import IO_TASK
 from tasks.sample import N_FOLDS, Sample, load_sample
 from tasks.sources import Plan
@@ -82,6 +84,31 @@ def calibration_weights(terms: np.ndarray, present: np.ndarray, fold: np.ndarray
     return view, joint, "gold"
 
 
+def parent_powers(terms: np.ndarray, present: np.ndarray, fold: np.ndarray, gold: np.ndarray, view: np.ndarray,
+                  joint: np.ndarray, level: Level) -> ParentPowers:
+    """The parent confidence's powers (``hierarchy.sharpen``), per fold: fitted on the other folds' labelled
+    rows by the likelihood of their gold class's parent, as the leaf weights of the same fold (``view``,
+    ``joint``: ``calibration_weights``' 'gold' ones) give their parents, per modality and jointly. ``terms``:
+    the rows' full log terms (rows, modalities, K); ``gold``: their class, -1 where unknown.
+
+    Fold f's powers, like its weights, never read fold f's labels: the rows they are fitted on are scored
+    by fold f's own weights (fitted on the same rows), not by their own folds', which read fold f's.
+    """
+    parent_gold = np.where(gold >= 0, np.asarray(level.index)[np.maximum(gold, 0)], -1)
+    n_views = terms.shape[1]
+    view_powers, joint_powers = np.ones((N_FOLDS, n_views)), np.ones(N_FOLDS)
+    for f in range(N_FOLDS):
+        rows = (parent_gold >= 0) & (fold != f)
+        for v in range(n_views):
+            own = np.flatnonzero(rows & present[:, v])
+            log_p = log_softmax(view[f, v] * terms[own, v].astype(np.float64))
+            view_powers[f, v] = fit_power(level.log_probabilities(log_p), parent_gold[own])
+        some = np.flatnonzero(rows & present.any(axis=1))
+        log_p = joint_log_posterior(terms[some], present[some], joint[f])
+        joint_powers[f] = fit_power(level.log_probabilities(log_p), parent_gold[some])
+    return ParentPowers(level, view_powers, joint_powers)
+
+
 def drift_reference(sample: Sample, terms: np.ndarray, present: np.ndarray, joint_weights: np.ndarray,
                     seed: int) -> DriftReference:
     """The baseline of the nightly drift tests: at most ``SAMPLE_ROWS`` seeded rows of the sample, their
@@ -99,7 +126,8 @@ def fit_refinement(
     sample_paths: list[str], plan: Plan, model_dir: str, refine_params: dict[str, Any], label_aware: bool,
     seed: int, labels_path: str,
 ) -> str:
-    """Per modality, the mixture anchored to the sample's pairwise labels; then the confidence weights.
+    """Per modality, the mixture anchored to the sample's pairwise labels; then the confidence weights, and
+    with a parent level and 'gold' calibration the parent confidence's powers (``parent_powers``).
 
     Writes the parts ``refinement`` and ``drift_reference`` of the model in ``model_dir``, and the sample's
     pairwise labels to ``labels_path`` (``save_labels``); returns how it was calibrated.
@@ -134,6 +162,9 @@ def fit_refinement(
     pruned, _, at = prune_classes(terms, present, FIT_CLASSES, gold)
     view, joint, how = calibration_weights(pruned, present, sample.fold, at, k)
     free = joint[0] if how == "label-free" else cross_view_weights(pruned, present, k)[1]
-    save_part(Path(model_dir), "refinement", Refinement(refiners, view, joint, how, free))
+    # the parent confidence: calibrated against the gold labels' parents as the leaves are; label-free, the sum
+    powers = parent_powers(terms, present, sample.fold, gold, view, joint, plan.parent) \
+        if how == "gold" and plan.parent is not None else None
+    save_part(Path(model_dir), "refinement", Refinement(refiners, view, joint, how, free, powers))
     save_part(Path(model_dir), "drift_reference", drift_reference(sample, terms, present, joint, seed))
     return how
