@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from hypothesis import strategies as st
 
 from pairwise_core import MixtureRefiner, PairwiseClassifier, embeddings, make_catalog
 from pairwise_core.graph import Neighbourhood, top_classes
+from pairwise_core.hierarchy import Level, ParentPowers
 from pairwise_core.model import Classifiers, Refinement, Review
+from tasks.label import parent_columns
 from tasks.models import (
     MANIFEST, ModelMismatch, extend_seal, has_late_part, load_late_part, load_model, load_part, own_file,
     read_own_file, save_part, seal,
@@ -289,3 +292,52 @@ def test_a_second_seal_refuses_a_file_changed_since_the_first(tmp_path):
     (tmp_path / "refinement.json").write_text("{}")
     with pytest.raises(ModelMismatch, match="^model m: file refinement.json does not match its recorded hash"):
         extend_seal(str(tmp_path), first, "m")
+
+
+def test_the_parent_powers_come_back_from_the_model_store_for_the_parents_they_were_fitted_for(tmp_path):
+    _, classifiers, refinement, _ = fitted_parts(5)
+    level = Level.of(["p0", "p0", "p1", "p1", "p1", "p2"])
+    rng = np.random.default_rng(5)
+    refinement = replace(refinement, parent_powers=ParentPowers(level, 1 + rng.random((N_FOLDS, 2)),
+                                                                1 + rng.random(N_FOLDS)))
+    save_part(tmp_path, "classifiers", classifiers)
+    save_part(tmp_path, "refinement", refinement)
+    loaded = load_model(tmp_path, seal(str(tmp_path)), "m").refinement
+    assert loaded.parent_powers.level == level
+    np.testing.assert_array_equal(loaded.parent_powers.view, refinement.parent_powers.view)
+    np.testing.assert_array_equal(loaded.parent_powers.joint, refinement.parent_powers.joint)
+    assert loaded.parent_powers_for(level) is loaded.parent_powers
+    # other parents (a relabel with --model and another classes table), or none: the plain sum
+    assert loaded.parent_powers_for(Level.of(["p0", "p0", "p1", "p1", "p2", "p2"])) is None
+    assert loaded.parent_powers_for(None) is None
+
+
+def test_a_refinement_stored_before_the_parent_powers_loads_and_keeps_the_plain_sum(tmp_path):
+    """A model stored before the parent calibration: its refinement files hold only the arrays and state that
+    code wrote (written here by hand, as it wrote them); it loads, without parent powers, and labels parents
+    by the plain sum."""
+    _, classifiers, refinement, _ = fitted_parts(6)
+    arrays = {"view_weights": refinement.view_weights, "joint_weights": refinement.joint_weights,
+              "free_weights": refinement.free_weights}
+    states = []
+    for i, refiner in enumerate(refinement.refiners.values()):
+        refiner_arrays, refiner_state = refiner.to_arrays()
+        arrays |= {f"refiner/{i}/{name}": value for name, value in refiner_arrays.items()}
+        states.append(refiner_state)
+    with (tmp_path / "refinement.npz").open("wb") as handle:
+        np.savez(handle, **arrays)
+    (tmp_path / "refinement.json").write_text(json.dumps(
+        {"modalities": list(refinement.refiners), "refiners": states, "calibration": "gold"}))
+    save_part(tmp_path, "classifiers", classifiers)
+    loaded = load_model(tmp_path, seal(str(tmp_path)), "m").refinement
+    assert loaded.parent_powers is None and loaded.calibration == "gold"
+    np.testing.assert_array_equal(loaded.view_weights, refinement.view_weights)
+    level = Level.of(["p0", "p0", "p1", "p1", "p1", "p2"])
+    assert loaded.parent_powers_for(level) is None
+    posterior = np.random.default_rng(6).dirichlet(np.ones(6), 50)
+    _, confidence = parent_columns(level, posterior, None)
+    np.testing.assert_allclose(confidence.to_numpy(), level.probabilities(posterior).max(axis=1), rtol=1e-6)
+    # and a refinement without parent powers writes the same files as that code did
+    assert refinement.parent_powers is None
+    written, state = refinement.to_arrays()
+    assert written.keys() == arrays.keys() and "parent_powers" not in state

@@ -12,7 +12,8 @@ from pairwise_core import make_catalog
 from pairwise_core.hierarchy import Level
 from pairwise_core.joint import joint_log_posterior
 from pairwise_core.model import Review
-from tasks.label import Joint, judge, review_table
+from tasks.label import Joint, judge, review_table, verdicts
+from tasks.models import load_part
 from tasks.report import render_report
 from tasks.review import PARENT_WEIGHT
 from tasks.sources import SourceError, inspect_sources
@@ -179,3 +180,63 @@ def test_p_given_parent_sums_the_given_leafs_siblings_in_the_reviews_posterior()
     np.testing.assert_allclose([row["p_given_parent"] for row in table], expected, rtol=1e-9)
     assert all(row["p_given_parent"] >= row["p_given"] - 1e-12 for row in table)
     assert all(row["p_given_parent"] is None for row in review_table(*args).to_pylist())  # no parent level
+
+
+def refinement_of(db, run_id):
+    """The stored refinement part of the run's model (read from its folder, as a relabel reads it)."""
+    (path,) = rows(db, "SELECT path FROM models WHERE run_id = ?", [run_id])[0]
+    return load_part(str(db.parent / path), "refinement")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_parent_confidence_is_calibrated_against_gold_and_is_the_plain_sum_without(tmp_path):
+    # a weak signal: confidences spread below 1, where the sum and its calibration differ
+    items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=5, label_noise=0.05, signal_strength=0.08)
+    names = classes.column("class_name").to_pylist()
+    lone_child = {name: parent for name, parent in zip(names, PARENTS, strict=True) if parent in ("p1", "p2")}
+    write_catalog(tmp_path, items, classes.append_column("parent", pa.array(PARENTS, pa.string())))
+
+    def run(gold_column):
+        db = tmp_path / f"{gold_column}.duckdb"
+        run_id = reclassify_catalog(ReclassifyParams(
+            items=str(tmp_path / "items-0.parquet"), classes=str(tmp_path / "classes.parquet"), db=str(db),
+            gold_column=gold_column, chunk_size=400))["run_id"]
+        labels = rows(db, "SELECT refined_class, refined_confidence, parent_class, parent_confidence FROM item_labels "
+                          "WHERE run_id = ?", [run_id])
+        joint = rows(db, "SELECT label, confidence, parent_label, parent_confidence FROM consensus_labels "
+                         "WHERE run_id = ?", [run_id])
+        assert len(labels) == 2 * N_ITEMS and len(joint) == N_ITEMS
+        # at most 1, wherever it comes from (a float32 sum passed 1 by rounding before)
+        assert all(0 < p_parent <= 1.0 for *_, p_parent in labels + joint)
+        assert all(0 < p <= 1.0 for (p,) in rows(db, "SELECT p_given_parent FROM annotation_issues WHERE run_id = ? "
+                                                     "AND p_given_parent IS NOT NULL", [run_id]))
+        # a lone child's parent, where the child is the label: the plain sum is the child's own probability
+        lone = [(p_leaf, p_parent) for leaf, p_leaf, parent, p_parent in labels + joint
+                if lone_child.get(leaf) == parent and p_leaf < 0.999]
+        assert len(lone) > 50
+        return db, run_id, np.array(lone)
+
+    db, run_id, lone = run(None)  # no gold column: label-free calibration, and the parents' plain sum
+    refinement = refinement_of(db, run_id)
+    assert refinement.calibration == "label-free" and refinement.parent_powers is None
+    np.testing.assert_allclose(lone[:, 1], lone[:, 0], rtol=2e-6)
+
+    db, run_id, lone = run("label")  # calibrated against gold: the parents too, out of fold
+    refinement = refinement_of(db, run_id)
+    powers = refinement.parent_powers
+    assert refinement.calibration == "gold" and powers.level == Level.of(PARENTS)
+    assert powers.view.shape == (5, 2) and powers.joint.shape == (5,) and np.all(powers.view > 0)
+    assert not np.allclose(powers.view, 1.0) and not np.allclose(powers.joint, 1.0)
+    assert np.mean(np.abs(lone[:, 1] - lone[:, 0]) > 1e-4) > 0.5  # the sum itself no longer
+
+
+def test_p_given_parent_is_at_most_1_even_when_the_sum_rounds_above_it():
+    # five classes under one parent whose probabilities sum to 1.00000007 in float64 (1.0000000000000002 was
+    # seen in a run's annotation_issues)
+    p = np.array([[0.2469908893108368, 0.2577774226665497, 0.003916572779417038, 0.23000401258468628,
+                   0.2613111734390259]], np.float32).astype(np.float64)
+    level = Level.of(["a"] * 5)
+    assert level.probabilities(p)[0, 0] > 1
+    found = verdicts(np.log(p), np.array([0]), np.array([[0]]), np.ones((1, 1), bool), pa.array(list("abcde")),
+                     level)
+    assert found["p_given_parent"].to_pylist() == [1.0]
