@@ -19,9 +19,12 @@
 -- agreeing_modalities  how many modalities' own refined labels are the joint label; n_modalities: how many
 --             modalities labelled the item.
 -- parent_label, parent_confidence  when the classes table has a parent column: the parent whose children's
---             joint probabilities sum highest, and that sum (calibrated as confidence is). It may differ from
---             the parent of label: an item split between two siblings is surely in their parent. NULL
---             without parents (schema version 7).
+--             joint probabilities sum highest, and its confidence. It may differ from the parent of label: an
+--             item split between two siblings is surely in their parent. The confidence is calibrated when
+--             the run's calibration is 'gold': the sums P sharpened by a power fitted out of fold on the gold
+--             labels' parents, P^a renormalized (pairwise_core/hierarchy.py; the label is unchanged);
+--             label-free, or with --graph-k, it is the plain sum, which is not calibrated (underconfident on
+--             the WordNet dev catalogs: docs/results.md). At most 1. NULL without parents (schema version 7).
 -- Re-created by every write connection (tasks/store.py), after the migrations.
 CREATE OR REPLACE VIEW consensus_labels AS
 SELECT j.run_id, j.item_id, j.label, j.confidence, j.status, j.agreeing_modalities, j.n_modalities,
