@@ -273,8 +273,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     "n_labelled": n_labelled,
                     "night": night and night.details(n_labelled),
                     "drift": drift and {"rows": drift["rows"], "skipped": drift["skipped"]},
-                    "graph": graph_details or {"k": params.graph_k,
-                                               "skipped": "incremental night, no stored neighbourhood"}
+                    "graph": graph_details or {"k": params.graph_k, "skipped": (
+                        "no item to label" if not n_labelled else "incremental night, no stored neighbourhood")}
                     if params.graph_k else None,
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
                     "timings": timings,
