@@ -115,6 +115,9 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = _flow_or_fail(args, run)
     _show_report(args, params.db, summary)
+    if summary.get("refit"):  # --refit-on-drift: a second run, whose report is its own
+        _say(args, f"\nThe night drifted: run {summary['refit']} refitted the model on the whole catalog. Its "
+             f"report: pairwise report --db {shlex.quote(params.db)} --run-id {summary['refit']}")
     return 0
 
 

@@ -321,7 +321,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         log.info(run_log.html_report(html))
     export([run_id], params.export_dir, db)
     if params.refit_on_drift and drift and any(row["drifted"] for row in drift["rows"]):
-        refit_id = f"{run_id}-refit"
+        refit_id = f"{run_id[:122]}-refit"  # a run id's pattern allows 128 characters
         log.warning(run_log.refit_on_drift(refit_id))
         summary["refit"] = reclassify_catalog(params.model_copy(update={
             "model": None, "incremental": False, "refit_on_drift": False, "run_id": refit_id,
