@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
@@ -168,7 +169,10 @@ def stored_models(db: str) -> list[str]:
     """The ids of the stored models, read without writing (none in a file that does not exist yet)."""
     if not Path(db).is_file():
         return []
-    return store.query(db, "model_ids").column(0).to_pylist()
+    try:
+        return store.query(db, "model_ids").column(0).to_pylist()
+    except duckdb.CatalogException:  # a DuckDB file of the user's own tables (a table: source), no run yet
+        return []
 
 
 def latest_modalities(db: str) -> list[str] | None:
@@ -176,7 +180,10 @@ def latest_modalities(db: str) -> list[str] | None:
     over them in that order."""
     if not Path(db).is_file():
         return None
-    table = store.query(db, "model_row", {"model_id": "latest"})
+    try:
+        table = store.query(db, "model_row", {"model_id": "latest"})
+    except duckdb.CatalogException:  # a DuckDB file of the user's own tables (a table: source), no run yet
+        return None
     return table.column("modalities")[0].as_py() if table.num_rows else None
 
 
