@@ -401,7 +401,8 @@ def _inspect(
         _check_columns(meta.schema_arrow, item_schema, dims, further, path, files[0])
     # last: the checks above read schemas and the class table only, these two read a column of every item
     _check_unique_ids(item_source, files, db)
-    gold = _gold_values(item_source, files, db, gold_column, names) if gold_column is not None else None
+    gold = (_gold_values(item_source, files, db, gold_column, names, parent.names if parent else ())
+            if gold_column is not None else None)
     partitions = tuple(plan_partitions(files, chunk_size)) if files else ()
     return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold, changed_column,
                 parent)
@@ -522,8 +523,10 @@ def _check_unique_ids(source: Source, files: list[str], db: str) -> None:
                           f"e.g. {shown}")
 
 
-def _gold_values(source: Source, files: list[str], db: str, gold_column: str, names: list[str]) -> GoldValues:
-    """Count the gold values that name no class; refuse a column where most do not."""
+def _gold_values(source: Source, files: list[str], db: str, gold_column: str, names: list[str],
+                 parents: Iterable[str] = ()) -> GoldValues:
+    """Count the gold values that name no class; refuse a column where most do not (saying so when they name
+    the classes' parents: the gold column names leaf classes, and the parent level is scored from them)."""
     with _one_column(source, files, db, gold_column) as gold, duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.register("gold", gold)
         con.register("classes", pa.table({"class_name": pa.array(names, pa.string())}))
@@ -533,10 +536,12 @@ def _gold_values(source: Source, files: list[str], db: str, gold_column: str, na
     share = 1 - values.n_outside / values.n_labelled if values.n_labelled else 1.0
     if share < GOLD_MIN_SHARE:
         shown = math.floor(share * 1000) / 10  # 49.97% is not "50.0%" in a message that says it is too few
+        named = [value for value in values.outside_examples if value in set(parents)]
         raise SourceError(
             f"--gold-column {gold_column}: only {shown:.1f}% of its values ({values.n_labelled:,}, neither null nor "
             f"blank) are class names (not class names: {quoted(values.outside_examples)}; class names: "
-            f"{quoted(names[:EXAMPLES])})")
+            f"{quoted(names[:EXAMPLES])})" + (f"; {quoted(named)} name parents: a gold column names the leaf "
+                                              "classes, and the parent level is scored from them" if named else ""))
     return values
 
 

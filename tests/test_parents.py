@@ -157,6 +157,19 @@ def test_a_parent_may_have_one_child_and_no_parent_column_means_no_level(tmp_pat
     assert levelled.parents_by_class() == dict(zip(classes.column("class_name").to_pylist(), PARENTS, strict=True))
 
 
+def test_a_gold_column_of_parent_names_is_refused_saying_they_are_parents(tmp_path):
+    items, classes = make_catalog(50, N_CLASSES, seed=1)
+    parent_of = dict(zip(classes.column("class_name").to_pylist(), PARENTS, strict=True))
+    items = items.set_column(items.schema.get_field_index("label"), "label",
+                             pa.array([parent_of[name] for name in items.column("label").to_pylist()]))
+    write_catalog(tmp_path, items, classes.append_column("parent", pa.array(PARENTS)))
+    with pytest.raises(SourceError) as error:
+        inspect_sources(str(tmp_path / "items-0.parquet"), str(tmp_path / "classes.parquet"),
+                        db=str(tmp_path / "out.duckdb"), gold_column="label", chunk_size=100)
+    assert "name parents: a gold column names the leaf classes, and the parent level is scored from them" in str(
+        error.value) and "\n" not in str(error.value)
+
+
 def test_p_given_parent_sums_the_given_leafs_siblings_in_the_reviews_posterior():
     rng = np.random.default_rng(3)
     n, k = 40, len(PARENTS)
