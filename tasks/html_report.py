@@ -38,8 +38,8 @@ from tasks import store
 from tasks.folders import beside
 from tasks.staging import replacing
 from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE,
-                          change_rows, drift_cells, issue_cells, issue_columns, metric_cell, night_sentence, no_changes,
-                          rejected_rows, run_row, shown_classes, signed, status_meaning)
+                          PARENT_METRICS_NOTE, change_rows, drift_cells, issue_cells, issue_columns, metric_cell,
+                          night_sentence, no_changes, rejected_rows, run_row, shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -528,9 +528,8 @@ def _metrics_section(db: str | Path, run_id: str) -> _Section:
     note = _note("agreement_f1_weighted: modality a's labels against modality b's; "
                  "gold_*: a modality's labels against the gold label; joint: the one label per item from all its "
                  "modalities (refined only); gold_ece: expected calibration error of the refined confidence "
-                 "against gold over 10 bins (lower is better; see Confidence); parent: the same for the "
-                 "classes' parents (base, pairwise: the leaf label's parent; refined: the parent whose children's "
-                 "probabilities sum highest).")
+                 "against gold over 10 bins (lower is better; see Confidence)."
+                 + (f" {PARENT_METRICS_NOTE}" if any(r["level"] == "parent" for r in rows) else ""))
     return _Section("metrics", "Agreement and accuracy: base, pairwise, refined", table + note)
 
 

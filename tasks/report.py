@@ -102,7 +102,7 @@ def render_report(db: str | Path, run_id: str) -> str:
     metrics = store.query(db, "report_metrics", {"run_id": run_id}).to_pylist()
     lines += ["", "## Agreement and accuracy: base, pairwise, refined", "", _metrics_table(metrics)]
     if any(r["refined"] is not None for r in metrics):
-        lines += ["", METRICS_NOTE]
+        lines += ["", metrics_note(metrics)]
     shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
     lines += ["", "## Class shares", "", _shares_table(shares)]
     parents = store.query(db, "report_parent_shares", {"run_id": run_id}).to_pylist()
@@ -181,9 +181,14 @@ CHANGE_HEADERS = ["change", "cause", "items"]
 
 
 METRICS_NOTE = ("joint: one label per item from all its modalities (refined only); gold_ece: calibration error "
-                "of the refined confidence against gold, lower is better; parent: the same for the classes' "
-                "parents (base, pairwise: the leaf label's parent; refined: the parent whose children's "
-                "probabilities sum highest).")
+                "of the refined confidence against gold, lower is better.")
+PARENT_METRICS_NOTE = ("parent: the same for the classes' parents (base, pairwise: the leaf label's parent; refined: "
+                       "the parent whose children's probabilities sum highest).")
+
+
+def metrics_note(rows: list[dict]) -> str:
+    """The metrics table's note, with the parent level's only when the table has parent rows."""
+    return METRICS_NOTE + (f" {PARENT_METRICS_NOTE}" if any(r["level"] == "parent" for r in rows) else "")
 # What each consensus_labels status means; the last three only in runs made before schema version 3.
 CONSENSUS_STATUSES = {
     "agreed": "every modality of the item (two or more) gives its label",

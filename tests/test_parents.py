@@ -14,7 +14,7 @@ from pairwise_core.joint import joint_log_posterior
 from pairwise_core.model import Review
 from tasks.label import Joint, judge, review_table, verdicts
 from tasks.models import load_part
-from tasks.report import render_report
+from tasks.report import PARENT_METRICS_NOTE, render_report
 from tasks.review import PARENT_WEIGHT
 from tasks.sources import SourceError, inspect_sources
 
@@ -88,6 +88,7 @@ def test_a_run_with_parents_labels_and_measures_both_levels(tmp_path):
 
     report = render_report(db, run_id)
     assert "## Parent shares" in report and "| parent gold_accuracy " in report
+    assert PARENT_METRICS_NOTE in report
     assert "| p_parent |" in report and "p_parent: the probability that the given label's parent" in report
     page = (tmp_path / "out.duckdb.reports" / f"{run_id}.html").read_text()
     assert "Parent shares" in page and "parent gold_accuracy" in page and "<th>parent p_given</th>" in page
