@@ -310,6 +310,19 @@ def _strategy(text: str) -> str:
 _CONVERTERS = {"strategy": _strategy}  # round-robin as well as round_robin
 
 
+class _Once(argparse.Action):
+    """An option that takes one value, given once: a second --items silently replaced the first (a full run
+    then marked every item of the first file deleted)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        seen = namespace.__dict__.setdefault("_given", set())
+        if self.dest in seen:
+            parser.error(f"{option_string} given twice: give it once")
+        seen.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], *, required: Collection[str] = ()) -> None:
     """One option per field of ``model``: its description is the help and its default the default, so the
     CLI, the flow and the Prefect UI's form (which renders the same model) cannot drift apart."""
@@ -318,9 +331,10 @@ def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], *, requ
         if annotation is bool:
             kind: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
         elif get_origin(annotation) is Literal:
-            kind = {"choices": list(get_args(annotation)), "type": _CONVERTERS.get(name, str)}
+            kind = {"choices": list(get_args(annotation)), "type": _CONVERTERS.get(name, str), "action": _Once}
         else:
-            kind = {"type": next(t for t in (*get_args(annotation), annotation) if t is not type(None))}
+            kind = {"type": next(t for t in (*get_args(annotation), annotation) if t is not type(None)),
+                    "action": _Once}
         if field.is_required() or name in required:
             kind |= {"required": True, "default": argparse.SUPPRESS}  # no "(default: ...)" then
         else:

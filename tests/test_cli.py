@@ -255,6 +255,8 @@ def test_quiet_prints_nothing_but_errors(env, tmp_path):
     bad = pairwise(env, *args, "--min-items", "1")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr == "pairwise: --min-items: Input should be greater than or equal to 2\n"
+    twice = pairwise(env, *args, "--items", args[args.index("--items") + 1])  # the last one won, silently
+    assert twice.returncode == 2 and twice.stderr.endswith("pairwise run: error: --items given twice: give it once\n")
 
 
 def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_after_the_commit_exits_3(env, tmp_path):
