@@ -342,6 +342,9 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
     assert all(after[item] == label for item, label in before.items() if item not in changed)
     joint = rows(db, "SELECT count(*) FROM joint_labels WHERE run_id = 'night'")[0][0]
     assert joint == n_new + n_changed
+    # the drift tests compare labels made as the fit sample's were, before the graph step: the same as without
+    shares = "SELECT value FROM drift_metrics WHERE run_id = 'night' AND metric = 'class_share_js_distance'"
+    assert rows(db, shares) == rows(plain, shares) != []
     quiet = night(db, "quiet", 5)  # the same files again: nothing to label, and the step says why it did not run
     assert quiet["details"]["graph"] == {"k": 5, "skipped": "no item to label"}
     assert "- graph refinement (k 5): skipped, no item to label" in quiet["report"]
