@@ -38,8 +38,8 @@ from tasks import store
 from tasks.folders import beside
 from tasks.staging import replacing
 from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE,
-                          PARENT_METRICS_NOTE, change_rows, drift_cells, issue_cells, issue_columns, metric_cell,
-                          night_sentence, no_changes, rejected_rows, run_row, shown_classes, signed, status_meaning)
+                          PARENT_METRICS_NOTE, change_rows, change_sentences, drift_cells, issue_cells, issue_columns,
+                          metric_cell, no_changes, rejected_rows, run_row, shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -586,10 +586,9 @@ def _rejected_sections(db: str | Path, run_id: str) -> list[_Section]:
 
 def _changes_section(db: str | Path, run_id: str, details: str | None) -> _Section:
     """What the run changed in the catalog's labels (label_changes), and an incremental night's counts."""
-    sentence = night_sentence(details)
     counted = change_rows(db, run_id)
-    body = (_note(sentence) if sentence else "") + (_table(CHANGE_HEADERS, counted) if counted
-                                                    else _note(no_changes(details)))
+    body = "".join(map(_note, change_sentences(details))) + (_table(CHANGE_HEADERS, counted) if counted
+                                                             else _note(no_changes(details)))
     return _Section("changes", "What changed", body)
 
 

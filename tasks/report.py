@@ -152,14 +152,20 @@ def labelled_kinds(details: Mapping[str, int]) -> str:
             + (f"; {unversioned:,} without a recorded version, checked by fingerprint" if unversioned else ""))
 
 
-def night_sentence(details: str | None) -> str | None:
-    """An incremental night's counts (runs.details.night), or None for another run."""
-    night = json.loads(details or "{}").get("night")
-    if not night:
-        return None
-    return (f"Incremental night: {night['source']:,} items in the source; labelled {night['labelled']:,} "
-            f"({labelled_kinds(night)}), {night['deleted']:,} deleted, "
-            f"{night['carried_over']:,} carried over unchanged.")
+def change_sentences(details: str | None) -> list[str]:
+    """An incremental night's counts (runs.details.night), and how many items a refit's stability kept: what
+    label_changes does not show (a kept item has no row, and keeps a label the new model would not give)."""
+    found = json.loads(details or "{}")
+    sentences = []
+    if night := found.get("night"):
+        sentences.append(f"Incremental night: {night['source']:,} items in the source; labelled "
+                         f"{night['labelled']:,} ({labelled_kinds(night)}), {night['deleted']:,} deleted, "
+                         f"{night['carried_over']:,} carried over unchanged.")
+    if (stability := found.get("stability")) and stability["kept"]:
+        sentences.append(f"Refit stability ({stability['at']}): {stability['kept']:,} unchanged items kept their "
+                         "label from the model before, which the new model would have changed with a confidence "
+                         "below it; their rows in catalog_labels name the model before.")
+    return sentences
 
 
 def change_rows(db: str | Path, run_id: str) -> list[list[Any]]:
@@ -170,7 +176,7 @@ def change_rows(db: str | Path, run_id: str) -> list[list[Any]]:
 
 def changes_lines(db: str | Path, run_id: str, details: str | None) -> list[str]:
     """What the run did to the catalog's labels: an incremental night's counts, then label_changes by cause."""
-    lines = [sentence, ""] if (sentence := night_sentence(details)) else []
+    lines = [line for sentence in change_sentences(details) for line in (sentence, "")]
     counted = change_rows(db, run_id)
     if not counted:
         return [*lines, no_changes(details)]

@@ -344,15 +344,16 @@ def commit_run(
                         "n_classes": summary["n_classes"], "class_hash": model["class_hash"],
                         "schema_version": MODEL_FORMAT, "content_hash": model["content_hash"], "path": path,
                     })
-                changes = _update_catalog(con, run_id, summary.get("model_id"), list(summary["modalities"]),
-                                          catalog)
+                changes, kept = _update_catalog(con, run_id, summary.get("model_id"),
+                                                list(summary["modalities"]), catalog)
+                stability = {} if kept is None else {"stability": {"at": catalog.stability, "kept": kept}}
                 con.execute(statement("run_succeed"), {
                     "run_id": run_id,
                     "attempt": attempt,
                     "n_items": summary["n_items"],
                     "n_classes": summary["n_classes"],
                     "modalities": list(summary["modalities"]),
-                    "details": json.dumps({**summary["details"], "changes": changes}, sort_keys=True),
+                    "details": json.dumps({**summary["details"], "changes": changes, **stability}, sort_keys=True),
                     "model_id": summary.get("model_id"),  # None: a commit of rows alone (tests)
                 })
                 con.execute(statement("attempt_succeed"), {"run_id": run_id, "attempt": attempt})
@@ -368,8 +369,9 @@ def commit_run(
 
 
 def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str | None, modalities: list[str],
-                    catalog: CatalogUpdate) -> dict[str, dict[str, int]]:
-    """In the commit's transaction: the run's label_changes, then catalog_items; the changes' counts.
+                    catalog: CatalogUpdate) -> tuple[dict[str, dict[str, int]], int | None]:
+    """In the commit's transaction: the run's label_changes, then catalog_items; the changes' counts, and how
+    many items refit stability kept (None without it).
     ``modalities``: the run's, in its order (its fingerprints are taken over them)."""
     ids = {"run_id": run_id}
     if catalog.state:
@@ -380,9 +382,11 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
         con.execute(statement("catalog_gone_unlabelled"))
     else:
         con.execute(statement("catalog_gone_listed"), {"files": list(catalog.deleted)})
+    kept = None
     if catalog.stability > 0:
         con.execute(statement("catalog_keep_stable"), {"model_id": model_id, "stability": catalog.stability,
                                                         "parents": json.dumps(catalog.parents, sort_keys=True)})
+        kept = con.execute("SELECT count(*) FROM kept").fetchone()[0]
         con.execute(statement("catalog_keep_stable_drop"))
         if catalog.versioned:
             con.execute(statement("catalog_keep_stable_version"))
@@ -403,7 +407,7 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
     changes: dict[str, dict[str, int]] = {}
     for change, cause, n in con.execute(statement("run_label_changes"), ids).fetchall():
         changes.setdefault(change, {})[cause] = n
-    return changes
+    return changes, kept
 
 
 def _model_ids(con: duckdb.DuckDBPyConnection) -> list[str]:

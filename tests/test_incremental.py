@@ -1,5 +1,6 @@
 """The nightly cycle with real flows: a full run, incremental nights (new, changed and deleted items), a refit."""
 
+import json
 import os
 import random
 import shutil
@@ -320,6 +321,9 @@ def test_refit_stability_keeps_unchanged_items_labels(tmp_path):
     assert all(after[i][0] == before[i][0] for i in set(after) - sure)  # labels: only the sure ones moved
     kept = {i for i, v in after.items() if v[4] == first["run_id"]}
     assert kept == set(confidence) - sure  # exactly the items the new model would have moved keep their old row
+    details = json.loads(rows(db, "SELECT details FROM runs WHERE run_id = ?", [stable["run_id"]])[0][0])
+    assert details["stability"] == {"at": 0.7, "kept": len(kept)}  # and the report says so: they have no rows
+    assert f"Refit stability (0.7): {len(kept):,} unchanged items kept their label" in stable["report"]
     assert all(after[i] == before[i] for i in kept)
     assert all(v[3:5] == (stable["model_id"], stable["run_id"]) for i, v in after.items() if i not in kept)
     assert rows(db, "SELECT count(*) FROM current_labels")[0][0] == 2 * N_ITEMS
