@@ -85,13 +85,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # model the check loaded ("held") until the flow ends, so the label tasks find it loaded
     using = params.model and check_stored_model(plan, params.classes, db, params.model, params.graph_k > 0,
                                                 params.review)
-    # the columns may come in another order: a run takes its model's, or a refit the last model's, since
-    # fingerprints over the modalities in another order do not compare (a refit kept no item's label)
-    order = using["modalities"] if using else latest_modalities(db)
-    if order and sorted(order) == sorted(plan.modalities):
-        plan = dataclasses.replace(plan, modalities=tuple(order))
-    if using:  # and its classes in its order, which the classes file's rows need not follow
-        plan = plan.in_class_order(using["class_names"])
+    if using:  # the columns and the classes file's rows may come in another order: the run takes the model's
+        plan = dataclasses.replace(plan, modalities=tuple(using["modalities"])).in_class_order(using["class_names"])
     if using and params.incremental:
         check_night_parents(plan, db)
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting
@@ -99,6 +94,10 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)
     with run_lock(db), threadpool_limits(limits=1, user_api="blas"):
         attempt = start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
+        # a refit takes the last model's modality order (read once start_run has waited out other writers):
+        # fingerprints over the modalities in another order do not compare, and its stability kept nothing
+        if not using and (order := latest_modalities(db)) and sorted(order) == sorted(plan.modalities):
+            plan = dataclasses.replace(plan, modalities=tuple(order))
         staging = Staging.create(db, run_id)
         watch = Stopwatch()
         timings = watch.laps
