@@ -360,15 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="print the report of the latest (or a given) run",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    report.add_argument("--db", required=True, default=argparse.SUPPRESS, help="DuckDB file the runs wrote to")
-    report.add_argument("--run-id", help="The run; None: the latest run (with --html, the latest succeeded run)")
-    report.add_argument("--html", metavar="PATH",
+    report.add_argument("--db", action=_Once, required=True, default=argparse.SUPPRESS,
+                        help="DuckDB file the runs wrote to")
+    report.add_argument("--run-id", action=_Once,
+                        help="The run; None: the latest run (with --html, the latest succeeded run)")
+    report.add_argument("--html", action=_Once, metavar="PATH",
                         help="Write a self-contained HTML report with figures to PATH; None: print Markdown")
     report.set_defaults(handler=_report)
 
     models = commands.add_parser("models", help="list the stored models: id, run, fitted at, items, classes, "
                                                  "modalities")
-    models.add_argument("--db", required=True, default=argparse.SUPPRESS, help="DuckDB file the runs wrote to")
+    models.add_argument("--db", action=_Once, required=True, default=argparse.SUPPRESS,
+                        help="DuckDB file the runs wrote to")
     models.set_defaults(handler=_models)
 
     for sub in (run, demo):
@@ -380,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     classes = commands.add_parser(
         "classes", help="embed class names through prompt templates into a classes table for `run --classes`")
-    classes.add_argument("--names", required=True, metavar="FILE",
+    classes.add_argument("--names", action=_Once, required=True, metavar="FILE",
                          help="class names: a text file, one a line (blank lines skipped), or leaf<TAB>parent "
                               "on every line for a parent level; or a .csv or .parquet file with a class_name, "
                               "class or name column (the first found) and an optional parent column")
@@ -396,9 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a modality to write, as <NAME>_embedding, matching the items' columns; repeat for "
                               "several (default: the modalities the prefixes name, else text)")
     destination = classes.add_mutually_exclusive_group(required=True)
-    destination.add_argument("--out", metavar="PATH", help="Parquet file to write (replaced whole, never half-written)")
-    destination.add_argument("--db", metavar="PATH", help="DuckDB file to write the table --table into")
-    classes.add_argument("--table", default="classes",
+    destination.add_argument("--out", action=_Once, metavar="PATH",
+                             help="Parquet file to write (replaced whole, never half-written)")
+    destination.add_argument("--db", action=_Once, metavar="PATH", help="DuckDB file to write the table --table into")
+    classes.add_argument("--table", action=_Once, default="classes",
                          help="table name in --db, read by `run --classes table:NAME` (default classes)")
     classes.set_defaults(handler=_classes)
 
@@ -412,6 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 INTERRUPTED = 130  # Ctrl-C's exit status
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether Ctrl-C caused ``error``: DuckDB's InterruptException, here or in the errors it led to (a run
+    records it as its failure, and the command reports that failure)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt) or type(seen).__name__ == "InterruptException":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _one_line(error: Exception) -> str:
@@ -440,7 +455,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminated)
     _prepare_prefect(getattr(args, "verbose", False))  # `classes` runs no flow
     try:
-        return args.handler(args)
+        try:
+            return args.handler(args)
+        except Exception as error:  # Ctrl-C amid a DuckDB query: DuckDB raises its own error, not KeyboardInterrupt
+            if _interrupted(error):
+                raise KeyboardInterrupt from error
+            raise
     except ValueError as error:  # bad input: one line, no traceback
         print(f"pairwise: {_one_line(error)}", file=sys.stderr)
         return 2

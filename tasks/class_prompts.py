@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.encoders import Encoder, encode
-from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN, is_text
+from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN, is_text, refuse_lookalikes
 from tasks.sql import OWN_NAMES
 from tasks.staging import replacing
 from tasks.store import check_db_file, connect, run_lock
@@ -71,6 +71,9 @@ def read_names(path: str) -> tuple[list[str], list[str] | None]:
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise ClassesError(f"--names {path}: duplicate class names {', '.join(duplicates)}")
+    refuse_lookalikes(names, "class names", f"--names {path}")  # `run` would refuse the table written
+    if parents is not None:
+        refuse_lookalikes(parents, "parents", f"--names {path}")
     return names, parents
 
 

@@ -49,6 +49,9 @@ COLUMN_BATCH_ROWS = 65_536  # rows per batch when validation reads one string co
 TABLE_PREFIX = "table:"
 
 
+JOINT = "joint"  # the joint label's modality in the tables and reports: no catalog modality may take it
+
+
 class SourceError(ValueError):
     """The input cannot be used; the message says why, in one line."""
 
@@ -373,12 +376,15 @@ def _inspect(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SourceError(f"{classes}: duplicate class names {', '.join(duplicates)}")
-    _refuse_lookalikes(names, "class names", classes)
+    refuse_lookalikes(names, "class names", classes)
 
     parent = _parent_level(class_table, classes)
     item_modalities = _embedding_columns(item_schema, items)
     class_modalities = _embedding_columns(class_table.schema, classes)
     modalities = tuple(m for m in item_modalities if m in class_modalities)
+    if JOINT in modalities:
+        raise SourceError(f"{items}: a modality may not be named {JOINT} ({JOINT}{EMBEDDING_SUFFIX}): the joint "
+                          "label has that name in the tables and reports; rename the column in both files")
     if not modalities:
         raise SourceError(
             f"no modality shared by items ({', '.join(item_modalities) or 'none'}) "
@@ -453,11 +459,11 @@ def _parent_level(class_table: pa.Table, classes: str) -> Level | None:
     if orphans:
         raise SourceError(f"{classes}: parent is null or blank for classes {', '.join(orphans[:EXAMPLES])}"
                           + (f" and {len(orphans) - EXAMPLES:,} more" if len(orphans) > EXAMPLES else ""))
-    _refuse_lookalikes(parents, "parents", classes)
+    refuse_lookalikes(parents, "parents", classes)
     return Level.of(parents)
 
 
-def _refuse_lookalikes(names: Iterable[str], what: str, where: str) -> None:
+def refuse_lookalikes(names: Iterable[str], what: str, where: str) -> None:
     """Refuse two distinct names that are one once NFC-normalized and stripped ('café' as one code point or as
     'e' and an accent, 'shirt' and 'shirt '): they would be two classes or parents shown as identical rows."""
     seen: dict[str, str] = {}

@@ -214,6 +214,7 @@ def test_the_command_writes_parquet_and_says_how_to_use_it(tmp_path, names_file,
         ("animal\nfruit\n", ["--template", "{}", "--template", "not {}", "--encoder", "python:toy_encoder:opposite"],
          "modality text: the prompts of animal, fruit average to zero; change the templates"),
         ("animal\nfruit\nanimal\n", [], "duplicate class names animal"),
+        ("caf\u00e9\ncafe\u0301\n", [], 'class names "caf\u00e9", "cafe\u0301" are one name but for Unicode normalization'),
         ("animal\tlife\n\nfruit\n", [], "line 3 'fruit' is not leaf<TAB>parent (no tab) while line 1 'animal\\tlife' "
                                        "has a tab; with parents, every line must be one"),
         ("cat\ndog\t\n", [], "line 1 'cat' is not leaf<TAB>parent (no tab) while line 2 'dog\\t' has a tab"),

@@ -257,6 +257,23 @@ def test_quiet_prints_nothing_but_errors(env, tmp_path):
     assert bad.stderr == "pairwise: --min-items: Input should be greater than or equal to 2\n"
     twice = pairwise(env, *args, "--items", args[args.index("--items") + 1])  # the last one won, silently
     assert twice.returncode == 2 and twice.stderr.endswith("pairwise run: error: --items given twice: give it once\n")
+    twice = pairwise(env, "report", "--db", str(db), "--html", "a.html", "--html", "b.html")
+    assert twice.returncode == 2 and twice.stderr.endswith("pairwise report: error: --html given twice: give it once\n")
+
+
+def test_an_interrupted_duckdb_query_is_an_interrupt_whatever_wraps_it():
+    """Ctrl-C amid a query raises DuckDB's InterruptException, not KeyboardInterrupt: the command exited 1 with
+    'Query interrupted' (or a run recorded it as its failure) instead of 130 and one line."""
+    from flows.cli import _interrupted
+
+    try:
+        try:
+            raise duckdb.InterruptException("Query interrupted")
+        except duckdb.Error as error:
+            raise RuntimeError("run failed: InterruptException: Query interrupted") from error
+    except RuntimeError as wrapped:
+        assert _interrupted(wrapped)
+    assert _interrupted(KeyboardInterrupt()) and not _interrupted(ValueError("bad input"))
 
 
 def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_after_the_commit_exits_3(env, tmp_path):

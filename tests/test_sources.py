@@ -181,6 +181,14 @@ def test_no_shared_modality(catalog):
     _fail(tmp_path, items, renamed, "no modality shared by items .image, text. and classes .photo, title.")
 
 
+def test_a_modality_named_joint_is_refused(catalog):
+    """The joint label is modality 'joint' in the tables and reports: a catalog's would merge with it."""
+    tmp_path, items, classes = catalog
+    _fail(tmp_path, items.rename_columns([n.replace("image", "joint") for n in items.column_names]),
+          classes.rename_columns([n.replace("image", "joint") for n in classes.column_names]),
+          "a modality may not be named joint .joint_embedding.: the joint label has that name")
+
+
 def test_embedding_column_of_strings_is_named(catalog):
     tmp_path, items, classes = catalog
     strings = pa.array(["x"] * items.num_rows)
