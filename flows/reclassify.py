@@ -35,7 +35,7 @@ from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
-    check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, latest_modalities, seal_model,
+    check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, in_latest_order, seal_model,
     stage_sources, start_run, stored_models, validate_sources,
 )
 from tasks.sources import Partition, Plan, Source, file_signatures
@@ -94,10 +94,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)
     with run_lock(db), threadpool_limits(limits=1, user_api="blas"):
         attempt = start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
-        # a refit takes the last model's modality order (read once start_run has waited out other writers):
-        # fingerprints over the modalities in another order do not compare, and its stability kept nothing
-        if not using and (order := latest_modalities(db)) and sorted(order) == sorted(plan.modalities):
-            plan = dataclasses.replace(plan, modalities=tuple(order))
+        if not using:  # a refit takes the last model's orders (read once start_run has waited out other writers)
+            plan = in_latest_order(plan, db)
         staging = Staging.create(db, run_id)
         watch = Stopwatch()
         timings = watch.laps

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
@@ -38,7 +39,9 @@ def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Stagin
     """Classes to one staged file; a DuckDB items table to staged Parquet, so partitions read by path."""
     columns = ["class_name", *(f"{m}_embedding" for m in plan.modalities)]
     classes_path = str(staging.path("classes.parquet"))
-    pq.write_table(read_table(Source(classes), db, columns), classes_path)
+    table = read_table(Source(classes), db, columns)
+    position = {name: i for i, name in enumerate(table.column("class_name").to_pylist())}
+    pq.write_table(table.take([position[name] for name in plan.class_names]), classes_path)  # in the plan's order
     table = Source(items).table
     if table is not None:
         files = stage_table(db, table, staging.root / "items", chunk_size)
@@ -175,16 +178,29 @@ def stored_models(db: str) -> list[str]:
         return []
 
 
-def latest_modalities(db: str) -> list[str] | None:
-    """The newest stored model's modalities in its order, or None: the catalog's fingerprints were taken
-    over them in that order."""
+def in_latest_order(plan: Plan, db: str) -> Plan:
+    """The plan with its modalities and classes in the newest stored model's order, where they are the same
+    ones: the catalog's fingerprints were taken over the modalities in that order, and refit stability keeps
+    a label only under the same class hash, which follows the classes' order (a refit over the same files
+    with their columns or class rows in another order kept nothing)."""
     if not Path(db).is_file():
-        return None
+        return plan
     try:
         table = store.query(db, "model_row", {"model_id": "latest"})
     except duckdb.CatalogException:  # a DuckDB file of the user's own tables (a table: source), no run yet
-        return None
-    return table.column("modalities")[0].as_py() if table.num_rows else None
+        return plan
+    if not table.num_rows:
+        return plan
+    modalities = table.column("modalities")[0].as_py()
+    if sorted(modalities) == sorted(plan.modalities):
+        plan = dataclasses.replace(plan, modalities=tuple(modalities))
+    try:  # the names alone, read from the model's classifiers part (its other arrays are not read)
+        with np.load(store.stored_model_folder(db, table.column("model_id")[0].as_py()) / "classifiers.npz",
+                     allow_pickle=False) as arrays:
+            names = tuple(str(name) for name in arrays["class_names"])
+    except (OSError, KeyError, ValueError):  # a model folder gone or damaged: no order to follow
+        return plan
+    return plan.in_class_order(names) if sorted(names) == sorted(plan.class_names) else plan
 
 
 @task(name="fail-run", **IO_TASK)

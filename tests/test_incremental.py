@@ -358,18 +358,20 @@ def test_an_item_that_gets_its_first_label_is_new_and_one_that_loses_it_is_delet
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_refit_over_the_same_items_written_otherwise_keeps_them_as_stably(tmp_path):
-    """Another writer's files (columns in another order, other types): the same embeddings, so the same
-    fingerprints and the same stability. The run took the file's column order, its fingerprints did not
+    """Another writer's files (columns in another order, other types) and a classes file with its rows in
+    another order: the same embeddings and classes, so the same fingerprints, class hash and stability. The run took the file's column order, its fingerprints did not
     compare, and a refit kept no item's label (513 of 9,202 relabelled on real-verbs)."""
     items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=4, signal_strength=0.06)
     glob0, classes_path = write_catalog(tmp_path / "d0", items, classes, n_files=2, row_group_size=250)
     glob1, _ = write_catalog(tmp_path / "d1", written_otherwise(items), classes, n_files=2, row_group_size=250)
+    reversed_classes = str(tmp_path / "classes-reversed.parquet")  # the class rows in another order, too
+    pq.write_table(classes.take(list(range(classes.num_rows))[::-1]), reversed_classes)
     refit = {"seed": 7, "strategy": "round_robin"}  # moves some items (test_refit_stability_keeps_...)
     moved = {}
-    for name, glob in (("same", glob0), ("otherwise", glob1)):
+    for name, glob, refit_classes in (("same", glob0, classes_path), ("otherwise", glob1, reversed_classes)):
         db = tmp_path / f"{name}.duckdb"
         reclassify_catalog(params(glob0, classes_path, db))
-        moved[name] = changes(db, reclassify_catalog(params(glob, classes_path, db, **refit))["run_id"])
+        moved[name] = changes(db, reclassify_catalog(params(glob, refit_classes, db, **refit))["run_id"])
     assert moved["otherwise"] == moved["same"]
 
 
