@@ -204,10 +204,14 @@ def _models(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.db}: cannot read it: {str(error).splitlines()[0]}") from None
     if not rows:
         print(f"{args.db}: no stored models yet (a full run stores one)", file=sys.stderr)
+    from tasks.store import stored_model_folder
+
     for row in rows:
+        folder = stored_model_folder(args.db, row["model_id"])
+        gone = "" if (folder / "model.json").is_file() else f"  FILES MISSING ({folder}): a run with it is refused"
         print(f"{row['model_id']}  run {row['run_id']}  fitted {row['fitted_at'].isoformat(timespec='seconds')}  "
               f"fitted on {row['n_items']:,} items  {row['n_classes']:,} classes  {','.join(row['modalities'])}  "
-              f"labels {row['n_live']:,} live items")
+              f"labels {row['n_live']:,} live items{gone}")
     return 0
 
 

@@ -106,7 +106,7 @@ def test_a_checked_model_is_held_so_that_labelling_finds_it_loaded(stored):
     assert load_model(**using["sealed"]) is using["held"]
 
 
-def test_pairwise_models_lists_the_stored_models(stored, env):  # noqa: F811
+def test_pairwise_models_lists_the_stored_models(stored, env, tmp_path):  # noqa: F811
     db, run_id, *_ = stored
     [(model_id, fitted_at)] = rows(db, "SELECT model_id, fitted_at FROM models")
     result = pairwise(env, "models", "--db", str(db))
@@ -115,6 +115,10 @@ def test_pairwise_models_lists_the_stored_models(stored, env):  # noqa: F811
                              "fitted on 1,200 items  4 classes  image,text  labels 1,200 live items\n")
     missing = pairwise(env, "models", "--db", str(db.parent / "none.duckdb"))
     assert (missing.returncode, missing.stderr) == (2, f"pairwise: {db.parent / 'none.duckdb'}: no such DuckDB file\n")
+    copy = tmp_path / "copy.duckdb"  # the file without its model store (copied alone): listed as it was
+    shutil.copyfile(db, copy)
+    gone = pairwise(env, "models", "--db", str(copy))
+    assert gone.stdout.endswith(f"live items  FILES MISSING ({copy}.models/{model_id}): a run with it is refused\n")
 
 
 def test_a_tampered_stored_model_is_refused_in_one_line(stored, tmp_path, env):  # noqa: F811
