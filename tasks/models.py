@@ -227,6 +227,14 @@ def _load(folder: Path, content_hash: str, model_id: str) -> Model:
                  parts.get("graph"))
 
 
+def class_names(folder: str | Path) -> tuple[str, ...]:
+    """The class names of the model in ``folder``, in its order: that array alone of its classifiers part,
+    read as every model file is (``open_own``), not checked against the seal (they only order a refit's
+    classes: names from a changed file give another class hash, never another label)."""
+    with open_own(Path(folder) / "classifiers.npz") as handle, np.load(handle, allow_pickle=False) as arrays:
+        return tuple(str(name) for name in arrays["class_names"])
+
+
 def has_late_part(folder: str | Path, content_hash: str, model_id: str, name: str) -> bool:
     """Whether the sealed model lists the part ``name`` (its manifest checked, the part not read)."""
     return f"{name}.npz" in _manifest(Path(folder), content_hash, model_id)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
@@ -17,7 +16,7 @@ from tasks import models, store
 from tasks.policy import IO_TASK
 from tasks.run_log import count
 from tasks.sources import (
-    EMBEDDING_SUFFIX, Plan, Source, inspect_sources, plan_partitions, read_table, stage_table,
+    EMBEDDING_SUFFIX, Plan, Source, inspect_sources, plan_partitions, positions, read_table, stage_table,
 )
 from tasks.staging import Staging, check_staging, prepare_staging
 
@@ -40,8 +39,8 @@ def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Stagin
     columns = ["class_name", *(f"{m}_embedding" for m in plan.modalities)]
     classes_path = str(staging.path("classes.parquet"))
     table = read_table(Source(classes), db, columns)
-    position = {name: i for i, name in enumerate(table.column("class_name").to_pylist())}
-    pq.write_table(table.take([position[name] for name in plan.class_names]), classes_path)  # in the plan's order
+    order = positions(table.column("class_name").to_pylist(), plan.class_names)
+    pq.write_table(table.take(order), classes_path)  # in the plan's order
     table = Source(items).table
     if table is not None:
         files = stage_table(db, table, staging.root / "items", chunk_size)
@@ -94,8 +93,7 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
     found = {m: embeddings(table, f"{m}{EMBEDDING_SUFFIX}") for m in plan.modalities}
     names = tuple(model.classifiers.class_names)
     if set(names) == set(plan.class_names) and names != plan.class_names:  # the same classes in the model's order?
-        position = {name: i for i, name in enumerate(plan.class_names)}
-        order = [position[name] for name in names]
+        order = positions(plan.class_names, names)
         found = {m: matrix[order] for m, matrix in found.items()}
     else:
         names = plan.class_names
@@ -194,10 +192,8 @@ def in_latest_order(plan: Plan, db: str) -> Plan:
     modalities = table.column("modalities")[0].as_py()
     if sorted(modalities) == sorted(plan.modalities):
         plan = dataclasses.replace(plan, modalities=tuple(modalities))
-    try:  # the names alone, read from the model's classifiers part (its other arrays are not read)
-        with np.load(store.stored_model_folder(db, table.column("model_id")[0].as_py()) / "classifiers.npz",
-                     allow_pickle=False) as arrays:
-            names = tuple(str(name) for name in arrays["class_names"])
+    try:
+        names = models.class_names(store.stored_model_folder(db, table.column("model_id")[0].as_py()))
     except (OSError, KeyError, ValueError):  # a model folder gone or damaged: no order to follow
         return plan
     return plan.in_class_order(names) if sorted(names) == sorted(plan.class_names) else plan

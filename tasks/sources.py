@@ -14,7 +14,7 @@ import json
 import math
 import os
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,6 +99,13 @@ class GoldValues:
         """For runs.details."""
         return {"labelled": self.n_labelled, "outside_classes": self.n_outside,
                 "outside_examples": list(self.outside_examples), "unnamed_classes": list(self.unnamed_classes)}
+
+
+def positions(names: Sequence[str], order: Sequence[str]) -> list[int]:
+    """Where each name of ``order`` stands in ``names`` (the same names): the rows that put ``names`` in that
+    order."""
+    position = {name: i for i, name in enumerate(names)}
+    return [position[name] for name in order]
 
 
 @dataclass(frozen=True)
