@@ -66,15 +66,17 @@ def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckD
 
 
 class DatabaseBusy(RuntimeError):
-    """Another process kept the file open past a writer's wait: the task does not retry (its retries waited
+    """Another process kept the file open past a connection's wait: the task does not retry (its retries waited
     the whole time again, 190 s in all)."""
 
 
 def _open(db: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection; a writer waits up to ``WRITER_WAIT_S`` for readers in other processes (an
-    analyst's session, a report) to close the file: DuckDB lets one process write or any number read, and a
-    run's commit failed after its task's two retries (5 s) while a reader held the file."""
-    deadline = time.monotonic() + (0 if read_only else WRITER_WAIT_S)
+    """A DuckDB connection, once other processes let it: DuckDB lets one process write or any number read.
+    A writer waits up to ``WRITER_WAIT_S`` for readers (an analyst's session, a report) to close the file: a
+    run's commit failed after its task's two retries (5 s) while a reader held the file. A reader waits as
+    long for a writer (another run's commit): a night that read its stored models as a run committed failed
+    at once with DuckDB's own message."""
+    deadline = time.monotonic() + WRITER_WAIT_S
     while True:
         try:
             return duckdb.connect(str(db), read_only=read_only, config=DUCKDB_MEMORY)
@@ -82,8 +84,6 @@ def _open(db: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             if "Could not set lock" not in str(error):
                 raise
             if time.monotonic() > deadline:
-                if read_only:
-                    raise
                 holder = re.search(r"Conflicting lock is held in (.*?)(?:\. |$)", str(error))
                 raise DatabaseBusy(f"{db} is open in another process ({holder.group(1) if holder else 'unknown'}); "
                                    f"waited {WRITER_WAIT_S:.0f} s for it to close the file") from None

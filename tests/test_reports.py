@@ -186,10 +186,11 @@ def test_a_reader_in_another_process_gets_a_clear_lock_message_or_the_committed_
 
 
 @contextmanager
-def reader_holding(db: str, seconds: float):
-    """Another process with the file open to read for ``seconds``, as an analyst's session holds it."""
+def reader_holding(db: str, seconds: float, *, read_only: bool = True):
+    """Another process with the file open for ``seconds``: to read, as an analyst's session holds it, or to
+    write, as another run's commit does."""
     holder = ("import duckdb, sys, time\n"
-              "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+              f"con = duckdb.connect(sys.argv[1], read_only={read_only})\n"
               "print('open', flush=True)\n"
               f"time.sleep({seconds})\n")
     reader = subprocess.Popen([sys.executable, "-c", holder, db], stdout=subprocess.PIPE, text=True)
@@ -223,6 +224,25 @@ def test_a_writer_gives_up_on_a_reader_that_stays_in_one_line_and_is_not_retried
     # its retries waited the whole time again: 190 s in all
     assert not is_transient(None, None, Failed(data=store.DatabaseBusy("busy")))
     assert is_transient(None, None, Failed(data=OSError("a passing I/O error")))
+
+
+def test_a_reader_waits_for_a_writer_in_another_process_to_close_the_file(db):
+    from tasks.runs import stored_models
+
+    with reader_holding(db, 3, read_only=False) as writer:
+        # an incremental night reads its stored models before it takes the run lock: it failed at once with
+        # DuckDB's "Could not set lock" while another run committed
+        assert stored_models(db) == []
+        assert store.query(db, "model_ids").num_rows == 0
+        assert writer.wait(timeout=10) == 0
+
+
+def test_a_reader_gives_up_on_a_writer_that_stays_in_one_line(db, monkeypatch):
+    monkeypatch.setattr(store, "WRITER_WAIT_S", 1.0)
+    with reader_holding(db, 30, read_only=False) as writer:
+        with pytest.raises(store.DatabaseBusy, match=rf"^{db} is open in another process \(.*\(PID {writer.pid}\)\); "
+                                                     r"waited 1 s for it to close the file$"):
+            store.query(db, "model_ids")
 
 
 def test_the_terminal_shares_table_shows_the_commonest_classes_and_says_how_many_are_left_out():
