@@ -4,7 +4,8 @@
 -- (one without --changed-column labelled the item) is not known to have changed; nor is a fingerprint taken over
 -- other modalities (the run that recorded it, `r`, read other embedding columns, or in another order).
 -- An item that had no label (new, or every modality rejected) and gets one is 'new'; one whose every modality
--- is now rejected loses its label: 'deleted', by its cause.
+-- is now rejected loses its label: 'deleted', by its cause. One gone from the source is 'deleted' if it had a
+-- label: one that never had (rejected in every modality) leaves no label behind, and a sync never had its row.
 INSERT INTO label_changes
 SELECT $run_id, t.item_id,
        CASE WHEN c.label IS NULL THEN 'new' WHEN t.label IS NULL THEN 'deleted' ELSE 'relabelled' END,
@@ -22,4 +23,4 @@ UNION ALL
 SELECT $run_id, c.item_id, 'deleted', c.label, NULL, c.confidence, NULL, 'removed'
 FROM catalog_items AS c
 SEMI JOIN gone AS g ON g.item_id = c.item_id
-WHERE c.deleted_by IS NULL
+WHERE c.deleted_by IS NULL AND c.label IS NOT NULL

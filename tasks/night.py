@@ -7,9 +7,9 @@ read and each item's fingerprint (tasks/fingerprint.py) is compared with the one
 labelled: only items whose embeddings changed are labelled again.
 
 Each partition to read gets a staged selection: the ids to label (``listed``), or the ids to skip while
-their fingerprint is the one given (hash mode). With a changed column, an item without a recorded version (a
-run without the column labelled it) is listed with its fingerprint: it is labelled only if that changed, and
-the commit records its version either way.
+their fingerprint is the one given (hash mode). With a changed column, an item without a version (a run
+without the column labelled it, or its value in the column is null) is listed with its fingerprint: it is
+labelled only if that changed, and the commit records its version either way.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Night:
     n_new: int
     n_deleted: int
     n_changed: int | None  # with a --changed-column, the items whose value changed; else None
-    # with a --changed-column: the items without a recorded version (a run without one labelled them), checked
+    # with a --changed-column: the items without a version (a run without one labelled them, or a null), checked
     # by their fingerprint; those that changed are labelled, and counted as changed
     n_unversioned: int | None
     files: str | None  # staged Parquet of the source files' signatures, to record at commit (hash mode)
@@ -115,9 +115,9 @@ def plan_night(plan: Plan, db: str, staging: Staging, run_id: str, signatures: p
         for batch in state.to_arrow_reader(STATE_BATCH_ROWS):
             new = batch.column("new").to_numpy(zero_copy_only=False)
             relabel = batch.column("relabel").fill_null(False).to_numpy(zero_copy_only=False)
-            if listed:  # the new, the changed and the re-run's own; those without a recorded version, checked
-                pick = new | batch.column("version_changed").to_numpy(zero_copy_only=False) | relabel
+            if listed:  # the new, the changed and the re-run's own; those without a version, checked
                 unversioned = batch.column("unversioned").to_numpy(zero_copy_only=False) & ~relabel
+                pick = new | batch.column("version_changed").to_numpy(zero_copy_only=False) | relabel | unversioned
                 counts["changed"] += int((pick & ~new & ~unversioned).sum())
                 counts["unversioned"] += int(unversioned.sum())
                 fingerprint = pc.if_else(pa.array(unversioned), batch.column("fingerprint"),

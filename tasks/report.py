@@ -149,7 +149,7 @@ def labelled_kinds(details: Mapping[str, int]) -> str:
     records none)."""
     unversioned = details.get("unversioned", 0)
     return (f"{details['new']:,} new, {details['changed']:,} changed"
-            + (f"; {unversioned:,} without a recorded version, checked by fingerprint" if unversioned else ""))
+            + (f"; {unversioned:,} without a version, checked by fingerprint" if unversioned else ""))
 
 
 def change_sentences(details: str | None) -> list[str]:

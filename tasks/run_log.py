@@ -175,6 +175,13 @@ def finished(run_id: str, laps: Mapping[str, float], total: float) -> str:
     return f"Run {run_id} committed in {total:.1f} s: {phases}"
 
 
+def rerun(run_id: str) -> str:
+    """A run id that had succeeded, run again: what a system syncing from label_changes must know."""
+    return (f"Run {run_id} had succeeded: this attempt replaces its rows, and its label_changes then say what "
+            "changed since before its first attempt; a system that synced that attempt resyncs from catalog_labels "
+            "(docs/operations.md)")
+
+
 def first_night(db: str) -> str:
     return f"No stored model in {db} yet: this night fits one on the whole catalog (a full run)"
 
@@ -183,7 +190,7 @@ def night_plan(night: Night) -> str:
     """What an incremental night found from the items' ids alone."""
     changed = "" if night.n_changed is None else f", {count(night.n_changed, 'changed item')}"
     if night.n_unversioned:
-        changed += f", {count(night.n_unversioned, 'item')} without a recorded version (checked by fingerprint)"
+        changed += f", {count(night.n_unversioned, 'item')} without a version (checked by fingerprint)"
     return (f"Incremental night: {count(night.n_source, 'item')} in the source, {count(night.n_new, 'new item')}"
             f"{changed}, {count(night.n_deleted, 'deleted item')}; reading {count(len(night.partitions), 'partition')}")
 

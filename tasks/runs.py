@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
 from pairwise_core import embeddings
-from tasks import models, store
+from tasks import models, run_log, store
 from tasks.policy import IO_TASK
 from tasks.run_log import count
 from tasks.sources import (
@@ -57,6 +57,8 @@ def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
     for stale in started.stale:
         get_run_logger().warning("An attempt of run %s was left running by a process that ended: marked failed",
                                  stale)
+    if started.succeeded_before:
+        get_run_logger().warning(run_log.rerun(run_id))
     # under the lock no other run is running: every staging folder is a leftover, this run id's included
     # (a process killed before its clean-up left it)
     prepare_staging(db)

@@ -247,6 +247,7 @@ class Started:
 
     attempt: int  # its number among the run id's attempts (1, 2, ...)
     stale: list[str]  # run ids of the attempts found running, so abandoned: marked failed
+    succeeded_before: bool = False  # the run id had succeeded: this attempt replaces what it committed
 
 
 def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started:
@@ -270,10 +271,12 @@ def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started
                      f"found by run {run_id})")
             con.execute(statement("attempt_fail"), {"run_id": stale_id, "attempt": number, "error": error})
             con.execute(statement("run_fail"), {"run_id": stale_id, "error": error})
+        before = con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()
         con.execute(statement("run_start"), {"run_id": run_id, "params": text})
         (attempt,) = con.execute(statement("attempt_start"),
                                  {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchone()
-    return Started(attempt=attempt, stale=[stale_id for stale_id, *_ in stale])
+    return Started(attempt=attempt, stale=[stale_id for stale_id, *_ in stale],
+                   succeeded_before=before is not None and before[0] == "succeeded")
 
 
 def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:

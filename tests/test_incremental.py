@@ -406,6 +406,63 @@ def test_a_run_without_the_version_column_keeps_the_recorded_versions(tmp_path, 
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_an_item_that_never_had_a_label_leaves_no_change_when_it_goes(tmp_path, catalog):
+    items, classes = catalog
+    day0 = items
+    for name in ("image_embedding", "text_embedding"):  # 5 items rejected in every modality
+        values = day0.column(name).to_pylist()
+        values[:5] = [[0.0] * len(values[0])] * 5
+        day0 = day0.set_column(day0.schema.get_field_index(name), name, pa.array(values, day0.schema.field(name).type))
+    glob0, classes_path = write_catalog(tmp_path / "d0", day0, classes, n_files=2, row_group_size=250)
+    db = tmp_path / "out.duckdb"
+    first = reclassify_catalog(params(glob0, classes_path, db))
+    ids = day0.column("item_id").to_pylist()
+    assert not set(ids[:5]) & set(changes(db, first["run_id"]))  # no label appeared
+    glob1, _ = write_catalog(tmp_path / "d1", day0.slice(10), classes, n_files=2, row_group_size=250)
+    night1 = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True))
+    # the 5 labelled items that went are 'deleted'; the 5 that never had a label left none: no row (they had
+    # one, old_label null, which a sync deleting what it holds could not apply)
+    assert changes(db, night1["run_id"]).keys() == set(ids[5:10])
+    assert not rows(db, "SELECT item_id FROM catalog_labels WHERE item_id IN (SELECT unnest(?))", [ids[:10]])
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_null_version_is_checked_by_fingerprint(tmp_path, catalog):
+    items, classes = catalog
+    column = items.schema.get_field_index("version")
+    versions = [None] * 20 + ["v1"] * (N_ITEMS - 20)  # 20 items without a value in the column
+    day0 = items.set_column(column, "version", pa.array(versions, pa.string()))
+    glob0, classes_path = write_catalog(tmp_path / "d0", day0, classes, n_files=2, row_group_size=250)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(glob0, classes_path, db, changed_column="version"))
+    # day 1: 10 of the 20 get other items' embeddings, their value still null; 10 others lose theirs, unchanged
+    day1 = day0
+    for name in ("image_embedding", "text_embedding"):
+        values = day1.column(name).to_pylist()
+        values[:10] = values[N_ITEMS - 10:]
+        day1 = day1.set_column(day1.schema.get_field_index(name), name, pa.array(values, day1.schema.field(name).type))
+    day1 = day1.set_column(column, "version", pa.array([None] * 30 + ["v1"] * (N_ITEMS - 30), pa.string()))
+    glob1, _ = write_catalog(tmp_path / "d1", day1, classes, n_files=2, row_group_size=250)
+    night1 = reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True,
+                                       changed_column="version"))
+    # a null says nothing: the 30 are checked by fingerprint, and the 10 that changed are labelled (a null on both
+    # sides was taken for unchanged: none was labelled, and they kept labels of embeddings they no longer had)
+    assert {k: night1["details"]["night"][k] for k in ("new", "changed", "unversioned", "labelled")} == {
+        "new": 0, "changed": 10, "unversioned": 30, "labelled": 10}
+    ids = day1.column("item_id").to_pylist()
+    assert sorted(r[0] for r in rows(db, "SELECT item_id FROM catalog_labels WHERE run_id = ?",
+                                     [night1["run_id"]])) == sorted(ids[:10])
+    assert {cause for _, cause, *_ in changes(db, night1["run_id"]).values()} <= {"embedding_changed"}
+    # the night's labels are a relabel's with the same model
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(db, copy)
+    shutil.copytree(f"{db}.models", f"{copy}.models")
+    relabel = reclassify_catalog(params(glob1, classes_path, copy, model="latest", changed_column="version"))
+    relabelled = dict(rows(copy, "SELECT item_id, label FROM catalog_labels WHERE run_id = ?", [relabel["run_id"]]))
+    assert dict(rows(db, "SELECT item_id, label FROM catalog_labels")) == relabelled
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_refit_stability_keeps_no_row_of_other_classes_or_parents(tmp_path):
     items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=4, signal_strength=0.06)
     parents = pa.array(["p0", "p0", "p1", "p1", "p1"][:N_CLASSES] + ["p1"] * (N_CLASSES - 5), pa.string())

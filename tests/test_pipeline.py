@@ -143,11 +143,21 @@ def test_a_view_in_a_schema_with_a_dotted_gold_column_runs_and_nights_as_a_parqu
         "carried_over": N_ITEMS - 100, "partitions_read": None}
 
 
-def test_rerun_with_same_id_replaces_and_current_labels_follows_latest(tmp_path, catalog):
+def test_rerun_with_same_id_replaces_and_current_labels_follows_latest(tmp_path, catalog, caplog):
+    import logging
+
     items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
     run(tmp_path, items_glob, classes_path, run_id="nightly-1")
-    run(tmp_path, items_glob, classes_path, run_id="nightly-1", strategy="round_robin")
+    logger = logging.getLogger("prefect.task_runs")
+    logger.addHandler(caplog.handler)
+    try:
+        run(tmp_path, items_glob, classes_path, run_id="nightly-1", strategy="round_robin")
+    finally:
+        logger.removeHandler(caplog.handler)
+    # a system that synced the first attempt's label_changes must hear that they are replaced
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith("Run nightly-1 had succeeded: this attempt replaces its rows") for w in warnings), warnings
     db = tmp_path / "out.duckdb"
     assert rows(db, "SELECT count(*) FROM runs")[0][0] == 1
     assert rows(db, "SELECT count(*) FROM item_labels")[0][0] == 2 * N_ITEMS
