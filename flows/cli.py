@@ -231,6 +231,9 @@ def _write_html_report(db: str, run_id: str | None, path: str) -> None:
     from tasks.report import latest_run_id
 
     check_not_kept(path, db, "--html")
+    folder = Path(path).parent
+    if not folder.exists():  # a typo made folders anywhere (/nonexist at the root)
+        raise ValueError(f"{path}: cannot write the report: no folder {folder}")
     run_id = run_id or latest_run_id(db, succeeded=True)
     if run_id is None:
         raise ValueError(f"{db}: no succeeded run yet")

@@ -498,6 +498,7 @@ def test_no_console_errors(page):
         (["--db", "{tmp}/empty.duckdb"], "no succeeded run yet"),
         (["--db", "{tmp}/not-a-db.duckdb"], "not-a-db.duckdb: not a DuckDB file"),
         (["--db", "{db}", "--html", "{tmp}/not-a-db.duckdb/out.html"], "not-a-db.duckdb is a file, not a folder"),
+        (["--db", "{db}", "--html", "{tmp}/typo/out.html"], "cannot write the report: no folder"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(made, tmp_path, args, message):
@@ -512,6 +513,7 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(made, tmp_path, args, messag
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert not (tmp_path / "out.html").exists()
+    assert not (tmp_path / "typo").exists()  # no folder made for a mistyped path
 
 
 def test_the_prefect_artifact_embeds_the_main_figures_and_names_the_html_report(made, monkeypatch):
