@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.run_log import count, gold_notes
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
-    from tasks.store import check_db_file, check_export_dir
+    from tasks.store import check_db_file, check_export_dir, check_run_lock
 
     given = {name: getattr(args, name) for name in ReclassifyParams.model_fields if getattr(args, name) is not None}
     try:  # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
@@ -98,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{option}{first['msg'].removeprefix('Value error, ')}") from None
     params = params.for_workers()  # as the flow will: its check of the sources then finds this one's plan
     check_db_file(params.db)
+    check_run_lock(params.db)
     check_staging(params.db)
     if params.export_dir:
         check_export_dir(params.export_dir, params.db)

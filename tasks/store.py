@@ -213,6 +213,26 @@ def _lock_path(db: str | Path) -> Path:
     return beside(db, ".lock").resolve()
 
 
+def _locked(db: str | Path, handle: Any) -> RunLocked:
+    """The error for a lock another run holds; ``handle``, the lock file read from its start, names the holder."""
+    return RunLocked(f"another run is writing {db} ({handle.read().strip() or 'unknown'}); try again when it has "
+                     "finished")
+
+
+def check_run_lock(db: str | Path) -> None:
+    """RunLocked if another run holds ``<db>.lock`` now: the command line asks before it starts Prefect (a
+    temporary server's 10 s), so that a second run fails at once; the run itself then takes the lock."""
+    path = _lock_path(db)
+    if not path.is_file():
+        return
+    with path.open("r") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _locked(db, handle) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextmanager
 def run_lock(db: str | Path) -> Iterator[None]:
     """Hold ``<db>.lock`` for a whole run: a second run on the same file fails at once, clearly.
@@ -227,8 +247,7 @@ def run_lock(db: str | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise RunLocked(f"another run is writing {db} ({holder}); try again when it has finished") from None
+            raise _locked(db, handle) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
