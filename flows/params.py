@@ -71,8 +71,10 @@ class ReclassifyParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    items: str = Field(description="Items: a Parquet path, directory or glob, or table:NAME in the DuckDB file")
-    classes: str = Field(description="Classes: a Parquet path or glob, or table:NAME in the DuckDB file")
+    items: str = Field(description="Items: a Parquet path, directory or glob, an s3:// or gs:// URI, or table:NAME "
+                       "in the DuckDB file")
+    classes: str = Field(description="Classes: a Parquet path, directory or glob, an s3:// or gs:// URI, or "
+                         "table:NAME in the DuckDB file")
     db: str = Field(default="pairwise.duckdb", description="DuckDB file the output tables are written to")
     gold_column: str | None = Field(
         default=None,
@@ -176,7 +178,8 @@ class ReclassifyParams(BaseModel):
         return self
 
     refine_iterations: int = Field(default=_REFINE_DEFAULTS["n_iter"], ge=1,
-                                   description="EM iterations of the refinement (METHOD.md step 8)")
+                                   description="EM iterations of the refinement (METHOD.md step 8, kept outside "
+                                   "this repository: docs/design.md)")
     refine_temperature: float = Field(
         default=_REFINE_DEFAULTS["temperature"], **_refine_bounds("temperature"),
         description="Refinement temperature, relative to the mixture's variance; at least 1e-4")
