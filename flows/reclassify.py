@@ -250,7 +250,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 for line in run_log.drift(drift):
                     log.info(line)
             review_paths = [part["review_items"] for part in staged_parts]
-            begin_phase("review the gold labels")
+            if plan.gold_column:  # no phase for what a run without given labels skips
+                begin_phase("review the gold labels")
             issues_paths = stage_annotation_issues(review_paths, staging, run_id) if plan.gold_column and n_labelled \
                 else []
             watch.lap("review")
