@@ -386,6 +386,8 @@ SHOWN_CLASSES = 20
 
 def _shares_table(rows: list[dict], limit: int = SHOWN_CLASSES) -> str:
     """One row per class (the ``limit`` with the most items, by name), one column per modality x method."""
+    if not rows:  # a night that labelled no item: the table was its `| class |` header alone
+        return "No items labelled in this run."
     columns = sorted({(r["modality"], r["method"]) for r in rows})
     items: Counter = Counter()
     for r in rows:

@@ -260,6 +260,11 @@ def test_a_run_without_metrics_says_so_instead_of_an_empty_table():
     assert _metrics_table([]) == "No metrics for this run."
 
 
+def test_a_run_that_labelled_no_item_says_so_instead_of_an_empty_shares_table():
+    # an incremental night with nothing new or changed (the table was its `| class |` header alone)
+    assert _shares_table([]) == "No items labelled in this run."
+
+
 def test_names_in_the_markdown_report_show_as_written_and_break_nothing():
     """Class names are data: a pipe, a newline, a link, HTML or a terminal escape must neither split a table
     nor reach the Prefect UI or the terminal as markup or control."""
