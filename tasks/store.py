@@ -42,7 +42,7 @@ from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 # Every DuckDB connection of a run works within this much memory and spills past it: peak RSS must stay
 # flat in the catalog's size (bench/bench_pipeline.py), and DuckDB's default is 80% of the machine.
 DUCKDB_MEMORY = {"memory_limit": "512MB"}
-WRITER_WAIT_S = 60.0
+LOCK_WAIT_S = 60.0
 
 
 @contextmanager
@@ -72,11 +72,11 @@ class DatabaseBusy(RuntimeError):
 
 def _open(db: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection, once other processes let it: DuckDB lets one process write or any number read.
-    A writer waits up to ``WRITER_WAIT_S`` for readers (an analyst's session, a report) to close the file: a
+    A writer waits up to ``LOCK_WAIT_S`` for readers (an analyst's session, a report) to close the file: a
     run's commit failed after its task's two retries (5 s) while a reader held the file. A reader waits as
     long for a writer (another run's commit): a night that read its stored models as a run committed failed
     at once with DuckDB's own message."""
-    deadline = time.monotonic() + WRITER_WAIT_S
+    deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         try:
             return duckdb.connect(str(db), read_only=read_only, config=DUCKDB_MEMORY)
@@ -86,7 +86,7 @@ def _open(db: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             if time.monotonic() > deadline:
                 holder = re.search(r"Conflicting lock is held in (.*?)(?:\. |$)", str(error))
                 raise DatabaseBusy(f"{db} is open in another process ({holder.group(1) if holder else 'unknown'}); "
-                                   f"waited {WRITER_WAIT_S:.0f} s for it to close the file") from None
+                                   f"waited {LOCK_WAIT_S:.0f} s for it to close the file") from None
             time.sleep(0.5)
 
 

@@ -215,7 +215,7 @@ def test_a_writer_gives_up_on_a_reader_that_stays_in_one_line_and_is_not_retried
 
     from tasks.policy import is_transient
 
-    monkeypatch.setattr(store, "WRITER_WAIT_S", 1.0)
+    monkeypatch.setattr(store, "LOCK_WAIT_S", 1.0)
     with reader_holding(db, 30) as reader:
         with pytest.raises(store.DatabaseBusy, match=rf"^{db} is open in another process \(.*\(PID {reader.pid}\)\); "
                                                      r"waited 1 s for it to close the file$"):
@@ -238,7 +238,7 @@ def test_a_reader_waits_for_a_writer_in_another_process_to_close_the_file(db):
 
 
 def test_a_reader_gives_up_on_a_writer_that_stays_in_one_line(db, monkeypatch):
-    monkeypatch.setattr(store, "WRITER_WAIT_S", 1.0)
+    monkeypatch.setattr(store, "LOCK_WAIT_S", 1.0)
     with reader_holding(db, 30, read_only=False) as writer:
         with pytest.raises(store.DatabaseBusy, match=rf"^{db} is open in another process \(.*\(PID {writer.pid}\)\); "
                                                      r"waited 1 s for it to close the file$"):
