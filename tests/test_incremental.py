@@ -460,6 +460,18 @@ def test_a_null_version_is_checked_by_fingerprint(tmp_path, catalog):
     relabel = reclassify_catalog(params(glob1, classes_path, copy, model="latest", changed_column="version"))
     relabelled = dict(rows(copy, "SELECT item_id, label FROM catalog_labels WHERE run_id = ?", [relabel["run_id"]]))
     assert dict(rows(db, "SELECT item_id, label FROM catalog_labels")) == relabelled
+    # day 2: the 10 that lost their value get it back, with other embeddings: the null was recorded, so the
+    # value differs from it (the old value had stayed recorded, the same as the new: nothing was labelled)
+    day2 = day1.set_column(column, "version", pa.array([None] * 20 + ["v1"] * (N_ITEMS - 20), pa.string()))
+    for name in ("image_embedding", "text_embedding"):
+        values = day2.column(name).to_pylist()
+        values[20:30] = values[N_ITEMS - 30:N_ITEMS - 20]
+        day2 = day2.set_column(day2.schema.get_field_index(name), name, pa.array(values, day2.schema.field(name).type))
+    glob2, _ = write_catalog(tmp_path / "d2", day2, classes, n_files=2, row_group_size=250)
+    night2 = reclassify_catalog(params(glob2, classes_path, db, model="latest", incremental=True,
+                                       changed_column="version"))
+    assert sorted(r[0] for r in rows(db, "SELECT item_id FROM catalog_labels WHERE run_id = ?",
+                                     [night2["run_id"]])) == sorted(ids[20:30])
 
 
 @pytest.mark.usefixtures("prefect_harness")
