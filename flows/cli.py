@@ -84,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from flows.params import TRUSTED_DASK, ReclassifyParams
-    from tasks.run_log import count, gold_notes
+    from tasks.run_log import count, gold_notes, rerun
+    from tasks.runs import succeeded_before
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
     from tasks.store import check_db_file, check_export_dir, check_run_lock
@@ -108,6 +109,8 @@ def _run(args: argparse.Namespace) -> int:
          f" ({', '.join(plan.modalities)}) -> {params.db}")
     for line in gold_notes(plan):
         _say(args, line)
+    if params.run_id and succeeded_before(params.db, params.run_id):  # the flow's warning reaches the UI alone
+        _say(args, rerun(params.run_id))
 
     def run() -> dict[str, Any]:
         from flows.reclassify import reclassify_catalog

@@ -178,6 +178,16 @@ def stored_models(db: str) -> list[str]:
         return []
 
 
+def succeeded_before(db: str, run_id: str) -> bool:
+    """Whether ``run_id`` names a run that succeeded, read without writing (False in a file without runs)."""
+    if not Path(db).is_file():
+        return False
+    try:
+        return [row["status"] for row in store.query(db, "report_run", {"run_id": run_id}).to_pylist()] == ["succeeded"]
+    except duckdb.CatalogException:  # a DuckDB file of the user's own tables (a table: source), no run yet
+        return False
+
+
 def in_latest_order(plan: Plan, db: str) -> Plan:
     """The plan with its modalities and classes in the newest stored model's order, where they are the same
     ones: the catalog's fingerprints were taken over the modalities in that order, and refit stability keeps

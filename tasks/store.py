@@ -223,6 +223,8 @@ def check_run_lock(db: str | Path) -> None:
     """RunLocked if another run holds ``<db>.lock`` now: the command line asks before it starts Prefect (a
     temporary server's 10 s), so that a second run fails at once; the run itself then takes the lock."""
     path = _lock_path(db)
+    if path.exists() and not path.is_file():  # the run would fail on it after Prefect's start, with the OS's words
+        raise ValueError(f"{path}: not a lock file but a {'folder' if path.is_dir() else 'special file'}; remove it")
     if not path.is_file():
         return
     with path.open("r") as handle:

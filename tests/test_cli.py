@@ -176,6 +176,10 @@ def test_a_second_run_on_the_same_file_fails_at_once_while_the_first_holds_it(en
     assert f"pid {os.getpid()}" in second.stderr
     assert not db.exists()  # nothing was written
     after = pairwise(env, *args, "--run-id", "after")  # once the lock is free, the next run goes through
+    folder = tmp_path / "other.duckdb.lock"
+    folder.mkdir()  # a run failed on it after Prefect's start, with "IsADirectoryError: [Errno 21] ..."
+    odd = pairwise(env, *args[:-1], str(tmp_path / "other.duckdb"))
+    assert (odd.returncode, odd.stderr) == (2, f"pairwise: {folder}: not a lock file but a folder; remove it\n")
     assert after.returncode == 0, after.stderr
 
 
@@ -300,6 +304,8 @@ def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_aft
     assert "runs.parquet is not a file" in late.stderr  # checked before any file is replaced
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT run_id, status FROM runs").fetchall() == [("r", "succeeded")]
+    again = pairwise(env, *args)  # a run id that succeeded: a system that synced it must hear it is replaced
+    assert again.returncode == 0 and "Run r had succeeded: this attempt replaces its rows" in again.stderr
 
     for target, what in ((db, "the database itself"), (f"{db}.wal", "the database's write-ahead log")):
         over = pairwise(env, "report", "--db", str(db), "--html", str(target))  # it replaced the database
