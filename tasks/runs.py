@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
@@ -168,24 +169,27 @@ def commit_run(db: str, run_id: str, attempt: int, staged: dict[str, list[str]],
     return store.commit_run(db, run_id, attempt, staged, summary, model, catalog)
 
 
-def stored_models(db: str) -> list[str]:
-    """The ids of the stored models, read without writing (none in a file that does not exist yet)."""
+def _query_runs(db: str, name: str, params: dict[str, Any] | None = None) -> pa.Table | None:
+    """A report query's rows, read without writing; None before any run: no file yet, or a DuckDB file of the
+    user's own tables alone (a table: source)."""
     if not Path(db).is_file():
-        return []
+        return None
     try:
-        return store.query(db, "model_ids").column(0).to_pylist()
-    except duckdb.CatalogException:  # a DuckDB file of the user's own tables (a table: source), no run yet
-        return []
+        return store.query(db, name, params)
+    except duckdb.CatalogException:
+        return None
+
+
+def stored_models(db: str) -> list[str]:
+    """The ids of the stored models (none before any run)."""
+    table = _query_runs(db, "model_ids")
+    return [] if table is None else table.column(0).to_pylist()
 
 
 def succeeded_before(db: str, run_id: str) -> bool:
-    """Whether ``run_id`` names a run that succeeded, read without writing (False in a file without runs)."""
-    if not Path(db).is_file():
-        return False
-    try:
-        return [row["status"] for row in store.query(db, "report_run", {"run_id": run_id}).to_pylist()] == ["succeeded"]
-    except duckdb.CatalogException:  # a DuckDB file of the user's own tables (a table: source), no run yet
-        return False
+    """Whether ``run_id`` names a run that succeeded."""
+    table = _query_runs(db, "report_run", {"run_id": run_id})
+    return table is not None and table.column("status").to_pylist() == ["succeeded"]
 
 
 def in_latest_order(plan: Plan, db: str) -> Plan:
@@ -193,13 +197,8 @@ def in_latest_order(plan: Plan, db: str) -> Plan:
     ones: the catalog's fingerprints were taken over the modalities in that order, and refit stability keeps
     a label only under the same class hash, which follows the classes' order (a refit over the same files
     with their columns or class rows in another order kept nothing)."""
-    if not Path(db).is_file():
-        return plan
-    try:
-        table = store.query(db, "model_row", {"model_id": "latest"})
-    except duckdb.CatalogException:  # a DuckDB file of the user's own tables (a table: source), no run yet
-        return plan
-    if not table.num_rows:
+    table = _query_runs(db, "model_row", {"model_id": "latest"})
+    if table is None or not table.num_rows:
         return plan
     modalities = table.column("modalities")[0].as_py()
     if sorted(modalities) == sorted(plan.modalities):

@@ -292,12 +292,12 @@ def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started
                      f"found by run {run_id})")
             con.execute(statement("attempt_fail"), {"run_id": stale_id, "attempt": number, "error": error})
             con.execute(statement("run_fail"), {"run_id": stale_id, "error": error})
-        before = con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        before = con.execute(statement("report_run"), {"run_id": run_id}).to_arrow_table().column("status").to_pylist()
         con.execute(statement("run_start"), {"run_id": run_id, "params": text})
         (attempt,) = con.execute(statement("attempt_start"),
                                  {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchone()
     return Started(attempt=attempt, stale=[stale_id for stale_id, *_ in stale],
-                   succeeded_before=before is not None and before[0] == "succeeded")
+                   succeeded_before=before == ["succeeded"])
 
 
 def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:
