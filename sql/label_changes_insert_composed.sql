@@ -1,3 +1,3 @@
 -- In the commit transaction of a re-run of a run id that had succeeded: the composed rows (label_changes_compose)
 -- replace the attempt's own.
-INSERT INTO label_changes SELECT * FROM composed
+INSERT INTO label_changes BY NAME SELECT * FROM composed

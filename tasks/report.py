@@ -130,7 +130,8 @@ def render_report(db: str | Path, run_id: str) -> str:
 
 
 CHANGE_CAUSES = {"new_item": "new in the source", "embedding_changed": "its embeddings changed",
-                 "refit": "same embeddings, a new model", "removed": "gone from the source"}
+                 "refit": "same embeddings, a new model", "parents": "same embeddings and model, other parents",
+                 "neighbours": "same embeddings and model, moved by the graph", "removed": "gone from the source"}
 
 
 NO_CHANGES = "No consensus label appeared, changed or went away."

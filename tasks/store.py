@@ -407,16 +407,18 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
     else:
         con.execute(statement("catalog_gone_listed"), {"files": list(catalog.deleted)})
     kept = None
+    parents = json.dumps(catalog.parents, sort_keys=True)  # as runs.details.parents records them
     if catalog.stability > 0:
         con.execute(statement("catalog_keep_stable"), {"model_id": model_id, "stability": catalog.stability,
-                                                        "parents": json.dumps(catalog.parents, sort_keys=True)})
+                                                        "parents": parents})
         kept = con.execute("SELECT count(*) FROM kept").fetchone()[0]
         con.execute(statement("catalog_keep_stable_drop"))
         if catalog.versioned:
             con.execute(statement("catalog_keep_stable_version"))
     con.execute(statement("label_changes_earlier"), ids)
     con.execute(statement("delete_run_label_changes"), ids)
-    con.execute(statement("label_changes_insert"), {**ids, "model_id": model_id, "modalities": modalities})
+    con.execute(statement("label_changes_insert"), {**ids, "model_id": model_id, "modalities": modalities,
+                                                    "parents": parents})
     if con.execute("SELECT count(*) FROM earlier").fetchone()[0]:  # a re-run of a run that had succeeded
         con.execute(statement("label_changes_compose"), ids)
         con.execute(statement("delete_run_label_changes"), ids)

@@ -363,3 +363,16 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
         stored.write_bytes(kept)
         assert rows(tampered, f"SELECT status FROM runs WHERE run_id = '{name}'") == [("failed",)]
         assert rows(tampered, f"SELECT count(*) FROM item_labels WHERE run_id = '{name}'") == [(0,)]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_label_the_graph_moved_under_the_same_model_and_embeddings_says_so(tmp_path, catalog):
+    items_glob, classes_path = write_catalog(tmp_path / "in", *catalog, n_files=3)
+    _, db = run(tmp_path, "fit", items_glob, classes_path, graph_k=8)
+    reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db), gold_column="label",
+                                        chunk_size=500, run_id="plain", model="latest"))  # the graph off
+    causes = rows(db, "SELECT cause, count(*) FROM label_changes WHERE run_id = 'plain' GROUP BY ALL")
+    moved = rows(db, "SELECT count(*) FROM joint_labels f JOIN joint_labels p USING (item_id) "
+                     "WHERE f.run_id = 'fit' AND p.run_id = 'plain' AND f.label IS DISTINCT FROM p.label")[0][0]
+    # neither the embeddings nor the model changed: the graph moved these labels, and only it
+    assert moved > 0 and causes == [("neighbours", moved)]

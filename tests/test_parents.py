@@ -254,3 +254,30 @@ def test_p_given_parent_is_at_most_1_even_when_the_sum_rounds_above_it():
     found = verdicts(np.log(p), np.array([0]), np.array([[0]]), np.ones((1, 1), bool), pa.array(list("abcde")),
                      level)
     assert found["p_given_parent"].to_pylist() == [1.0]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_label_changes_follow_the_parent_label_and_name_new_parents_as_the_cause(tmp_path):
+    items, classes = make_catalog(600, N_CLASSES, seed=6)
+    glob, _ = write_catalog(tmp_path, items, classes.append_column("parent", pa.array(PARENTS, pa.string())))
+    other = tmp_path / "other-parents.parquet"
+    pq.write_table(classes.append_column("parent", pa.array(["p0", "p0", "p1", "p1", "p1"], pa.string())), other)
+    db = str(tmp_path / "out.duckdb")
+    catalog = "SELECT item_id, label, parent_label FROM catalog_labels ORDER BY item_id"
+
+    def run(classes_path, **extra):
+        return reclassify_catalog(ReclassifyParams(items=glob, classes=str(classes_path), db=db, chunk_size=200,
+                                                   **extra))["run_id"]
+
+    run(tmp_path / "classes.parquet")
+    before = {item: (label, parent) for item, label, parent in rows(db, catalog)}
+    relabel = run(other, model="latest")  # the same model and embeddings under new parents
+    after = {item: (label, parent) for item, label, parent in rows(db, catalog)}
+    changes = {item: rest for item, *rest in rows(
+        db, "SELECT item_id, change, old_label, new_label, old_parent_label, new_parent_label, cause "
+            "FROM label_changes WHERE run_id = ?", [relabel])}
+    moved = {item for item in after if after[item][1] != before[item][1]}
+    assert moved and set(changes) == moved | {item for item in after if after[item][0] != before[item][0]}
+    for item in moved:  # a sync that applies the rows ends with the catalog's parent labels
+        assert changes[item] == ["relabelled", before[item][0], after[item][0], before[item][1], after[item][1],
+                                 "parents"]
