@@ -396,8 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
         "classes", help="embed class names through prompt templates into a classes table for `run --classes`")
     classes.add_argument("--names", action=_Once, required=True, metavar="FILE",
                          help="class names: a text file, one a line (blank lines skipped), or leaf<TAB>parent "
-                              "on every line for a parent level; or a .csv or .parquet file with a class_name, "
-                              "class or name column (the first found) and an optional parent column")
+                              "on every line for a parent level, without a header line; or a .csv or .parquet "
+                              "file with a class_name, class or name column (the first found) and an optional "
+                              "parent column")
     classes.add_argument("--encoder", required=True, action="append", metavar="[MODALITY=]SPEC",
                          help="sentence-transformers:NAME_OR_FOLDER (or a bare folder), open_clip:MODEL/PRETRAINED, "
                               "hf-clip:NAME_OR_FOLDER, or python:MODULE:FUNCTION (list[str] -> (n, d) array); "

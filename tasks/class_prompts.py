@@ -84,6 +84,9 @@ def _text_names(path: str, lines: list[tuple[int, str]]) -> tuple[list[str], lis
     """``leaf`` lines, or ``leaf<TAB>parent`` lines (numbered): a file of both is refused, since a class without
     a parent would fail the run later, far from the file."""
     split = [_fields(line) for _, line in lines]
+    if split and _is_header(split[0]):
+        raise ClassesError(f"--names {path}: line {_shown(*lines[0])} looks like a header, not a class: remove it, "
+                           "or use a .csv file, whose header is read")
     with_parent = [len(parts) > 1 for parts in split]
     if not any(with_parent):
         return [parts[0] for parts in split], None
@@ -96,6 +99,13 @@ def _text_names(path: str, lines: list[tuple[int, str]]) -> tuple[list[str], lis
             raise ClassesError(f"--names {path}: line {_shown(number, line)} is not leaf<TAB>parent ({what}){tab}; "
                                "with parents, every line must be one")
     return [leaf for leaf, _ in split], [parent for _, parent in split]
+
+
+def _is_header(fields: list[str]) -> bool:
+    """A first line of the column names a .csv names file takes (class_name, class or name, then parent): a
+    spreadsheet exported as text keeps its header row, which would become a class. A class so named can still
+    come from a .csv file."""
+    return fields[0] in NAME_COLUMNS and fields[1:] in ([], [PARENT_COLUMN])
 
 
 def _shown(number: int, line: str) -> str:

@@ -147,6 +147,14 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
     assert read_names(str(tmp_path / "names.txt")) == (["cat", "dog"], ["animal", "animal"])
 
 
+def test_header_names_are_class_names_after_the_first_line_and_in_a_csv(tmp_path):
+    """Only a first line of column names looks like a header: such a class comes from a .csv file."""
+    (tmp_path / "names.txt").write_text("cat\tanimal\nname\tparent\n")
+    assert read_names(str(tmp_path / "names.txt")) == (["cat", "name"], ["animal", "parent"])
+    (tmp_path / "names.csv").write_text("class_name,parent\nclass,parent\ncat,animal\n")
+    assert read_names(str(tmp_path / "names.csv")) == (["class", "cat"], ["parent", "animal"])
+
+
 def test_one_trailing_tab_after_the_parent_is_an_empty_field_not_a_third_one(tmp_path):
     """Spreadsheets export an empty last column as a trailing tab: it was refused as 2 tabs."""
     (tmp_path / "names.txt").write_text("cat\tanimal\t\r\ndog\tanimal\n")
@@ -222,6 +230,11 @@ def test_the_command_writes_parquet_and_says_how_to_use_it(tmp_path, names_file,
         ("animal\tlife\tmore\nfruit\tfood\n", [], "line 1 'animal\\tlife\\tmore' is not leaf<TAB>parent (2 tabs)"),
         ("animal\tlife\ndog\t\n", [], "line 2 'dog\\t' is not leaf<TAB>parent (an empty parent)"),
         ("animal\tlife\n\tlife\n", [], "line 2 '\\tlife' is not leaf<TAB>parent (an empty leaf)"),
+        ("class_name\tparent\ncat\tanimal\n", [], "--names names.txt: line 1 'class_name\\tparent' looks like a "
+         "header, not a class: remove it, or use a .csv file, whose header is read"),
+        ("\ufeffclass\tparent\t\ncat\tanimal\n", [], "line 1 'class\\tparent\\t' looks like a header, not a class"),
+        ("\nname\ncat\n", [], "line 2 'name' looks like a header, not a class"),
+        ("class_name\ncat\ndog\n", [], "line 1 'class_name' looks like a header, not a class"),
         ("animal\n", ["--encoder", "foo:bar"], "unknown encoder kind 'foo' (expected one of sentence-transformers:"),
         ("animal\n", ["--encoder", "python:toy_encoder"], "expected python:MODULE:FUNCTION"),
         ("animal\n", ["--encoder", "python:toy_encoder:nope"], "toy_encoder has no function nope"),
