@@ -354,10 +354,16 @@ def _inspect(
     if item_source.table is not None:
         item_schema, n_items = _table_schema(db, item_source.table)
         files: list[str] = []
+        metadata: list[pq.ParquetFile] = []
+        first = 0
     else:
         files = parquet_files(items)
         metadata = [_parquet_file(path) for path in files]
-        item_schema, n_items = metadata[0].schema_arrow, sum(m.metadata.num_rows for m in metadata)
+        # the other files are checked against the first that has rows
+        first = next((k for k, meta in enumerate(metadata) if meta.metadata.num_rows), 0)
+        item_schema, n_items = metadata[first].schema_arrow, sum(m.metadata.num_rows for m in metadata)
+    if n_items == 0:  # before the columns: a folder of empty files typed null has no string item_id either
+        raise SourceError(f"{items}: no items")
     _require(item_schema, "item_id", items)
     if gold_column is not None:
         if gold_column not in item_schema.names:
@@ -368,8 +374,6 @@ def _inspect(
                                        or changed_column.endswith(EMBEDDING_SUFFIX)):
         raise SourceError(f"{items}: --changed-column {changed_column}: no such column apart from item_id and the "
                           f"embeddings; the items have {', '.join(item_schema.names)}")
-    if n_items == 0:
-        raise SourceError(f"{items}: no items")
 
     class_table = read_table(class_source, db)
     _require(class_table.schema, "class_name", classes)
@@ -406,12 +410,13 @@ def _inspect(
         except ValueError as error:
             raise SourceError(str(error)) from None
         dims[modality] = class_matrix.shape[1]
-        item_dim = _item_dim(item_schema.field(column).type, files, column, db, item_source)
+        item_dim = _item_dim(item_schema.field(column).type, files[first:], column, db, item_source)
         if item_dim is not None and item_dim != dims[modality]:
             raise SourceError(f"{column}: items have {item_dim} dimensions, classes have {dims[modality]}")
     further = [column for column in (gold_column, changed_column) if column is not None]
-    for path, meta in zip(files[1:], metadata[1:] if files else [], strict=True):
-        _check_columns(meta.schema_arrow, item_schema, dims, further, path, files[0])
+    for path, meta in zip(files, metadata, strict=True):
+        if path != files[first]:
+            _check_columns(_checked_schema(meta, item_schema), item_schema, dims, further, path, files[first])
     # last: the checks above read schemas and the class table only, these two read a column of every item
     _check_unique_ids(item_source, files, db)
     gold = (_gold_values(item_source, files, db, gold_column, names, parent.names if parent else ())
@@ -422,6 +427,19 @@ def _inspect(
 
 
 PARENT_COLUMN = "parent"
+
+
+def _checked_schema(meta: pq.ParquetFile, first: pa.Schema) -> pa.Schema:
+    """The file's schema as the checks see it: a file without rows adds no items, so a column of it typed null
+    (what an empty pandas frame of object columns writes, as a night's empty partition may be) is taken as of
+    the ``first`` file's type. Its other columns are checked as any file's."""
+    schema = meta.schema_arrow
+    if meta.metadata.num_rows:
+        return schema
+    for index, field in enumerate(schema):
+        if pa.types.is_null(field.type) and field.name in first.names:
+            schema = schema.set(index, field.with_type(first.field(field.name).type))
+    return schema
 
 
 def _check_columns(schema: pa.Schema, first: pa.Schema, dims: dict[str, int], further: list[str], path: str,

@@ -266,6 +266,27 @@ def test_a_night_reads_a_new_file_from_another_writer(tmp_path, catalog):
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_an_empty_partition_typed_null_adds_no_items_and_stops_no_run(tmp_path, catalog):
+    """What an empty pandas frame of object columns writes (no rows, every column typed null) stopped the full
+    run and the night with `column item_id must be a string, got null`."""
+    items, classes = catalog
+    folder = tmp_path / "items"
+    _, classes_path = write_catalog(folder, items.slice(0, N_ITEMS - 500), classes)
+    empty = pa.table({name: pa.nulls(0) for name in items.column_names})
+    pq.write_table(empty, folder / "items-00-empty.parquet")  # first: the others are checked against items-0
+    db = tmp_path / "out.duckdb"
+    full = reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db))
+    assert full["n_items"] == N_ITEMS - 500 and len(catalog_state(db)) == N_ITEMS - 500
+    pq.write_table(items.slice(N_ITEMS - 500), folder / "items-1.parquet")
+    pq.write_table(empty, folder / "items-2.parquet")
+    night1 = reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db, model="latest",
+                                       incremental=True, changed_column="version"))
+    assert (night1["n_items"], night1["details"]["night"]["new"], night1["details"]["night"]["deleted"]) == (
+        N_ITEMS, 500, 0)
+    assert len(catalog_state(db)) == N_ITEMS
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_refit_on_other_modalities_blames_the_model_not_the_embeddings(tmp_path, catalog):
     """The fingerprints of a run over other embedding columns do not compare: its relabels are the refit's."""
     items, classes = catalog

@@ -311,6 +311,43 @@ def test_files_of_one_source_without_what_the_run_reads_say_what_is_wrong(catalo
             inspect(str(folder), classes_path, tmp_path, gold="label")
 
 
+def _empty_typed_null(items: pa.Table) -> pa.Table:
+    """What an empty pandas frame of object columns writes: no rows, every column typed null."""
+    return pa.table({name: pa.nulls(0) for name in items.column_names})
+
+
+def test_a_file_without_rows_may_type_its_columns_null_first_or_not(catalog):
+    """A nightly job's empty partition stopped the run: `column item_id must be a string, got null`."""
+    tmp_path = catalog[0]
+    folder, classes_path, rest = mixed_folder(catalog)
+    empty = _empty_typed_null(rest)
+    for name in ("0-first.parquet", "c-last.parquet"):  # before a.parquet, whose schema the others then meet
+        pq.write_table(empty, folder / name)
+    plan = inspect(str(folder), classes_path, tmp_path, gold="label")
+    assert (plan.n_items, plan.dims, len(plan.item_files)) == (1200, {"image": 512, "text": 384}, 4)
+    assert sum(p.n_rows for p in plan.partitions) == 1200
+
+
+def test_a_file_without_rows_is_still_refused_for_a_missing_column_or_another_type_than_null(catalog):
+    tmp_path = catalog[0]
+    folder, classes_path, rest = mixed_folder(catalog)
+    empty = _empty_typed_null(rest)
+    for other, message in [
+        (empty.drop(["label"]), "missing column label, which .*a.parquet has"),
+        (empty.set_column(empty.schema.get_field_index("item_id"), "item_id", pa.array([], pa.int64())),
+         "column item_id must be a string, got int64"),
+        (pa.table({name: pa.nulls(1) for name in empty.column_names}),  # a row: not empty
+         "column item_id must be a string, got null"),
+    ]:
+        pq.write_table(other, folder / "b.parquet")
+        with pytest.raises(SourceError, match=f"b.parquet: {message}$"):
+            inspect(str(folder), classes_path, tmp_path, gold="label")
+    for path in folder.iterdir():
+        pq.write_table(empty, path)
+    with pytest.raises(SourceError, match="mixed: no items$"):
+        inspect(str(folder), classes_path, tmp_path, gold="label")
+
+
 def test_duckdb_table_sources(catalog):
     tmp_path, items, classes = catalog
     db = tmp_path / "out.duckdb"
