@@ -39,7 +39,8 @@ from tasks.folders import beside
 from tasks.staging import replacing
 from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE,
                           PARENT_METRICS_NOTE, change_rows, change_sentences, drift_cells, issue_cells, issue_columns,
-                          metric_cell, no_changes, rejected_rows, run_row, shown_classes, signed, status_meaning)
+                          metric_cell, no_changes, no_gold, rejected_rows, run_row, shown_classes, signed,
+                          status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -549,7 +550,7 @@ def _parent_section(db: str | Path, run_id: str) -> list[_Section]:
         "confidence is that sum."))]
 
 
-def _consensus_section(db: str | Path, run_id: str, n_modalities: int) -> _Section:
+def _consensus_section(db: str | Path, run_id: str, n_modalities: int, params: Mapping[str, Any]) -> _Section:
     """The statuses a downstream system acts on, and how many joint labels are confident enough to accept."""
     rows = store.query(db, "report_consensus_status", {"run_id": run_id}).to_pylist()
     if not rows:
@@ -571,7 +572,7 @@ def _consensus_section(db: str | Path, run_id: str, n_modalities: int) -> _Secti
                         [(b["band"], b["n_items"], _percent(b["share"]), *right(b)) for b in bands])
     note = _note("One label per item (view consensus_labels), from the joint posterior of all its modalities. "
                  "Accept by confidence (e.g. ≥ 0.9); send 'split' and low-confidence items to review."
-                 + ("" if gold else " No gold column in this run: the accuracy of the confidence is not known."))
+                 + ("" if gold else f" {no_gold(params)}: the accuracy of the confidence is not known."))
     return _Section("consensus", "Consensus labels", statuses + confidence + note)
 
 
@@ -600,14 +601,15 @@ def _drift_sections(db: str | Path, run_id: str) -> list[_Section]:
     return [_Section("drift", "Drift", _table(DRIFT_HEADERS, map(drift_cells, rows)) + _note(DRIFT_NOTE))]
 
 
-def _confidence_section(db: str | Path, run_id: str, details: str | None) -> tuple[_Section, Figure | None]:
+def _confidence_section(db: str | Path, run_id: str, details: str | None,
+                        params: Mapping[str, Any]) -> tuple[_Section, Figure | None]:
     """The reliability diagram, when the run has gold labels to check the confidence against."""
     calibration = json.loads(details).get("calibration") if details else None
     how = f" The confidence was {CALIBRATIONS.get(calibration, calibration)}." if calibration else ""
     rows = store.query(db, "report_calibration", {"run_id": run_id}).to_pylist()
     if not rows:
         return _Section("confidence", "Confidence", _note(
-            "No gold column in this run: the confidence cannot be checked." + how)), None
+            f"{no_gold(params)}: the confidence cannot be checked." + how)), None
     points: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         points[row["modality"]].append(row)
@@ -756,18 +758,19 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
         agreement = _confusion_figures(confusions, items, gold=False)
         against_gold = _confusion_figures(confusions, items, gold=True)
         share_figure = _shares_figure(shares, confusions, items)
-        confidence, reliability = _confidence_section(db, run_id, run["details"])
+        params = json.loads(run["params"]) if run["params"] else {}
+        confidence, reliability = _confidence_section(db, run_id, run["details"], params)
         sections += [
             _changes_section(db, run_id, run["details"]),
             _metrics_section(db, run_id),
-            _consensus_section(db, run_id, len(run["modalities"] or [])),
+            _consensus_section(db, run_id, len(run["modalities"] or []), params),
             *_rejected_sections(db, run_id),
             *_parent_section(db, run_id),
             *_drift_sections(db, run_id),
             confidence,
             _figure_section("agreement", "Modality against modality", agreement,
                             "Only one modality labelled items in this run: nothing to compare.", wide=True),
-            _figure_section("gold", "Against the gold label", against_gold, "No gold column in this run.", wide=True),
+            _figure_section("gold", "Against the gold label", against_gold, f"{no_gold(params)}.", wide=True),
             _figure_section("shares", "Class shares", [share_figure] if share_figure else [],
                             "No labelled items in this run."),
             _issues_section(db, run_id),

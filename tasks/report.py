@@ -112,7 +112,7 @@ def render_report(db: str | Path, run_id: str) -> str:
             "share": [_percent(r["share"]) for r in parents],
             "mean confidence": pa.array([r["mean_confidence"] for r in parents], pa.float64())}))]
     lines += ["", "## One label per item (consensus_labels)", "",
-              *_consensus_lines(db, run_id, run["details"], len(run["modalities"] or []))]
+              *_consensus_lines(db, run_id, run["details"], len(run["modalities"] or []), params)]
     rejected, sentence = rejected_rows(db, run_id)
     if rejected:
         lines += ["", "## Rejected rows (rejected_items)", "", sentence, "", markdown_table(pa.table({
@@ -336,13 +336,24 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def confidence_summary(bands: list[dict], calibration: str | None) -> str:
-    """One line: the share of joint labels in each confidence band, and how often they are right."""
+def no_gold(params: Mapping[str, Any]) -> str:
+    """Why a run has nothing to check against gold: it had no gold column, or had one (runs.params gold_column)
+    without a value among the items it labelled, as a night of new, unlabelled items has."""
+    column = params.get("gold_column")
+    return (f"No gold value in this run (its gold column {column} has none among the items it labelled)"
+            if column else "No gold column in this run")
+
+
+def confidence_summary(bands: list[dict], calibration: str | None, params: Mapping[str, Any]) -> str:
+    """One line: the share of joint labels in each confidence band, and how often they are right; with a gold
+    column without values, that they cannot be checked (the calibration alone reads as if they were)."""
     gold = any(b["gold_accuracy"] is not None for b in bands)
     parts = [f"{b['band']}: {_percent(b['share'])}" + (f", {_percent(b['gold_accuracy'])} right" if gold else "")
              for b in bands]
     return ("Joint confidence " + "; ".join(parts) + (" (against gold)" if gold else "") + "."
-            + (f" Confidence {CALIBRATIONS.get(calibration, calibration)}." if calibration else ""))
+            + (f" Confidence {CALIBRATIONS.get(calibration, calibration)}." if calibration else "")
+            + (f" {no_gold(params)}: the confidence cannot be checked." if params.get("gold_column") and not gold
+               else ""))
 
 
 def rejected_rows(db: str | Path, run_id: str) -> tuple[list[dict], str]:
@@ -357,7 +368,8 @@ def rejected_rows(db: str | Path, run_id: str) -> tuple[list[dict], str]:
                      if unlabelled else "every item got a label from another modality") + ".")
 
 
-def _consensus_lines(db: str | Path, run_id: str, details: str | None, n_modalities: int) -> list[str]:
+def _consensus_lines(db: str | Path, run_id: str, details: str | None, n_modalities: int,
+                     params: Mapping[str, Any]) -> list[str]:
     """The statuses (with their meaning, once) and the confidence bands: what a downstream system acts on."""
     rows = store.query(db, "report_consensus_status", {"run_id": run_id}).to_pylist()
     if not rows:
@@ -376,7 +388,7 @@ def _consensus_lines(db: str | Path, run_id: str, details: str | None, n_modalit
     bands = store.query(db, "report_consensus_confidence", {"run_id": run_id}).to_pylist()
     if bands:
         calibration = json.loads(details).get("calibration") if details else None
-        lines += ["", confidence_summary(bands, calibration)]
+        lines += ["", confidence_summary(bands, calibration, params)]
     return lines
 
 

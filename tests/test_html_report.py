@@ -74,14 +74,18 @@ JOINT_COLUMNS = "(run_id, item_id, label, confidence, status, agreeing_modalitie
 
 
 def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_items: int, seed: int,
-                old: bool = False, classes: list[str] = CLASSES, modalities: list[str] = MODALITIES) -> list[tuple]:
-    """A run as the flow commits it; ``old``: as the migration to schema version 3 leaves a run made before it."""
+                old: bool = False, classes: list[str] = CLASSES, modalities: list[str] = MODALITIES,
+                params: dict | None = None, details: dict | None = None) -> list[tuple]:
+    """A run as the flow commits it; ``old``: as the migration to schema version 3 leaves a run made before it.
+    ``params`` and ``details``: more of runs.params and runs.details."""
     con.execute(
         "INSERT INTO runs (run_id, status, started_at, finished_at, params, n_items, n_classes, modalities, error, "
         "details) VALUES (?, ?, ?::TIMESTAMPTZ, ?::TIMESTAMPTZ + INTERVAL 5 SECOND, ?, ?, ?, ?, ?, ?)",
-        [run_id, status, started, started, json.dumps({"seed": seed, "strategy": "tourney", "cutoff": 1.05}),
+        [run_id, status, started, started,
+         json.dumps({"seed": seed, "strategy": "tourney", "cutoff": 1.05, **(params or {})}),
          n_items, len(classes), modalities, "boom" if status == "failed" else None,
-         None if old or status != "succeeded" else json.dumps({"changes": {}})],  # the commit counts its changes
+         None if old or status != "succeeded" else json.dumps({"changes": {}, **(details or {})})],  # the commit
+        # counts its changes
     )
     if status != "succeeded":
         return []
@@ -294,6 +298,31 @@ def test_a_run_without_gold_says_so_in_one_line(made):
     assert "No gold column in this run: the confidence cannot be checked." in confidence
     text = report.render_report(db, "r-nogold")
     assert "Joint confidence ≥ 0.9: " in text and "right" not in text and "gold accuracy" not in text
+
+
+def _section(page: str, anchor: str) -> str:
+    section = page[page.index(f'<section id="{anchor}">'):]
+    return section[:section.index("</section>")]
+
+
+def test_a_run_with_a_gold_column_but_no_gold_value_says_so_not_that_it_had_none(tmp_path):
+    """A night of new items without gold values: the HTML report said "No gold column in this run" three times,
+    and the Markdown report said how the confidence was fitted on the gold column alone."""
+    db = tmp_path / "out.duckdb"
+    with store.connect(db) as con:
+        _insert_run(con, "night", "succeeded", "2026-01-02 00:00:00+00", gold=False, n_items=20, seed=1,
+                    params={"gold_column": "label"}, details={"calibration": "gold"})
+    page = html_report.build_report(db, "night").html
+    assert "No gold column" not in page
+    none = "No gold value in this run (its gold column label has none among the items it labelled)"
+    assert _section(page, "confidence") == (
+        f'<section id="confidence"><h2>Confidence</h2><p class="note">{none}: the confidence cannot be checked. '
+        "The confidence was fitted out of fold on the gold column.</p>")
+    assert f"{none}: the accuracy of the confidence is not known." in _section(page, "consensus")
+    assert f"{none}." in _section(page, "gold")
+    line = next(line for line in report.render_report(db, "night").splitlines() if line.startswith("Joint"))
+    assert line.endswith(f". Confidence fitted out of fold on the gold column. {none}: the confidence cannot be "
+                         "checked.")
 
 
 def test_the_reliability_points_are_the_refined_confidence_against_gold(made):
