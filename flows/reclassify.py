@@ -270,6 +270,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     "sample_rate": model["sample_rate"],
                     "gold": plan.gold and plan.gold.details(),
                     "parents": plan.parents_by_class(),  # what a night's carried-over parent labels are under
+                    "parent_confidence": parent_confidence(plan, staged_parts, n_labelled, graph_details),
                     "n_partitions": n_parts,
                     "n_labelled": n_labelled,
                     "night": night and night.details(n_labelled),
@@ -354,6 +355,18 @@ def refine_over_graph(staged_parts: list[dict[str, Any]], propagated: tuple[list
                for index, (part, path) in enumerate(zip(staged_parts, posteriors, strict=True))]
     rewritten = [future.result() for future in futures]
     return rewritten, {**details, "apply_s": round(time.perf_counter() - began, 3)}
+
+
+def parent_confidence(plan: Plan, staged_parts: list[dict[str, Any]], n_labelled: int,
+                      graph_details: dict[str, Any] | None) -> str | None:
+    """How the run made its parent confidence, for runs.details and the reports: 'calibrated' (the children's
+    summed probability sharpened by the model's powers, fitted out of fold on the gold column's parents) or
+    'sum' (label-free, a model without powers for these parents, or the graph's propagated posteriors, which
+    get the plain sum); None when it made none (no parents, no item labelled)."""
+    if plan.parent is None or not n_labelled:
+        return None
+    propagated = graph_details is not None  # the graph step rewrote every parent column from its posteriors
+    return "sum" if propagated or not all(part["parent_powers"] for part in staged_parts) else "calibrated"
 
 
 class Stopwatch:

@@ -39,8 +39,8 @@ from tasks.folders import beside
 from tasks.staging import replacing
 from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE,
                           PARENT_METRICS_NOTE, change_rows, change_sentences, drift_cells, issue_cells, issue_columns,
-                          metric_cell, no_changes, no_gold, rejected_rows, run_row, shown_classes, signed,
-                          status_meaning)
+                          metric_cell, no_changes, no_gold, parent_shares_note, rejected_rows, run_row,
+                          shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -538,16 +538,15 @@ def _percent(value: float | None) -> str | None:
     return None if value is None else f"{value:.1%}"
 
 
-def _parent_section(db: str | Path, run_id: str) -> list[_Section]:
-    """The items' shares by joint parent label; nothing when the classes have no parents."""
+def _parent_section(db: str | Path, run_id: str, details: str | None) -> list[_Section]:
+    """The items' shares by joint parent label, and how their confidence was made; nothing when the classes
+    have no parents."""
     rows = store.query(db, "report_parent_shares", {"run_id": run_id}).to_pylist()
     if not rows:
         return []
     table = _table(["parent", "items", "share", "mean confidence"],
                    [(r["parent"], r["n_items"], _percent(r["share"]), r["mean_confidence"]) for r in rows])
-    return [_Section("parents", "Parent shares", table + _note(
-        "consensus_labels.parent_label: the parent whose children's joint probabilities sum highest; its "
-        "confidence is that sum."))]
+    return [_Section("parents", "Parent shares", table + _note(parent_shares_note(details)))]
 
 
 def _consensus_section(db: str | Path, run_id: str, n_modalities: int, params: Mapping[str, Any]) -> _Section:
@@ -765,7 +764,7 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
             _metrics_section(db, run_id),
             _consensus_section(db, run_id, len(run["modalities"] or []), params),
             *_rejected_sections(db, run_id),
-            *_parent_section(db, run_id),
+            *_parent_section(db, run_id, run["details"]),
             *_drift_sections(db, run_id),
             confidence,
             _figure_section("agreement", "Modality against modality", agreement,

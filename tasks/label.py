@@ -253,7 +253,8 @@ def label_partition(
     confusion, calibration = counts.save(staging.part("metric_confusion", partition.index),
                                          staging.part("metric_calibration", partition.index))
     return {**{kind: str(path) for kind, path in paths.items()}, "n_labelled": n_labelled, "drift_sample": sampled,
-            "graph_parts": staged, "metric_confusion": confusion, "metric_calibration": calibration}
+            "graph_parts": staged, "metric_confusion": confusion, "metric_calibration": calibration,
+            "parent_powers": powers is not None}
 
 
 def tempered_posterior(terms: np.ndarray, top: np.ndarray, weight: np.ndarray,

@@ -110,7 +110,8 @@ def render_report(db: str | Path, run_id: str) -> str:
         lines += ["", "## Parent shares (consensus_labels.parent_label)", "", markdown_table(pa.table({
             "parent": [r["parent"] for r in parents], "items": [f"{r['n_items']:,}" for r in parents],
             "share": [_percent(r["share"]) for r in parents],
-            "mean confidence": pa.array([r["mean_confidence"] for r in parents], pa.float64())}))]
+            "mean confidence": pa.array([r["mean_confidence"] for r in parents], pa.float64())})),
+                  "", parent_shares_note(run["details"])]
     lines += ["", "## One label per item (consensus_labels)", "",
               *_consensus_lines(db, run_id, run["details"], len(run["modalities"] or []), params)]
     rejected, sentence = rejected_rows(db, run_id)
@@ -217,6 +218,25 @@ def status_meaning(status: str, n_modalities: int) -> str:
 
 
 CALIBRATIONS = {"gold": "fitted out of fold on the gold column", "label-free": "fitted without labels"}
+# runs.details.parent_confidence in words (flows/reclassify.py parent_confidence)
+PARENT_CONFIDENCES = {
+    "calibrated": "that sum calibrated on the gold column's parents (sharpened by a power fitted out of fold)",
+    "sum": "that sum, not calibrated",
+}
+UNRECORDED_PARENT_CONFIDENCE = ("that sum, calibrated on the gold column's parents where the run's model had powers "
+                                "for them (the run did not record whether it had)")
+
+
+def parent_shares_note(details: str | None) -> str:
+    """What the parent shares' confidence is, as the run recorded it; for a run from before the record, as far
+    as its calibration and graph step tell: a label-free or propagated one is the plain sum."""
+    recorded = json.loads(details) if details else {}
+    how = recorded.get("parent_confidence")
+    graph = recorded.get("graph")
+    if how is None and (recorded.get("calibration") != "gold" or (graph and "skipped" not in graph)):
+        how = "sum"
+    return ("consensus_labels.parent_label: the parent whose children's joint probabilities sum highest; its "
+            f"confidence is {PARENT_CONFIDENCES.get(how, UNRECORDED_PARENT_CONFIDENCE)}.")
 
 # drift_metrics.metric in words (pairwise_core/drift.py)
 DRIFT_METRICS = {AUC_METRIC: "domain-classifier AUC", SHARE_METRIC: "class-share JS distance"}

@@ -1,5 +1,7 @@
 """A classes table with a parent column: both levels through a real flow run, and its validation."""
 
+import html
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -19,6 +21,8 @@ from tasks.review import PARENT_WEIGHT
 from tasks.sources import SourceError, inspect_sources
 
 N_ITEMS, N_CLASSES = 1200, 5
+SUM_HIGHEST = ("consensus_labels.parent_label: the parent whose children's joint probabilities sum highest; its "
+               "confidence is ")
 PARENTS = ["p0", "p0", "p0", "p1", "p2"]  # p1 and p2 have a single child
 
 
@@ -230,10 +234,20 @@ def test_the_parent_confidence_is_calibrated_against_gold_and_is_the_plain_sum_w
         assert len(lone) > 50
         return db, run_id, np.array(lone)
 
+    def said(db, run_id):
+        """runs.details.parent_confidence, and the parent shares' caption in the HTML report and the Markdown."""
+        ((recorded,),) = rows(db, "SELECT details->>'parent_confidence' FROM runs WHERE run_id = ?", [run_id])
+        page = (db.parent / f"{db.name}.reports" / f"{run_id}.html").read_text()
+        caption = page[page.index('<section id="parents">'):]
+        caption = html.unescape(caption[caption.index('<p class="note">') + 16:caption.index("</p>")])
+        assert caption in render_report(db, run_id).splitlines()
+        return recorded, caption.removeprefix(SUM_HIGHEST)
+
     db, run_id, lone = run(None)  # no gold column: label-free calibration, and the parents' plain sum
     refinement = refinement_of(db, run_id)
     assert refinement.calibration == "label-free" and refinement.parent_powers is None
     np.testing.assert_allclose(lone[:, 1], lone[:, 0], rtol=2e-6)
+    assert said(db, run_id) == ("sum", "that sum, not calibrated.")
 
     db, run_id, lone = run("label")  # calibrated against gold: the parents too, out of fold
     refinement = refinement_of(db, run_id)
@@ -242,6 +256,9 @@ def test_the_parent_confidence_is_calibrated_against_gold_and_is_the_plain_sum_w
     assert powers.view.shape == (5, 2) and powers.joint.shape == (5,) and np.all(powers.view > 0)
     assert not np.allclose(powers.view, 1.0) and not np.allclose(powers.joint, 1.0)
     assert np.mean(np.abs(lone[:, 1] - lone[:, 0]) > 1e-4) > 0.5  # the sum itself no longer
+    # the HTML report said "its confidence is that sum" of either run
+    assert said(db, run_id) == ("calibrated", "that sum calibrated on the gold column's parents (sharpened by a "
+                                              "power fitted out of fold).")
 
 
 def test_p_given_parent_is_at_most_1_even_when_the_sum_rounds_above_it():

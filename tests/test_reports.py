@@ -1,5 +1,6 @@
 """The analyst's report queries of sql/, and the run lifecycle of tasks/store.py, on a hand-made DuckDB file."""
 
+import json
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from tasks import store
 from tasks.label import LABEL_SCHEMA
-from tasks.report import _metrics_table, _shares_table
+from tasks.report import _metrics_table, _shares_table, parent_shares_note
 
 
 def start(db, run_id, params):
@@ -263,6 +264,24 @@ def test_a_run_without_metrics_says_so_instead_of_an_empty_table():
 def test_a_run_that_labelled_no_item_says_so_instead_of_an_empty_shares_table():
     # an incremental night with nothing new or changed (the table was its `| class |` header alone)
     assert _shares_table([]) == "No items labelled in this run."
+
+
+@pytest.mark.parametrize(("details", "confidence"), [
+    ({"parent_confidence": "calibrated", "calibration": "gold"},
+     "that sum calibrated on the gold column's parents (sharpened by a power fitted out of fold)."),
+    ({"parent_confidence": "sum", "calibration": "gold"}, "that sum, not calibrated."),
+    # a run from before runs recorded it: what its calibration and graph step tell
+    ({"calibration": "label-free"}, "that sum, not calibrated."),
+    ({"calibration": "gold", "graph": {"k": 10, "items": 900}}, "that sum, not calibrated."),
+    ({"calibration": "gold", "graph": {"k": 10, "skipped": "no item to label"}},
+     "that sum, calibrated on the gold column's parents where the run's model had powers for them (the run did "
+     "not record whether it had)."),
+])
+def test_the_parent_shares_say_how_their_confidence_was_made(details, confidence):
+    """The HTML report said "its confidence is that sum" of runs whose parent confidence was calibrated."""
+    assert parent_shares_note(json.dumps(details)) == (
+        "consensus_labels.parent_label: the parent whose children's joint probabilities sum highest; its "
+        f"confidence is {confidence}")
 
 
 def test_names_in_the_markdown_report_show_as_written_and_break_nothing():
