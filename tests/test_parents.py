@@ -98,8 +98,9 @@ def test_a_run_with_parents_labels_and_measures_both_levels(tmp_path):
     assert "Parent shares" in page and "parent gold_accuracy" in page and "<th>parent p_given</th>" in page
 
 
-@pytest.mark.usefixtures("prefect_harness")
-def test_a_night_refuses_parents_other_than_the_carried_over_labels_were_given_under(tmp_path):
+def two_taxonomies(tmp_path):
+    """A catalog under PARENTS (classes.parquet), the same classes under other parents and under none, and a
+    run(classes_path, **params) into one database that returns the run id."""
     items, classes = make_catalog(600, N_CLASSES, seed=6)
     glob, _ = write_catalog(tmp_path, items, classes.append_column("parent", pa.array(PARENTS, pa.string())))
     other = tmp_path / "other-parents.parquet"
@@ -112,6 +113,12 @@ def test_a_night_refuses_parents_other_than_the_carried_over_labels_were_given_u
         return reclassify_catalog(ReclassifyParams(items=glob, classes=str(classes_path), db=db, chunk_size=200,
                                                    **extra))["run_id"]
 
+    return other, plain, db, run
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_night_refuses_parents_other_than_the_carried_over_labels_were_given_under(tmp_path):
+    other, plain, db, run = two_taxonomies(tmp_path)
     first = run(tmp_path / "classes.parquet")
     night = {"model": "latest", "incremental": True}
     for classes_path, message in [
@@ -275,17 +282,8 @@ def test_p_given_parent_is_at_most_1_even_when_the_sum_rounds_above_it():
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_label_changes_follow_the_parent_label_and_name_new_parents_as_the_cause(tmp_path):
-    items, classes = make_catalog(600, N_CLASSES, seed=6)
-    glob, _ = write_catalog(tmp_path, items, classes.append_column("parent", pa.array(PARENTS, pa.string())))
-    other = tmp_path / "other-parents.parquet"
-    pq.write_table(classes.append_column("parent", pa.array(["p0", "p0", "p1", "p1", "p1"], pa.string())), other)
-    db = str(tmp_path / "out.duckdb")
+    other, _, db, run = two_taxonomies(tmp_path)
     catalog = "SELECT item_id, label, parent_label FROM catalog_labels ORDER BY item_id"
-
-    def run(classes_path, **extra):
-        return reclassify_catalog(ReclassifyParams(items=glob, classes=str(classes_path), db=db, chunk_size=200,
-                                                   **extra))["run_id"]
-
     run(tmp_path / "classes.parquet")
     before = {item: (label, parent) for item, label, parent in rows(db, catalog)}
     relabel = run(other, model="latest")  # the same model and embeddings under new parents
