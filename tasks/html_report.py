@@ -37,8 +37,8 @@ from matplotlib.transforms import Affine2D, Transform, blended_transform_factory
 from tasks import store
 from tasks.folders import beside
 from tasks.staging import replacing
-from tasks.report import (CALIBRATIONS, CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE,
-                          PARENT_METRICS_NOTE, change_rows, change_sentences, drift_cells, issue_cells, issue_columns,
+from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
+                          calibration_words, change_rows, change_sentences, drift_cells, issue_cells, issue_columns,
                           metric_cell, no_changes, no_gold, parent_shares_note, rejected_rows, run_row,
                           shown_classes, signed, status_meaning)
 
@@ -604,7 +604,7 @@ def _confidence_section(db: str | Path, run_id: str, details: str | None,
                         params: Mapping[str, Any]) -> tuple[_Section, Figure | None]:
     """The reliability diagram, when the run has gold labels to check the confidence against."""
     calibration = json.loads(details).get("calibration") if details else None
-    how = f" The confidence was {CALIBRATIONS.get(calibration, calibration)}." if calibration else ""
+    how = f" The confidence was {calibration_words(calibration, params)}." if calibration else ""
     rows = store.query(db, "report_calibration", {"run_id": run_id}).to_pylist()
     if not rows:
         return _Section("confidence", "Confidence", _note(

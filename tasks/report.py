@@ -218,6 +218,13 @@ def status_meaning(status: str, n_modalities: int) -> str:
 
 
 CALIBRATIONS = {"gold": "fitted out of fold on the gold column", "label-free": "fitted without labels"}
+
+
+def calibration_words(calibration: str, params: Mapping[str, Any]) -> str:
+    """How the confidence was fitted; a run with a stored model (--model) fitted nothing itself: its model's
+    full run did, on that run's items."""
+    words = CALIBRATIONS.get(calibration, calibration)
+    return f"{words} when its model was fitted" if params.get("model") else words
 # runs.details.parent_confidence in words (flows/reclassify.py parent_confidence)
 PARENT_CONFIDENCES = {
     "calibrated": "that sum calibrated on the gold column's parents (sharpened by a power fitted out of fold)",
@@ -371,7 +378,7 @@ def confidence_summary(bands: list[dict], calibration: str | None, params: Mappi
     parts = [f"{b['band']}: {_percent(b['share'])}" + (f", {_percent(b['gold_accuracy'])} right" if gold else "")
              for b in bands]
     return ("Joint confidence " + "; ".join(parts) + (" (against gold)" if gold else "") + "."
-            + (f" Confidence {CALIBRATIONS.get(calibration, calibration)}." if calibration else "")
+            + (f" Confidence {calibration_words(calibration, params)}." if calibration else "")
             + (f" {no_gold(params)}: the confidence cannot be checked." if params.get("gold_column") and not gold
                else ""))
 

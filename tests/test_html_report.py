@@ -307,22 +307,23 @@ def _section(page: str, anchor: str) -> str:
 
 def test_a_run_with_a_gold_column_but_no_gold_value_says_so_not_that_it_had_none(tmp_path):
     """A night of new items without gold values: the HTML report said "No gold column in this run" three times,
-    and the Markdown report said how the confidence was fitted on the gold column alone."""
+    and the Markdown report said how the confidence was fitted on the gold column alone, as if the night had."""
     db = tmp_path / "out.duckdb"
     with store.connect(db) as con:
         _insert_run(con, "night", "succeeded", "2026-01-02 00:00:00+00", gold=False, n_items=20, seed=1,
-                    params={"gold_column": "label"}, details={"calibration": "gold"})
+                    params={"gold_column": "label", "model": "latest"}, details={"calibration": "gold"})
     page = html_report.build_report(db, "night").html
     assert "No gold column" not in page
     none = "No gold value in this run (its gold column label has none among the items it labelled)"
     assert _section(page, "confidence") == (
         f'<section id="confidence"><h2>Confidence</h2><p class="note">{none}: the confidence cannot be checked. '
-        "The confidence was fitted out of fold on the gold column.</p>")
+        "The confidence was fitted out of fold on the gold column when its model was fitted.</p>")
     assert f"{none}: the accuracy of the confidence is not known." in _section(page, "consensus")
     assert f"{none}." in _section(page, "gold")
     line = next(line for line in report.render_report(db, "night").splitlines() if line.startswith("Joint"))
-    assert line.endswith(f". Confidence fitted out of fold on the gold column. {none}: the confidence cannot be "
-                         "checked.")
+    # the night fitted nothing: its stored model's full run did
+    assert line.endswith(f". Confidence fitted out of fold on the gold column when its model was fitted. {none}: "
+                         "the confidence cannot be checked.")
 
 
 def test_the_reliability_points_are_the_refined_confidence_against_gold(made):
