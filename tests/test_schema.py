@@ -266,3 +266,21 @@ def test_own_names_are_every_table_and_view_of_a_migrated_file(tmp_path):
             "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' UNION ALL "
             "SELECT view_name FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal").fetchall()}
     assert names == OWN_NAMES
+
+
+def test_label_changes_keep_their_rows_when_version_10_adds_the_parent_labels_and_causes(tmp_path):
+    db = tmp_path / "v9.duckdb"
+    with duckdb.connect(str(db)) as con:  # a file as schema version 9 left it, with a run's changes
+        for migration in MIGRATIONS[:9]:
+            con.execute(migration.text)
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [migration.version, migration.name])
+        con.execute("INSERT INTO label_changes VALUES ('r1', 'a', 'relabelled', 'hat', 'bag', 0.5, 0.75, 'refit')")
+    with store.connect(db) as con:
+        assert store.schema_version(con) == LATEST
+        assert con.execute("SELECT * FROM label_changes").fetchall() == [
+            ("r1", "a", "relabelled", "hat", "bag", 0.5, 0.75, "refit", None, None)]
+        con.execute("INSERT INTO label_changes BY NAME SELECT 'r2' AS run_id, 'b' AS item_id, "
+                    "'relabelled' AS change, 'neighbours' AS cause")  # the new causes pass the table's check
+        with pytest.raises(duckdb.ConstraintException):
+            con.execute("INSERT INTO label_changes BY NAME SELECT 'r3' AS run_id, 'c' AS item_id, "
+                        "'relabelled' AS change, 'graph' AS cause")
