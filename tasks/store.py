@@ -197,7 +197,10 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # a COMMIT that failed (a full disk) has ended the transaction already: the ROLLBACK's own error
+        # ("no transaction is active") would hide why
+        with suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
 
 
@@ -300,6 +303,21 @@ def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started
                    succeeded_before=before == ["succeeded"])
 
 
+def _check_succeeded(con: duckdb.DuckDBPyConnection, db: str | Path, run_id: str) -> None:
+    """Before the commit: the run's row reads back succeeded, and every live catalog row's run has its row.
+    Readers and syncs find rows through their run's, so none may commit without it: after a COMMIT that failed
+    on a full disk, DuckDB 1.5.6 left files in which rows written to runs were silently lost (the next night's
+    own, or earlier runs'). Such a file is refused from then on, in one line, instead of growing worse."""
+    status = con.execute(statement("report_run"), {"run_id": run_id}).to_arrow_table().column("status").to_pylist()
+    orphans = con.execute(statement("catalog_runs_missing")).fetchone()[0]
+    if status != ["succeeded"] or orphans:
+        found = (f"run {run_id}'s row in runs reads back as {status[0] if status else 'missing'}"
+                 if status != ["succeeded"] else f"{orphans:,} catalog rows name runs missing from runs")
+        raise RuntimeError(f"{db}: {found} in this run's commit, so nothing was committed; the file is "
+                           "inconsistent (a commit that failed on a full disk can leave it so): restore a copy, or "
+                           "rebuild it with EXPORT DATABASE and IMPORT DATABASE")
+
+
 def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:
     """Mark the attempt failed, and its run too unless the run succeeded before: that success stays current."""
     with connect(db) as con, _transaction(con):
@@ -381,6 +399,7 @@ def commit_run(
                     "model_id": summary.get("model_id"),  # None: a commit of rows alone (tests)
                 })
                 con.execute(statement("attempt_succeed"), {"run_id": run_id, "attempt": attempt})
+                _check_succeeded(con, db, run_id)
             return changes
         except BaseException:
             if published:  # the row was rolled back: the folder goes back to staging, for a retry of the commit

@@ -78,3 +78,28 @@ def test_items_keep_one_row_through_relabels_deletions_and_returns(tmp_path):
                files=str(tmp_path / "missing.parquet"))
     assert {sql: table(db, sql) for sql in before} == before
     assert table(db, "SELECT status FROM runs WHERE run_id = 'r5'") == [("running",)]
+
+
+def test_a_commit_whose_run_row_does_not_read_back_succeeded_commits_nothing(tmp_path):
+    """Rows are found through their run's row: a commit must not land without it (a file an earlier failed
+    COMMIT left inconsistent dropped rows appended to runs; here the row is deleted under the attempt)."""
+    db = str(tmp_path / "out.duckdb")
+    commit(db, tmp_path, "r1", {"a": ("hat", 0.9, 1)})
+    before = table(db, CATALOG), table(db, "SELECT * FROM label_changes")
+    joint = str(tmp_path / "r2-joint.parquet")
+    pq.write_table(pa.Table.from_pylist([{"run_id": "r2", "item_id": "a", "label": "bag", "confidence": 0.5,
+                                          "status": "agreed", "agreeing_modalities": 2, "n_modalities": 2}],
+                                        JOINT_SCHEMA), joint)
+    state = str(tmp_path / "r2-state.parquet")
+    pq.write_table(pa.Table.from_pylist([{"item_id": "a", "fingerprint": 2}], STATE_SCHEMA), state)
+    with store.run_lock(db):
+        attempt = store.start_run(db, "r2", {}).attempt
+        with duckdb.connect(db) as con:
+            con.execute("DELETE FROM runs WHERE run_id = 'r2'")
+        with pytest.raises(RuntimeError, match=r"run r2's row in runs reads back as missing in this run's commit, so "
+                                               r"nothing was committed; the file is inconsistent"):
+            store.commit_run(db, "r2", attempt, {"joint_labels": [joint]},
+                             {"n_items": 1, "n_classes": 2, "modalities": ["image", "text"], "details": {},
+                              "model_id": "m1"}, catalog=store.CatalogUpdate(state=(state,)))
+    assert (table(db, CATALOG), table(db, "SELECT * FROM label_changes")) == before
+    assert table(db, "SELECT count(*) FROM joint_labels WHERE run_id = 'r2'") == [(0,)]
