@@ -436,9 +436,9 @@ def _checked_schema(meta: pq.ParquetFile, first: pa.Schema) -> pa.Schema:
     schema = meta.schema_arrow
     if meta.metadata.num_rows:
         return schema
-    for index, field in enumerate(schema):
-        if pa.types.is_null(field.type) and field.name in first.names:
-            schema = schema.set(index, field.with_type(first.field(field.name).type))
+    for index, column in enumerate(schema):
+        if pa.types.is_null(column.type) and column.name in first.names:
+            schema = schema.set(index, column.with_type(first.field(column.name).type))
     return schema
 
 
