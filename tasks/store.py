@@ -43,6 +43,11 @@ from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 # flat in the catalog's size (bench/bench_pipeline.py), and DuckDB's default is 80% of the machine.
 DUCKDB_MEMORY = {"memory_limit": "512MB"}
 LOCK_WAIT_S = 60.0
+# A commit that fails on a full disk can leave the file inconsistent (operations.md, "A full disk"), so none
+# starts without room: what the file and its write-ahead log grew by in a commit was 1x (a 1M-item relabel,
+# its rows written compressed) to 12x (a 2,000-item night, its rows through the log) the staged Parquet it loads.
+ROOM_PER_STAGED_BYTE = 16
+MIN_FREE_MB = 64  # at least this much free; PAIRWISE_MIN_FREE_MB sets another
 
 
 @contextmanager
@@ -318,6 +323,22 @@ def _check_succeeded(con: duckdb.DuckDBPyConnection, db: str | Path, run_id: str
                            "rebuild it with EXPORT DATABASE and IMPORT DATABASE")
 
 
+class NoRoom(RuntimeError):
+    """Too little free space on the database's disk to start a commit."""
+
+
+def check_room(db: str | Path, files: Sequence[str]) -> None:
+    """Refuse a commit of these staged files, before it writes anything, if the disk may not hold it."""
+    staged = sum(os.path.getsize(path) for path in files)
+    least = float(os.environ.get("PAIRWISE_MIN_FREE_MB") or MIN_FREE_MB) * 2**20
+    needed = max(least, ROOM_PER_STAGED_BYTE * staged)
+    free = shutil.disk_usage(Path(db).resolve().parent).free
+    if free < needed:
+        raise NoRoom(f"{db}: its disk has {free / 2**20:,.0f} MB free and this run's commit may need "
+                     f"{needed / 2**20:,.0f} MB ({staged / 2**20:,.1f} MB of staged rows), so nothing was committed "
+                     "and the file is as it was: free space on that disk, then run again")
+
+
 def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:
     """Mark the attempt failed, and its run too unless the run succeeded before: that success stays current."""
     with connect(db) as con, _transaction(con):
@@ -364,7 +385,10 @@ def commit_run(
 
     The catalog's state and the run's label_changes change in the same transaction (``catalog``); the
     counts of those changes, by change and cause, are returned and kept in ``runs.details``.
+    Nothing is written without room for it on the disk (``check_room``).
     """
+    check_room(db, [path for paths in staged.values() for path in paths]
+               + [path for path in (*catalog.state, *(catalog.deleted or ()), catalog.files, catalog.versions) if path])
     with connect(db) as con:
         # rows carry their order in columns (rank, item_id): letting DuckDB insert in any order
         # loads on every core (1M items: 3.4 s -> 2.1 s for the labels and issues)

@@ -4,6 +4,7 @@ The disk is a small tmpfs, which needs root (the CI machine runs as root); elsew
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,30 @@ def test_a_full_disk_is_recorded_as_the_failure_and_the_next_run_succeeds(server
         assert dict(con.execute("SELECT run_id, status FROM runs").fetchall()) == {"full-disk": "failed",
                                                                                    "after": "succeeded"}
         assert con.execute("SELECT count(*) FROM current_labels").fetchone() == (2 * 40_000,)
+
+
+def test_a_commit_is_not_started_without_room_and_the_earlier_run_stays_whole(server, tmp_path):
+    """A COMMIT that fails on a full disk can leave the file inconsistent, so a run refuses to start one
+    without room (here: PAIRWISE_MIN_FREE_MB more than any disk has) and fails in one line, the file as it was."""
+    _, env = server
+    items, classes = make_catalog(2_000, 5, seed=4)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    db = tmp_path / "out.duckdb"
+    command = [PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--quiet"]
+    assert subprocess.run(command + ["--run-id", "first"], env=env, capture_output=True, timeout=300).returncode == 0
+    with duckdb.connect(str(db), read_only=True) as con:
+        before = con.execute("SELECT * FROM catalog_labels ORDER BY item_id").fetchall()
+
+    short = subprocess.run(command + ["--run-id", "short", "--model", "latest"], env=env | {
+        "PAIRWISE_MIN_FREE_MB": str(2**40)}, capture_output=True, text=True, timeout=300)
+    assert short.returncode == 1
+    [line] = short.stderr.strip().splitlines()
+    assert re.fullmatch(rf"pairwise: run failed: NoRoom: {re.escape(str(db))}: its disk has [\d,]+ MB free and this "
+                        r"run's commit may need [\d,]+ MB \([\d.]+ MB of staged rows\), so nothing was committed and "
+                        r"the file is as it was: free space on that disk, then run again", line), line
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT * FROM catalog_labels ORDER BY item_id").fetchall() == before
+        status, error = con.execute("SELECT status, error FROM runs WHERE run_id = 'short'").fetchone()
+        assert con.execute("SELECT count(*) FROM item_labels WHERE run_id = 'short'").fetchone() == (0,)
+    assert (status, error.split(":")[0]) == ("failed", "NoRoom")
+    assert not Path(f"{db}.staging", "short").exists()
