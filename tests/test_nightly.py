@@ -116,3 +116,53 @@ def test_a_worker_runs_a_night_to_completion_and_stops_on_one_sigterm(server, ni
         assert con.execute("SELECT status, n_items FROM runs WHERE run_id = 'worker-night'").fetchall() == [
             ("succeeded", 600)]
         assert con.execute("SELECT count(*) FROM consensus_labels WHERE run_id = 'worker-night'").fetchone() == (600,)
+
+
+def flow_run(url: str, deployment_id: str, run_id: str) -> dict | None:
+    """The deployment's flow run whose params name this run id (None: not created yet)."""
+    mine = [run for run in api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment_id]}},
+                                                          "limit": 50})
+            if run["parameters"]["params"].get("run_id") == run_id]
+    return mine[0] if mine else None
+
+
+def labelling_started(url: str, deployment_id: str, run_id: str) -> bool:
+    """Some pass-1 task of the flow run has completed: the run has its row in runs, and rows being staged."""
+    run = flow_run(url, deployment_id, run_id)
+    return run is not None and bool(api(url, "/task_runs/filter", {
+        "task_runs": {"flow_run_id": {"any_": [run["id"]]}, "state": {"type": {"any_": ["COMPLETED"]}},
+                      "name": {"like_": "pair-stats"}}, "limit": 1}))
+
+
+def test_a_worker_stopped_mid_run_lets_its_flow_run_record_its_end(server, nightly, tmp_path):
+    """Stopping, Prefect's worker killed its flow runs without a word: they stayed Running in Prefect and
+    'running' in runs. One SIGTERM to the worker now ends its flow run crashed, and its run failed."""
+    url, env = server
+    db = tmp_path / "stopped.duckdb"
+    items, classes = write_demo_catalog.fn(str(db), 40_000, 8, 0)
+    params = {"params": {"items": items, "classes": classes, "db": str(db), "run_id": "stopped-night",
+                         "chunk_size": 250}}  # 160 partitions: still running when the worker is stopped
+    created = subprocess.run([str(BIN / "prefect"), "deployment", "run", DEPLOYMENT, "--params", json.dumps(params)],
+                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+    worker = subprocess.Popen([str(BIN / "pairwise"), "worker", "--pool", "pairwise"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not labelling_started(url, nightly["id"], "stopped-night") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, output
+    assert "Traceback" not in output, output
+    assert flow_run(url, nightly["id"], "stopped-night")["state"]["type"] == "CRASHED"
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, error FROM runs WHERE run_id = 'stopped-night'").fetchall() == [
+            ("failed", "TerminationSignal")]
+        assert con.execute("SELECT status FROM run_attempts WHERE run_id = 'stopped-night'").fetchall() == [
+            ("failed",)]
+        assert con.execute("SELECT count(*) FROM consensus_labels WHERE run_id = 'stopped-night'").fetchone() == (0,)
