@@ -28,7 +28,7 @@ from types import FrameType
 
 GRACE_S = 30.0
 STOPPED_BY_SIGINT = 130  # Prefect's CLI exits so on the KeyboardInterrupt that stops the worker
-_stopping = threading.Event()  # the stop was asked for (a signal), and its flow runs have ended
+_stopping = threading.Event()  # the stop was asked for (a signal)
 
 
 def _children() -> list[int]:
@@ -51,8 +51,9 @@ def _alive(pid: int) -> bool:
 def _stop_flow_runs_first(signum: int, frame: FrameType | None) -> None:
     """SIGINT (Prefect's worker turns a SIGTERM into one): SIGTERM to the flow runs, then stop the worker once
     they ended. The worker's event loop runs meanwhile (a flow run ending talks to it); the stop is then raised
-    in it as the SIGINT's KeyboardInterrupt would have been."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # another stops at once
+    in it as the SIGINT's KeyboardInterrupt would have been. (Prefect's own handler, which called this one,
+    sends SIGKILL on another SIGINT.)"""
+    _stopping.set()
     runs = _children()
     if not runs:
         raise KeyboardInterrupt
@@ -65,7 +66,6 @@ def _stop_flow_runs_first(signum: int, frame: FrameType | None) -> None:
         deadline = time.monotonic() + GRACE_S
         while any(map(_alive, runs)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        _stopping.set()
         loop.call_soon_threadsafe(_interrupt)
 
     threading.Thread(target=stop_when_ended, name="pairwise-worker-stop", daemon=True).start()
