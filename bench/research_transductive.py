@@ -358,6 +358,15 @@ def cmd_report(inps: list[Inputs]) -> None:
         conf = {v: (float(tc[v][m].max(1).mean()), rg.acc(g, tc[v][m].argmax(1))) for v in OUTS}
         print(f"|  | TransCLIP mean confidence vs accuracy: "
               + ", ".join(f"{v} {a:.3f}/{b:.3f}" for v, (a, b) in conf.items()) + " | | | | | |")
+        # alt's overconfidence: its F unsharpened (power 1 instead of the product's sqrt(2)), and fix 2 of
+        # research_graph (the power that matches the refined posterior's mean max-probability), label-free
+        un = {v: sharpen(al[v], 1 / SHARPEN) for v in OUTS}
+        fx = {v: rg.match_confidence(un[v], ref[v])[0] for v in OUTS}
+        print("|  | alt ECE unsharpened / fix 2: "
+              + ", ".join(f"{v} {rg.ece(un[v][m], g):.3f} / {rg.ece(fx[v][m], g):.3f}" for v in OUTS)
+              + "; mean confidence (sqrt 2) vs accuracy: "
+              + ", ".join(f"{v} {al[v][m].max(1).mean():.3f}/{rg.acc(g, al[v][m].argmax(1)):.3f}" for v in OUTS)
+              + " | | | | | |")
         costs.append((c.name, c.n, i.graph_s + i.projection_s, t_graph, t_pca, t_tc, t_al))
     print("\n## Cost, one thread (seconds per 10k items; the kNN graph, shared by all three, separately)\n")
     print("| catalog | items | graph points + kNN s/10k | graph step (3 propagations) s/10k | "
