@@ -62,7 +62,7 @@ import research_graph as rg  # noqa: E402  (the inputs, metrics and ceiling of t
 
 from pairwise_core.graph import (GraphProjection, adjacency, edge_weights, propagate,  # noqa: E402
                                  sharpen, transition, undirected)
-from pairwise_core.refine import _VAR_FLOOR, log_anchor, log_softmax  # noqa: E402
+from pairwise_core.refine import _VAR_FLOOR, log_anchor  # noqa: E402
 
 VIEWS = rg.VIEWS
 OUTS = (*VIEWS, "joint")
@@ -356,7 +356,7 @@ def cmd_report(inps: list[Inputs]) -> None:
                              f"{rg.ece(cal[v][m], g):.3f})")
             print(f"| {c.name} | {v} | " + " | ".join(cells) + f" | {sup:.3f} |", flush=True)
         conf = {v: (float(tc[v][m].max(1).mean()), rg.acc(g, tc[v][m].argmax(1))) for v in OUTS}
-        print(f"|  | TransCLIP mean confidence vs accuracy: "
+        print("|  | TransCLIP mean confidence vs accuracy: "
               + ", ".join(f"{v} {a:.3f}/{b:.3f}" for v, (a, b) in conf.items()) + " | | | | | |")
         # alt's overconfidence: its F unsharpened (power 1 instead of the product's sqrt(2)), and fix 2 of
         # research_graph (the power that matches the refined posterior's mean max-probability), label-free
