@@ -102,10 +102,11 @@ def _text_names(path: str, lines: list[tuple[int, str]]) -> tuple[list[str], lis
 
 
 def _is_header(fields: list[str]) -> bool:
-    """A first line of the column names a .csv names file takes (class_name, class or name, then parent): a
-    spreadsheet exported as text keeps its header row, which would become a class. A class so named can still
-    come from a .csv file."""
-    return fields[0] in NAME_COLUMNS and fields[1:] in ([], [PARENT_COLUMN])
+    """A first line of the column names a .csv names file takes (class_name, class or name, then parent), in
+    any case: a spreadsheet exported as text keeps its header row (``Name``, ``Class_Name<TAB>Parent``), which
+    would become a class. A class so named can still come from a .csv file."""
+    folded = [field.casefold() for field in fields]
+    return folded[0] in NAME_COLUMNS and folded[1:] in ([], [PARENT_COLUMN])
 
 
 def _shown(number: int, line: str) -> str:

@@ -151,6 +151,8 @@ def test_header_names_are_class_names_after_the_first_line_and_in_a_csv(tmp_path
     """Only a first line of column names looks like a header: such a class comes from a .csv file."""
     (tmp_path / "names.txt").write_text("cat\tanimal\nname\tparent\n")
     assert read_names(str(tmp_path / "names.txt")) == (["cat", "name"], ["animal", "parent"])
+    (tmp_path / "names.txt").write_text("Names\nClass A\n")  # not a column name, in any case: a class
+    assert read_names(str(tmp_path / "names.txt")) == (["Names", "Class A"], None)
     (tmp_path / "names.csv").write_text("class_name,parent\nclass,parent\ncat,animal\n")
     assert read_names(str(tmp_path / "names.csv")) == (["class", "cat"], ["parent", "animal"])
 
@@ -235,6 +237,9 @@ def test_the_command_writes_parquet_and_says_how_to_use_it(tmp_path, names_file,
         ("\ufeffclass\tparent\t\ncat\tanimal\n", [], "line 1 'class\\tparent\\t' looks like a header, not a class"),
         ("\nname\ncat\n", [], "line 2 'name' looks like a header, not a class"),
         ("class_name\ncat\ndog\n", [], "line 1 'class_name' looks like a header, not a class"),
+        ("Class_Name\tParent\ncat\tanimal\n", [], "line 1 'Class_Name\\tParent' looks like a header, not a class"),
+        ("NAME\ncat\n", [], "line 1 'NAME' looks like a header, not a class"),
+        ("Class\tparent\ncat\tanimal\n", [], "line 1 'Class\\tparent' looks like a header, not a class"),
         ("animal\n", ["--encoder", "foo:bar"], "unknown encoder kind 'foo' (expected one of sentence-transformers:"),
         ("animal\n", ["--encoder", "python:toy_encoder"], "expected python:MODULE:FUNCTION"),
         ("animal\n", ["--encoder", "python:toy_encoder:nope"], "toy_encoder has no function nope"),
