@@ -303,7 +303,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             summary["changes"] = commit_run(db, run_id, attempt, staged, summary, model["store"], catalog)
             log.info(run_log.changes(summary["changes"]))
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))
-        except BaseException as error:
+        except BaseException as caught:
+            error = failure(caught, staging)
             reason = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
             with suppress(OSError):  # first: a run that filled the disk with staged rows frees it to record why
                 staging.remove()
@@ -314,6 +315,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                             run_id, db, f"{type(unrecorded).__name__}: {unrecorded}".splitlines()[0])
             if isinstance(error, ValueError):  # bad input is refused before start_run: this run did start
                 raise RunFailed(reason) from error
+            if error is not caught:
+                raise error from caught
             raise
         finally:
             staging.remove()
@@ -331,6 +334,14 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         # one export of both: the refit's own replaced the night's, whose new items its label_changes lack
         export([run_id, summary["refit"]], params.export_dir, db)
     return summary
+
+
+def failure(error: BaseException, staging: Staging) -> BaseException:
+    """What failed the run, where its own error would mislead: its staging folder removed under it. Ctrl-C and
+    SIGTERM are what they are."""
+    if not isinstance(error, Exception):
+        return error
+    return staging.gone() or error
 
 
 def export(run_ids: list[str], directory: str | None, db: str) -> None:

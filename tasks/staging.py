@@ -41,6 +41,10 @@ class RunEnded(RuntimeError):
     are gone."""
 
 
+class StagingGone(RuntimeError):
+    """A run's staging folder disappeared while the run was using it: something else removed or moved it."""
+
+
 def ends_with_its_run(task_fn: Callable[..., T]) -> Callable[..., T]:
     """A partition task's failure, once its run has ended and removed the run's folder, says so (RunEnded),
     not what the vanishing files made of it ("model.json is missing; refit with a full run")."""
@@ -111,6 +115,17 @@ class Staging:
 
     def part(self, kind: str, index: int) -> Path:
         return self.path(kind, f"part-{index:05d}.parquet")
+
+    def gone(self) -> StagingGone | None:
+        """Why the running run failed, if its folder is gone: the run removes it only as it ends, so another
+        process did (an operator, a cleanup job), and what a task made of the missing files (RunEnded, a
+        FileNotFoundError) would blame the run."""
+        if self.root.is_dir():
+            return None
+        what, folder = ("the run's staging folder", self.root) if self.root.parent.is_dir() else \
+            ("the staging folder", self.root.parent)
+        return StagingGone(f"{what} {folder} disappeared while the run was using it: another process removed or "
+                           "moved it")
 
     def remove(self) -> None:
         """Delete the run's folder, and the staging folder once empty. Nothing is deleted when the staging

@@ -4,6 +4,7 @@ import argparse
 import inspect
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -378,3 +379,29 @@ def test_a_killed_run_leaves_no_temporary_server_behind(env, tmp_path):
     while temporary_servers(env) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not temporary_servers(env)  # it was left running, orphaned, after every SIGKILL or SIGTERM
+
+
+def test_a_staging_folder_removed_mid_run_is_named_as_the_failure(env, tmp_path):
+    db = tmp_path / "o.duckdb"
+    items, classes = make_catalog(20_000, 5, seed=8)
+    items_glob, classes_path = write_catalog(tmp_path, items, classes, n_files=4)
+    process = subprocess.Popen([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                                "--chunk-size", "1000", "--run-id", "r"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stderr:  # plain progress lines: once the second pass is under way, a cleanup job strikes
+        seen.append(line)
+        if "pass 2/2: labels" in line:
+            break
+    folder = Path(f"{db}.staging")
+    while folder.exists():  # the task threads may be writing in it meanwhile
+        shutil.rmtree(folder, ignore_errors=True)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 1, "".join(seen) + rest
+    # it blamed the run: "RunEnded: its run ended and removed ... before the task finished", or FileNotFoundError
+    reason = f"StagingGone: the staging folder {folder} disappeared while the run was using it: another process " \
+             "removed or moved it"
+    assert rest.splitlines()[-1] == f"pairwise: run failed: {reason}" and "Traceback" not in rest, rest
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, error FROM runs").fetchall() == [("failed", reason)]
+        assert con.execute("SELECT count(*) FROM current_labels").fetchall() == [(0,)]
