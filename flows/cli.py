@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import shlex
 import signal
@@ -18,11 +19,14 @@ import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+    from flows.prefect_server import PrefectUnreachable
 
 # A short-lived process with Prefect's temporary server: keep its background
 # services' chatter (telemetry, sqlite "database is locked" retries) off the
@@ -60,13 +64,24 @@ def tune_allocator() -> None:
         os.environ.setdefault(key, value)
 
 
-def _prepare_prefect(verbose: bool) -> None:
+# A flow run of this command whose Prefect server stops answering: Prefect's client retries each request 5
+# times, waiting 2, 4, 8, 16 and 32 s, so the run failed after 2.5 minutes (a progress update, then the failed
+# state, each retried in turn). Two retries still ride out a few seconds of a busy server. Not for `worker`,
+# which outlives a server's restart, nor for the flow runs it starts. Users' own settings win.
+_PROMPT_DEFAULTS = {"PREFECT_CLIENT_MAX_RETRIES": "2"}
+
+
+def _prepare_prefect(verbose: bool, runs_flow: bool) -> None:
     """Set quiet defaults before Prefect is imported (its logging reads them at import)."""
-    for key, value in _QUIET_DEFAULTS.items():
+    for key, value in (_QUIET_DEFAULTS | (_PROMPT_DEFAULTS if runs_flow else {})).items():
         os.environ.setdefault(key, value)
     if not verbose:
         # only the console handler: logs still reach the API, and so the UI
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        # Prefect's services report each event or log batch they cannot send (its server gone) at ERROR, a
+        # kilobyte each, and the log worker writes its failures to stderr unless logging.raiseExceptions is off
+        os.environ.setdefault("PREFECT_LOGGING_INTERNAL_LEVEL", "CRITICAL")
+        logging.raiseExceptions = False
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
@@ -117,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return reclassify_catalog(params)
 
-    summary = _flow_or_fail(args, run)
+    summary = _flow_or_fail(args, params.db, run)
     _show_report(args, params.db, summary)
     if summary.get("refit"):  # --refit-on-drift: a second run, whose report is its own
         _say(args, f"\nThe night drifted: run {summary['refit']} refitted the model on the whole catalog. Its "
@@ -136,7 +151,7 @@ def _demo(args: argparse.Namespace) -> int:
 
         return demo(**{name: getattr(args, name) for name in DemoParams.model_fields})
 
-    summary = _flow_or_fail(args, run)
+    summary = _flow_or_fail(args, args.db, run)
     _show_report(args, args.db, summary)
     _say(args, f"\nQuery it: {_query_command(args.db)}")
     return 0
@@ -269,10 +284,11 @@ def _worker(args: argparse.Namespace) -> int:
     return start_worker(args.pool, args.prefect_args)
 
 
-def _flow_or_fail(args: argparse.Namespace, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _flow_or_fail(args: argparse.Namespace, db: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a flow in this process, showing its progress; a failure becomes one line (the run's reason)."""
-    from flows.prefect_server import start_temporary_server
+    from flows.prefect_server import start_temporary_server, unreachable
 
+    began = datetime.now(timezone.utc)
     try:
         with _without_heartbeats():
             if args.quiet:
@@ -292,8 +308,47 @@ def _flow_or_fail(args: argparse.Namespace, call: Callable[[], dict[str, Any]]) 
 
         if isinstance(error, ExportFailed):  # the run succeeded: its own message and exit code
             raise
+        if (gone := unreachable(error)) is not None:
+            raise _prefect_gone(gone, db, began) from None
         failed = error.__cause__ if isinstance(error, RunFailed) and error.__cause__ else error  # its own error
         raise RuntimeError(f"run failed: {type(failed).__name__}: {failed}".splitlines()[0]) from None
+
+
+_PREFECT_GONE = threading.Event()  # the command's Prefect server stopped answering: leave at once (console)
+
+
+class _PrefectGone(RuntimeError):
+    """The Prefect server stopped answering, with the exit code of what the run came to (docs/running.md)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _prefect_gone(gone: PrefectUnreachable, db: str, began: datetime) -> _PrefectGone:
+    """One line for a Prefect server gone, saying what this command's last run attempt in ``db`` came to, and
+    what to do: no attempt, nothing written (2); failed, nothing committed (1); committed, and what followed
+    failed (3)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.runs import attempts_since
+
+    _PREFECT_GONE.set()
+    fix = "start the server, or unset PREFECT_API_URL to run on a temporary one, then " if PREFECT_API_URL.value() \
+        else ""
+    attempts = attempts_since(db, began)
+    if not attempts:
+        return _PrefectGone(f"{gone.server} does not answer ({gone.why}); no run started and nothing was written "
+                            f"to {db}: {fix}run again", 2)
+    run_id, status = attempts[-1]
+    if status == "succeeded":  # its report and final state never reached Prefect
+        return _PrefectGone(f"run {run_id} succeeded and is committed in {db}, but {gone} after its commit: the "
+                            f"Prefect UI lacks its end (`pairwise report --db {shlex.quote(db)} --run-id {run_id}` "
+                            "prints its report)", 3)
+    recorded = "runs says why" if status == "failed" else "its attempt still reads running; the next run marks it " \
+        "abandoned"
+    return _PrefectGone(f"run {run_id} failed: {gone}; nothing of it was committed to {db} ({recorded}): {fix}run "
+                        "it again", 1)
 
 
 @contextmanager
@@ -465,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command != "worker" and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
-    _prepare_prefect(getattr(args, "verbose", False))  # `classes` runs no flow
+    _prepare_prefect(getattr(args, "verbose", False), args.command in ("run", "demo"))  # `classes` runs no flow
     try:
         try:
             return args.handler(args)
@@ -478,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RuntimeError as error:
         print(f"pairwise: {_one_line(error)}", file=sys.stderr)
-        return getattr(error, "exit_code", 1)  # a run that succeeded but whose export failed: 3
+        return getattr(error, "exit_code", 1)  # an export failed after the commit: 3; a Prefect server gone: its own
     except KeyboardInterrupt:  # Ctrl-C: a run is committed whole or not at all, so one line is all there is to say
         print("pairwise: interrupted", file=sys.stderr)
         return INTERRUPTED
@@ -496,7 +551,7 @@ def console() -> NoReturn:
     module teardown still run as usual. Tests call main() and keep a normal collector.
     """
     code = main()
-    if code == INTERRUPTED:
+    if code == INTERRUPTED or _PREFECT_GONE.is_set():
         _leave_now(code)
     gc.freeze()
     sys.exit(code)
@@ -505,8 +560,9 @@ def console() -> NoReturn:
 def _leave_now(code: int) -> NoReturn:
     """After Ctrl-C the run is recorded failed, but its task threads may be mid-partition: the interpreter's
     exit would wait for them, and they would log into a Prefect already shut down ("can't register atexit
-    after shutdown", "Service 'EventsWorker' failed": tracebacks after the one line). Stop Prefect's
-    temporary server and leave at once."""
+    after shutdown", "Service 'EventsWorker' failed": tracebacks after the one line). After the Prefect server
+    stopped answering, the exit would try to send every event still queued, a few seconds each, for minutes.
+    Stop Prefect's temporary server and leave at once."""
     from flows.prefect_server import stop_temporary_server
 
     with suppress(Exception):

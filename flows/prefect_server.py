@@ -37,6 +37,33 @@ def start_temporary_server() -> None:
     server.SubprocessASGIServer().start()
 
 
+class PrefectUnreachable(RuntimeError):
+    """A request to the Prefect API got no answer: its server stopped, or never started."""
+
+    def __init__(self, server: str, why: str) -> None:
+        super().__init__(f"{server} stopped answering ({why})")
+        self.server, self.why = server, why
+
+
+def unreachable(error: BaseException) -> PrefectUnreachable | None:
+    """``error`` as the Prefect API's silence, if it came of a request to it that got no answer (refused, timed
+    out, cut off): Prefect raises that error, or its own "Failed to reach API" from it, out of a progress update
+    or a state change, after its retries. The run's own code sends no other HTTP request."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, PrefectUnreachable):
+            return seen
+        if isinstance(seen, httpx.TransportError):
+            url = PREFECT_API_URL.value()
+            server = f"the Prefect server at {url}" if url else "Prefect's temporary server"
+            return PrefectUnreachable(server, f"{type(seen).__name__}: {seen}".splitlines()[0])
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _die_with_parent():
     """A preexec_fn asking Linux to send the child SIGTERM when its parent thread ends; a no-op elsewhere.
     The library call is looked up here, in the parent, so the child between fork and exec only calls it."""
@@ -48,8 +75,10 @@ def _die_with_parent():
 
 def stop_temporary_server() -> None:
     """Stop the temporary server now, if this process started one: for a command that leaves without the
-    interpreter's exit hooks, which would stop it (and, on Linux, before the parent-death signal would)."""
-    from prefect.server.api import server
-
+    interpreter's exit hooks, which would stop it (and, on Linux, before the parent-death signal would). Its
+    module is not imported for nothing: with a server of the user's, that took seconds after the last line."""
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None:
+        return
     for instance in list(server.SubprocessASGIServer._instances.values()):
         instance.stop()

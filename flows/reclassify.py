@@ -21,6 +21,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from threadpoolctl import threadpool_limits
 
 from flows.params import ReclassifyParams
+from flows.prefect_server import unreachable
 from flows.progress import begin_phase, partition_done
 from pairwise_core.model import Review
 from tasks import run_log
@@ -337,11 +338,11 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
 
 
 def failure(error: BaseException, staging: Staging) -> BaseException:
-    """What failed the run, where its own error would mislead: its staging folder removed under it. Ctrl-C and
-    SIGTERM are what they are."""
+    """What failed the run, where its own error would mislead: its staging folder removed under it, or the
+    Prefect API gone (a progress update's ConnectError). Ctrl-C and SIGTERM are what they are."""
     if not isinstance(error, Exception):
         return error
-    return staging.gone() or error
+    return staging.gone() or unreachable(error) or error
 
 
 def export(run_ids: list[str], directory: str | None, db: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,12 @@ def succeeded_before(db: str, run_id: str) -> bool:
     """Whether ``run_id`` names a run that succeeded."""
     table = _query_runs(db, "report_run", {"run_id": run_id})
     return table is not None and table.column("status").to_pylist() == ["succeeded"]
+
+
+def attempts_since(db: str, since: datetime) -> list[tuple[str, str]]:
+    """(run id, status) of the attempts registered since ``since``, oldest first: none before any run."""
+    table = _query_runs(db, "attempts_since", {"since": since})
+    return [] if table is None else list(zip(*table.to_pydict().values(), strict=True))
 
 
 def in_latest_order(plan: Plan, db: str) -> Plan:

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import write_catalog
+from conftest import api, free_port, write_catalog
 from pairwise_core import make_catalog
 
 PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
@@ -379,6 +379,63 @@ def test_a_killed_run_leaves_no_temporary_server_behind(env, tmp_path):
     while temporary_servers(env) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not temporary_servers(env)  # it was left running, orphaned, after every SIGKILL or SIGTERM
+
+
+def test_a_prefect_server_that_does_not_answer_at_the_start_is_one_line_exit_2_and_nothing_written(env, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    db = tmp_path / "o.duckdb"
+    result = pairwise({**env, "PREFECT_API_URL": url}, "run", "--items", items_glob, "--classes", classes_path,
+                      "--db", str(db), "--quiet")
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr  # was exit 1, "run failed" with no run
+    assert result.stderr == (f"pairwise: the Prefect server at {url} does not answer (ConnectError: [Errno 111] "
+                             f"Connection refused); no run started and nothing was written to {db}: start the "
+                             "server, or unset PREFECT_API_URL to run on a temporary one, then run again\n")
+    assert not db.exists()
+
+
+def test_a_prefect_server_gone_mid_run_is_one_line_and_the_run_recorded_failed(env, tmp_path):
+    home = tmp_path / "prefect-home"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], env={**env, "PREFECT_HOME": str(home),
+                                                                       "PREFECT_UI_ENABLED": "false"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                api(url, "/health")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
+                time.sleep(0.5)
+        items, classes = make_catalog(20_000, 5, seed=8)
+        items_glob, classes_path = write_catalog(tmp_path, items, classes, n_files=4)
+        db = tmp_path / "o.duckdb"
+        process = subprocess.Popen([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                                    "--chunk-size", "1000", "--run-id", "gone", "--quiet"],
+                                   env={**env, "PREFECT_HOME": str(home), "PREFECT_API_URL": url},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not Path(f"{db}.staging/gone").exists():  # registered, and under way
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.02)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)  # the server goes away mid-run
+        server.wait(timeout=60)
+    # it retried each request, then each queued event at exit, for 2.5-8.5 minutes, and printed pages of them
+    out, err = process.communicate(timeout=120)
+    assert (process.returncode, out) == (1, ""), err
+    assert err == (f"pairwise: run gone failed: the Prefect server at {url} stopped answering (ConnectError: [Errno "
+                   f"111] Connection refused); nothing of it was committed to {db} (runs says why): start the "
+                   "server, or unset PREFECT_API_URL to run on a temporary one, then run it again\n")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, error FROM runs").fetchall() == [
+            ("failed", f"PrefectUnreachable: the Prefect server at {url} stopped answering (ConnectError: [Errno 111] "
+                       "Connection refused)")]
+        assert con.execute("SELECT count(*) FROM current_labels").fetchall() == [(0,)]
 
 
 def test_a_staging_folder_removed_mid_run_is_named_as_the_failure(env, tmp_path):
