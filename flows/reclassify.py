@@ -43,7 +43,7 @@ from tasks.sources import Partition, Plan, Source, file_signatures
 from tasks.staging import Staging, write_parquet
 from tasks.drift import measure_drift, sample_rate, warm_up
 from tasks.night import plan_night
-from tasks.store import CatalogUpdate, ExportFailed, RunFailed, check_export_dir, export_run, run_lock
+from tasks.store import CatalogUpdate, ExportFailed, RunFailed, check_export_dir, export_run, min_free_bytes, run_lock
 
 __all__ = ["ReclassifyParams", "reclassify_catalog"]
 
@@ -77,6 +77,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     begin_phase("validate the sources")
     if params.export_dir:
         check_export_dir(params.export_dir, params.db)
+    min_free_bytes()
     plan = validate_sources(params.items, params.classes, db, params.gold_column, params.chunk_size,
                             params.changed_column)
     if params.incremental and params.model == "latest" and not stored_models(db):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -327,11 +328,23 @@ class NoRoom(RuntimeError):
     """Too little free space on the database's disk to start a commit."""
 
 
+def min_free_bytes() -> float:
+    """The least free space a commit starts with: PAIRWISE_MIN_FREE_MB megabytes, or MIN_FREE_MB. A run checks
+    it as it starts, so that a typo there does not fail the run at its commit."""
+    given = os.environ.get("PAIRWISE_MIN_FREE_MB", "").strip()
+    try:
+        megabytes = float(given) if given else MIN_FREE_MB
+    except ValueError:
+        megabytes = math.nan
+    if not 0 <= megabytes < math.inf:
+        raise ValueError(f"PAIRWISE_MIN_FREE_MB must be a number of megabytes, 0 or more, not {given!r}")
+    return megabytes * 2**20
+
+
 def check_room(db: str | Path, files: Sequence[str]) -> None:
     """Refuse a commit of these staged files, before it writes anything, if the disk may not hold it."""
     staged = sum(os.path.getsize(path) for path in files)
-    least = float(os.environ.get("PAIRWISE_MIN_FREE_MB") or MIN_FREE_MB) * 2**20
-    needed = max(least, ROOM_PER_STAGED_BYTE * staged)
+    needed = max(min_free_bytes(), ROOM_PER_STAGED_BYTE * staged)
     free = shutil.disk_usage(Path(db).resolve().parent).free
     if free < needed:
         raise NoRoom(f"{db}: its disk has {free / 2**20:,.0f} MB free and this run's commit may need "

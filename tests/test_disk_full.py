@@ -14,6 +14,7 @@ import pytest
 
 from conftest import write_catalog
 from pairwise_core import make_catalog
+from tasks import store
 
 PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
 
@@ -80,3 +81,18 @@ def test_a_commit_is_not_started_without_room_and_the_earlier_run_stays_whole(se
         assert con.execute("SELECT count(*) FROM item_labels WHERE run_id = 'short'").fetchone() == (0,)
     assert (status, error.split(":")[0]) == ("failed", "NoRoom")
     assert not Path(f"{db}.staging", "short").exists()
+
+
+@pytest.mark.parametrize("given", ["abc", "-1", "inf", "nan", "64MB"])
+def test_a_floor_of_free_space_that_is_not_a_number_of_megabytes_is_refused_by_name(monkeypatch, given):
+    monkeypatch.setenv("PAIRWISE_MIN_FREE_MB", given)
+    with pytest.raises(ValueError, match=rf"^PAIRWISE_MIN_FREE_MB must be a number of megabytes, 0 or more, not "
+                                         rf"'{re.escape(given)}'$"):
+        store.min_free_bytes()
+
+
+@pytest.mark.parametrize(("given", "megabytes"), [("", store.MIN_FREE_MB), (" ", store.MIN_FREE_MB), ("0", 0),
+                                                  ("128", 128), ("0.5", 0.5)])
+def test_the_floor_of_free_space_is_read_in_megabytes(monkeypatch, given, megabytes):
+    monkeypatch.setenv("PAIRWISE_MIN_FREE_MB", given)
+    assert store.min_free_bytes() == megabytes * 2**20
