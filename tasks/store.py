@@ -343,7 +343,7 @@ def min_free_bytes() -> float:
 
 def check_room(db: str | Path, files: Sequence[str]) -> None:
     """Refuse a commit of these staged files, before it writes anything, if the disk may not hold it."""
-    staged = sum(os.path.getsize(path) for path in files)
+    staged = sum(os.path.getsize(path) for path in files if os.path.isfile(path))  # a missing one fails the load
     needed = max(min_free_bytes(), ROOM_PER_STAGED_BYTE * staged)
     free = shutil.disk_usage(Path(db).resolve().parent).free
     if free < needed:
