@@ -103,3 +103,19 @@ def test_a_commit_whose_run_row_does_not_read_back_succeeded_commits_nothing(tmp
                               "model_id": "m1"}, catalog=store.CatalogUpdate(state=(state,)))
     assert (table(db, CATALOG), table(db, "SELECT * FROM label_changes")) == before
     assert table(db, "SELECT count(*) FROM joint_labels WHERE run_id = 'r2'") == [(0,)]
+
+
+def test_a_rerun_after_a_later_run_says_what_it_changed_in_the_catalog_it_found(tmp_path):
+    """A re-run composes its rows with its first attempt's only while that attempt was the last commit: after a
+    later run, the composition kept the first attempt's 'deleted' rows for items the later run brought back."""
+    db = str(tmp_path / "out.duckdb")
+    commit(db, tmp_path, "r1", {"a": ("hat", 0.9, 1), "b": ("bag", 0.8, 2)})
+    assert commit(db, tmp_path, "r2", {}, gone=["a"]) == {"deleted": {"removed": 1}}
+    assert commit(db, tmp_path, "r3", {"a": ("hat", 0.9, 1)}, gone=[]) == {"new": {"new_item": 1}}
+    assert commit(db, tmp_path, "r2", {}, gone=[]) == {}  # the re-run changed nothing in the catalog it found
+    assert table(db, "SELECT run_id, item_id, change FROM label_changes") == [
+        ("r1", "a", "new"), ("r1", "b", "new"), ("r3", "a", "new")]
+    assert table(db, "SELECT item_id, run_id, deleted_by FROM catalog_items") == [("a", "r3", None), ("b", "r1", None)]
+    # with no run between, a re-run still composes with its first attempt: r4 deletes b, its re-run keeps that
+    assert commit(db, tmp_path, "r4", {}, gone=["b"]) == {"deleted": {"removed": 1}}
+    assert commit(db, tmp_path, "r4", {}, gone=[]) == {"deleted": {"removed": 1}}
