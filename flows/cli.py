@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from flows.params import TRUSTED_DASK, ReclassifyParams
-    from tasks.run_log import count, gold_notes, rerun
+    from tasks.run_log import count, gold_notes, rerun, too_few_labels
     from tasks.runs import succeeded_before
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
@@ -133,6 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         return reclassify_catalog(params)
 
     summary = _flow_or_fail(args, params.db, run)
+    if params.label_aware() and not params.model and summary["details"]["calibration"] == "label-free":
+        _say(args, too_few_labels(params.gold_column))  # the flow's warning reaches the UI alone
     _show_report(args, params.db, summary)
     if summary.get("refit"):  # --refit-on-drift: a second run, whose report is its own
         _say(args, f"\nThe night drifted: run {summary['refit']} refitted the model on the whole catalog. Its "

@@ -215,6 +215,10 @@ class ReclassifyParams(BaseModel):
             return self
         return self.model_copy(update={name: absolute(getattr(self, name)) for name in ("items", "classes", "db")})
 
+    def label_aware(self) -> bool:
+        """Whether the confidence is to be fitted on the gold labels (``--calibration``), if there are enough."""
+        return self.calibration == "gold" or (self.calibration == "auto" and self.gold_column is not None)
+
     def refine_params(self) -> dict[str, Any]:
         return {"n_iter": self.refine_iterations, "temperature": self.refine_temperature,
                 "anchor_weight": self.refine_anchor, "eps": self.refine_eps, "tau": self.refine_tau}

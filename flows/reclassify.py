@@ -136,12 +136,13 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 watch.lap("fit")
                 log.info(run_log.masks(fitted["pair_masks"], timings["fit_s"]))
                 begin_phase("fit the refinement")
-                label_aware = params.calibration == "gold" or (params.calibration == "auto" and bool(plan.gold_column))
                 labels_path = str(staging.path("sample_labels", "pairwise.npz"))
                 calibration = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
-                                             params.refine_params(), label_aware, params.seed, labels_path)
+                                             params.refine_params(), params.label_aware(), params.seed, labels_path)
                 watch.lap("refine")
                 log.info(run_log.refinement(calibration, sample_rate, timings["refine_s"]))
+                if params.label_aware() and calibration == "label-free":
+                    log.warning(run_log.too_few_labels(params.gold_column))
                 review = None
                 if plan.gold_column:
                     begin_phase("fit the review")

@@ -21,7 +21,9 @@ import pyarrow.parquet as pq
 from tasks.drift import CONSENSUS
 from tasks.metrics import PARENT_SUFFIX
 from tasks.night import Night
+from tasks.refine import MIN_CALIBRATION_ROWS
 from tasks.report import CALIBRATIONS, DRIFT_METRICS, labelled_kinds
+from tasks.sample import N_FOLDS
 from tasks.sources import EXAMPLES, Partition, Plan, quoted
 
 ARROW = "\u2192"
@@ -62,6 +64,12 @@ def gold_notes(plan: Plan) -> list[str]:
                      "label-aware review cannot suggest them, so items of theirs under another label may look "
                      "right to it; --review zero-shot reads the embeddings alone")
     return notes
+
+
+def too_few_labels(gold_column: str | None) -> str:
+    """Why a run asked to fit its confidence on the gold labels fitted it without them."""
+    return (f"Confidence fitted without labels: gold column {gold_column} has too few labelled items to fit it on "
+            f"(at least {MIN_CALIBRATION_ROWS:,} outside each of the seeded sample's {N_FOLDS} folds are needed)")
 
 
 def partition_pass(name: str, partitions: Sequence[Partition], seconds: float, of: int,

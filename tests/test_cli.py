@@ -2,6 +2,7 @@
 
 import argparse
 import inspect
+import json
 import os
 import re
 import shutil
@@ -464,3 +465,21 @@ def test_a_staging_folder_removed_mid_run_is_named_as_the_failure(env, tmp_path)
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT status, error FROM runs").fetchall() == [("failed", reason)]
         assert con.execute("SELECT count(*) FROM current_labels").fetchall() == [(0,)]
+
+
+@pytest.mark.parametrize(("n_items", "said"), [(200, True), (2000, False)])
+def test_a_confidence_asked_of_the_gold_labels_and_fitted_without_them_says_why(env, tmp_path, n_items, said):
+    """With too few labelled items the calibration falls back to label-free: --calibration gold said nothing of it
+    (exit 0, the report's last words only), though runs.params said gold and runs.details label-free."""
+    items, classes = make_catalog(n_items, 4, seed=3)
+    items_glob, classes_path = write_catalog(tmp_path, items, classes)
+    db = tmp_path / "o.duckdb"
+    result = pairwise(env, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                      "--gold-column", "label", "--calibration", "gold")
+    assert result.returncode == 0, result.stderr
+    line = ("Confidence fitted without labels: gold column label has too few labelled items to fit it on (at least "
+            "200 outside each of the seeded sample's 5 folds are needed)")
+    assert (line in result.stderr.splitlines()) == said, result.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        details = json.loads(con.execute("SELECT details FROM runs").fetchone()[0])
+    assert details["calibration"] == ("label-free" if said else "gold")
