@@ -364,12 +364,13 @@ def _inspect(
         item_schema, n_items = metadata[first].schema_arrow, sum(m.metadata.num_rows for m in metadata)
     if n_items == 0:  # before the columns: a folder of empty files typed null has no string item_id either
         raise SourceError(f"{items}: no items")
-    _require(item_schema, "item_id", items)
+    where = files[first] if len(files) > 1 else items  # of several files, the one whose columns are checked
+    _require(item_schema, "item_id", where)
     if gold_column is not None:
         if gold_column not in item_schema.names:
             raise SourceError(f"{items}: --gold-column {gold_column}: no such column; the items have "
                               f"{', '.join(item_schema.names)}")
-        _require(item_schema, gold_column, items)
+        _require(item_schema, gold_column, where)
     if changed_column is not None and (changed_column not in item_schema.names or changed_column == "item_id"
                                        or changed_column.endswith(EMBEDDING_SUFFIX)):
         raise SourceError(f"{items}: --changed-column {changed_column}: no such column apart from item_id and the "
@@ -390,7 +391,7 @@ def _inspect(
     refuse_lookalikes(names, "class names", classes)
 
     parent = _parent_level(class_table, classes)
-    item_modalities = _embedding_columns(item_schema, items)
+    item_modalities = _embedding_columns(item_schema, where)
     class_modalities = _embedding_columns(class_table.schema, classes)
     modalities = tuple(m for m in item_modalities if m in class_modalities)
     if JOINT in modalities:

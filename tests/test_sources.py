@@ -292,6 +292,23 @@ def test_files_of_one_source_may_differ_in_what_the_run_does_not_read(catalog):
     assert inspect(str(folder), classes_path, tmp_path).n_items == 1200  # no gold column read
 
 
+def test_the_first_of_several_files_without_what_the_run_reads_is_named(catalog):
+    """The file the others are checked against was not named: "mixed: missing column item_id" for a folder
+    (a classes.parquet in the items' folder, sorted first, is an easy way to get there)."""
+    tmp_path = catalog[0]
+    folder, classes_path, rest = mixed_folder(catalog)
+    first = pq.read_table(folder / "a.parquet")
+    for table, message in [(first.drop(["item_id"]), "missing column item_id"),
+                           (first.set_column(first.schema.get_field_index("image_embedding"), "image_embedding",
+                                             pa.array(["x"] * 600)),
+                            "column image_embedding must be a list of floats, got string"),
+                           (first.set_column(first.schema.get_field_index("label"), "label", pa.array(range(600))),
+                            "column label must be a string, got int64")]:
+        pq.write_table(table, folder / "a.parquet")
+        with pytest.raises(SourceError, match=rf"^{re.escape(str(folder / 'a.parquet'))}: {message}"):
+            inspect(str(folder), classes_path, tmp_path, gold="label")
+
+
 def test_files_of_one_source_without_what_the_run_reads_say_what_is_wrong(catalog):
     tmp_path = catalog[0]
     folder, classes_path, rest = mixed_folder(catalog)
