@@ -438,6 +438,6 @@ def _shares_table(rows: list[dict], limit: int = SHOWN_CLASSES) -> str:
         "class": classes,
         **{f"{m} {meth}": [f"{share.get((c, m, meth), 0.0):.1%}" for c in classes] for m, meth in columns},
     })
-    note = (f"\n\nThe {len(classes)} classes with the most items, of {len(items)}; all of them: "
-            "sql/report_class_distribution.sql.") if left_out else ""
+    note = (f"\n\nThe {len(classes)} classes with the most items, of {len(items)}; all of them: the query "
+            "report_class_distribution.sql (`tasks.sql.statement(\"report_class_distribution\")`).") if left_out else ""
     return markdown_table(table) + note
