@@ -53,10 +53,12 @@ def gold_notes(plan: Plan) -> list[str]:
         return [f"Gold column {plan.gold_column} has no values (all null or blank): no gold metrics and no review"]
     notes = []
     if gold.n_outside:
+        spaced = [value for value in gold.outside_examples if value.strip() in plan.class_names]
+        hint = f"; {quoted(spaced)} differ from a class name by surrounding spaces alone" if spaced else ""
         notes.append(f"Gold column {plan.gold_column} names no class in {gold.n_outside:,} of "
                      f"{count(gold.n_labelled, 'labelled item')} ({gold.n_outside / gold.n_labelled:.1%}; values "
-                     f"such as {quoted(gold.outside_examples)}): those items count as wrong in the gold metrics, and "
-                     "the review leaves them out")
+                     f"such as {quoted(gold.outside_examples)}{hint}): those items count as wrong in the gold "
+                     "metrics, and the review leaves them out")
     if unnamed := gold.unnamed_classes:
         more = f" and {len(unnamed) - EXAMPLES:,} more" if len(unnamed) > EXAMPLES else ""
         notes.append(f"Gold column {plan.gold_column} never names {len(unnamed):,} of the "

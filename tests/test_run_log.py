@@ -29,3 +29,15 @@ def test_a_one_partition_catalog_with_one_pair_is_worded_in_the_singular(tmp_pat
         "Masks fitted in 0.25 s: text 1 pair, median 1 dim (1-1), 1 fallback to all dims")
     assert run_log.review_fit({"route": "both", "requested": "auto", "sample_rows": 1}, 1.0).endswith(
         "on 1 labelled sample row")
+
+
+def test_gold_values_that_differ_from_a_class_by_spaces_alone_are_pointed_out():
+    """Gold values "food " under a class "food" count as naming no class; the note said so without the reason."""
+    plan = Plan(("text",), {"text": 3}, ("food", "plant"), 3, "label",
+                gold=GoldValues(3, 2, ("food ", " plant", "zz")))
+    assert run_log.gold_notes(plan)[0] == (
+        'Gold column label names no class in 2 of 3 labelled items (66.7%; values such as "food ", " plant", "zz"; '
+        '"food ", " plant" differ from a class name by surrounding spaces alone): those items count as wrong in the '
+        'gold metrics, and the review leaves them out')
+    assert "spaces" not in run_log.gold_notes(
+        Plan(("text",), {"text": 3}, ("food", "plant"), 1, "label", gold=GoldValues(1, 1, ("zz",))))[0]
