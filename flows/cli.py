@@ -96,8 +96,6 @@ def _print_report(db: str, run_id: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from flows.params import TRUSTED_DASK, ReclassifyParams
     from tasks.run_log import count, gold_notes, rerun, too_few_labels
     from tasks.runs import succeeded_before
@@ -105,13 +103,8 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.staging import check_staging
     from tasks.store import check_db_file, check_export_dir, check_run_lock
 
-    given = {name: getattr(args, name) for name in ReclassifyParams.model_fields if getattr(args, name) is not None}
-    try:  # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
-        params = ReclassifyParams.model_validate(given, context={TRUSTED_DASK: args.dask_address})
-    except ValidationError as error:
-        first = error.errors()[0]
-        option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""  # a check of several
-        raise ValueError(f"{option}{first['msg'].removeprefix('Value error, ')}") from None
+    # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
+    params = _validated(ReclassifyParams, args, context={TRUSTED_DASK: args.dask_address})
     params = params.for_workers()  # as the flow will: its check of the sources then finds this one's plan
     check_db_file(params.db)
     check_run_lock(params.db)
@@ -142,9 +135,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validated(model: type[BaseModel], args: argparse.Namespace, context: dict[str, Any] | None = None) -> Any:
+    """The command's options as ``model`` takes them; its first complaint as one line naming the option."""
+    from pydantic import ValidationError
+
+    given = {name: getattr(args, name) for name in model.model_fields if getattr(args, name) is not None}
+    try:
+        return model.model_validate(given, context=context)
+    except ValidationError as error:
+        first = error.errors()[0]
+        option = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""  # a check of several
+        raise ValueError(f"{option}{first['msg'].removeprefix('Value error, ')}") from None
+
+
 def _demo(args: argparse.Namespace) -> int:
     from flows.params import DemoParams
 
+    _validated(DemoParams, args)  # before anything is written
     _say(args, f"Generating a synthetic catalog of {args.n_items} items, {args.n_classes} classes, into {args.db}, "
          "and reclassifying it (Prefect flow 'pairwise-demo')...")
 

@@ -231,9 +231,9 @@ class DemoParams(BaseModel):
     """`pairwise demo`'s options, and the defaults of the pairwise-demo flow."""
 
     db: str = Field(default="pairwise-demo.duckdb", description="DuckDB file the demo catalog and its run go to")
-    n_items: int = Field(default=20_000, description="Items in the synthetic catalog")
-    n_classes: int = Field(default=13, description="Classes in the synthetic catalog")
-    seed: int = Field(default=0, description="Seeds the synthetic catalog and the run")
+    n_items: int = Field(default=20_000, ge=1, description="Items in the synthetic catalog")
+    n_classes: int = Field(default=13, ge=2, description="Classes in the synthetic catalog")
+    seed: int = Field(default=0, ge=0, description="Seeds the synthetic catalog and the run")
     strategy: Literal["tourney", "round_robin"] = Field(
         default=ReclassifyParams.model_fields["strategy"].default,
         description=ReclassifyParams.model_fields["strategy"].description,

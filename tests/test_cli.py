@@ -483,3 +483,17 @@ def test_a_confidence_asked_of_the_gold_labels_and_fitted_without_them_says_why(
     with duckdb.connect(str(db), read_only=True) as con:
         details = json.loads(con.execute("SELECT details FROM runs").fetchone()[0])
     assert details["calibration"] == ("label-free" if said else "gold")
+
+
+@pytest.mark.parametrize(("option", "line"), [
+    (["--n-items", "0"], "pairwise: --n-items: Input should be greater than or equal to 1"),
+    (["--n-classes", "1"], "pairwise: --n-classes: Input should be greater than or equal to 2"),
+    (["--seed", "-3"], "pairwise: --seed: Input should be greater than or equal to 0"),
+])
+def test_demo_options_out_of_range_are_refused_by_name_before_anything_is_written(env, tmp_path, option, line):
+    """They were refused by what they broke ('make_catalog needs n_items >= 1', 'table:demo_classes: 1 class(es)',
+    'expected non-negative integer'), --n-classes 1 after writing the demo's tables."""
+    db = tmp_path / "d.duckdb"
+    result = pairwise(env, "demo", "--db", str(db), *option)
+    assert (result.returncode, result.stderr) == (2, line + "\n")
+    assert not db.exists()
