@@ -5,10 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
@@ -171,14 +169,8 @@ def commit_run(db: str, run_id: str, attempt: int, staged: dict[str, list[str]],
 
 
 def _query_runs(db: str, name: str, params: dict[str, Any] | None = None) -> pa.Table | None:
-    """A report query's rows, read without writing; None before any run: no file yet, or a DuckDB file of the
-    user's own tables alone (a table: source)."""
-    if not Path(db).is_file():
-        return None
-    try:
-        return store.query(db, name, params)
-    except duckdb.CatalogException:
-        return None
+    """A report query's rows, read without writing; None before any run (``store.query_ours``)."""
+    return store.query_ours(db, name, params)
 
 
 def stored_models(db: str) -> list[str]:

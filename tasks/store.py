@@ -529,16 +529,30 @@ def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) ->
         return con.execute(statement(name), dict(params or {})).to_arrow_table()
 
 
+def query_ours(db: str | Path, name: str, params: Mapping[str, Any] | None = None) -> pa.Table | None:
+    """A report query's rows, read without writing; None before any run: no file yet, or a DuckDB file of the
+    user's own tables alone (a table: source)."""
+    if not Path(db).is_file():
+        return None
+    try:
+        return query(db, name, params)
+    except duckdb.CatalogException:
+        return None
+
+
 def stored_model(db: str | Path, model_id: str) -> tuple[dict[str, Any], Model]:
     """A stored model's row and the model, by id or 'latest', every file checked against the row's content hash.
 
     ValueError (bad input, one line) if there is no such model, or if one of
     its files is missing, truncated or changed (``ModelMismatch``).
     """
-    rows = query(db, "model_row", {"model_id": model_id}).to_pylist() if Path(db).is_file() else []
-    if not rows:
+    found = query_ours(db, "model_row", {"model_id": model_id})
+    if found is None or not found.num_rows:
+        if (ids := query_ours(db, "model_ids")) is None or not ids.num_rows:
+            raise ValueError(f"model {model_id}: {db} holds no stored model yet: a full run (without --model) fits "
+                             "and stores one")
         raise ValueError(f"model {model_id}: no such stored model in {db} (`pairwise models --db {db}` lists them)")
-    row = rows[0]
+    row = found.to_pylist()[0]
     return row, load_model(stored_model_folder(db, row["model_id"]), row["content_hash"], row["model_id"])
 
 

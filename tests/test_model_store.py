@@ -312,3 +312,14 @@ def test_a_stored_model_reviews_as_the_run_asks(stored, env, tmp_path):  # noqa:
                    "--review", "both") == (
         f"pairwise: model {model_id} was fitted without given labels; --review both needs a model fitted with it: "
         "refit with --gold-column and --review both, or label with --review auto\n")
+
+
+def test_a_stored_model_asked_of_a_file_that_holds_none_says_to_fit_one_first(stored, env, tmp_path):  # noqa: F811
+    """'model latest: no such stored model' sent a first-time user to `pairwise models`, which lists nothing."""
+    db, _, _, _, items_glob, classes_path = stored
+    empty = tmp_path / "new.duckdb"
+    result = pairwise(env, "run", "--items", items_glob, "--classes", classes_path, "--db", str(empty), "--quiet",
+                      "--model", "latest")
+    assert (result.returncode, result.stderr) == (2, f"pairwise: model latest: {empty} holds no stored model yet: a "
+                                                     "full run (without --model) fits and stores one\n")
+    assert not empty.exists()
