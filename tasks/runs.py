@@ -7,7 +7,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
@@ -168,26 +167,21 @@ def commit_run(db: str, run_id: str, attempt: int, staged: dict[str, list[str]],
     return store.commit_run(db, run_id, attempt, staged, summary, model, catalog)
 
 
-def _query_runs(db: str, name: str, params: dict[str, Any] | None = None) -> pa.Table | None:
-    """A report query's rows, read without writing; None before any run (``store.query_ours``)."""
-    return store.query_ours(db, name, params)
-
-
 def stored_models(db: str) -> list[str]:
     """The ids of the stored models (none before any run)."""
-    table = _query_runs(db, "model_ids")
+    table = store.query_ours(db, "model_ids")
     return [] if table is None else table.column(0).to_pylist()
 
 
 def succeeded_before(db: str, run_id: str) -> bool:
     """Whether ``run_id`` names a run that succeeded."""
-    table = _query_runs(db, "report_run", {"run_id": run_id})
+    table = store.query_ours(db, "report_run", {"run_id": run_id})
     return table is not None and table.column("status").to_pylist() == ["succeeded"]
 
 
 def attempts_since(db: str, since: datetime) -> list[tuple[str, str]]:
     """(run id, status) of the attempts registered since ``since``, oldest first: none before any run."""
-    table = _query_runs(db, "attempts_since", {"since": since})
+    table = store.query_ours(db, "attempts_since", {"since": since})
     return [] if table is None else list(zip(*table.to_pydict().values(), strict=True))
 
 
@@ -196,7 +190,7 @@ def in_latest_order(plan: Plan, db: str) -> Plan:
     ones: the catalog's fingerprints were taken over the modalities in that order, and refit stability keeps
     a label only under the same class hash, which follows the classes' order (a refit over the same files
     with their columns or class rows in another order kept nothing)."""
-    table = _query_runs(db, "model_row", {"model_id": "latest"})
+    table = store.query_ours(db, "model_row", {"model_id": "latest"})
     if table is None or not table.num_rows:
         return plan
     modalities = table.column("modalities")[0].as_py()
