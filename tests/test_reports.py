@@ -86,6 +86,17 @@ def test_class_distribution_shares_add_up(db):
     assert sum(r["share"] for r in rows if r["method"] == "base" and r["modality"] == "text") == pytest.approx(1.0)
 
 
+def test_within_one_reading_a_query_asked_twice_is_answered_once(db):
+    """Both reports of a run ask some of the same queries (the class shares scan every label row): within one
+    `store.reading` the second asking gets the first's answer; outside it, each asking reads the file."""
+    with store.reading(db):
+        first = store.query(db, "report_class_distribution", {"run_id": "r2"})
+        assert store.query(db, "report_class_distribution", {"run_id": "r2"}) is first
+        assert store.query(db, "report_class_distribution", {"run_id": "r1"}) is not first
+    again = store.query(db, "report_class_distribution", {"run_id": "r2"})
+    assert again is not first and again.equals(first)
+
+
 def test_commit_is_all_or_nothing(db, tmp_path):
     attempt = start(db, "r4", {})
     with pytest.raises(duckdb.Error):
