@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.runs import succeeded_before
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
-    from tasks.store import check_db_file, check_export_dir, check_run_lock
+    from tasks.store import check_db_file, check_export_dir, check_rerun, check_run_lock
 
     # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
     params = _validated(ReclassifyParams, args, context={TRUSTED_DASK: args.dask_address})
@@ -118,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     for line in gold_notes(plan):
         _say(args, line)
     if params.run_id and succeeded_before(params.db, params.run_id):  # the flow's warning reaches the UI alone
+        check_rerun(params.db, params.run_id)
         _say(args, rerun(params.run_id))
 
     def run() -> dict[str, Any]:

@@ -287,7 +287,9 @@ def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started
     run, unless it succeeded before): its process held the lock for as long as
     it ran and no longer does, whatever its pid says now (a restarted
     container gives the next run the same pid). A run id that succeeded before
-    stays succeeded until this attempt commits.
+    stays succeeded until this attempt commits; once another run has succeeded
+    after it, it cannot be run again (ValueError): its label_changes are history
+    that later runs' build on.
     """
     if _lock_path(db) not in _HELD:
         raise RuntimeError(f"registering a run on {db} takes its run lock (store.run_lock), which this process "
@@ -302,11 +304,28 @@ def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started
             con.execute(statement("attempt_fail"), {"run_id": stale_id, "attempt": number, "error": error})
             con.execute(statement("run_fail"), {"run_id": stale_id, "error": error})
         before = con.execute(statement("report_run"), {"run_id": run_id}).to_arrow_table().column("status").to_pylist()
+        since = con.execute(statement("run_succeeded_since"), {"run_id": run_id}).fetchall()
+        _refuse_rewrite(run_id, [later for (later,) in since])
         con.execute(statement("run_start"), {"run_id": run_id, "params": text})
         (attempt,) = con.execute(statement("attempt_start"),
                                  {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchone()
     return Started(attempt=attempt, stale=[stale_id for stale_id, *_ in stale],
                    succeeded_before=before == ["succeeded"])
+
+
+def check_rerun(db: str | Path, run_id: str) -> None:
+    """Before a run starts: refuse (ValueError) a run id that succeeded before and that later runs built on.
+    ``start_run`` checks it again under the run lock."""
+    since = query_ours(db, "run_succeeded_since", {"run_id": run_id})
+    _refuse_rewrite(run_id, [] if since is None else since.column("run_id").to_pylist())
+
+
+def _refuse_rewrite(run_id: str, since: list[str]) -> None:
+    if since:
+        raise ValueError(f"run {run_id} succeeded before and {len(since)} later run{'s' if len(since) > 1 else ''} "
+                         f"({', '.join(since[:3])}{', ...' if len(since) > 3 else ''}) committed since: its "
+                         "label_changes are what theirs build on, and a re-run would rewrite them; give this run a "
+                         "new --run-id")
 
 
 def _check_succeeded(con: duckdb.DuckDBPyConnection, db: str | Path, run_id: str) -> None:
@@ -465,7 +484,7 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
     kept = None
     parents = json.dumps(catalog.parents, sort_keys=True)  # as runs.details.parents records them
     if catalog.stability > 0:
-        con.execute(statement("catalog_keep_stable"), {"model_id": model_id, "stability": catalog.stability,
+        con.execute(statement("catalog_keep_stable"), {**ids, "model_id": model_id, "stability": catalog.stability,
                                                         "parents": parents})
         kept = con.execute("SELECT count(*) FROM kept").fetchone()[0]
         con.execute(statement("catalog_keep_stable_drop"))

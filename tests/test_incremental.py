@@ -356,6 +356,28 @@ def test_refit_stability_keeps_unchanged_items_labels(tmp_path):
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_rerun_with_refit_stability_replaces_its_first_attempt_s_labels_whole(tmp_path):
+    """Re-run with another seed, a run kept (stability) rows its first attempt had written: they named the run
+    but held a label and model its rows no longer had (helper 53's finding 01). Stability keeps only labels of
+    other runs: every catalog row is its run's consensus row, with its run's model."""
+    items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=4, signal_strength=0.06)  # a refit moves some items
+    glob0, classes_path = write_catalog(tmp_path / "d0", items, classes, n_files=2, row_group_size=250)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(glob0, classes_path, db, run_id="day0"))
+    kept = "SELECT details ->> '$.stability.kept' FROM runs WHERE run_id = 'refit'"
+    reclassify_catalog(params(glob0, classes_path, db, run_id="refit", seed=7, strategy="round_robin"))
+    assert int(rows(db, kept)[0][0]) > 0  # some rows of day0 were kept: stability is at work
+    reclassify_catalog(params(glob0, classes_path, db, run_id="refit", seed=11))
+    assert int(rows(db, kept)[0][0]) > 0
+    assert rows(db, "SELECT count(*) FROM catalog_labels c JOIN consensus_labels j USING (run_id, item_id) "
+                    "WHERE c.label IS DISTINCT FROM j.label OR c.confidence IS DISTINCT FROM j.confidence") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM catalog_labels c JOIN runs r USING (run_id) "
+                    "WHERE c.model_id IS DISTINCT FROM r.model_id") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM catalog_labels c ANTI JOIN consensus_labels j USING (run_id, item_id)") == [
+        (0,)]
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_an_item_that_gets_its_first_label_is_new_and_one_that_loses_it_is_deleted(tmp_path, catalog):
     """Rejected in every modality, an item has no label: fixed, it gets its first one ('new', which a sync
     inserts; it was 'relabelled' from NULL, an update of a row the sync never had); broken, it loses it."""

@@ -105,17 +105,21 @@ def test_a_commit_whose_run_row_does_not_read_back_succeeded_commits_nothing(tmp
     assert table(db, "SELECT count(*) FROM joint_labels WHERE run_id = 'r2'") == [(0,)]
 
 
-def test_a_rerun_after_a_later_run_says_what_it_changed_in_the_catalog_it_found(tmp_path):
-    """A re-run composes its rows with its first attempt's only while that attempt was the last commit: after a
-    later run, the composition kept the first attempt's 'deleted' rows for items the later run brought back."""
+def test_a_run_id_that_later_runs_built_on_is_refused_and_one_that_none_did_composes_its_changes(tmp_path):
+    """Re-run after a later run, a night's rows (its added items, say) were replaced by what it changed in the
+    catalog the later run left (nothing): a system following label_changes never learnt of them. Such a run id
+    is now refused before anything is written; with no run between, a re-run composes with its first attempt."""
     db = str(tmp_path / "out.duckdb")
     commit(db, tmp_path, "r1", {"a": ("hat", 0.9, 1), "b": ("bag", 0.8, 2)})
-    assert commit(db, tmp_path, "r2", {}, gone=["a"]) == {"deleted": {"removed": 1}}
-    assert commit(db, tmp_path, "r3", {"a": ("hat", 0.9, 1)}, gone=[]) == {"new": {"new_item": 1}}
-    assert commit(db, tmp_path, "r2", {}, gone=[]) == {}  # the re-run changed nothing in the catalog it found
-    assert table(db, "SELECT run_id, item_id, change FROM label_changes") == [
-        ("r1", "a", "new"), ("r1", "b", "new"), ("r3", "a", "new")]
-    assert table(db, "SELECT item_id, run_id, deleted_by FROM catalog_items") == [("a", "r3", None), ("b", "r1", None)]
+    assert commit(db, tmp_path, "r2", {"a": ("hat", 0.9, 1), "b": ("bag", 0.8, 2), "c": ("hat", 0.7, 3)},
+                  gone=[]) == {"new": {"new_item": 1}}
+    assert commit(db, tmp_path, "r3", {}, gone=[]) == {}
+    before = (table(db, CATALOG), table(db, "SELECT * FROM label_changes"), table(db, "SELECT * FROM run_attempts"))
+    with pytest.raises(ValueError, match=r"^run r2 succeeded before and 1 later run \(r3\) committed since: .* "
+                                         r"give this run a new --run-id$"):
+        commit(db, tmp_path, "r2", {"c": ("hat", 0.7, 3)}, gone=[])
+    assert (table(db, CATALOG), table(db, "SELECT * FROM label_changes"),
+            table(db, "SELECT * FROM run_attempts")) == before  # r2's 'new' row for c stands; no attempt registered
     # with no run between, a re-run still composes with its first attempt: r4 deletes b, its re-run keeps that
     assert commit(db, tmp_path, "r4", {}, gone=["b"]) == {"deleted": {"removed": 1}}
     assert commit(db, tmp_path, "r4", {}, gone=[]) == {"deleted": {"removed": 1}}
