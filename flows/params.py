@@ -29,7 +29,7 @@ def _refine_bounds(name: str) -> dict[str, Any]:
     """The pydantic bounds of a refinement option: the interval the core declares (MixtureRefiner, where the
     reasons are), so that a value the run would refuse is refused before it starts."""
     interval = MixtureRefiner._constraints[name]
-    bounds: dict[str, Any] = {"allow_inf_nan": False}
+    bounds: dict[str, Any] = {}
     if interval.low is not None:
         bounds["ge" if interval.left_closed else "gt"] = interval.low
     if interval.high is not None:
@@ -69,7 +69,9 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 class ReclassifyParams(BaseModel):
     """Parameters of a reclassification run (the Prefect UI renders them as a form)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # every number finite, as the core's intervals require (pairwise_core/validation.py): NaN was refused for a
+    # bound it fails ("greater than or equal to 0"), and inf passed --cutoff and --pair-margin to fail the started run
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     items: str = Field(description="Items: a Parquet path, directory or glob, an s3:// or gs:// URI, or table:NAME "
                        "in the DuckDB file")

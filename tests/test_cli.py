@@ -81,6 +81,10 @@ def test_the_printed_python_resolves_from_the_working_folder(tmp_path, monkeypat
         (["--min-items", "1"], "pairwise: --min-items: Input should be greater than or equal to 2"),
         (["--max-dims", "8"], "pairwise: max_dims (8) must be >= min_dims (32)"),
         (["--refine-eps", "0"], "pairwise: --refine-eps: Input should be greater than 0"),  # NaN posteriors
+        # not a bound it fails: NaN is no number; inf passed to fail the started run in the core (exit 1)
+        (["--cutoff", "nan"], "pairwise: --cutoff: Input should be a finite number\n"),
+        (["--cutoff", "inf"], "pairwise: --cutoff: Input should be a finite number\n"),
+        (["--score-floor", "nan"], "pairwise: --score-floor: Input should be a finite number\n"),
         (["--review", "zero-shot"], "pairwise: --review zero-shot reviews the given labels: add --gold-column"),
         (["--db", "."], "pairwise: --db .: a folder, not a DuckDB file"),
         (["--db", "README.md"], "pairwise: --db README.md: not a DuckDB file"),
