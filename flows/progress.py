@@ -16,11 +16,14 @@ from typing import Protocol
 
 
 class Listener(Protocol):
-    def phase(self, name: str, items: int | None = None, partitions: int | None = None) -> None:
-        """A phase begins (and the one before it ends); ``items``: how many its partitions hold, if it counts."""
+    def phase(self, name: str, items: int | None = None, partitions: int | None = None, *,
+              selective: bool = False) -> None:
+        """A phase begins (and the one before it ends); ``items``: how many its partitions hold, if it counts.
+        ``selective``: it reads them all but labels only some (an incremental night's new and changed items),
+        so its count is of items read, and each partition says how many it labelled."""
 
-    def advance(self, items: int) -> None:
-        """A partition of the counting phase is done."""
+    def advance(self, items: int, labelled: int | None = None) -> None:
+        """A partition of the counting phase is done: ``items`` read, of which ``labelled`` (a label pass's)."""
 
 
 _listeners: list[Listener] = []
@@ -35,11 +38,12 @@ def listening(listener: Listener) -> Iterator[None]:
         _listeners.remove(listener)
 
 
-def begin_phase(name: str, items: int | None = None, partitions: int | None = None) -> None:
+def begin_phase(name: str, items: int | None = None, partitions: int | None = None, *,
+                selective: bool = False) -> None:
     for listener in _listeners:
-        listener.phase(name, items, partitions)
+        listener.phase(name, items, partitions, selective=selective)
 
 
-def partition_done(items: int) -> None:
+def partition_done(items: int, labelled: int | None = None) -> None:
     for listener in _listeners:
-        listener.advance(items)
+        listener.advance(items, labelled)

@@ -191,7 +191,10 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             inductive = bool(params.graph_k) and night is not None and bool(model.get("neighbourhood"))
             if params.graph_k and not graph and not inductive:
                 log.warning(run_log.graph_skipped())
-            begin_phase(f"pass {passes}/{passes}: labels", sum(p.n_rows for p in labelling), len(labelling))
+            # a night reads whole partitions and labels the new and changed items in them: its count is of items
+            # read (what takes the time), and it says how many it labelled (the report's "labelled")
+            begin_phase(f"pass {passes}/{passes}: labels" + ("" if night is None else " of the new and changed items"),
+                        sum(p.n_rows for p in labelling), len(labelling), selective=night is not None)
             staged_parts = partitions(
                 "label-partition", list(labelling),
                 {"plan": plan, "staging": staging, "sealed": model["sealed"], "seed": model["seed"], "run_id": run_id,
@@ -441,5 +444,5 @@ def map_partitions(
         if done == len(futures) or time.monotonic() - shown >= PROGRESS_EVERY_S:
             advance_progress(progress, offset + done, total)
             shown = time.monotonic()
-        partition_done(rows[future])
+        partition_done(rows[future], future.result().get("n_labelled"))  # a label task's count
     return [future.result() for future in futures]

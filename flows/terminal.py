@@ -41,28 +41,32 @@ class PlainLines:
                  interval: float = INTERVAL_S) -> None:
         self._stream, self._clock, self._interval = stream, clock, interval
         self._start = self._last = self._began = clock()
-        self._name, self._total, self._parts = "", 0, 0
-        self._done = self._parts_done = 0
+        self._name, self._total, self._parts, self._selective = "", 0, 0, False
+        self._done = self._parts_done = self._labelled = 0
 
-    def phase(self, name: str, items: int | None = None, partitions: int | None = None) -> None:
-        self._name, self._total, self._parts = name, items or 0, partitions or 0
-        self._done = self._parts_done = 0
+    def phase(self, name: str, items: int | None = None, partitions: int | None = None, *,
+              selective: bool = False) -> None:
+        self._name, self._total, self._parts, self._selective = name, items or 0, partitions or 0, selective
+        self._done = self._parts_done = self._labelled = 0
         self._began = self._last = self._clock()
-        self._say(name if items is None
-                  else f"{name}: {count(items, 'item')} in {count(partitions or 0, 'partition')}")
+        self._say(name if items is None else f"{name}: {count(items, 'item')}{' to read' if selective else ''} "
+                  f"in {count(partitions or 0, 'partition')}")
 
-    def advance(self, items: int) -> None:
+    def advance(self, items: int, labelled: int | None = None) -> None:
         self._done += items
+        self._labelled += labelled or 0
         self._parts_done += 1
         now = self._clock()
         elapsed = max(now - self._began, 1e-9)
         rate = self._done / elapsed
+        # a selective pass: items read, and of them the ones labelled
+        read = f" items read, {self._labelled:,} labelled," if self._selective else " items"
         if self._done >= self._total:
-            self._say(f"{self._name}: done, {self._done:,} items in {duration_text(elapsed)} ({rate:,.0f} items/s)")
+            self._say(f"{self._name}: done, {self._done:,}{read} in {duration_text(elapsed)} ({rate:,.0f} items/s)")
         elif now - self._last >= self._interval:
             eta = (self._total - self._done) / rate
-            self._say(f"{self._name}: {self._done:,}/{self._total:,} items ({self._parts_done}/{self._parts} "
-                      f"partitions), {rate:,.0f} items/s, ETA {duration_text(eta)}")
+            self._say(f"{self._name}: {self._done:,}/{self._total:,}{read.rstrip(',')} ({self._parts_done}/"
+                      f"{self._parts} partitions), {rate:,.0f} items/s, ETA {duration_text(eta)}")
 
     def finish(self) -> None:
         self._say("finished")
@@ -73,8 +77,13 @@ class PlainLines:
 
 
 class _Items(ProgressColumn):
+    """Items done of the pass's; a selective pass's are items read, and it says how many it labelled."""
+
     def render(self, task: Task) -> Text:
-        return Text(f"{task.completed:,.0f}/{task.total:,.0f} items" if task.fields["counts"] else "")
+        if not task.fields["counts"]:
+            return Text("")
+        done = f"{task.completed:,.0f}/{task.total:,.0f} items"
+        return Text(f"{done} read, {task.fields['labelled']:,} labelled" if task.fields["selective"] else done)
 
 
 class _Rate(ProgressColumn):
@@ -109,15 +118,20 @@ class RichBars:
         )
         self._current: TaskID | None = None
         self._counts = False
+        self._labelled = 0
 
-    def phase(self, name: str, items: int | None = None, partitions: int | None = None) -> None:
+    def phase(self, name: str, items: int | None = None, partitions: int | None = None, *,
+              selective: bool = False) -> None:
         self._finish()
         self._counts = items is not None
-        self._current = self._progress.add_task(name, total=items, counts=self._counts)
+        self._labelled = 0
+        self._current = self._progress.add_task(name, total=items, counts=self._counts, selective=selective,
+                                                labelled=0)
 
-    def advance(self, items: int) -> None:
+    def advance(self, items: int, labelled: int | None = None) -> None:
         if self._current is not None:
-            self._progress.advance(self._current, items)
+            self._labelled += labelled or 0
+            self._progress.update(self._current, advance=items, labelled=self._labelled)
 
     def _finish(self) -> None:
         """The phase before is done: a phase without a count gets a full bar and stops its clock."""

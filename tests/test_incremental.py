@@ -1,5 +1,6 @@
 """The nightly cycle with real flows: a full run, incremental nights (new, changed and deleted items), a refit."""
 
+import io
 import json
 import os
 import random
@@ -17,7 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_catalog, written_otherwise
+from flows.progress import listening
 from flows.reclassify import ReclassifyParams, reclassify_catalog
+from flows.terminal import PlainLines
 from pairwise_core import make_catalog
 
 N_ITEMS, N_CLASSES, CHUNK = 3000, 5, 500
@@ -241,6 +244,25 @@ def first_difference(found, expected, where=""):
     if isinstance(expected, float) and isinstance(found, float):
         return None if abs(found - expected) <= 1e-5 else (where, found, expected)
     return None if found == expected else (where, found, expected)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_night_s_progress_counts_the_items_it_read_and_says_how_many_it_labelled(tmp_path, catalog):
+    """Its pass said "done, 3,000 items" while its report said "labelled 10": it reads whole partitions and
+    labels their changed items."""
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "items", items, classes, n_files=2)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(items_glob, classes_path, db))
+    day1, _, _ = night(items, drop=0, new=0, changed=10)
+    write_catalog(tmp_path / "items", day1, classes, n_files=2)
+    out = io.StringIO()
+    with listening(PlainLines(out)):
+        night1 = reclassify_catalog(params(items_glob, classes_path, db, model="latest", incremental=True))
+    assert night1["details"]["night"]["labelled"] == 10
+    done = next(line for line in out.getvalue().splitlines() if ": done, " in line)
+    read = night1["details"]["night"]["partitions_read"] * CHUNK
+    assert f"] pass 1/1: labels of the new and changed items: done, {read:,} items read, 10 labelled, in " in done
 
 
 @pytest.mark.usefixtures("prefect_harness")

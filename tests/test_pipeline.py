@@ -255,11 +255,11 @@ def test_a_failure_that_cannot_be_recorded_still_reaches_the_user_and_the_next_r
     class HoldTheFile:
         """Opens the file read-only once the run has registered: then this process opens no write connection."""
 
-        def phase(self, name, items=None, partitions=None):
+        def phase(self, name, items=None, partitions=None, *, selective=False):
             if name == "stage the sources":
                 held.append(duckdb.connect(str(db), read_only=True))
 
-        def advance(self, items):
+        def advance(self, items, labelled=None):
             pass
 
     logger = logging.getLogger("prefect.flow_runs")

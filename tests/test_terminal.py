@@ -40,6 +40,33 @@ def test_plain_lines_say_each_phase_and_a_pass_at_most_every_interval_then_its_t
     ]
 
 
+def test_a_selective_pass_says_items_read_and_how_many_it_labelled():
+    """An incremental night reads whole partitions and labels their new and changed items: it said "done, 300
+    items" where its report said "labelled 10"."""
+    out, clock = io.StringIO(), Clock()
+    lines = PlainLines(out, clock=clock, interval=10.0)
+    with listening(lines):
+        begin_phase("pass 1/1: labels of the new and changed items", 3_000, 3, selective=True)
+        for seconds, labelled in ((12, 4), (3, 0), (3, 6)):
+            clock.now += seconds
+            partition_done(1_000, labelled)
+    assert out.getvalue().splitlines()[1:] == [
+        "[0:12] pass 1/1: labels of the new and changed items: 1,000/3,000 items read, 4 labelled (1/3 partitions), "
+        "83 items/s, ETA 24.0 s",
+        "[0:18] pass 1/1: labels of the new and changed items: done, 3,000 items read, 10 labelled, in 18.0 s "
+        "(167 items/s)",
+    ]
+    assert out.getvalue().splitlines()[0] == "[0:00] pass 1/1: labels of the new and changed items: 3,000 items to " \
+        "read in 3 partitions"
+    bars_out = io.StringIO()
+    bars = RichBars(Console(file=bars_out, force_terminal=True, width=150))
+    with bars.shown(), listening(bars):
+        begin_phase("pass 1/1: labels of the new and changed items", 2_000, 2, selective=True)
+        partition_done(1_000, 3)
+        partition_done(1_000, 7)
+    assert "2,000/2,000 items read, 10 labelled" in bars_out.getvalue()
+
+
 def test_rich_bars_show_items_rate_and_every_phase_on_a_terminal():
     out = io.StringIO()
     bars = RichBars(Console(file=out, force_terminal=True, width=150))
