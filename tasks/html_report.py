@@ -39,7 +39,7 @@ from tasks.folders import beside
 from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
                           calibration_words, change_rows, change_sentences, drift_cells, issue_cells, issue_columns,
-                          metric_cell, no_changes, no_gold, parent_shares_note, rejected_rows, run_row,
+                          metric_cell, night_scope, no_changes, no_gold, parent_shares_note, rejected_rows, run_row,
                           shown_classes, signed, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
@@ -741,6 +741,9 @@ def _figure_section(anchor: str, title: str, figures: Sequence[Figure], empty: s
 
 # ---------------------------------------------------------------- the report
 
+# The sections that count only the items the run labelled (on a night, its new and changed ones)
+NIGHT_SCOPED = {"metrics", "consensus", "parents", "confidence", "agreement", "gold", "shares", "issues"}
+
 
 def build_report(db: str | Path, run_id: str) -> RunReport:
     """Read the run's aggregates over one reader, draw the figures and lay out the page."""
@@ -776,6 +779,9 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
             _figure_section("masks", "Mask sizes per class pair", _mask_figures(db, run_id, items),
                             "No pair masks in this run."),
         ]
+        if scope := night_scope(run["details"]):  # a night's figures: its labelled items, not the catalog's
+            sections = [_Section(s.anchor, s.title, _note(scope) + s.body) if s.anchor in NIGHT_SCOPED else s
+                        for s in sections]
         # three figures at most for the Prefect UI: with gold, the joint label against it (one panel) and the
         # reliability diagram say the most; without, the modalities against each other
         headline = next((f for f in against_gold if f.title == f"{JOINT} against gold"), None) or next(

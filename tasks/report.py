@@ -99,20 +99,22 @@ def render_report(db: str | Path, run_id: str) -> str:
     if line := graph_line(run["details"]):
         lines.append(line)
     lines += ["", "## What changed (label_changes)", "", *changes_lines(db, run_id, run["details"])]
+    scope_line = night_scope(run["details"])
+    scope = [scope_line, ""] if scope_line else []  # under each heading of what the night labelled
     metrics = store.query(db, "report_metrics", {"run_id": run_id}).to_pylist()
-    lines += ["", "## Agreement and accuracy: base, pairwise, refined", "", _metrics_table(metrics)]
+    lines += ["", "## Agreement and accuracy: base, pairwise, refined", "", *scope, _metrics_table(metrics)]
     if any(r["refined"] is not None for r in metrics):
         lines += ["", metrics_note(metrics)]
     shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
-    lines += ["", "## Class shares", "", _shares_table(shares)]
+    lines += ["", "## Class shares", "", *scope, _shares_table(shares)]
     parents = store.query(db, "report_parent_shares", {"run_id": run_id}).to_pylist()
     if parents:
-        lines += ["", "## Parent shares (consensus_labels.parent_label)", "", markdown_table(pa.table({
+        lines += ["", "## Parent shares (consensus_labels.parent_label)", "", *scope, markdown_table(pa.table({
             "parent": [r["parent"] for r in parents], "items": [f"{r['n_items']:,}" for r in parents],
             "share": [_percent(r["share"]) for r in parents],
             "mean confidence": pa.array([r["mean_confidence"] for r in parents], pa.float64())})),
                   "", parent_shares_note(run["details"])]
-    lines += ["", "## One label per item (consensus_labels)", "",
+    lines += ["", "## One label per item (consensus_labels)", "", *scope,
               *_consensus_lines(db, run_id, run["details"], len(run["modalities"] or []), params)]
     rejected, sentence = rejected_rows(db, run_id)
     if rejected:
@@ -126,7 +128,7 @@ def render_report(db: str | Path, run_id: str) -> str:
     issues = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": 5}).to_pylist()
     if issues:
         lines += ["", f"## Labels worth a look: top {len(issues)} of {issues[0]['n_issues']:,} (annotation_issues)", "",
-                  *_issues_lines(issues)]
+                  *scope, *_issues_lines(issues)]
     return "\n".join(lines)
 
 
@@ -168,6 +170,16 @@ def change_sentences(details: str | None) -> list[str]:
                          "label from the model before, which the new model would have changed with a confidence "
                          "below it; their rows in catalog_labels name the model before.")
     return sentences
+
+
+def night_scope(details: str | None) -> str | None:
+    """Which items a night's figures count: it labelled its new and changed items only, while the report's
+    header counts the whole catalog (runs.n_items); None for a run that labelled every item, or none."""
+    night = json.loads(details or "{}").get("night")
+    if not night or not night["labelled"]:
+        return None
+    return (f"These figures count the {night['labelled']:,} items this night labelled (new or changed), not the "
+            f"catalog's {night['source']:,}: the catalog's labels now are in catalog_labels.")
 
 
 def change_rows(db: str | Path, run_id: str) -> list[list[Any]]:

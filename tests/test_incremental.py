@@ -1,5 +1,6 @@
 """The nightly cycle with real flows: a full run, incremental nights (new, changed and deleted items), a refit."""
 
+import html
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from flows.progress import listening
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from flows.terminal import PlainLines
 from pairwise_core import make_catalog
+from tasks import html_report, report
 
 N_ITEMS, N_CLASSES, CHUNK = 3000, 5, 500
 PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
@@ -263,6 +265,32 @@ def test_a_night_s_progress_counts_the_items_it_read_and_says_how_many_it_labell
     done = next(line for line in out.getvalue().splitlines() if ": done, " in line)
     read = night1["details"]["night"]["partitions_read"] * CHUNK
     assert f"] pass 1/1: labels of the new and changed items: done, {read:,} items read, 10 labelled, in " in done
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_night_s_report_says_its_figures_count_the_items_it_labelled_not_the_catalog(tmp_path, catalog):
+    """Its header said "items: 3,000" (the catalog) over class shares and accuracy of its 500 new items alone."""
+    items, classes = catalog
+    folder = tmp_path / "items"
+    _, classes_path = write_catalog(folder, items.slice(0, N_ITEMS - 500), classes)
+    db = tmp_path / "out.duckdb"
+    full = reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db))
+    pq.write_table(items.slice(N_ITEMS - 500), folder / "items-new.parquet")
+    night1 = reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db, model="latest",
+                                       incremental=True))
+    scope = ("These figures count the 500 items this night labelled (new or changed), not the catalog's 3,000: "
+             "the catalog's labels now are in catalog_labels.")
+    text = report.render_report(db, night1["run_id"])
+    assert "- items: 3000," in text
+    for heading in ("## Agreement and accuracy", "## Class shares", "## One label per item",
+                    "## Labels worth a look"):
+        assert text[text.index(heading):].split("\n")[2] == scope, heading
+    page = html_report.build_report(db, night1["run_id"]).html
+    for anchor in ("metrics", "shares", "consensus", "gold"):
+        section = page[page.index(f'<section id="{anchor}">'):]
+        assert section[:section.index("</section>")].count(html.escape(scope)) == 1, anchor
+    assert "These figures count" not in report.render_report(db, full["run_id"])  # a full run labels them all
+    assert "These figures count" not in html_report.build_report(db, full["run_id"]).html
 
 
 @pytest.mark.usefixtures("prefect_harness")
