@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -399,14 +400,22 @@ def test_a_prefect_server_that_does_not_answer_at_the_start_is_one_line_exit_2_a
     assert not db.exists()
 
 
-def test_a_prefect_server_gone_mid_run_is_one_line_and_the_run_recorded_failed(env, tmp_path):
-    home = tmp_path / "prefect-home"
+@contextmanager
+def prefect_server(env, home: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A real `prefect server start` of its own (URL, and a stop that kills it at once, as a crash would): the
+    server goes away when the test stops it, and at the end whatever happened."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
                                "127.0.0.1", "--port", str(port)], env={**env, "PREFECT_HOME": str(home),
                                                                        "PREFECT_UI_ENABLED": "false"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def stop() -> None:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=60)
+
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -416,6 +425,14 @@ def test_a_prefect_server_gone_mid_run_is_one_line_and_the_run_recorded_failed(e
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
                 time.sleep(0.5)
+        yield url, stop
+    finally:
+        stop()
+
+
+def test_a_prefect_server_gone_mid_run_is_one_line_and_the_run_recorded_failed(env, tmp_path):
+    home = tmp_path / "prefect-home"
+    with prefect_server(env, home) as (url, stop):
         items, classes = make_catalog(20_000, 5, seed=8)
         items_glob, classes_path = write_catalog(tmp_path, items, classes, n_files=4)
         db = tmp_path / "o.duckdb"
@@ -427,9 +444,7 @@ def test_a_prefect_server_gone_mid_run_is_one_line_and_the_run_recorded_failed(e
         while not Path(f"{db}.staging/gone").exists():  # registered, and under way
             assert process.poll() is None and time.monotonic() < deadline, process.communicate()
             time.sleep(0.02)
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)  # the server goes away mid-run
-        server.wait(timeout=60)
+        stop()  # the server goes away mid-run
     # it retried each request, then each queued event at exit, for 2.5-8.5 minutes, and printed pages of them
     out, err = process.communicate(timeout=120)
     assert (process.returncode, out) == (1, ""), err
@@ -441,6 +456,40 @@ def test_a_prefect_server_gone_mid_run_is_one_line_and_the_run_recorded_failed(e
             ("failed", f"PrefectUnreachable: the Prefect server at {url} stopped answering (ConnectError: [Errno 111] "
                        "Connection refused)")]
         assert con.execute("SELECT count(*) FROM current_labels").fetchall() == [(0,)]
+
+
+def test_a_prefect_server_gone_after_the_commit_is_exit_3_and_the_run_stands(env, tmp_path):
+    """The server killed as the run's reports phase begins, its commit done: the publishing that follows (the
+    report's artifacts, the flow run's final state) gets no answer. Exit 3, as after a failed export: the run
+    is committed and readers see it; only the Prefect UI lacks its end."""
+    home = tmp_path / "prefect-home"
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    db = tmp_path / "o.duckdb"
+    with prefect_server(env, home) as (url, stop):
+        process = subprocess.Popen([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                                    "--chunk-size", "500", "--run-id", "gone-late"],
+                                   env={**env, "PREFECT_HOME": str(home), "PREFECT_API_URL": url},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen = []
+        for line in process.stderr:  # plain progress lines: "reports" begins once the commit is done
+            seen.append(line)
+            if line.endswith("] reports\n"):
+                stop()
+                break
+        else:
+            raise AssertionError("".join(seen))
+    out, rest = process.communicate(timeout=120)
+    assert (process.returncode, out) == (3, ""), "".join(seen) + rest
+    assert rest.splitlines()[-1] == (
+        f"pairwise: run gone-late succeeded and is committed in {db}, but the Prefect server at {url} stopped "
+        f"answering (ConnectError: [Errno 111] Connection refused) after its commit: the Prefect UI lacks its end "
+        f"(`pairwise report --db {db} --run-id gone-late` prints its report)")
+    assert "Traceback" not in rest
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, error FROM runs").fetchall() == [("succeeded", None)]
+        assert con.execute("SELECT count(*) FROM catalog_labels").fetchall() == [(2000,)]
+    again = pairwise(env, "report", "--db", str(db), "--run-id", "gone-late")  # what the line tells the user to do
+    assert again.returncode == 0 and again.stdout.startswith("# Run gone-late: succeeded"), again.stderr
 
 
 def test_a_staging_folder_removed_mid_run_is_named_as_the_failure(env, tmp_path):
