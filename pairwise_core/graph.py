@@ -277,7 +277,8 @@ class Neighbourhood:
     catalog's points (the core never reads it: ``None`` where the index is a file of its own, in faiss's
     format, beside these arrays; faiss's serialization as bytes in a model stored before 2026-12-05), each
     indexed item's key (a seeded 64-bit hash of its id, so an item a night relabels is not its own
-    neighbour) and, per posterior
+    neighbour; the index's ids are positions in ``keys``, in the keys' order since 2026-12-06 and in the
+    catalog's rows' before, which the step reads alike) and, per posterior
     (``"0"``, ``"1"``, ... per modality, ``"joint"``), each item's propagated F before sharpening, cut to its
     top classes, and the fold powers that sharpened it.
 

@@ -24,8 +24,9 @@ to search, where the IVF index took 9 s and 38 s in the benchmark, 6.5 s and 60 
 HNSW's within 0.3 points (recall 0.93-0.97 against exact search, HNSW's 0.99). The catalog's points are
 searched a list at a time, by BLAS (``list_neighbours``).
 
-The k-means is seeded and each list is filled in the points' order, on every core: the graph, and the labels,
-are the same on every run.
+The k-means is seeded and each list is filled in the points' order, on every core, and the points are taken
+in the order of their items' keys (``item_hash``), not of the catalog's rows: the graph, and the labels, are
+the same on every run, whatever the order of the rows, their files or their partitions.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def build_index(points: np.ndarray, seed: int, threads: int | None = None) -> tu
     lists: k-means lists trained on seeded rows with a seeded k-means; each point then goes to the first of
     its nearest lists, which the search needs anyway (``nearest_lists``): one search of the lists, not two
     (1M points: adding them 3.2 -> 1.0 s). Each list is filled by one thread in the points' order, so the
-    index, and the labels, are the same on every run."""
+    index, and the labels, are the same on every run for points in the same order (``propagate_graph`` gives
+    them in their items' key order, ``key_order``)."""
     import faiss
 
     n, dims = points.shape
@@ -312,12 +314,16 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
 
     Items with no usable view are no point of the graph: they keep no label, as before."""
     began = time.perf_counter()
-    points = _load(part_paths, "points")
     present = [_load([path], "present") for path in part_paths]
     sizes = [len(p) for p in present]
-    placed = np.flatnonzero(np.concatenate(present).any(axis=1))
-    found, cosines, timings, index = neighbours(points[placed], k, seed)
-    measured = recall(points[placed], found, seed) if len(placed) > 1 else 1.0
+    keys = _load(part_paths, "keys")
+    # the graph's points are the placed rows in the order of their items' keys: the index's k-means, its lists
+    # and their search, and the propagation, see the same points in the same order whatever the rows' order or
+    # partitioning (taken in the rows' order, a shuffled file gave other lists and other neighbours)
+    placed = key_order(keys, np.flatnonzero(np.concatenate(present).any(axis=1)))
+    points = _load(part_paths, "points")[placed]
+    found, cosines, timings, index = neighbours(points, k, seed)
+    measured = recall(points, found, seed) if len(placed) > 1 else 1.0
     dims = int(points.shape[1])  # the projection's: DIMS, or fewer when the views have fewer
     del points
     directed = adjacency(found, edge_weights(cosines, POWER), len(placed))
@@ -352,7 +358,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
         if model_folder is not None:
             kept[name.replace("prior/", "")] = top_classes(f, TOP_CLASSES)
     if model_folder is not None:
-        save_neighbourhood(model_folder, index, _load(part_paths, "keys")[placed], kept, powers,
+        save_neighbourhood(model_folder, index, keys[placed], kept, powers,
                            {"k": k, "alpha": ALPHA, "power": POWER, "seed": seed,
                             "n_classes": results["joint"].shape[1]})
     paths = _stage(results, sizes, staging, votes)
@@ -368,6 +374,12 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     return paths, details
 
 
+def key_order(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` in the order of their ``keys`` (``item_hash``: seeded, the same for an item in every file and
+    partition); rows with equal keys, which only equal item ids have, in their own order."""
+    return rows[np.argsort(keys[rows], kind="stable")]
+
+
 def sharpen_by_fold(f: np.ndarray, fold: np.ndarray, powers: np.ndarray) -> np.ndarray:
     """Each row of ``f`` sharpened by its fold's power."""
     out = np.empty_like(f)
@@ -378,7 +390,9 @@ def sharpen_by_fold(f: np.ndarray, fold: np.ndarray, powers: np.ndarray) -> np.n
 
 
 def _placed_rows(m: sparse.csr_matrix, placed: np.ndarray, n: int) -> sparse.csr_matrix:
-    """``m``'s rows at rows ``placed`` of an n-row matrix; the other rows empty."""
+    """``m``'s rows at rows ``placed`` (distinct, in any order) of an n-row matrix; the other rows empty."""
+    ascending = np.argsort(placed)
+    m, placed = m[ascending], placed[ascending]
     counts = np.zeros(n, np.int64)
     counts[placed] = np.diff(m.indptr)
     return sparse.csr_matrix((m.data, m.indices, np.concatenate([[0], np.cumsum(counts)])), shape=(n, m.shape[1]))

@@ -9,13 +9,14 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from scipy import sparse
 
 from conftest import write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
 from tasks.graph import (
-    PROBES, VOTE_POWER, VOTE_PSEUDO_COUNT, _members, build_index, list_neighbours, n_lists, nearest_lists, neighbours,
-    recall, stored_neighbours,
+    PROBES, VOTE_POWER, VOTE_PSEUDO_COUNT, _members, _placed_rows, build_index, key_order, list_neighbours, n_lists,
+    nearest_lists, neighbours, recall, stored_neighbours,
 )
 
 N_ITEMS, N_CLASSES = 1500, 6
@@ -157,6 +158,57 @@ def test_a_stored_model_relabels_with_the_graph_as_its_fit_did(tmp_path, catalog
         reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db_plain),
                                             gold_column="label", model="latest", graph_k=8, run_id="refused"))
     assert rows(db_plain, "SELECT count(*) FROM runs WHERE run_id = 'refused'")[0][0] == 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_graph_labels_the_same_items_alike_whatever_the_order_of_their_rows(tmp_path, catalog):
+    """The index takes the points in their items' key order: the same items in shuffled rows, other files and
+    partitions give the same graph, so the same labels and confidences, bit for bit, with the stored model and
+    with a fit of its own; label_changes then says nothing moved."""
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
+    shuffled = items.take(np.random.default_rng(3).permutation(items.num_rows))
+    shuffled_glob, _ = write_catalog(tmp_path / "shuffled", shuffled, classes, n_files=3, row_group_size=300)
+    _, db = run(tmp_path, "fit", items_glob, classes_path, graph_k=8, issues_below=1.0)
+    db = str(db)
+    reclassify_catalog(ReclassifyParams(items=shuffled_glob, classes=classes_path, db=db, gold_column="label",
+                                        chunk_size=400, run_id="shuffled", model="latest", graph_k=8,
+                                        issues_below=1.0))
+    _, refit = run(tmp_path, "refit", shuffled_glob, classes_path, graph_k=8, issues_below=1.0)
+    labels = ("SELECT item_id, modality, refined_class, refined_confidence FROM item_labels WHERE run_id = ? "
+              "ORDER BY item_id, modality")
+    joint = "SELECT item_id, label, confidence, status FROM joint_labels WHERE run_id = ? ORDER BY item_id"
+    issues = "SELECT item_id, p_given, neighbours_p_given, neighbours_label FROM annotation_issues WHERE run_id = ? "
+    issues += "ORDER BY item_id"
+    for query in (labels, joint, issues):
+        fitted = rows(db, query, ["fit"])
+        assert len(fitted) >= N_ITEMS
+        assert rows(db, query, ["shuffled"]) == fitted  # the stored model: bit for bit
+        # a fit of its own: the same labels; the model's sums merge in another order, so the confidences are the
+        # same to float rounding (docs/operations.md: at most 5e-6 without the graph)
+        own = rows(refit, query, ["refit"])
+        assert [[v for v in r if not isinstance(v, float)] for r in own] == \
+            [[v for v in r if not isinstance(v, float)] for r in fitted]
+        np.testing.assert_allclose([[v for v in r if isinstance(v, float)] for r in own],
+                                   [[v for v in r if isinstance(v, float)] for r in fitted], rtol=0, atol=1e-5)
+    assert rows(db, "SELECT count(*) FROM label_changes WHERE run_id = 'shuffled'") == [(0,)]
+
+
+def test_the_points_are_taken_in_their_keys_order_whatever_the_rows():
+    keys = np.array([50, 7, 99, 7, 3, 20], np.uint64)
+    assert key_order(keys, np.arange(6)).tolist() == [4, 1, 3, 5, 0, 2]  # equal keys in their rows' order
+    assert key_order(keys, np.array([0, 2, 4, 5])).tolist() == [4, 5, 0, 2]
+    shuffled = keys[np.random.default_rng(0).permutation(6)]  # the same items in other rows: the same keys' order
+    assert shuffled[key_order(shuffled, np.arange(6))].tolist() == [3, 7, 7, 20, 50, 99]
+
+
+def test_the_votes_go_to_their_rows_whatever_the_order_of_the_placed_rows():
+    votes = sparse.csr_matrix(np.array([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 3.0]]))
+    placed = np.array([4, 0, 2])
+    out = _placed_rows(votes, placed, 6).toarray()
+    expected = np.zeros((6, 3))
+    expected[placed] = votes.toarray()
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_the_index_finds_the_exact_neighbours_of_a_seeded_catalog():
