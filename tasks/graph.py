@@ -376,7 +376,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
 
 def key_order(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``rows`` in the order of their ``keys`` (``item_hash``: seeded, the same for an item in every file and
-    partition); rows with equal keys, which only equal item ids have, in their own order."""
+    partition); rows with equal keys (the same item id, or a 64-bit collision) in their own order."""
     return rows[np.argsort(keys[rows], kind="stable")]
 
 
