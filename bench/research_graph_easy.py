@@ -42,15 +42,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from research_graph_dims import ACCURACY  # noqa: E402  (the halves' gold accuracy, per view and joint)
 
 PAIRWISE = os.environ.get("PAIRWISE", "/work/main/.venv/bin/pairwise")
-HALF_ACCURACY = """
-    SELECT modality, h.tune, avg((refined_class = gold_class)::INT) FROM item_labels JOIN halves h USING (item_id)
-    WHERE gold_class IS NOT NULL GROUP BY ALL
-    UNION ALL
-    SELECT 'joint', h.tune, avg((label = gold_class)::INT) FROM joint_labels JOIN halves h USING (item_id)
-    WHERE gold_class IS NOT NULL GROUP BY ALL
-    ORDER BY 1, 2"""
 OUTS = ("title", "gloss", "joint")
 
 
@@ -85,7 +79,7 @@ def product_run(data: Path, k: int, folder: Path, constants: dict | None = None)
                 "AND metric IN ('gold_accuracy', 'gold_ece')").fetchall():
             out["metrics"][(method, metric, view)] = value
         con.register("halves", halves)
-        for view, tune, value in con.execute(HALF_ACCURACY).fetchall():
+        for view, tune, value in con.execute(ACCURACY).fetchall():
             out["halves"][(view, "tune" if tune else "held-out")] = value
         details = json.loads(con.execute("SELECT details FROM runs").fetchone()[0])
     out["graph"] = details.get("graph")
