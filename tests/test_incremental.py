@@ -67,6 +67,18 @@ def night(items: pa.Table, *, drop: int = 100, new: int = 300, changed: int = 60
     return day1, gone, ids[:changed]
 
 
+def day0_then_a_new_file(tmp_path, catalog, written):
+    """Day 0 (all but the last 500 items) run in full, then those 500 as ``written`` gives them in a new file
+    beside it: the items' glob, the classes, the database and the full run's summary."""
+    items, classes = catalog
+    folder = tmp_path / "items"
+    _, classes_path = write_catalog(folder, items.slice(0, N_ITEMS - 500), classes)
+    db = tmp_path / "out.duckdb"
+    full = reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db))
+    pq.write_table(written(items.slice(N_ITEMS - 500)), folder / "items-new.parquet")
+    return str(folder / "items-*.parquet"), classes_path, db, full
+
+
 def params(items_glob, classes, db, **extra):
     return ReclassifyParams(items=items_glob, classes=classes, db=str(db), gold_column="label", chunk_size=CHUNK,
                             **extra)
@@ -270,14 +282,8 @@ def test_a_night_s_progress_counts_the_items_it_read_and_says_how_many_it_labell
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_night_s_report_says_its_figures_count_the_items_it_labelled_not_the_catalog(tmp_path, catalog):
     """Its header said "items: 3,000" (the catalog) over class shares and accuracy of its 500 new items alone."""
-    items, classes = catalog
-    folder = tmp_path / "items"
-    _, classes_path = write_catalog(folder, items.slice(0, N_ITEMS - 500), classes)
-    db = tmp_path / "out.duckdb"
-    full = reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db))
-    pq.write_table(items.slice(N_ITEMS - 500), folder / "items-new.parquet")
-    night1 = reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db, model="latest",
-                                       incremental=True))
+    glob, classes_path, db, full = day0_then_a_new_file(tmp_path, catalog, lambda new: new)
+    night1 = reclassify_catalog(params(glob, classes_path, db, model="latest", incremental=True))
     scope = ("These figures count the 500 items this night labelled (new or changed), not the catalog's 3,000: "
              "the catalog's labels now are in catalog_labels.")
     text = report.render_report(db, night1["run_id"])
@@ -297,13 +303,9 @@ def test_a_night_s_report_says_its_figures_count_the_items_it_labelled_not_the_c
 def test_a_night_reads_a_new_file_from_another_writer(tmp_path, catalog):
     """Its columns in another order, an extra one, other list and string types: the same items, the same labels."""
     items, classes = catalog
-    folder = tmp_path / "items"
-    _, classes_path = write_catalog(folder, items.slice(0, N_ITEMS - 500), classes)
-    db = tmp_path / "out.duckdb"
-    reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db))
+    glob, classes_path, db, _ = day0_then_a_new_file(tmp_path, catalog, written_otherwise)
     before = catalog_state(db)
-    pq.write_table(written_otherwise(items.slice(N_ITEMS - 500)), folder / "items-new.parquet")
-    night1 = reclassify_catalog(params(str(folder / "items-*.parquet"), classes_path, db, model="latest", incremental=True,
+    night1 = reclassify_catalog(params(glob, classes_path, db, model="latest", incremental=True,
                                        changed_column="version"))
     assert (night1["details"]["night"]["new"], night1["details"]["night"]["labelled"]) == (500, 500)
     after = catalog_state(db)
