@@ -123,7 +123,7 @@ def _fields(line: str) -> list[str]:
 
 def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
     try:
-        table = pq.read_table(path) if suffix == ".parquet" else _read_csv_text(path)
+        table = _read_parquet(path) if suffix == ".parquet" else _read_csv_text(path)
     except (pa.ArrowInvalid, OSError) as error:
         raise ClassesError(f"--names {path}: cannot read it ({str(error).splitlines()[0]})") from None
     column = next((name for name in NAME_COLUMNS if name in table.column_names), None)
@@ -149,6 +149,14 @@ def _text_column(table: pa.Table, column: str, path: str) -> list[str | None]:
     if not is_text(kind):
         raise ClassesError(f"--names {path}: column {column} must be a string, got {kind}")
     return table.column(column).cast(pa.string()).to_pylist()
+
+
+def _read_parquet(path: str) -> pa.Table:
+    """The file's columns. `pq.read_table` refused a file that names a column twice, whatever the column
+    ("Multiple matches for FieldRef.Name(note)"): so read, a name column named twice is refused as such
+    (`_text_column`), and a column not read may repeat."""
+    with pq.ParquetFile(path) as handle:
+        return handle.read()
 
 
 def _read_csv_text(path: str) -> pa.Table:

@@ -248,17 +248,40 @@ def _table_schema(db: str, table: str) -> tuple[pa.Schema, int]:
 
 
 def read_table(source: Source, db: str, columns: list[str] | None = None) -> pa.Table:
-    """A whole (small) table, e.g. the classes."""
+    """The classes (a small table): whole, or ``columns``. A column that a Parquet file names more than once is
+    refused if the run reads it (one of ``columns``; read whole: class_name, parent or an embedding) and left out
+    otherwise. A DuckDB table names each column once."""
     if source.table is not None:
         _table_schema(db, source.table)
         with connect(db, read_only=True) as con:
             table = con.execute("SELECT * FROM query_table($name)", {"name": source.table}).to_arrow_table()
         return _plain_strings(table.select(columns) if columns else table)
-    parts = [_plain_strings(_parquet_file(path).read(columns=columns)) for path in parquet_files(source.text)]
+    paths = parquet_files(source.text)
+    parts = []
+    for path in paths:
+        handle = _parquet_file(path)
+        names = handle.schema_arrow.names
+        read = columns if columns is not None else [
+            name for name in names if name in ("class_name", PARENT_COLUMN) or name.endswith(EMBEDDING_SUFFIX)]
+        refuse_repeated(names, read, path if len(paths) > 1 else source.text)
+        wanted = columns
+        if columns is None and len(set(names)) < len(names):  # the others named more than once, left out
+            wanted = [name for name in names if names.count(name) == 1]
+        parts.append(_plain_strings(handle.read(columns=wanted)))
     try:
         return pa.concat_tables(parts, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # ArrowTypeError: a column of other types
         raise SourceError(f"{source.text}: files have incompatible schemas ({error})") from None
+
+
+def refuse_repeated(names: Sequence[str], read: Iterable[str], where: str) -> None:
+    """Refuse a column the run reads that a file names more than once (pyarrow writes such files): Arrow finds
+    a column by its name, and which of them is meant cannot be told. Unchecked, the run failed after it had
+    started, or with a traceback. A column the run does not read may repeat."""
+    for name in read:
+        if (count := names.count(name)) > 1:
+            raise SourceError(f"{where}: column {name} appears {count} times; the run reads it by name, so it must "
+                              "appear once")
 
 
 def _plain_strings(table: pa.Table) -> pa.Table:
@@ -365,6 +388,9 @@ def _inspect(
     if n_items == 0:  # before the columns: a folder of empty files typed null has no string item_id either
         raise SourceError(f"{items}: no items")
     where = files[first] if len(files) > 1 else items  # of several files, the one whose columns are checked
+    # every embedding column: they make the modalities, and each is checked
+    refuse_repeated(item_schema.names, ["item_id", *(n for n in item_schema.names if n.endswith(EMBEDDING_SUFFIX)),
+                                        *(c for c in (gold_column, changed_column) if c is not None)], where)
     _require(item_schema, "item_id", where)
     if gold_column is not None:
         if gold_column not in item_schema.names:
@@ -438,8 +464,9 @@ def _checked_schema(meta: pq.ParquetFile, first: pa.Schema) -> pa.Schema:
     if meta.metadata.num_rows:
         return schema
     for index, column in enumerate(schema):
-        if pa.types.is_null(column.type) and column.name in first.names:
-            schema = schema.set(index, column.with_type(first.field(column.name).type))
+        # -1: not in the first file, or named more than once there (a column the run does not read, then)
+        if pa.types.is_null(column.type) and (at := first.get_field_index(column.name)) >= 0:
+            schema = schema.set(index, column.with_type(first.field(at).type))
     return schema
 
 
@@ -448,7 +475,9 @@ def _check_columns(schema: pa.Schema, first: pa.Schema, dims: dict[str, int], fu
     """A further file of the source has the columns the run reads (item_id, the modalities' embeddings and
     the ``further`` columns), of types it reads like the first file's. Other columns, the columns' order and
     their nullability may differ, as in files written on other days by other writers."""
-    for name in ["item_id", *(f"{m}{EMBEDDING_SUFFIX}" for m in dims), *further]:
+    read = ["item_id", *(f"{m}{EMBEDDING_SUFFIX}" for m in dims), *further]
+    refuse_repeated(schema.names, read, path)
+    for name in read:
         if name not in schema.names:
             raise SourceError(f"{path}: missing column {name}, which {first_path} has")
         kind = schema.field(name).type

@@ -292,13 +292,26 @@ def test_a_names_table_whose_columns_are_not_text_is_refused_in_one_line(tmp_pat
     assert err == f"pairwise: --names {path}: {message}\n"
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
 @pytest.mark.parametrize("column", ["class_name", "parent"])
-def test_a_csv_with_a_column_named_twice_is_refused_in_one_line(tmp_path, column):
-    """It was a KeyError from Arrow's schema, a traceback."""
+def test_a_names_file_with_a_column_named_twice_is_refused_in_one_line(tmp_path, column, suffix):
+    """It was a KeyError from Arrow's schema, a traceback; of a Parquet file (pyarrow writes one), "cannot read it
+    (Multiple matches for FieldRef.Name(class_name) in class_name: string)"."""
     header = ["class_name", "parent", column]
-    (tmp_path / "names.csv").write_text(",".join(header) + "\ncat,animal,x\n")
-    with pytest.raises(ClassesError, match=f"^--names .*names.csv: column {column} appears 2 times$"):
-        read_names(str(tmp_path / "names.csv"))
+    path = tmp_path / f"names.{suffix}"
+    if suffix == "csv":
+        path.write_text(",".join(header) + "\ncat,animal,x\n")
+    else:
+        pq.write_table(pa.Table.from_arrays([pa.array([v]) for v in ("cat", "animal", "x")], names=header), path)
+    with pytest.raises(ClassesError, match=f"^--names .*names.{suffix}: column {column} appears 2 times$"):
+        read_names(str(path))
+
+
+def test_a_names_parquet_file_may_name_twice_a_column_it_does_not_read(tmp_path):
+    path = tmp_path / "names.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["cat", "dog"]), pa.array(["a", "b"]), pa.array([1, 2])],
+                                        names=["class_name", "note", "note"]), path)
+    assert read_names(str(path)) == (["cat", "dog"], None)
 
 
 @pytest.mark.parametrize("kind", ["sentence-transformers", "hf-clip"])

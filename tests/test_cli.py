@@ -15,6 +15,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import api, free_port, write_catalog
@@ -127,6 +129,32 @@ def test_an_object_store_out_of_reach_is_one_line_and_exit_2_in_bounded_time(env
     assert len(result.stderr) < 1000  # not the kilobyte of GCS's metadata dump
     assert elapsed < 40, elapsed  # one listing (the retry limit) and the interpreter's start: 8-13 s here
     assert not (tmp_path / "out.duckdb").exists()
+
+
+def test_a_column_the_run_reads_named_twice_is_bad_input_before_the_run_registers(env, tmp_path):
+    """Two version columns with --changed-column version: the run registered, then failed (exit 1, a failed row in
+    runs: KeyError: 'Field "version" exists 2 times in schema'); two gold columns: a traceback ending in
+    "KeyError: 'Column label does not exist in schema'"."""
+    items, classes = make_catalog(300, 3, seed=1)
+    items = items.append_column("version", pa.array(["v1"] * items.num_rows))
+    items_glob, classes_path = write_catalog(tmp_path, items, classes)
+    db = tmp_path / "out.duckdb"
+    first = pairwise(env, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--run-id", "A",
+                     "--changed-column", "version", "--quiet")
+    assert first.returncode == 0, first.stderr
+    for column, option in [("version", "--changed-column"), ("label", "--gold-column")]:
+        path = tmp_path / f"twice-{column}.parquet"
+        twice = pa.array([f"{column}-2"] * items.num_rows)
+        pq.write_table(pa.Table.from_arrays([*items.columns, twice], names=[*items.column_names, column]), path)
+        for target in (db, tmp_path / f"new-{column}.duckdb"):
+            result = pairwise(env, "run", "--items", str(path), "--classes", classes_path, "--db", str(target),
+                              "--run-id", "B", option, column, "--quiet")
+            assert (result.returncode, result.stdout) == (2, ""), result.stderr
+            assert result.stderr == (f"pairwise: {path}: column {column} appears 2 times; the run reads it by name, "
+                                     "so it must appear once\n")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT run_id, status FROM runs").fetchall() == [("A", "succeeded")]
+    assert not (tmp_path / "new-version.duckdb").exists() and not (tmp_path / "new-label.duckdb").exists()
 
 
 def test_a_run_that_fails_after_it_started_exits_1_even_on_what_reads_as_bad_input(env, tmp_path):

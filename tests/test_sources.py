@@ -22,8 +22,9 @@ def catalog(tmp_path):
     return tmp_path, items, classes
 
 
-def inspect(items, classes, tmp_path, gold=None):
-    return inspect_sources(items, classes, db=str(tmp_path / "out.duckdb"), gold_column=gold, chunk_size=500)
+def inspect(items, classes, tmp_path, gold=None, changed=None):
+    return inspect_sources(items, classes, db=str(tmp_path / "out.duckdb"), gold_column=gold, chunk_size=500,
+                           changed_column=changed)
 
 
 def test_a_good_catalog_is_planned_into_partitions(catalog):
@@ -54,11 +55,11 @@ def test_the_same_files_inspected_again_give_the_plan_made_then_and_a_changed_fi
         inspect(str(tmp_path / "items.parquet"), str(tmp_path / "classes.parquet"), tmp_path)
 
 
-def _fail(tmp_path, items, classes, message, gold=None):
+def _fail(tmp_path, items, classes, message, gold=None, changed=None):
     pq.write_table(items, tmp_path / "bad-items.parquet")
     pq.write_table(classes, tmp_path / "bad-classes.parquet")
     with pytest.raises(SourceError, match=message) as info:
-        inspect(str(tmp_path / "bad-items.parquet"), str(tmp_path / "bad-classes.parquet"), tmp_path, gold)
+        inspect(str(tmp_path / "bad-items.parquet"), str(tmp_path / "bad-classes.parquet"), tmp_path, gold, changed)
     assert "\n" not in str(info.value)
 
 
@@ -527,6 +528,115 @@ def test_class_files_of_incompatible_types_are_refused_in_one_line(catalog):
     pq.write_table(classes.slice(2), folder / "b.parquet")
     with pytest.raises(SourceError, match=r"classes: files have incompatible schemas \(.*class_name.*\)$"):
         inspect(items_glob, str(folder), tmp_path)
+
+
+def _twice(table: pa.Table, name: str, column=None) -> pa.Table:
+    """The table with one more column named ``name`` (pyarrow writes such a file): a copy of it, or ``column``."""
+    extra = table.column(name) if column is None else column
+    return pa.Table.from_arrays([*table.columns, extra], names=[*table.column_names, name])
+
+
+def _versioned(items: pa.Table) -> pa.Table:
+    return items.append_column("version", pa.array(["v1"] * items.num_rows))
+
+
+@pytest.mark.parametrize("column", ["item_id", "text_embedding", "label", "version"])
+def test_a_column_the_run_reads_named_twice_is_refused_naming_it_and_the_file(catalog, column):
+    """Two version columns with --changed-column version passed validation and failed the run once it had
+    started (KeyError: Field "version" exists 2 times in schema); two gold columns, a traceback naming no column
+    twice (Column label does not exist in schema)."""
+    tmp_path, items, classes = catalog
+    _fail(tmp_path, _twice(_versioned(items), column), classes, gold="label", changed="version",
+          message=rf"^{re.escape(str(tmp_path / 'bad-items.parquet'))}: column {column} appears 2 times; the run "
+                  "reads it by name, so it must appear once$")
+
+
+def test_an_embedding_column_named_twice_is_refused_though_the_classes_lack_it(catalog):
+    """The items' embedding columns are all checked (they make the modalities): it was a KeyError, a traceback."""
+    tmp_path, items, classes = catalog
+    audio = items.column("text_embedding")
+    doubled = _twice(items.append_column("audio_embedding", audio), "audio_embedding", audio)
+    _fail(tmp_path, doubled, classes, "bad-items.parquet: column audio_embedding appears 2 times; ")
+
+
+def test_columns_the_run_does_not_read_may_be_named_twice(catalog):
+    """As other columns may differ between files: the run reads its own columns by name, and runs did succeed."""
+    tmp_path, items, classes = catalog
+    notes = pa.array(["a"] * items.num_rows)
+    pq.write_table(_twice(_twice(_versioned(items), "note", notes), "note", notes), tmp_path / "items.parquet")
+    plan = inspect(str(tmp_path / "items.parquet"), _classes_path(tmp_path, classes), tmp_path, gold="label",
+                   changed="version")
+    assert (plan.n_items, plan.modalities, plan.changed_column) == (1200, ("image", "text"), "version")
+
+
+def _classes_path(tmp_path, classes):
+    pq.write_table(classes, tmp_path / "classes.parquet")
+    return str(tmp_path / "classes.parquet")
+
+
+def test_the_first_of_several_files_or_a_further_one_is_named_for_a_column_it_names_twice(catalog):
+    tmp_path = catalog[0]
+    folder, classes_path, rest = mixed_folder(catalog)
+    first = pq.read_table(folder / "a.parquet")
+    pq.write_table(_twice(first, "label"), folder / "a.parquet")
+    with pytest.raises(SourceError, match=rf"^{re.escape(str(folder / 'a.parquet'))}: column label appears 2 times; "):
+        inspect(str(folder), classes_path, tmp_path, gold="label")
+    assert inspect(str(folder), classes_path, tmp_path).n_items == 1200  # without --gold-column, label is not read
+    pq.write_table(first, folder / "a.parquet")
+    for column in ("item_id", "image_embedding", "label"):
+        pq.write_table(_twice(rest, column), folder / "b.parquet")
+        with pytest.raises(SourceError, match=rf"^{re.escape(str(folder / 'b.parquet'))}: column {column} appears 2 "):
+            inspect(str(folder), classes_path, tmp_path, gold="label")
+    # a file without rows whose column typed null the first file names twice (it is not read)
+    pq.write_table(_twice(first, "note", pa.array(["x"] * 600)).append_column("note", pa.array(["y"] * 600)),
+                   folder / "a.parquet")
+    pq.write_table(_empty_typed_null(rest.append_column("note", pa.nulls(600))), folder / "b.parquet")
+    assert inspect(str(folder), classes_path, tmp_path, gold="label").n_items == 600
+
+
+@pytest.mark.parametrize("column", ["class_name", "parent", "image_embedding"])
+def test_a_class_column_the_run_reads_named_twice_is_refused_naming_it_and_the_file(catalog, column):
+    """It was "files have incompatible schemas (Can't unify schema with duplicate field names.)" for one file."""
+    tmp_path, items, classes = catalog
+    items_glob, _ = write_catalog(tmp_path, items, classes)
+    classes = classes.append_column("parent", pa.array(["top", "top", "bottom", "bottom"]))
+    pq.write_table(_twice(classes, column), tmp_path / "twice.parquet")
+    with pytest.raises(SourceError, match=rf"^{re.escape(str(tmp_path / 'twice.parquet'))}: column {column} "
+                                          "appears 2 times; the run reads it by name, so it must appear once$"):
+        inspect(items_glob, str(tmp_path / "twice.parquet"), tmp_path)
+    folder = tmp_path / "classes"  # of several files, the one that names it twice
+    folder.mkdir()
+    pq.write_table(classes.slice(0, 2), folder / "a.parquet")
+    pq.write_table(_twice(classes.slice(2), column), folder / "b.parquet")
+    with pytest.raises(SourceError, match=rf"^{re.escape(str(folder / 'b.parquet'))}: column {column} appears 2 "):
+        inspect(items_glob, str(folder), tmp_path)
+
+
+def test_class_columns_the_run_does_not_read_may_be_named_twice(catalog):
+    tmp_path, items, classes = catalog
+    items_glob, _ = write_catalog(tmp_path, items, classes)
+    folder = tmp_path / "classes"
+    folder.mkdir()
+    pq.write_table(_twice(_twice(classes, "note", pa.array(["a"] * 4)), "note", pa.array([1] * 4)).slice(0, 2),
+                   folder / "a.parquet")
+    pq.write_table(classes.slice(2), folder / "b.parquet")
+    plan = inspect(items_glob, str(folder), tmp_path, gold="label")
+    assert plan.class_names == tuple(classes.column("class_name").to_pylist())
+    assert plan.modalities == ("image", "text")
+
+
+def test_a_table_source_cannot_name_a_column_twice(catalog):
+    """DuckDB refuses a table so made and names a view's columns apart (version, version_1): a `table:` source
+    needs no such check."""
+    tmp_path, items, classes = catalog
+    pq.write_table(_twice(_versioned(items), "version", pa.array(["v2"] * 1200)), tmp_path / "twice.parquet")
+    with duckdb.connect(str(tmp_path / "out.duckdb")) as con:
+        con.execute(f"CREATE VIEW twice AS SELECT * FROM read_parquet('{tmp_path / 'twice.parquet'}')")
+        assert [name for name, *_ in con.execute("DESCRIBE twice").fetchall()][-2:] == ["version", "version_1"]
+        with pytest.raises(duckdb.CatalogException, match="already exists"):
+            con.execute("CREATE TABLE twice_table (item_id VARCHAR, version VARCHAR, version VARCHAR)")
+    plan = inspect("table:twice", _classes_path(tmp_path, classes), tmp_path, changed="version")
+    assert plan.changed_column == "version"
 
 
 def test_strings_are_any_arrow_string_type_or_a_dictionary_of_one():
