@@ -52,6 +52,26 @@ def joint_log_posterior(terms: np.ndarray, present: np.ndarray, weights: np.ndar
     return log_softmax(total)
 
 
+def alone_or_joint(present: np.ndarray, joint: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Per item, ``own[i, v]`` (n, V) where item i has modality v alone, else ``joint[i]`` (n, ...) as given.
+
+    An item with one modality is the case V = 1: its joint posterior is that modality's own, under the weight
+    (or parent power) fitted for it alone. The joint weights are fitted on items with several modalities,
+    which are not independent witnesses: each weighs less than alone, and an item left with one of them got a
+    near-flat posterior (WordNet nouns without their gloss: joint confidence 0.09 where the title alone gave
+    0.38, every item under the parent with the most classes).
+    """
+    joint = np.asarray(joint)
+    lone = present.sum(axis=1) == 1
+    if not lone.any():
+        return joint
+    which = np.argmax(present, axis=1)
+    mine = own[np.arange(len(present)), which]
+    if joint.ndim == 1:
+        return np.where(lone, mine, joint)
+    return np.where(lone[:, None], np.where(present, mine[:, None], 0.0), joint)
+
+
 def prune_classes(terms: np.ndarray, present: np.ndarray, keep: int,
                   labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's ``keep`` classes with the highest sum of its present terms, its known label always among

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prefect import task
 
-from pairwise_core.hierarchy import Level
-from pairwise_core.joint import joint_log_posterior
-from pairwise_core.model import Review
+from pairwise_core.hierarchy import Level, ParentPowers
+from pairwise_core.joint import alone_or_joint, joint_log_posterior
+from pairwise_core.model import Refinement, Review
 from tasks.policy import IO_TASK
 from tasks.drift import DriftSample
 from tasks.fingerprint import fingerprints
@@ -231,14 +231,13 @@ def label_partition(
                 # and the rows below keep_below are picked after it (tasks/graph_labels.py)
                 reviews.write_table(review_table(judged, review.route, 1.0 if graph_parts is not None
                                                  else review.keep_below, ids, given, joint, names, plan.parent))
-            joint_table = joint.table(refinement.joint_weights[fold], run_id, ids, gold, names, plan.parent,
-                                      None if powers is None else powers.joint[fold])
+            joint_table = joint.table(refinement, fold, run_id, ids, gold, names, plan.parent, powers)
             joint_labels.write_table(joint_table)
             counts.add(pa.concat_tables([LABEL_SCHEMA.empty_table(), *label_tables]),
                        np.concatenate([np.zeros(0, np.int64), *label_rows]), joint_table)
             if graph_parts is not None:
                 views = {m: (u.x, u.inverse_norms(), u.valid) for m, u in zip(models, usables, strict=True)}
-                rows, log_p = joint.log_posterior(refinement.joint_weights[fold])
+                rows, log_p = joint.log_posterior(refinement, fold)
                 joint_prior = np.zeros((batch.num_rows, n_classes), np.float32)
                 joint_prior[rows] = np.exp(log_p)
                 route = None
@@ -292,20 +291,24 @@ class Joint:
         self.present[valid, column] = True
         self.refined[valid, column] = refined
 
-    def table(self, weights: np.ndarray, run_id: str, ids: pa.Array, gold: pa.Array | None,
-              names: pa.Array, parent: Level | None = None, parent_power: np.ndarray | None = None) -> pa.Table:
+    def table(self, refinement: Refinement, fold: np.ndarray, run_id: str, ids: pa.Array, gold: pa.Array | None,
+              names: pa.Array, parent: Level | None = None, powers: ParentPowers | None = None) -> pa.Table:
         """joint_labels rows of the items with at least one modality (see sql/create_consensus_labels.sql);
-        ``parent_power`` (one per row, the fold's) calibrates the parent confidence (``parent_columns``)."""
-        rows, log_p = self.log_posterior(weights)
+        ``powers`` (the model's, by the row's ``fold``) calibrate the parent confidence (``parent_columns``)."""
+        rows, log_p = self.log_posterior(refinement, fold)
         picked = pa.array(rows)
+        power = None if powers is None else alone_or_joint(self.present[rows], powers.joint[fold[rows]],
+                                                           powers.view[fold[rows]])
         return joint_rows(run_id, ids.take(picked), np.exp(log_p), self.refined[rows], self.present[rows],
-                          gold.take(picked) if gold is not None else None, names, parent,
-                          None if parent_power is None else parent_power[rows])
+                          gold.take(picked) if gold is not None else None, names, parent, power)
 
-    def log_posterior(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The rows with at least one modality, and their joint log posterior under the fold's ``weights``."""
+    def log_posterior(self, refinement: Refinement, fold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows with at least one modality, and their joint log posterior under their fold's weights (an
+        item with one modality: that modality's own, ``alone_or_joint``)."""
         rows = np.flatnonzero(self.present.any(axis=1))
-        return rows, joint_log_posterior(self.terms[rows], self.present[rows], weights[rows])
+        present = self.present[rows]
+        weights = alone_or_joint(present, refinement.joint_weights[fold[rows]], refinement.view_weights[fold[rows]])
+        return rows, joint_log_posterior(self.terms[rows], present, weights)
 
 
 STATUSES = pa.array(["single_modality", "agreed", "split"], pa.string())

@@ -103,7 +103,7 @@ def parent_powers(terms: np.ndarray, present: np.ndarray, fold: np.ndarray, gold
             own = np.flatnonzero(rows & present[:, v])
             log_p = log_softmax(view[f, v] * terms[own, v].astype(np.float64))
             view_powers[f, v] = fit_power(level.log_probabilities(log_p), parent_gold[own])
-        some = np.flatnonzero(rows & present.any(axis=1))
+        some = np.flatnonzero(rows & (present.sum(axis=1) > 1))  # an item with one modality takes its own power
         log_p = joint_log_posterior(terms[some], present[some], joint[f])
         joint_powers[f] = fit_power(level.log_probabilities(log_p), parent_gold[some])
     return ParentPowers(level, view_powers, joint_powers)

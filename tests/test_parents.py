@@ -296,3 +296,30 @@ def test_label_changes_follow_the_parent_label_and_name_new_parents_as_the_cause
     for item in moved:  # a sync that applies the rows ends with the catalog's parent labels
         assert changes[item] == ["relabelled", before[item][0], after[item][0], before[item][1], after[item][1],
                                  "parents"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("gold_column", [None, "label"])
+def test_an_item_with_one_modality_has_that_modality_s_labels_and_confidences_jointly(tmp_path, gold_column):
+    """The joint weights are fitted on items with both modalities, each weighing less than alone: an item left
+    with one got a near-flat joint posterior (helper 57: confidence 0.09 where its modality gave 0.38, and
+    every such item under the parent with the most classes). Alone, its modality's own weight and power."""
+    items, classes = make_catalog(N_ITEMS, N_CLASSES, seed=5, label_noise=0.05, signal_strength=0.08)
+    text = items.column("text_embedding").to_pylist()
+    lone = set(items.column("item_id").to_pylist()[::8])  # every 8th item without its text embedding
+    items = items.set_column(items.schema.get_field_index("text_embedding"), "text_embedding", pa.array(
+        [None if i in lone else v for i, v in zip(items.column("item_id").to_pylist(), text, strict=True)],
+        items.schema.field("text_embedding").type))
+    write_catalog(tmp_path, items, classes.append_column("parent", pa.array(PARENTS, pa.string())))
+    db = tmp_path / "out.duckdb"
+    run_id = reclassify_catalog(ReclassifyParams(
+        items=str(tmp_path / "items-0.parquet"), classes=str(tmp_path / "classes.parquet"), db=str(db),
+        gold_column=gold_column, chunk_size=400))["run_id"]
+    pairs = rows(db, "SELECT j.label, j.confidence, j.parent_label, j.parent_confidence, l.refined_class, "
+                     "l.refined_confidence, l.parent_class, l.parent_confidence, j.status "
+                     "FROM consensus_labels j JOIN item_labels l USING (run_id, item_id) WHERE run_id = ? "
+                     "AND j.item_id IN (SELECT unnest(?))", [run_id, sorted(lone)])
+    assert len(pairs) == len(lone) and {p[-1] for p in pairs} == {"single_modality"}
+    assert [p[0] for p in pairs] == [p[4] for p in pairs] and [p[2] for p in pairs] == [p[6] for p in pairs]
+    np.testing.assert_allclose([p[1] for p in pairs], [p[5] for p in pairs], rtol=1e-5)
+    np.testing.assert_allclose([p[3] for p in pairs], [p[7] for p in pairs], rtol=1e-5)
