@@ -342,7 +342,7 @@ def _issues_lines(issues: list[dict]) -> list[str]:
         columns, note = issue_columns(issues)
         rows = [issue_cells(r, columns) for r in issues]
         headers = [terminal for terminal, _ in columns.values()]
-    table = pa.table({h: [_fmt(row[i]) for row in rows] for i, h in enumerate(headers)})
+    table = pa.table({h: [row[i] for row in rows] for i, h in enumerate(headers)})  # markdown_table formats them
     return [markdown_table(table), "", note]
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from tasks import store
 from tasks.label import LABEL_SCHEMA
-from tasks.report import _metrics_table, _shares_table, parent_shares_note
+from tasks.report import _issues_lines, _metrics_table, _shares_table, md_text, parent_shares_note
 
 
 def start(db, run_id, params):
@@ -310,3 +310,15 @@ def test_names_in_the_markdown_report_show_as_written_and_break_nothing():
     assert all(c.isprintable() for c in table.replace("\n", ""))
     assert not re.search(r"[\[\]<>`]", re.sub(r"\\.", "", table))  # no link, HTML or code unescaped
     assert "| dining_table " in table  # ordinary names stay as they are
+
+
+def test_a_name_in_the_issues_table_is_escaped_once_as_in_the_shares_table():
+    """The issues' cells were escaped twice (by _issues_lines, then by the table): a class named **bold** showed
+    with its escaping backslashes escaped too, unlike the same name in the class shares."""
+    issue = {"rank": 1, "item_id": "i|1", "given_label": "**bold**", "suggested_label": "<b>", "p_given": 0.01,
+             "route": "both", "zero_shot_p_given": 0.02, "zero_shot_label": "a|b", "label_aware_p_given": 0.03,
+             "label_aware_label": "**bold**", "agreeing_modalities": 2}
+    table = _issues_lines([issue])[0]
+    for name in ("**bold**", "<b>", "a|b", "i|1"):
+        assert f" {md_text(name)} " in table, name
+    assert "\\\\" not in table
