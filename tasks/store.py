@@ -24,9 +24,10 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -628,24 +629,48 @@ def export_run(db: str | Path, run_ids: Sequence[str], directory: str | Path) ->
     """Write the runs' rows of every output table, and their runs rows, as Parquet files for other engines
     (a night and the refit that followed it: one export, each row with its run_id).
 
-    Every file is written under a temporary name first and renamed over the last export's once all are
-    written: an export that fails (a full disk) leaves the earlier export whole, not a truncated file among
-    files of two runs."""
-    from tasks.staging import replacing  # (tasks.staging reads the sources, which write through this module)
-
+    Every file is written under a temporary name first, and all are closed before any replaces the last
+    export's: a failure while writing (a full disk) leaves the last export as it was. Then each of the last
+    export's files is moved aside as the new one takes its name; should a rename fail part-way (a file made
+    immutable), those already done are undone: the folder holds one whole export, the new or the last, never
+    files of both. Other files in the folder are left as they are."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tables = ("runs", *OUTPUT_TABLES, "label_changes")
     final = [out / f"{table}.parquet" for table in tables]
     if blocked := [name for name in final if name.exists() and not name.is_file()]:
         raise IsADirectoryError(f"{blocked[0]} is not a file")  # before any is written or replaced
-    with reader(db) as con, ExitStack() as renames:  # each file renamed once every one is written
-        for table, name in zip(tables, final, strict=True):
-            writer = None
-            for run_id in run_ids:
-                batches = con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
-                writer = writer or renames.enter_context(pq.ParquetWriter(renames.enter_context(replacing(name)),
-                                                                          batches.schema))
-                for batch in batches:
-                    writer.write_batch(batch)
+    partial = [name.with_name(f".{name.name}.{os.getpid()}.partial") for name in final]
+    done: list[tuple[Path, Path | None]] = []  # (file, the last export's, moved aside; None if it had none)
+    try:
+        with reader(db) as con:
+            for table, path in zip(tables, partial, strict=True):
+                results = (con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
+                           for run_id in run_ids)
+                first = next(results)
+                with pq.ParquetWriter(path, first.schema) as writer:
+                    for batches in chain([first], results):
+                        for batch in batches:
+                            writer.write_batch(batch)
+        for name, path in zip(final, partial, strict=True):
+            last: Path | None = name.with_name(f".{name.name}.{os.getpid()}.previous")
+            try:
+                os.replace(name, last)
+            except FileNotFoundError:
+                last = None
+            done.append((name, last))
+            os.replace(path, name)
+    except BaseException:
+        for name, last in reversed(done):  # (should one of these fail, the last export's files stay aside)
+            if last is None:
+                name.unlink(missing_ok=True)
+            else:
+                os.replace(last, name)
+        raise
+    finally:
+        for path in partial:
+            path.unlink(missing_ok=True)
+    for _, last in done:
+        if last is not None:
+            last.unlink()
     return final

@@ -1,6 +1,11 @@
 """The reclassify-catalog flow end to end, under a real (temporary) Prefect server."""
 
+import hashlib
 import json
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager
 
 import duckdb
 import numpy as np
@@ -331,6 +336,57 @@ def test_an_export_that_fails_leaves_the_last_export_whole(tmp_path, catalog):
     for path in tables:
         assert set(pq.read_table(path).column("run_id").to_pylist()) <= {first["run_id"]}, path
     assert not [path for path in export.iterdir() if path.name.startswith(".")]  # no partial file left
+
+
+def contents(folder):
+    """Each file of ``folder`` by name, with a digest of its bytes."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for path in folder.iterdir()}
+
+
+def exported_runs(folder):
+    return {path.name: set(pq.read_table(path).column("run_id").to_pylist()) for path in folder.glob("*.parquet")}
+
+
+@contextmanager
+def immutable(path):
+    """``path`` made immutable (chattr +i): no rename can replace it or move it, a real failure among an export's
+    renames. It needs root (the CI machine runs as root); elsewhere the test is skipped."""
+    if os.geteuid() != 0 or not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(path)],
+                                                                         capture_output=True).returncode:
+        pytest.skip("chattr +i needs root and a filesystem that supports it")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_rename_that_fails_part_way_leaves_the_last_export_whole(tmp_path, catalog):
+    """Finding 57-02: the files were renamed over the last export's one at a time, and one that failed among
+    them left files of both exports, which a reader could not tell from a whole one."""
+    from tasks.store import export_run
+
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    export = tmp_path / "export"
+    first, db = run(tmp_path, items_glob, classes_path, export_dir=str(export))
+    run(tmp_path, items_glob, classes_path, run_id="second")
+    (export / "drift_metrics.parquet").unlink()  # a table the last export lacked (an older version's)
+    (export / "notes.txt").write_text("the user's own")  # not a table of the export: left as it is
+    before, runs_before = contents(export), exported_runs(export)  # of the last export, taken before
+    assert runs_before["runs.parquet"] == {first["run_id"]}
+    assert all(ids <= {first["run_id"]} for ids in runs_before.values())
+    for failing in ("runs", "confusion_counts", "label_changes"):  # the first rename, a middle one, the last
+        with immutable(export / f"{failing}.parquet"), pytest.raises(PermissionError):
+            export_run(db, ["second"], export)
+        # every file as it was, the table the last export lacked not added, no temporary file left
+        assert contents(export) == before, failing
+        assert exported_runs(export) == runs_before, failing
+
+    export_run(db, ["second"], export)
+    assert set(contents(export)) == {*before, "drift_metrics.parquet"}
+    assert (export / "notes.txt").read_text() == "the user's own"
+    runs_after = exported_runs(export)
+    assert runs_after["runs.parquet"] == {"second"} and all(ids <= {"second"} for ids in runs_after.values())
 
 
 def test_a_flow_run_with_an_export_dir_that_is_a_file_stops_before_anything_is_written(tmp_path):
