@@ -616,6 +616,8 @@ def check_export_dir(directory: str | Path, db: str | Path) -> None:
     The export comes after the commit, too late to fail the run for it. The
     folder is not created here: bad input leaves nothing behind.
     """
+    if "://" in str(directory):  # pathlib would make a local folder named "s3:"
+        raise ValueError(f"--export-dir: {directory} is a URI; the export writes to a local folder only")
     check_not_kept(directory, db, "--export-dir")
     path = Path(directory)
     nearest = next(folder for folder in (path, *path.parents) if folder.exists())

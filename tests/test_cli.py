@@ -330,7 +330,10 @@ def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_aft
         bad = pairwise(env, *args, "--export-dir", f"{db}{kept}")  # the next run would delete the export
         assert (bad.returncode, bad.stdout) == (2, "")
         assert bad.stderr == f"pairwise: --export-dir: {db}{kept} is {what}; choose another path\n"
-    assert not db.exists()  # refused before anything was written
+    uri = pairwise(env, *args, "--export-dir", "s3://bucket/export")  # not a local folder named "s3:"
+    assert (uri.returncode, uri.stdout) == (2, "")
+    assert uri.stderr == "pairwise: --export-dir: s3://bucket/export is a URI; the export writes to a local folder only\n"
+    assert not db.exists() and not Path("s3:").exists()  # refused before anything was written
 
     (tmp_path / "export" / "runs.parquet").mkdir(parents=True)  # a folder it accepts, where runs.parquet fails
     late = pairwise(env, *args, "--quiet", "--export-dir", str(tmp_path / "export"))
