@@ -220,7 +220,24 @@ _HELD: set[Path] = set()
 
 
 def _lock_path(db: str | Path) -> Path:
-    return beside(db, ".lock").resolve()
+    """``<db>.lock`` in its folder's real path; the lock itself must not be a symbolic link (``_open_lock``)."""
+    path = beside(db, ".lock")
+    return path.parent.resolve() / path.name
+
+
+def _refuse_link(path: Path) -> None:
+    """The run truncates its lock file and writes its pid into it: a link there, planted by whoever can write
+    the database's folder, made it wipe the link's target instead (a hard link: the same file)."""
+    if path.is_symlink():
+        raise ValueError(f"{path}: the run lock is a symbolic link; refusing to use it (remove the link)")
+    if path.is_file() and path.stat().st_nlink > 1:
+        raise ValueError(f"{path}: the run lock is a hard link to another file; refusing to use it (remove it)")
+
+
+def _open_lock(path: Path, flags: int) -> Any:
+    """The lock file, opened never through a link (O_NOFOLLOW: nor one made after the check)."""
+    _refuse_link(path)
+    return os.fdopen(os.open(path, flags | os.O_NOFOLLOW, 0o644), "r+" if flags & os.O_RDWR else "r")
 
 
 def _locked(db: str | Path, handle: Any) -> RunLocked:
@@ -233,11 +250,12 @@ def check_run_lock(db: str | Path) -> None:
     """RunLocked if another run holds ``<db>.lock`` now: the command line asks before it starts Prefect (a
     temporary server's 10 s), so that a second run fails at once; the run itself then takes the lock."""
     path = _lock_path(db)
+    _refuse_link(path)
     if path.exists() and not path.is_file():  # the run would fail on it after Prefect's start, with the OS's words
         raise ValueError(f"{path}: not a lock file but a {'folder' if path.is_dir() else 'special file'}; remove it")
     if not path.is_file():
         return
-    with path.open("r") as handle:
+    with _open_lock(path, os.O_RDONLY) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -254,7 +272,7 @@ def run_lock(db: str | Path) -> Iterator[None]:
     """
     path = _lock_path(db)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
+    with _open_lock(path, os.O_RDWR | os.O_CREAT) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

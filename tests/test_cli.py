@@ -217,6 +217,18 @@ def test_a_second_run_on_the_same_file_fails_at_once_while_the_first_holds_it(en
     assert (odd.returncode, odd.stderr) == (2, f"pairwise: {folder}: not a lock file but a folder; remove it\n")
     assert after.returncode == 0, after.stderr
 
+    precious = tmp_path / "elsewhere.conf"  # a link planted where the lock goes: the run truncated its target
+    precious.write_text("precious\n")
+    for name, link, what in (("sym", Path.symlink_to, "a symbolic link; refusing to use it (remove the link)"),
+                             ("hard", Path.hardlink_to, "a hard link to another file; refusing to use it (remove it)")):
+        lock = tmp_path / f"{name}.duckdb.lock"
+        link(lock, precious)
+        linked = pairwise(env, *args[:-1], str(tmp_path / f"{name}.duckdb"))
+        assert (linked.returncode, linked.stderr) == (2, f"pairwise: {lock}: the run lock is {what}\n")
+        with pytest.raises(ValueError, match="the run lock is"), run_lock(tmp_path / f"{name}.duckdb"):
+            pass  # the flow's own lock (a deployment's run) refuses it too
+        assert precious.read_text() == "precious\n" and not (tmp_path / f"{name}.duckdb").exists()
+
 
 def test_every_option_has_help_that_ends_with_its_default_taken_from_the_params(monkeypatch):
     from flows.cli import build_parser
