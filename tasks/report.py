@@ -31,6 +31,8 @@ def _fmt(value: object) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"  # counts, as the report's other counts and the HTML report's are written
     return md_text(str(value))
 
 

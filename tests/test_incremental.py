@@ -287,7 +287,7 @@ def test_a_night_s_report_says_its_figures_count_the_items_it_labelled_not_the_c
     scope = ("These figures count the 500 items this night labelled (new or changed), not the catalog's 3,000: "
              "the catalog's labels now are in catalog_labels.")
     text = report.render_report(db, night1["run_id"])
-    assert "- items: 3000," in text
+    assert "- items: 3,000," in text
     for heading in ("## Agreement and accuracy", "## Class shares", "## One label per item",
                     "## Labels worth a look"):
         assert text[text.index(heading):].split("\n")[2] == scope, heading

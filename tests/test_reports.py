@@ -13,7 +13,9 @@ import pytest
 
 from tasks import store
 from tasks.label import LABEL_SCHEMA
-from tasks.report import _issues_lines, _metrics_table, _shares_table, md_text, parent_shares_note
+from tasks.html_report import build_report
+from tasks.report import (_issues_lines, _metrics_table, _shares_table, markdown_table, md_text, parent_shares_note,
+                          render_report)
 
 
 def start(db, run_id, params):
@@ -322,3 +324,15 @@ def test_a_name_in_the_issues_table_is_escaped_once_as_in_the_shares_table():
     for name in ("**bold**", "<b>", "a|b", "i|1"):
         assert f" {md_text(name)} " in table, name
     assert "\\\\" not in table
+
+
+def test_counts_in_the_markdown_report_have_thousands_separators_as_in_the_html_one(tmp_path):
+    """The Markdown header printed `items: 1200` and the change table `| new | ... | 3000 |`, where the rest of
+    the report (and the HTML report, all of it) writes 1,200 and 3,000."""
+    db = str(tmp_path / "out.duckdb")
+    commit(db, tmp_path, "big", {f"i{n}": ("hat", "bag", "hat") for n in range(1200)})
+    assert "- items: 1,200, classes: 2, modalities: image, text" in render_report(db, "big").splitlines()
+    assert "<tr><td>items</td><td>1,200</td></tr>" in build_report(db, "big").html
+    # the change table's counts are ints: markdown_table writes them as the consensus table's counts are written
+    assert markdown_table(pa.table({"change": ["new"], "items": [3000]})).splitlines()[2] == "| new    | 3,000 |"
+    assert markdown_table(pa.table({"rank": [1], "flag": [True]})).splitlines()[2] == "| 1    | True |"
