@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
@@ -69,11 +69,20 @@ def tune_allocator() -> None:
 # state, each retried in turn). Two retries still ride out a few seconds of a busy server. Not for `worker`,
 # which outlives a server's restart, nor for the flow runs it starts. Users' own settings win.
 _PROMPT_DEFAULTS = {"PREFECT_CLIENT_MAX_RETRIES": "2"}
+# After a run's commit, what the command sends Prefect is for the UI alone: its requests retry once (2 s), and
+# a server that stopped answering makes the command leave at once (flows/prefect_server.py after_commit). It
+# took 45 s: the reports' task tried three times, each request waiting out its two retries, then the flow run's
+# final state waited them out too. Unless the user set PREFECT_CLIENT_MAX_RETRIES.
+_AFTER_COMMIT_RETRIES = 1
+_DEFAULTED: set[str] = set()  # the settings above that the user did not set
+_AS_COMMAND = threading.Event()  # main() runs as the `pairwise` console script, which may leave at once
 
 
 def _prepare_prefect(verbose: bool, runs_flow: bool) -> None:
     """Set quiet defaults before Prefect is imported (its logging reads them at import)."""
     for key, value in (_QUIET_DEFAULTS | (_PROMPT_DEFAULTS if runs_flow else {})).items():
+        if key not in os.environ:
+            _DEFAULTED.add(key)
         os.environ.setdefault(key, value)
     if not verbose:
         # only the console handler: logs still reach the API, and so the UI
@@ -299,18 +308,29 @@ def _flow_or_fail(args: argparse.Namespace, db: str, call: Callable[[], dict[str
     from flows.prefect_server import start_temporary_server, unreachable
 
     began = datetime.now(timezone.utc)
+    shown = ExitStack()  # the progress display
+
+    def leave(gone: PrefectUnreachable) -> NoReturn:
+        """Prefect stopped answering after the run's commit: the run stands, and what is left to do would only
+        wait for that server (the flow run's final state). The display ends as on a failure, then the line."""
+        failure = _prefect_gone(gone, db, began)
+        shown.__exit__(type(gone), gone, None)
+        print(f"pairwise: {_one_line(failure)}", file=sys.stderr)
+        _leave_now(failure.exit_code)
+
     try:
-        with _without_heartbeats():
+        with _without_heartbeats(), _leaving_after_commit(leave), shown:
             if args.quiet:
                 start_temporary_server()
                 return call()
             from flows.progress import listening
             from flows.terminal import display
 
-            with display(sys.stderr, plain=args.verbose) as listener, listening(listener):
-                listener.phase("start Prefect")  # its temporary server, when no PREFECT_API_URL is set
-                start_temporary_server()
-                return call()
+            listener = shown.enter_context(display(sys.stderr, plain=args.verbose))
+            shown.enter_context(listening(listener))
+            listener.phase("start Prefect")  # its temporary server, when no PREFECT_API_URL is set
+            start_temporary_server()
+            return call()
     except ValueError:
         raise
     except Exception as error:  # the run is marked failed with this reason in `runs`
@@ -359,6 +379,20 @@ def _prefect_gone(gone: PrefectUnreachable, db: str, began: datetime) -> _Prefec
         "abandoned"
     return _PrefectGone(f"run {run_id} failed: {gone}; nothing of it was committed to {db} ({recorded}): {fix}run "
                         "it again", 1)
+
+
+@contextmanager
+def _leaving_after_commit(leave: Callable[[PrefectUnreachable], NoReturn]) -> Iterator[None]:
+    """As the `pairwise` command (not main() called in a process of its own, a test's): Prefect's silence after
+    a run's commit makes it ``leave`` at once, its requests there retrying _AFTER_COMMIT_RETRIES times."""
+    if not _AS_COMMAND.is_set():
+        yield
+        return
+    from flows.prefect_server import leaving_after_commit
+
+    retries = _AFTER_COMMIT_RETRIES if "PREFECT_CLIENT_MAX_RETRIES" in _DEFAULTED else None
+    with leaving_after_commit(leave, retries):
+        yield
 
 
 @contextmanager
@@ -560,6 +594,7 @@ def console() -> NoReturn:
     the collector's reach; atexit handlers (Prefect's log and event flushes), thread joins and
     module teardown still run as usual. Tests call main() and keep a normal collector.
     """
+    _AS_COMMAND.set()
     code = main()
     if code == INTERRUPTED or _PREFECT_GONE.is_set():
         _leave_now(code)

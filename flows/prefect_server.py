@@ -15,6 +15,8 @@ import ctypes
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from types import SimpleNamespace
 
@@ -62,6 +64,45 @@ def unreachable(error: BaseException) -> PrefectUnreachable | None:
             return PrefectUnreachable(server, f"{type(seen).__name__}: {seen}".splitlines()[0])
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+# The `pairwise` command's way to leave when Prefect stops answering after a run's commit, and the retries of
+# Prefect's client after the commit (None: as set); nothing elsewhere (a deployment's run on a worker)
+_after_commit: list[tuple[Callable[[PrefectUnreachable], None], int | None]] = []
+
+
+@contextmanager
+def leaving_after_commit(leave: Callable[[PrefectUnreachable], None], retries: int | None) -> Iterator[None]:
+    """Within it, a committed run's requests to Prefect (``after_commit``) retry ``retries`` times, and one that
+    gets no answer calls ``leave``, which does not return."""
+    entry = (leave, retries)
+    _after_commit.append(entry)
+    try:
+        yield
+    finally:
+        _after_commit.remove(entry)
+
+
+@contextmanager
+def after_commit() -> Iterator[None]:
+    """What a committed run still sends Prefect (its reports' artifacts): for the Prefect UI alone, since the run
+    stands whatever happens to it. In the `pairwise` command (``leaving_after_commit``) a server that stopped
+    answering is not waited out: the request retries once (not the command's two retries, 2 s then 4 s), and
+    then the command leaves with its line (exit 3) from here, without reporting the flow run's end to that
+    server (which waited out two retries again). Elsewhere, as any request of the run."""
+    if not _after_commit:
+        yield
+        return
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    leave, retries = _after_commit[-1]
+    try:
+        with nullcontext() if retries is None else temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: retries}):
+            yield
+    except Exception as error:
+        if (gone := unreachable(error)) is not None:
+            leave(gone)
+        raise
 
 
 def _die_with_parent():

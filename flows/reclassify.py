@@ -21,7 +21,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from threadpoolctl import threadpool_limits
 
 from flows.params import ReclassifyParams
-from flows.prefect_server import unreachable
+from flows.prefect_server import after_commit, unreachable
 from flows.progress import begin_phase, partition_done
 from pairwise_core.model import Review
 from tasks import run_log
@@ -327,7 +327,9 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         finally:
             staging.remove()
     begin_phase("reports")
-    summary["report"] = publish_artifacts(db, run_id, {k: v for k, v in summary.items() if k != "details"} | timings)
+    with after_commit():  # the run stands: what Prefect is told from here on is for its UI (flows/prefect_server.py)
+        summary["report"] = publish_artifacts(db, run_id,
+                                              {k: v for k, v in summary.items() if k != "details"} | timings)
     if (html := report_path(db, run_id)).is_file():
         log.info(run_log.html_report(html))
     export([run_id], params.export_dir, db)

@@ -1,9 +1,12 @@
 """How our tasks retry and cache, set once.
 
 I/O tasks retry twice with backoff, but never on bad input (a ValueError,
-SourceError included): reading the same bad file again cannot help. No task
-caches: every output is a run-scoped staged file that is deleted when the run
-ends, so a cached result would point at nothing.
+SourceError included): reading the same bad file again cannot help; nor when
+the Prefect API did not answer: Prefect's client has retried that request
+already (PREFECT_CLIENT_MAX_RETRIES), and each attempt of the task waited out
+its retries again (a server gone after a run's commit took 45 s to report).
+No task caches: every output is a run-scoped staged file that is deleted when
+the run ends, so a cached result would point at nothing.
 """
 
 from __future__ import annotations
@@ -14,16 +17,30 @@ from prefect.cache_policies import NONE
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry unless the failure is bad input, or a database another process kept open past the wait."""
+    """Retry unless the failure is bad input, a database another process kept open past the wait, or the
+    Prefect API's silence (a request to it that got no answer through the client's own retries)."""
     from tasks.store import DatabaseBusy
 
     try:
         state.result()
     except (ValueError, DatabaseBusy):
         return False
-    except BaseException:
-        return True
+    except BaseException as error:
+        return no_answer(error) is None
     return True
+
+
+def no_answer(error: BaseException) -> BaseException | None:
+    """The request that got no answer (refused, timed out, cut off) behind ``error``, if any: an HTTP request
+    of Prefect's client, as the run's own code sends none (flows/prefect_server.py unreachable)."""
+    import httpx
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, httpx.TransportError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 IO_TASK: dict[str, Any] = {

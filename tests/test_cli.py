@@ -501,17 +501,17 @@ def test_a_prefect_server_gone_mid_run_is_one_line_and_the_run_recorded_failed(e
         assert con.execute("SELECT count(*) FROM current_labels").fetchall() == [(0,)]
 
 
-def test_a_prefect_server_gone_after_the_commit_is_exit_3_and_the_run_stands(env, tmp_path):
-    """The server killed as the run's reports phase begins, its commit done: the publishing that follows (the
-    report's artifacts, the flow run's final state) gets no answer. Exit 3, as after a failed export: the run
-    is committed and readers see it; only the Prefect UI lacks its end."""
+def killed_after_commit(env, tmp_path, *options: str, **settings: str) -> tuple[str, Path]:
+    """A run (with ``options``, and ``settings`` in its environment) whose Prefect server is killed as its reports
+    phase begins, its commit done, checked to exit 3 with its line: its standard error after the kill, and its
+    DuckDB file."""
     home = tmp_path / "prefect-home"
     items_glob, classes_path = write_small_catalog(tmp_path)
     db = tmp_path / "o.duckdb"
     with prefect_server(env, home) as (url, stop):
         process = subprocess.Popen([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
-                                    "--chunk-size", "500", "--run-id", "gone-late"],
-                                   env={**env, "PREFECT_HOME": str(home), "PREFECT_API_URL": url},
+                                    "--chunk-size", "500", "--run-id", "gone-late", *options],
+                                   env={**env, "PREFECT_HOME": str(home), "PREFECT_API_URL": url, **settings},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         seen = []
         for line in process.stderr:  # plain progress lines: "reports" begins once the commit is done
@@ -527,12 +527,32 @@ def test_a_prefect_server_gone_after_the_commit_is_exit_3_and_the_run_stands(env
         f"pairwise: run gone-late succeeded and is committed in {db}, but the Prefect server at {url} stopped "
         f"answering (ConnectError: [Errno 111] Connection refused) after its commit: the Prefect UI lacks its end "
         f"(`pairwise report --db {db} --run-id gone-late` prints its report)")
+    return rest, db
+
+
+def test_a_prefect_server_gone_after_the_commit_is_exit_3_and_the_run_stands(env, tmp_path):
+    """The server killed as the run's reports phase begins, its commit done: the publishing that follows (the
+    report's artifacts, the flow run's final state) gets no answer. Exit 3, as after a failed export: the run
+    is committed and readers see it; only the Prefect UI lacks its end."""
+    rest, db = killed_after_commit(env, tmp_path)
     assert "Traceback" not in rest
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT status, error FROM runs").fetchall() == [("succeeded", None)]
         assert con.execute("SELECT count(*) FROM catalog_labels").fetchall() == [(2000,)]
     again = pairwise(env, "report", "--db", str(db), "--run-id", "gone-late")  # what the line tells the user to do
     assert again.returncode == 0 and again.stdout.startswith("# Run gone-late: succeeded"), again.stderr
+
+
+def test_a_prefect_server_gone_after_the_commit_is_not_waited_out(env, tmp_path):
+    """The command took 45 s to leave: the reports' task ran three times, each of its requests waiting out the
+    client's two retries (2 s, then 4 s), and then the flow run's final state waited them out again. Prefect's
+    own lines (--verbose, its client's at DEBUG) tell what it did: the task ran once, its request was retried
+    once (attempt 1 of 2), and the command left without reporting the flow run's end to the silent server."""
+    rest, _ = killed_after_commit(env, tmp_path, "--verbose", PREFECT_LOGGING_LEVEL="DEBUG")
+    assert "Task run 'publish-artifacts-" in rest  # Prefect's lines are there
+    assert "Retry 1/2 will start" not in rest  # the task: "Task run failed with exception: ConnectError(...) - ..."
+    assert "This is attempt 1/2." in rest, rest[-3000:]  # the request: retried once (the command's 2: "1/3")
+    assert "Flow run 'gone-late' - Finished in state" not in rest  # "Finished in state Running()", after waiting
 
 
 def test_a_staging_folder_removed_mid_run_is_named_as_the_failure(env, tmp_path):
