@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from functools import partial
 from types import SimpleNamespace
 
@@ -33,10 +33,41 @@ def start_temporary_server() -> None:
     if PREFECT_API_URL.value():
         return
     from prefect.server.api import server
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
     server.subprocess = SimpleNamespace(**{**vars(subprocess), "Popen": partial(
-        subprocess.Popen, start_new_session=True, preexec_fn=_die_with_parent())})
-    server.SubprocessASGIServer().start()
+        _StartingServer, start_new_session=True, preexec_fn=_die_with_parent())})
+    instance = server.SubprocessASGIServer()
+    try:
+        instance.start()
+    except PrefectUnreachable:
+        raise
+    except Exception as error:  # the wait ran out (a hung server, or too slow a machine), or it failed otherwise
+        with suppress(OSError, AttributeError):  # no use for it now: a hung one ignores SIGTERM (stop() waits 5 s)
+            instance.server_process.kill()
+        waited = f"not ready {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value():g} s after its start: " \
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS sets the wait"
+        why = waited if str(error).startswith("Timed out") else f"{type(error).__name__}: {error}".splitlines()[0]
+        raise PrefectUnreachable("Prefect's temporary server", why) from None
+    finally:
+        if isinstance(instance.server_process, _StartingServer):
+            instance.server_process.starting = False
+
+
+class _StartingServer(subprocess.Popen):
+    """The temporary server's process, which ends Prefect's wait for it to answer once it has ended. The wait
+    polls it for Uvicorn's exit code 3 (its port taken: Prefect starts another on another port) and otherwise
+    asks it for its health until PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (120 s here, for a busy
+    machine) have passed, however it ended: a server killed as it started cost the whole wait."""
+
+    starting = True
+
+    def poll(self) -> int | None:
+        code = super().poll()
+        if self.starting and code is not None and code != 3:
+            self.starting = False
+            raise PrefectUnreachable("Prefect's temporary server", f"it {_ended(code)} as it started")
+        return code
 
 
 class PrefectUnreachable(RuntimeError):
@@ -103,6 +134,15 @@ def after_commit() -> Iterator[None]:
         if (gone := unreachable(error)) is not None:
             leave(gone)
         raise
+
+
+def _ended(code: int) -> str:
+    """How a process with exit status ``code`` ended, in words: a negative one is the signal that killed it."""
+    if code >= 0:
+        return f"exited with code {code}"
+    with suppress(ValueError):
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"was killed by signal {-code}"
 
 
 def _die_with_parent():

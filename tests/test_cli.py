@@ -430,6 +430,37 @@ def test_a_killed_run_leaves_no_temporary_server_behind(env, tmp_path):
     assert not temporary_servers(env)  # it was left running, orphaned, after every SIGKILL or SIGTERM
 
 
+@pytest.mark.parametrize(("stop", "settings", "why"), [
+    # it waited out PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (120 s), then "run failed: RuntimeError: Timed
+    # out while attempting to connect to ephemeral Prefect API server. Ephemeral server process exited with code -9."
+    (signal.SIGKILL, {}, "it was killed by SIGKILL as it started"),
+    # hung: as slow as on a busy machine, which the wait is for; then the same line, exit 1, "run failed"
+    (signal.SIGSTOP, {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "3"},
+     "not ready 3 s after its start: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS sets the wait"),
+])
+def test_a_temporary_server_that_dies_or_hangs_as_it_starts_is_one_line_exit_2_and_nothing_written(
+        env, tmp_path, stop, settings, why):
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    db = tmp_path / "o.duckdb"
+    process = subprocess.Popen([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                                "--quiet"], env={**env, **settings}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        while not (servers := temporary_servers(env)):  # as it starts: it takes seconds to answer
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.01)
+        os.kill(servers[0], stop)
+        out, err = process.communicate(timeout=180)
+    finally:
+        for pid in temporary_servers(env):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert (process.returncode, out) == (2, ""), err
+    assert err == (f"pairwise: Prefect's temporary server does not answer ({why}); no run started and nothing was "
+                   f"written to {db}: run again\n")
+    assert not db.exists()
+
+
 def test_a_prefect_server_that_does_not_answer_at_the_start_is_one_line_exit_2_and_nothing_written(env, tmp_path):
     url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
     items_glob, classes_path = write_small_catalog(tmp_path)
