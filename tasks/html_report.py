@@ -40,7 +40,7 @@ from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
                           calibration_words, change_rows, change_sentences, drift_cells, issue_cells, issue_columns,
                           metric_cell, night_scope, no_changes, no_gold, parent_shares_note, rejected_rows, run_row,
-                          shown_classes, signed, status_meaning)
+                          shown_classes, signed, stability_scope, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -781,6 +781,9 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
         ]
         if scope := night_scope(run["details"]):  # a night's figures: its labelled items, not the catalog's
             sections = [_Section(s.anchor, s.title, _note(scope) + s.body) if s.anchor in NIGHT_SCOPED else s
+                        for s in sections]
+        if kept := stability_scope(run["details"]):  # a refit's labels, which catalog_labels has not all taken
+            sections = [_Section(s.anchor, s.title, _note(kept) + s.body) if s.anchor == "consensus" else s
                         for s in sections]
         # three figures at most for the Prefect UI: with gold, the joint label against it (one panel) and the
         # reliability diagram say the most; without, the modalities against each other

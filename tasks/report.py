@@ -116,7 +116,8 @@ def render_report(db: str | Path, run_id: str) -> str:
             "share": [_percent(r["share"]) for r in parents],
             "mean confidence": pa.array([r["mean_confidence"] for r in parents], pa.float64())})),
                   "", parent_shares_note(run["details"])]
-    lines += ["", "## One label per item (consensus_labels)", "", *scope,
+    kept = stability_scope(run["details"])
+    lines += ["", "## One label per item (consensus_labels)", "", *scope, *([kept, ""] if kept else []),
               *_consensus_lines(db, run_id, run["details"], len(run["modalities"] or []), params)]
     rejected, sentence = rejected_rows(db, run_id)
     if rejected:
@@ -172,6 +173,18 @@ def change_sentences(details: str | None) -> list[str]:
                          "label from the model before, which the new model would have changed with a confidence "
                          "below it; their rows in catalog_labels name the model before.")
     return sentences
+
+
+def stability_scope(details: str | None) -> str | None:
+    """What a refit's consensus labels are where its stability kept items (runs.details.stability): the new
+    model's labels of every item, while catalog_labels keeps the earlier label of the kept ones; None when it
+    kept none."""
+    stability = json.loads(details or "{}").get("stability")
+    if not stability or not stability["kept"]:
+        return None
+    return (f"These are the new model's labels of every item: for {stability['kept']:,} of them refit stability "
+            f"({stability['at']}) kept their earlier label, and catalog_labels, the catalog's labels now, has that "
+            "one.")
 
 
 def night_scope(details: str | None) -> str | None:

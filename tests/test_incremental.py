@@ -397,6 +397,17 @@ def test_refit_stability_keeps_unchanged_items_labels(tmp_path):
     details = json.loads(rows(db, "SELECT details FROM runs WHERE run_id = ?", [stable["run_id"]])[0][0])
     assert details["stability"] == {"at": 0.7, "kept": len(kept)}  # and the report says so: they have no rows
     assert f"Refit stability (0.7): {len(kept):,} unchanged items kept their label" in stable["report"]
+    # the consensus section counts the new model's labels of the kept items too, and says so above it
+    scope = (f"These are the new model's labels of every item: for {len(kept):,} of them refit stability (0.7) "
+             "kept their earlier label, and catalog_labels, the catalog's labels now, has that one.")
+    text = stable["report"]
+    assert text[text.index("## One label per item (consensus_labels)"):].split("\n")[2] == scope
+    assert text.count(scope) == 1
+    page = html_report.build_report(db, stable["run_id"]).html
+    section = page[page.index('<section id="consensus">'):]
+    assert section[:section.index("</section>")].count(html.escape(scope)) == 1 and page.count(html.escape(scope)) == 1
+    assert "These are the new model's labels" not in first["report"]  # a run that kept nothing
+    assert "These are the new model's labels" not in html_report.build_report(db, first["run_id"]).html
     assert all(after[i] == before[i] for i in kept)
     assert all(v[3:5] == (stable["model_id"], stable["run_id"]) for i, v in after.items() if i not in kept)
     assert rows(db, "SELECT count(*) FROM current_labels")[0][0] == 2 * N_ITEMS
