@@ -134,6 +134,12 @@ def test_a_failed_rerun_keeps_the_earlier_success_and_a_successful_one_replaces_
         assert con.execute("SELECT attempt, status, error FROM run_attempts WHERE run_id = 'r2' ORDER BY attempt"
                            ).fetchall() == [(1, "succeeded", None), (2, "failed", "boom"), (3, "succeeded", None)]
         assert con.execute("SELECT n_items, params->>'seed' FROM runs WHERE run_id = 'r2'").fetchall() == [(1, "0")]
+    # a signal after the commit, before the flow leaves (its failure path records the attempt failed): too late
+    store.fail_run(db, "r2", 3, "TerminationSignal")
+    assert readers_see(db) == after
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT status, error FROM run_attempts WHERE run_id = 'r2' AND attempt = 3"
+                           ).fetchall() == [("succeeded", None)]
 
 
 def test_under_the_run_lock_every_attempt_left_running_is_abandoned_whatever_its_pid(db):
