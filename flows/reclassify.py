@@ -39,7 +39,7 @@ from tasks.runs import (
     check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, in_latest_order, seal_model,
     stage_sources, start_run, stored_models, validate_sources,
 )
-from tasks.sources import Partition, Plan, Source, file_signatures
+from tasks.sources import Partition, Plan, Source, SourceError, file_signatures
 from tasks.staging import Staging, write_parquet
 from tasks.drift import measure_drift, sample_rate, warm_up
 from tasks.night import plan_night
@@ -105,6 +105,9 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             begin_phase("stage the sources")
             plan, classes_path = stage_sources(plan, params.items, params.classes, db, staging, params.chunk_size)
             watch.lap("stage")
+            # what the source's files are now (a DuckDB table has none): recorded with the items' fingerprints,
+            # so that a later night skips the files that did not change; and checked after the last pass
+            signatures = None if Source(params.items).table else file_signatures(plan.item_files)
             n_parts = len(plan.partitions)
             log.info(run_log.catalog(plan, params.chunk_size))
             for note in run_log.gold_notes(plan):
@@ -175,9 +178,6 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                                  "pair_masks": [], "store": None}, 1
 
             night = None
-            # what the source's files are now (a DuckDB table has none): recorded with the items' fingerprints,
-            # so that a later night skips the files that did not change
-            signatures = None if Source(params.items).table else file_signatures(plan.item_files)
             if params.incremental:
                 warm_up()  # the drift tests' import, while the night plans and labels
                 begin_phase("plan the night: new, changed and deleted items")
@@ -205,6 +205,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 progress, offset=(passes - 1) * n_parts, total=passes * n_parts,
             )
             watch.lap("pass2")
+            check_unchanged(signatures, plan.item_files)
             if len(labelling) < n_parts:  # a night's partitions it did not need to read are done too
                 advance_progress(progress, 1, 1)
             n_labelled = sum(part["n_labelled"] for part in staged_parts)
@@ -399,6 +400,18 @@ class Stopwatch:
         now = time.perf_counter()
         self.laps[f"{phase}_s"] = round(now - self._last, 3)
         self._last = now
+
+
+def check_unchanged(signatures: pa.Table | None, files: tuple[str, ...]) -> None:
+    """SourceError if a source file changed while the run read it: its passes read one file's rows before and
+    another's after (an upstream job moving items between files mid-run made a full run mark them deleted)."""
+    if signatures is None:
+        return
+    now = {row["path"]: row for row in file_signatures(files).to_pylist()}
+    if moved := [row["path"] for row in signatures.to_pylist() if now.get(row["path"]) != row]:
+        more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
+        raise SourceError(f"{moved[0]}: changed while the run read it{more}; nothing was committed: run again once "
+                          "the source's files stay as they are")
 
 
 def recorded_files(signatures: pa.Table | None, staging: Staging) -> str | None:

@@ -539,3 +539,22 @@ def test_blank_gold_values_count_as_no_label(tmp_path, catalog):
     assert [row[:3] for row in metrics[0]] == [row[:3] for row in metrics[1]] and metrics[0]
     # the same counts; a weighted F1 may differ in its last bit (its terms summed in another order)
     np.testing.assert_allclose([row[3] for row in metrics[0]], [row[3] for row in metrics[1]], rtol=1e-12)
+
+
+def test_a_source_file_replaced_while_the_run_reads_it_fails_the_run_before_its_commit(tmp_path):
+    """An upstream job that moved items between files mid-run (each file replaced by a rename) made a full run
+    read some rows twice and others never, commit exit 0 and mark the unread ones deleted (helper 60's 07)."""
+    from flows.reclassify import check_unchanged
+    from tasks.sources import SourceError, file_signatures
+
+    items, classes = make_catalog(400, 4, seed=3)
+    write_catalog(tmp_path, items, classes, n_files=2)
+    files = tuple(sorted(str(p) for p in tmp_path.glob("items-*.parquet")))
+    before = file_signatures(files)
+    check_unchanged(before, files)  # nothing moved: no error
+    check_unchanged(None, files)  # a DuckDB table source has no files
+    table = pq.read_table(files[1])
+    pq.write_table(table.slice(0, 100), f"{files[1]}.tmp")
+    os.replace(f"{files[1]}.tmp", files[1])
+    with pytest.raises(SourceError, match=f"^{files[1]}: changed while the run read it; nothing was committed"):
+        check_unchanged(before, files)
