@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from datetime import datetime
 from typing import Any
 
@@ -198,7 +199,8 @@ def in_latest_order(plan: Plan, db: str) -> Plan:
         plan = dataclasses.replace(plan, modalities=tuple(modalities))
     try:
         names = models.class_names(store.stored_model_folder(db, table.column("model_id")[0].as_py()))
-    except (OSError, KeyError, ValueError):  # a model folder gone or damaged: no order to follow
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # a folder gone or damaged: no order
+        # to follow, and the refit a damaged model's refusal advises must not fail on it
         return plan
     return plan.in_class_order(names) if sorted(names) == sorted(plan.class_names) else plan
 

@@ -20,7 +20,7 @@ from pairwise_core import Modality, embeddings, make_catalog
 from pairwise_core.drift import SAMPLE_ROWS, js_distance
 from tasks import store
 from tasks.models import MANIFEST, ModelMismatch, class_hash, load_model, save_part, seal
-from tasks.runs import check_stored_model, start_run
+from tasks.runs import check_stored_model, in_latest_order, start_run
 from tasks.sources import inspect_sources
 from tasks.staging import Staging
 from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
@@ -139,6 +139,13 @@ def test_a_tampered_stored_model_is_refused_in_one_line(stored, tmp_path, env): 
     assert refused(env, copy, items_glob, classes_path, "--model", "latest") == (
         f"pairwise: model {row['model_id']}: file refinement.npz does not match its recorded hash; refit with a full "
         "run\n")
+    # the refit it advises reads the damaged model's class names for their order alone: it goes on without them
+    # (a truncated classifiers.npz failed every full run with BadZipFile / EOFError, its row left 'running')
+    plan = inspect_sources(items_glob, classes_path, db=str(copy), gold_column="label", chunk_size=300)
+    for cut in (10, 4000):
+        classifiers = copy.parent / row["path"] / "classifiers.npz"
+        classifiers.write_bytes(classifiers.read_bytes()[:-cut])
+        assert in_latest_order(plan, str(copy)) == plan
 
 
 def sealed_model(db, run_id):
