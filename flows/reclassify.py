@@ -96,12 +96,12 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)
     with run_lock(db), threadpool_limits(limits=1, user_api="blas"):
         attempt = start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
-        if not using:  # a refit takes the last model's orders (read once start_run has waited out other writers)
-            plan = in_latest_order(plan, db)
         staging = Staging.create(db, run_id)
         watch = Stopwatch()
         timings = watch.laps
         try:
+            if not using:  # a refit takes the last model's orders (read once start_run has waited out other writers)
+                plan = in_latest_order(plan, db)
             begin_phase("stage the sources")
             plan, classes_path = stage_sources(plan, params.items, params.classes, db, staging, params.chunk_size)
             watch.lap("stage")
