@@ -476,7 +476,9 @@ def commit_run(
                 con.execute(statement("attempt_succeed"), {"run_id": run_id, "attempt": attempt})
                 _check_succeeded(con, db, run_id)
             return changes
-        except BaseException:
+        except BaseException as error:
+            if _committed(con, run_id, attempt):  # a signal during the COMMIT: DuckDB raised though it went through
+                raise KeyboardInterrupt(f"interrupted as run {run_id} committed; the run stands") from error
             if published:  # the row was rolled back: the folder goes back to staging, for a retry of the commit
                 try:
                     unpublish_model(db, model["model_id"], model["folder"])
@@ -484,6 +486,17 @@ def commit_run(
                     with suppress(Exception):
                         remove_models(db, keep=set(_model_ids(con)))
             raise
+
+
+def _committed(con: duckdb.DuckDBPyConnection, run_id: str, attempt: int) -> bool:
+    """Whether the attempt's commit went through. SIGTERM or Ctrl-C while DuckDB runs the COMMIT makes it raise
+    "Query interrupted" after the COMMIT took effect: undoing the model's publication then deleted a stored
+    model's files under its committed row, and a retry of the commit failed on that row. Interrupted instead
+    (not retried), the run stands whole."""
+    with suppress(duckdb.Error):
+        return con.execute("SELECT status = 'succeeded' FROM run_attempts WHERE run_id = $run_id AND "
+                           "attempt = $attempt", {"run_id": run_id, "attempt": attempt}).fetchone() == (True,)
+    return False
 
 
 def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str | None, modalities: list[str],

@@ -137,6 +137,8 @@ def test_a_failed_rerun_keeps_the_earlier_success_and_a_successful_one_replaces_
     # a signal after the commit, before the flow leaves (its failure path records the attempt failed): too late
     store.fail_run(db, "r2", 3, "TerminationSignal")
     assert readers_see(db) == after
+    with store.connect(db) as con:  # what commit_run asks when the COMMIT raised (a signal during it): did it commit?
+        assert [store._committed(con, "r2", attempt) for attempt in (1, 2, 3, 4)] == [True, False, True, False]
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("SELECT status, error FROM run_attempts WHERE run_id = 'r2' AND attempt = 3"
                            ).fetchall() == [("succeeded", None)]
