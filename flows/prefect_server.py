@@ -85,15 +85,15 @@ def unreachable(error: BaseException) -> PrefectUnreachable | None:
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    seen: BaseException | None = error
-    while seen is not None:
+    from tasks.policy import causes
+
+    for seen in causes(error):
         if isinstance(seen, PrefectUnreachable):
             return seen
         if isinstance(seen, httpx.TransportError):
             url = PREFECT_API_URL.value()
             server = f"the Prefect server at {url}" if url else "Prefect's temporary server"
             return PrefectUnreachable(server, f"{type(seen).__name__}: {seen}".splitlines()[0])
-        seen = seen.__cause__ or seen.__context__
     return None
 
 

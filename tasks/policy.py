@@ -11,6 +11,7 @@ the run ends, so a cached result would point at nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prefect.cache_policies import NONE
@@ -30,17 +31,21 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """``error``, then what it was raised from or during, and so on: where a library's own error hides the
+    one that decides (Prefect's "Failed to reach API", DuckDB's error from a Ctrl-C)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
 def no_answer(error: BaseException) -> BaseException | None:
     """The request that got no answer (refused, timed out, cut off) behind ``error``, if any: an HTTP request
     of Prefect's client, as the run's own code sends none (flows/prefect_server.py unreachable)."""
     import httpx
 
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, httpx.TransportError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return next((seen for seen in causes(error) if isinstance(seen, httpx.TransportError)), None)
 
 
 IO_TASK: dict[str, Any] = {
