@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args, get_origin
 
+from tasks.errors import interrupted, terminated
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
@@ -529,17 +531,6 @@ def build_parser() -> argparse.ArgumentParser:
 INTERRUPTED = 130  # Ctrl-C's exit status
 
 
-def _interrupted(error: BaseException) -> bool:
-    """Whether Ctrl-C caused ``error``: DuckDB's InterruptException, here or in the errors it led to (a run
-    records it as its failure, and the command reports that failure)."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, KeyboardInterrupt) or type(seen).__name__ == "InterruptException":
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _one_line(error: Exception) -> str:
     """An error's message on one line: a library's own may span several (a parser's caret diagram)."""
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
@@ -569,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return args.handler(args)
         except Exception as error:  # Ctrl-C amid a DuckDB query: DuckDB raises its own error, not KeyboardInterrupt
-            if _interrupted(error):
+            if terminated(error):  # SIGTERM amid a DuckDB query: Prefect's handler raised, DuckDB wrapped it
+                _terminated(signal.SIGTERM, None)
+            if interrupted(error):
                 raise KeyboardInterrupt from error
             raise
     except ValueError as error:  # bad input: one line, no traceback

@@ -85,7 +85,7 @@ def unreachable(error: BaseException) -> PrefectUnreachable | None:
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    from tasks.policy import causes
+    from tasks.errors import causes
 
     for seen in causes(error):
         if isinstance(seen, PrefectUnreachable):

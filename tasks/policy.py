@@ -1,7 +1,9 @@
 """How our tasks retry and cache, set once.
 
 I/O tasks retry twice with backoff, but never on bad input (a ValueError,
-SourceError included): reading the same bad file again cannot help; nor when
+SourceError included): reading the same bad file again cannot help; nor on a
+signal (Ctrl-C, SIGTERM) that DuckDB turned into its own error: a retry would
+carry on the run its user stopped; nor when
 the Prefect API did not answer: Prefect's client has retried that request
 already (PREFECT_CLIENT_MAX_RETRIES), and each attempt of the task waited out
 its retries again (a server gone after a run's commit took 45 s to report).
@@ -11,15 +13,16 @@ the run ends, so a cached result would point at nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from prefect.cache_policies import NONE
 
+from tasks.errors import causes, interrupted
+
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry unless the failure is bad input, a database another process kept open past the wait, or the
-    Prefect API's silence (a request to it that got no answer through the client's own retries)."""
+    """Retry unless the failure is bad input, a signal, a database another process kept open past the wait,
+    or the Prefect API's silence (a request to it that got no answer through the client's own retries)."""
     from tasks.store import DatabaseBusy
 
     try:
@@ -27,17 +30,8 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     except (ValueError, DatabaseBusy):
         return False
     except BaseException as error:
-        return no_answer(error) is None
+        return not interrupted(error) and no_answer(error) is None
     return True
-
-
-def causes(error: BaseException) -> Iterator[BaseException]:
-    """``error``, then what it was raised from or during, and so on: where a library's own error hides the
-    one that decides (Prefect's "Failed to reach API", DuckDB's error from a Ctrl-C)."""
-    seen: BaseException | None = error
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
 
 
 def no_answer(error: BaseException) -> BaseException | None:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -312,10 +313,39 @@ def test_quiet_prints_nothing_but_errors(env, tmp_path):
     assert twice.returncode == 2 and twice.stderr.endswith("pairwise report: error: --html given twice: give it once\n")
 
 
+def interrupted_query() -> BaseException:
+    """The error of a DuckDB query that SIGINT stopped on this thread, as Ctrl-C does."""
+    running = threading.Event()
+
+    def interrupt() -> None:
+        running.wait()
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    sender = threading.Thread(target=interrupt)
+    sender.start()
+    try:
+        with duckdb.connect() as con:
+            running.set()
+            con.execute("SELECT sum(a) FROM range(100000000000) t(a)").fetch_arrow_table()  # minutes
+    except BaseException as error:  # noqa: BLE001 - the one DuckDB raised, whatever it is
+        return error
+    finally:
+        sender.join()
+        signal.signal(signal.SIGINT, previous)
+    raise AssertionError("the query ended before the signal")
+
+
 def test_an_interrupted_duckdb_query_is_an_interrupt_whatever_wraps_it():
     """Ctrl-C amid a query raises DuckDB's InterruptException, not KeyboardInterrupt: the command exited 1 with
     'Query interrupted' (or a run recorded it as its failure) instead of 130 and one line."""
-    from flows.cli import _interrupted
+    from prefect.states import Failed
+
+    from prefect.exceptions import TerminationSignal
+
+    from tasks.errors import interrupted, terminated
+    from tasks.policy import is_transient
 
     try:
         try:
@@ -323,8 +353,25 @@ def test_an_interrupted_duckdb_query_is_an_interrupt_whatever_wraps_it():
         except duckdb.Error as error:
             raise RuntimeError("run failed: InterruptException: Query interrupted") from error
     except RuntimeError as wrapped:
-        assert _interrupted(wrapped)
-    assert _interrupted(KeyboardInterrupt()) and not _interrupted(ValueError("bad input"))
+        assert interrupted(wrapped)
+    assert interrupted(KeyboardInterrupt()) and not interrupted(ValueError("bad input"))
+    # what DuckDB raises when Ctrl-C stops the query it runs on the main thread (a task run there): a task
+    # retried it, the signal was gone, and the run its user stopped went on and committed (helper 60's 20)
+    fetched = interrupted_query()
+    assert str(fetched) == "Query interrupted" and interrupted(fetched)
+    assert not interrupted(RuntimeError("Query interrupted by the user's own code"))
+    assert not is_transient(None, None, Failed(data=fetched))
+    assert not is_transient(None, None, Failed(data=duckdb.InterruptException("INTERRUPT Error: Interrupted!")))
+    # SIGTERM: Prefect's handler raises its TerminationSignal, which DuckDB turns into the same error; the
+    # command said "interrupted" and exited 130, not "terminated" and 143
+    try:
+        try:
+            raise TerminationSignal(signal.SIGTERM)
+        except TerminationSignal:
+            raise RuntimeError("Query interrupted")  # noqa: B904 - DuckDB raises it during, not from
+    except RuntimeError as during:
+        assert terminated(during) and interrupted(during) and not terminated(fetched)
+    assert is_transient(None, None, Failed(data=RuntimeError("a passing failure")))
 
 
 def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_after_the_commit_exits_3(env, tmp_path):
