@@ -39,7 +39,7 @@ from tasks.runs import (
     check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, in_latest_order, seal_model,
     stage_sources, start_run, stored_models, validate_sources,
 )
-from tasks.sources import Partition, Plan, Source, SourceError, file_signatures
+from tasks.sources import Partition, Plan, SourceError, file_signatures
 from tasks.staging import Staging, write_parquet
 from tasks.drift import measure_drift, sample_rate, warm_up
 from tasks.night import plan_night
@@ -105,9 +105,10 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             begin_phase("stage the sources")
             plan, classes_path = stage_sources(plan, params.items, params.classes, db, staging, params.chunk_size)
             watch.lap("stage")
-            # what the source's files are now (a DuckDB table has none): recorded with the items' fingerprints,
-            # so that a later night skips the files that did not change; and checked after the last pass
-            signatures = None if Source(params.items).table else file_signatures(plan.item_files)
+            # what the source's files were when validated (a DuckDB table has none): recorded with the items'
+            # fingerprints, so that a later night skips the files that did not change; and checked after the last
+            # pass, so that a file replaced since validation fails the run
+            signatures = plan.signatures
             n_parts = len(plan.partitions)
             log.info(run_log.catalog(plan, params.chunk_size))
             for note in run_log.gold_notes(plan):

@@ -16,7 +16,8 @@ from tasks import models, run_log, store
 from tasks.policy import IO_TASK
 from tasks.run_log import count
 from tasks.sources import (
-    EMBEDDING_SUFFIX, Plan, Source, inspect_sources, plan_partitions, positions, read_table, stage_table,
+    EMBEDDING_SUFFIX, Plan, Source, check_staged_table, inspect_sources, plan_partitions, positions, read_table,
+    stage_table,
 )
 from tasks.staging import Staging, check_staging, prepare_staging
 
@@ -44,6 +45,7 @@ def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Stagin
     table = Source(items).table
     if table is not None:
         files = stage_table(db, table, staging.root / "items", chunk_size)
+        check_staged_table(Source(items), files, plan.n_items)
         plan = dataclasses.replace(plan, item_files=tuple(files), partitions=tuple(plan_partitions(files, chunk_size)))
     return plan, classes_path
 

@@ -122,6 +122,9 @@ class Plan:
     gold: GoldValues | None = None
     changed_column: str | None = None  # the items' version column, if the run was given one
     parent: Level | None = None  # the classes' parents, if the class table has a parent column
+    # the item files' signatures (file_signatures) before validation read them; None for a DuckDB table: a run
+    # checks them after its last pass, so that what it labelled is what was validated
+    signatures: pa.Table | None = field(default=None, compare=False, repr=False)
 
     def parents_by_class(self) -> dict[str, str] | None:
         """Each class's parent name (the metrics stage them as a table), if the classes have parents."""
@@ -376,11 +379,13 @@ def _inspect(
     item_source, class_source = Source(items), Source(classes)
     if item_source.table is not None:
         item_schema, n_items = _table_schema(db, item_source.table)
+        signatures = None
         files: list[str] = []
         metadata: list[pq.ParquetFile] = []
         first = 0
     else:
         files = parquet_files(items)
+        signatures = file_signatures(tuple(files))  # before anything is read: a file replaced after it shows
         metadata = [_parquet_file(path) for path in files]
         # the other files are checked against the first that has rows
         first = next((k for k, meta in enumerate(metadata) if meta.metadata.num_rows), 0)
@@ -450,7 +455,7 @@ def _inspect(
             if gold_column is not None else None)
     partitions = tuple(plan_partitions(files, chunk_size)) if files else ()
     return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold, changed_column,
-                parent)
+                parent, signatures)
 
 
 PARENT_COLUMN = "parent"
@@ -543,8 +548,9 @@ EXAMPLES = 3  # ids or values an error or a log line shows
 def _one_column(source: Source, files: list[str], db: str, column: str) -> Iterator[pa.RecordBatchReader]:
     """One column of the items, streamed as strings named ``value``: Parquet decodes that column's pages
     alone (an s3:// file too, through the same reader) and DuckDB scans that column alone: no embedding is
-    read. A file whose pages of that column will not decode is bad input, named."""
-    if source.table is not None:
+    read. A file whose pages of that column will not decode is bad input, named. A table's ``files`` are
+    none, or its staged copy."""
+    if not files:
         with connect(db, read_only=True) as con:
             yield con.execute(statement("source_column"), {"name": source.table, "column": column}) \
                 .to_arrow_reader(COLUMN_BATCH_ROWS)
@@ -671,6 +677,16 @@ def stage_table(db: str, table: str, directory: Path, chunk_size: int) -> list[s
             for batch in reader:
                 writer.write_batch(batch, row_group_size=chunk_size)
     return [str(path)]
+
+
+def check_staged_table(source: Source, files: list[str], n_items: int) -> None:
+    """SourceError unless the staged copy of a DuckDB items table holds what validation checked: a writer in
+    between added rows whose ids were never checked, and a run labelled and committed duplicate ids."""
+    n_staged = sum(_parquet_file(path).metadata.num_rows for path in files)
+    if n_staged != n_items:
+        raise SourceError(f"{source.text}: changed while the run read it ({n_items:,} rows when validated, "
+                          f"{n_staged:,} when staged); nothing was committed: run again once its writer is done")
+    _check_unique_ids(source, files, "")  # the same rows in number, some replaced: the ids of the copy
 
 
 def read_partition(partition: Partition, columns: list[str]) -> Iterator[pa.RecordBatch]:

@@ -108,6 +108,38 @@ def test_duckdb_table_source_gives_the_same_labels_as_parquet(tmp_path, catalog)
         assert labels_of(db, from_table["run_id"], modality) == labels_of(db_parquet, from_parquet["run_id"], modality)
 
 
+def test_a_table_source_written_to_after_validation_fails_the_run_before_its_commit(tmp_path, catalog):
+    """An upstream job inserting rows into a table source between validation (which checks that item_id is
+    unique) and staging (which copies the table): the run labelled and committed duplicate ids, exit 0
+    (helper 60's finding 11). The staged copy is checked against what validation saw."""
+    from tasks.runs import stage_sources
+    from tasks.sources import SourceError, inspect_sources
+    from tasks.staging import Staging, prepare_staging
+
+    items, classes = catalog
+    _, _, db, _ = parquet_run_and_a_table(tmp_path, items, classes, "catalog", items)
+    prepare_staging(str(db))
+    plan = inspect_sources("table:catalog", "table:classes", db=str(db), gold_column=None, chunk_size=500)
+
+    def stage(run_id: str):
+        return stage_sources.fn(plan, "table:catalog", "table:classes", str(db), Staging.create(str(db), run_id), 500)
+
+    staged, _ = stage("same")  # unchanged: staged and planned as before
+    assert sum(p.n_rows for p in staged.partitions) == len(items)
+    with duckdb.connect(str(db)) as con:
+        con.execute("INSERT INTO catalog SELECT * FROM catalog LIMIT 100")
+    with pytest.raises(SourceError, match=rf"^table:catalog: changed while the run read it \({len(items):,} rows when "
+                                          rf"validated, {len(items) + 100:,} when staged\); nothing was committed"):
+        stage("added")
+    with duckdb.connect(str(db)) as con:  # as many rows as validated, one of them another's id
+        con.execute("CREATE TABLE kept AS SELECT DISTINCT ON (item_id) * FROM catalog ORDER BY item_id")
+        con.execute("DELETE FROM catalog")
+        con.execute(f"INSERT INTO catalog SELECT * FROM kept LIMIT {len(items) - 1}")
+        con.execute("INSERT INTO catalog SELECT * FROM kept LIMIT 1")
+    with pytest.raises(SourceError, match=r"^table:catalog: item_id must be unique; ids that repeat"):
+        stage("replaced")
+
+
 def outcome(db, run_id):
     """What a run found, to compare runs of the same catalog: its labels, metrics and annotation issues, and
     apart the probabilities among them (other batch sizes round the BLAS products otherwise, to about 1e-7)."""
@@ -545,12 +577,16 @@ def test_a_source_file_replaced_while_the_run_reads_it_fails_the_run_before_its_
     """An upstream job that moved items between files mid-run (each file replaced by a rename) made a full run
     read some rows twice and others never, commit exit 0 and mark the unread ones deleted (helper 60's 07)."""
     from flows.reclassify import check_unchanged
-    from tasks.sources import SourceError, file_signatures
+    from tasks.sources import SourceError, inspect_sources
 
     items, classes = make_catalog(400, 4, seed=3)
-    write_catalog(tmp_path, items, classes, n_files=2)
-    files = tuple(sorted(str(p) for p in tmp_path.glob("items-*.parquet")))
-    before = file_signatures(files)
+    items_glob, classes_path = write_catalog(tmp_path, items, classes, n_files=2)
+    # the signatures validation took before it read the files: one replaced after validation and before the
+    # first pass was labelled unvalidated (its duplicate ids committed, helper 60's 11)
+    plan = inspect_sources(items_glob, classes_path, db=str(tmp_path / "out.duckdb"), gold_column=None,
+                           chunk_size=100)
+    files, before = plan.item_files, plan.signatures
+    assert len(files) == 2 and before.column("path").to_pylist() == list(files)
     check_unchanged(before, files)  # nothing moved: no error
     check_unchanged(None, files)  # a DuckDB table source has no files
     table = pq.read_table(files[1])
