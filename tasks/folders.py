@@ -34,6 +34,21 @@ KEPT_BESIDE = {".wal": "the database's write-ahead log", ".lock": "the database'
                ".models": "the database's model store, which every run clears of all but models"}
 
 
+def check_name_room(db: str | Path) -> None:
+    """Refuse (ValueError, one line) a --db whose name leaves no room for the folders named after it: their
+    names passed the file system's limit (255 bytes) and a run died with a traceback."""
+    longest = max([*KEPT_BESIDE, ".reports"], key=len)
+    folder = beside(db, longest)
+    try:
+        limit = os.pathconf(folder.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):  # a folder that does not exist yet
+        limit = 255
+    suffix = len(longest.encode())
+    if (length := len(os.fsencode(folder.name))) > limit:
+        raise ValueError(f"--db {db}: a file name of {length - suffix:,} bytes; at most {limit - suffix} fit, as a "
+                         f"run keeps folders beside the file named after it (<name>{longest})")
+
+
 def check_not_kept(path: str | Path, db: str | Path, option: str) -> None:
     """Refuse (ValueError) an output ``path`` that is the database file or one of the files and folders kept
     beside it, or lies in one: a report written there replaced the database itself, and an export there

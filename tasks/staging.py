@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from pairwise_core import PairStats, PairwiseClassifier, embeddings
 from pairwise_core.classifier import default_candidates
-from tasks.folders import PRIVATE, beside, check_private, clear, create_private, opened, remove_entry
+from tasks.folders import PRIVATE, beside, check_name_room, check_private, clear, create_private, opened, remove_entry
 from tasks.sources import EMBEDDING_SUFFIX, Plan
 
 T = TypeVar("T")
@@ -70,6 +70,7 @@ def staging_folder(db: str) -> Path:
 def check_staging(db: str) -> None:
     """Refuse (ValueError: bad input, one line) a staging folder that is a symbolic link, not a folder, or
     another user's: files others can swap would be read by the run. A missing one is fine."""
+    check_name_room(db)
     check_private(staging_folder(db), "the staging folder")
 
 

@@ -21,7 +21,7 @@ from pairwise_core import make_catalog
 from pairwise_core.model import Review
 from tasks.models import load_part, save_part
 from tasks.runs import start_run
-from tasks.staging import StagedArrays, Staging, prepare_staging, save_arrays
+from tasks.staging import StagedArrays, Staging, check_staging, prepare_staging, save_arrays
 from tasks.store import run_lock
 from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
 
@@ -74,6 +74,21 @@ def test_a_staging_folder_that_is_a_link_is_refused_and_its_target_survives(env,
     with pytest.raises(ValueError, match="symbolic link"):
         register(db, "r")
     assert planted(victim)
+
+
+def test_a_db_name_without_room_for_the_folders_beside_it_is_refused_in_one_line(env, tmp_path):  # noqa: F811
+    """A --db of 248-255 bytes: <db>.staging passed the file system's limit and the run died with a traceback
+    (OSError: [Errno 36] File name too long; helper 60's finding 14)."""
+    db, args = catalog_args(tmp_path)
+    at_limit = tmp_path / ("a" * (255 - len(".staging") - len(".duckdb")) + ".duckdb")
+    check_staging(str(at_limit))  # the longest name that fits
+    too_long = tmp_path / ("a" * (256 - len(".staging") - len(".duckdb")) + ".duckdb")
+    args[args.index("--db") + 1] = str(too_long)
+    result = pairwise(env, *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (f"pairwise: --db {too_long}: a file name of 248 bytes; at most 247 fit, as a run keeps "
+                             "folders beside the file named after it (<name>.staging)\n")
+    assert not list(tmp_path.glob("a*"))  # nothing written
 
 
 def test_a_link_swapped_in_mid_run_leads_no_deletion_elsewhere(tmp_path):
