@@ -244,11 +244,13 @@ def _models(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.db}: cannot read it: {str(error).splitlines()[0]}") from None
     if not rows:
         print(f"{args.db}: no stored models yet (a full run stores one)", file=sys.stderr)
+    from tasks.models import damage
     from tasks.store import stored_model_folder
 
     for row in rows:
         folder = stored_model_folder(args.db, row["model_id"])
-        gone = "" if (folder / "model.json").is_file() else f"  FILES MISSING ({folder}): a run with it is refused"
+        why = damage(folder, row["content_hash"], row["model_id"])
+        gone = "" if why is None else f"  DAMAGED ({folder}): {why}"
         print(f"{row['model_id']}  run {row['run_id']}  fitted {row['fitted_at'].isoformat(timespec='seconds')}  "
               f"fitted on {row['n_items']:,} items  {row['n_classes']:,} classes  {','.join(row['modalities'])}  "
               f"labels {row['n_live']:,} live items{gone}")

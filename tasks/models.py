@@ -193,6 +193,19 @@ def _mismatch(model_id: str, folder: Path, name: str) -> ModelMismatch:
     return ModelMismatch(f"model {model_id}: {what}; refit with a full run")
 
 
+def damage(folder: Path, content_hash: str, model_id: str) -> str | None:
+    """Why a run would refuse the stored model, or None: each of its files checked against its hash, as a run
+    loading it does, in chunks and unparsed (`pairwise models` listed a truncated model as fine)."""
+    try:
+        for name, expected in _manifest(folder, content_hash, model_id).items():
+            _verified(folder, name, expected, model_id)
+    except ModelMismatch as mismatch:
+        return str(mismatch).removeprefix(f"model {model_id}: ")
+    except (OSError, ValueError) as error:  # unreadable (permissions), or a manifest that is no JSON
+        return f"cannot read its files ({getattr(error, 'strerror', None) or error})"
+    return None
+
+
 def _checked(folder: Path, name: str, expected: str, model_id: str) -> bytes:
     """The file's bytes, if their sha256 is ``expected``; else ModelMismatch, one line naming the file."""
     try:

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import duckdb
@@ -23,7 +24,7 @@ from tasks.models import MANIFEST, ModelMismatch, class_hash, load_model, save_p
 from tasks.runs import check_stored_model, in_latest_order, start_run
 from tasks.sources import inspect_sources
 from tasks.staging import Staging
-from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
+from test_cli import PAIRWISE, env, pairwise  # noqa: F401 (env is a fixture)
 from test_model_arrays import fitted_parts
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -118,7 +119,24 @@ def test_pairwise_models_lists_the_stored_models(stored, env, tmp_path):  # noqa
     copy = tmp_path / "copy.duckdb"  # the file without its model store (copied alone): listed as it was
     shutil.copyfile(db, copy)
     gone = pairwise(env, "models", "--db", str(copy))
-    assert gone.stdout.endswith(f"live items  FILES MISSING ({copy}.models/{model_id}): a run with it is refused\n")
+    assert gone.stdout.endswith(f"live items  DAMAGED ({copy}.models/{model_id}): its folder {copy}.models/{model_id} "
+                                "is missing; refit with a full run\n")
+    # a truncated file was listed as fine while every run with the model was refused (helper 60's finding 13)
+    shutil.copytree(f"{db}.models", f"{copy}.models")
+    os.truncate(f"{copy}.models/{model_id}/classifiers.npz", 100)
+    truncated = pairwise(env, "models", "--db", str(copy))
+    assert truncated.returncode == 0 and truncated.stdout.endswith(
+        f"live items  DAMAGED ({copy}.models/{model_id}): file classifiers.npz does not match its recorded hash; "
+        "refit with a full run\n")
+    os.chmod(f"{copy}.models/{model_id}", 0)  # a folder it cannot read: a traceback before
+    # root reads anything: without the capabilities that let it (util-linux's setpriv), as another user would
+    as_a_user = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"] if os.geteuid() == 0 else []
+    unreadable = subprocess.run([*as_a_user, PAIRWISE, "models", "--db", str(copy)], env=env, capture_output=True,
+                                text=True, timeout=120)
+    os.chmod(f"{copy}.models/{model_id}", 0o700)
+    assert unreadable.returncode == 0 and "Traceback" not in unreadable.stderr
+    assert unreadable.stdout.endswith(f"DAMAGED ({copy}.models/{model_id}): cannot read its files (Permission "
+                                      "denied)\n")
 
 
 def test_a_tampered_stored_model_is_refused_in_one_line(stored, tmp_path, env):  # noqa: F811
