@@ -194,7 +194,10 @@ def _python_command() -> str:
 
 
 def _show_report(args: argparse.Namespace, db: str, summary: dict[str, Any]) -> None:
-    """The report the run published (not queried again), and where its HTML version is."""
+    """The report the run published (not queried again), and where its HTML version is; or, even with --quiet,
+    why it has none (a warning in the Prefect log alone went unseen: exit 0 and no word of it)."""
+    if summary.get("html_problem"):
+        print(f"pairwise: {_one_line(Exception(summary['html_problem']))}", file=sys.stderr, flush=True)
     if args.quiet:
         return
     from tasks.html_report import report_path

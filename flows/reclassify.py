@@ -330,8 +330,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             staging.remove()
     begin_phase("reports")
     with after_commit():  # the run stands: what Prefect is told from here on is for its UI (flows/prefect_server.py)
-        summary["report"] = publish_artifacts(db, run_id,
-                                              {k: v for k, v in summary.items() if k != "details"} | timings)
+        summary["report"], summary["html_problem"] = publish_artifacts(
+            db, run_id, {k: v for k, v in summary.items() if k != "details"} | timings)
     if (html := report_path(db, run_id)).is_file():
         log.info(run_log.html_report(html))
     export([run_id], params.export_dir, db)

@@ -53,19 +53,22 @@ def figures_markdown(figures: Sequence[Figure], html_path: str) -> str:
 
 
 @task(name="publish-artifacts", **IO_TASK)
-def publish_artifacts(db: str, run_id: str, summary: dict[str, Any]) -> str:
-    """Publish the run's summary, report and figures in the UI; return the report's text (the CLI prints it)."""
+def publish_artifacts(db: str, run_id: str, summary: dict[str, Any]) -> tuple[str, str | None]:
+    """Publish the run's summary, report and figures in the UI; return the report's text (the CLI prints it),
+    and why there is no HTML report, if there is none (the CLI says so: the warning reaches the UI alone)."""
     create_table_artifact(
         key=SUMMARY_KEY,
         table=[{"field": k, "value": str(v)} for k, v in summary.items()],
         description=f"Run {run_id}",
     )
     path = report_path(db, run_id)
+    problem = None
     with store.reading(db):  # both reports' queries over one reader
         text = markdown = render_report(db, run_id)
         try:
             markdown += figures_markdown(write_report(db, run_id, path).main_figures, str(path.resolve()))
         except Exception as error:  # the run is committed: a report it cannot draw must not fail it
-            get_run_logger().warning("no HTML report for run %s: %s: %s", run_id, type(error).__name__, error)
+            problem = f"no HTML report for run {run_id} (the run is committed): {type(error).__name__}: {error}"
+            get_run_logger().warning(problem)
     create_markdown_artifact(key=REPORT_KEY, markdown=markdown, description=f"Run {run_id}")
-    return text
+    return text, problem

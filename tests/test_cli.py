@@ -374,6 +374,19 @@ def test_an_interrupted_duckdb_query_is_an_interrupt_whatever_wraps_it():
     assert is_transient(None, None, Failed(data=RuntimeError("a passing failure")))
 
 
+def test_a_run_whose_html_report_cannot_be_written_says_so_on_the_console(env, tmp_path):
+    """The run stands (exit 0), but the console said nothing of the missing report: the warning reached the Prefect
+    log alone (helper 60's finding 19)."""
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    db = tmp_path / "o.duckdb"
+    Path(f"{db}.reports").write_text("")  # where the reports folder goes: a file
+    result = pairwise(env, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--run-id", "r",
+                      "--quiet")
+    assert (result.returncode, result.stdout) == (0, "")
+    assert result.stderr == (f"pairwise: no HTML report for run r (the run is committed): FileExistsError: [Errno 17] "
+                             f"File exists: '{db}.reports'\n")
+
+
 def test_an_export_dir_that_cannot_be_one_is_bad_input_and_an_export_failing_after_the_commit_exits_3(env, tmp_path):
     """So is an output path among the database's own files (--export-dir, report --html)."""
     items_glob, classes_path = write_small_catalog(tmp_path)
