@@ -112,12 +112,13 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.runs import succeeded_before
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
-    from tasks.store import check_db_file, check_export_dir, check_rerun, check_run_lock
+    from tasks.store import check_db_file, check_export_dir, check_rerun, check_run_lock, check_writable
 
     # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
     params = _validated(ReclassifyParams, args, context={TRUSTED_DASK: args.dask_address})
     params = params.for_workers()  # as the flow will: its check of the sources then finds this one's plan
     check_db_file(params.db)
+    check_writable(params.db)
     check_run_lock(params.db)
     check_staging(params.db)
     if params.export_dir:

@@ -28,6 +28,7 @@ def validate_sources(items: str, classes: str, db: str, gold_column: str | None,
     """The staging folder and the model store, then schema, modalities and dimensions, before anything is
     written."""
     store.check_db_file(db)
+    store.check_writable(db)
     check_staging(db)
     models.check_models(db)
     return inspect_sources(items, classes, db=db, gold_column=gold_column, chunk_size=chunk_size,

@@ -109,6 +109,19 @@ def check_db_file(db: str | Path) -> None:
                 raise ValueError(f"--db {db}: not a DuckDB file")
 
 
+def check_writable(db: str | Path) -> None:
+    """Refuse (ValueError, one line) a --db a run could not write, before anything runs: met at the run lock or
+    the commit, after Prefect's start, it was a failed run (exit 1) with DuckDB's or Python's error."""
+    path = Path(db).resolve() if Path(db).is_symlink() else Path(db)
+    folder = path.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--db {db}: cannot write in {folder} (a run writes its lock, DuckDB's write-ahead log "
+                         "and its staging folder there)")
+    for own in (path, beside(db, ".wal"), beside(db, ".lock")):
+        if own.exists() and not os.access(own, os.W_OK):
+            raise ValueError(f"--db {db}: {own} is read-only")
+
+
 @contextmanager
 def reader(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to read our tables, at the latest schema version. It never writes.

@@ -24,6 +24,8 @@ from conftest import api, free_port, write_catalog
 from pairwise_core import make_catalog
 
 PAIRWISE = str(Path(sys.executable).with_name("pairwise"))
+# root reads and writes anything: without the capabilities that let it (util-linux's setpriv), as a user would
+AS_A_USER = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"] if os.geteuid() == 0 else []
 
 
 @pytest.fixture(scope="module")
@@ -372,6 +374,26 @@ def test_an_interrupted_duckdb_query_is_an_interrupt_whatever_wraps_it():
     except RuntimeError as during:
         assert terminated(during) and interrupted(during) and not terminated(fetched)
     assert is_transient(None, None, Failed(data=RuntimeError("a passing failure")))
+
+
+def test_a_db_the_run_cannot_write_is_bad_input_before_anything_runs(env, tmp_path):
+    """It was found at the run lock or the commit, after Prefect's start: 'run failed: PermissionError' or
+    DuckDB's IOException, exit 1 (helper 60's finding 15); --export-dir was refused up front already."""
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    closed, kept = tmp_path / "closed", tmp_path / "kept"
+    closed.mkdir()
+    kept.mkdir()
+    duckdb.connect(str(kept / "o.duckdb")).close()
+    os.chmod(closed, 0o555)
+    os.chmod(kept / "o.duckdb", 0o444)
+    for db, why in ((closed / "o.duckdb", f"cannot write in {closed} (a run writes its lock, DuckDB's write-ahead "
+                                          "log and its staging folder there)"),
+                    (kept / "o.duckdb", f"{kept / 'o.duckdb'} is read-only")):
+        result = subprocess.run([*AS_A_USER, PAIRWISE, "run", "--items", items_glob, "--classes", classes_path,
+                                 "--db", str(db), "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+        assert (result.returncode, result.stderr) == (2, f"pairwise: --db {db}: {why}\n")
+    os.chmod(closed, 0o755)
+    assert list(closed.iterdir()) == [] and list(kept.iterdir()) == [kept / "o.duckdb"]  # nothing written
 
 
 def test_a_run_whose_html_report_cannot_be_written_says_so_on_the_console(env, tmp_path):

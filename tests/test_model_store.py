@@ -24,7 +24,7 @@ from tasks.models import MANIFEST, ModelMismatch, class_hash, load_model, save_p
 from tasks.runs import check_stored_model, in_latest_order, start_run
 from tasks.sources import inspect_sources
 from tasks.staging import Staging
-from test_cli import PAIRWISE, env, pairwise  # noqa: F401 (env is a fixture)
+from test_cli import AS_A_USER, PAIRWISE, env, pairwise  # noqa: F401 (env is a fixture)
 from test_model_arrays import fitted_parts
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -129,9 +129,7 @@ def test_pairwise_models_lists_the_stored_models(stored, env, tmp_path):  # noqa
         f"live items  DAMAGED ({copy}.models/{model_id}): file classifiers.npz does not match its recorded hash; "
         "refit with a full run\n")
     os.chmod(f"{copy}.models/{model_id}", 0)  # a folder it cannot read: a traceback before
-    # root reads anything: without the capabilities that let it (util-linux's setpriv), as another user would
-    as_a_user = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"] if os.geteuid() == 0 else []
-    unreadable = subprocess.run([*as_a_user, PAIRWISE, "models", "--db", str(copy)], env=env, capture_output=True,
+    unreadable = subprocess.run([*AS_A_USER, PAIRWISE, "models", "--db", str(copy)], env=env, capture_output=True,
                                 text=True, timeout=120)
     os.chmod(f"{copy}.models/{model_id}", 0o700)
     assert unreadable.returncode == 0 and "Traceback" not in unreadable.stderr
