@@ -342,9 +342,11 @@ def _flow_or_fail(args: argparse.Namespace, db: str, call: Callable[[], dict[str
     except ValueError:
         raise
     except Exception as error:  # the run is marked failed with this reason in `runs`
-        from tasks.store import ExportFailed, RunFailed
+        from tasks.store import ExportFailed, RunFailed, RunLocked
 
-        if isinstance(error, ExportFailed):  # the run succeeded: its own message and exit code
+        # its own message and exit code: the run succeeded (ExportFailed), or another run took the lock between
+        # the command's check and the flow's, and nothing of this one was written or recorded (RunLocked)
+        if isinstance(error, ExportFailed | RunLocked):
             raise
         if (gone := unreachable(error)) is not None:
             raise _prefect_gone(gone, db, began) from None

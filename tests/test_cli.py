@@ -376,6 +376,23 @@ def test_an_interrupted_duckdb_query_is_an_interrupt_whatever_wraps_it():
     assert is_transient(None, None, Failed(data=RuntimeError("a passing failure")))
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_that_meets_the_lock_inside_its_flow_says_so_as_the_commands_check_does(tmp_path):
+    """Two runs started together both pass the command's early check; the one that met the lock in its flow said
+    'run failed: RunLocked: ...', which reads as a failed run, yet nothing of it was recorded (helper 60's 16)."""
+    from flows.cli import _flow_or_fail
+    from flows.params import ReclassifyParams
+    from flows.reclassify import reclassify_catalog
+    from tasks.store import RunLocked, run_lock
+
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    db = tmp_path / "out.duckdb"
+    params = ReclassifyParams(items=items_glob, classes=classes_path, db=str(db))
+    with run_lock(db), pytest.raises(RunLocked, match=rf"^another run is writing {db} \(pid {os.getpid()} on "):
+        _flow_or_fail(argparse.Namespace(quiet=True, verbose=False), str(db), lambda: reclassify_catalog(params))
+    assert not db.exists()  # nothing written or recorded
+
+
 def test_a_db_the_run_cannot_write_is_bad_input_before_anything_runs(env, tmp_path):
     """It was found at the run lock or the commit, after Prefect's start: 'run failed: PermissionError' or
     DuckDB's IOException, exit 1 (helper 60's finding 15); --export-dir was refused up front already."""
