@@ -254,9 +254,37 @@ def _open_lock(path: Path, flags: int) -> Any:
 
 
 def _locked(db: str | Path, handle: Any) -> RunLocked:
-    """The error for a lock another run holds; ``handle``, the lock file read from its start, names the holder."""
-    return RunLocked(f"another run is writing {db} ({handle.read().strip() or 'unknown'}); try again when it has "
-                     "finished")
+    """The error for a lock another process holds. ``handle``, the lock file read from its start, names the last
+    run that held it; the process that holds it now may be another (a backup script that takes the lock to copy
+    the file, named then as its holder), and where this host's kernel lists it, that one is named."""
+    recorded = handle.read().strip() or "unknown"
+    holder = _flock_holder(os.fstat(handle.fileno()))
+    if holder is None or recorded == f"pid {holder} on {socket.gethostname()}":
+        return RunLocked(f"another run is writing {db} ({recorded}); try again when it has finished")
+    return RunLocked(f"{db} is locked by another process (pid {holder}: {_command(holder)}); try again when it "
+                     "has finished")
+
+
+def _flock_holder(status: os.stat_result) -> int | None:
+    """The pid that holds a flock on the file ``status`` describes, as this host's /proc/locks lists it (None
+    where there is no such list, or no local holder: a run on another host of a shared file system)."""
+    device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    with suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device and fields[4].isdigit():
+                return int(fields[4])
+    return None
+
+
+def _command(pid: int) -> str:
+    """A process's command line, shortened, as ps shows it; 'unknown' if it cannot be read (it ended)."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "unknown"
+    command = " ".join(word.decode(errors="replace") for word in words if word)
+    return command if len(command) <= 80 else f"{command[:77]}..."
 
 
 def check_run_lock(db: str | Path) -> None:

@@ -376,6 +376,31 @@ def test_an_interrupted_duckdb_query_is_an_interrupt_whatever_wraps_it():
     assert is_transient(None, None, Failed(data=RuntimeError("a passing failure")))
 
 
+def test_a_lock_held_by_another_process_than_a_run_names_that_process(tmp_path):
+    """A backup script that takes the run lock to copy the file (`flock out.duckdb.lock cp ...`): the line named
+    the pid the last run wrote into the lock file, long gone, as the holder (helper 60's finding 4)."""
+    from tasks.store import RunLocked, check_run_lock
+
+    db = tmp_path / "out.duckdb"
+    Path(f"{db}.lock").write_text("pid 4242 on elsewhere")  # what the last run wrote
+    holder = subprocess.Popen(["flock", "--close", f"{db}.lock", "sleep", "60"])  # flock holds it, not sleep
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until flock holds it
+            try:
+                check_run_lock(db)
+            except RunLocked as locked:
+                message = str(locked)
+                break
+            time.sleep(0.05)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert message.startswith(f"{db} is locked by another process (pid {holder.pid}: flock --close {tmp_path}")
+    assert message.endswith("); try again when it has finished") and "4242" not in message
+    check_run_lock(db)  # free again
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_run_that_meets_the_lock_inside_its_flow_says_so_as_the_commands_check_does(tmp_path):
     """Two runs started together both pass the command's early check; the one that met the lock in its flow said
