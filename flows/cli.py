@@ -583,7 +583,9 @@ def main(argv: list[str] | None = None) -> int:
         print("pairwise: interrupted", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:  # output piped into head & co.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        from flows.terminal import silence
+
+        silence(sys.stdout)
         return 0
 
 

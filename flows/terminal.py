@@ -9,6 +9,7 @@ seconds, and its total when it ends.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,7 +74,21 @@ class PlainLines:
 
     def _say(self, text: str) -> None:
         self._last = now = self._clock()
-        print(f"[{clock_text(now - self._start)}] {text}", file=self._stream, flush=True)
+        try:
+            print(f"[{clock_text(now - self._start)}] {text}", file=self._stream, flush=True)
+        except BrokenPipeError:  # its reader went away (`| head`, a tee or a logger that died): the run goes on
+            silence(self._stream)
+
+
+def silence(stream: TextIO) -> None:
+    """Send what is written to ``stream`` from now on to /dev/null, its file descriptor included (Prefect's log
+    lines go there too): a run died on its next progress line, 'BrokenPipeError' its recorded reason, and
+    nobody was left to read it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
 
 class _Items(ProgressColumn):

@@ -376,6 +376,20 @@ def test_an_interrupted_duckdb_query_is_an_interrupt_whatever_wraps_it():
     assert is_transient(None, None, Failed(data=RuntimeError("a passing failure")))
 
 
+def test_a_run_whose_console_reader_goes_away_goes_on_and_commits(env, tmp_path):
+    """A tee or logger reading the run's lines dies: the run died on its next progress line, 'BrokenPipeError'
+    its recorded reason, exit 1, and nobody left to read it (helper 60's finding 17)."""
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    db = tmp_path / "o.duckdb"
+    run = subprocess.Popen([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                            "--run-id", "r"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = run.stdout.readline()  # the reader reads a line, then goes away
+    run.stdout.close()
+    assert run.wait(timeout=300) == 0 and first.startswith(b"Reclassifying ")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, error FROM runs WHERE run_id = 'r'").fetchall() == [("succeeded", None)]
+
+
 def test_a_lock_held_by_another_process_than_a_run_names_that_process(tmp_path):
     """A backup script that takes the run lock to copy the file (`flock out.duckdb.lock cp ...`): the line named
     the pid the last run wrote into the lock file, long gone, as the holder (helper 60's finding 4)."""
