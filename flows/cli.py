@@ -579,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:
         print(f"pairwise: {_one_line(error)}", file=sys.stderr)
         return getattr(error, "exit_code", 1)  # an export failed after the commit: 3; a Prefect server gone: its own
-    except KeyboardInterrupt:  # Ctrl-C: a run is committed whole or not at all, so one line is all there is to say
+    except KeyboardInterrupt as stopped:  # Ctrl-C: a run is committed whole or not at all: one line is all there is
+        if terminated(stopped):  # SIGTERM during the COMMIT: commit_run let the committed run stand as after Ctrl-C
+            _terminated(signal.SIGTERM, None)
         print("pairwise: interrupted", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:  # output piped into head & co.

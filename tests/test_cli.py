@@ -373,6 +373,11 @@ def test_an_interrupted_duckdb_query_is_an_interrupt_whatever_wraps_it():
             raise RuntimeError("Query interrupted")  # noqa: B904 - DuckDB raises it during, not from
     except RuntimeError as during:
         assert terminated(during) and interrupted(during) and not terminated(fetched)
+        # what commit_run raises when the signal came as its COMMIT went through (the run stands)
+        try:
+            raise KeyboardInterrupt("interrupted as run r committed; the run stands") from during
+        except KeyboardInterrupt as standing:
+            assert terminated(standing)
     assert is_transient(None, None, Failed(data=RuntimeError("a passing failure")))
 
 
