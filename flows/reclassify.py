@@ -43,7 +43,9 @@ from tasks.sources import Partition, Plan, SourceError, file_signatures
 from tasks.staging import Staging, write_parquet
 from tasks.drift import measure_drift, sample_rate, warm_up
 from tasks.night import plan_night
-from tasks.store import CatalogUpdate, ExportFailed, RunFailed, check_export_dir, export_run, min_free_bytes, run_lock
+from tasks.store import (
+    CatalogUpdate, ExportFailed, RunFailed, check_export_dir, export_run, min_free_bytes, registered_attempt, run_lock,
+)
 
 __all__ = ["ReclassifyParams", "reclassify_catalog"]
 
@@ -95,11 +97,12 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # OpenBLAS spawn (and spin) its own threads on top oversubscribes the cores and slows every
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)
     with run_lock(db), threadpool_limits(limits=1, user_api="blas"):
-        attempt = start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
-        staging = Staging.create(db, run_id)
-        watch = Stopwatch()
-        timings = watch.laps
+        staging = Staging.for_run(db, run_id)  # start-run makes it
+        attempt: int | None = None  # until start-run returns it, though its registration may have committed
         try:
+            attempt = start_run(db, run_id, {**params.model_dump(), "run_id": run_id})
+            watch = Stopwatch()
+            timings = watch.laps
             if not using:  # a refit takes the last model's orders (read once start_run has waited out other writers)
                 plan = in_latest_order(plan, db)
             begin_phase("stage the sources")
@@ -312,6 +315,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             log.info(run_log.changes(summary["changes"]))
             log.info(run_log.finished(run_id, timings, time.perf_counter() - began))
         except BaseException as caught:
+            if attempt is None and (attempt := registered(db, run_id)) is None:
+                raise  # refused or stopped before the run registered: nothing to record, bad input stays bad input
             error = failure(caught, staging)
             reason = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
             with suppress(OSError):  # first: a run that filled the disk with staged rows frees it to record why
@@ -352,6 +357,19 @@ def failure(error: BaseException, staging: Staging) -> BaseException:
     if not isinstance(error, Exception):
         return error
     return staging.gone() or unreachable(error) or error
+
+
+def registered(db: str, run_id: str) -> int | None:
+    """The attempt this process registered, when start-run did not return its number: a signal or an error in
+    the instant after its registration's commit left the run 'running' until a later run marked it abandoned.
+    None if there is none, or if the file cannot tell (a warning; the run's own error is what the user sees)."""
+    try:
+        return registered_attempt(db, run_id)
+    except Exception as unread:
+        get_run_logger().warning("Could not read whether run %s was registered in %s: %s (if so, the next run "
+                                 "marks it abandoned)", run_id, db,
+                                 f"{type(unread).__name__}: {unread}".splitlines()[0])
+        return None
 
 
 def export(run_ids: list[str], directory: str | None, db: str) -> None:

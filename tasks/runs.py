@@ -53,7 +53,8 @@ def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Stagin
 
 @task(name="start-run", **IO_TASK)
 def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
-    """Register an attempt of the run (its number is returned) under the run lock; clean up after abandoned ones."""
+    """Register an attempt of the run (its number is returned) under the run lock; clean up after abandoned ones
+    and make the run's staging folder."""
     check_staging(db)  # again, before the attempt is registered: validation was a moment ago
     models.check_models(db)
     started = store.start_run(db, run_id, params)
@@ -65,6 +66,7 @@ def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
     # under the lock no other run is running: every staging folder is a leftover, this run id's included
     # (a process killed before its clean-up left it)
     prepare_staging(db)
+    Staging.create(db, run_id)  # here, so that the flow's failure handling finds it once the run is registered
     # likewise every folder of the model store without a row: what a commit that failed after its rename left
     models.remove_models(db, keep=set(store.model_ids(db)))
     return started.attempt

@@ -354,7 +354,7 @@ def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started
     if _lock_path(db) not in _HELD:
         raise RuntimeError(f"registering a run on {db} takes its run lock (store.run_lock), which this process "
                            "does not hold")
-    host, pid = socket.gethostname(), os.getpid()
+    host, pid = _this_process()
     text = json.dumps(params, sort_keys=True)
     with connect(db) as con, _transaction(con):
         stale = con.execute(statement("attempts_running")).fetchall()
@@ -371,6 +371,21 @@ def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started
                                  {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchone()
     return Started(attempt=attempt, stale=[stale_id for stale_id, *_ in stale],
                    succeeded_before=before == ["succeeded"])
+
+
+def _this_process() -> tuple[str, int]:
+    """The host and pid an attempt is registered with."""
+    return socket.gethostname(), os.getpid()
+
+
+def registered_attempt(db: str | Path, run_id: str) -> int | None:
+    """The attempt of ``run_id`` that this process registered and that is still running, if any, read without
+    writing: what start_run committed for a run stopped before its number reached the flow. The caller holds
+    `run_lock`, so no other process has registered one since."""
+    table = query_ours(db, "attempts_running")
+    mine = [row["attempt"] for row in ([] if table is None else table.to_pylist())
+            if (row["run_id"], row["host"], row["pid"]) == (run_id, *_this_process())]
+    return max(mine, default=None)
 
 
 def check_rerun(db: str | Path, run_id: str) -> None:

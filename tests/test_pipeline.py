@@ -276,6 +276,33 @@ def test_a_failed_run_changes_nothing_readers_see(tmp_path, catalog):
     assert not (tmp_path / "out.duckdb.staging").exists()
 
 
+def test_a_signal_just_after_the_registration_marks_the_run_failed(tmp_path, catalog, monkeypatch):
+    """Ctrl-C in the instant after the registration's commit, before start-run returned the attempt's number to
+    the flow: the run stayed 'running' (until a later run marked it abandoned) though the command said
+    interrupted. (SIGTERM's TerminationSignal is not raised here: Prefect sends the signal on to the process.)"""
+    from tasks import store
+
+    register = store.start_run
+
+    def registered_then_stopped(*args, **kwargs):
+        register(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
+    _, db = run(tmp_path, items_glob, classes_path, run_id="good")
+    before = rows(db, "SELECT * FROM current_labels ORDER BY item_id, modality")
+    monkeypatch.setattr(store, "start_run", registered_then_stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, items_glob, classes_path, run_id="stopped")
+    assert rows(db, "SELECT run_id, status, error FROM runs ORDER BY run_id") == [
+        ("good", "succeeded", None), ("stopped", "failed", "KeyboardInterrupt")]
+    assert rows(db, "SELECT status, error FROM run_attempts WHERE run_id = 'stopped'") == [
+        ("failed", "KeyboardInterrupt")]
+    assert rows(db, "SELECT * FROM current_labels ORDER BY item_id, modality") == before
+    assert not (tmp_path / "out.duckdb.staging").exists()
+
+
 def test_a_failure_that_cannot_be_recorded_still_reaches_the_user_and_the_next_run_clears_it(
         tmp_path, catalog, caplog):
     import logging

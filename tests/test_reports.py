@@ -183,11 +183,11 @@ def test_a_killed_rerun_of_a_succeeded_run_leaves_it_succeeded_and_its_staging_i
     with duckdb.connect(db) as con:  # what `pairwise run --run-id r2` killed mid-run leaves behind, its pid
         con.execute("INSERT INTO run_attempts (run_id, attempt, status, started_at, params, host, pid) "
                     "VALUES ('r2', 2, 'running', now(), '{}', ?, ?)", [socket.gethostname(), os.getpid()])
-    (tmp_path / "out.duckdb.staging" / "r2").mkdir(parents=True)  # given to the next run by a restart
+    (tmp_path / "out.duckdb.staging" / "r2" / "pass1").mkdir(parents=True)  # given to the next run by a restart
     with disable_run_logger(), store.run_lock(db):
         assert start_run.fn(db, "r2", {"seed": 2}) == 3  # the next attempt, of the same run id
     assert readers_see(db) == before
-    assert not (tmp_path / "out.duckdb.staging" / "r2").exists()
+    assert list((tmp_path / "out.duckdb.staging" / "r2").iterdir()) == []  # the new attempt's folder, made afresh
     with duckdb.connect(db, read_only=True) as con:
         attempts = con.execute("SELECT attempt, status FROM run_attempts WHERE run_id = 'r2' ORDER BY 1").fetchall()
     assert attempts == [(1, "succeeded"), (2, "failed"), (3, "running")]
