@@ -53,22 +53,24 @@ def stage_sources(plan: Plan, items: str, classes: str, db: str, staging: Stagin
 
 @task(name="start-run", **IO_TASK)
 def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
-    """Register an attempt of the run (its number is returned) under the run lock; clean up after abandoned ones
-    and make the run's staging folder."""
+    """Under the run lock: clean up after abandoned runs, make the run's staging folder, and register an attempt
+    of the run, last (its number is returned): a failure here after the registration's commit left the run
+    'running', and each retry of the task registered another attempt."""
     check_staging(db)  # again, before the attempt is registered: validation was a moment ago
     models.check_models(db)
+    store.check_room_to_record(db)
+    # under the lock no other run is running: every staging folder is a leftover, this run id's included
+    # (a process killed before its clean-up left it)
+    prepare_staging(db)
+    Staging.create(db, run_id)  # before the registration: a registered run has one, for its failure to remove
+    # likewise every folder of the model store without a row: what a commit that failed after its rename left
+    models.remove_models(db, keep=set(store.model_ids(db)))
     started = store.start_run(db, run_id, params)
     for stale in started.stale:
         get_run_logger().warning("An attempt of run %s was left running by a process that ended: marked failed",
                                  stale)
     if started.succeeded_before:
         get_run_logger().warning(run_log.rerun(run_id))
-    # under the lock no other run is running: every staging folder is a leftover, this run id's included
-    # (a process killed before its clean-up left it)
-    prepare_staging(db)
-    Staging.create(db, run_id)  # here, so that the flow's failure handling finds it once the run is registered
-    # likewise every folder of the model store without a row: what a commit that failed after its rename left
-    models.remove_models(db, keep=set(store.model_ids(db)))
     return started.attempt
 
 

@@ -50,6 +50,9 @@ LOCK_WAIT_S = 60.0
 # its rows written compressed) to 12x (a 2,000-item night, its rows through the log) the staged Parquet it loads.
 ROOM_PER_STAGED_BYTE = 16
 MIN_FREE_MB = 64  # at least this much free; PAIRWISE_MIN_FREE_MB sets another
+# Registering a run and recording its failure took 0.5-0.8 MB of free space on a 7 MB file (the checkpoint as the
+# registration's connection closes): with less, a run registered and could not record its end, left 'running'.
+RECORD_ROOM_MB = 4
 
 
 @contextmanager
@@ -444,6 +447,18 @@ def check_room(db: str | Path, files: Sequence[str]) -> None:
         raise NoRoom(f"{db}: its disk has {free / 2**20:,.0f} MB free and this run's commit may need "
                      f"{needed / 2**20:,.0f} MB ({staged / 2**20:,.1f} MB of staged rows), so nothing was committed "
                      "and the file is as it was: free space on that disk, then run again")
+
+
+def check_room_to_record(db: str | Path) -> None:
+    """Refuse (NoRoom) to register a run on a disk without room to record its end: the smaller of RECORD_ROOM_MB
+    and the commit's floor (PAIRWISE_MIN_FREE_MB 0 turns both off). Checked under the run lock (which made the
+    file's folder) before anything is written."""
+    needed = min(RECORD_ROOM_MB * 2**20, min_free_bytes())
+    free = shutil.disk_usage(Path(db).resolve().parent).free
+    if free < needed:
+        raise NoRoom(f"{db}: its disk has {free / 2**20:,.1f} MB free, less than the {needed / 2**20:,.0f} MB a run "
+                     "needs to record its start and end, so the run did not start and nothing was written: free "
+                     "space on that disk, then run again")
 
 
 def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:

@@ -56,6 +56,35 @@ def test_a_full_disk_is_recorded_as_the_failure_and_the_next_run_succeeds(server
         assert con.execute("SELECT count(*) FROM current_labels").fetchone() == (2 * 40_000,)
 
 
+def test_a_run_does_not_start_without_room_to_record_its_end(server, tmp_path, small_disk):
+    """A night on a disk with some 48 KB free: its registration committed, then neither its staging nor the
+    record of its failure could write, and the run stayed 'running' (a staging folder left) until a later run
+    marked it abandoned. It now stops before it registers, in one line, and the file is as it was."""
+    _, env = server
+    items, classes = make_catalog(2_000, 5, seed=4)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    db = small_disk / "out.duckdb"
+    command = [PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--quiet"]
+    subprocess.run(["mount", "-o", "remount,size=128m", str(small_disk)], check=True)  # room for a commit
+    assert subprocess.run(command + ["--run-id", "first"], env=env, capture_output=True, timeout=300).returncode == 0
+    filler = small_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1K",
+                    f"count={os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize // 1024 - 48}"],
+                   check=True, capture_output=True)
+
+    night = subprocess.run(command + ["--run-id", "night", "--model", "latest", "--incremental"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    filler.unlink()
+    assert night.returncode == 1
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT run_id, status FROM runs").fetchall() == [("first", "succeeded")]
+        assert con.execute("SELECT run_id, status FROM run_attempts").fetchall() == [("first", "succeeded")]
+    assert not Path(f"{db}.staging").exists()
+    assert night.stderr.strip().splitlines() == [
+        f"pairwise: run failed: NoRoom: {db}: its disk has 0.0 MB free, less than the 4 MB a run needs to record its "
+        "start and end, so the run did not start and nothing was written: free space on that disk, then run again"]
+
+
 def test_a_commit_is_not_started_without_room_and_the_earlier_run_stays_whole(server, tmp_path):
     """A COMMIT that fails on a full disk can leave the file inconsistent, so a run refuses to start one
     without room (here: PAIRWISE_MIN_FREE_MB more than any disk has) and fails in one line, the file as it was."""
