@@ -44,7 +44,8 @@ from tasks.staging import Staging, write_parquet
 from tasks.drift import measure_drift, sample_rate, warm_up
 from tasks.night import plan_night
 from tasks.store import (
-    CatalogUpdate, ExportFailed, RunFailed, check_export_dir, export_run, min_free_bytes, registered_attempt, run_lock,
+    CatalogUpdate, DatabaseBusy, ExportFailed, RunFailed, check_export_dir, export_run, min_free_bytes,
+    registered_attempt, run_lock,
 )
 
 __all__ = ["ReclassifyParams", "reclassify_catalog"]
@@ -321,11 +322,15 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             reason = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
             with suppress(OSError):  # first: a run that filled the disk with staged rows frees it to record why
                 staging.remove()
+            busy = isinstance(error, DatabaseBusy)  # readers kept the file through the commit's whole wait
             try:  # best effort: the run's own error is what the user must see
-                fail_run(db, run_id, attempt, reason)
+                fail_run(db, run_id, attempt, reason, busy)
             except Exception as unrecorded:
                 log.warning("Could not record that run %s failed in %s: %s (the next run marks it abandoned)",
                             run_id, db, f"{type(unrecorded).__name__}: {unrecorded}".splitlines()[0])
+                if busy:  # the same readers, most likely: the line says what they leave
+                    error = DatabaseBusy(f"{error}; nothing of run {run_id} was committed, and runs shows it running "
+                                         "until the next run marks it abandoned")
             if isinstance(error, ValueError):  # bad input is refused before start_run: this run did start
                 raise RunFailed(reason) from error
             if error is not caught:

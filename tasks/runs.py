@@ -213,5 +213,5 @@ def in_latest_order(plan: Plan, db: str) -> Plan:
 
 
 @task(name="fail-run", **IO_TASK)
-def fail_run(db: str, run_id: str, attempt: int, error: str) -> None:
-    store.fail_run(db, run_id, attempt, error)
+def fail_run(db: str, run_id: str, attempt: int, error: str, busy: bool = False) -> None:
+    store.fail_run(db, run_id, attempt, error, busy)

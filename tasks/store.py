@@ -45,6 +45,9 @@ from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 # flat in the catalog's size (bench/bench_pipeline.py), and DuckDB's default is 80% of the machine.
 DUCKDB_MEMORY = {"memory_limit": "512MB"}
 LOCK_WAIT_S = 60.0
+# What recording a run's failure waits for readers, when they made its commit wait LOCK_WAIT_S in vain: the reader
+# that held the file for that long likely holds it still (the record waited a second minute, then failed too).
+RECORD_WAIT_S = 5.0
 # A commit that fails on a full disk can leave the file inconsistent (operations.md, "A full disk"), so none
 # starts without room: what the file and its write-ahead log grew by in a commit was 1x (a 1M-item relabel,
 # its rows written compressed) to 12x (a 2,000-item night, its rows through the log) the staged Parquet it loads.
@@ -56,8 +59,9 @@ RECORD_ROOM_MB = 4
 
 
 @contextmanager
-def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection.
+def connect(db: str | Path, *, read_only: bool = False,
+            wait: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection, once other processes let it (waiting ``wait`` s, LOCK_WAIT_S unless given).
 
     A write connection creates the file and its folder and brings the schema
     to the latest version. A read-only one changes nothing, since sources read
@@ -66,7 +70,7 @@ def connect(db: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckD
     """
     if not read_only:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    con = _open(db, read_only)
+    con = _open(db, read_only, LOCK_WAIT_S if wait is None else wait)
     try:
         if not read_only:
             _migrate(con, db)
@@ -80,13 +84,13 @@ class DatabaseBusy(RuntimeError):
     the whole time again, 190 s in all)."""
 
 
-def _open(db: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+def _open(db: str | Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection, once other processes let it: DuckDB lets one process write or any number read.
-    A writer waits up to ``LOCK_WAIT_S`` for readers (an analyst's session, a report) to close the file: a
+    A writer waits up to ``wait`` s for readers (an analyst's session, a report) to close the file: a
     run's commit failed after its task's two retries (5 s) while a reader held the file. A reader waits as
     long for a writer (another run's commit): a night that read its stored models as a run committed failed
     at once with DuckDB's own message."""
-    deadline = time.monotonic() + LOCK_WAIT_S
+    deadline = time.monotonic() + wait
     while True:
         try:
             return duckdb.connect(str(db), read_only=read_only, config=DUCKDB_MEMORY)
@@ -96,7 +100,7 @@ def _open(db: str | Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             if time.monotonic() > deadline:
                 holder = re.search(r"Conflicting lock is held in (.*?)(?:\. |$)", str(error))
                 raise DatabaseBusy(f"{db} is open in another process ({holder.group(1) if holder else 'unknown'}); "
-                                   f"waited {LOCK_WAIT_S:.0f} s for it to close the file") from None
+                                   f"waited {wait:g} s for it to close the file") from None
             time.sleep(0.5)
 
 
@@ -461,9 +465,10 @@ def check_room_to_record(db: str | Path) -> None:
                      "space on that disk, then run again")
 
 
-def fail_run(db: str | Path, run_id: str, attempt: int, error: str) -> None:
-    """Mark the attempt failed, and its run too unless the run succeeded before: that success stays current."""
-    with connect(db) as con, _transaction(con):
+def fail_run(db: str | Path, run_id: str, attempt: int, error: str, busy: bool = False) -> None:
+    """Mark the attempt failed, and its run too unless the run succeeded before: that success stays current.
+    ``busy``: the run failed on readers that kept the file through its commit's wait; wait RECORD_WAIT_S only."""
+    with connect(db, wait=RECORD_WAIT_S if busy else None) as con, _transaction(con):
         con.execute(statement("attempt_fail"), {"run_id": run_id, "attempt": attempt, "error": error})
         con.execute(statement("run_fail"), {"run_id": run_id, "error": error})
 

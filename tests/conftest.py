@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,6 +57,24 @@ def written_otherwise(items: pa.Table) -> pa.Table:
             column = pa.FixedSizeListArray.from_arrays(values, len(values) // items.num_rows)
         columns[name] = column.cast(pa.large_string()) if name == "item_id" else column
     return pa.table(columns)
+
+
+@contextmanager
+def reader_holding(db: str, seconds: float, *, read_only: bool = True):
+    """Another process with the file open for ``seconds``: to read, as an analyst's session holds it, or to
+    write, as another run's commit does."""
+    holder = ("import duckdb, sys, time\n"
+              f"con = duckdb.connect(sys.argv[1], read_only={read_only})\n"
+              "print('open', flush=True)\n"
+              f"time.sleep({seconds})\n")
+    reader = subprocess.Popen([sys.executable, "-c", holder, db], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "open\n"
+        yield reader
+    finally:
+        if seconds > 10:
+            reader.kill()
+        reader.wait(timeout=60)
 
 
 def free_port() -> int:

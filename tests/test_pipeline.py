@@ -345,6 +345,51 @@ def test_a_failure_that_cannot_be_recorded_still_reaches_the_user_and_the_next_r
         assert store.start_run(db, "next", {}).stale == ["unrecorded"]
 
 
+def test_a_reader_that_keeps_the_file_through_the_commit_fails_the_run_in_a_line_that_says_what_is_left(
+        tmp_path, catalog, monkeypatch, caplog):
+    """An analyst's session holds the file from the commit on: the commit waits LOCK_WAIT_S and fails
+    (DatabaseBusy); recording the failure then waited as long again for the same reader and failed too, and the
+    line said only that the commit had waited. The record now waits RECORD_WAIT_S, and the line says what is
+    left: nothing committed, the run's row 'running' until the next run."""
+    import logging
+    from contextlib import ExitStack
+
+    from conftest import reader_holding
+    from flows.progress import listening
+    from tasks import store
+
+    monkeypatch.setattr(store, "LOCK_WAIT_S", 10.0)
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
+    db = tmp_path / "out.duckdb"
+    held = ExitStack()
+
+    class HoldTheFileFromTheCommit:
+        def phase(self, name, items=None, partitions=None, *, selective=False):
+            if name == "commit":
+                held.enter_context(reader_holding(str(db), 120))
+
+        def advance(self, items, labelled=None):
+            pass
+
+    logger = logging.getLogger("prefect.flow_runs")
+    logger.addHandler(caplog.handler)
+    try:
+        with held, listening(HoldTheFileFromTheCommit()), pytest.raises(store.DatabaseBusy) as failure:
+            run(tmp_path, items_glob, classes_path, run_id="held")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert str(failure.value).endswith(
+        "waited 10 s for it to close the file; nothing of run held was committed, and runs shows it running until "
+        "the next run marks it abandoned"), failure.value
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith(f"Could not record that run held failed in {db}: DatabaseBusy: ")
+               and w.endswith(f"waited {store.RECORD_WAIT_S:g} s for it to close the file (the next run marks it "
+                              "abandoned)") for w in warnings), warnings
+    assert rows(db, "SELECT status FROM runs WHERE run_id = 'held'") == [("running",)]
+    assert not (tmp_path / "out.duckdb.staging").exists()
+
+
 def test_a_failed_rerun_of_a_succeeded_run_id_changes_nothing_readers_see(tmp_path, catalog):
     items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)

@@ -4,13 +4,13 @@ import json
 import re
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import reader_holding
 from tasks import store
 from tasks.label import LABEL_SCHEMA
 from tasks.html_report import build_report
@@ -205,24 +205,6 @@ def test_a_reader_in_another_process_gets_a_clear_lock_message_or_the_committed_
     after = subprocess.run([sys.executable, "-c", reader, db], capture_output=True, text=True, timeout=60)
     assert during.stdout.strip() == "locked"
     assert after.stdout.strip() == "[('r2',)]"
-
-
-@contextmanager
-def reader_holding(db: str, seconds: float, *, read_only: bool = True):
-    """Another process with the file open for ``seconds``: to read, as an analyst's session holds it, or to
-    write, as another run's commit does."""
-    holder = ("import duckdb, sys, time\n"
-              f"con = duckdb.connect(sys.argv[1], read_only={read_only})\n"
-              "print('open', flush=True)\n"
-              f"time.sleep({seconds})\n")
-    reader = subprocess.Popen([sys.executable, "-c", holder, db], stdout=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout.readline() == "open\n"
-        yield reader
-    finally:
-        if seconds > 10:
-            reader.kill()
-        reader.wait(timeout=60)
 
 
 def test_a_writer_waits_for_a_reader_in_another_process_to_close_the_file(db):
