@@ -12,15 +12,21 @@ Linux's parent-death signal (it gets SIGTERM when the thread that started it, th
 from __future__ import annotations
 
 import ctypes
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 
 _PR_SET_PDEATHSIG = 1
+# The temporary server's SQLite database took 4.7 MB as the server started in a fresh PREFECT_HOME, and grows with
+# every run. On a full disk the server failed as it started, and Prefect took its exit for a port taken: it
+# started another server, and another, for the whole wait (120 s), then the command blamed a slow start.
+SERVER_ROOM_MB = 16
 
 
 def start_temporary_server() -> None:
@@ -32,6 +38,7 @@ def start_temporary_server() -> None:
 
     if PREFECT_API_URL.value():
         return
+    check_server_room()
     from prefect.server.api import server
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
@@ -52,6 +59,27 @@ def start_temporary_server() -> None:
     finally:
         if isinstance(instance.server_process, _StartingServer):
             instance.server_process.starting = False
+
+
+def check_server_room() -> None:
+    """Refuse (ValueError: one line, exit 2, before anything is written) to start the temporary server when its
+    SQLite database would sit on a disk with less than SERVER_ROOM_MB free; a database of another kind is not
+    ours to check."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PREFECT_API_DATABASE_CONNECTION_URL.value())
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    path = Path(url.database).absolute()
+    folder = path.parent
+    while not folder.exists():  # PREFECT_HOME not made yet: the disk it will be made on
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < SERVER_ROOM_MB * 2**20:
+        raise ValueError(f"Prefect's temporary server keeps its database in {path} (PREFECT_HOME), and that disk has "
+                         f"{free / 2**20:,.1f} MB free, less than the {SERVER_ROOM_MB} MB it needs: free space there, "
+                         "or set PREFECT_HOME to a folder on another disk; no run started and nothing was written")
 
 
 class _StartingServer(subprocess.Popen):

@@ -85,6 +85,26 @@ def test_a_run_does_not_start_without_room_to_record_its_end(server, tmp_path, s
         "start and end, so the run did not start and nothing was written: free space on that disk, then run again"]
 
 
+def test_a_temporary_server_on_a_full_disk_is_refused_in_one_line_before_it_starts(tmp_path, small_disk):
+    """PREFECT_HOME (the temporary server's SQLite database) on a full disk: the server failed as it started,
+    Prefect took that for a port taken and started another, and another, for the whole wait, then the command
+    blamed a slow start ("not ready 120 s after its start"), the full disk never named."""
+    items, classes = make_catalog(500, 3, seed=1)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    subprocess.run(["dd", "if=/dev/zero", f"of={small_disk / 'filler'}", "bs=1M"], capture_output=True)
+    env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(small_disk / "home"), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "20"}
+    db = tmp_path / "out.duckdb"
+    result = subprocess.run([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                             "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == (
+        f"pairwise: Prefect's temporary server keeps its database in {small_disk / 'home' / 'prefect.db'} "
+        "(PREFECT_HOME), and that disk has 0.0 MB free, less than the 16 MB it needs: free space there, or set "
+        "PREFECT_HOME to a folder on another disk; no run started and nothing was written\n")
+    assert not db.exists()
+
+
 def test_a_commit_is_not_started_without_room_and_the_earlier_run_stays_whole(server, tmp_path):
     """A COMMIT that fails on a full disk can leave the file inconsistent, so a run refuses to start one
     without room (here: PAIRWISE_MIN_FREE_MB more than any disk has) and fails in one line, the file as it was."""
