@@ -47,7 +47,7 @@ def start_temporary_server() -> None:
     instance = server.SubprocessASGIServer()
     try:
         instance.start()
-    except PrefectUnreachable:
+    except (PrefectUnreachable, ValueError):  # ours, with their line
         raise
     except Exception as error:  # the wait ran out (a hung server, or too slow a machine), or it failed otherwise
         with suppress(OSError, AttributeError):  # no use for it now: a hung one ignores SIGTERM (stop() waits 5 s)
@@ -65,13 +65,9 @@ def check_server_room() -> None:
     """Refuse (ValueError: one line, exit 2, before anything is written) to start the temporary server when its
     SQLite database would sit on a disk with less than SERVER_ROOM_MB free; a database of another kind is not
     ours to check."""
-    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PREFECT_API_DATABASE_CONNECTION_URL.value())
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+    path = _database_path()
+    if path is None:
         return
-    path = Path(url.database).absolute()
     folder = path.parent
     while not folder.exists():  # PREFECT_HOME not made yet: the disk it will be made on
         folder = folder.parent
@@ -82,20 +78,43 @@ def check_server_room() -> None:
                          "or set PREFECT_HOME to a folder on another disk; no run started and nothing was written")
 
 
+def _database_path() -> Path | None:
+    """The temporary server's SQLite database file; None for a database of another kind."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PREFECT_API_DATABASE_CONNECTION_URL.value())
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).absolute()
+
+
 class _StartingServer(subprocess.Popen):
     """The temporary server's process, which ends Prefect's wait for it to answer once it has ended. The wait
-    polls it for Uvicorn's exit code 3 (its port taken: Prefect starts another on another port) and otherwise
-    asks it for its health until PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (120 s here, for a busy
-    machine) have passed, however it ended: a server killed as it started cost the whole wait."""
+    polls it for Uvicorn's exit code 3 (startup failed, which Prefect takes for its port taken: it starts another
+    on another port) and otherwise asks it for its health until PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    (120 s here, for a busy machine) have passed, however it ended: a server killed as it started cost the whole
+    wait. A second exit 3, on another port, is not a port taken: a damaged database made Prefect start server
+    after server for the whole wait, then the command blamed a slow start."""
 
     starting = True
+    ports_taken = 0  # the exits with code 3 let through in this process's one start (class-wide: a new one each)
 
     def poll(self) -> int | None:
         code = super().poll()
-        if self.starting and code is not None and code != 3:
-            self.starting = False
-            raise PrefectUnreachable("Prefect's temporary server", f"it {_ended(code)} as it started")
-        return code
+        if not self.starting or code is None:
+            return code
+        self.starting = False
+        if code == 3 and not _StartingServer.ports_taken:
+            _StartingServer.ports_taken += 1
+            return code
+        if code == 3:
+            raise ValueError(f"Prefect's temporary server failed as it started, twice, on two ports (Uvicorn's exit "
+                             f"code 3, startup failed): its database "
+                             f"({_database_path() or 'PREFECT_API_DATABASE_CONNECTION_URL'}) may be damaged or "
+                             "unwritable: move it aside (Prefect makes a new one), or set PREFECT_HOME to another "
+                             "folder; no run started and nothing was written")
+        raise PrefectUnreachable("Prefect's temporary server", f"it {_ended(code)} as it started")
 
 
 class PrefectUnreachable(RuntimeError):

@@ -604,6 +604,25 @@ def test_a_temporary_server_that_dies_or_hangs_as_it_starts_is_one_line_exit_2_a
     assert not db.exists()
 
 
+def test_a_temporary_server_whose_database_is_damaged_is_one_line_exit_2_and_nothing_written(env, tmp_path):
+    """Uvicorn exits with code 3 when the server's start fails (a damaged SQLite database here), which Prefect
+    takes for its port taken: it started another server, and another, for the whole wait (120 s), then the
+    command blamed a slow start. A second exit 3 on another port now ends the start in one line."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "prefect.db").write_text("garbage\n")
+    items_glob, classes_path = write_small_catalog(tmp_path)
+    db = tmp_path / "o.duckdb"
+    result = pairwise({**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60"},
+                      "run", "--items", items_glob, "--classes", classes_path, "--db", str(db), "--quiet")
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == (
+        "pairwise: Prefect's temporary server failed as it started, twice, on two ports (Uvicorn's exit code 3, "
+        f"startup failed): its database ({home / 'prefect.db'}) may be damaged or unwritable: move it aside (Prefect "
+        "makes a new one), or set PREFECT_HOME to another folder; no run started and nothing was written\n")
+    assert not db.exists()
+
+
 def test_a_prefect_server_that_does_not_answer_at_the_start_is_one_line_exit_2_and_nothing_written(env, tmp_path):
     url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
     items_glob, classes_path = write_small_catalog(tmp_path)
