@@ -98,7 +98,9 @@ class _StartingServer(subprocess.Popen):
     after server for the whole wait, then the command blamed a slow start."""
 
     starting = True
-    ports_taken = 0  # the exits with code 3 let through in this process's one start (class-wide: a new one each)
+    # the exits with code 3 let through so far: on the class, as Prefect makes a process object for each port it
+    # tries; a command starts the temporary server once
+    ports_taken = 0
 
     def poll(self) -> int | None:
         code = super().poll()

@@ -21,13 +21,13 @@ from tasks.errors import causes, interrupted
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry unless the failure is bad input, a signal, a database another process kept open past the wait,
-    or the Prefect API's silence (a request to it that got no answer through the client's own retries)."""
-    from tasks.store import DatabaseBusy
+    """Retry unless the failure is bad input, a signal, a database another process kept open past the wait, a
+    full disk, or the Prefect API's silence (a request to it that got no answer through the client's own retries)."""
+    from tasks.store import DatabaseBusy, NoRoom
 
     try:
         state.result()
-    except (ValueError, DatabaseBusy):
+    except (ValueError, DatabaseBusy, NoRoom):  # NoRoom: a full disk is not freed by waiting 5 s
         return False
     except BaseException as error:
         return not interrupted(error) and no_answer(error) is None

@@ -228,6 +228,7 @@ def test_a_writer_gives_up_on_a_reader_that_stays_in_one_line_and_is_not_retried
     # its retries waited the whole time again: 190 s in all
     assert not is_transient(None, None, Failed(data=store.DatabaseBusy("busy")))
     assert is_transient(None, None, Failed(data=OSError("a passing I/O error")))
+    assert not is_transient(None, None, Failed(data=store.NoRoom("its disk has 0.0 MB free")))
 
 
 def test_a_reader_waits_for_a_writer_in_another_process_to_close_the_file(db):
