@@ -161,10 +161,21 @@ def parquet_files(pattern: str) -> list[str]:
     elif os.path.isfile(pattern):
         found = [pattern]
     else:
-        raise SourceError(f"{pattern}: no such file")
+        raise SourceError(f"{pattern}: {_unreadable(pattern) or 'no such file'}")
     if not found:
-        raise SourceError(f"{pattern}: matches no Parquet files")
+        raise SourceError(f"{pattern}: {_unreadable(pattern) or 'matches no Parquet files'}")
     return found
+
+
+def _unreadable(pattern: str) -> str | None:
+    """Why a local listing found nothing, if a folder it could not read is why: glob and rglob skip what they
+    cannot read, and a folder without read access was reported as matching no Parquet files (a file in it, as
+    no such file)."""
+    parts = Path(pattern).parts
+    folder = Path(*parts[:next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))] or ".")
+    while not os.path.isdir(folder) and folder != folder.parent:
+        folder = folder.parent
+    return None if os.access(folder, os.R_OK | os.X_OK) else f"cannot read the folder {folder} (permission denied)"
 
 
 def object_store(uri: str) -> tuple[pafs.FileSystem, str]:

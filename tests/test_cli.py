@@ -457,6 +457,32 @@ def test_a_db_the_run_cannot_write_is_bad_input_before_anything_runs(env, tmp_pa
     assert list(closed.iterdir()) == [] and list(kept.iterdir()) == [kept / "o.duckdb"]  # nothing written
 
 
+def test_an_unreadable_source_file_or_folder_is_bad_input_named_in_one_line(env, tmp_path):
+    """A folder the run cannot read was reported as a glob that 'matches no Parquet files' (a file in it as
+    'no such file'), sending the user after the wrong problem."""
+    items_glob, classes_path = write_small_catalog(tmp_path / "in")
+    folder = tmp_path / "in"
+    [first, *_] = sorted(folder.glob("items-*.parquet"))
+
+    def run(items: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*AS_A_USER, PAIRWISE, "run", "--items", items, "--classes", str(tmp_path / "c.parquet"),
+                               "--db", str(tmp_path / "o.duckdb"), "--quiet"], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    shutil.copyfile(classes_path, tmp_path / "c.parquet")
+    os.chmod(first, 0)
+    unreadable = run(str(first))
+    os.chmod(first, 0o644)
+    assert unreadable.returncode == 2 and unreadable.stderr.startswith(f"pairwise: {first}: cannot read (")
+    os.chmod(folder, 0)
+    listed = [run(items_glob), run(str(folder)), run(str(first))]
+    os.chmod(folder, 0o755)
+    for result, items in zip(listed, (items_glob, folder, first), strict=True):
+        assert (result.returncode, result.stderr) == (
+            2, f"pairwise: {items}: cannot read the folder {folder} (permission denied)\n")
+    assert not (tmp_path / "o.duckdb").exists()
+
+
 def test_a_run_whose_html_report_cannot_be_written_says_so_on_the_console(env, tmp_path):
     """The run stands (exit 0), but the console said nothing of the missing report: the warning reached the Prefect
     log alone (helper 60's finding 19)."""
