@@ -537,9 +537,15 @@ def started_run(env, tmp_path, db):
     """`pairwise run` in a session of its own (as a terminal's job), once its first pass is under way."""
     items, classes = make_catalog(20_000, 5, seed=8)
     items_glob, classes_path = write_catalog(tmp_path, items, classes, n_files=4)
-    process = subprocess.Popen([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
-                                "--chunk-size", "1000", "--run-id", "stopped"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a terminal's job gets SIGINT at its default; tests started in the background (`pytest &` from a script)
+    # pass it on ignored, and the run would not hear the Ctrl-C sent to it (as any such process would not)
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        process = subprocess.Popen([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db",
+                                    str(db), "--chunk-size", "1000", "--run-id", "stopped"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     seen = []
     for line in process.stderr:  # plain progress lines
         seen.append(line)
