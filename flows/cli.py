@@ -567,10 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             return args.handler(args)
-        except Exception as error:  # Ctrl-C amid a DuckDB query: DuckDB raises its own error, not KeyboardInterrupt
-            if terminated(error):  # SIGTERM amid a DuckDB query: Prefect's handler raised, DuckDB wrapped it
-                _terminated(signal.SIGTERM, None)
-            if interrupted(error):
+        except Exception as error:  # a signal amid a DuckDB query: DuckDB raises its own error, not KeyboardInterrupt
+            if interrupted(error) or terminated(error):
                 raise KeyboardInterrupt from error
             raise
     except ValueError as error:  # bad input: one line, no traceback
@@ -580,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pairwise: {_one_line(error)}", file=sys.stderr)
         return getattr(error, "exit_code", 1)  # an export failed after the commit: 3; a Prefect server gone: its own
     except KeyboardInterrupt as stopped:  # Ctrl-C: a run is committed whole or not at all: one line is all there is
-        if terminated(stopped):  # SIGTERM during the COMMIT: commit_run let the committed run stand as after Ctrl-C
+        if terminated(stopped):  # SIGTERM that DuckDB wrapped (amid a query, or the COMMIT commit_run let stand)
             _terminated(signal.SIGTERM, None)
         print("pairwise: interrupted", file=sys.stderr)
         return INTERRUPTED
