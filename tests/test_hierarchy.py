@@ -45,6 +45,33 @@ def test_the_parent_label_may_differ_from_the_parent_of_the_leaf_label():
     assert level.names == ("headwear", "bags") and level.index == (0, 0, 1)
 
 
+@given(posteriors(), st.floats(MIN_POWER, 20), st.sampled_from([np.float64, np.float32]))
+def test_a_calibrated_parent_is_never_less_likely_than_one_of_its_children(case, power, dtype):
+    """A power below 1 flattens the parents: the confidence is floored at the parent's likeliest child (an
+    audit found a parent at 0.5333 over its own child at 0.5414, fitted power 0.99). From 1 up the sharpened
+    sum is at least each child's already, and the floor changes nothing."""
+    p, parents = case
+    p = p.astype(dtype)
+    level = Level.of(parents)
+    label, confidence = level.labels(p, power)
+    summed = level.probabilities(p)
+    for row, (j, got) in enumerate(zip(label, confidence, strict=True)):
+        top_child = max(p[row, k] for k in range(len(parents)) if level.index[k] == j)
+        assert top_child <= got <= 1
+        if power >= 1:  # but for rounding, which the floor may lift by an ulp
+            assert got == pytest.approx(min(sharpen(summed[row : row + 1], power)[0, j], 1), rel=1e-6)
+    assert confidence.dtype == dtype
+
+
+def test_a_flattened_parent_keeps_its_likeliest_childs_probability():
+    # a: 0.54 and 0.0; b: 0.23 and 0.23. Flattened by a power of 0.5, a would get 0.52, under its child
+    level = Level.of(["a", "a", "b", "b"])
+    p = np.array([[0.54, 0.0, 0.23, 0.23]])
+    assert sharpen(level.probabilities(p), 0.5)[0, 0] < 0.54
+    label, confidence = level.labels(p, 0.5)
+    assert label.tolist() == [0] and confidence.tolist() == [0.54]
+
+
 @st.composite
 def parent_distributions(draw):
     """Parent probabilities (n, P) with rows summing to 1 (some entries 0, some tied), and a power > 0."""
