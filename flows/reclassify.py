@@ -226,9 +226,10 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             if graph and n_labelled:
                 begin_phase("graph refinement")
                 fitting = model["store"] is not None  # the model keeps what a night's inductive step needs
-                staged_parts, graph_details = refine_over_graph(staged_parts, propagate_graph(
-                    graph_parts, params.graph_k, len(plan.modalities), staging, model["seed"],
-                    model["sealed"]["folder"] if fitting else None), plan, staging, run_id)
+                propagated = propagate_graph(graph_parts, params.graph_k, len(plan.modalities), staging,
+                                             model["seed"], model["sealed"]["folder"] if fitting else None)
+                staged_parts, graph_details = (refine_over_graph(staged_parts, propagated, plan, staging, run_id)
+                                               if propagated[0] else (staged_parts, propagated[1]))
                 if fitting:
                     content_hash = extend_seal(model["sealed"])
                     model["sealed"] = {**model["sealed"], "content_hash": content_hash}
@@ -409,7 +410,8 @@ def parent_confidence(plan: Plan, staged_parts: list[dict[str, Any]], n_labelled
     get the plain sum); None when it made none (no parents, no item labelled)."""
     if plan.parent is None or not n_labelled:
         return None
-    propagated = graph_details is not None  # the graph step rewrote every parent column from its posteriors
+    # the graph step rewrote every parent column from its posteriors, unless it had no item to place
+    propagated = graph_details is not None and "skipped" not in graph_details
     return "sum" if propagated or not all(part["parent_powers"] for part in staged_parts) else "calibrated"
 
 

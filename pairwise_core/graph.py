@@ -221,11 +221,13 @@ class GraphProjection:
 
     @classmethod
     def fit(cls, units: dict[str, np.ndarray], present: np.ndarray, dims: int = 128) -> GraphProjection:
-        """PCA of the sample's concatenated unit views (rows with no view at all are left out), in float64."""
+        """PCA of the sample's concatenated unit views (rows with no view at all are left out), in float64.
+        A sample without any view (every item rejected) gives the first axes and no centre: a projection that
+        is still one, where a mean of no rows made every point NaN."""
         scale = 1 / np.sqrt(len(units))
         rows = present.any(axis=1)
         x = np.concatenate([np.asarray(u, np.float64)[rows] * scale for u in units.values()], axis=1)
-        centre = x.mean(axis=0)
+        centre = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
         centred = x - centre
         _, vectors = np.linalg.eigh(centred.T @ centred)
         axes = vectors[:, ::-1][:, : min(dims, x.shape[1])]

@@ -310,7 +310,8 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
                     model_folder: str | None = None) -> tuple[list[str], dict[str, Any]]:
     """Propagate every partition's posteriors over the catalog's kNN graph; stage the results per partition
     (``posterior/<i>`` per modality and ``joint``) and say what was done (``runs.details.graph``). With
-    ``model_folder`` (a run that fits its model), store there the model's ``neighbourhood`` part.
+    ``model_folder`` (a run that fits its model), store there the model's ``neighbourhood`` part. With no
+    item to place, nothing: no paths, and the details say why (``skipped``).
 
     Items with no usable view are no point of the graph: they keep no label, as before."""
     began = time.perf_counter()
@@ -321,6 +322,8 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     # and their search, and the propagation, see the same points in the same order whatever the rows' order or
     # partitioning (taken in the rows' order, a shuffled file gave other lists and other neighbours)
     placed = key_order(keys, np.flatnonzero(np.concatenate(present).any(axis=1)))
+    if not len(placed):  # every item rejected: no graph to build (faiss cannot train on no points)
+        return [], {"k": k, "skipped": "no item has a usable embedding"}
     points = _load(part_paths, "points")[placed]
     found, cosines, timings, index = neighbours(points, k, seed)
     measured = recall(points, found, seed) if len(placed) > 1 else 1.0

@@ -226,6 +226,8 @@ def refit_on_drift(refit_id: str) -> str:
 
 def graph(details: dict[str, Any]) -> str:
     """What the graph refinement did, in one line."""
+    if "skipped" in details:
+        return f"Graph refinement skipped: {details['skipped']}"
     return (f"Graph refinement: {count(details['items'], 'item')}, k = {details['k']} ({details['index']}, recall "
             f"{details['recall']:.3f} against exact search on {details['recall_queries']:,} items), propagated "
             f"{details['iterations']} times at alpha {details['alpha']}: build {details['build_s']:.1f} s, search "

@@ -97,6 +97,24 @@ def test_a_catalog_smaller_than_k_says_how_many_neighbours_each_item_had(tmp_pat
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_catalog_whose_every_item_is_rejected_runs_without_the_graph_and_says_why(tmp_path):
+    """Every embedding null: the run without the graph rejects every item and succeeds; with it, the run failed
+    in faiss (no points to train its lists on) after a mean of no rows had made the projection NaN."""
+    items, classes = make_catalog(40, 3, seed=2)
+    for column in ("image_embedding", "text_embedding"):
+        field = items.schema.field(column)
+        items = items.set_column(items.schema.get_field_index(column), field, pa.nulls(items.num_rows, field.type))
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    summary, db = run(tmp_path, "rejected", items_glob, classes_path, graph_k=10)
+    assert rows(db, "SELECT status FROM runs") == [("succeeded",)]
+    assert json.loads(rows(db, "SELECT details FROM runs")[0][0])["graph"] == {
+        "k": 10, "skipped": "no item has a usable embedding"}
+    assert rows(db, "SELECT count(*) FROM rejected_items") == [(80,)]
+    assert rows(db, "SELECT DISTINCT status FROM catalog_labels") == [("rejected",)]
+    assert "graph refinement (k 10): skipped, no item has a usable embedding" in summary["report"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_the_review_weighs_in_the_neighbours_given_labels_before_it_keeps_the_issues(tmp_path, catalog):
     items, classes = catalog
     # a tenth of the given labels flipped to the next class: errors for the review to find
