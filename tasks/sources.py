@@ -417,6 +417,10 @@ def _inspect(
                                        or changed_column.endswith(EMBEDDING_SUFFIX)):
         raise SourceError(f"{items}: --changed-column {changed_column}: no such column apart from item_id and the "
                           f"embeddings; the items have {', '.join(item_schema.names)}")
+    if changed_column is not None and pa.types.is_nested(kind := item_schema.field(changed_column).type):
+        # its values are compared as text: a list or struct has none (the run failed after registering)
+        raise SourceError(f"{where}: --changed-column {changed_column} holds {kind} values; it must hold one value "
+                          "an item: a version number or text, or a date or time")
 
     class_table = read_table(class_source, db)
     _require(class_table.schema, "class_name", classes)

@@ -551,6 +551,17 @@ def test_a_column_the_run_reads_named_twice_is_refused_naming_it_and_the_file(ca
                   "reads it by name, so it must appear once$")
 
 
+@pytest.mark.parametrize(("values", "kind"), [([[1, 2]], "list"), ([{"major": 1, "minor": 2}], "struct")])
+def test_a_changed_column_of_lists_or_structs_is_refused_naming_its_type(catalog, values, kind):
+    """Its values are compared as text: the run registered, then failed on an Arrow cast (exit 1, a failed row
+    in runs: 'Unsupported cast from list<element: int64> to utf8'); now it is bad input, as a missing column is."""
+    tmp_path, items, classes = catalog
+    versions = pa.array(values * items.num_rows)
+    _fail(tmp_path, items.append_column("version", versions), classes, changed="version",
+          message=rf"^{re.escape(str(tmp_path / 'bad-items.parquet'))}: --changed-column version holds "
+                  rf"{kind}<[^>]+> values; it must hold one value an item: ")
+
+
 def test_an_embedding_column_named_twice_is_refused_though_the_classes_lack_it(catalog):
     """The items' embedding columns are all checked (they make the modalities): it was a KeyError, a traceback."""
     tmp_path, items, classes = catalog
