@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.encoders import Encoder, encode
-from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN, is_text, refuse_lookalikes
+from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN, is_text, misnamed_parent, refuse_lookalikes
 from tasks.sql import OWN_NAMES
 from tasks.staging import replacing
 from tasks.store import check_db_file, connect, run_lock
@@ -129,6 +129,8 @@ def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
     column = next((name for name in NAME_COLUMNS if name in table.column_names), None)
     if column is None:
         raise ClassesError(f"--names {path}: no column {', '.join(NAME_COLUMNS[:-1])} or {NAME_COLUMNS[-1]}")
+    if misnamed := misnamed_parent(table.column_names):
+        raise ClassesError(f"--names {path}: {misnamed}")
     values = _text_column(table, column, path)
     if any(value is None or not value.strip() for value in values):
         raise ClassesError(f"--names {path}: column {column} has empty or null names")

@@ -276,7 +276,9 @@ def read_table(source: Source, db: str, columns: list[str] | None = None) -> pa.
         handle = _parquet_file(path)
         names = handle.schema_arrow.names
         read = columns if columns is not None else [
-            name for name in names if name in ("class_name", PARENT_COLUMN) or name.endswith(EMBEDDING_SUFFIX)]
+            name for name in names  # a parent column in another case too, to be refused (`_parent_level`)
+            if name in ("class_name", PARENT_COLUMN) or name.casefold() == PARENT_COLUMN
+            or name.endswith(EMBEDDING_SUFFIX)]
         refuse_repeated(names, read, path if len(paths) > 1 else source.text)
         wanted = columns
         if columns is None and len(set(names)) < len(names):  # the others named more than once, left out
@@ -525,6 +527,8 @@ def _check_class_lists(column: pa.ChunkedArray, names: list[str], name: str) -> 
 
 def _parent_level(class_table: pa.Table, classes: str) -> Level | None:
     """The classes' parents from the optional parent column: one per class, none missing."""
+    if misnamed := misnamed_parent(class_table.column_names):
+        raise SourceError(f"{classes}: {misnamed}")
     if PARENT_COLUMN not in class_table.column_names:
         return None
     _require(class_table.schema, PARENT_COLUMN, classes)
@@ -536,6 +540,17 @@ def _parent_level(class_table: pa.Table, classes: str) -> Level | None:
                           + (f" and {len(orphans) - EXAMPLES:,} more" if len(orphans) > EXAMPLES else ""))
     refuse_lookalikes(parents, "parents", classes)
     return Level.of(parents)
+
+
+def misnamed_parent(columns: Iterable[str]) -> str | None:
+    """What to say of a column named parent in another case (``Parent``, as a spreadsheet heads it), if there is
+    one. Columns are matched by their exact names, as class_name is; unsaid, such a column was left out and the
+    run labelled one level without a word."""
+    misnamed = [name for name in columns if name != PARENT_COLUMN and name.casefold() == PARENT_COLUMN]
+    if not misnamed:
+        return None
+    return (f"column {misnamed[0]}: a parent column must be named {PARENT_COLUMN}, in lower case, as columns are "
+            "matched by their exact names; rename it")
 
 
 def refuse_lookalikes(names: Iterable[str], what: str, where: str) -> None:

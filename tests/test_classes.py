@@ -307,6 +307,22 @@ def test_a_names_file_with_a_column_named_twice_is_refused_in_one_line(tmp_path,
         read_names(str(path))
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+@pytest.mark.parametrize("header", ["Parent", "PARENT"])
+def test_a_parent_column_named_in_another_case_is_refused_in_one_line(tmp_path, toy_module, capsys, header, suffix):
+    """A `Parent` column, as a spreadsheet heads it, was left out without a word: exit 0 and a table of one level.
+    Columns are matched by their exact names, as the class name's is (a `Name` column is refused)."""
+    path = tmp_path / f"names.{suffix}"
+    if suffix == "csv":
+        path.write_text(f"class_name,{header}\ncat,animal\ndog,animal\n")
+    else:
+        pq.write_table(pa.table({"class_name": ["cat", "dog"], header: ["animal", "animal"]}), path)
+    assert main(["classes", "--names", str(path), "--encoder", toy_module, "--out", str(tmp_path / "out.parquet")]) == 2
+    assert capsys.readouterr().err == (f"pairwise: --names {path}: column {header}: a parent column must be named "
+                                       "parent, in lower case, as columns are matched by their exact names; rename it\n")
+    assert not (tmp_path / "out.parquet").exists()
+
+
 def test_a_names_parquet_file_may_name_twice_a_column_it_does_not_read(tmp_path):
     path = tmp_path / "names.parquet"
     pq.write_table(pa.Table.from_arrays([pa.array(["cat", "dog"]), pa.array(["a", "b"]), pa.array([1, 2])],

@@ -157,6 +157,23 @@ def test_a_bad_parent_column_is_refused_in_one_line(tmp_path, parent, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("source", ["parquet", "table"])
+def test_a_parent_column_named_in_another_case_is_refused_in_one_line(tmp_path, source):
+    """A classes table with a `Parent` column was labelled at one level without a word (exit 0, every
+    parent_label NULL): columns are matched by their exact names, as class_name is."""
+    items, classes = make_catalog(50, N_CLASSES, seed=1)
+    write_catalog(tmp_path, items, classes.append_column("Parent", pa.array(PARENTS)))
+    db, where = str(tmp_path / "out.duckdb"), str(tmp_path / "classes.parquet")
+    if source == "table":
+        with duckdb.connect(db) as con:
+            con.execute(f"CREATE TABLE my_classes AS SELECT * FROM read_parquet('{where}')")
+        where = "table:my_classes"
+    with pytest.raises(SourceError) as error:
+        inspect_sources(str(tmp_path / "items-0.parquet"), where, db=db, gold_column=None, chunk_size=100)
+    assert str(error.value) == (f"{where}: column Parent: a parent column must be named parent, in lower case, as "
+                                "columns are matched by their exact names; rename it")
+
+
 def test_a_parent_may_have_one_child_and_no_parent_column_means_no_level(tmp_path):
     items, classes = make_catalog(50, N_CLASSES, seed=1)
     write_catalog(tmp_path, items, classes)
