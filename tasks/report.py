@@ -108,14 +108,12 @@ def render_report(db: str | Path, run_id: str) -> str:
     if any(r["refined"] is not None for r in metrics):
         lines += ["", metrics_note(metrics)]
     shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
-    lines += ["", "## Class shares", "", *scope, _shares_table(shares)]
+    lines += ["", "## Class shares", "", *scope, _shares_table(shares, n_classes=run["n_classes"])]
     parents = store.query(db, "report_parent_shares", {"run_id": run_id}).to_pylist()
     if parents:
-        lines += ["", "## Parent shares (consensus_labels.parent_label)", "", *scope, markdown_table(pa.table({
-            "parent": [r["parent"] for r in parents], "items": [f"{r['n_items']:,}" for r in parents],
-            "share": [_percent(r["share"]) for r in parents],
-            "mean confidence": pa.array([r["mean_confidence"] for r in parents], pa.float64())})),
-                  "", parent_shares_note(run["details"])]
+        lines += ["", "## Parent shares (consensus_labels.parent_label)", "", *scope,
+                  _parent_shares_table(parents, n_parents=n_parents(run["details"])), "",
+                  parent_shares_note(run["details"])]
     kept = stability_scope(run["details"])
     lines += ["", "## One label per item (consensus_labels)", "", *scope, *([kept, ""] if kept else []),
               *_consensus_lines(db, run_id, run["details"], len(run["modalities"] or []), params)]
@@ -451,8 +449,36 @@ def _consensus_lines(db: str | Path, run_id: str, details: str | None, n_modalit
 SHOWN_CLASSES = 20
 
 
-def _shares_table(rows: list[dict], limit: int = SHOWN_CLASSES) -> str:
-    """One row per class (the ``limit`` with the most items, by name), one column per modality x method."""
+def of_how_many(n_shown: int, n_with_items: int, n_all: int | None, what: str) -> str:
+    """How many classes (or parents) a capped table stands for: those that got items in the run, and all of them
+    where some got none (a night labels a few items: 117 of 300 classes had one)."""
+    if n_all is None or n_all == n_with_items:
+        return f"The {n_shown} {what} with the most items, of {n_with_items:,}"
+    return f"The {n_shown} {what} with the most items, of the {n_with_items:,} with items ({n_all:,} {what})"
+
+
+def n_parents(details: str | None) -> int | None:
+    """How many parents the run's classes have (runs.details.parents), None where it recorded none."""
+    parents = json.loads(details or "{}").get("parents")
+    return len(set(parents.values())) if parents else None
+
+
+def _parent_shares_table(rows: list[dict], limit: int = SHOWN_CLASSES, n_parents: int | None = None) -> str:
+    """One row per parent, the ``limit`` with the most items (the query's order), as the class shares are
+    capped: 200 parents were 200 rows."""
+    shown = rows[:limit]
+    table = markdown_table(pa.table({
+        "parent": [r["parent"] for r in shown], "items": [f"{r['n_items']:,}" for r in shown],
+        "share": [_percent(r["share"]) for r in shown],
+        "mean confidence": pa.array([r["mean_confidence"] for r in shown], pa.float64())}))
+    note = (f"\n\n{of_how_many(len(shown), len(rows), n_parents, 'parents')}; all of them: the query "
+            "report_parent_shares.sql (`tasks.sql.statement(\"report_parent_shares\")`).") if len(rows) > limit else ""
+    return table + note
+
+
+def _shares_table(rows: list[dict], limit: int = SHOWN_CLASSES, n_classes: int | None = None) -> str:
+    """One row per class (the ``limit`` with the most items, by name), one column per modality x method;
+    ``n_classes``, the run's, is said beside the number of classes with items when they differ."""
     if not rows:  # a night that labelled no item: the table was its `| class |` header alone
         return "No items labelled in this run."
     columns = sorted({(r["modality"], r["method"]) for r in rows})
@@ -465,6 +491,6 @@ def _shares_table(rows: list[dict], limit: int = SHOWN_CLASSES) -> str:
         "class": classes,
         **{f"{m} {meth}": [f"{share.get((c, m, meth), 0.0):.1%}" for c in classes] for m, meth in columns},
     })
-    note = (f"\n\nThe {len(classes)} classes with the most items, of {len(items)}; all of them: the query "
+    note = (f"\n\n{of_how_many(len(classes), len(items), n_classes, 'classes')}; all of them: the query "
             "report_class_distribution.sql (`tasks.sql.statement(\"report_class_distribution\")`).") if left_out else ""
     return markdown_table(table) + note

@@ -14,8 +14,8 @@ from conftest import reader_holding
 from tasks import store
 from tasks.label import LABEL_SCHEMA
 from tasks.html_report import build_report
-from tasks.report import (_issues_lines, _metrics_table, _shares_table, markdown_table, md_text, parent_shares_note,
-                          render_report)
+from tasks.report import (_issues_lines, _metrics_table, _parent_shares_table, _shares_table, markdown_table, md_text,
+                          n_parents, parent_shares_note, render_report)
 
 
 def start(db, run_id, params):
@@ -258,6 +258,30 @@ def test_the_terminal_shares_table_shows_the_commonest_classes_and_says_how_many
     assert shown == ["c19", "c20", "c21", "c22", "c23"]  # the most items, listed by name
     assert "The 5 classes with the most items, of 24" in table
     assert "of 24" not in _shares_table(rows, limit=24)
+
+
+def test_the_class_count_of_the_shares_note_is_of_the_classes_with_items_and_of_all_classes():
+    """A night labelled 60 items of a 300-class catalog: the note said "of 117", the classes that got an item,
+    beside a header of "classes: 300"."""
+    rows = [{"class": f"c{i:02d}", "modality": "joint", "method": "refined", "n_items": i + 1, "share": (i + 1) / 300}
+            for i in range(24)]
+    assert "The 5 classes with the most items, of the 24 with items (300 classes); all of them" in _shares_table(
+        rows, limit=5, n_classes=300)
+    assert "The 5 classes with the most items, of 24; all of them" in _shares_table(rows, limit=5, n_classes=24)
+
+
+def test_the_terminal_parent_shares_are_capped_as_the_class_shares_are():
+    """200 parents were 200 rows of the terminal report, while the class shares stop at 20."""
+    parents = [{"parent": f"p{i:03d}", "n_items": 300 - i, "share": (300 - i) / 40_000, "mean_confidence": 0.5}
+               for i in range(200)]  # the query's order: the most items first
+    table = _parent_shares_table(parents, n_parents=250)
+    shown = [line.split("|")[1].strip() for line in table.splitlines()[2:] if line.startswith("| p")]
+    assert shown == [f"p{i:03d}" for i in range(20)]
+    assert table.endswith("\n\nThe 20 parents with the most items, of the 200 with items (250 parents); all of them: "
+                          'the query report_parent_shares.sql (`tasks.sql.statement("report_parent_shares")`).')
+    assert "with the most items" not in _parent_shares_table(parents[:20], n_parents=20)
+    assert n_parents(json.dumps({"parents": {"cat": "animal", "dog": "animal", "rose": "plant"}})) == 2
+    assert n_parents(json.dumps({"parents": None})) is None and n_parents(None) is None
 
 
 def test_a_run_without_metrics_says_so_instead_of_an_empty_table():
