@@ -57,8 +57,7 @@ def gold_notes(plan: Plan) -> list[str]:
         hint = f"; {quoted(spaced)} differ from a class name by surrounding spaces alone" if spaced else ""
         notes.append(f"Gold column {plan.gold_column} names no class in {gold.n_outside:,} of "
                      f"{count(gold.n_labelled, 'labelled item')} ({gold.n_outside / gold.n_labelled:.1%}; values "
-                     f"such as {quoted(gold.outside_examples)}{hint}): those items count as wrong in the gold "
-                     "metrics, and the review leaves them out")
+                     f"such as {quoted(gold.outside_examples)}{hint}): " + outside_counted(plan))
     if unnamed := gold.unnamed_classes:
         more = f" and {len(unnamed) - EXAMPLES:,} more" if len(unnamed) > EXAMPLES else ""
         notes.append(f"Gold column {plan.gold_column} never names {len(unnamed):,} of the "
@@ -66,6 +65,19 @@ def gold_notes(plan: Plan) -> list[str]:
                      "label-aware review cannot suggest them, so items of theirs under another label may look "
                      "right to it; --review zero-shot reads the embeddings alone")
     return notes
+
+
+def outside_counted(plan: Plan) -> str:
+    """How the gold metrics and the review count the gold values that name no class. At the parent level (the
+    *_parent methods) a value is compared as it is, so one that names a parent is right where the item's parent
+    label is that parent: the warning said "wrong in the gold metrics" of values the parent level counted right."""
+    if plan.parent is None:
+        return "those items count as wrong in the gold metrics, and the review leaves them out"
+    named = [value for value in plan.gold.outside_examples if value in set(plan.parent.names)]
+    return ("those items count as wrong in the leaf level's gold metrics, and the review leaves them out; in the "
+            "parent level's (methods *_parent) a value that names a parent"
+            + (f", as {quoted(named)} {'does' if len(named) == 1 else 'do'}," if named else "")
+            + " counts as right where the item's parent label is that parent, the others as wrong")
 
 
 def too_few_labels(gold_column: str | None) -> str:

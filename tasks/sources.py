@@ -88,7 +88,8 @@ class Partition:
 @dataclass(frozen=True)
 class GoldValues:
     """How the gold column's values meet the class names: a value that names no class counts as wrong in the
-    gold metrics and is not reviewed, so the user is told how many there are."""
+    leaf level's gold metrics (the parent level's compare it as it is) and is not reviewed, so the user is told
+    how many there are."""
 
     n_labelled: int  # values neither null nor blank
     n_outside: int  # of them, values that are no class name

@@ -3,6 +3,7 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pairwise_core.hierarchy import Level
 from tasks import run_log
 from tasks.sources import GoldValues, Partition, Plan
 
@@ -41,3 +42,19 @@ def test_gold_values_that_differ_from_a_class_by_spaces_alone_are_pointed_out():
         'gold metrics, and the review leaves them out')
     assert "spaces" not in run_log.gold_notes(
         Plan(("text",), {"text": 3}, ("food", "plant"), 1, "label", gold=GoldValues(1, 1, ("zz",))))[0]
+
+
+def test_the_gold_note_says_the_parent_level_counts_a_value_naming_a_parent_as_it_is():
+    """Gold values that are parent names were said to "count as wrong in the gold metrics"; the parent level
+    (refined_parent) counts them right where the item's parent label is that parent."""
+    plan = Plan(("text",), {"text": 3}, ("cat", "dog", "rose"), 5, "label", gold=GoldValues(5, 3, ("animal", "zz")),
+                parent=Level.of(["animal", "animal", "plant"]))
+    assert run_log.gold_notes(plan)[0] == (
+        'Gold column label names no class in 3 of 5 labelled items (60.0%; values such as "animal", "zz"): those '
+        "items count as wrong in the leaf level's gold metrics, and the review leaves them out; in the parent "
+        'level\'s (methods *_parent) a value that names a parent, as "animal" does, counts as right where the item\'s '
+        "parent label is that parent, the others as wrong")
+    assert run_log.gold_notes(Plan(("text",), {"text": 3}, ("cat", "dog", "rose"), 5, "label",
+                                   gold=GoldValues(5, 1, ("zz",)), parent=Level.of(["animal", "animal", "plant"])))[
+        0].endswith("in the parent level's (methods *_parent) a value that names a parent counts as right where the "
+                    "item's parent label is that parent, the others as wrong")
