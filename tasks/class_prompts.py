@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.encoders import Encoder, encode
-from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN, is_text, misnamed_parent, refuse_lookalikes
+from tasks.sources import EMBEDDING_SUFFIX, EXAMPLES, PARENT_COLUMN, is_text, misnamed_parent, refuse_lookalikes
 from tasks.sql import OWN_NAMES
 from tasks.staging import replacing
 from tasks.store import check_db_file, connect, run_lock
@@ -137,8 +137,12 @@ def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
     if PARENT_COLUMN not in table.column_names:
         return [value.strip() for value in values], None
     parents = _text_column(table, PARENT_COLUMN, path)
-    if any(parent is None or not parent.strip() for parent in parents):
-        raise ClassesError(f"--names {path}: column {PARENT_COLUMN} has empty or null parents")
+    orphans = [name.strip() for name, parent in zip(values, parents, strict=True)
+               if parent is None or not parent.strip()]
+    if orphans:  # named, as `pairwise run` names them and the text form names the line
+        more = f" and {len(orphans) - EXAMPLES:,} more" if len(orphans) > EXAMPLES else ""
+        raise ClassesError(f"--names {path}: column {PARENT_COLUMN} is empty or null for classes "
+                           f"{', '.join(orphans[:EXAMPLES])}{more}")
     return [value.strip() for value in values], [parent.strip() for parent in parents]
 
 

@@ -129,8 +129,23 @@ def test_names_from_csv_and_parquet_columns(tmp_path):
     (tmp_path / "tree.csv").write_text("class_name,parent\ncat,animal\ncar, vehicle\n")
     assert read_names(str(tmp_path / "tree.csv")) == (["cat", "car"], ["animal", "vehicle"])
     (tmp_path / "orphan.csv").write_text("class_name,parent\ncat,animal\ncar,\n")
-    with pytest.raises(ClassesError, match="column parent has empty or null parents"):
+    with pytest.raises(ClassesError, match="column parent is empty or null for classes car$"):
         read_names(str(tmp_path / "orphan.csv"))
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_empty_parents_of_a_names_table_name_their_classes_in_one_line(tmp_path, toy_module, capsys, suffix):
+    """It said "column parent has empty or null parents", naming no class or line, in a file of 500 classes."""
+    names = [f"class{i}" for i in range(1, 501)]
+    parents = [None if i in (377, 3, 499, 12, 200) else f"group{i % 20}" for i in range(1, 501)]
+    path = tmp_path / f"names.{suffix}"
+    if suffix == "csv":
+        path.write_text("name,parent\n" + "".join(f"{n},{p or ' '}\n" for n, p in zip(names, parents, strict=True)))
+    else:
+        pq.write_table(pa.table({"name": names, "parent": parents}), path)
+    assert main(["classes", "--names", str(path), "--encoder", toy_module, "--out", str(tmp_path / "out.parquet")]) == 2
+    assert capsys.readouterr().err == (f"pairwise: --names {path}: column parent is empty or null for classes class3, "
+                                       "class12, class200 and 2 more\n")
 
 
 def test_csv_names_are_the_text_written_not_numbers_inferred_from_it(tmp_path):
@@ -317,10 +332,12 @@ def test_a_parent_column_named_in_another_case_is_refused_in_one_line(tmp_path, 
         path.write_text(f"class_name,{header}\ncat,animal\ndog,animal\n")
     else:
         pq.write_table(pa.table({"class_name": ["cat", "dog"], header: ["animal", "animal"]}), path)
-    assert main(["classes", "--names", str(path), "--encoder", toy_module, "--out", str(tmp_path / "out.parquet")]) == 2
+    out = str(tmp_path / "out.parquet")
+    assert main(["classes", "--names", str(path), "--encoder", toy_module, "--out", out]) == 2
     assert capsys.readouterr().err == (f"pairwise: --names {path}: column {header}: a parent column must be named "
-                                       "parent, in lower case, as columns are matched by their exact names; rename it\n")
-    assert not (tmp_path / "out.parquet").exists()
+                                       "parent, in lower case, as columns are matched by their exact names; "
+                                       "rename it\n")
+    assert not os.path.exists(out)
 
 
 def test_a_names_parquet_file_may_name_twice_a_column_it_does_not_read(tmp_path):
