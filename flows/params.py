@@ -131,12 +131,13 @@ class ReclassifyParams(BaseModel):
         default=0.7, ge=0, le=1, description="On a refit, an item whose embeddings did not change keeps its label "
         "unless the new model gives another label at least this confidence (0.7 cut that churn to zero on two real "
         "catalogs, accuracy within 0.1 point: docs/results.md); 0: always take the new label")
-    graph_k: int = Field(
-        default=0, ge=0, le=100, description="The graph refinement's neighbours: each item's refined and joint "
+    graph_k: int | None = Field(
+        default=None, ge=0, le=100, description="The graph refinement's neighbours: each item's refined and joint "
         "posteriors are propagated over the catalog's k-nearest-neighbour graph (k = 20 chosen on the WordNet "
         "catalogs: +2 points joint accuracy on the nouns, -0.4 on the verbs, docs/results.md); with a gold column "
         "the review also weighs in the neighbours' given labels; 0: off, 100 at most. With --model, the model must "
-        "have been fitted with it")
+        "have been fitted with it. None: off for a full run; with --model, the model's own (the k it was fitted "
+        "with, off if without), so a night follows the weekly fit")
     export_dir: str | None = Field(
         default=None, description="Also write the run's tables as Parquet here; None: only to the DuckDB file")
     fit_fraction: float = Field(

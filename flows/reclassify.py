@@ -88,8 +88,12 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         params = params.model_copy(update={"model": None, "incremental": False, "refit_on_drift": False})
     # a stored model to label with must fit the catalog: refused before anything is written; `using` holds the
     # model the check loaded ("held") until the flow ends, so the label tasks find it loaded
-    using = params.model and check_stored_model(plan, params.classes, db, params.model, params.graph_k > 0,
+    using = params.model and check_stored_model(plan, params.classes, db, params.model, params.graph_k,
                                                 params.review)
+    # the graph as given, or, not given, as the stored model was fitted: the k the run uses from here on, recorded
+    # in runs.params (a night without --graph-k on a model fitted with it labelled without the graph, silently)
+    graph_k, model_graph = follow_model_graph(params.graph_k, using)
+    params = params.model_copy(update={"graph_k": graph_k})
     if using:  # the columns and the classes file's rows may come in another order: the run takes the model's
         plan = dataclasses.replace(plan, modalities=tuple(using["modalities"])).in_class_order(using["class_names"])
     if using and params.incremental:
@@ -288,9 +292,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                     "n_labelled": n_labelled,
                     "night": night and night.details(n_labelled),
                     "drift": drift and {"rows": drift["rows"], "skipped": drift["skipped"]},
-                    "graph": graph_details or {"k": params.graph_k, "skipped": (
-                        "no item to label" if not n_labelled else "incremental night, no stored neighbourhood")}
-                    if params.graph_k else None,
+                    "graph": graph_record(params.graph_k, graph_details, n_labelled, model_graph),
                     "n_rejected": sum(pq.ParquetFile(path).metadata.num_rows for path in rejected_paths),
                     "timings": timings,
                     "environment": run_environment(),
@@ -355,6 +357,37 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         # one export of both: the refit's own replaced the night's, whose new items its label_changes lack
         export([run_id, summary["refit"]], params.export_dir, db)
     return summary
+
+
+def follow_model_graph(given: int | None, using: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+    """The graph refinement's k a run uses (0: off) and, with a stored model fitted with the graph, what
+    runs.details.graph records of it (``model_k``, and ``k_from``: 'model' or 'option'), each logged: no
+    --graph-k follows the model; --graph-k 0 turns its graph off (a warning says so); another k is used, as
+    given (the inductive step's neighbours are found in the stored index whatever their number)."""
+    log = get_run_logger()
+    model_k = using["graph_k"] if using else 0
+    if not model_k and model_k is not None:  # no stored model, or one fitted without the graph
+        return given or 0, {}
+    model_id = using["sealed"]["model_id"]
+    if given is None:
+        log.info(run_log.graph_followed(model_id, model_k))
+        return model_k, {"model_k": model_k, "k_from": "model"}
+    if given == 0:
+        log.warning(run_log.graph_not_used(model_id, model_k))
+    elif model_k is not None and given != model_k:
+        log.info(run_log.graph_other_k(model_id, model_k, given))
+    return given, {"model_k": model_k, "k_from": "option"}
+
+
+def graph_record(k: int, done: dict[str, Any] | None, n_labelled: int, model_graph: dict[str, Any]
+                 ) -> dict[str, Any] | None:
+    """runs.details.graph: what the graph step did, or why it did not run; None if the run had no graph to use."""
+    if k:
+        why = "no item to label" if not n_labelled else "incremental night, no stored neighbourhood"
+        return {**(done or {"k": k, "skipped": why}), **model_graph}
+    if model_graph:  # --graph-k 0 on a model fitted with the graph
+        return {"k": 0, "skipped": "--graph-k 0: the model's graph not used", **model_graph}
+    return None
 
 
 def failure(error: BaseException, staging: Staging) -> BaseException:

@@ -253,6 +253,15 @@ def has_late_part(folder: str | Path, content_hash: str, model_id: str, name: st
     return f"{name}.npz" in _manifest(Path(folder), content_hash, model_id)
 
 
+def late_state(folder: str | Path, content_hash: str, model_id: str, name: str) -> dict[str, Any] | None:
+    """The scalars (``<name>.json``) of the part ``name`` of ``LATE_PARTS``, checked against the sealed manifest,
+    its arrays not read; None if the model has no such part."""
+    files = _manifest(Path(folder), content_hash, model_id)
+    if f"{name}.json" not in files:
+        return None
+    return json.loads(_checked(Path(folder), f"{name}.json", files[f"{name}.json"], model_id))
+
+
 def load_late_part(folder: str | Path, content_hash: str, model_id: str, name: str) -> Any:
     """A part of ``LATE_PARTS``, checked against the sealed manifest as ``load_model`` checks the others; None
     if the model has none."""

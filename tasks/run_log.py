@@ -254,6 +254,21 @@ def graph_inductive(details: dict[str, Any]) -> str:
             f"{details['search_s']:.1f} s, in all {details['total_s'] + details['apply_s']:.1f} s")
 
 
+def graph_followed(model_id: str, k: int) -> str:
+    return (f"Graph refinement: k = {k}, as model {model_id} was fitted (no --graph-k given; --graph-k 0 labels "
+            "without the graph)")
+
+
+def graph_not_used(model_id: str, k: int | None) -> str:
+    fitted = "with the graph refinement" if k is None else f"with the graph refinement (k = {k})"
+    return (f"Graph refinement off (--graph-k 0): model {model_id} was fitted {fitted}, and this run labels without "
+            "it; its labels can differ from those the graph gave")
+
+
+def graph_other_k(model_id: str, model_k: int | None, k: int) -> str:
+    return f"Graph refinement: k = {k} as given; model {model_id} was fitted with k = {model_k}"
+
+
 def graph_skipped() -> str:
     return ("Graph refinement skipped: the model stores no neighbourhood for an incremental night's inductive step "
             "(fitted before it was stored); its new and changed items are labelled without the graph, a full run "

@@ -75,11 +75,12 @@ def start_run(db: str, run_id: str, params: dict[str, Any]) -> int:
 
 
 @task(name="check-stored-model", **IO_TASK)
-def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: bool = False,
+def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph_k: int | None = None,
                        review: str = "auto") -> dict[str, Any]:
     """The stored model ``model_id`` ('latest' or an id), if it fits the catalog: its modalities, their
     dimensions and its classes (names and embeddings, by the class hash); else ValueError (bad input, before
-    anything is written) saying what differs; with ``graph``, it must have the graph's part; with a gold
+    anything is written) saying what differs; with a ``graph_k`` above 0, it must have the graph's part (None:
+    the run follows the model, ``graph_k`` in what is returned: the k it was fitted with, 0 without); with a gold
     column, its review must hold the ``review`` route asked for (``Review.as_run_asks``). Returns what
     labelling with it needs: the model's folder, content hash and id (``sealed``), the seed of its folds, how
     it was calibrated, and whether it stores what
@@ -116,7 +117,7 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
             what = "the same class names with other class embeddings"
         raise ValueError(f"model {name} was fitted on {what}; {refit}")
     folder = str(store.stored_model_folder(db, name))
-    if graph and model.graph is None:
+    if graph_k and model.graph is None:
         raise ValueError(f"model {name} was fitted without the graph refinement; refit with --graph-k, "
                          "or label with --graph-k 0")
     routes = {"label-aware": model.review is not None and model.review.discriminant is not None,
@@ -129,7 +130,26 @@ def check_stored_model(plan: Plan, classes: str, db: str, model_id: str, graph: 
             "modalities": list(row["modalities"]), "class_names": names,
             "seed": json.loads(row["params"])["core"]["seed"], "calibration": model.refinement.calibration,
             "neighbourhood": models.has_late_part(folder, row["content_hash"], name, "neighbourhood"),
+            "graph_k": 0 if model.graph is None else fitted_graph_k(db, folder, row["content_hash"], name,
+                                                                    graph_k is None),
             "held": model}
+
+
+def fitted_graph_k(db: str, folder: str, content_hash: str, model_id: str, needed: bool) -> int | None:
+    """The k a model fitted with the graph refinement was fitted with: its neighbourhood's (checked against the
+    model's manifest), or, in a model stored without one, the parameters of the run that fitted it. None if
+    neither says; then, if ``needed`` (the run gave no --graph-k, and follows the model), ValueError."""
+    state = models.late_state(folder, content_hash, model_id, "neighbourhood")
+    if state is not None:
+        return int(state["k"])
+    table = store.query_ours(db, "model_fit_params", {"model_id": model_id})
+    params = json.loads(table.column(0)[0].as_py()) if table is not None and table.num_rows else {}
+    if params.get("graph_k"):
+        return int(params["graph_k"])
+    if needed:
+        raise ValueError(f"model {model_id} was fitted with the graph refinement and does not record its k: give "
+                         "--graph-k K (the k it was fitted with), or --graph-k 0 to label without the graph")
+    return None
 
 
 def check_night_parents(plan: Plan, db: str) -> None:

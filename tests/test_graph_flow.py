@@ -416,7 +416,7 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
     shares = "SELECT value FROM drift_metrics WHERE run_id = 'night' AND metric = 'class_share_js_distance'"
     assert rows(db, shares) == rows(plain, shares) != []
     quiet = night(db, "quiet", 5)  # the same files again: nothing to label, and the step says why it did not run
-    assert quiet["details"]["graph"] == {"k": 5, "skipped": "no item to label"}
+    assert quiet["details"]["graph"] == {"k": 5, "skipped": "no item to label", "model_k": 5, "k_from": "option"}
     assert "- graph refinement (k 5): skipped, no item to label" in quiet["report"]
 
     # a stored neighbourhood changed on disk, its arrays or its index, is refused in one line, and the night
@@ -436,11 +436,63 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_run_with_a_model_fitted_with_the_graph_follows_it_unless_graph_k_is_given(tmp_path, catalog):
+    """Without --graph-k (prefect.yaml's nightly passes none) a run with a stored model uses the graph with the
+    model's own k, as the same run with that --graph-k: a night labelled its items without the graph, silently;
+    --graph-k 0 still turns it off, and the run records and logs that the model's graph was not used."""
+    import shutil
+
+    from flows.cli import _validated, build_parser
+
+    # neither path names a k of its own: the command's options and a deployment's parameters leave it None
+    args = build_parser().parse_args(["run", "--items", "i", "--classes", "c", "--db", "d", "--model", "latest"])
+    assert _validated(ReclassifyParams, args).graph_k is None
+    deployment = {"items": "i", "classes": "c", "model": "latest", "incremental": True}
+    assert reclassify_catalog.validate_parameters({"params": deployment})["params"].graph_k is None
+
+    day0, day1 = night_catalog(catalog[0], 200, 20)
+    glob0, classes_path = write_catalog(tmp_path / "d0", day0, catalog[1], n_files=2)
+    glob1, _ = write_catalog(tmp_path / "d1", day1, catalog[1], n_files=2)
+    _, db = run(tmp_path, "day0", glob0, classes_path, graph_k=5)
+    given, off = tmp_path / "given.duckdb", tmp_path / "off.duckdb"
+    for copy in (given, off):
+        shutil.copy(db, copy)
+        shutil.copytree(f"{db}.models", f"{copy}.models")
+
+    def night(target, **options):
+        return reclassify_catalog(ReclassifyParams(items=glob1, classes=classes_path, db=str(target),
+                                                   gold_column="label", chunk_size=500, run_id="night",
+                                                   model="latest", incremental=True, **options))
+
+    followed = night(db)
+    night(given, graph_k=5)
+    stopped = night(off, graph_k=0)
+    graph = followed["details"]["graph"]
+    assert graph["inductive"] and graph["k"] == 5 and graph["items"] == 220
+    assert graph["k_from"] == "model" and graph["model_k"] == 5
+    params = "SELECT json_extract(params, '$.graph_k')::INT FROM runs WHERE run_id = 'night'"
+    assert rows(db, params) == rows(given, params) == [(5,)]  # runs.params: the k the run used
+    labels = "SELECT item_id, label, confidence FROM catalog_labels WHERE run_id = 'night' ORDER BY ALL"
+    assert rows(db, labels) == rows(given, labels) != []
+    assert stopped["details"]["graph"] == {"k": 0, "skipped": "--graph-k 0: the model's graph not used",
+                                           "model_k": 5, "k_from": "option"}
+    assert "- graph refinement (k 0): skipped, --graph-k 0: the model's graph not used" in stopped["report"]
+    assert rows(off, params) == [(0,)]
+    assert sum(a != b for a, b in zip(rows(db, labels), rows(off, labels), strict=True)) > 0
+
+    # a whole relabel with the model (no --incremental) rebuilds the graph with the model's k too
+    relabel = reclassify_catalog(ReclassifyParams(items=glob1, classes=classes_path, db=str(db), gold_column="label",
+                                                  chunk_size=500, run_id="relabel", model="latest"))
+    assert relabel["details"]["graph"]["k"] == 5 and not relabel["details"]["graph"].get("inductive")
+    assert relabel["details"]["graph"]["k_from"] == "model"
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_label_the_graph_moved_under_the_same_model_and_embeddings_says_so(tmp_path, catalog):
     items_glob, classes_path = write_catalog(tmp_path / "in", *catalog, n_files=3)
     _, db = run(tmp_path, "fit", items_glob, classes_path, graph_k=8)
     reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db), gold_column="label",
-                                        chunk_size=500, run_id="plain", model="latest"))  # the graph off
+                                        chunk_size=500, run_id="plain", model="latest", graph_k=0))  # the graph off
     causes = rows(db, "SELECT cause, count(*) FROM label_changes WHERE run_id = 'plain' GROUP BY ALL")
     moved = rows(db, "SELECT count(*) FROM joint_labels f JOIN joint_labels p USING (item_id) "
                      "WHERE f.run_id = 'fit' AND p.run_id = 'plain' AND f.label IS DISTINCT FROM p.label")[0][0]
