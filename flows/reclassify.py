@@ -36,8 +36,8 @@ from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
-    check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, in_latest_order, seal_model,
-    stage_sources, start_run, stored_models, validate_sources,
+    check_neighbourhood, check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, in_latest_order,
+    seal_model, stage_sources, start_run, stored_models, validate_sources,
 )
 from tasks.sources import Partition, Plan, SourceError, file_signatures
 from tasks.staging import Staging, write_parquet
@@ -98,6 +98,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         plan = dataclasses.replace(plan, modalities=tuple(using["modalities"])).in_class_order(using["class_names"])
     if using and params.incremental:
         check_night_parents(plan, db)
+        if params.graph_k and using["neighbourhood"]:  # held with the model until the flow ends
+            using["checked_neighbourhood"] = check_neighbourhood(using["sealed"])
     # partitions run in parallel on the task threads, so each GEMM gets one BLAS thread: letting
     # OpenBLAS spawn (and spin) its own threads on top oversubscribes the cores and slows every
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)

@@ -276,14 +276,64 @@ def own_file(folder: str | Path, part: str) -> Path:
     return Path(folder) / f"{part}.{OWN_FILES[part]}"
 
 
+class HeldFile:
+    """A model's file checked against its manifest and held open (``check_late_part``): ``read_own_file`` reads it
+    from here, as checked, instead of hashing it again. Closed when the last holder drops it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._lock = threading.Lock()
+
+    def read(self, read: Callable[[BinaryIO], T]) -> T:
+        with self._lock:
+            self._handle.seek(0)
+            return read(self._handle)
+
+    def __del__(self) -> None:
+        self._handle.close()
+
+
+_held: weakref.WeakValueDictionary[tuple[str, str, str], HeldFile] = weakref.WeakValueDictionary()
+
+
+def check_late_part(folder: str | Path, content_hash: str, model_id: str, part: str) -> HeldFile | None:
+    """Check every file of the part ``part`` of ``LATE_PARTS`` against the sealed manifest now, in chunks, as
+    ``damage`` does: a run that will read the part refuses a damaged one before it writes anything, as
+    ``load_model`` refuses the other parts (the step that reads it comes after the labelling pass). Its file
+    of ``OWN_FILES`` (the index: 500 MB at 1M items) stays open as checked, for ``read_own_file``, while the
+    caller holds what is returned: hashed here, not again there. None if the model has no such file."""
+    folder = Path(folder)
+    files = _manifest(folder, content_hash, model_id)
+    if f"{part}.npz" not in files:
+        return None
+    for name in (f"{part}.npz", f"{part}.json"):  # read again, whole, hashed and parsed from the same bytes
+        _verified(folder, name, files.get(name, ""), model_id)
+    own = own_file(folder, part).name
+    if own not in files:  # a model stored before: the index is in the npz
+        return None
+    try:
+        handle = open_own(folder / own)
+    except FileNotFoundError:
+        raise _mismatch(model_id, folder, own) from None
+    held = HeldFile(handle)  # closes the file if the check fails
+    if hashlib.file_digest(handle, "sha256").hexdigest() != files[own]:
+        raise _mismatch(model_id, folder, own)
+    _held[str(folder.resolve()), content_hash, own] = held
+    return held
+
+
 def read_own_file(folder: str | Path, content_hash: str, model_id: str, part: str, read: Callable[[BinaryIO], T]
                   ) -> T | None:
-    """The part's file of ``OWN_FILES``, checked against the sealed manifest and then given to ``read`` open;
-    None if the model has no such file (a model stored before, which kept it inside the part's npz)."""
+    """The part's file of ``OWN_FILES``, checked against the sealed manifest and then given to ``read`` open (the
+    file ``check_late_part`` checked and holds, if held: not hashed twice); None if the model has no such file
+    (a model stored before, which kept it inside the part's npz)."""
     name = own_file(folder, part).name
     files = _manifest(Path(folder), content_hash, model_id)
     if name not in files:
         return None
+    held = _held.get((str(Path(folder).resolve()), content_hash, name))
+    if held is not None:
+        return held.read(read)
     return _verified(Path(folder), name, files[name], model_id, read)
 
 

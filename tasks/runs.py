@@ -152,6 +152,14 @@ def fitted_graph_k(db: str, folder: str, content_hash: str, model_id: str, neede
     return None
 
 
+@task(name="check-neighbourhood", **IO_TASK)
+def check_neighbourhood(sealed: dict[str, str]) -> models.HeldFile | None:
+    """Before anything is written, the stored neighbourhood a night's inductive graph step will read, checked
+    against the model's manifest (ValueError, one line, if damaged: the step came after the labelling pass, and
+    so did the refusal); its index held open as checked, for the step (``models.check_late_part``)."""
+    return models.check_late_part(sealed["folder"], sealed["content_hash"], sealed["model_id"], "neighbourhood")
+
+
 def check_night_parents(plan: Plan, db: str) -> None:
     """An incremental night carries the catalog's other items over with the parent labels they were given: the
     classes' parents must be those of the latest run, or the catalog would mix two taxonomies. Else ValueError

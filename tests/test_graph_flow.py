@@ -365,7 +365,6 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
     import shutil
 
     from tasks.models import ModelMismatch
-    from tasks.store import RunFailed
 
     n_new, n_changed = 200, 20
     day0, day1 = night_catalog(catalog[0], n_new, n_changed)
@@ -419,20 +418,26 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
     assert quiet["details"]["graph"] == {"k": 5, "skipped": "no item to label", "model_k": 5, "k_from": "option"}
     assert "- graph refinement (k 5): skipped, no item to label" in quiet["report"]
 
-    # a stored neighbourhood changed on disk, its arrays or its index, is refused in one line, and the night
-    # commits nothing
-    for name in ("neighbourhood.npz", "neighbourhood.faiss"):
+    # a stored neighbourhood changed on disk, its arrays, scalars or index, is refused in one line before the
+    # night writes anything (bad input, exit 2), as every other part of a model is: it was found once the night
+    # had labelled its items, a failed run (exit 1); a night without --graph-k follows the model, and so reads it
+    before_runs = rows(tampered, "SELECT run_id, status FROM runs ORDER BY ALL")
+    for name in ("neighbourhood.npz", "neighbourhood.json", "neighbourhood.faiss"):
         stored = Path(f"{tampered}.models") / model_id / name
         kept = stored.read_bytes()
-        stored.write_bytes(kept[:-100])
-        with pytest.raises(RunFailed) as failed:  # found once the night had started: a failed run (exit 1)
-            night(tampered, name, 5)
-        assert isinstance(failed.value.__cause__, ModelMismatch)
-        assert str(failed.value) == (f"ModelMismatch: model {model_id}: file {name} does not match its recorded "
-                                     "hash; refit with a full run")
+        stored.write_bytes(kept[:-10] if name.endswith(".json") else kept[:-100])
+        for graph_k in (5, None):
+            with pytest.raises(ModelMismatch, match=f"^model {model_id}: file {name} does not match its recorded "
+                                                    "hash; refit with a full run$"):
+                night(tampered, name, graph_k)
         stored.write_bytes(kept)
-        assert rows(tampered, f"SELECT status FROM runs WHERE run_id = '{name}'") == [("failed",)]
-        assert rows(tampered, f"SELECT count(*) FROM item_labels WHERE run_id = '{name}'") == [(0,)]
+        assert rows(tampered, "SELECT run_id, status FROM runs ORDER BY ALL") == before_runs
+        assert not Path(f"{tampered}.staging", name).exists()
+    assert night(tampered, "mended", 5)["details"]["graph"]["inductive"]  # the same files again: labelled
+    # a night with graph_k 0 does not read the neighbourhood: a damaged one does not stop it
+    stored = Path(f"{tampered}.models") / model_id / "neighbourhood.faiss"
+    stored.write_bytes(stored.read_bytes()[:-100])
+    assert night(tampered, "without", 0)["details"]["graph"]["k"] == 0
 
 
 @pytest.mark.usefixtures("prefect_harness")
