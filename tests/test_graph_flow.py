@@ -491,6 +491,22 @@ def test_a_run_with_a_model_fitted_with_the_graph_follows_it_unless_graph_k_is_g
     assert relabel["details"]["graph"]["k"] == 5 and not relabel["details"]["graph"].get("inductive")
     assert relabel["details"]["graph"]["k_from"] == "model"
 
+    # a model stored without a neighbourhood (fitted before it was stored) has the k of the run that fitted it
+    from tasks.models import seal
+    from tasks.runs import fitted_graph_k
+
+    [(model_id, path)] = rows(db, "SELECT model_id, path FROM models")
+    older = tmp_path / "older"
+    shutil.copytree(db.parent / path, older)
+    for name in ("neighbourhood.npz", "neighbourhood.json", "neighbourhood.faiss", "model.json"):
+        (older / name).unlink()
+    content_hash = seal(str(older))
+    assert fitted_graph_k(str(db), str(older), content_hash, model_id, True) == 5
+    with pytest.raises(ValueError, match=r"^model other was fitted with the graph refinement and does not record "
+                                         r"its k: give --graph-k K \(the k it was fitted with\), or --graph-k 0"):
+        fitted_graph_k(str(db), str(older), content_hash, "other", True)  # no run of its own in runs
+    assert fitted_graph_k(str(db), str(older), content_hash, "other", False) is None
+
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_label_the_graph_moved_under_the_same_model_and_embeddings_says_so(tmp_path, catalog):
