@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.encoders import Encoder, encode
-from tasks.sources import EMBEDDING_SUFFIX, EXAMPLES, PARENT_COLUMN, is_text, misnamed_parent, refuse_lookalikes
+from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN, first_few, is_text, misnamed_parent, refuse_lookalikes
 from tasks.sql import OWN_NAMES
 from tasks.staging import replacing
 from tasks.store import check_db_file, connect, run_lock
@@ -140,9 +140,8 @@ def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
     orphans = [name.strip() for name, parent in zip(values, parents, strict=True)
                if parent is None or not parent.strip()]
     if orphans:  # named, as `pairwise run` names them and the text form names the line
-        more = f" and {len(orphans) - EXAMPLES:,} more" if len(orphans) > EXAMPLES else ""
         raise ClassesError(f"--names {path}: column {PARENT_COLUMN} is empty or null for classes "
-                           f"{', '.join(orphans[:EXAMPLES])}{more}")
+                           f"{first_few(orphans)}")
     return [value.strip() for value in values], [parent.strip() for parent in parents]
 
 

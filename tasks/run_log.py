@@ -24,7 +24,7 @@ from tasks.night import Night
 from tasks.refine import MIN_CALIBRATION_ROWS
 from tasks.report import CALIBRATIONS, DRIFT_METRICS, labelled_kinds
 from tasks.sample import N_FOLDS
-from tasks.sources import EXAMPLES, Partition, Plan, quoted
+from tasks.sources import Partition, Plan, first_few, quoted
 
 ARROW = "\u2192"
 
@@ -59,9 +59,8 @@ def gold_notes(plan: Plan) -> list[str]:
                      f"{count(gold.n_labelled, 'labelled item')} ({gold.n_outside / gold.n_labelled:.1%}; values "
                      f"such as {quoted(gold.outside_examples)}{hint}): " + outside_counted(plan))
     if unnamed := gold.unnamed_classes:
-        more = f" and {len(unnamed) - EXAMPLES:,} more" if len(unnamed) > EXAMPLES else ""
         notes.append(f"Gold column {plan.gold_column} never names {len(unnamed):,} of the "
-                     f"{count(len(plan.class_names), 'class', 'classes')} ({quoted(unnamed[:EXAMPLES])}{more}): the "
+                     f"{count(len(plan.class_names), 'class', 'classes')} ({first_few(unnamed, quoted)}): the "
                      "label-aware review cannot suggest them, so items of theirs under another label may look "
                      "right to it; --review zero-shot reads the embeddings alone")
     return notes

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -537,8 +537,7 @@ def _parent_level(class_table: pa.Table, classes: str) -> Level | None:
     orphans = [name for name, parent in zip(class_table.column("class_name").to_pylist(), parents, strict=True)
                if parent is None or not parent.strip()]  # a blank parent would be a nameless group
     if orphans:
-        raise SourceError(f"{classes}: parent is null or blank for classes {', '.join(orphans[:EXAMPLES])}"
-                          + (f" and {len(orphans) - EXAMPLES:,} more" if len(orphans) > EXAMPLES else ""))
+        raise SourceError(f"{classes}: parent is null or blank for classes {first_few(orphans)}")
     refuse_lookalikes(parents, "parents", classes)
     return Level.of(parents)
 
@@ -573,6 +572,12 @@ def refuse_lookalikes(names: Iterable[str], what: str, where: str) -> None:
 # taxonomy), and its accuracy, calibration and review would mean nothing.
 GOLD_MIN_SHARE = 0.5
 EXAMPLES = 3  # ids or values an error or a log line shows
+
+
+def first_few(values: Sequence[str], show: Callable[[Sequence[str]], str] = ", ".join) -> str:
+    """The first EXAMPLES of ``values`` as a message lists them (``show``), and how many more there are."""
+    more = f" and {len(values) - EXAMPLES:,} more" if len(values) > EXAMPLES else ""
+    return show(values[:EXAMPLES]) + more
 
 
 @contextmanager
