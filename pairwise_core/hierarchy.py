@@ -80,14 +80,21 @@ class Level:
         if power is None:
             confidence = parents[rows, label]
         else:
-            confidence = np.maximum(sharpen(parents, power, label)[rows, label], self._top_child(p)[rows, label])
+            confidence = np.maximum(sharpen(parents, power, label)[rows, label], self._top_child(p, label))
         return label, np.minimum(confidence, 1.0)
 
-    def _top_child(self, p: np.ndarray) -> np.ndarray:
-        """(n, parents): the largest probability in ``p`` (n, classes) among each parent's children."""
-        order = np.argsort(self.index, kind="stable")
-        starts = np.searchsorted(np.asarray(self.index)[order], np.arange(len(self.names)))
-        return np.maximum.reduceat(np.asarray(p)[:, order], starts, axis=1)
+    def _top_child(self, p: np.ndarray, label: np.ndarray) -> np.ndarray:
+        """(n,): the largest probability in ``p`` (n, classes) among the children of each row's parent ``label``.
+        Most rows' likeliest class is such a child: only the others are searched among that parent's children
+        (K = 500: a gather of every row's K columns by parent took 1.1 of pass 2's 21 CPU-s)."""
+        p = np.asarray(p)
+        index = np.asarray(self.index)
+        top = p.argmax(axis=1)
+        best = p[np.arange(len(p)), top]
+        other = np.flatnonzero(index[top] != label)
+        if other.size:
+            best[other] = np.where(index == label[other, None], p[other], -np.inf).max(axis=1)
+        return best
 
 
 def parent_probabilities(p: np.ndarray, index: np.ndarray, n_parents: int) -> np.ndarray:

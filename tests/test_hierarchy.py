@@ -152,3 +152,14 @@ def test_the_fit_of_no_rows_is_the_plain_sum_and_a_power_is_never_0():
     rng = np.random.default_rng(0)
     noise = np.log(rng.dirichlet(np.ones(4), 500))  # parents that say nothing of the labels
     assert MIN_POWER <= fit_power(noise, rng.integers(0, 4, 500)) < 0.5
+
+
+@given(posteriors(), st.data())
+def test_the_likeliest_child_of_any_parent_is_the_brute_force_maximum(case, data):
+    """The floor's top child, for a parent picked at random per row (not only the argmax of the sums): the
+    searched rows, whose likeliest class lies under another parent, are checked as well as the others."""
+    p, parents = case
+    level = Level.of(parents)
+    label = np.array(data.draw(st.lists(st.integers(0, len(level.names) - 1), min_size=len(p), max_size=len(p))))
+    brute = [max(p[row, k] for k in range(len(parents)) if level.index[k] == label[row]) for row in range(len(p))]
+    np.testing.assert_array_equal(level._top_child(p, label), brute)
