@@ -108,7 +108,7 @@ def _print_report(db: str, run_id: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from flows.params import TRUSTED_DASK, ReclassifyParams
-    from tasks.run_log import count, gold_notes, rerun, too_few_labels
+    from tasks.run_log import count, gold_notes, parent_notes, rerun, too_few_labels
     from tasks.runs import succeeded_before
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
                            chunk_size=params.chunk_size, changed_column=params.changed_column)
     _say(args, f"Reclassifying {count(plan.n_items, 'item')} into {count(len(plan.class_names), 'class', 'classes')}"
          f" ({', '.join(plan.modalities)}) -> {params.db}")
-    for line in gold_notes(plan):
+    for line in parent_notes(plan.class_names, plan.parent) + gold_notes(plan):
         _say(args, line)
     if params.run_id and succeeded_before(params.db, params.run_id):  # the flow's warning reaches the UI alone
         check_rerun(params.db, params.run_id)
@@ -294,12 +294,17 @@ def _write_html_report(db: str, run_id: str | None, path: str) -> None:
 
 def _classes(args: argparse.Namespace) -> int:
     from flows.classes import build_classes
+    from pairwise_core.hierarchy import Level
+    from tasks.run_log import parent_notes
 
     table = build_classes(args.names, args.template or [], args.encoder, modalities=args.modality or [],
                           out=args.out, db=args.db, table=args.table)
     modalities = [name.removesuffix("_embedding") for name in table.column_names if name.endswith("_embedding")]
     where = args.out or f"table:{args.table} in {args.db}"
     _say(args, f"Wrote {table.num_rows} classes ({', '.join(modalities)}) to {where}")
+    if "parent" in table.column_names:
+        for line in parent_notes(table.column("class_name").to_pylist(), Level.of(table.column("parent").to_pylist())):
+            _say(args, line)
     source = args.out or f"table:{args.table} --db {args.db}"
     _say(args, f"Use it: pairwise run --classes {source} ...")
     return 0

@@ -49,6 +49,13 @@ class Level:
         position = {name: i for i, name in enumerate(names)}
         return cls(names, tuple(position[parent] for parent in parents))
 
+    def crossed_names(self, class_names: Sequence[str]) -> list[tuple[str, str]]:
+        """(name, its parent as a class) for each parent name that is also a class under another parent
+        (``cat -> dog``, ``dog -> animal``): one name then stands for two groups, a class and its own parent's
+        other children, likely a deeper taxonomy flattened. A class named like its own parent is not listed."""
+        parent_of = {name: self.names[i] for name, i in zip(class_names, self.index, strict=True)}
+        return [(name, parent_of[name]) for name in self.names if parent_of.get(name, name) != name]
+
     def probabilities(self, p: np.ndarray) -> np.ndarray:
         """(n, parents) from the children's probabilities ``p`` (n, classes): each parent's children summed."""
         return parent_probabilities(p, np.asarray(self.index), len(self.names))

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pairwise_core.hierarchy import Level
 from tasks.drift import CONSENSUS
 from tasks.metrics import PARENT_SUFFIX
 from tasks.night import Night
@@ -64,6 +65,18 @@ def gold_notes(plan: Plan) -> list[str]:
                      "label-aware review cannot suggest them, so items of theirs under another label may look "
                      "right to it; --review zero-shot reads the embeddings alone")
     return notes
+
+
+def parent_notes(class_names: Sequence[str], parent: Level | None) -> list[str]:
+    """What the user should know of the parent level before the run: parent names that are classes under
+    another parent (``Level.crossed_names``), which label and parent_label would use for two groups."""
+    crossed = [] if parent is None else parent.crossed_names(class_names)
+    if not crossed:
+        return []
+    shown = [f"{name} (a class under {above})" for name, above in crossed]
+    return [f"{count(len(crossed), 'parent name')} {'is' if len(crossed) == 1 else 'are'} also a class under "
+            f"another parent: {first_few(shown)}; label and parent_label then use one name for two groups (a "
+            "deeper taxonomy flattened?): rename one of them if that is not meant"]
 
 
 def outside_counted(plan: Plan) -> str:

@@ -148,6 +148,19 @@ def test_empty_parents_of_a_names_table_name_their_classes_in_one_line(tmp_path,
                                        "class12, class200 and 2 more\n")
 
 
+def test_a_parent_named_like_a_class_under_another_parent_is_warned_of(tmp_path, toy_module, capsys):
+    """An audit's taxonomy flattened from three levels, cat -> dog -> animal, was written without a word: 'dog'
+    was then a label and a parent_label of other items. A class named like its own parent is not warned of."""
+    (tmp_path / "tree.txt").write_text("cat\tdog\ndog\tanimal\nbooks\tbooks\nnovel\tbooks\n")
+    assert main(["classes", "--names", str(tmp_path / "tree.txt"), "--encoder", toy_module,
+                 "--out", str(tmp_path / "out.parquet")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[1] == ("1 parent name is also a class under another parent: dog (a class under animal); label and "
+                       "parent_label then use one name for two groups (a deeper taxonomy flattened?): rename one of "
+                       "them if that is not meant")
+    assert pq.read_table(tmp_path / "out.parquet").column("parent").to_pylist() == ["dog", "animal", "books", "books"]
+
+
 def test_csv_names_are_the_text_written_not_numbers_inferred_from_it(tmp_path):
     """Read with type inference then cast to text, 007 and 7 were one parent, 0101 became 101 and 1e3 1000."""
     (tmp_path / "tree.csv").write_text("class_name,parent\ncat,007\ndog,007\nrose,7\n0101,01\n3.10,1e3\n")

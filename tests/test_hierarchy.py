@@ -163,3 +163,9 @@ def test_the_likeliest_child_of_any_parent_is_the_brute_force_maximum(case, data
     label = np.array(data.draw(st.lists(st.integers(0, len(level.names) - 1), min_size=len(p), max_size=len(p))))
     brute = [max(p[row, k] for k in range(len(parents)) if level.index[k] == label[row]) for row in range(len(p))]
     np.testing.assert_array_equal(level._top_child(p, label), brute)
+
+
+def test_crossed_names_are_parents_that_are_classes_under_another_parent():
+    level = Level.of(["dog", "animal", "books", "books", "animal"])
+    assert level.crossed_names(["cat", "dog", "books", "novel", "bird"]) == [("dog", "animal")]
+    assert Level.of(["a", "a"]).crossed_names(["x", "y"]) == []

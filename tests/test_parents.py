@@ -17,6 +17,7 @@ from pairwise_core.model import Review
 from tasks.label import Joint, judge, review_table, verdicts
 from tasks.models import load_part
 from tasks.report import PARENT_METRICS_NOTE, render_report
+from tasks.run_log import parent_notes
 from tasks.review import PARENT_WEIGHT
 from tasks.sources import SourceError, inspect_sources
 
@@ -184,6 +185,21 @@ def test_a_parent_may_have_one_child_and_no_parent_column_means_no_level(tmp_pat
     assert plain.parent is None and plain.parents_by_class() is None
     assert levelled.parent.names == ("p0", "p1", "p2") and levelled.parent.index == (0, 0, 0, 1, 2)
     assert levelled.parents_by_class() == dict(zip(classes.column("class_name").to_pylist(), PARENTS, strict=True))
+
+
+def test_a_run_says_which_parent_names_are_classes_under_another_parent(tmp_path):
+    """The warning `pairwise run` prints and the flow logs (run_log.parent_notes), from the checked plan."""
+    items, classes = make_catalog(50, N_CLASSES, seed=1)
+    names = classes.column("class_name").to_pylist()
+    parents = [names[1], "p0", names[3], "p1", "p1"]  # names[1] and names[3] are parents of others, under p0 and p1
+    write_catalog(tmp_path, items, classes.append_column("parent", pa.array(parents)))
+    plan = inspect_sources(str(tmp_path / "items-0.parquet"), str(tmp_path / "classes.parquet"),
+                           db=str(tmp_path / "out.duckdb"), gold_column=None, chunk_size=100)
+    assert parent_notes(plan.class_names, plan.parent) == [
+        f"2 parent names are also a class under another parent: {names[1]} (a class under p0), {names[3]} (a class "
+        "under p1); label and parent_label then use one name for two groups (a deeper taxonomy flattened?): rename "
+        "one of them if that is not meant"]
+    assert parent_notes(plan.class_names, Level.of(PARENTS)) == parent_notes(plan.class_names, None) == []
 
 
 def test_a_gold_column_of_parent_names_is_refused_saying_they_are_parents(tmp_path):
