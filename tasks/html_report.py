@@ -39,8 +39,8 @@ from tasks.folders import beside
 from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
                           calibration_words, change_rows, change_sentences, drift_cells, issue_cells, issue_columns,
-                          metric_cell, night_scope, no_changes, no_gold, parent_shares_note, rejected_rows, run_row,
-                          shown_classes, signed, stability_scope, status_meaning)
+                          metric_cell, n_parents, night_scope, no_changes, no_gold, parent_shares_note, rejected_rows,
+                          run_row, shown_classes, shown_parents, signed, stability_scope, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -539,14 +539,17 @@ def _percent(value: float | None) -> str | None:
 
 
 def _parent_section(db: str | Path, run_id: str, details: str | None) -> list[_Section]:
-    """The items' shares by joint parent label, and how their confidence was made; nothing when the classes
-    have no parents."""
+    """The items' shares by joint parent label (the parents with the most items, as the terminal report shows
+    them), and how their confidence was made; nothing when the classes have no parents."""
     rows = store.query(db, "report_parent_shares", {"run_id": run_id}).to_pylist()
     if not rows:
         return []
+    # the sentence is numbers and fixed words: only the call it names is marked up (and escaped)
+    shown, left_out = shown_parents(rows, n_parents(details), code=lambda text: f"<code>{html.escape(text)}</code>")
     table = _table(["parent", "items", "share", "mean confidence"],
-                   [(r["parent"], r["n_items"], _percent(r["share"]), r["mean_confidence"]) for r in rows])
-    return [_Section("parents", "Parent shares", table + _note(parent_shares_note(details)))]
+                   [(r["parent"], r["n_items"], _percent(r["share"]), r["mean_confidence"]) for r in shown])
+    return [_Section("parents", "Parent shares", table + (f'<p class="note">{left_out}</p>' if left_out else "")
+                     + _note(parent_shares_note(details)))]
 
 
 def _consensus_section(db: str | Path, run_id: str, n_modalities: int, params: Mapping[str, Any]) -> _Section:

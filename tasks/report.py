@@ -457,6 +457,23 @@ def of_how_many(n_shown: int, n_with_items: int, n_all: int | None, what: str) -
     return f"The {n_shown} {what} with the most items, of the {n_with_items:,} with items ({n_all:,} {what})"
 
 
+def left_out_note(n_shown: int, n_with_items: int, n_all: int | None, what: str, query: str,
+                  code=lambda text: f"`{text}`") -> str:
+    """The sentence under a capped shares table, in the terminal and the HTML report alike: how many rows it
+    shows of how many, and the query that has them all (``code`` marks up the call that reads it)."""
+    call = 'tasks.sql.statement("' + query + '")'
+    return f"{of_how_many(n_shown, n_with_items, n_all, what)}; all of them: the query {query}.sql ({code(call)})."
+
+
+def shown_parents(rows: list[dict], n_parents: int | None, limit: int = SHOWN_CLASSES,
+                  code=lambda text: f"`{text}`") -> tuple[list[dict], str]:
+    """The rows a parent-shares table shows, the ``limit`` with the most items (the query's order), and the
+    sentence that says so ("" when it shows them all): 200 parents were 200 rows."""
+    if len(rows) <= limit:
+        return rows, ""
+    return rows[:limit], left_out_note(limit, len(rows), n_parents, "parents", "report_parent_shares", code)
+
+
 def n_parents(details: str | None) -> int | None:
     """How many parents the run's classes have (runs.details.parents), None where it recorded none."""
     parents = json.loads(details or "{}").get("parents")
@@ -466,14 +483,12 @@ def n_parents(details: str | None) -> int | None:
 def _parent_shares_table(rows: list[dict], limit: int = SHOWN_CLASSES, n_parents: int | None = None) -> str:
     """One row per parent, the ``limit`` with the most items (the query's order), as the class shares are
     capped: 200 parents were 200 rows."""
-    shown = rows[:limit]
+    shown, left_out = shown_parents(rows, n_parents, limit)
     table = markdown_table(pa.table({
         "parent": [r["parent"] for r in shown], "items": [f"{r['n_items']:,}" for r in shown],
         "share": [_percent(r["share"]) for r in shown],
         "mean confidence": pa.array([r["mean_confidence"] for r in shown], pa.float64())}))
-    note = (f"\n\n{of_how_many(len(shown), len(rows), n_parents, 'parents')}; all of them: the query "
-            "report_parent_shares.sql (`tasks.sql.statement(\"report_parent_shares\")`).") if len(rows) > limit else ""
-    return table + note
+    return table + (f"\n\n{left_out}" if left_out else "")
 
 
 def _shares_table(rows: list[dict], limit: int = SHOWN_CLASSES, n_classes: int | None = None) -> str:
@@ -491,6 +506,6 @@ def _shares_table(rows: list[dict], limit: int = SHOWN_CLASSES, n_classes: int |
         "class": classes,
         **{f"{m} {meth}": [f"{share.get((c, m, meth), 0.0):.1%}" for c in classes] for m, meth in columns},
     })
-    note = (f"\n\n{of_how_many(len(classes), len(items), n_classes, 'classes')}; all of them: the query "
-            "report_class_distribution.sql (`tasks.sql.statement(\"report_class_distribution\")`).") if left_out else ""
+    note = (f"\n\n{left_out_note(len(classes), len(items), n_classes, 'classes', 'report_class_distribution')}"
+            if left_out else "")
     return markdown_table(table) + note

@@ -279,6 +279,38 @@ def test_only_the_top_classes_are_shown_past_the_limit():
     assert left_out == 10 and shown == sorted(f"c{i:02d}" for i in range(10, 50))
 
 
+def test_the_html_parent_shares_are_capped_as_the_terminal_ones_are(tmp_path):
+    """200 parents were 200 rows of the HTML report's Parent shares, where the terminal report shows 20 and
+    names the query that has them all (93fd8e9): the page now shows the same 20 and says the same."""
+    db = tmp_path / "out.duckdb"
+    # 250 parents in the classes table, items under 200 of them: p000 has the most, then p001, ...
+    parents = {f"c{i:03d}": f"p{i:03d}" for i in range(250)}
+    with store.connect(db) as con:
+        for run_id, n in (("many", 200), ("few", 20)):
+            _insert_run(con, run_id, "succeeded", "2026-01-02 00:00:00+00", gold=False, n_items=600, seed=1,
+                        details={"parents": parents})
+            items = [r[0] for r in con.execute("SELECT item_id FROM joint_labels WHERE run_id = ? ORDER BY item_id",
+                                               [run_id]).fetchall()]
+            # item k goes to the parent of the k-th of n shrinking groups: p000 gets the most
+            parent = [f"p{min(int((k * k) / 600 * n / 600), n - 1):03d}" for k in range(len(items))]
+            con.executemany("UPDATE joint_labels SET parent_label = ?, parent_confidence = 0.5 "
+                            "WHERE run_id = ? AND item_id = ?", [(p, run_id, i) for p, i in zip(parent, items, strict=True)])
+    terminal = report.render_report(db, "many")
+    expected = report.store.query(db, "report_parent_shares", {"run_id": "many"}).to_pylist()
+    assert len(expected) == 200
+    section = _section(html_report.build_report(db, "many").html, "parents")
+    shown = [cells.split("</td>")[0] for cells in section.split("<tr><td>")[1:]]
+    assert shown == [r["parent"] for r in expected[:20]]
+    assert ('<p class="note">The 20 parents with the most items, of the 200 with items (250 parents); all of them: '
+            "the query report_parent_shares.sql (<code>tasks.sql.statement(&quot;report_parent_shares&quot;)</code>)."
+            "</p>") in section
+    # the terminal report says the same words, the call in backticks
+    assert ("The 20 parents with the most items, of the 200 with items (250 parents); all of them: the query "
+            'report_parent_shares.sql (`tasks.sql.statement("report_parent_shares")`).') in terminal
+    few = _section(html_report.build_report(db, "few").html, "parents")
+    assert few.count("<tr><td>") == 20 and "with the most items" not in few
+
+
 def test_default_run_is_the_latest_succeeded_one(made):
     db, _ = made
     assert report.latest_run_id(db, succeeded=True) == "r-main"
