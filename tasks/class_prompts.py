@@ -11,6 +11,7 @@ prompts behind each embedding.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import string
@@ -132,8 +133,8 @@ def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
     if misnamed := misnamed_parent(table.column_names):
         raise ClassesError(f"--names {path}: {misnamed}")
     values = _text_column(table, column, path)
-    if any(value is None or not value.strip() for value in values):
-        raise ClassesError(f"--names {path}: column {column} has empty or null names")
+    if empty := [row for row, value in enumerate(values) if value is None or not value.strip()]:
+        raise ClassesError(f"--names {path}: column {column} is empty or null {_where(path, suffix, empty, len(values))}")
     if PARENT_COLUMN not in table.column_names:
         return [value.strip() for value in values], None
     parents = _text_column(table, PARENT_COLUMN, path)
@@ -143,6 +144,33 @@ def _column_names(path: str, suffix: str) -> tuple[list[str], list[str] | None]:
         raise ClassesError(f"--names {path}: column {PARENT_COLUMN} is empty or null for classes "
                            f"{first_few(orphans)}")
     return [value.strip() for value in values], [parent.strip() for parent in parents]
+
+
+def _where(path: str, suffix: str, rows: Sequence[int], n_rows: int) -> str:
+    """Where the rows (0-based) of a names table are, for a message: the lines of a CSV file (1-based, the
+    header counted, as an editor numbers them), the rows of a Parquet file (1-based); the first few of them."""
+    lines = _csv_lines(path, n_rows) if suffix == ".csv" else None
+    if lines is not None:
+        return f"on lines {first_few([str(lines[row]) for row in rows])} of the file"
+    after = " after the header" if suffix == ".csv" else ""
+    return f"in rows {first_few([str(row + 1) for row in rows])} (counting from 1{after})"
+
+
+def _csv_lines(path: str, n_rows: int) -> list[int] | None:
+    """The line each data row of a CSV file starts on (1-based, the header counted), as pyarrow reads the rows:
+    empty lines skipped, a quoted value may hold line breaks. None where Python's csv reads another number of
+    rows than pyarrow did (``n_rows``): then the lines are not known."""
+    starts, line = [], 0
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        try:
+            for row in reader:
+                if row:  # an empty line: [], and pyarrow skips it
+                    starts.append(line + 1)
+                line = reader.line_num
+        except csv.Error:
+            return None
+    return starts[1:] if len(starts) == n_rows + 1 else None
 
 
 def _text_column(table: pa.Table, column: str, path: str) -> list[str | None]:

@@ -148,6 +148,31 @@ def test_empty_parents_of_a_names_table_name_their_classes_in_one_line(tmp_path,
                                        "class12, class200 and 2 more\n")
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_empty_names_of_a_names_table_name_their_lines_or_rows_in_one_line(tmp_path, toy_module, capsys, suffix):
+    """It said "column name has empty or null names", naming no line or row, in a file of 500 classes."""
+    empty = (377, 3, 499, 12, 200)  # the 1-based data rows with no name
+    names = [None if i in empty else f"class{i}" for i in range(1, 501)]
+    path = tmp_path / f"names.{suffix}"
+    if suffix == "csv":  # the header is line 1: data row i is line i + 1
+        path.write_text("name,parent\n" + "".join(f"{n or '  '},group{i % 20}\n" for i, n in enumerate(names, 1)))
+        where = "on lines 4, 13, 201 and 2 more of the file"
+    else:
+        pq.write_table(pa.table({"name": [n if i != 12 else " " for i, n in enumerate(names, 1)]}), path)
+        where = "in rows 3, 12, 200 and 2 more (counting from 1)"
+    assert main(["classes", "--names", str(path), "--encoder", toy_module, "--out", str(tmp_path / "out.parquet")]) == 2
+    assert capsys.readouterr().err == f"pairwise: --names {path}: column name is empty or null {where}\n"
+
+
+def test_the_lines_of_empty_names_are_the_file_s_lines_past_blank_lines_and_line_breaks_in_quotes(tmp_path):
+    """The lines an editor shows: a blank line (which the reader skips) and a quoted name on two lines count."""
+    path = tmp_path / "names.csv"
+    path.write_bytes(b'\xef\xbb\xbfclass_name,parent\r\ncat,animal\r\n\r\n,animal\r\n"big\r\ndog",animal\r\n"",plant\r\n')
+    with pytest.raises(ClassesError) as error:
+        read_names(str(path))
+    assert str(error.value) == f"--names {path}: column class_name is empty or null on lines 4, 7 of the file"
+
+
 def test_a_parent_named_like_a_class_under_another_parent_is_warned_of(tmp_path, toy_module, capsys):
     """An audit's taxonomy flattened from three levels, cat -> dog -> animal, was written without a word: 'dog'
     was then a label and a parent_label of other items. A class named like its own parent is not warned of."""
