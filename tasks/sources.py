@@ -277,9 +277,9 @@ def read_table(source: Source, db: str, columns: list[str] | None = None) -> pa.
         handle = _parquet_file(path)
         names = handle.schema_arrow.names
         read = columns if columns is not None else [
-            name for name in names  # a parent column in another case too, to be refused (`_parent_level`)
-            if name in ("class_name", PARENT_COLUMN) or name.casefold() == PARENT_COLUMN
-            or name.endswith(EMBEDDING_SUFFIX)]
+            name for name in names  # a parent or embedding column in another case too, to be refused
+            if name in ("class_name", PARENT_COLUMN) or name.casefold() == PARENT_COLUMN  # (`_parent_level`,
+            or name.casefold().endswith(EMBEDDING_SUFFIX)]  # `misnamed_embedding`)
         refuse_repeated(names, read, path if len(paths) > 1 else source.text)
         wanted = columns
         if columns is None and len(set(names)) < len(names):  # the others named more than once, left out
@@ -440,6 +440,8 @@ def _inspect(
     refuse_lookalikes(names, "class names", classes)
 
     parent = _parent_level(class_table, classes)
+    if misnamed := misnamed_embedding(item_schema.names, class_table.column_names, classes):
+        raise SourceError(f"{where}: {misnamed}")
     item_modalities = _embedding_columns(item_schema, where)
     class_modalities = _embedding_columns(class_table.schema, classes)
     modalities = tuple(m for m in item_modalities if m in class_modalities)
@@ -551,6 +553,26 @@ def misnamed_parent(columns: Iterable[str]) -> str | None:
         return None
     return (f"column {misnamed[0]}: a parent column must be named {PARENT_COLUMN}, in lower case, as columns are "
             "matched by their exact names; rename it")
+
+
+def misnamed_embedding(items: Sequence[str], classes: Sequence[str], where: str) -> str | None:
+    """What to say of an embedding column the items and the classes (``where``) head in different cases
+    (``Image_Embedding`` and ``image_embedding``), or both with the suffix in another case, if there is one.
+    Columns are matched by their exact names: unsaid, that modality was left out of the run without a word
+    (exit 0 on the other modalities), or the run was refused for sharing none, naming neither column."""
+    folded = {name.casefold(): name for name in classes if name.casefold().endswith(EMBEDDING_SUFFIX)}
+    for name in items:
+        other = folded.get(name.casefold())
+        if other is None:
+            continue
+        if other != name and name not in classes and other not in items:
+            return (f"column {name}: the classes ({where}) have {other}; embedding columns are matched by their "
+                    f"exact names, case included, so neither is read: name them alike, <modality>{EMBEDDING_SUFFIX} "
+                    "with the suffix in lower case")
+        if other == name and not name.endswith(EMBEDDING_SUFFIX):
+            return (f"column {name}, in the items and the classes ({where}): an embedding column's name must end in "
+                    f"{EMBEDDING_SUFFIX}, in lower case, as columns are matched by their exact names; rename it in both")
+    return None
 
 
 def refuse_lookalikes(names: Iterable[str], what: str, where: str) -> None:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_catalog, written_otherwise
+from flows.cli import main
 from pairwise_core import make_catalog
 from tasks import run_log
 from tasks.sources import SourceError, inspect_sources, is_text, plan_partitions
@@ -167,6 +168,64 @@ def test_blank_gold_values_are_no_label_and_classes_no_value_names_are_listed(ca
     # 599 class names of 1,199 values (49.96%) are too few, and the message does not round them up to 50.0%
     gold = [None] + ["dress"] * 599 + ["dr"] * 600
     _fail(tmp_path, _with_gold(items, gold), classes, r"only 49\.9% of its values \(1,199, ", gold="label")
+
+
+def _renamed(table: pa.Table, old: str, new: str) -> pa.Table:
+    return table.rename_columns([new if name == old else name for name in table.column_names])
+
+
+@pytest.mark.parametrize(("item_column", "class_column"), [
+    ("Image_Embedding", "image_embedding"),  # a spreadsheet's heading: the run went on with text alone, exit 0
+    ("Image_embedding", "image_embedding"),  # another modality name: the same
+    ("image_embedding", "Image_Embedding"),  # the classes' in another case
+])
+def test_an_embedding_column_in_another_case_than_the_other_source_s_is_refused_in_one_line(
+        catalog, item_column, class_column, capsys):
+    tmp_path, items, classes = catalog
+    items, classes = _renamed(items, "image_embedding", item_column), _renamed(classes, "image_embedding", class_column)
+    _fail(tmp_path, items, classes, "^" + re.escape(
+        f"{tmp_path / 'bad-items.parquet'}: column {item_column}: the classes ({tmp_path / 'bad-classes.parquet'}) "
+        f"have {class_column}; embedding columns are matched by their exact names, case included, so neither is "
+        "read: name them alike, <modality>_embedding with the suffix in lower case") + "$")
+    # the only modality: it said "no modality shared by items (none) and classes (image)", naming no column
+    _fail(tmp_path, items.drop(["text_embedding"]), classes.drop(["text_embedding"]), f"column {item_column}: ")
+    # through `pairwise run`: one line, exit 2
+    args = ["run", "--items", str(tmp_path / "bad-items.parquet"), "--classes", str(tmp_path / "bad-classes.parquet"),
+            "--db", str(tmp_path / "out.duckdb")]
+    pq.write_table(items, tmp_path / "bad-items.parquet")
+    pq.write_table(classes, tmp_path / "bad-classes.parquet")
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith(
+        f"pairwise: {tmp_path / 'bad-items.parquet'}: column {item_column}: the classes (")
+    assert not (tmp_path / "out.duckdb").exists()
+
+
+def test_an_embedding_suffix_in_another_case_in_both_sources_is_refused_as_such(catalog):
+    """Image_Embedding in both: not an embedding column (the suffix is _embedding), so left out without a word."""
+    tmp_path, items, classes = catalog
+    _fail(tmp_path, _renamed(items, "image_embedding", "Image_Embedding"),
+          _renamed(classes, "image_embedding", "Image_Embedding"), "^" + re.escape(
+              f"{tmp_path / 'bad-items.parquet'}: column Image_Embedding, in the items and the classes "
+              f"({tmp_path / 'bad-classes.parquet'}): an embedding column's name must end in _embedding, in lower "
+              "case, as columns are matched by their exact names; rename it in both") + "$")
+
+
+def test_an_items_table_in_the_db_is_checked_alike(catalog):
+    tmp_path, items, classes = catalog
+    pq.write_table(classes, tmp_path / "classes.parquet")
+    with duckdb.connect(str(tmp_path / "out.duckdb")) as con:
+        con.register("src", _renamed(items, "image_embedding", "Image_Embedding"))
+        con.execute("CREATE TABLE my_items AS SELECT * FROM src")
+    with pytest.raises(SourceError, match="^table:my_items: column Image_Embedding: the classes "):
+        inspect("table:my_items", str(tmp_path / "classes.parquet"), tmp_path)
+
+
+def test_an_unrelated_column_in_another_case_beside_the_exact_one_is_left_alone(catalog):
+    tmp_path, items, classes = catalog
+    extra = items.append_column("Image_Embedding", items.column("image_embedding"))
+    items_path, classes_path = write_catalog(tmp_path, extra, classes)
+    assert inspect(items_path, classes_path, tmp_path).modalities == ("image", "text")
 
 
 def test_dimensions_differ_between_items_and_classes(catalog):
