@@ -376,7 +376,7 @@ def follow_model_graph(given: int | None, using: dict[str, Any] | None) -> tuple
         return model_k, {"model_k": model_k, "k_from": "model"}
     if given == 0:
         log.warning(run_log.graph_not_used(model_id, model_k))
-    elif model_k is not None and given != model_k:
+    elif given != model_k:  # model_k None: the model does not record it, and the line says so
         log.info(run_log.graph_other_k(model_id, model_k, given))
     return given, {"model_k": model_k, "k_from": "option"}
 

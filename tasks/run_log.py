@@ -278,7 +278,10 @@ def graph_not_used(model_id: str, k: int | None) -> str:
 
 
 def graph_other_k(model_id: str, model_k: int | None, k: int) -> str:
-    return f"Graph refinement: k = {k} as given; model {model_id} was fitted with k = {model_k}"
+    """A --graph-k other than the model's, or given for a model that does not record its k (None: stored
+    without a neighbourhood, and the run that fitted it gone or silent)."""
+    fitted = "with the graph refinement and does not record its k" if model_k is None else f"with k = {model_k}"
+    return f"Graph refinement: k = {k} as given; model {model_id} was fitted {fitted}"
 
 
 def graph_skipped() -> str:

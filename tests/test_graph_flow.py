@@ -509,6 +509,38 @@ def test_a_run_with_a_model_fitted_with_the_graph_follows_it_unless_graph_k_is_g
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_k_given_for_a_model_that_does_not_record_its_own_says_so_not_none(tmp_path, catalog, caplog):
+    """A model fitted with the graph, stored without a neighbourhood, whose fitting run's parameters do not name
+    its k either: a run given --graph-k 7 said nothing of the model's k (a line "fitted with k = None" was kept
+    back by the caller); it says the model was fitted with the graph and does not record its k."""
+    import logging
+
+    from tasks.models import seal
+
+    items_glob, classes_path = write_catalog(tmp_path / "in", *catalog)
+    _, db = run(tmp_path, "fit", items_glob, classes_path, graph_k=5)
+    with duckdb.connect(str(db)) as con:  # as a model stored before neighbourhoods were, its run's params lost
+        model_id, path = con.execute("SELECT model_id, path FROM models").fetchone()
+        for name in ("neighbourhood.npz", "neighbourhood.json", "neighbourhood.faiss"):
+            (db.parent / path / name).unlink()
+        con.execute("UPDATE models SET content_hash = ?", [seal(str(db.parent / path))])
+        con.execute("UPDATE runs SET params = json_object('seed', 0) WHERE run_id = 'fit'")
+    logger = logging.getLogger("prefect.flow_runs")
+    logger.addHandler(caplog.handler)
+    try:
+        summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db),
+                                                      gold_column="label", chunk_size=500, run_id="given",
+                                                      model="latest", graph_k=7))
+    finally:
+        logger.removeHandler(caplog.handler)
+    said = list(dict.fromkeys(r.getMessage() for r in caplog.records if "as given" in r.getMessage()))
+    assert said == [f"Graph refinement: k = 7 as given; model {model_id} was fitted with the graph refinement and "
+                    "does not record its k"]
+    assert not any("None" in r.getMessage() for r in caplog.records if "Graph" in r.getMessage())
+    assert summary["details"]["graph"]["k"] == 7 and summary["details"]["graph"]["model_k"] is None
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_label_the_graph_moved_under_the_same_model_and_embeddings_says_so(tmp_path, catalog):
     items_glob, classes_path = write_catalog(tmp_path / "in", *catalog, n_files=3)
     _, db = run(tmp_path, "fit", items_glob, classes_path, graph_k=8)
