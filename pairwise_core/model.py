@@ -75,7 +75,8 @@ class Classifiers:
     @classmethod
     def from_arrays(cls, arrays: Arrays, state: State) -> Classifiers:
         """One thread per modality: deriving each classifier's pair weights is most of a model's load with many
-        classes, and numpy releases the GIL in most of it (K = 500, two modalities: 1.6-2.4 s -> 1.1-1.2 s)."""
+        classes, and numpy releases the GIL in most of it (K = 500, two modalities, fresh processes: 1.0-2.1 s ->
+        0.6-1.2 s)."""
         parts = [(unnest(str(i), arrays), model_state) for i, model_state in enumerate(state["models"])]
         with ThreadPoolExecutor(max(1, len(parts))) as pool:
             built = list(pool.map(lambda part: PairwiseClassifier.from_arrays(*part), parts))
