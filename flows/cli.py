@@ -237,11 +237,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    """One line per stored model, newest first."""
+    """One line per stored model, newest first; with --remove or --keep, remove models first."""
     import duckdb
 
     from tasks.store import query
 
+    if args.remove is not None or args.keep is not None:
+        return _remove_models(args)
+    if args.dry_run:
+        raise ValueError("--dry-run goes with --remove or --keep: alone, `pairwise models` only lists")
     try:
         rows = query(args.db, "report_models").to_pylist() if _ours(args.db) else []
     except duckdb.Error as error:  # not one of our files, or one a run is writing
@@ -259,6 +263,32 @@ def _models(args: argparse.Namespace) -> int:
               f"fitted on {row['n_items']:,} items  {row['n_classes']:,} classes  {','.join(row['modalities'])}  "
               f"labels {row['n_live']:,} live items{gone}")
     return 0
+
+
+def _remove_models(args: argparse.Namespace) -> int:
+    """``pairwise models --remove ID... | --keep N [--dry-run]``: a line per model removed (or that would be),
+    per model past --keep that stays, and what is left."""
+    from tasks.model_retention import remove_stored_models
+    from tasks.run_log import count
+
+    if not _ours(args.db):
+        raise ValueError(f"{args.db}: no stored models yet (a full run stores one)")
+    removal = remove_stored_models(args.db, args.remove, args.keep, args.dry_run)
+    verb = "Would remove" if args.dry_run else "Removed"
+    for row in removal.removed:
+        print(f"{verb} {row['model_id']}  run {row['run_id']}  fitted {row['fitted_at'].isoformat(timespec='seconds')}"
+              f"  {_megabytes(removal.sizes[row['model_id']])}")
+    for row in removal.still_live:
+        print(f"Kept {row['model_id']}: it still labels {row['n_live']:,} live items")
+    freed = _megabytes(sum(removal.sizes.values()))
+    left = count(len(removal.left), "stored model")
+    print(f"{'Nothing to remove' if not removal.removed else ('Would free ' if args.dry_run else 'Freed ') + freed}; "
+          f"{left} {'would be ' if args.dry_run and removal.removed else ''}left")
+    return 0
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
 
 
 def _print_markdown_report(db: str, run_id: str | None) -> None:
@@ -437,6 +467,17 @@ def _strategy(text: str) -> str:
 _CONVERTERS = {"strategy": _strategy}  # round-robin as well as round_robin
 
 
+def _at_least_one(text: str) -> int:
+    """--keep's N: a whole number of at least 1 (the latest model always stays)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (the latest model always stays), got {value}")
+    return value
+
+
 class _Once(argparse.Action):
     """An option that takes one value, given once: a second --items silently replaced the first (a full run
     then marked every item of the first file deleted)."""
@@ -499,6 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "modalities")
     models.add_argument("--db", action=_Once, required=True, default=argparse.SUPPRESS,
                         help="DuckDB file the runs wrote to")
+    removing = models.add_mutually_exclusive_group()
+    removing.add_argument("--remove", nargs="+", metavar="MODEL_ID",
+                          help="remove these models, row and files; refused for the latest and for a model that "
+                               "still labels live items (catalog_labels.model_id)")
+    removing.add_argument("--keep", type=_at_least_one, metavar="N",
+                          help="remove every model but the newest N, except those that still label live items")
+    models.add_argument("--dry-run", action="store_true", help="with --remove or --keep: say what would go, remove "
+                                                               "nothing")
     models.set_defaults(handler=_models)
 
     for sub in (run, demo):

@@ -138,6 +138,10 @@ class ReclassifyParams(BaseModel):
         "the review also weighs in the neighbours' given labels; 0: off, 100 at most. With --model, the model must "
         "have been fitted with it. None: off for a full run; with --model, the model's own (the k it was fitted "
         "with, off if without), so a night follows the weekly fit")
+    keep_models: int | None = Field(
+        default=None, ge=1, description="After the run commits, remove the stored models (row and files) but the "
+        "newest N; one that still labels live items stays (`pairwise models --keep N` does the same by hand); "
+        "None: keep every model")
     export_dir: str | None = Field(
         default=None, description="Also write the run's tables as Parquet here; None: only to the DuckDB file")
     fit_fraction: float = Field(

@@ -37,7 +37,7 @@ from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
     check_neighbourhood, check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, in_latest_order,
-    seal_model, stage_sources, start_run, stored_models, validate_sources,
+    remove_old_models, seal_model, stage_sources, start_run, stored_models, validate_sources,
 )
 from tasks.sources import Partition, Plan, SourceError, file_signatures
 from tasks.staging import Staging, write_parquet
@@ -343,6 +343,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             raise
         finally:
             staging.remove()
+        if params.keep_models:  # the run stands: still under its lock, no other run reads a model meanwhile
+            remove_old_models(db, params.keep_models)
     begin_phase("reports")
     with after_commit():  # the run stands: what Prefect is told from here on is for its UI (flows/prefect_server.py)
         summary["report"], summary["html_problem"] = publish_artifacts(

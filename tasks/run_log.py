@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from pairwise_core.hierarchy import Level
 from tasks.drift import CONSENSUS
 from tasks.metrics import PARENT_SUFFIX
+from tasks.model_retention import Removal
 from tasks.night import Night
 from tasks.refine import MIN_CALIBRATION_ROWS
 from tasks.report import CALIBRATIONS, DRIFT_METRICS, labelled_kinds
@@ -246,6 +247,14 @@ def night_labelled(details: Mapping[str, int]) -> str:
 
 def refit_on_drift(refit_id: str) -> str:
     return f"The night drifted from the model's fit sample (--refit-on-drift): refitting on the whole catalog as run {refit_id}"
+
+
+def models_removed(removal: Removal, keep: int) -> list[str]:
+    """What a run's ``keep_models`` removed: nothing said when there was nothing to remove."""
+    lines = [f"Removed stored model {row['model_id']} (run {row['run_id']}, {removal.sizes[row['model_id']] / 1e6:,.1f}"
+             f" MB): keep_models {keep}" for row in removal.removed]
+    return lines + [f"Kept stored model {row['model_id']} past keep_models {keep}: it still labels "
+                    f"{count(row['n_live'], 'live item')}" for row in removal.still_live]
 
 
 def graph(details: dict[str, Any]) -> str:

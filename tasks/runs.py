@@ -8,11 +8,12 @@ import zipfile
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
 from pairwise_core import embeddings
-from tasks import models, run_log, store
+from tasks import model_retention, models, run_log, store
 from tasks.policy import IO_TASK
 from tasks.run_log import count
 from tasks.sources import (
@@ -238,6 +239,21 @@ def in_latest_order(plan: Plan, db: str) -> Plan:
         # to follow, and the refit a damaged model's refusal advises must not fail on it
         return plan
     return plan.in_class_order(names) if sorted(names) == sorted(plan.class_names) else plan
+
+
+@task(name="remove-old-models", **IO_TASK)
+def remove_old_models(db: str, keep: int) -> None:
+    """After a run committed, under its run lock: the stored models but the newest ``keep`` go, except those that
+    still label live items (tasks/model_retention.py). The run stands whatever happens here: a failure is
+    logged, not raised, and the next run (or `pairwise models --keep`) tries again."""
+    log = get_run_logger()
+    try:
+        removal = model_retention.remove_under_lock(db, keep=keep)
+    except (OSError, duckdb.Error, ValueError) as error:
+        log.warning("Could not remove old stored models (keep_models %d): %s", keep, str(error).splitlines()[0])
+        return
+    for line in run_log.models_removed(removal, keep):
+        log.info(line)
 
 
 @task(name="fail-run", **IO_TASK)

@@ -623,6 +623,12 @@ def _model_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [model_id for (model_id,) in con.execute(statement("model_ids")).fetchall()]
 
 
+def delete_models(con: duckdb.DuckDBPyConnection, model_ids: Sequence[str]) -> None:
+    """Delete stored models' rows in one transaction (tasks/model_retention.py removes their folders after)."""
+    with _transaction(con):
+        con.execute(statement("model_delete"), {"model_ids": list(model_ids)})
+
+
 def model_ids(db: str | Path) -> list[str]:
     """The ids of the stored models (none in a file that does not exist yet)."""
     with connect(db) as con:

@@ -1,0 +1,107 @@
+"""Removing stored models a catalog no longer needs: every full run stores one (275 MB at 500 classes, with the
+graph 650 MB more per million items), and a nightly cycle with weekly refits keeps 52 a year.
+
+A model stays while anything still reads it:
+- the latest, which ``--model latest`` (every incremental night) labels with;
+- any model that still labels live catalog items (``catalog_items.model_id``): its row gives those labels'
+  lineage, and a refit's ``--refit-stability`` compares its classes (``class_hash``) before keeping them.
+The others go whole, row and folder: the row first, in one transaction under the run lock, then the folder.
+A crash between the two leaves a folder without a row, which the next run deletes as it deletes what a failed
+commit left (``tasks.runs.start_run``): no model is ever listed without its files, or half removed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks import models, store
+from tasks.sources import first_few
+from tasks.sql import statement
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What a removal did (or, dry, would do): the models removed, those past ``keep`` that stay because they
+    still label live items, and the models left, with each removed model's bytes on disk."""
+
+    removed: list[Row]
+    still_live: list[Row]
+    left: list[Row]
+    sizes: dict[str, int]
+
+
+def plan_removal(rows: Sequence[Row], asked: Sequence[str] | None, keep: int | None, db: str | Path) -> Removal:
+    """Which of the stored models (``rows``: report_models', newest first, with ``n_live``) to remove: those
+    ``asked`` for by id, all or none (ValueError, one line, if one is unknown, the latest or still labels live
+    items), or every model past the newest ``keep`` that labels no live item."""
+    latest = rows[0]["model_id"] if rows else None
+    if asked is not None:
+        by_id = {row["model_id"]: row for row in rows}
+        unknown = [model_id for model_id in asked if model_id not in by_id]
+        if unknown:
+            raise ValueError(f"no such stored model in {db}: {first_few(unknown)} (`pairwise models --db {db}` "
+                             "lists them)")
+        if latest in asked:
+            raise ValueError(f"model {latest} is the latest: `--model latest` labels with it, so it stays")
+        chosen = [by_id[model_id] for model_id in dict.fromkeys(asked)]
+        live = [row for row in chosen if row["n_live"]]
+        if live:
+            raise ValueError(f"model {live[0]['model_id']} still labels {live[0]['n_live']:,} live items "
+                             "(catalog_labels.model_id), so it stays until runs label them with another model; "
+                             "nothing was removed")
+        return Removal(chosen, [], [row for row in rows if row not in chosen], {})
+    if keep is None or keep < 1:
+        raise ValueError(f"--keep must be at least 1 (the latest model always stays), got {keep}")
+    past = list(rows[keep:])
+    removed = [row for row in past if not row["n_live"]]
+    return Removal(removed, [row for row in past if row["n_live"]], [row for row in rows if row not in removed], {})
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (0 if it is gone), links not followed."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def remove_stored_models(db: str | Path, asked: Sequence[str] | None = None, keep: int | None = None,
+                         dry_run: bool = False) -> Removal:
+    """Remove stored models of ``db`` as ``plan_removal`` chooses (``pairwise models``); with ``dry_run`` only
+    say which. Takes the run lock (RunLocked if a run holds it): no run reads or stores a model meanwhile."""
+    models.check_models(db)
+    if dry_run:
+        with store.reader(db) as con:
+            return _sized(plan_removal(_rows(con), asked, keep, db), db)
+    store.check_writable(db)
+    with store.run_lock(db):
+        return remove_under_lock(db, asked, keep)
+
+
+def remove_under_lock(db: str | Path, asked: Sequence[str] | None = None, keep: int | None = None) -> Removal:
+    """``remove_stored_models`` for a caller that holds the run lock (a run's ``keep_models``): the rows go in
+    one transaction, chosen inside the connection that deletes them, then every folder of the store without a
+    row."""
+    with store.connect(db) as con:
+        removal = _sized(plan_removal(_rows(con), asked, keep, db), db)
+        if removal.removed:
+            store.delete_models(con, [row["model_id"] for row in removal.removed])
+        kept = {row["model_id"] for row in _rows(con)}
+    models.remove_models(db, keep=kept)
+    return removal
+
+
+def _rows(con: Any) -> list[Row]:
+    return con.execute(statement("report_models")).to_arrow_table().to_pylist()
+
+
+def _sized(removal: Removal, db: str | Path) -> Removal:
+    sizes = {row["model_id"]: folder_bytes(store.stored_model_folder(db, row["model_id"])) for row in removal.removed}
+    return Removal(removal.removed, removal.still_live, removal.left, sizes)

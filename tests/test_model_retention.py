@@ -1,0 +1,146 @@
+"""Removing stored models: `pairwise models --remove/--keep` and a run's keep_models, with real runs."""
+
+import shutil
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import write_catalog
+from flows.reclassify import ReclassifyParams, reclassify_catalog
+from pairwise_core import make_catalog
+from tasks import store
+from tasks.model_retention import plan_removal
+from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def rows(db, sql, params=None):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def params(items, classes, db, **extra):
+    return ReclassifyParams(items=items, classes=classes, db=str(db), gold_column="label", chunk_size=400, **extra)
+
+
+@pytest.fixture(scope="module")
+def four_runs(tmp_path_factory):
+    """Three full runs (models a, b, c: c the latest), then a night that labels 200 new items with model a:
+    a still labels live items, b labels none."""
+    folder = tmp_path_factory.mktemp("retention")
+    items, classes = make_catalog(1200, 4, seed=5, label_noise=0.05)
+    items_glob, classes_path = write_catalog(folder / "in", items.slice(0, 1000), classes)
+    db = folder / "out.duckdb"
+    for run_id in ("a", "b", "c"):
+        reclassify_catalog(params(items_glob, classes_path, db, run_id=run_id))
+    ids = dict(rows(db, "SELECT run_id, model_id FROM models"))
+    pq.write_table(items.slice(1000), folder / "in" / "items-new.parquet")
+    reclassify_catalog(params(items_glob, classes_path, db, run_id="night", model=ids["a"], incremental=True))
+    return db, ids, items_glob, classes_path
+
+
+@pytest.fixture
+def copy(four_runs, tmp_path):
+    """The database and its model store, copied: each test removes from its own."""
+    db, ids, *_ = four_runs
+    target = tmp_path / "out.duckdb"
+    shutil.copyfile(db, target)
+    shutil.copytree(f"{db}.models", f"{target}.models")
+    return target, ids
+
+
+def stored(db):
+    return {model_id for (model_id,) in rows(db, "SELECT model_id FROM models")}
+
+
+def folders(db):
+    return {path.name for path in (db.parent / f"{db.name}.models").iterdir()}
+
+
+def live(db, model_id):
+    return rows(db, "SELECT count(*) FROM catalog_labels WHERE model_id = ?", [model_id])[0][0]
+
+
+def test_keep_removes_the_older_models_but_one_that_still_labels_live_items(copy, env):  # noqa: F811
+    db, ids = copy
+    n_live = live(db, ids["a"])
+    assert n_live > 0 and live(db, ids["b"]) == 0
+    dry = pairwise(env, "models", "--db", str(db), "--keep", "1", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith(f"Would remove {ids['b']}  run b  fitted ")
+    assert f"Kept {ids['a']}: it still labels {n_live:,} live items\n" in dry.stdout
+    assert stored(db) == folders(db) == set(ids.values())  # a dry run changes nothing
+    result = pairwise(env, "models", "--db", str(db), "--keep", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"Removed {ids['b']}  run b  fitted ") and lines[0].endswith(" MB")
+    assert lines[1:] == [f"Kept {ids['a']}: it still labels {n_live:,} live items",
+                         f"Freed {lines[-1].split()[1]} MB; 2 stored models left"]
+    assert stored(db) == folders(db) == {ids["a"], ids["c"]}
+    assert store.stored_model(db, "latest")[0]["model_id"] == ids["c"]  # still loads: every file checked
+    again = pairwise(env, "models", "--db", str(db), "--keep", "1")
+    assert again.stdout.endswith("Nothing to remove; 2 stored models left\n")
+
+
+def test_remove_refuses_the_latest_a_live_model_and_unknown_ids_and_removes_nothing(copy, env):  # noqa: F811
+    db, ids = copy
+    for asked, says in (([ids["c"]], f"model {ids['c']} is the latest: `--model latest` labels with it, so it stays"),
+                        ([ids["b"], ids["a"]], f"model {ids['a']} still labels {live(db, ids['a']):,} live items"),
+                        (["nope", ids["b"]], f"no such stored model in {db}: nope")):
+        refused = pairwise(env, "models", "--db", str(db), "--remove", *asked)
+        assert refused.returncode == 2 and refused.stderr.startswith(f"pairwise: {says}"), refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert stored(db) == folders(db) == set(ids.values())
+    removed = pairwise(env, "models", "--db", str(db), "--remove", ids["b"])
+    assert removed.returncode == 0 and removed.stdout.startswith(f"Removed {ids['b']}  run b"), removed.stderr
+    assert stored(db) == folders(db) == {ids["a"], ids["c"]}
+    bad = pairwise(env, "models", "--db", str(db), "--keep", "0")
+    assert bad.returncode == 2 and "--keep: must be at least 1" in bad.stderr
+    alone = pairwise(env, "models", "--db", str(db), "--dry-run")
+    assert alone.returncode == 2 and alone.stderr == ("pairwise: --dry-run goes with --remove or --keep: alone, "
+                                                      "`pairwise models` only lists\n")
+
+
+def test_no_model_goes_while_a_run_holds_the_file(copy, env):  # noqa: F811
+    db, ids = copy
+    with store.run_lock(db):
+        locked = pairwise(env, "models", "--db", str(db), "--keep", "1")
+    assert locked.returncode == 1 and locked.stderr.startswith(f"pairwise: another run is writing {db}")
+    assert stored(db) == folders(db) == set(ids.values())
+
+
+def test_a_folder_left_without_its_row_goes_with_the_next_removal(copy, env):  # noqa: F811
+    """A removal that crashed after its commit (the row gone, the folder not yet) leaves what a failed commit
+    leaves: a folder without a row, which the next removal (or run) deletes."""
+    db, ids = copy
+    with duckdb.connect(str(db)) as con:
+        con.execute("DELETE FROM models WHERE model_id = ?", [ids["b"]])
+    assert ids["b"] in folders(db)
+    result = pairwise(env, "models", "--db", str(db), "--keep", "3")
+    assert result.stdout == "Nothing to remove; 2 stored models left\n"
+    assert stored(db) == folders(db) == {ids["a"], ids["c"]}
+
+
+def test_a_run_with_keep_models_removes_the_older_ones_after_it_commits(copy, four_runs):
+    db, ids = copy
+    _, _, items_glob, classes_path = four_runs
+    summary = reclassify_catalog(params(items_glob, classes_path, db, run_id="d", keep_models=2))
+    [(new,)] = rows(db, "SELECT model_id FROM models WHERE run_id = 'd'")
+    # the full run labelled every item with the new model: a labels none now, and c is the newest but one
+    assert stored(db) == folders(db) == {new, ids["c"]}
+    assert summary["run_id"] == "d" and rows(db, "SELECT status FROM runs WHERE run_id = 'd'") == [("succeeded",)]
+
+
+def test_plan_removal_keeps_the_newest_and_the_live():
+    rows_ = [{"model_id": m, "n_live": n} for m, n in (("c", 5), ("b", 0), ("a", 3), ("z", 0))]
+    removal = plan_removal(rows_, None, 1, "db")
+    assert [r["model_id"] for r in removal.removed] == ["b", "z"]
+    assert [r["model_id"] for r in removal.still_live] == ["a"]
+    assert [r["model_id"] for r in removal.left] == ["c", "a"]
+    assert plan_removal(rows_, None, 4, "db").removed == []
+    assert [r["model_id"] for r in plan_removal(rows_, ["z", "b", "z"], None, "db").removed] == ["z", "b"]
+    assert plan_removal([], None, 1, "db").removed == []
+    with pytest.raises(ValueError, match="--keep must be at least 1"):
+        plan_removal(rows_, None, 0, "db")
