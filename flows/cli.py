@@ -252,6 +252,7 @@ def _models(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.db}: cannot read it: {str(error).splitlines()[0]}") from None
     if not rows:
         print(f"{args.db}: no stored models yet (a full run stores one)", file=sys.stderr)
+    from tasks.model_retention import folder_bytes
     from tasks.models import damage
     from tasks.store import stored_model_folder
 
@@ -261,7 +262,7 @@ def _models(args: argparse.Namespace) -> int:
         gone = "" if why is None else f"  DAMAGED ({folder}): {why}"
         print(f"{row['model_id']}  run {row['run_id']}  fitted {row['fitted_at'].isoformat(timespec='seconds')}  "
               f"fitted on {row['n_items']:,} items  {row['n_classes']:,} classes  {','.join(row['modalities'])}  "
-              f"labels {row['n_live']:,} live items{gone}")
+              f"labels {row['n_live']:,} live items  {_megabytes(folder_bytes(folder))}{gone}")
     return 0
 
 

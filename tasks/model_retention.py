@@ -1,4 +1,4 @@
-"""Removing stored models a catalog no longer needs: every full run stores one (275 MB at 500 classes, with the
+"""Removing stored models a catalog no longer needs: every full run stores one (115 MB at 500 classes, with the
 graph 650 MB more per million items), and a nightly cycle with weekly refits keeps 52 a year.
 
 A model stays while anything still reads it:

@@ -40,7 +40,9 @@ from pairwise_core.graph import GraphProjection, Neighbourhood
 from pairwise_core.model import Classifiers, DriftReference, Fitted, Refinement, Review
 from tasks.folders import beside, check_private, clear, create_private, open_own, opened
 
-FORMAT = 1  # models.schema_version: the layout of a model's files
+# models.schema_version: the layout of a model's files. 2: the classifiers' pair masks packed 8 to a byte
+# (`pair_mask_bits`; format 1's `pair_masks` booleans still load)
+FORMAT = 2
 MANIFEST = "model.json"
 # review, drift_reference and graph are optional: a model fitted without given labels has no review, one
 # stored before the drift tests no drift_reference, one fitted without --graph-k no graph
@@ -219,7 +221,12 @@ def _checked(folder: Path, name: str, expected: str, model_id: str) -> bytes:
 
 def _manifest(folder: Path, content_hash: str, model_id: str) -> dict[str, str]:
     """The files the manifest lists, with their hashes, the manifest checked against ``content_hash``."""
-    files = json.loads(_checked(folder, MANIFEST, content_hash, model_id))["files"]
+    manifest = json.loads(_checked(folder, MANIFEST, content_hash, model_id))
+    if manifest.get("format", 1) > FORMAT:  # its arrays may be laid out as this code cannot read
+        raise ModelMismatch(f"model {model_id}: stored by a newer pairwise (its files are format "
+                            f"{manifest['format']}, this one reads up to {FORMAT}); upgrade pairwise, or refit with "
+                            "a full run")
+    files = manifest["files"]
     known = {f"{part}.{kind}" for part in [*PARTS, *LATE_PARTS] for kind in ("npz", "json")}
     known |= {f"{part}.{suffix}" for part, suffix in OWN_FILES.items()}
     if sorted(files.keys() - known) or "classifiers.npz" not in files or "refinement.npz" not in files:

@@ -76,6 +76,47 @@ def test_a_classifier_from_its_arrays_classifies_exactly_the_same(seed, candidat
         loaded.pair_ratios_
 
 
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), d=st.integers(9, 40))
+def test_the_pair_masks_travel_as_bits_whatever_the_dimension(seed, d):
+    """Packed 8 to a byte (a K = 500 model's 96 MB of boolean masks per modality: 12 MB), including the last
+    byte of a dimension that is no multiple of 8, and back as the same booleans."""
+    rng = np.random.default_rng(seed)
+    classes = rng.normal(size=(5, d))
+    x = classes[rng.integers(0, 5, 400)] + rng.normal(scale=0.7, size=(400, d))
+    clf = PairwiseClassifier(classes, min_dims=2, seed=seed).fit(x)
+    arrays, _ = clf.to_arrays()
+    assert "pair_masks" not in arrays and arrays["pair_mask_bits"].shape == (len(clf.pairs_), (d + 7) // 8)
+    loaded = through_files(clf)
+    assert loaded.pair_masks_.dtype == bool
+    np.testing.assert_array_equal(loaded.pair_masks_, clf.pair_masks_)
+    assert_same_classification(clf.classify(x), loaded.classify(x))
+
+
+def test_a_classifier_stored_with_boolean_masks_still_loads():
+    """Models stored before the bits (format 1) hold ``pair_masks`` as booleans."""
+    xs, classes, _ = catalog(3)
+    clf = PairwiseClassifier(classes["text"], candidates=3).fit(xs["text"])
+    arrays, state = clf.to_arrays()
+    arrays["pair_masks"] = clf.pair_masks_.copy()
+    del arrays["pair_mask_bits"]
+    old = PairwiseClassifier.from_arrays(arrays, state)
+    assert_same_classification(clf.classify(xs["text"]), old.classify(xs["text"]))
+
+
+def test_a_model_of_a_newer_format_is_refused_in_one_line(tmp_path):
+    _, classifiers, refinement, _ = fitted_parts(1)
+    save_part(tmp_path, "classifiers", classifiers)
+    save_part(tmp_path, "refinement", refinement)
+    seal(str(tmp_path))
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    text = json.dumps({**manifest, "format": manifest["format"] + 1}).encode()
+    (tmp_path / MANIFEST).write_bytes(text)
+    with pytest.raises(ModelMismatch, match=rf"^model m: stored by a newer pairwise \(its files are format "
+                                            rf"{manifest['format'] + 1}, this one reads up to {manifest['format']}\)"):
+        load_model(tmp_path, hashlib.sha256(text).hexdigest(), "m")
+
+
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 2**16), n_iter=st.integers(1, 4), eps=st.sampled_from([1e-6, 0.1, 1.0]))
 def test_a_refiner_from_its_arrays_gives_exactly_the_same_log_terms(seed, n_iter, eps):

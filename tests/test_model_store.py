@@ -58,7 +58,7 @@ def test_a_full_run_stores_its_model_with_a_row_that_checks_it(stored):
             "content_hash, path FROM models WHERE run_id = ?", [run_id])
     assert rows(db, "SELECT model_id FROM runs WHERE run_id = ?", [run_id]) == [(model_id,)]
     assert (n_items, modalities, json.loads(dims), n_classes, version) == (1200, ["image", "text"],
-                                                                           {"image": 512, "text": 384}, 4, 1)
+                                                                           {"image": 512, "text": 384}, 4, 2)
     assert json.loads(params)["review"] == "both" and json.loads(params)["core"]["seed"] == 0
     names = tuple(classes.column("class_name").to_pylist())
     assert hashed == class_hash(names, {m: embeddings(classes, f"{m}_embedding") for m in ("image", "text")})
@@ -112,21 +112,23 @@ def test_pairwise_models_lists_the_stored_models(stored, env, tmp_path):  # noqa
     [(model_id, fitted_at)] = rows(db, "SELECT model_id, fitted_at FROM models")
     result = pairwise(env, "models", "--db", str(db))
     assert result.returncode == 0, result.stderr
+    size = sum(path.stat().st_size for path in (db.parent / f"{db.name}.models" / model_id).iterdir())
     assert result.stdout == (f"{model_id}  run {run_id}  fitted {fitted_at.isoformat(timespec='seconds')}  "
-                             "fitted on 1,200 items  4 classes  image,text  labels 1,200 live items\n")
+                             f"fitted on 1,200 items  4 classes  image,text  labels 1,200 live items  "
+                             f"{size / 1e6:,.1f} MB\n")
     missing = pairwise(env, "models", "--db", str(db.parent / "none.duckdb"))
     assert (missing.returncode, missing.stderr) == (2, f"pairwise: {db.parent / 'none.duckdb'}: no such DuckDB file\n")
     copy = tmp_path / "copy.duckdb"  # the file without its model store (copied alone): listed as it was
     shutil.copyfile(db, copy)
     gone = pairwise(env, "models", "--db", str(copy))
-    assert gone.stdout.endswith(f"live items  DAMAGED ({copy}.models/{model_id}): its folder {copy}.models/{model_id} "
+    assert gone.stdout.endswith(f"live items  0.0 MB  DAMAGED ({copy}.models/{model_id}): its folder {copy}.models/{model_id} "
                                 "is missing; refit with a full run\n")
     # a truncated file was listed as fine while every run with the model was refused (helper 60's finding 13)
     shutil.copytree(f"{db}.models", f"{copy}.models")
     os.truncate(f"{copy}.models/{model_id}/classifiers.npz", 100)
     truncated = pairwise(env, "models", "--db", str(copy))
     assert truncated.returncode == 0 and truncated.stdout.endswith(
-        f"live items  DAMAGED ({copy}.models/{model_id}): file classifiers.npz does not match its recorded hash; "
+        f" MB  DAMAGED ({copy}.models/{model_id}): file classifiers.npz does not match its recorded hash; "
         "refit with a full run\n")
     os.chmod(f"{copy}.models/{model_id}", 0)  # a folder it cannot read: a traceback before
     unreadable = subprocess.run([*AS_A_USER, PAIRWISE, "models", "--db", str(copy)], env=env, capture_output=True,
