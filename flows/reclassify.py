@@ -36,8 +36,8 @@ from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
-    check_neighbourhood, check_night_parents, check_stored_model, commit_run, extend_seal, fail_run, in_latest_order,
-    remove_old_models, seal_model, stage_sources, start_run, stored_models, validate_sources,
+    check_neighbourhood, check_night_parents, check_still_stored, check_stored_model, commit_run, extend_seal, fail_run,
+    in_latest_order, remove_old_models, seal_model, stage_sources, start_run, stored_models, validate_sources,
 )
 from tasks.sources import Partition, Plan, SourceError, file_signatures
 from tasks.staging import Staging, write_parquet
@@ -104,6 +104,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     # OpenBLAS spawn (and spin) its own threads on top oversubscribes the cores and slows every
     # pass, the Parquet decode included (bench/bench_pipeline.py: -15% wall time at 1M items)
     with run_lock(db), threadpool_limits(limits=1, user_api="blas"):
+        if using:  # checked before the lock: a removal, which takes it, may have come in between
+            check_still_stored(db, using["sealed"]["model_id"])
         staging = Staging.for_run(db, run_id)  # start-run makes it
         attempt: int | None = None  # until start-run returns it, though its registration may have committed
         try:

@@ -209,6 +209,15 @@ def stored_models(db: str) -> list[str]:
     return [] if table is None else table.column(0).to_pylist()
 
 
+def check_still_stored(db: str, model_id: str) -> None:
+    """Under the run lock, before anything is written: the model the run checked before it took the lock is still
+    stored. A removal (`pairwise models --remove/--keep`, a run's keep_models) takes the lock, so one in between
+    took the model, and a night labelled with it anyway: live items of a model without row or files."""
+    if model_id not in stored_models(db):
+        raise ValueError(f"model {model_id} was removed as this run started (`pairwise models --remove/--keep` or a "
+                         f"run's keep_models); `pairwise models --db {db}` lists the stored ones")
+
+
 def succeeded_before(db: str, run_id: str) -> bool:
     """Whether ``run_id`` names a run that succeeded."""
     table = store.query_ours(db, "report_run", {"run_id": run_id})

@@ -1,16 +1,19 @@
 """Removing stored models: `pairwise models --remove/--keep` and a run's keep_models, with real runs."""
 
 import shutil
+from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import flows.reclassify
 from conftest import write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
 from tasks import store
-from tasks.model_retention import plan_removal
+from tasks.model_retention import plan_removal, remove_stored_models
 from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -131,6 +134,31 @@ def test_a_run_with_keep_models_removes_the_older_ones_after_it_commits(copy, fo
     # the full run labelled every item with the new model: a labels none now, and c is the newest but one
     assert stored(db) == folders(db) == {new, ids["c"]}
     assert summary["run_id"] == "d" and rows(db, "SELECT status FROM runs WHERE run_id = 'd'") == [("succeeded",)]
+
+
+def test_a_night_whose_model_was_removed_as_it_started_labels_nothing_with_it(copy, four_runs, tmp_path,
+                                                                             monkeypatch):
+    """A night checks its --model before it takes the run lock: a removal in between (it takes the lock)
+    took the model, and the night labelled new items with it anyway: live items of a model without row or files."""
+    db, ids = copy
+    _, _, items_glob, classes_path = four_runs
+    inputs = shutil.copytree(Path(items_glob).parent, tmp_path / "in")
+    new = pq.read_table(inputs / "items-new.parquet").slice(0, 50)
+    later = pa.array([f"later-{i}" for i in range(new.num_rows)])
+    pq.write_table(new.set_column(new.schema.get_field_index("item_id"), "item_id", later),
+                   inputs / "items-later.parquet")
+    checked = flows.reclassify.check_stored_model
+
+    def checked_then_removed(*args, **kwargs):
+        using = checked(*args, **kwargs)
+        assert [row["model_id"] for row in remove_stored_models(db, [ids["b"]]).removed] == [ids["b"]]
+        return using
+
+    monkeypatch.setattr(flows.reclassify, "check_stored_model", checked_then_removed)
+    with pytest.raises(ValueError, match=f"model {ids['b']} was removed as this run started"):
+        reclassify_catalog(params(str(inputs / "items-*.parquet"), str(inputs / "classes.parquet"), db,
+                                  run_id="late", model=ids["b"], incremental=True))
+    assert live(db, ids["b"]) == 0 and rows(db, "SELECT count(*) FROM runs WHERE run_id = 'late'") == [(0,)]
 
 
 def test_plan_removal_keeps_the_newest_and_the_live():
