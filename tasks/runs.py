@@ -257,7 +257,7 @@ def remove_old_models(db: str, keep: int) -> None:
     log = get_run_logger()
     try:
         removal = model_retention.remove_under_lock(db, keep=keep)
-    except Exception as error:  # a disk error, a reader holding the file past the wait (DatabaseBusy)...
+    except Exception as error:  # DatabaseBusy too (a reader that opened the file after the commit): the run stands
         log.warning("Could not remove old stored models (keep_models %d): %s", keep, str(error).splitlines()[0])
         return
     for line in run_log.models_removed(removal, keep):

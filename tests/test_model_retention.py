@@ -9,10 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import flows.reclassify
-from conftest import write_catalog
+from conftest import reader_holding, write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
-from tasks import store
+from tasks import model_retention, store
+from tasks.html_report import report_path
 from tasks.model_retention import plan_removal, remove_stored_models
 from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
 
@@ -159,6 +160,25 @@ def test_a_night_whose_model_was_removed_as_it_started_labels_nothing_with_it(co
         reclassify_catalog(params(str(inputs / "items-*.parquet"), str(inputs / "classes.parquet"), db,
                                   run_id="late", model=ids["b"], incremental=True))
     assert live(db, ids["b"]) == 0 and rows(db, "SELECT count(*) FROM runs WHERE run_id = 'late'") == [(0,)]
+
+
+def test_a_keep_models_that_waits_out_a_reader_in_vain_leaves_the_run_standing(copy, four_runs, monkeypatch):
+    """A reader that opened the file after the commit (a dashboard) made keep_models' removal wait, then fail
+    with DatabaseBusy: the committed run exited 1, "run failed", without its report."""
+    db, ids = copy
+    _, _, items_glob, classes_path = four_runs
+    monkeypatch.setattr(store, "LOCK_WAIT_S", 1.0)
+    removing = model_retention.remove_under_lock
+
+    def with_a_reader(*args, **kwargs):
+        with reader_holding(str(db), 30):
+            return removing(*args, **kwargs)
+
+    monkeypatch.setattr(model_retention, "remove_under_lock", with_a_reader)
+    summary = reclassify_catalog(params(items_glob, classes_path, db, run_id="e", keep_models=1))
+    assert summary["run_id"] == "e" and rows(db, "SELECT status FROM runs WHERE run_id = 'e'") == [("succeeded",)]
+    assert report_path(db, "e").is_file()
+    assert set(ids.values()) <= stored(db) == folders(db)  # nothing removed: the next run tries again
 
 
 def test_plan_removal_keeps_the_newest_and_the_live():
