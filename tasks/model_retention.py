@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,15 @@ def plan_removal(rows: Sequence[Row], asked: Sequence[str] | None, keep: int | N
 
 
 def folder_bytes(folder: Path) -> int:
-    """The bytes of the files under ``folder`` (0 if it is gone), links not followed."""
+    """The bytes of the files under ``folder`` (0 if it is gone, or a link: the removal deletes the link, not
+    what it names), links not followed; a file gone meanwhile counts nothing (a dry run takes no lock)."""
+    if folder.is_symlink():
+        return 0
     total = 0
     for root, _, files in os.walk(folder):
         for name in files:
-            total += os.lstat(os.path.join(root, name)).st_size
+            with suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(root, name)).st_size
     return total
 
 
@@ -98,10 +103,17 @@ def remove_under_lock(db: str | Path, asked: Sequence[str] | None = None, keep: 
     return removal
 
 
+def _folder_name(model_id: str) -> bool:
+    return model_id not in ("", ".", "..") and os.sep not in model_id
+
+
 def _rows(con: Any) -> list[Row]:
     return con.execute(statement("report_models")).to_arrow_table().to_pylist()
 
 
 def _sized(removal: Removal, db: str | Path) -> Removal:
-    sizes = {row["model_id"]: folder_bytes(store.stored_model_folder(db, row["model_id"])) for row in removal.removed}
+    """Each removed model's bytes; 0 for an id that is no name of a folder in the store (a row edited to
+    ``../..``: the walk went through whatever it named, the whole file system)."""
+    sizes = {row["model_id"]: folder_bytes(store.stored_model_folder(db, row["model_id"]))
+             if _folder_name(row["model_id"]) else 0 for row in removal.removed}
     return Removal(removal.removed, removal.still_live, removal.left, sizes)

@@ -181,6 +181,26 @@ def test_a_keep_models_that_waits_out_a_reader_in_vain_leaves_the_run_standing(c
     assert set(ids.values()) <= stored(db) == folders(db)  # nothing removed: the next run tries again
 
 
+def test_a_model_folder_that_is_a_link_or_a_row_that_names_no_folder_of_the_store_counts_nothing(copy, tmp_path):
+    """The sizes walked a model's folder that was a link (its target, never removed, counted as freed), and a
+    row edited to name ``../..``: the walk went through whatever that named, the whole file system, and died
+    with a traceback on a file that went meanwhile."""
+    db, ids = copy
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "kept.bin").write_bytes(b"x" * 100_000)
+    shutil.rmtree(store.stored_model_folder(db, ids["b"]))
+    store.stored_model_folder(db, ids["b"]).symlink_to(outside)
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE models SET model_id = '../../../../../..' WHERE model_id = ?", [ids["a"]])
+        con.execute("DELETE FROM catalog_items WHERE model_id = ?", [ids["a"]])
+    dry = remove_stored_models(db, keep=1, dry_run=True)
+    assert dry.sizes == {ids["b"]: 0, "../../../../../..": 0}
+    removed = remove_stored_models(db, keep=1)
+    assert removed.sizes == dry.sizes and stored(db) == folders(db) == {ids["c"]}
+    assert (outside / "kept.bin").stat().st_size == 100_000  # the link went, not what it named
+
+
 def test_plan_removal_keeps_the_newest_and_the_live():
     rows_ = [{"model_id": m, "n_live": n} for m, n in (("c", 5), ("b", 0), ("a", 3), ("z", 0))]
     removal = plan_removal(rows_, None, 1, "db")
