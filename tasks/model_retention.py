@@ -82,9 +82,10 @@ def remove_stored_models(db: str | Path, asked: Sequence[str] | None = None, kee
     """Remove stored models of ``db`` as ``plan_removal`` chooses (``pairwise models``); with ``dry_run`` only
     say which. Takes the run lock (RunLocked if a run holds it): no run reads or stores a model meanwhile."""
     models.check_models(db)
+    with store.reader(db) as con:  # bad input is refused before the lock, and before a write upgrades the file
+        planned = plan_removal(_rows(con), asked, keep, db)
     if dry_run:
-        with store.reader(db) as con:
-            return _sized(plan_removal(_rows(con), asked, keep, db), db)
+        return _sized(planned, db)
     store.check_writable(db)
     with store.run_lock(db):
         return remove_under_lock(db, asked, keep)

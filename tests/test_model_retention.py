@@ -15,6 +15,7 @@ from pairwise_core import make_catalog
 from tasks import model_retention, store
 from tasks.html_report import report_path
 from tasks.model_retention import plan_removal, remove_stored_models
+from tasks.sql import MIGRATIONS
 from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -199,6 +200,21 @@ def test_a_model_folder_that_is_a_link_or_a_row_that_names_no_folder_of_the_stor
     removed = remove_stored_models(db, keep=1)
     assert removed.sizes == dry.sizes and stored(db) == folders(db) == {ids["c"]}
     assert (outside / "kept.bin").stat().st_size == 100_000  # the link went, not what it named
+
+
+def test_a_refused_removal_leaves_a_file_of_an_older_schema_as_it_was(tmp_path):
+    """Bad input changes nothing: a --remove of an unknown id upgraded the file's schema in place (an older
+    nightly worker then refuses it) and left a lock file, then said "nothing was removed"."""
+    db = tmp_path / "old.duckdb"
+    release = sorted(Path(__file__).with_name("schema_history").glob("*.sql"))[-1]
+    with duckdb.connect(str(db)) as con:
+        con.execute(release.read_text())
+    before = rows(db, "SELECT max(version) FROM schema_migrations")
+    assert before[0][0] < len(MIGRATIONS)
+    with pytest.raises(ValueError, match="no such stored model"):
+        remove_stored_models(db, ["nope"])
+    assert rows(db, "SELECT max(version) FROM schema_migrations") == before
+    assert not store.beside(db, ".lock").exists()
 
 
 def test_plan_removal_keeps_the_newest_and_the_live():
