@@ -699,6 +699,11 @@ def stored_model(db: str | Path, model_id: str) -> tuple[dict[str, Any], Model]:
         if (ids := query_ours(db, "model_ids")) is None or not ids.num_rows:
             raise ValueError(f"model {model_id}: {db} holds no stored model yet: a full run (without --model) fits "
                              "and stores one")
+        used = query_ours(db, "model_used_by", {"model_id": model_id})
+        runs = [] if used is None else used.column("run_id").to_pylist()
+        if runs:  # removed (`pairwise models --remove/--keep`): the runs still name it
+            raise ValueError(f"model {model_id} is no longer stored (removed; run {runs[0]} fitted it); `pairwise "
+                             f"models --db {db}` lists the stored ones")
         raise ValueError(f"model {model_id}: no such stored model in {db} (`pairwise models --db {db}` lists them)")
     row = found.to_pylist()[0]
     return row, load_model(stored_model_folder(db, row["model_id"]), row["content_hash"], row["model_id"])

@@ -101,6 +101,11 @@ def test_remove_refuses_the_latest_a_live_model_and_unknown_ids_and_removes_noth
     removed = pairwise(env, "models", "--db", str(db), "--remove", ids["b"])
     assert removed.returncode == 0 and removed.stdout.startswith(f"Removed {ids['b']}  run b"), removed.stderr
     assert stored(db) == folders(db) == {ids["a"], ids["c"]}
+    # asked for afterwards (`pairwise run --model ...`), it is named as removed, not as never stored
+    with pytest.raises(ValueError, match=rf"^model {ids['b']} is no longer stored \(removed; run b fitted it\)"):
+        store.stored_model(db, ids["b"])
+    with pytest.raises(ValueError, match="^model nope: no such stored model in"):
+        store.stored_model(db, "nope")
     bad = pairwise(env, "models", "--db", str(db), "--keep", "0")
     assert bad.returncode == 2 and "--keep: must be at least 1" in bad.stderr
     alone = pairwise(env, "models", "--db", str(db), "--dry-run")
