@@ -281,11 +281,14 @@ def _remove_models(args: argparse.Namespace) -> int:
               f"  {_megabytes(removal.sizes[row['model_id']])}")
     for row in removal.still_live:
         print(f"Kept {row['model_id']}: it still labels {row['n_live']:,} live items")
-    freed = _megabytes(sum(removal.sizes.values()))
+    freed = _megabytes(removal.freed())
     left = count(len(removal.left), "stored model")
     print(f"{'Nothing to remove' if not removal.removed else ('Would free ' if args.dry_run else 'Freed ') + freed}; "
           f"{left} {'would be ' if args.dry_run and removal.removed else ''}left")
-    return 0
+    for folder in removal.stuck:
+        print(f"pairwise: could not delete {folder} (its model's row is removed; the next removal or run deletes "
+              "it once it can)", file=sys.stderr)
+    return 1 if removal.stuck else 0
 
 
 def _megabytes(n: int) -> str:

@@ -12,6 +12,7 @@ commit left (``tasks.runs.start_run``): no model is ever listed without its file
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from contextlib import suppress
@@ -29,12 +30,19 @@ Row = dict[str, Any]
 @dataclass(frozen=True)
 class Removal:
     """What a removal did (or, dry, would do): the models removed, those past ``keep`` that stay because they
-    still label live items, and the models left, with each removed model's bytes on disk."""
+    still label live items, and the models left, with each removed model's bytes on disk; ``stuck``: the
+    folders of removed models that could not be deleted (their rows are gone: the next removal or run tries
+    again)."""
 
     removed: list[Row]
     still_live: list[Row]
     left: list[Row]
     sizes: dict[str, int]
+    stuck: tuple[Path, ...] = ()
+
+    def freed(self) -> int:
+        """The bytes of the removed models' folders that are gone."""
+        return sum(self.sizes.values()) - sum(folder_bytes(folder) for folder in self.stuck)
 
 
 def plan_removal(rows: Sequence[Row], asked: Sequence[str] | None, keep: int | None, db: str | Path) -> Removal:
@@ -100,8 +108,10 @@ def remove_under_lock(db: str | Path, asked: Sequence[str] | None = None, keep: 
         if removal.removed:
             store.delete_models(con, [row["model_id"] for row in removal.removed])
         kept = {row["model_id"] for row in _rows(con)}
-    models.remove_models(db, keep=kept)
-    return removal
+    models.remove_models(db, keep=kept)  # deletes what it can and says nothing of the rest: looked for below
+    folders = [store.stored_model_folder(db, row["model_id"]) for row in removal.removed
+               if _folder_name(row["model_id"])]
+    return dataclasses.replace(removal, stuck=tuple(folder for folder in folders if os.path.lexists(folder)))
 
 
 def _folder_name(model_id: str) -> bool:

@@ -257,6 +257,10 @@ def models_removed(removal: Removal, keep: int) -> list[str]:
                     f"{count(row['n_live'], 'live item')}" for row in removal.still_live]
 
 
+def model_folder_stuck(folder: Path) -> str:
+    return f"Could not delete {folder} (its model's row is removed; the next run deletes it once it can)"
+
+
 def graph(details: dict[str, Any]) -> str:
     """What the graph refinement did, in one line."""
     if "skipped" in details:

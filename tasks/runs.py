@@ -262,6 +262,8 @@ def remove_old_models(db: str, keep: int) -> None:
         return
     for line in run_log.models_removed(removal, keep):
         log.info(line)
+    for folder in removal.stuck:
+        log.warning(run_log.model_folder_stuck(folder))
 
 
 @task(name="fail-run", **IO_TASK)

@@ -1,6 +1,7 @@
 """Removing stored models: `pairwise models --remove/--keep` and a run's keep_models, with real runs."""
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import duckdb
@@ -16,7 +17,7 @@ from tasks import model_retention, store
 from tasks.html_report import report_path
 from tasks.model_retention import plan_removal, remove_stored_models
 from tasks.sql import MIGRATIONS
-from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
+from test_cli import AS_A_USER, PAIRWISE, env, pairwise  # noqa: F401 (env is a fixture)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -233,3 +234,29 @@ def test_plan_removal_keeps_the_newest_and_the_live():
     assert plan_removal([], None, 1, "db").removed == []
     with pytest.raises(ValueError, match="--keep must be at least 1"):
         plan_removal(rows_, None, 0, "db")
+
+
+@pytest.mark.skipif(not AS_A_USER, reason="needs root's capabilities to drop (setpriv)")
+def test_a_folder_that_cannot_be_deleted_is_named_not_counted_as_freed(copy, env):  # noqa: F811
+    """rmtree, told to ignore errors, left the folder and the command said "Freed" (helper 69's F5)."""
+    db, ids = copy
+    locked = db.parent / f"{db.name}.models" / ids["b"] / "locked"
+    locked.mkdir()
+    (locked / "file").write_bytes(b"x" * 1000)
+    locked.chmod(0o500)  # its owner, without root's override, cannot delete what it holds
+    before = model_retention.folder_bytes(locked.parent)
+    try:
+        result = subprocess.run([*AS_A_USER, PAIRWISE, "models", "--db", str(db), "--remove", ids["b"]], env=env,
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        locked.chmod(0o700)
+    folder = db.parent / f"{db.name}.models" / ids["b"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == (f"pairwise: could not delete {folder} (its model's row is removed; the next removal or "
+                             "run deletes it once it can)\n")
+    # the files it could delete are freed, the 1,000 bytes left are not
+    assert result.stdout.endswith(f"Freed {(before - 1000) / 1e6:,.1f} MB; 2 stored models left\n")
+    assert model_retention.folder_bytes(folder) == 1000
+    assert stored(db) == {ids["a"], ids["c"]} and folders(db) == set(ids.values())
+    again = pairwise(env, "models", "--db", str(db), "--keep", "3")  # the next removal deletes it once it can
+    assert again.returncode == 0 and folders(db) == {ids["a"], ids["c"]}
