@@ -127,4 +127,4 @@ def _sized(removal: Removal, db: str | Path) -> Removal:
     ``../..``: the walk went through whatever it named, the whole file system)."""
     sizes = {row["model_id"]: folder_bytes(store.stored_model_folder(db, row["model_id"]))
              if _folder_name(row["model_id"]) else 0 for row in removal.removed}
-    return Removal(removal.removed, removal.still_live, removal.left, sizes)
+    return dataclasses.replace(removal, sizes=sizes)
