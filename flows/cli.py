@@ -1,4 +1,4 @@
-"""The ``pairwise`` console script: run, demo, report, models, classes (class embeddings from names), and worker.
+"""The ``pairwise`` console script: run, demo, report, models, runs, classes (class embeddings from names), and worker.
 
 Prefect's console output is turned down to what a user needs (our own lines
 and the report); everything still reaches the Prefect API, so a run shows in
@@ -201,7 +201,7 @@ def _show_report(args: argparse.Namespace, db: str, summary: dict[str, Any]) -> 
         print(f"pairwise: {_one_line(Exception(summary['html_problem']))}", file=sys.stderr, flush=True)
     if args.quiet:
         return
-    from tasks.html_report import report_path
+    from tasks.folders import report_path
 
     print(summary["report"])
     path = report_path(db, summary["run_id"])
@@ -289,6 +289,44 @@ def _remove_models(args: argparse.Namespace) -> int:
         print(f"pairwise: could not delete {folder} (its model's row is removed; the next removal or run deletes "
               "it once it can)", file=sys.stderr)
     return 1 if removal.stuck else 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    """One line per run, newest first; with --keep, remove the older runs first."""
+    import duckdb
+
+    from tasks.run_log import count
+    from tasks.run_retention import remove_old_runs
+    from tasks.store import query
+
+    if args.keep is not None:
+        if not _ours(args.db):
+            raise ValueError(f"{args.db}: no runs yet")
+        removal = remove_old_runs(args.db, args.keep, args.dry_run)
+        verb = "Would remove" if args.dry_run else "Removed"
+        for row in removal.removed:
+            print(f"{verb} {_run_line(row)}")
+        for row, why in removal.stayed:
+            print(f"Kept {row['run_id']}: {why}")
+        done = f"{verb} {count(len(removal.removed), 'run')}" if removal.removed else "Nothing to remove"
+        print(f"{done}; {count(removal.left, 'run')} {'would be ' if args.dry_run and removal.removed else ''}left")
+        return 0
+    if args.dry_run:
+        raise ValueError("--dry-run goes with --keep: alone, `pairwise runs` only lists")
+    try:
+        rows = query(args.db, "report_runs").to_pylist() if _ours(args.db) else []
+    except duckdb.Error as error:  # not one of our files, or one a run is writing
+        raise ValueError(f"{args.db}: cannot read it: {str(error).splitlines()[0]}") from None
+    if not rows:
+        print(f"{args.db}: no runs yet", file=sys.stderr)
+    for row in rows:
+        items = "" if row["n_items"] is None else f"  {row['n_items']:,} items"  # NULL until it succeeds
+        print(f"{_run_line(row)}{items}  model {row['model_id'] or '-'}  labels {row['n_live']:,} live items")
+    return 0
+
+
+def _run_line(row: dict[str, Any]) -> str:
+    return f"{row['run_id']}  {row['status']}  started {row['started_at'].isoformat(timespec='seconds')}"
 
 
 def _megabytes(n: int) -> str:
@@ -472,13 +510,13 @@ _CONVERTERS = {"strategy": _strategy}  # round-robin as well as round_robin
 
 
 def _at_least_one(text: str) -> int:
-    """--keep's N: a whole number of at least 1 (the latest model always stays)."""
+    """--keep's N: a whole number of at least 1 (the latest model, or the latest succeeded run, always stays)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (the latest model always stays), got {value}")
+        raise argparse.ArgumentTypeError(f"must be at least 1 (the latest always stays), got {value}")
     return value
 
 
@@ -553,6 +591,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--dry-run", action="store_true", help="with --remove or --keep: say what would go, remove "
                                                                "nothing")
     models.set_defaults(handler=_models)
+
+    runs = commands.add_parser("runs", help="list the runs: id, status, started at, items, model, live items")
+    runs.add_argument("--db", action=_Once, required=True, default=argparse.SUPPRESS,
+                      help="DuckDB file the runs wrote to")
+    runs.add_argument("--keep", type=_at_least_one, metavar="N",
+                      help="remove every run older than the newest N succeeded ones, all its rows and its HTML "
+                           "report, except runs that still label live items or fitted a stored model")
+    runs.add_argument("--dry-run", action="store_true", help="with --keep: say what would go, remove nothing")
+    runs.set_defaults(handler=_runs)
 
     for sub in (run, demo):
         sub.add_argument("--quiet", action="store_true",

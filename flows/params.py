@@ -142,6 +142,10 @@ class ReclassifyParams(BaseModel):
         default=None, ge=1, description="After the run commits, remove the stored models (row and files) but the "
         "newest N; one that still labels live items stays (`pairwise models --keep N` does the same by hand); "
         "None: keep every model")
+    keep_runs: int | None = Field(
+        default=None, ge=1, description="After the run commits, remove every run older than the newest N succeeded "
+        "ones, all its rows and its HTML report; one that still labels live items or fitted a stored model stays "
+        "(`pairwise runs --keep N` does the same by hand); None: keep every run")
     export_dir: str | None = Field(
         default=None, description="Also write the run's tables as Parquet here; None: only to the DuckDB file")
     fit_fraction: float = Field(

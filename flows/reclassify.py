@@ -28,16 +28,17 @@ from tasks import run_log
 from tasks.artifacts import PROGRESS_EVERY_S, advance_progress, publish_artifacts, start_progress
 from tasks.environment import run_environment
 from tasks.fit import fit_masks, partition_stats
+from tasks.folders import report_path
 from tasks.graph import fit_graph, inductive_graph, propagate_graph
 from tasks.graph_labels import apply_graph
-from tasks.html_report import report_path
 from tasks.label import label_partition
 from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
     check_neighbourhood, check_night_parents, check_still_stored, check_stored_model, commit_run, extend_seal, fail_run,
-    in_latest_order, remove_old_models, seal_model, stage_sources, start_run, stored_models, validate_sources,
+    in_latest_order, remove_old_models, remove_old_runs, seal_model, stage_sources, start_run, stored_models,
+    validate_sources,
 )
 from tasks.sources import Partition, Plan, SourceError, file_signatures
 from tasks.staging import Staging, write_parquet
@@ -347,6 +348,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             staging.remove()
         if params.keep_models:  # the run stands: still under its lock, no other run reads a model meanwhile
             remove_old_models(db, params.keep_models)
+        if params.keep_runs:  # after the models: a run goes only once no stored model is its
+            remove_old_runs(db, params.keep_runs)
     begin_phase("reports")
     with after_commit():  # the run stands: what Prefect is told from here on is for its UI (flows/prefect_server.py)
         summary["report"], summary["html_problem"] = publish_artifacts(

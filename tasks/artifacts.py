@@ -18,7 +18,8 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.artifacts import update_progress_artifact
 
 from tasks import store
-from tasks.html_report import Figure, report_path, write_report
+from tasks.folders import report_path
+from tasks.html_report import Figure, write_report
 from tasks.policy import IO_TASK
 from tasks.report import render_report
 

@@ -28,6 +28,17 @@ def beside(db: str | Path, suffix: str) -> Path:
     return Path(f"{path.resolve() if path.is_symlink() else path}{suffix}")
 
 
+def report_path(db: str | Path, run_id: str) -> Path:
+    """Where the flow files a run's HTML report: beside the database, one file per run."""
+    return beside(db, ".reports") / f"{run_id}.html"
+
+
+def plain_name(name: str) -> bool:
+    """Whether ``name`` (a model or run id read from the file) names a file of its own in a folder: a row edited
+    to ``../..`` must not lead a removal out of the store."""
+    return name not in ("", ".", "..") and os.sep not in name
+
+
 # what pairwise keeps beside the database file, and why no output may go there
 KEPT_BESIDE = {".wal": "the database's write-ahead log", ".lock": "the database's run lock",
                ".staging": "the database's staging folder, which every run clears",

@@ -35,7 +35,6 @@ from matplotlib.textpath import TextPath
 from matplotlib.transforms import Affine2D, Transform, blended_transform_factory
 
 from tasks import store
-from tasks.folders import beside
 from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
                           calibration_words, change_rows, change_sentences, drift_cells, issue_cells, issue_columns,
@@ -802,8 +801,3 @@ def write_report(db: str | Path, run_id: str, path: str | Path) -> RunReport:
     with replacing(Path(path)) as partial:
         partial.write_text(report.html, encoding="utf-8")
     return report
-
-
-def report_path(db: str | Path, run_id: str) -> Path:
-    """Where the flow files a run's HTML report: beside the database, one file per run."""
-    return beside(db, ".reports") / f"{run_id}.html"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import models, store
+from tasks.folders import plain_name
 from tasks.sources import first_few
 from tasks.sql import statement
 
@@ -110,12 +111,8 @@ def remove_under_lock(db: str | Path, asked: Sequence[str] | None = None, keep: 
         kept = {row["model_id"] for row in _rows(con)}
     models.remove_models(db, keep=kept)  # deletes what it can and says nothing of the rest: looked for below
     folders = [store.stored_model_folder(db, row["model_id"]) for row in removal.removed
-               if _folder_name(row["model_id"])]
+               if plain_name(row["model_id"])]
     return dataclasses.replace(removal, stuck=tuple(folder for folder in folders if os.path.lexists(folder)))
-
-
-def _folder_name(model_id: str) -> bool:
-    return model_id not in ("", ".", "..") and os.sep not in model_id
 
 
 def _rows(con: Any) -> list[Row]:
@@ -126,5 +123,5 @@ def _sized(removal: Removal, db: str | Path) -> Removal:
     """Each removed model's bytes; 0 for an id that is no name of a folder in the store (a row edited to
     ``../..``: the walk went through whatever it named, the whole file system)."""
     sizes = {row["model_id"]: folder_bytes(store.stored_model_folder(db, row["model_id"]))
-             if _folder_name(row["model_id"]) else 0 for row in removal.removed}
+             if plain_name(row["model_id"]) else 0 for row in removal.removed}
     return dataclasses.replace(removal, sizes=sizes)

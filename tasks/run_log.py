@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +27,9 @@ from tasks.refine import MIN_CALIBRATION_ROWS
 from tasks.report import CALIBRATIONS, DRIFT_METRICS, labelled_kinds
 from tasks.sample import N_FOLDS
 from tasks.sources import Partition, Plan, first_few, quoted
+
+if TYPE_CHECKING:  # run_retention words its reasons with ``count``
+    from tasks.run_retention import RunRemoval
 
 ARROW = "\u2192"
 
@@ -255,6 +258,13 @@ def models_removed(removal: Removal, keep: int) -> list[str]:
              f" MB): keep_models {keep}" for row in removal.removed]
     return lines + [f"Kept stored model {row['model_id']} past keep_models {keep}: it still labels "
                     f"{count(row['n_live'], 'live item')}" for row in removal.still_live]
+
+
+def runs_removed(removal: RunRemoval, keep: int) -> list[str]:
+    """What a run's ``keep_runs`` removed: nothing said when there was nothing to remove."""
+    lines = [f"Removed run {row['run_id']} ({row['status']}, started {row['started_at']:%Y-%m-%d %H:%M}): keep_runs "
+             f"{keep}" for row in removal.removed]
+    return lines + [f"Kept run {row['run_id']} past keep_runs {keep}: {why}" for row, why in removal.stayed]
 
 
 def model_folder_stuck(folder: Path) -> str:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
 from pairwise_core import embeddings
-from tasks import model_retention, models, run_log, store
+from tasks import model_retention, models, run_log, run_retention, store
 from tasks.policy import IO_TASK
 from tasks.run_log import count
 from tasks.sources import (
@@ -264,6 +264,20 @@ def remove_old_models(db: str, keep: int) -> None:
         log.info(line)
     for folder in removal.stuck:
         log.warning(run_log.model_folder_stuck(folder))
+
+
+@task(name="remove-old-runs", **IO_TASK)
+def remove_old_runs(db: str, keep: int) -> None:
+    """After a run committed, under its run lock: every run older than the newest ``keep`` succeeded ones goes,
+    except those something still reads (tasks/run_retention.py). Failures are logged, as keep_models' are."""
+    log = get_run_logger()
+    try:
+        removal = run_retention.remove_runs_under_lock(db, keep)
+    except Exception as error:  # DatabaseBusy too: the run stands, and the next one tries again
+        log.warning("Could not remove old runs (keep_runs %d): %s", keep, str(error).splitlines()[0])
+        return
+    for line in run_log.runs_removed(removal, keep):
+        log.info(line)
 
 
 @task(name="fail-run", **IO_TASK)

@@ -629,6 +629,15 @@ def delete_models(con: duckdb.DuckDBPyConnection, model_ids: Sequence[str]) -> N
         con.execute(statement("model_delete"), {"model_ids": list(model_ids)})
 
 
+def delete_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], tables: Sequence[str]) -> None:
+    """Delete runs' rows from ``tables`` (delete_run_<table>.sql), then their attempts and rows, in one transaction
+    (tasks/run_retention.py). Run by run: each statement's filter then skips the row groups of other runs."""
+    with _transaction(con):
+        for run_id in run_ids:
+            for name in (*(f"delete_run_{table}" for table in tables), "run_attempts_delete", "run_delete"):
+                con.execute(statement(name), {"run_id": run_id})
+
+
 def model_ids(db: str | Path) -> list[str]:
     """The ids of the stored models (none in a file that does not exist yet)."""
     with connect(db) as con:

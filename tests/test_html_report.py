@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tasks import html_report, report, store
+from tasks.folders import report_path
 from tasks.metric_counts import MetricCounts
 from tasks.sql import statement
 from test_sql_metrics import item_positions
@@ -587,7 +588,7 @@ def test_the_prefect_artifact_embeds_the_main_figures_and_names_the_html_report(
     monkeypatch.setattr(artifacts, "create_markdown_artifact", lambda **kwargs: published.update(kwargs))
     artifacts.publish_artifacts.fn(str(db), "r-main", {"run_id": "r-main"})
     markdown = published["markdown"]
-    path = html_report.report_path(db, "r-main")
+    path = report_path(db, "r-main")
     assert path.is_file() and str(path.resolve()) in markdown
     assert markdown.count("](data:image/png;base64,") == 3
     assert [line for line in markdown.splitlines() if line.startswith("### ")] == [

@@ -14,7 +14,7 @@ from conftest import reader_holding, write_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import make_catalog
 from tasks import model_retention, store
-from tasks.html_report import report_path
+from tasks.folders import report_path
 from tasks.model_retention import plan_removal, remove_stored_models
 from tasks.sql import MIGRATIONS
 from test_cli import AS_A_USER, PAIRWISE, env, pairwise  # noqa: F401 (env is a fixture)
@@ -49,11 +49,12 @@ def four_runs(tmp_path_factory):
 
 @pytest.fixture
 def copy(four_runs, tmp_path):
-    """The database and its model store, copied: each test removes from its own."""
+    """The database, its model store and its reports, copied: each test removes from its own."""
     db, ids, *_ = four_runs
     target = tmp_path / "out.duckdb"
     shutil.copyfile(db, target)
-    shutil.copytree(f"{db}.models", f"{target}.models")
+    for beside in (".models", ".reports"):
+        shutil.copytree(f"{db}{beside}", f"{target}{beside}")
     return target, ids
 
 
