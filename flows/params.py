@@ -64,6 +64,9 @@ def dask_address_form(address: str) -> str:
 
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# The seed is folded into 64-bit item hashes (tasks/sample.py, item_hash): a larger one failed the started run
+# (OverflowError, exit 1, a failed row in runs) instead of being refused as bad input.
+MAX_SEED = 2**64 - 1
 
 
 class ReclassifyParams(BaseModel):
@@ -109,7 +112,7 @@ class ReclassifyParams(BaseModel):
         description="Many classes: only each item's top-m classes by base score play; None: every class up to "
         f"{PRUNE_ABOVE} classes, the top {DEFAULT_CANDIDATES} beyond (a value of at least K plays every class)",
     )
-    seed: int = Field(default=_CORE_DEFAULTS["seed"], ge=0,
+    seed: int = Field(default=_CORE_DEFAULTS["seed"], ge=0, le=MAX_SEED,
                       description="Seeds the tourney bracket, the fit share and the refinement's sample")
     chunk_size: int = Field(default=50_000, ge=1, description="Rows per partition (whole row groups), the unit of work")
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN,
@@ -244,7 +247,7 @@ class DemoParams(BaseModel):
     db: str = Field(default="pairwise-demo.duckdb", description="DuckDB file the demo catalog and its run go to")
     n_items: int = Field(default=20_000, ge=1, description="Items in the synthetic catalog")
     n_classes: int = Field(default=13, ge=2, description="Classes in the synthetic catalog")
-    seed: int = Field(default=0, ge=0, description="Seeds the synthetic catalog and the run")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seeds the synthetic catalog and the run")
     strategy: Literal["tourney", "round_robin"] = Field(
         default=ReclassifyParams.model_fields["strategy"].default,
         description=ReclassifyParams.model_fields["strategy"].description,

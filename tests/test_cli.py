@@ -88,6 +88,8 @@ def test_the_printed_python_resolves_from_the_working_folder(tmp_path, monkeypat
         (["--max-dims", "8"], "pairwise: max_dims (8) must be >= min_dims (32)"),
         (["--refine-eps", "0"], "pairwise: --refine-eps: Input should be greater than 0"),  # NaN posteriors
         # not a bound it fails: NaN is no number; inf passed to fail the started run in the core (exit 1)
+        # folded into 64-bit item hashes: a larger one failed the started run (OverflowError, exit 1)
+        (["--seed", str(2**64)], "pairwise: --seed: Input should be less than or equal to 18446744073709551615\n"),
         (["--cutoff", "nan"], "pairwise: --cutoff: Input should be a finite number\n"),
         (["--cutoff", "inf"], "pairwise: --cutoff: Input should be a finite number\n"),
         (["--score-floor", "nan"], "pairwise: --score-floor: Input should be a finite number\n"),
@@ -830,6 +832,7 @@ def test_a_confidence_asked_of_the_gold_labels_and_fitted_without_them_says_why(
     (["--n-items", "0"], "pairwise: --n-items: Input should be greater than or equal to 1"),
     (["--n-classes", "1"], "pairwise: --n-classes: Input should be greater than or equal to 2"),
     (["--seed", "-3"], "pairwise: --seed: Input should be greater than or equal to 0"),
+    (["--seed", str(2**64)], "pairwise: --seed: Input should be less than or equal to 18446744073709551615"),
 ])
 def test_demo_options_out_of_range_are_refused_by_name_before_anything_is_written(env, tmp_path, option, line):
     """They were refused by what they broke ('make_catalog needs n_items >= 1', 'table:demo_classes: 1 class(es)',
