@@ -462,7 +462,8 @@ def _inspect(
         except ValueError as error:
             raise SourceError(str(error)) from None
         dims[modality] = class_matrix.shape[1]
-        item_dim = _item_dim(item_schema.field(column).type, files[first:], column, db, item_source)
+        item_dim = _item_dim(item_schema.field(column).type, column, dims[modality], db=db, table=item_source.table,
+                             path=files[first] if files else None)
         if item_dim is not None and item_dim != dims[modality]:
             raise SourceError(f"{column}: items have {item_dim} dimensions, classes have {dims[modality]}")
     further = [column for column in (gold_column, changed_column) if column is not None]
@@ -509,8 +510,8 @@ def _check_columns(schema: pa.Schema, first: pa.Schema, dims: dict[str, int], fu
         if name.endswith(EMBEDDING_SUFFIX):
             _embedding_columns(pa.schema([schema.field(name)]), path)
             dim = dims[name.removesuffix(EMBEDDING_SUFFIX)]
-            if pa.types.is_fixed_size_list(kind) and kind.list_size != dim:
-                raise SourceError(f"{path}: {name}: items have {kind.list_size} dimensions, classes have {dim}")
+            if (size := _item_dim(kind, name, dim, path=path)) is not None and size != dim:
+                raise SourceError(f"{path}: {name}: items have {size} dimensions, classes have {dim}")
         elif name == "item_id" or is_text(first.field(name).type):
             _require(schema, name, path)
 
@@ -680,28 +681,55 @@ def quoted(values: Iterable[str]) -> str:
 _DIM_SAMPLE_ROWS = 1000
 
 
-def _item_dim(kind: pa.DataType, files: list[str], column: str, db: str, source: Source) -> int | None:
-    """The items' dimension: from the type when fixed, else the commonest length among the first rows.
+def _item_dim(kind: pa.DataType, column: str, dim: int, *, path: str | None = None, db: str = "",
+              table: str | None = None) -> int | None:
+    """The dimension of a Parquet file's (``path``) or a DuckDB table's embeddings: from the type when fixed,
+    else the commonest length among the first rows that are not null; None if every row is null. ``dim`` is
+    the classes': a file whose metadata shows every row of that length on average, none null, is not read.
 
-    A single bad row must not decide it: rows of another length are rejected
-    one by one later, while a whole column of the wrong length stops the run.
+    A single bad row must not decide it: rows of another length are rejected one by one later, while a whole
+    column of the wrong length stops the run. Each file is sampled: the first file's first rows alone were, and
+    a further file of another length (or a first whose first rows were null) had every row rejected, exit 0.
     """
     if pa.types.is_fixed_size_list(kind):
         return kind.list_size
-    if files:
-        sample = next(_parquet_file(files[0]).iter_batches(batch_size=_DIM_SAMPLE_ROWS, columns=[column]), None)
-    else:
+    if table is not None:
         with connect(db, read_only=True) as con:
-            sample = con.execute(
-                "SELECT * FROM query_table($name) LIMIT $n", {"name": source.table, "n": _DIM_SAMPLE_ROWS}
-            ).to_arrow_table().select([column])
-    if sample is None:
-        return None
-    lengths = pc.drop_null(pc.list_value_length(sample.column(0)))
+            sample = con.execute(statement("source_embedding_sample"),
+                                 {"name": table, "column": column, "n": _DIM_SAMPLE_ROWS}).to_arrow_table().column(0)
+        return _commonest_length(sample)
+    handle = _parquet_file(path)
+    if _all_of_length(handle.metadata, column, dim):
+        return dim
+    for batch in handle.iter_batches(batch_size=_DIM_SAMPLE_ROWS, columns=[column]):
+        if (length := _commonest_length(batch.column(0))) is not None:
+            return length
+    return None
+
+
+def _commonest_length(lists: pa.Array | pa.ChunkedArray) -> int | None:
+    lengths = pc.drop_null(pc.list_value_length(lists))
     if len(lengths) == 0:
         return None
     values, counts = np.unique(lengths.to_numpy(), return_counts=True)
     return int(values[np.argmax(counts)])
+
+
+def _all_of_length(meta: pq.FileMetaData, column: str, dim: int) -> bool:
+    """Whether every row group's values of a list ``column`` number its rows times ``dim``, none null (no null
+    list, element or empty list): its rows are then ``dim`` long on average, not all of another length. False
+    where the metadata cannot tell (no statistics)."""
+    leaves = [i for i in range(meta.num_columns) if meta.schema.column(i).path.startswith(f"{column}.")]
+    if len(leaves) != 1:
+        return False
+    for index in range(meta.num_row_groups):
+        group = meta.row_group(index)
+        chunk = group.column(leaves[0])
+        statistics = chunk.statistics
+        if (statistics is None or not statistics.has_null_count or statistics.null_count
+                or chunk.num_values != group.num_rows * dim):
+            return False
+    return True
 
 
 def plan_partitions(files: list[str], chunk_size: int) -> Iterator[Partition]:

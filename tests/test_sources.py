@@ -14,7 +14,7 @@ from conftest import write_catalog, written_otherwise
 from flows.cli import main
 from pairwise_core import make_catalog
 from tasks import run_log
-from tasks.sources import SourceError, inspect_sources, is_text, plan_partitions
+from tasks.sources import SourceError, _all_of_length, inspect_sources, is_text, plan_partitions
 
 
 @pytest.fixture()
@@ -386,6 +386,48 @@ def test_files_of_one_source_without_what_the_run_reads_say_what_is_wrong(catalo
         pq.write_table(other, folder / "b.parquet")
         with pytest.raises(SourceError, match=f"b.parquet: {message}$"):
             inspect(str(folder), classes_path, tmp_path, gold="label")
+
+
+def _lists(rows: list) -> pa.Array:
+    return pa.array(rows, pa.list_(pa.float32()))
+
+
+def test_a_file_or_table_whose_embeddings_are_all_of_another_length_is_refused_past_null_first_rows(catalog):
+    """Only the first file's first 1,000 rows were sampled: a further file of another model's dimension, or one
+    whose first rows were null, had every row rejected and the run exited 0 without that modality."""
+    tmp_path, items, classes = catalog
+    folder, classes_path, rest = mixed_folder(catalog)
+    rest_lists = rest.set_column(rest.schema.get_field_index("image_embedding"), "image_embedding",
+                                 _lists([[0.5] * 10] * 600))
+    pq.write_table(rest_lists, folder / "b.parquet")
+    with pytest.raises(SourceError, match="b.parquet: image_embedding: items have 10 dimensions, classes have 512$"):
+        inspect(str(folder), classes_path, tmp_path, gold="label")
+    rows = [None] * 1100 + [[0.5] * 10] * 100  # the first 1,000 rows null: a first batch of no length
+    for path in folder.iterdir():
+        path.unlink()
+    pq.write_table(items.set_column(1, "image_embedding", _lists(rows)), folder / "a.parquet", row_group_size=200)
+    with pytest.raises(SourceError, match="^image_embedding: items have 10 dimensions, classes have 512$"):
+        inspect(str(folder), classes_path, tmp_path, gold="label")
+    with duckdb.connect(str(tmp_path / "out.duckdb")) as con:
+        con.register("src", items.set_column(1, "image_embedding", _lists(rows)))
+        con.execute("CREATE TABLE nulls_first AS SELECT * FROM src")
+    with pytest.raises(SourceError, match="^image_embedding: items have 10 dimensions, classes have 512$"):
+        inspect("table:nulls_first", classes_path, tmp_path)
+
+
+def test_further_files_of_lists_are_read_only_where_their_metadata_cannot_vouch_for_the_length(catalog):
+    """Sampling every file's embeddings read a row group of each from object storage: a file whose statistics
+    show every row of the classes' length on average, none null, is taken at its metadata; one with a null row
+    or a row of another length is sampled, and passes if most rows are of that length."""
+    tmp_path, items, classes = catalog
+    folder, classes_path, rest = mixed_folder(catalog)
+    image = rest.schema.get_field_index("image_embedding")
+    vectors = rest.column(image).to_pylist()
+    for rows, vouched in [(vectors, True), ([None, *vectors[1:]], False), ([vectors[0][:7], *vectors[1:]], False),
+                          ([[*vectors[0], 0.5], vectors[1][:-1], *vectors[2:]], True)]:  # 512 on average
+        pq.write_table(rest.set_column(image, "image_embedding", _lists(rows)), folder / "b.parquet")
+        assert _all_of_length(pq.ParquetFile(folder / "b.parquet").metadata, "image_embedding", 512) == vouched
+        assert inspect(str(folder), classes_path, tmp_path, gold="label").dims == {"image": 512, "text": 384}
 
 
 def _empty_typed_null(items: pa.Table) -> pa.Table:
