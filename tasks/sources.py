@@ -50,6 +50,9 @@ TABLE_PREFIX = "table:"
 
 
 JOINT = "joint"  # the joint label's modality in the tables and reports: no catalog modality may take it
+# the names the tables and reports give to modality_a or modality_b themselves: a catalog's modality of that name
+# merges with them (a modality `gold` against another was scored as gold_accuracy, its agreement lost)
+RESERVED_MODALITIES = {JOINT: "the joint label", "gold": "the gold label (modality_b of the gold metrics)"}
 
 
 class SourceError(ValueError):
@@ -445,9 +448,10 @@ def _inspect(
     item_modalities = _embedding_columns(item_schema, where)
     class_modalities = _embedding_columns(class_table.schema, classes)
     modalities = tuple(m for m in item_modalities if m in class_modalities)
-    if JOINT in modalities:
-        raise SourceError(f"{items}: a modality may not be named {JOINT} ({JOINT}{EMBEDDING_SUFFIX}): the joint "
-                          "label has that name in the tables and reports; rename the column in both files")
+    if reserved := next((m for m in modalities if m in RESERVED_MODALITIES), None):
+        raise SourceError(f"{items}: a modality may not be named {reserved} ({reserved}{EMBEDDING_SUFFIX}): "
+                          f"{RESERVED_MODALITIES[reserved]} has that name in the tables and reports; rename the "
+                          "column in both files")
     if not modalities:
         raise SourceError(
             f"no modality shared by items ({', '.join(item_modalities) or 'none'}) "

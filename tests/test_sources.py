@@ -241,12 +241,14 @@ def test_no_shared_modality(catalog):
     _fail(tmp_path, items, renamed, "no modality shared by items .image, text. and classes .photo, title.")
 
 
-def test_a_modality_named_joint_is_refused(catalog):
-    """The joint label is modality 'joint' in the tables and reports: a catalog's would merge with it."""
+@pytest.mark.parametrize(("name", "holder"), [("joint", "the joint label"), ("gold", "the gold label")])
+def test_a_modality_named_joint_or_gold_is_refused(catalog, name, holder):
+    """The joint label is modality 'joint' in the tables and reports, the gold label modality_b 'gold': a
+    catalog's would merge with them (the agreement of modalities image and gold was scored as gold_accuracy)."""
     tmp_path, items, classes = catalog
-    _fail(tmp_path, items.rename_columns([n.replace("image", "joint") for n in items.column_names]),
-          classes.rename_columns([n.replace("image", "joint") for n in classes.column_names]),
-          "a modality may not be named joint .joint_embedding.: the joint label has that name")
+    _fail(tmp_path, items.rename_columns([n.replace("text", name) for n in items.column_names]),
+          classes.rename_columns([n.replace("text", name) for n in classes.column_names]),
+          f"a modality may not be named {name} .{name}_embedding.: {holder} .*has that name")
 
 
 def test_embedding_column_of_strings_is_named(catalog):
