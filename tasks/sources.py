@@ -259,8 +259,12 @@ def _table_schema(db: str, table: str) -> tuple[pa.Schema, int]:
     with connect(db, read_only=True) as con:
         try:
             schema = con.execute("SELECT * FROM query_table($name) LIMIT 0", {"name": table}).to_arrow_table().schema
-        except duckdb.Error:
-            raise SourceError(f"table:{table}: no such table in {db}") from None
+        except duckdb.Error as error:
+            (there,) = con.execute(statement("source_table_exists"), {"name": table}).fetchone()
+            if not there:
+                raise SourceError(f"table:{table}: no such table in {db}") from None
+            # a view over a table since dropped or altered: it is there, and "no such table" sent the user looking
+            raise SourceError(f"table:{table}: is in {db} but cannot be read ({str(error).splitlines()[0]})") from None
         (n_rows,) = con.execute("SELECT count(*) FROM query_table($name)", {"name": table}).fetchone()
     return schema, n_rows
 

@@ -482,6 +482,25 @@ def test_duckdb_table_sources(catalog):
         inspect("table:nope", classes_path, tmp_path)
 
 
+def test_a_view_that_cannot_be_read_is_said_to_be_there_with_duckdb_s_reason(catalog):
+    """A view over a table since dropped was "no such table", though the view is there."""
+    tmp_path, items, classes = catalog
+    db = tmp_path / "out.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.register("i", items)
+        con.execute("CREATE TABLE night AS SELECT * FROM i")
+        con.execute("CREATE SCHEMA staging")
+        con.execute("CREATE VIEW staging.items AS SELECT * FROM night")
+        con.execute("DROP TABLE night")
+    _, classes_path = write_catalog(tmp_path, items, classes)
+    for name in ("staging.items", "STAGING.Items"):
+        with pytest.raises(SourceError, match=rf"^table:{name}: is in .*out.duckdb but cannot be read \(Catalog "
+                                              r"Error: Table with name night does not exist!\)$"):
+            inspect(f"table:{name}", classes_path, tmp_path)
+    with pytest.raises(SourceError, match=r"^table:items: no such table in "):
+        inspect("table:items", classes_path, tmp_path)
+
+
 def test_a_table_source_may_be_a_view_in_a_schema_and_a_gold_column_may_have_a_dot_in_its_name(catalog):
     """Both pass the schema checks (query_table) and used to crash reading item_id and the gold values
     (con.table knew no view in a schema, ColumnExpression took 'gold.label' for column label of table gold)."""
