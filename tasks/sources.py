@@ -339,11 +339,13 @@ def is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
-def _require(schema: pa.Schema, column: str, where: str) -> None:
+def _require(schema: pa.Schema, column: str, where: str, *, valueless: bool = False) -> None:
+    """A string ``column``; ``valueless``: or one typed null, of no value at all (what pandas and polars write of
+    a column of None), as a gold column may be: a night's file that nobody labelled stopped the run."""
     if column not in schema.names:
         raise SourceError(f"{where}: missing column {column}")
     kind = schema.field(column).type
-    if not is_text(kind):
+    if not (is_text(kind) or valueless and pa.types.is_null(kind)):
         raise SourceError(f"{where}: column {column} must be a string, got {kind}")
 
 
@@ -422,7 +424,7 @@ def _inspect(
         if gold_column not in item_schema.names:
             raise SourceError(f"{items}: --gold-column {gold_column}: no such column; the items have "
                               f"{', '.join(item_schema.names)}")
-        _require(item_schema, gold_column, where)
+        _require(item_schema, gold_column, where, valueless=True)
     if changed_column is not None and (changed_column not in item_schema.names or changed_column == "item_id"
                                        or changed_column.endswith(EMBEDDING_SUFFIX)):
         raise SourceError(f"{items}: --changed-column {changed_column}: no such column apart from item_id and the "
@@ -521,7 +523,7 @@ def _check_columns(schema: pa.Schema, first: pa.Schema, dims: dict[str, int], fu
             if (size := _item_dim(kind, name, dim, path=path)) is not None and size != dim:
                 raise SourceError(f"{path}: {name}: items have {size} dimensions, classes have {dim}")
         elif name == "item_id" or is_text(first.field(name).type):
-            _require(schema, name, path)
+            _require(schema, name, path, valueless=name != "item_id")
 
 
 def _check_class_lists(column: pa.ChunkedArray, names: list[str], name: str) -> None:

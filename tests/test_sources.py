@@ -469,6 +469,23 @@ def test_a_file_without_rows_is_still_refused_for_a_missing_column_or_another_ty
         inspect(str(folder), classes_path, tmp_path, gold="label")
 
 
+def test_a_gold_column_typed_null_is_one_without_labels(catalog):
+    """What pandas and polars write of a column of None: a night's file that nobody labelled stopped the run
+    (`column label must be a string, got null`), though a gold column without values is no error."""
+    tmp_path = catalog[0]
+    folder, classes_path, rest = mixed_folder(catalog)
+    label = rest.schema.get_field_index("label")
+    pq.write_table(rest.set_column(label, "label", pa.nulls(600)), folder / "b.parquet")
+    plan = inspect(str(folder), classes_path, tmp_path, gold="label")
+    assert (plan.n_items, plan.gold.n_labelled) == (1200, 600)
+    plan = inspect(str(folder / "b.parquet"), classes_path, tmp_path, gold="label")
+    assert (plan.n_items, plan.gold.n_labelled) == (600, 0)
+    pq.write_table(rest.set_column(rest.schema.get_field_index("item_id"), "item_id", pa.nulls(600)),
+                   folder / "b.parquet")
+    with pytest.raises(SourceError, match="b.parquet: column item_id must be a string, got null$"):  # ids are needed
+        inspect(str(folder), classes_path, tmp_path, gold="label")
+
+
 def test_duckdb_table_sources(catalog):
     tmp_path, items, classes = catalog
     db = tmp_path / "out.duckdb"
