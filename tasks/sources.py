@@ -439,10 +439,10 @@ def _inspect(
     names = class_table.column("class_name").to_pylist()
     if len(names) < 2:
         raise SourceError(f"{classes}: {len(names)} class(es); at least 2 are needed to reclassify")
-    if None in names:
-        raise SourceError(f"{classes}: class_name has nulls")
+    if nulls := [str(row) for row, name in enumerate(names) if name is None]:  # "has nulls" said not where
+        raise SourceError(f"{classes}: class_name is null in rows {first_few(nulls)}")
     if blank := [str(row) for row, name in enumerate(names) if not name.strip()]:
-        raise SourceError(f"{classes}: class_name is empty or blank in rows {', '.join(blank[:EXAMPLES])}")
+        raise SourceError(f"{classes}: class_name is empty or blank in rows {first_few(blank)}")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SourceError(f"{classes}: duplicate class names {', '.join(duplicates)}")

@@ -313,6 +313,8 @@ def test_a_class_embedding_null_or_of_another_length_is_named(catalog):
     named = classes.column("class_name").to_pylist()
     _fail(tmp_path, items, classes.set_column(0, "class_name", pa.array(named[:3] + [" "] + named[4:])),
           "class_name is empty or blank in rows 3$")
+    _fail(tmp_path, items, classes.set_column(0, "class_name", pa.array([None] * 4, pa.string())),
+          "class_name is null in rows 0, 1, 2 and 1 more$")
 
 
 def test_empty_items(catalog):
