@@ -322,6 +322,8 @@ def _embedding_columns(schema: pa.Schema, where: str) -> dict[str, pa.DataType]:
     for name in schema.names:
         if not name.endswith(EMBEDDING_SUFFIX):
             continue
+        if name == EMBEDDING_SUFFIX:  # a modality without a name: rows of modality '' in every table and report
+            raise SourceError(f"{where}: column {name} names no modality: name it <modality>{EMBEDDING_SUFFIX}")
         kind = schema.field(name).type
         if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
             raise SourceError(f"{where}: column {name} must be a list of floats, got {kind}")

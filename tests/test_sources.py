@@ -251,6 +251,14 @@ def test_a_modality_named_joint_or_gold_is_refused(catalog, name, holder):
           f"a modality may not be named {name} .{name}_embedding.: {holder} .*has that name")
 
 
+def test_an_embedding_column_without_a_modality_name_is_refused(catalog):
+    """Column _embedding ran as modality '', a nameless one in every table and report."""
+    tmp_path, items, classes = catalog
+    _fail(tmp_path, items.rename_columns([n.replace("image", "") for n in items.column_names]),
+          classes.rename_columns([n.replace("image", "") for n in classes.column_names]),
+          "bad-items.parquet: column _embedding names no modality: name it <modality>_embedding$")
+
+
 def test_embedding_column_of_strings_is_named(catalog):
     tmp_path, items, classes = catalog
     strings = pa.array(["x"] * items.num_rows)
