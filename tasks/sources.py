@@ -835,17 +835,19 @@ def matrix(batch: pa.RecordBatch, modality: str, dim: int) -> BatchEmbeddings:
     shaped = ~null & ~wrong
     kept = column if shaped.all() else column.filter(pa.array(shaped))
     values = pc.list_flatten(kept) if not pa.types.is_fixed_size_list(kept.type) else kept.flatten()
-    x = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+    given = values.to_numpy(zero_copy_only=False).reshape(-1, dim)  # float16, 32 or 64, nulls as NaN
+    with np.errstate(over="ignore"):  # float64 past float32's range: a reason below, not numpy's warning on stderr
+        x = given.astype(np.float32, copy=False)
     square_norms = np.einsum("ij,ij->i", x, x)
     nonfinite = ~np.isfinite(square_norms)
     zero = square_norms == 0
     rows = np.flatnonzero(shaped)
     if nonfinite.any():  # the precise reasons only on the rare bad path
-        bad_value = nonfinite & ~np.isfinite(x).all(axis=1)
+        bad_value = nonfinite & ~np.isfinite(given).all(axis=1)  # as given: 1e300 is too large, not Inf
         reasons[rows[bad_value]] = "NaN, Inf or null value in embedding"
         reasons[rows[nonfinite & ~bad_value]] = "embedding values too large (the square norm overflows float32)"
     if zero.any():
-        tiny = zero & (x != 0).any(axis=1)
+        tiny = zero & (given != 0).any(axis=1)  # as given: 1e-300 is too small, not zero
         reasons[rows[zero & ~tiny]] = "all-zero embedding"
         reasons[rows[tiny]] = "embedding values too small (the square norm underflows float32)"
     good = ~nonfinite & ~zero

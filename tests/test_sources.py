@@ -1,6 +1,7 @@
 """Validation at the edge: bad sources stop with a one-line reason before anything is written."""
 
 import re
+import warnings
 
 import duckdb
 import numpy as np
@@ -834,6 +835,22 @@ def test_bad_rows_are_set_aside_with_a_reason():
     fixed = pa.RecordBatch.from_pydict({"item_id": ["a", "b"], "x_embedding": pa.FixedSizeListArray.from_arrays(
         pa.array([1.0, float("nan"), 2.0, 2.0], pa.float32()), 2)})
     assert matrix(fixed, "x", 2).valid.tolist() == [False, True]
+
+
+def test_float64_values_past_float32_s_range_are_rejected_as_too_large_or_small_without_a_warning():
+    """1e300 was 'NaN, Inf or null value' and 1e-300 'all-zero', with numpy's overflow warning (two lines of
+    source) on stderr under --quiet."""
+    from tasks.sources import matrix
+
+    values = [[1e300, 1.0], [1e-300, -1e-300], [float("nan"), 1.0], [0.0, 0.0], [3.0, 4.0]]
+    batch = pa.RecordBatch.from_pydict({"item_id": list("abcde"),
+                                        "x_embedding": pa.array(values, pa.list_(pa.float64()))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = matrix(batch, "x", 2)
+    assert got.reasons.tolist() == ["embedding values too large (the square norm overflows float32)",
+                                    "embedding values too small (the square norm underflows float32)",
+                                    "NaN, Inf or null value in embedding", "all-zero embedding", None]
 
 
 def test_messages_quote_values_and_escape_what_prints_as_nothing_or_a_space():
