@@ -154,12 +154,12 @@ def parquet_files(pattern: str) -> list[str]:
     """The files a Parquet path, directory or glob names, sorted; raises if there are none.
 
     A URI (``s3://bucket/prefix/*.parquet``, ``gs://...``) is listed through
-    pyarrow's filesystems and its files come back as URIs.
+    pyarrow's filesystems and its files come back as URIs. A directory's hidden entries are left out.
     """
     if URI_MARK in pattern:
         found = _object_store_files(pattern)
     elif os.path.isdir(pattern):
-        found = sorted(str(p) for p in Path(pattern).rglob("*.parquet"))
+        found = sorted(str(p) for p in Path(pattern).rglob("*.parquet") if not hidden(p.relative_to(pattern).parts))
     elif glob.has_magic(pattern):
         found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
     elif os.path.isfile(pattern):
@@ -169,6 +169,14 @@ def parquet_files(pattern: str) -> list[str]:
     if not found:
         raise SourceError(f"{pattern}: {_unreadable(pattern) or 'matches no Parquet files'}")
     return found
+
+
+def hidden(parts: Sequence[str]) -> bool:
+    """Whether a file under a directory source, by the names of its folders and its own below that directory, is
+    one that Spark, Hive and pyarrow's datasets leave out: a name that begins with '.' or '_'. Those are a
+    writer's temporary files (Spark's _temporary/ attempts) and markers (_SUCCESS, _delta_log/): read, a job
+    still writing failed the run with a half-written file, or with its ids twice."""
+    return any(part.startswith((".", "_")) for part in parts)
 
 
 def _unreadable(pattern: str) -> str | None:
@@ -205,7 +213,8 @@ def _object_store_files(uri: str) -> list[str]:
                 raise SourceError(f"{uri}: no such file")
             if info.type == pafs.FileType.Directory:
                 listed = store.get_file_info(pafs.FileSelector(path, recursive=True))
-                found = [i.path for i in listed if i.is_file and i.path.endswith(".parquet")]
+                found = [i.path for i in listed if i.is_file and i.path.endswith(".parquet")
+                         and not hidden(i.path.removeprefix(path).split("/"))]
             else:
                 found = [path]
     except (OSError, pa.ArrowInvalid) as error:

@@ -87,6 +87,17 @@ def test_s3_sources_give_the_same_labels_as_local_files(s3, tmp_path):
     assert len(runs["s3"]) == 2 * 900 and runs["s3"] == runs["local"]
 
 
+def test_a_prefix_leaves_out_hidden_objects_as_a_local_folder_does(s3, tmp_path):
+    """Spark's _temporary/ attempts and dot files under a prefix were read as items."""
+    client = boto3.client("s3")
+    listed = parquet_files(f"s3://{BUCKET}/items")
+    (tmp_path / "partial.parquet").write_bytes(b"PAR1 half-written")
+    for key in ("items/_temporary/0/part-0.parquet", "items/.items-0.parquet"):
+        client.upload_file(str(tmp_path / "partial.parquet"), BUCKET, key)
+    assert parquet_files(f"s3://{BUCKET}/items") == listed == [f"s3://{BUCKET}/items/items-{i}.parquet"
+                                                                for i in range(3)]
+
+
 @pytest.mark.parametrize(("uri", "message"), [
     (f"s3://{BUCKET}/nothing-here.parquet", "no such file"),
     (f"s3://{BUCKET}/items/*.csv", "matches no Parquet files"),

@@ -356,6 +356,22 @@ def mixed_folder(catalog):
     return folder, classes_path, rest
 
 
+def test_a_folder_leaves_out_what_spark_and_hive_hide_and_reads_partition_folders(catalog):
+    """Spark's _temporary/ attempts and dot files were read as items: a job still writing failed the run with its
+    half-written file, or with its ids twice."""
+    tmp_path = catalog[0]
+    folder, classes_path, rest = mixed_folder(catalog)
+    (folder / "day=2").mkdir()
+    (folder / "b.parquet").rename(folder / "day=2" / "b.parquet")
+    (folder / "_temporary" / "0").mkdir(parents=True)
+    (folder / "_temporary" / "0" / "part-0.parquet").write_bytes(b"PAR1 half-written")
+    pq.write_table(rest.slice(0, 10), folder / ".b.parquet")  # a writer's copy in progress: ids twice
+    (folder / "_SUCCESS").touch()
+    plan = inspect(str(folder), classes_path, tmp_path, gold="label")
+    assert plan.item_files == (str(folder / "a.parquet"), str(folder / "day=2" / "b.parquet"))
+    assert plan.n_items == 1200
+
+
 def test_files_of_one_source_may_differ_in_what_the_run_does_not_read(catalog):
     tmp_path, items, _ = catalog
     folder, classes_path, _ = mixed_folder(catalog)
