@@ -484,13 +484,13 @@ def _inspect(
             raise SourceError(str(error)) from None
         dims[modality] = class_matrix.shape[1]
         item_dim = _item_dim(item_schema.field(column).type, column, dims[modality], db=db, table=item_source.table,
-                             path=files[first] if files else None)
+                             handle=metadata[first] if files else None)
         if item_dim is not None and item_dim != dims[modality]:
             raise SourceError(f"{column}: items have {item_dim} dimensions, classes have {dims[modality]}")
     further = [column for column in (gold_column, changed_column) if column is not None]
     for path, meta in zip(files, metadata, strict=True):
         if path != files[first]:
-            _check_columns(_checked_schema(meta, item_schema), item_schema, dims, further, path, files[first])
+            _check_columns(meta, item_schema, dims, further, path, files[first])
     # last: the checks above read schemas and the class table only, these two read a column of every item
     _check_unique_ids(item_source, files, db)
     gold = (_gold_values(item_source, files, db, gold_column, names, parent.names if parent else ())
@@ -517,11 +517,12 @@ def _checked_schema(meta: pq.ParquetFile, first: pa.Schema) -> pa.Schema:
     return schema
 
 
-def _check_columns(schema: pa.Schema, first: pa.Schema, dims: dict[str, int], further: list[str], path: str,
+def _check_columns(meta: pq.ParquetFile, first: pa.Schema, dims: dict[str, int], further: list[str], path: str,
                    first_path: str) -> None:
     """A further file of the source has the columns the run reads (item_id, the modalities' embeddings and
     the ``further`` columns), of types it reads like the first file's. Other columns, the columns' order and
     their nullability may differ, as in files written on other days by other writers."""
+    schema = _checked_schema(meta, first)
     read = ["item_id", *(f"{m}{EMBEDDING_SUFFIX}" for m in dims), *further]
     refuse_repeated(schema.names, read, path)
     for name in read:
@@ -531,7 +532,7 @@ def _check_columns(schema: pa.Schema, first: pa.Schema, dims: dict[str, int], fu
         if name.endswith(EMBEDDING_SUFFIX):
             _embedding_columns(pa.schema([schema.field(name)]), path)
             dim = dims[name.removesuffix(EMBEDDING_SUFFIX)]
-            if (size := _item_dim(kind, name, dim, path=path)) is not None and size != dim:
+            if (size := _item_dim(kind, name, dim, handle=meta)) is not None and size != dim:
                 raise SourceError(f"{path}: {name}: items have {size} dimensions, classes have {dim}")
         elif name == "item_id" or is_text(first.field(name).type):
             _require(schema, name, path, valueless=name != "item_id")
@@ -702,9 +703,9 @@ def quoted(values: Iterable[str]) -> str:
 _DIM_SAMPLE_ROWS = 1000
 
 
-def _item_dim(kind: pa.DataType, column: str, dim: int, *, path: str | None = None, db: str = "",
+def _item_dim(kind: pa.DataType, column: str, dim: int, *, handle: pq.ParquetFile | None = None, db: str = "",
               table: str | None = None) -> int | None:
-    """The dimension of a Parquet file's (``path``) or a DuckDB table's embeddings: from the type when fixed,
+    """The dimension of a Parquet file's (``handle``) or a DuckDB table's embeddings: from the type when fixed,
     else the commonest length among the first rows that are not null; None if every row is null. ``dim`` is
     the classes': a file whose metadata shows every row of that length on average, none null, is not read.
 
@@ -719,7 +720,6 @@ def _item_dim(kind: pa.DataType, column: str, dim: int, *, path: str | None = No
             sample = con.execute(statement("source_embedding_sample"),
                                  {"name": table, "column": column, "n": _DIM_SAMPLE_ROWS}).to_arrow_table().column(0)
         return _commonest_length(sample)
-    handle = _parquet_file(path)
     if _all_of_length(handle.metadata, column, dim):
         return dim
     for batch in handle.iter_batches(batch_size=_DIM_SAMPLE_ROWS, columns=[column]):
