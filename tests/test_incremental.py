@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -171,6 +172,36 @@ def test_a_night_run_again_under_its_run_id_keeps_saying_what_it_changed(tmp_pat
     assert changes(db, "n1") == before  # against the catalog before the night, not the one its first attempt left
     assert again["changes"] == first["changes"]
     assert {i: v[:3] for i, v in catalog_state(db).items()} == {i: v[:3] for i, v in state.items()}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_night_run_again_on_moved_embeddings_says_the_confidences_it_gave(tmp_path, catalog):
+    """Run again with the changed items' embeddings moved a little more, a night gave most of them the labels of
+    its first attempt at other confidences: their composed rows kept the first attempt's new_confidence, which
+    catalog_labels no longer had (audit-b's finding 1). Every row's new label is the catalog's now."""
+    items, classes = catalog
+    day1, _, changed = night(items)
+    glob0, classes_path = write_catalog(tmp_path / "d0", items.slice(0, N_ITEMS - 300), classes, n_files=2)
+    glob1, _ = write_catalog(tmp_path / "d1", day1, classes, n_files=3)
+    moved = day1
+    for column in ("image_embedding", "text_embedding"):
+        values = np.array(moved.column(column).to_pylist(), np.float32)
+        values[:len(changed)] *= np.random.default_rng(5).uniform(0.9, 1.1, values[:len(changed)].shape)
+        moved = moved.set_column(moved.schema.get_field_index(column), column,
+                                 pa.array(list(values), moved.schema.field(column).type))
+    glob2, _ = write_catalog(tmp_path / "d2", moved, classes, n_files=3)
+    db = tmp_path / "out.duckdb"
+    reclassify_catalog(params(glob0, classes_path, db))
+    reclassify_catalog(params(glob1, classes_path, db, model="latest", incremental=True, run_id="n1"))
+    first = rows(db, "SELECT item_id, new_confidence FROM label_changes WHERE run_id = 'n1' AND change = 'relabelled'")
+    reclassify_catalog(params(glob2, classes_path, db, model="latest", incremental=True, run_id="n1"))
+    now = {item: (label, confidence) for item, (label, confidence, *_) in catalog_state(db).items()}
+    composed = rows(db, "SELECT item_id, new_label, new_confidence FROM label_changes WHERE run_id = 'n1' "
+                        "AND new_label IS NOT NULL")
+    assert {item: (label, confidence) for item, label, confidence in composed} == {
+        item: now[item] for item, *_ in composed}
+    # the same labels at other confidences: rows the re-run has none of its own for
+    assert sum(now[item][1] != confidence for item, confidence in first if item in now) > len(first) // 2
 
 
 @pytest.mark.usefixtures("prefect_harness")
