@@ -37,9 +37,9 @@ from matplotlib.transforms import Affine2D, Transform, blended_transform_factory
 from tasks import store
 from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
-                          calibration_words, change_rows, change_sentences, drift_cells, issue_cells, issue_columns,
-                          metric_cell, n_parents, night_scope, no_changes, no_gold, parent_shares_note, rejected_rows,
-                          run_row, shown_classes, shown_parents, signed, stability_scope, status_meaning)
+                          calibration_words, change_rows, change_sentences, drift_cells, drift_skipped, issue_cells,
+                          issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold, parent_shares_note,
+                          rejected_rows, run_row, shown_classes, shown_parents, signed, stability_scope, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -594,12 +594,15 @@ def _changes_section(db: str | Path, run_id: str, details: str | None) -> _Secti
     return _Section("changes", "What changed", body)
 
 
-def _drift_sections(db: str | Path, run_id: str) -> list[_Section]:
-    """The run's drift tests against its model's fit sample: a section only when the run has some."""
+def _drift_sections(db: str | Path, run_id: str, details: str | None) -> list[_Section]:
+    """The run's drift tests against its model's fit sample, and those it did not run: a section only when the
+    run has either (a night)."""
     rows = store.query(db, "report_drift", {"run_id": run_id}).to_pylist()
-    if not rows:
+    skipped = drift_skipped(details)
+    if not rows and not skipped:
         return []
-    return [_Section("drift", "Drift", _table(DRIFT_HEADERS, map(drift_cells, rows)) + _note(DRIFT_NOTE))]
+    tests = _table(DRIFT_HEADERS, map(drift_cells, rows)) + _note(DRIFT_NOTE) if rows else ""
+    return [_Section("drift", "Drift", tests + (_note(skipped) if skipped else ""))]
 
 
 def _confidence_section(db: str | Path, run_id: str, details: str | None,
@@ -770,7 +773,7 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
             _consensus_section(db, run_id, len(run["modalities"] or []), params),
             *_rejected_sections(db, run_id),
             *_parent_section(db, run_id, run["details"]),
-            *_drift_sections(db, run_id),
+            *_drift_sections(db, run_id, run["details"]),
             confidence,
             _figure_section("agreement", "Modality against modality", agreement,
                             "Only one modality labelled items in this run: nothing to compare.", wide=True),

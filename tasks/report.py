@@ -123,9 +123,11 @@ def render_report(db: str | Path, run_id: str) -> str:
             "modality": [r["modality"] for r in rejected], "reason": [r["reason"] for r in rejected],
             "rows": [f"{r['n_rows']:,}" for r in rejected]}))]
     drift = store.query(db, "report_drift", {"run_id": run_id}).to_pylist()
-    if drift:
-        lines += ["", "## Drift against the model's fit sample (drift_metrics)", "", _drift_table(drift), "",
-                  DRIFT_NOTE]
+    paragraphs = [_drift_table(drift), DRIFT_NOTE] if drift else []
+    if skipped := drift_skipped(run["details"]):
+        paragraphs.append(skipped)
+    if paragraphs:
+        lines += ["", "## Drift against the model's fit sample (drift_metrics)", "", "\n\n".join(paragraphs)]
     issues = store.query(db, "report_annotation_issues", {"run_id": run_id, "limit": 5}).to_pylist()
     if issues:
         lines += ["", f"## Labels worth a look: top {len(issues)} of {issues[0]['n_issues']:,} (annotation_issues)", "",
@@ -276,6 +278,18 @@ DRIFT_NOTE = ("Drifted: value > threshold. domain-classifier AUC, per modality: 
               "run's rows from the model's fit sample (0.5: not at all; 1: always). class-share JS distance, "
               "consensus: between the class shares of the run's consensus labels and the fit sample's (0: the "
               "same). Thresholds are at least the no-drift 99.9% quantile at these sample sizes.")
+
+
+def drift_not_measured(skipped: str) -> str:
+    """The drift tests a night did not run, and why (tasks.drift.measure_drift's ``skipped``)."""
+    return f"Drift not measured: {skipped}"
+
+
+def drift_skipped(details: str | None) -> str | None:
+    """The drift tests a night did not run, and why (runs.details.drift), as its log said: a night too small for
+    them, or without scikit-learn, would have shown no drift at all; None when it ran every one, or is no night."""
+    drift = json.loads(details or "{}").get("drift")
+    return drift_not_measured(drift["skipped"]) if drift and drift["skipped"] else None
 
 
 def drift_cells(row: Mapping[str, Any]) -> list[Any]:

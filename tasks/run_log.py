@@ -24,7 +24,7 @@ from tasks.metrics import PARENT_SUFFIX
 from tasks.model_retention import Removal
 from tasks.night import Night
 from tasks.refine import MIN_CALIBRATION_ROWS
-from tasks.report import CALIBRATIONS, DRIFT_METRICS, labelled_kinds
+from tasks.report import CALIBRATIONS, DRIFT_METRICS, drift_not_measured, labelled_kinds
 from tasks.sample import N_FOLDS
 from tasks.sources import Partition, Plan, first_few, quoted
 
@@ -200,7 +200,7 @@ def drift(result: Mapping[str, Any]) -> list[str]:
                      f"{row['value']:.3f} {sign} {row['threshold']:.3f} ({row['n_reference']:,} vs "
                      f"{row['n_current']:,} {rows}): {verdict}")
     if result["skipped"]:
-        lines.append(f"Drift not measured: {result['skipped']}")
+        lines.append(drift_not_measured(result["skipped"]))
     return lines
 
 

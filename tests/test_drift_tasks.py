@@ -213,7 +213,7 @@ def test_the_run_log_has_a_line_per_drift_test():
         "Drift not measured: model m has no drift reference"]
 
 
-def committed(tmp_path, run_id: str, drift_rows: list[dict]) -> str:
+def committed(tmp_path, run_id: str, drift_rows: list[dict], details: dict | None = None) -> str:
     db = str(tmp_path / "out.duckdb")
     staged = {}
     if drift_rows:
@@ -223,7 +223,7 @@ def committed(tmp_path, run_id: str, drift_rows: list[dict]) -> str:
     with store.run_lock(db):
         attempt = store.start_run(db, run_id, {"seed": 0}).attempt
         store.commit_run(db, run_id, attempt, staged,
-                         {"n_items": 2, "n_classes": 2, "modalities": ["gloss"], "details": {}})
+                         {"n_items": 2, "n_classes": 2, "modalities": ["gloss"], "details": details or {}})
     return db
 
 
@@ -239,6 +239,25 @@ def test_the_reports_show_drift_only_for_a_run_with_drift_rows(tmp_path):
     assert "Drift" not in render_report(db, "r2") and 'id="drift"' not in build_report(db, "r2").html
     with store.reader(db) as con:
         assert con.execute("SELECT count(*) FROM drift_metrics WHERE run_id = 'r1'").fetchone() == (2,)
+
+
+def test_the_reports_say_which_drift_tests_a_night_did_not_run_and_why(tmp_path):
+    """A night of 35 new items (fewer than a test needs) showed no drift section at all, as if it were not a night:
+    the reason was in the Prefect log alone, which `pairwise run` does not print."""
+    few = (f"gloss has 5,000 reference and 35 current rows (a test needs {MIN_ROWS}); consensus has 5,000 "
+           f"reference and 35 current rows (a test needs {MIN_ROWS})")
+    db = committed(tmp_path, "few", [], {"drift": {"rows": [], "skipped": few}})
+    committed(tmp_path, "some", ROWS[1:], {"drift": {"rows": ROWS[1:], "skipped": "scikit-learn is not installed"}})
+    line = f"Drift not measured: {few}"
+    assert run_log.drift({"rows": [], "skipped": few}) == [line]  # the run log's line, in both reports
+    text = render_report(db, "few")
+    assert text[text.index("## Drift against the model's fit sample"):].split("\n")[2] == line
+    page = build_report(db, "few").html
+    assert f'<section id="drift"><h2>Drift</h2><p class="note">{line}</p></section>' in page
+    some = render_report(db, "some")
+    assert "| consensus | class-share JS distance |" in some
+    assert some.endswith("Drift not measured: scikit-learn is not installed")
+    assert "Drift not measured: scikit-learn is not installed" in build_report(db, "some").html
 
 
 def test_warm_up_imports_the_domain_classifier_on_a_thread_of_its_own():
