@@ -46,3 +46,52 @@ def test_the_link_check_finds_links_and_code_paths(tmp_path):
                         "```sh\n[y](not/a/link.md)\n# not a heading\n```\n")
     assert references(document) == ["docs/a.md#b", "../../shared/SPEC.md"]
     assert anchors(document) == {"a-title-here"}
+
+
+COMMAND = re.compile(r"\bpairwise ((?:run|demo|report|models|classes|worker)\b[^`\n]*)")
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
+
+
+def commands_shown(text: str) -> list[tuple[str, str]]:
+    """Every `pairwise SUBCOMMAND ...` the text shows, in a fenced block (a line, with its continuations) or a
+    code span, as (subcommand, the rest up to a comment)."""
+    blocks = [block.group(0).replace("\\\n", " ") for block in FENCE.finditer(text)]
+    lines = [line for block in blocks for line in block.splitlines()] + re.findall(r"`([^`]+)`", FENCE.sub("", text))
+    return [(found.group(1).split()[0], found.group(1).split(" #")[0]) for line in lines
+            for found in COMMAND.finditer(line)]
+
+
+def subcommand_options() -> dict[str, set[str]]:
+    import argparse
+
+    from flows.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return {name: {option for action in parser._actions for option in action.option_strings if option.startswith("--")}
+            for name, parser in commands.items()}
+
+
+def test_every_option_a_documented_command_shows_is_one_of_that_command():
+    options = subcommand_options()
+    unknown = [f"{document.relative_to(ROOT)}: pairwise {command}: {option}"
+               for document in DOCUMENTS for command, rest in commands_shown(document.read_text())
+               for option in OPTION.findall(rest) if option not in options[command]]
+    assert not unknown, unknown
+
+
+def test_every_option_of_every_command_is_named_in_the_readme_or_docs():
+    """`--help` lists them; the documents name each at least once, so that none is only there (the negative
+    `--no-` forms of a flag excepted)."""
+    named = set(OPTION.findall("\n".join(document.read_text() for document in DOCUMENTS)))
+    unnamed = sorted(f"pairwise {command} {option}" for command, found in subcommand_options().items()
+                     for option in found if option not in named and not option.startswith("--no-"))
+    assert not unnamed, unnamed
+
+
+def test_the_command_check_finds_commands_and_their_options():
+    text = ("Run `.venv/bin/pairwise models --db PATH --keep 4`, or:\n```sh\n.venv/bin/pairwise run --items x \\\n"
+            "    --db y   # then --nothing\npairwise report --db y\n```\n")
+    assert commands_shown(text) == [("run", "run --items x      --db y  "), ("report", "report --db y"),
+                                    ("models", "models --db PATH --keep 4")]
+    assert OPTION.findall("run --items x --gold-column label [--dry-run] a--b") == [
+        "--items", "--gold-column", "--dry-run"]
