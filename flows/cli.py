@@ -606,7 +606,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Print nothing but errors: no progress, no report (`pairwise report` prints it)")
         sub.add_argument("--verbose", action="store_true",
                          help="Show Prefect's own console logs, and progress as plain lines")
-    report.add_argument("--verbose", action="store_true", help="Show Prefect's own console logs")
 
     classes = commands.add_parser(
         "classes", help="embed class names through prompt templates into a classes table for `run --classes`")
