@@ -157,7 +157,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 calibration = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
                                              params.refine_params(), params.label_aware(), params.seed, labels_path)
                 watch.lap("refine")
-                log.info(run_log.refinement(calibration, sample_rate, timings["refine_s"]))
+                log.info(run_log.refinement(calibration, len(plan.modalities), sample_rate, timings["refine_s"]))
                 if params.label_aware() and calibration == "label-free":
                     log.warning(run_log.too_few_labels(params.gold_column))
                 review = None

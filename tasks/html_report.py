@@ -605,11 +605,11 @@ def _drift_sections(db: str | Path, run_id: str, details: str | None) -> list[_S
     return [_Section("drift", "Drift", tests + (_note(skipped) if skipped else ""))]
 
 
-def _confidence_section(db: str | Path, run_id: str, details: str | None,
+def _confidence_section(db: str | Path, run_id: str, details: str | None, n_modalities: int,
                         params: Mapping[str, Any]) -> tuple[_Section, Figure | None]:
     """The reliability diagram, when the run has gold labels to check the confidence against."""
     calibration = json.loads(details).get("calibration") if details else None
-    how = f" The confidence was {calibration_words(calibration, params)}." if calibration else ""
+    how = f" The confidence was {calibration_words(calibration, n_modalities, params)}." if calibration else ""
     rows = store.query(db, "report_calibration", {"run_id": run_id}).to_pylist()
     if not rows:
         return _Section("confidence", "Confidence", _note(
@@ -766,7 +766,8 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
         against_gold = _confusion_figures(confusions, items, gold=True)
         share_figure = _shares_figure(shares, confusions, items)
         params = json.loads(run["params"]) if run["params"] else {}
-        confidence, reliability = _confidence_section(db, run_id, run["details"], params)
+        confidence, reliability = _confidence_section(db, run_id, run["details"], len(run["modalities"] or []),
+                                                      params)
         sections += [
             _changes_section(db, run_id, run["details"]),
             _metrics_section(db, run_id),

@@ -245,13 +245,19 @@ def status_meaning(status: str, n_modalities: int) -> str:
 
 
 CALIBRATIONS = {"gold": "fitted out of fold on the gold column", "label-free": "fitted without labels"}
+# label-free with one modality: no other modality to fit the weight against (pairwise_core/joint.py)
+FIXED_CONFIDENCE = ("not fitted to this catalog: with one modality and no gold column to fit it on, it is a fixed "
+                    "tempering chosen on other catalogs (docs/tables.md, One label per item)")
 
 
-def calibration_words(calibration: str, params: Mapping[str, Any]) -> str:
+def calibration_words(calibration: str, n_modalities: int, params: Mapping[str, Any] | None = None) -> str:
     """How the confidence was fitted; a run with a stored model (--model) fitted nothing itself: its model's
-    full run did, on that run's items."""
+    full run did, on that run's items. With one modality and no gold labels nothing is fitted: "fitted without
+    labels" read as if it were, where README and tables.md warn that a threshold may then accept nothing."""
+    if calibration == "label-free" and n_modalities == 1:
+        return FIXED_CONFIDENCE
     words = CALIBRATIONS.get(calibration, calibration)
-    return f"{words} when its model was fitted" if params.get("model") else words
+    return f"{words} when its model was fitted" if params and params.get("model") else words
 # runs.details.parent_confidence in words (flows/reclassify.py parent_confidence)
 PARENT_CONFIDENCES = {
     "calibrated": "that sum calibrated on the gold column's parents (sharpened by a power fitted out of fold)",
@@ -410,14 +416,15 @@ def no_gold(params: Mapping[str, Any]) -> str:
             if column else "No gold column in this run")
 
 
-def confidence_summary(bands: list[dict], calibration: str | None, params: Mapping[str, Any]) -> str:
+def confidence_summary(bands: list[dict], calibration: str | None, n_modalities: int,
+                       params: Mapping[str, Any]) -> str:
     """One line: the share of joint labels in each confidence band, and how often they are right; with a gold
     column without values, that they cannot be checked (the calibration alone reads as if they were)."""
     gold = any(b["gold_accuracy"] is not None for b in bands)
     parts = [f"{b['band']}: {_percent(b['share'])}" + (f", {_percent(b['gold_accuracy'])} right" if gold else "")
              for b in bands]
     return ("Joint confidence " + "; ".join(parts) + (" (against gold)" if gold else "") + "."
-            + (f" Confidence {calibration_words(calibration, params)}." if calibration else "")
+            + (f" Confidence {calibration_words(calibration, n_modalities, params)}." if calibration else "")
             + (f" {no_gold(params)}: the confidence cannot be checked." if params.get("gold_column") and not gold
                else ""))
 
@@ -454,7 +461,7 @@ def _consensus_lines(db: str | Path, run_id: str, details: str | None, n_modalit
     bands = store.query(db, "report_consensus_confidence", {"run_id": run_id}).to_pylist()
     if bands:
         calibration = json.loads(details).get("calibration") if details else None
-        lines += ["", confidence_summary(bands, calibration, params)]
+        lines += ["", confidence_summary(bands, calibration, n_modalities, params)]
     return lines
 
 

@@ -24,7 +24,7 @@ from tasks.metrics import PARENT_SUFFIX
 from tasks.model_retention import Removal
 from tasks.night import Night
 from tasks.refine import MIN_CALIBRATION_ROWS
-from tasks.report import CALIBRATIONS, DRIFT_METRICS, drift_not_measured, labelled_kinds
+from tasks.report import DRIFT_METRICS, calibration_words, drift_not_measured, labelled_kinds
 from tasks.sample import N_FOLDS
 from tasks.sources import Partition, Plan, first_few, quoted
 
@@ -124,9 +124,9 @@ def masks(pair_masks_path: str, seconds: float) -> str:
     return f"Masks fitted in {seconds:.2f} s: " + "; ".join(parts)
 
 
-def refinement(calibration: str, sample_rate: float, seconds: float) -> str:
+def refinement(calibration: str, n_modalities: int, sample_rate: float, seconds: float) -> str:
     return (f"Refinement fitted in {seconds:.2f} s on a seeded sample ({sample_rate:.1%} of the rows read); "
-            f"confidence {CALIBRATIONS.get(calibration, calibration)}")
+            f"confidence {calibration_words(calibration, n_modalities)}")
 
 
 def rejected(paths: Sequence[str]) -> str:

@@ -624,6 +624,24 @@ def test_a_one_modality_run_s_report_says_why_every_item_is_single_modality(tmp_
     assert html.escape(ONE_MODALITY) in page and "rejected" not in page
 
 
+def test_a_one_modality_run_without_gold_says_its_confidence_is_not_fitted(tmp_path, catalog):
+    """Its reports said "Confidence fitted without labels", while with one modality and no gold column the weight
+    is a fixed tempering chosen on other catalogs (docs/tables.md), under which a threshold may accept nothing."""
+    import html
+
+    from tasks.html_report import build_report
+    from tasks.report import FIXED_CONFIDENCE, calibration_words, render_report
+
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes.drop(["text_embedding"]))
+    summary, db = run(tmp_path, items_glob, classes_path, gold_column=None)
+    assert summary["details"]["calibration"] == "label-free"
+    text = render_report(db, summary["run_id"])
+    assert f"Confidence {FIXED_CONFIDENCE}." in text and "fitted without labels" not in text
+    assert html.escape(f"The confidence was {FIXED_CONFIDENCE}.") in build_report(db, summary["run_id"]).html
+    assert calibration_words("label-free", 2) == "fitted without labels"  # two modalities fit it on each other
+
+
 def test_blank_gold_values_count_as_no_label(tmp_path, catalog):
     """An empty or whitespace gold value is an item without a label, as a null is: it was scored as a wrong
     label (joint accuracy 0.500 on a catalog whose other labels were all right)."""
