@@ -650,6 +650,14 @@ def _one_line(error: Exception) -> str:
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
 
 
+def _expanded_glob(extra: list[str]) -> str:
+    """A hint when the arguments left over are files, as an unquoted glob leaves them: the shell expanded
+    `--items catalog/items/*.parquet`, the option took the first file, and the others had no option."""
+    if not all(os.path.isfile(arg) for arg in extra):
+        return ""
+    return " (files of an unquoted glob, which the shell expanded? quote it: --items 'catalog/items/*.parquet')"
+
+
 def _terminated(signum: int, frame: Any) -> None:
     """SIGTERM: one line, then the default action (the exit status says which signal). Prefect's flow engine
     turns the signal into the run's failure first (recorded; nothing of the run visible), then hands it on
@@ -666,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":  # Prefect's worker handles its own signals
         args.prefect_args = extra
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}{_expanded_glob(extra)}")
     if args.command != "worker" and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
     _prepare_prefect(getattr(args, "verbose", False), args.command in ("run", "demo"))  # `classes` runs no flow

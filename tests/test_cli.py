@@ -317,6 +317,23 @@ def test_quiet_prints_nothing_but_errors(env, tmp_path):
     assert twice.returncode == 2 and twice.stderr.endswith("pairwise report: error: --html given twice: give it once\n")
 
 
+def test_an_unquoted_glob_is_named_as_such_with_the_command_s_usage(env, tmp_path):
+    """`--items items/*.parquet` without quotes: the shell gives the option the first file and leaves the others,
+    which were refused as `unrecognized arguments` under the usage of `pairwise` itself, whatever the command."""
+    files = [tmp_path / f"part-{k}.parquet" for k in range(3)]
+    for path in files:
+        pq.write_table(pa.table({"item_id": ["a"]}), path)
+    result = pairwise(env, "run", "--items", *map(str, files), "--classes", "c.parquet", "--db", str(tmp_path / "o"))
+    assert result.returncode == 2 and result.stderr.startswith("usage: pairwise run [-h] --items ITEMS")
+    assert result.stderr.endswith(f"pairwise run: error: unrecognized arguments: {files[1]} {files[2]} (files of an "
+                                  "unquoted glob, which the shell expanded? quote it: --items "
+                                  "'catalog/items/*.parquet')\n")
+    other = pairwise(env, "report", "--db", str(tmp_path / "o"), "--bogus")
+    assert other.returncode == 2 and other.stderr.startswith("usage: pairwise report [-h] --db DB")
+    assert other.stderr.endswith("pairwise report: error: unrecognized arguments: --bogus\n")
+    assert not (tmp_path / "o").exists()
+
+
 def interrupted_query() -> BaseException:
     """The error of a DuckDB query that SIGINT stopped on this thread, as Ctrl-C does."""
     running = threading.Event()
