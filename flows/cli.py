@@ -108,7 +108,7 @@ def _print_report(db: str, run_id: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from flows.params import TRUSTED_DASK, ReclassifyParams
-    from tasks.run_log import count, gold_notes, parent_notes, rerun, too_few_labels
+    from tasks.run_log import count, rerun, source_notes, too_few_labels
     from tasks.runs import succeeded_before
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
                            chunk_size=params.chunk_size, changed_column=params.changed_column)
     _say(args, f"Reclassifying {count(plan.n_items, 'item')} into {count(len(plan.class_names), 'class', 'classes')}"
          f" ({', '.join(plan.modalities)}) -> {params.db}")
-    for line in parent_notes(plan.class_names, plan.parent) + gold_notes(plan):
+    for line in source_notes(plan):
         _say(args, line)
     if params.run_id and succeeded_before(params.db, params.run_id):  # the flow's warning reaches the UI alone
         check_rerun(params.db, params.run_id)

@@ -124,7 +124,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             signatures = plan.signatures
             n_parts = len(plan.partitions)
             log.info(run_log.catalog(plan, params.chunk_size))
-            for note in run_log.parent_notes(plan.class_names, plan.parent) + run_log.gold_notes(plan):
+            for note in run_log.source_notes(plan):
                 log.warning(note)
             progress = start_progress(n_parts)
 

@@ -26,7 +26,7 @@ from tasks.night import Night
 from tasks.refine import MIN_CALIBRATION_ROWS
 from tasks.report import DRIFT_METRICS, calibration_words, drift_not_measured, labelled_kinds
 from tasks.sample import N_FOLDS
-from tasks.sources import Partition, Plan, first_few, quoted
+from tasks.sources import EMBEDDING_SUFFIX, Partition, Plan, first_few, quoted
 
 if TYPE_CHECKING:  # run_retention words its reasons with ``count``
     from tasks.run_retention import RunRemoval
@@ -46,6 +46,23 @@ def catalog(plan: Plan, chunk_size: int) -> str:
     return (f"Catalog: {count(plan.n_items, 'item')} in {count(len(plan.partitions), 'partition')} "
             f"(chunk size {chunk_size:,}), {count(len(plan.class_names), 'class', 'classes')}; "
             f"modalities {modalities}; {gold}")
+
+
+def source_notes(plan: Plan) -> list[str]:
+    """What the user should know of the sources before the run: the modalities left out, the parents, the gold
+    column."""
+    return modality_notes(plan) + parent_notes(plan.class_names, plan.parent) + gold_notes(plan)
+
+
+def modality_notes(plan: Plan) -> list[str]:
+    """The items' modalities that the classes have no embeddings for, and so the run leaves out: `pairwise classes`
+    writes the modality text alone unless told others, and a catalog's image_embedding went unread, unsaid."""
+    if not plan.unmatched:
+        return []
+    columns = ", ".join(f"{m}{EMBEDDING_SUFFIX}" for m in plan.unmatched)
+    left_out = count(len(plan.unmatched), "modality", "modalities")
+    return [f"The classes have no embeddings for the items' {columns}: {left_out} left out of this run "
+            "(`pairwise classes --modality NAME` writes a modality's class embeddings)"]
 
 
 def gold_notes(plan: Plan) -> list[str]:

@@ -129,6 +129,8 @@ class Plan:
     # the item files' signatures (file_signatures) before validation read them; None for a DuckDB table: a run
     # checks them after its last pass, so that what it labelled is what was validated
     signatures: pa.Table | None = field(default=None, compare=False, repr=False)
+    # the items' modalities (<modality>_embedding columns) that the classes have no embeddings for: left out
+    unmatched: tuple[str, ...] = ()
 
     def parents_by_class(self) -> dict[str, str] | None:
         """Each class's parent name (the metrics stage them as a table), if the classes have parents."""
@@ -497,7 +499,7 @@ def _inspect(
             if gold_column is not None else None)
     partitions = tuple(plan_partitions(files, chunk_size)) if files else ()
     return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold, changed_column,
-                parent, signatures)
+                parent, signatures, tuple(m for m in item_modalities if m not in modalities))
 
 
 PARENT_COLUMN = "parent"

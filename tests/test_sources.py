@@ -242,6 +242,24 @@ def test_no_shared_modality(catalog):
     _fail(tmp_path, items, renamed, "no modality shared by items .image, text. and classes .photo, title.")
 
 
+def test_the_items_modalities_the_classes_lack_are_named_as_left_out(catalog):
+    """Classes from `pairwise classes` without --modality have text_embedding alone: a catalog's image_embedding
+    was left out of the run without a word."""
+    from tasks.run_log import modality_notes, source_notes
+
+    tmp_path, items, classes = catalog
+    pq.write_table(items, tmp_path / "items.parquet")
+    pq.write_table(classes.drop(["image_embedding"]), tmp_path / "text.parquet")
+    plan = inspect(str(tmp_path / "items.parquet"), str(tmp_path / "text.parquet"), tmp_path)
+    assert (plan.modalities, plan.unmatched) == (("text",), ("image",))
+    note = ("The classes have no embeddings for the items' image_embedding: 1 modality left out of this run "
+            "(`pairwise classes --modality NAME` writes a modality's class embeddings)")
+    assert modality_notes(plan) == source_notes(plan) == [note]
+    pq.write_table(classes, tmp_path / "both.parquet")
+    whole = inspect(str(tmp_path / "items.parquet"), str(tmp_path / "both.parquet"), tmp_path)
+    assert whole.unmatched == () and source_notes(whole) == []
+
+
 @pytest.mark.parametrize(("name", "holder"), [("joint", "the joint label"), ("gold", "the gold label")])
 def test_a_modality_named_joint_or_gold_is_refused(catalog, name, holder):
     """The joint label is modality 'joint' in the tables and reports, the gold label modality_b 'gold': a
