@@ -367,18 +367,18 @@ def _write_html_report(db: str, run_id: str | None, path: str) -> None:
 def _classes(args: argparse.Namespace) -> int:
     from flows.classes import build_classes
     from pairwise_core.hierarchy import Level
-    from tasks.run_log import parent_notes
+    from tasks.run_log import count, parent_notes
     from tasks.sources import PARENT_COLUMN
 
     table = build_classes(args.names, args.template or [], args.encoder, modalities=args.modality or [],
                           out=args.out, db=args.db, table=args.table)
     modalities = [name.removesuffix("_embedding") for name in table.column_names if name.endswith("_embedding")]
     where = args.out or f"table:{args.table} in {args.db}"
-    _say(args, f"Wrote {table.num_rows} classes ({', '.join(modalities)}) to {where}")
-    if PARENT_COLUMN in table.column_names:
-        parents = Level.of(table.column(PARENT_COLUMN).to_pylist())
-        for line in parent_notes(table.column("class_name").to_pylist(), parents):
-            _say(args, line)
+    parents = Level.of(table.column(PARENT_COLUMN).to_pylist()) if PARENT_COLUMN in table.column_names else None
+    under = f" under {count(len(parents.names), 'parent')}" if parents else ""
+    _say(args, f"Wrote {table.num_rows} classes ({', '.join(modalities)}){under} to {where}")
+    for line in parent_notes(table.column("class_name").to_pylist(), parents):
+        _say(args, line)
     source = args.out or f"table:{args.table} --db {args.db}"
     _say(args, f"Use it: pairwise run --classes {source} ...")
     return 0

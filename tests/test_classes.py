@@ -180,6 +180,7 @@ def test_a_parent_named_like_a_class_under_another_parent_is_warned_of(tmp_path,
     assert main(["classes", "--names", str(tmp_path / "tree.txt"), "--encoder", toy_module,
                  "--out", str(tmp_path / "out.parquet")]) == 0
     err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"Wrote 4 classes (text) under 3 parents to {tmp_path / 'out.parquet'}"
     assert err[1] == ("1 parent name is also a class under another parent: dog (a class under animal); label and "
                        "parent_label then use one name for two groups (a deeper taxonomy flattened?): rename one of "
                        "them if that is not meant")
