@@ -557,7 +557,8 @@ def test_no_console_errors(page):
     ("args", "message"),
     [
         (["--db", "{tmp}/missing.duckdb"], "no such DuckDB file"),
-        (["--db", "{db}", "--run-id", "nope"], "no run 'nope'"),
+        (["--db", "{db}", "--run-id", "nope"], "no run 'nope' in {db} (the latest is r-failed; SELECT run_id, status, "
+                                               "started_at FROM runs ORDER BY started_at lists them all)"),
         (["--db", "{tmp}/empty.duckdb"], "no succeeded run yet"),
         (["--db", "{tmp}/not-a-db.duckdb"], "not-a-db.duckdb: not a DuckDB file"),
         (["--db", "{db}", "--html", "{tmp}/not-a-db.duckdb/out.html"], "not-a-db.duckdb is a file, not a folder"),
@@ -574,7 +575,7 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(made, tmp_path, args, messag
     result = subprocess.run([PAIRWISE, "report", *argv, *html],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert result.stderr.count("\n") == 1 and message.format(db=db) in result.stderr
     assert not (tmp_path / "out.html").exists()
     assert not (tmp_path / "typo").exists()  # no folder made for a mistyped path
 
