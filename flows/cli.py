@@ -385,8 +385,13 @@ def _classes(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from prefect.settings import PREFECT_API_URL
+
     from flows.worker import start_worker
 
+    if not PREFECT_API_URL.value():  # Prefect's worker started a temporary server, then died in a traceback
+        raise ValueError("the worker takes its flow runs from a Prefect server: set PREFECT_API_URL to it "
+                         "(export PREFECT_API_URL=http://127.0.0.1:4200/api for `prefect server start`)")
     return start_worker(args.pool, args.prefect_args)
 
 

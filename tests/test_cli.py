@@ -334,6 +334,15 @@ def test_an_unquoted_glob_is_named_as_such_with_the_command_s_usage(env, tmp_pat
     assert not (tmp_path / "o").exists()
 
 
+def test_a_worker_without_a_prefect_server_to_ask_says_so_in_one_line(env):
+    """Without PREFECT_API_URL (a new shell, not the one that exported it), Prefect's worker started a temporary
+    server and created the work pool on it, then ended in a 30-line traceback."""
+    result = pairwise(env, "worker", "--pool", "pairwise", timeout=120)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("pairwise: the worker takes its flow runs from a Prefect server: set PREFECT_API_URL to "
+                             "it (export PREFECT_API_URL=http://127.0.0.1:4200/api for `prefect server start`)\n")
+
+
 def interrupted_query() -> BaseException:
     """The error of a DuckDB query that SIGINT stopped on this thread, as Ctrl-C does."""
     running = threading.Event()
