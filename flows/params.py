@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -161,6 +162,16 @@ class ReclassifyParams(BaseModel):
         description="Run the partition tasks on this Dask scheduler (tcp://host:8786); a deployment's run may use "
         f"only one that {DASK_ALLOWED} lists, the command line any; None: on local threads",
     )
+
+    @field_validator("run_id", "model", mode="before")
+    @classmethod
+    def _an_id(cls, name: Any) -> Any:
+        """A run or model id that the pattern refuses, said in words: pydantic's own message was the pattern's
+        regular expression. The pattern stays, for the Prefect UI's form."""
+        if isinstance(name, str) and not re.fullmatch(RUN_ID_PATTERN, name):
+            raise ValueError(f"{name!r}: letters, digits, '.', '_' and '-' only, starting with a letter or digit, "
+                             "at most 128 characters")
+        return name
 
     @field_validator("dask_address")
     @classmethod

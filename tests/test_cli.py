@@ -82,7 +82,9 @@ def test_the_printed_python_resolves_from_the_working_folder(tmp_path, monkeypat
         (["--items", "missing.parquet"], "pairwise: missing.parquet: no such file"),
         (["--gold-column", "nope"], "--gold-column nope: no such column; the items have item_id, image_embedding, "
                                     "text_embedding, label\n"),
-        (["--run-id", "x; DROP TABLE runs"], "pairwise: --run-id: String should match pattern"),
+        (["--run-id", "x; DROP TABLE runs"], "pairwise: --run-id: 'x; DROP TABLE runs': letters, digits, '.', '_' "
+                                             "and '-' only, starting with a letter or digit, at most 128 characters\n"),
+        (["--model", "../m"], "pairwise: --model: '../m': letters, digits, '.', '_' and '-' only, starting"),
         (["--items", "table:items; DROP TABLE runs"], "no such table"),
         (["--min-items", "1"], "pairwise: --min-items: Input should be greater than or equal to 2"),
         (["--max-dims", "8"], "pairwise: max_dims (8) must be >= min_dims (32)"),
