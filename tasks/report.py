@@ -85,6 +85,19 @@ def graph_line(details: str | None) -> str | None:
             f"of {graph['items']:,} items (recall {graph['recall']:.3f}, calibration {graph['calibration']})")
 
 
+def fit_line(db: str | Path, run: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    """The fit's strategy, cutoff and seed: the run's own, or for a run with a stored model (--model) its model's,
+    which it labelled with (a night's report gave its own defaults, seed 0 under a model fitted with seed 3)."""
+    fit: Mapping[str, Any] = params
+    if params.get("model") and run["model_id"]:
+        stored = store.query(db, "model_row", {"model_id": run["model_id"]}).to_pylist()
+        if not stored:
+            return f"- stored model {run['model_id']} (removed since)"
+        fit = json.loads(stored[0]["params"])["core"]
+    shown = ", ".join(f"{name} {'-' if fit.get(name) is None else fit[name]}" for name in ("strategy", "cutoff", "seed"))
+    return f"- stored model {run['model_id']}: {shown}, as it was fitted" if fit is not params else f"- {shown}"
+
+
 def render_report(db: str | Path, run_id: str) -> str:
     """Run summary, base / pairwise / refined metrics, class distribution, consensus and the top label issues."""
     run = run_row(db, run_id)
@@ -94,8 +107,7 @@ def render_report(db: str | Path, run_id: str) -> str:
         "",
         f"- items: {_fmt(run['n_items'])}, classes: {_fmt(run['n_classes'])}, "
         f"modalities: {md_text(', '.join(run['modalities'] or [])) or '-'}",
-        "- " + ", ".join(f"{name} {'-' if params.get(name) is None else params[name]}"
-                         for name in ("strategy", "cutoff", "seed")),
+        fit_line(db, run, params),
         f"- started {run['started_at']:%Y-%m-%d %H:%M:%S %Z}, finished "
         + (f"{run['finished_at']:%Y-%m-%d %H:%M:%S %Z}" if run["finished_at"] else "-"),
     ]

@@ -314,11 +314,14 @@ def test_a_night_s_progress_counts_the_items_it_read_and_says_how_many_it_labell
 def test_a_night_s_report_says_its_figures_count_the_items_it_labelled_not_the_catalog(tmp_path, catalog):
     """Its header said "items: 3,000" (the catalog) over class shares and accuracy of its 500 new items alone."""
     glob, classes_path, db, full = day0_then_a_new_file(tmp_path, catalog, lambda new: new)
-    night1 = reclassify_catalog(params(glob, classes_path, db, model="latest", incremental=True))
+    # the night's own seed is not the one it labels with: its model's (seed 0)
+    night1 = reclassify_catalog(params(glob, classes_path, db, model="latest", incremental=True, seed=7))
     scope = ("These figures count the 500 items this night labelled (new or changed), not the catalog's 3,000: "
              "the catalog's labels now are in catalog_labels.")
     text = report.render_report(db, night1["run_id"])
     assert "- items: 3,000," in text
+    assert f"\n- stored model {full['model_id']}: strategy tourney, cutoff 1.05, seed 0, as it was fitted\n" in text
+    assert "\n- strategy tourney, cutoff 1.05, seed 0\n" in report.render_report(db, full["run_id"])
     for heading in ("## Agreement and accuracy", "## Class shares", "## One label per item",
                     "## Labels worth a look"):
         assert text[text.index(heading):].split("\n")[2] == scope, heading
