@@ -57,16 +57,13 @@ def shown_classes(candidates: Iterable[str], items: Mapping[str, int], limit: in
     return sorted(ranked[:limit]), max(0, len(ranked) - limit)
 
 
-LIST_RUNS = "SELECT run_id, status, started_at FROM runs ORDER BY started_at"
-
-
 def run_row(db: str | Path, run_id: str) -> dict:
     """The run's row of `runs`, or a one-line ValueError naming the latest run and where the others are."""
     runs = store.query(db, "report_run", {"run_id": run_id}).to_pylist()
     if not runs:
         latest = latest_run_id(db)
-        raise ValueError(f"no run {run_id!r} in {db}" + (f" (the latest is {latest}; {LIST_RUNS} lists them all)"
-                                                          if latest else " (no runs yet)"))
+        listed = f" (the latest is {latest}; `pairwise runs --db {db}` lists them all)" if latest else " (no runs yet)"
+        raise ValueError(f"no run {run_id!r} in {db}{listed}")
     return runs[0]
 
 

@@ -557,8 +557,8 @@ def test_no_console_errors(page):
     ("args", "message"),
     [
         (["--db", "{tmp}/missing.duckdb"], "no such DuckDB file"),
-        (["--db", "{db}", "--run-id", "nope"], "no run 'nope' in {db} (the latest is r-failed; SELECT run_id, status, "
-                                               "started_at FROM runs ORDER BY started_at lists them all)"),
+        (["--db", "{db}", "--run-id", "nope"], "no run 'nope' in {db} (the latest is r-failed; `pairwise runs --db {db}` "
+                                               "lists them all)"),
         (["--db", "{tmp}/empty.duckdb"], "no succeeded run yet"),
         (["--db", "{tmp}/not-a-db.duckdb"], "not-a-db.duckdb: not a DuckDB file"),
         (["--db", "{db}", "--html", "{tmp}/not-a-db.duckdb/out.html"], "not-a-db.duckdb is a file, not a folder"),
