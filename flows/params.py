@@ -77,11 +77,12 @@ class ReclassifyParams(BaseModel):
     # bound it fails ("greater than or equal to 0"), and inf passed --cutoff and --pair-margin to fail the started run
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    items: str = Field(description="Items: a Parquet path, directory or glob, an s3:// or gs:// URI, or table:NAME "
-                       "in the DuckDB file")
-    classes: str = Field(description="Classes: a Parquet path, directory or glob, an s3:// or gs:// URI, or "
-                         "table:NAME in the DuckDB file")
-    db: str = Field(default="pairwise.duckdb", description="DuckDB file the output tables are written to")
+    # min_length: an empty one was taken for a path, "pairwise: : no such file"
+    items: str = Field(min_length=1, description="Items: a Parquet path, directory or glob, an s3:// or gs:// URI, or "
+                       "table:NAME in the DuckDB file")
+    classes: str = Field(min_length=1, description="Classes: a Parquet path, directory or glob, an s3:// or gs:// "
+                         "URI, or table:NAME in the DuckDB file")
+    db: str = Field(default="pairwise.duckdb", min_length=1, description="DuckDB file the output tables are written to")
     gold_column: str | None = Field(
         default=None,
         description="Items column with the current (gold) label; None: no gold metrics and no review of labels",
@@ -255,7 +256,8 @@ class ReclassifyParams(BaseModel):
 class DemoParams(BaseModel):
     """`pairwise demo`'s options, and the defaults of the pairwise-demo flow."""
 
-    db: str = Field(default="pairwise-demo.duckdb", description="DuckDB file the demo catalog and its run go to")
+    db: str = Field(default="pairwise-demo.duckdb", min_length=1,
+                    description="DuckDB file the demo catalog and its run go to")
     n_items: int = Field(default=20_000, ge=1, description="Items in the synthetic catalog")
     n_classes: int = Field(default=13, ge=2, description="Classes in the synthetic catalog")
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seeds the synthetic catalog and the run")

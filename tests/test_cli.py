@@ -80,6 +80,8 @@ def test_the_printed_python_resolves_from_the_working_folder(tmp_path, monkeypat
     ("args", "message"),
     [
         (["--items", "missing.parquet"], "pairwise: missing.parquet: no such file"),
+        (["--items", ""], "pairwise: --items: String should have at least 1 character\n"),  # was ": no such file"
+        (["--db", ""], "pairwise: --db: String should have at least 1 character\n"),
         (["--gold-column", "nope"], "--gold-column nope: no such column; the items have item_id, image_embedding, "
                                     "text_embedding, label\n"),
         (["--run-id", "x; DROP TABLE runs"], "pairwise: --run-id: 'x; DROP TABLE runs': letters, digits, '.', '_' "
