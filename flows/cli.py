@@ -238,20 +238,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     """One line per stored model, newest first; with --remove or --keep, remove models first."""
-    import duckdb
-
-    from tasks.store import query
-
     if args.remove is not None or args.keep is not None:
         return _remove_models(args)
     if args.dry_run:
         raise ValueError("--dry-run goes with --remove or --keep: alone, `pairwise models` only lists")
-    try:
-        rows = query(args.db, "report_models").to_pylist() if _ours(args.db) else []
-    except duckdb.Error as error:  # not one of our files, or one a run is writing
-        raise ValueError(f"{args.db}: cannot read it: {str(error).splitlines()[0]}") from None
-    if not rows:
-        print(f"{args.db}: no stored models yet (a full run stores one)", file=sys.stderr)
+    rows = _listed(args.db, "report_models", "no stored models yet (a full run stores one)")
     from tasks.model_retention import folder_bytes
     from tasks.models import damage
     from tasks.store import stored_model_folder
@@ -293,11 +284,8 @@ def _remove_models(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     """One line per run, newest first; with --keep, remove the older runs first."""
-    import duckdb
-
     from tasks.run_log import count
     from tasks.run_retention import remove_old_runs
-    from tasks.store import query
 
     if args.keep is not None:
         if not _ours(args.db):
@@ -313,16 +301,25 @@ def _runs(args: argparse.Namespace) -> int:
         return 0
     if args.dry_run:
         raise ValueError("--dry-run goes with --keep: alone, `pairwise runs` only lists")
-    try:
-        rows = query(args.db, "report_runs").to_pylist() if _ours(args.db) else []
-    except duckdb.Error as error:  # not one of our files, or one a run is writing
-        raise ValueError(f"{args.db}: cannot read it: {str(error).splitlines()[0]}") from None
-    if not rows:
-        print(f"{args.db}: no runs yet", file=sys.stderr)
-    for row in rows:
+    for row in _listed(args.db, "report_runs", "no runs yet"):
         items = "" if row["n_items"] is None else f"  {row['n_items']:,} items"  # NULL until it succeeds
         print(f"{_run_line(row)}{items}  model {row['model_id'] or '-'}  labels {row['n_live']:,} live items")
     return 0
+
+
+def _listed(db: str, listing: str, none: str) -> list[dict[str, Any]]:
+    """The rows of a listing statement (`pairwise models`, `pairwise runs`); ``none`` on stderr when there are none."""
+    import duckdb
+
+    from tasks.store import query
+
+    try:
+        rows = query(db, listing).to_pylist() if _ours(db) else []
+    except duckdb.Error as error:  # not one of our files, or one a run is writing
+        raise ValueError(f"{db}: cannot read it: {str(error).splitlines()[0]}") from None
+    if not rows:
+        print(f"{db}: {none}", file=sys.stderr)
+    return rows
 
 
 def _run_line(row: dict[str, Any]) -> str:
