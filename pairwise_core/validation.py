@@ -7,6 +7,7 @@ the pipeline can show it to a user as it is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Literal
@@ -71,11 +72,13 @@ def check_params(params: dict[str, Any], constraints: dict[str, Interval | Optio
         constraint.check(name, params[name])
 
 
-def _rows(mask: np.ndarray, offset: int = 0) -> str:
+def _rows(mask: np.ndarray, offset: int = 0, classes: Sequence[str] | None = None) -> str:
+    """Where ``mask`` holds: "in rows 3, 7", or with the rows' ``classes`` "for classes dog, cat" (a classes
+    file's row number sent the user counting)."""
     idx = np.flatnonzero(mask) + offset
-    shown = ", ".join(str(i) for i in idx[:_MAX_ROWS_SHOWN])
+    shown = ", ".join(str(i) if classes is None else classes[i] for i in idx[:_MAX_ROWS_SHOWN])
     more = f" and {idx.size - _MAX_ROWS_SHOWN} more" if idx.size > _MAX_ROWS_SHOWN else ""
-    return f"rows {shown}{more}"
+    return f"in rows {shown}{more}" if classes is None else f"for classes {shown}{more}"
 
 
 def check_matrix(x: Any, name: str, *, n_features: int | None = None) -> np.ndarray:
@@ -100,14 +103,15 @@ def check_matrix(x: Any, name: str, *, n_features: int | None = None) -> np.ndar
     return arr
 
 
-def check_rows(rows: np.ndarray, name: str, *, offset: int = 0, square_norms: np.ndarray | None = None) -> np.ndarray:
+def check_rows(rows: np.ndarray, name: str, *, offset: int = 0, square_norms: np.ndarray | None = None,
+               classes: Sequence[str] | None = None) -> np.ndarray:
     """Square norms of ``rows``, after checking every row is finite and non-zero.
 
     One pass: a NaN or Inf anywhere makes the row's square norm non-finite,
     and only an all-zero row has square norm 0. ``offset`` is the index of
     the first row in the caller's numbering, for the message. ``square_norms``: the rows' square norms as
     this computes them (``np.einsum("ij,ij->i", rows, rows)``), when the caller has them already; they are
-    checked, not computed again.
+    checked, not computed again. ``classes``: the rows' class names, which the messages then give.
     """
     if square_norms is None:
         square_norms = np.einsum("ij,ij->i", rows, rows)
@@ -116,23 +120,24 @@ def check_rows(rows: np.ndarray, name: str, *, offset: int = 0, square_norms: np
     if not np.isfinite(square_norms).all():
         finite = np.isfinite(rows).all(axis=1)  # precise, only on the rare bad path
         if not finite.all():
-            raise ValueError(f"{name} has NaN or Inf in {_rows(~finite, offset)}")
-        raise ValueError(f"{name} has values too large for float32 (the square norm overflows) in "
-                         f"{_rows(~np.isfinite(square_norms), offset)}")
+            raise ValueError(f"{name} has NaN or Inf {_rows(~finite, offset, classes)}")
+        raise ValueError(f"{name} has values too large for float32 (the square norm overflows) "
+                         f"{_rows(~np.isfinite(square_norms), offset, classes)}")
     zero = square_norms == 0
     if zero.any():
         tiny = zero & (rows != 0).any(axis=1)
         if tiny.any():
-            raise ValueError(f"{name} has values too small for float32 (the square norm underflows) in "
-                             f"{_rows(tiny, offset)}")
-        raise ValueError(f"{name} has all-zero vectors in {_rows(zero, offset)}")
+            raise ValueError(f"{name} has values too small for float32 (the square norm underflows) "
+                             f"{_rows(tiny, offset, classes)}")
+        raise ValueError(f"{name} has all-zero vectors {_rows(zero, offset, classes)}")
     return square_norms
 
 
-def check_embeddings(x: Any, name: str, *, n_features: int | None = None) -> np.ndarray:
-    """``check_matrix`` and ``check_rows`` over the whole array."""
+def check_embeddings(x: Any, name: str, *, n_features: int | None = None,
+                     classes: Sequence[str] | None = None) -> np.ndarray:
+    """``check_matrix`` and ``check_rows`` over the whole array (``classes``: the rows' class names)."""
     arr = check_matrix(x, name, n_features=n_features)
-    check_rows(arr, name)
+    check_rows(arr, name, classes=classes)
     return arr
 
 
@@ -145,5 +150,5 @@ def check_labels(y: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
     arr = arr.astype(np.int64, copy=False)
     if arr.size and arr.min() < 0:
-        raise ValueError(f"{name} has negative class ids in {_rows(arr < 0)}")
+        raise ValueError(f"{name} has negative class ids {_rows(arr < 0)}")
     return arr

@@ -481,7 +481,7 @@ def _inspect(
         column = f"{modality}{EMBEDDING_SUFFIX}"
         _check_class_lists(class_table.column(column), names, f"{classes}: {column}")
         try:
-            class_matrix = check_embeddings(embeddings(class_table, column), f"{classes}: {column}")
+            class_matrix = check_embeddings(embeddings(class_table, column), f"{classes}: {column}", classes=names)
         except ValueError as error:
             raise SourceError(str(error)) from None
         dims[modality] = class_matrix.shape[1]
