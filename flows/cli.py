@@ -109,10 +109,12 @@ def _print_report(db: str, run_id: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from flows.params import TRUSTED_DASK, ReclassifyParams
     from tasks.run_log import count, rerun, source_notes, too_few_labels
-    from tasks.runs import succeeded_before
+    from tasks.runs import first_night, succeeded_before
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
-    from tasks.store import check_db_file, check_export_dir, check_rerun, check_run_lock, check_writable
+    from tasks.store import (
+        check_db_file, check_export_dir, check_rerun, check_run_lock, check_writable, stored_model_row,
+    )
 
     # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
     params = _validated(ReclassifyParams, args, context={TRUSTED_DASK: args.dask_address})
@@ -123,6 +125,8 @@ def _run(args: argparse.Namespace) -> int:
     check_staging(params.db)
     if params.export_dir:
         check_export_dir(params.export_dir, params.db)
+    if params.model and not first_night(params.db, params.model, params.incremental):
+        stored_model_row(params.db, params.model)  # none such: refused here, not 10 s later once Prefect started
     plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
                            chunk_size=params.chunk_size, changed_column=params.changed_column)
     _say(args, f"Reclassifying {count(plan.n_items, 'item')} into {count(len(plan.class_names), 'class', 'classes')}"

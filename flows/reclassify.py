@@ -37,7 +37,7 @@ from tasks.refine import fit_refinement
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
     check_neighbourhood, check_night_parents, check_still_stored, check_stored_model, commit_run, extend_seal, fail_run,
-    in_latest_order, remove_old_models, remove_old_runs, seal_model, stage_sources, start_run, stored_models,
+    first_night, in_latest_order, remove_old_models, remove_old_runs, seal_model, stage_sources, start_run,
     validate_sources,
 )
 from tasks.sources import Partition, Plan, SourceError, file_signatures
@@ -84,7 +84,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
     min_free_bytes()
     plan = validate_sources(params.items, params.classes, db, params.gold_column, params.chunk_size,
                             params.changed_column)
-    if params.incremental and params.model == "latest" and not stored_models(db):
+    if first_night(db, params.model, params.incremental):
         log.info(run_log.first_night(db))
         params = params.model_copy(update={"model": None, "incremental": False, "refit_on_drift": False})
     # a stored model to label with must fit the catalog: refused before anything is written; `using` holds the

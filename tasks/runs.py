@@ -209,6 +209,11 @@ def stored_models(db: str) -> list[str]:
     return [] if table is None else table.column(0).to_pylist()
 
 
+def first_night(db: str, model: str | None, incremental: bool) -> bool:
+    """Whether an incremental night with --model latest finds no stored model: it then fits one, a full run."""
+    return incremental and model == "latest" and not stored_models(db)
+
+
 def check_still_stored(db: str, model_id: str) -> None:
     """Under the run lock, before anything is written: the model the run checked before it took the lock is still
     stored. A removal (`pairwise models --remove/--keep`, a run's keep_models) takes the lock, so one in between

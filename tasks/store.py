@@ -703,6 +703,13 @@ def stored_model(db: str | Path, model_id: str) -> tuple[dict[str, Any], Model]:
     ValueError (bad input, one line) if there is no such model, or if one of
     its files is missing, truncated or changed (``ModelMismatch``).
     """
+    row = stored_model_row(db, model_id)
+    return row, load_model(stored_model_folder(db, row["model_id"]), row["content_hash"], row["model_id"])
+
+
+def stored_model_row(db: str | Path, model_id: str) -> dict[str, Any]:
+    """A stored model's row, by id or 'latest'; ValueError (one line) if there is none: no model yet, removed, or
+    never stored. Cheap, so `pairwise run --model` asks it before Prefect starts (a refusal took 10 s)."""
     found = query_ours(db, "model_row", {"model_id": model_id})
     if found is None or not found.num_rows:
         if (ids := query_ours(db, "model_ids")) is None or not ids.num_rows:
@@ -714,8 +721,7 @@ def stored_model(db: str | Path, model_id: str) -> tuple[dict[str, Any], Model]:
             raise ValueError(f"model {model_id} is no longer stored (removed; run {runs[0]} fitted it); `pairwise "
                              f"models --db {db}` lists the stored ones")
         raise ValueError(f"model {model_id}: no such stored model in {db} (`pairwise models --db {db}` lists them)")
-    row = found.to_pylist()[0]
-    return row, load_model(stored_model_folder(db, row["model_id"]), row["content_hash"], row["model_id"])
+    return found.to_pylist()[0]
 
 
 def stored_model_folder(db: str | Path, model_id: str) -> Path:

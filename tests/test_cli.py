@@ -191,6 +191,19 @@ def test_a_run_that_fails_after_it_started_exits_1_even_on_what_reads_as_bad_inp
     assert (status, last) == ("failed", f"pairwise: run failed: {error}")  # the reason runs records
 
 
+def test_a_stored_model_that_is_not_there_is_refused_before_prefect_starts(env, tmp_path):
+    """The refusal took 10 s: it came from the flow, once Prefect's temporary server had started. With an API
+    nothing answers, the flow would fail on it; the command refuses first."""
+    items_glob, classes_path = write_catalog(tmp_path, *make_catalog(300, 3, seed=1))
+    db = tmp_path / "o.duckdb"
+    unreachable = {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # the discard port: nothing listens
+    result = pairwise(unreachable, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                      "--model", "latest")
+    assert (result.returncode, result.stderr) == (2, f"pairwise: model latest: {db} holds no stored model yet: a full "
+                                                     "run (without --model) fits and stores one\n")
+    assert not db.exists()
+
+
 def test_report_without_runs_says_so(env, tmp_path):
     result = pairwise(env, "report", "--db", str(tmp_path / "none.duckdb"))
     assert result.returncode == 2 and "no such DuckDB file" in result.stderr
