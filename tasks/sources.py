@@ -14,6 +14,7 @@ import json
 import math
 import os
 import unicodedata
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -86,6 +87,8 @@ class Partition:
     path: str
     row_groups: tuple[int, ...]
     n_rows: int
+    # columns the file's folders give (Hive style, ``label=dress/``) rather than the file: (name, value) pairs
+    keys: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,33 @@ def hidden(parts: Sequence[str]) -> bool:
     writer's temporary files (Spark's _temporary/ attempts) and markers (_SUCCESS, _delta_log/): read, a job
     still writing failed the run with a half-written file, or with its ids twice."""
     return any(part.startswith((".", "_")) for part in parts)
+
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # the folder value Hive and Spark write for a null key
+
+
+def folder_keys(path: str, root: str) -> dict[str, str | None]:
+    """The ``key=value`` folders between a source's ``root`` and one of its files: columns of that file's rows, as
+    Hive, Spark (``partitionBy``), pyarrow's datasets and DuckDB read them. A catalog written partitioned by its
+    label holds the label in its folder names alone: ``--gold-column label`` said "no such column". Values are
+    text, %-escapes decoded; keys above the root (the user's own folders) are not columns."""
+    relative = path.removeprefix(root) if URI_MARK in path else os.path.relpath(path, root or ".")
+    keys: dict[str, str | None] = {}
+    for folder in relative.strip("/").split("/")[:-1]:
+        name, equals, value = folder.partition("=")
+        if equals and name:
+            keys[urllib.parse.unquote(name)] = None if value == HIVE_NULL else urllib.parse.unquote(value)
+    return keys
+
+
+def source_root(pattern: str) -> str:
+    """The folder a Parquet source's files are found under: a directory itself, a glob's folders before its first
+    wildcard, a file's own folder."""
+    if URI_MARK not in pattern and os.path.isdir(pattern):
+        return pattern
+    parts = pattern.split("/")
+    magic = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts) - 1)
+    return "/".join(parts[:magic])
 
 
 def _unreadable(pattern: str) -> str | None:
@@ -419,6 +449,7 @@ def _inspect(
         files: list[str] = []
         metadata: list[pq.ParquetFile] = []
         first = 0
+        keys: dict[str, dict[str, str | None]] = {}
     else:
         files = parquet_files(items)
         signatures = file_signatures(tuple(files))  # before anything is read: a file replaced after it shows
@@ -426,6 +457,8 @@ def _inspect(
         # the other files are checked against the first that has rows
         first = next((k for k, meta in enumerate(metadata) if meta.metadata.num_rows), 0)
         item_schema, n_items = metadata[first].schema_arrow, sum(m.metadata.num_rows for m in metadata)
+        keys = _folder_columns(items, files, item_schema)
+        item_schema = pa.schema([*item_schema, *(pa.field(name, pa.string()) for name in keys[files[first]])])
     if n_items == 0:  # before the columns: a folder of empty files typed null has no string item_id either
         raise SourceError(f"{items}: no items")
     where = files[first] if len(files) > 1 else items  # of several files, the one whose columns are checked
@@ -492,17 +525,25 @@ def _inspect(
     further = [column for column in (gold_column, changed_column) if column is not None]
     for path, meta in zip(files, metadata, strict=True):
         if path != files[first]:
-            _check_columns(meta, item_schema, dims, further, path, files[first])
+            _check_columns(meta, item_schema, dims, further, path, files[first], keys[path])
     # last: the checks above read schemas and the class table only, these two read a column of every item
-    _check_unique_ids(item_source, files, db)
-    gold = (_gold_values(item_source, files, db, gold_column, names, parent.names if parent else ())
+    _check_unique_ids(item_source, files, db, keys)
+    gold = (_gold_values(item_source, files, db, gold_column, names, parent.names if parent else (), keys)
             if gold_column is not None else None)
-    partitions = tuple(plan_partitions(files, chunk_size)) if files else ()
+    partitions = tuple(plan_partitions(files, chunk_size, keys)) if files else ()
     return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold, changed_column,
                 parent, signatures, tuple(m for m in item_modalities if m not in modalities))
 
 
 PARENT_COLUMN = "parent"
+
+
+def _folder_columns(pattern: str, files: list[str], schema: pa.Schema) -> dict[str, dict[str, str | None]]:
+    """Each file's folder keys (``folder_keys``) that the files do not hold as columns (a column of the file
+    wins, as in DuckDB's reading)."""
+    root = source_root(pattern)
+    return {path: {name: value for name, value in folder_keys(path, root).items() if name not in schema.names}
+            for path in files}
 
 
 def _checked_schema(meta: pq.ParquetFile, first: pa.Schema) -> pa.Schema:
@@ -520,11 +561,13 @@ def _checked_schema(meta: pq.ParquetFile, first: pa.Schema) -> pa.Schema:
 
 
 def _check_columns(meta: pq.ParquetFile, first: pa.Schema, dims: dict[str, int], further: list[str], path: str,
-                   first_path: str) -> None:
+                   first_path: str, keys: dict[str, str | None]) -> None:
     """A further file of the source has the columns the run reads (item_id, the modalities' embeddings and
-    the ``further`` columns), of types it reads like the first file's. Other columns, the columns' order and
-    their nullability may differ, as in files written on other days by other writers."""
+    the ``further`` columns), of types it reads like the first file's, in the file or its folder ``keys``.
+    Other columns, the columns' order and their nullability may differ, as in files written on other days by
+    other writers."""
     schema = _checked_schema(meta, first)
+    schema = pa.schema([*schema, *(pa.field(name, pa.string()) for name in keys if name not in schema.names)])
     read = ["item_id", *(f"{m}{EMBEDDING_SUFFIX}" for m in dims), *further]
     refuse_repeated(schema.names, read, path)
     for name in read:
@@ -628,11 +671,12 @@ def first_few(values: Sequence[str], show: Callable[[Sequence[str]], str] = ", "
 
 
 @contextmanager
-def _one_column(source: Source, files: list[str], db: str, column: str) -> Iterator[pa.RecordBatchReader]:
+def _one_column(source: Source, files: list[str], db: str, column: str,
+                keys: dict[str, dict[str, str | None]] | None = None) -> Iterator[pa.RecordBatchReader]:
     """One column of the items, streamed as strings named ``value``: Parquet decodes that column's pages
     alone (an s3:// file too, through the same reader) and DuckDB scans that column alone: no embedding is
     read. A file whose pages of that column will not decode is bad input, named. A table's ``files`` are
-    none, or its staged copy."""
+    none, or its staged copy. A column of a file's folder ``keys`` is that key's value in every row."""
     if not files:
         with connect(db, read_only=True) as con:
             yield con.execute(statement("source_column"), {"name": source.table, "column": column}) \
@@ -643,7 +687,14 @@ def _one_column(source: Source, files: list[str], db: str, column: str) -> Itera
 
     def batches() -> Iterator[pa.RecordBatch]:
         for path in files:
+            folder = (keys or {}).get(path, {})
             try:
+                if column in folder:
+                    n_rows = _parquet_file(path).metadata.num_rows
+                    for start in range(0, n_rows, COLUMN_BATCH_ROWS):
+                        value = pa.scalar(folder[column], pa.string())
+                        yield pa.record_batch([pa.repeat(value, min(COLUMN_BATCH_ROWS, n_rows - start))], schema=schema)
+                    continue
                 # by name: asked for column 'gold.label', pyarrow also reads a struct gold's field label
                 for batch in _parquet_file(path).iter_batches(batch_size=COLUMN_BATCH_ROWS, columns=[column]):
                     yield pa.RecordBatch.from_arrays([batch.column(column).cast(pa.string())], schema=schema)
@@ -659,9 +710,10 @@ def _one_column(source: Source, files: list[str], db: str, column: str) -> Itera
         raise
 
 
-def _check_unique_ids(source: Source, files: list[str], db: str) -> None:
+def _check_unique_ids(source: Source, files: list[str], db: str,
+                      keys: dict[str, dict[str, str | None]] | None = None) -> None:
     """Refuse null and duplicate item ids now, naming a few: found only after both passes, they cost a whole run."""
-    with _one_column(source, files, db, "item_id") as ids, duckdb.connect(config=DUCKDB_MEMORY) as con:
+    with _one_column(source, files, db, "item_id", keys) as ids, duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.register("item_ids", ids)
         duplicates = con.execute(statement("check_duplicate_items"), {"examples": EXAMPLES}).fetchall()
     if duplicates and duplicates[0][0] is None:
@@ -674,10 +726,10 @@ def _check_unique_ids(source: Source, files: list[str], db: str) -> None:
 
 
 def _gold_values(source: Source, files: list[str], db: str, gold_column: str, names: list[str],
-                 parents: Iterable[str] = ()) -> GoldValues:
+                 parents: Iterable[str] = (), keys: dict[str, dict[str, str | None]] | None = None) -> GoldValues:
     """Count the gold values that name no class; refuse a column where most do not (saying so when they name
     the classes' parents: the gold column names leaf classes, and the parent level is scored from them)."""
-    with _one_column(source, files, db, gold_column) as gold, duckdb.connect(config=DUCKDB_MEMORY) as con:
+    with _one_column(source, files, db, gold_column, keys) as gold, duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.register("gold", gold)
         con.register("classes", pa.table({"class_name": pa.array(names, pa.string())}))
         counted = con.execute(statement("check_gold_values"), {"examples": EXAMPLES}).fetchone()
@@ -755,10 +807,12 @@ def _all_of_length(meta: pq.FileMetaData, column: str, dim: int) -> bool:
     return True
 
 
-def plan_partitions(files: list[str], chunk_size: int) -> Iterator[Partition]:
-    """Consecutive row groups of each file, about chunk_size rows per partition."""
+def plan_partitions(files: list[str], chunk_size: int,
+                    keys: dict[str, dict[str, str | None]] | None = None) -> Iterator[Partition]:
+    """Consecutive row groups of each file, about chunk_size rows per partition, with the file's folder keys."""
     index = 0
     for path in files:
+        folder = tuple((keys or {}).get(path, {}).items())
         meta = _parquet_file(path).metadata
         group: list[int] = []
         rows = 0
@@ -766,10 +820,10 @@ def plan_partitions(files: list[str], chunk_size: int) -> Iterator[Partition]:
             group.append(row_group)
             rows += meta.row_group(row_group).num_rows
             if rows >= chunk_size:
-                yield Partition(index, path, tuple(group), rows)
+                yield Partition(index, path, tuple(group), rows, folder)
                 index, group, rows = index + 1, [], 0
         if group:
-            yield Partition(index, path, tuple(group), rows)
+            yield Partition(index, path, tuple(group), rows, folder)
             index += 1
 
 
@@ -802,11 +856,18 @@ def read_partition(partition: Partition, columns: list[str]) -> Iterator[pa.Reco
     """Stream a partition's rows in record batches of at most READ_BATCH_ROWS.
 
     Decoded on the calling thread: partitions already run in parallel, and
-    Arrow's own pool on top made both passes slower (1M items: 5-9%).
+    Arrow's own pool on top made both passes slower (1M items: 5-9%). A column of the file's folder keys is
+    added, its value in every row.
     """
-    yield from _parquet_file(partition.path).iter_batches(
-        batch_size=READ_BATCH_ROWS, row_groups=list(partition.row_groups), columns=columns, use_threads=False
+    folder = {name: value for name, value in partition.keys if name in columns}
+    batches = _parquet_file(partition.path).iter_batches(
+        batch_size=READ_BATCH_ROWS, row_groups=list(partition.row_groups),
+        columns=[column for column in columns if column not in folder], use_threads=False
     )
+    for batch in batches:
+        for name, value in folder.items():
+            batch = batch.append_column(name, pa.repeat(pa.scalar(value, pa.string()), batch.num_rows))
+        yield batch
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, settings
@@ -44,6 +45,14 @@ def write_catalog(directory: Path, items: pa.Table, classes: pa.Table, *, n_file
         pq.write_table(part, directory / f"items-{k}.parquet", row_group_size=row_group_size)
     pq.write_table(classes, directory / "classes.parquet")
     return str(directory / "items-*.parquet"), str(directory / "classes.parquet")
+
+
+def write_hive_catalog(directory: Path, items: pa.Table, classes: pa.Table, key: str) -> tuple[str, str]:
+    """Items as Spark's partitionBy(key) writes them: a folder ``key=value`` per value, the column in the folder
+    names alone; classes as one file."""
+    ds.write_dataset(items, directory / "items", format="parquet", partitioning=[key], partitioning_flavor="hive")
+    pq.write_table(classes, directory / "classes.parquet")
+    return str(directory / "items"), str(directory / "classes.parquet")
 
 
 def written_otherwise(items: pa.Table) -> pa.Table:

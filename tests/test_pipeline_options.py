@@ -4,7 +4,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from conftest import write_catalog
+from conftest import write_catalog, write_hive_catalog
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 from pairwise_core import PairwiseClassifier, embeddings, make_catalog
 
@@ -56,21 +56,33 @@ def test_partitioned_run_equals_the_core_on_the_whole_catalog(tmp_path, catalog,
 
 def test_a_sampled_fit_is_the_same_whatever_the_files_and_partitions(tmp_path, catalog):
     """The refinement's sample is smaller than the catalog here: its items are chosen by their hash, so
-    another --chunk-size or another split into files fits the same model and gives the same labels."""
+    another --chunk-size or another split into files fits the same model and gives the same labels. Written
+    partitioned by its label (Hive folders ``label=c03/``, as Spark's partitionBy writes), the catalog's gold
+    column is read from the folder names: the same labels and the same gold metrics."""
     items, classes = catalog
-    labelled = []
-    for name, n_files, chunk_size in (("a", 2, 200), ("b", 1, 1600)):
-        items_glob, classes_path = write_catalog(tmp_path / name, items, classes, n_files=n_files,
-                                                 row_group_size=chunk_size)
+    labelled, metrics = [], []
+    for name, n_files, chunk_size in (("a", 2, 200), ("b", 1, 1600), ("hive", 0, 200)):
+        if n_files:
+            items_glob, classes_path = write_catalog(tmp_path / name, items, classes, n_files=n_files,
+                                                     row_group_size=chunk_size)
+        else:
+            items_glob, classes_path = write_hive_catalog(tmp_path / name, items, classes, "label")
         db = tmp_path / f"{name}.duckdb"
         summary = reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=str(db),
                                                       gold_column="label", chunk_size=chunk_size, refine_sample=300))
-        assert summary["details"]["n_partitions"] == 1600 // chunk_size
+        assert summary["details"]["n_partitions"] == (1600 // chunk_size if n_files else 9)  # hive: a file a class
         with duckdb.connect(str(db), read_only=True) as con:
             labelled.append(con.execute(
                 "SELECT item_id, modality, refined_class, refined_confidence FROM item_labels "
                 "UNION ALL SELECT item_id, 'joint', label, confidence FROM joint_labels "
                 "ORDER BY ALL").fetchall())
-    first, second = labelled
-    assert [row[:3] for row in first] == [row[:3] for row in second]
-    np.testing.assert_allclose([row[3] for row in first], [row[3] for row in second], rtol=0, atol=1e-5)
+            metrics.append(con.execute("SELECT method, metric, modality_a, modality_b, value FROM agreement_metrics "
+                                       "WHERE modality_b = 'gold' ORDER BY ALL").fetchall())
+    first = labelled[0]
+    for other in labelled[1:]:
+        assert [row[:3] for row in first] == [row[:3] for row in other]
+        np.testing.assert_allclose([row[3] for row in first], [row[3] for row in other], rtol=0, atol=1e-5)
+    assert len(metrics[0]) >= 10  # gold metrics there are, read from the folders as from the column
+    for other in metrics[1:]:
+        assert [row[:4] for row in other] == [row[:4] for row in metrics[0]]
+        np.testing.assert_allclose([row[4] for row in other], [row[4] for row in metrics[0]], rtol=0, atol=1e-6)

@@ -2,6 +2,8 @@
 
 import re
 import warnings
+from collections import Counter
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -11,11 +13,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_catalog, written_otherwise
+from conftest import write_catalog, write_hive_catalog, written_otherwise
 from flows.cli import main
 from pairwise_core import make_catalog
 from tasks import run_log
-from tasks.sources import SourceError, _all_of_length, inspect_sources, is_text, plan_partitions
+from tasks.sources import SourceError, _all_of_length, inspect_sources, is_text, plan_partitions, read_partition
 
 
 @pytest.fixture()
@@ -388,6 +390,53 @@ def test_a_folder_leaves_out_what_spark_and_hive_hide_and_reads_partition_folder
     plan = inspect(str(folder), classes_path, tmp_path, gold="label")
     assert plan.item_files == (str(folder / "a.parquet"), str(folder / "day=2" / "b.parquet"))
     assert plan.n_items == 1200
+
+
+def _read_column(plan, column):
+    """item_id -> the column's value, as the passes read the plan's partitions."""
+    return {item: value for partition in plan.partitions
+            for batch in read_partition(partition, plan.item_columns())
+            for item, value in zip(batch.column("item_id").to_pylist(), batch.column(column).to_pylist(), strict=True)}
+
+
+@pytest.mark.parametrize("pattern", ["{items}", "{items}/*/*.parquet", "{items}/label=*/*.parquet"])
+def test_hive_folders_give_the_columns_their_keys_name_to_their_files_rows(catalog, pattern):
+    """Items written partitioned by their label (Spark's partitionBy, pyarrow's hive partitioning) hold it in the
+    folder names alone: `--gold-column label` said "no such column"."""
+    tmp_path, items, classes = catalog
+    folder, classes_path = write_hive_catalog(tmp_path / "shop=a", items, classes, "label")
+    plan = inspect(pattern.format(items=folder), classes_path, tmp_path, gold="label")
+    assert (plan.gold.n_labelled, plan.gold.n_outside) == (1200, 0)
+    assert _read_column(plan, "label") == dict(zip(items.column("item_id").to_pylist(),
+                                                   items.column("label").to_pylist(), strict=True))
+    with pytest.raises(SourceError, match="--gold-column shop: no such column; the items have item_id, .*, label$"):
+        inspect(str(folder), classes_path, tmp_path, gold="shop")  # a folder above the source's: the user's own
+
+
+def test_a_file_s_own_column_wins_over_its_folder_key_and_keys_decode_as_hive_writes_them(catalog):
+    tmp_path, items, classes = catalog
+    _, classes_path = write_catalog(tmp_path, items, classes)
+    folder = tmp_path / "items"
+    for path, part in ((folder / "batch=1" / "x=a%20b" / "0.parquet", items.slice(0, 400)),
+                       (folder / "batch=2" / "x=__HIVE_DEFAULT_PARTITION__" / "0.parquet", items.slice(400))):
+        path.parent.mkdir(parents=True)
+        pq.write_table(part.append_column("batch", pa.array(["own"] * part.num_rows)), path)
+    plan = inspect(str(folder), classes_path, tmp_path, changed="batch")
+    assert set(_read_column(plan, "batch").values()) == {"own"}
+    plan = inspect(str(folder), classes_path, tmp_path, changed="x")
+    assert Counter(_read_column(plan, "x").values()) == {"a b": 400, None: 800}
+
+
+def test_a_file_whose_folders_lack_a_key_the_run_reads_is_named(catalog):
+    tmp_path, items, classes = catalog
+    folder, classes_path = write_hive_catalog(tmp_path, items, classes, "label")
+    (Path(folder) / "zz").mkdir()
+    extra = items.slice(0, 5).drop_columns(["label"])
+    extra = extra.set_column(0, "item_id", pa.array([f"extra-{i}" for i in range(5)]))
+    pq.write_table(extra, Path(folder) / "zz" / "extra.parquet")
+    with pytest.raises(SourceError, match=r"zz/extra\.parquet: missing column label, which .*label=.* has"):
+        inspect(str(folder), classes_path, tmp_path, gold="label")
+    assert inspect(str(folder), classes_path, tmp_path).n_items == 1205  # a key the run does not read: no matter
 
 
 def test_files_of_one_source_may_differ_in_what_the_run_does_not_read(catalog):
