@@ -336,11 +336,14 @@ ISSUE_COLUMNS = {
     "label_aware_label": ("la label", "label-aware label"), "agreeing_modalities": ("agree", "agreeing modalities"),
 }
 PROBABILITIES = {"p_given", "p_given_parent", "zero_shot_p_given", "label_aware_p_given", "neighbours_p_given"}
-ISSUES_NOTE = ("p_given: the probability that the given label is right, from the run's route (rank 1 has the "
-               "lowest). Route zero-shot (zs): the refined joint posterior, which never reads the labels; "
+ISSUES_NOTE = ("p_given: the probability that the given label is right, from the run's route. Route zero-shot "
+               "(zs): the refined joint posterior, which never reads the labels; "
                "label-aware (la): an out-of-fold discriminant fitted on the given labels (none on the zero-shot "
                "route); both: the two together. Each route shows its own p_given and most likely label; agreeing "
                "modalities (agree): how many modalities' refined labels are the suggested one.")
+# Without a parent level the rank is p_given's order; with one it is not (rank 1 may have a higher p_given than
+# rank 2), so each note says what the rank orders by.
+RANK_NOTE = "Rank 1 has the lowest p_given."
 PARENT_ISSUES_NOTE = ("p_parent: the probability that the given label's parent is right (its children's summed); "
                       "a wrong parent is the worse error, so the rank orders by p_given^0.75 * p_parent^0.25.")
 NEIGHBOURS_ISSUES_NOTE = ("+neighbours (nb): the graph's (--graph-k) vote joins the route: the given labels of the "
@@ -368,6 +371,8 @@ def issue_columns(issues: list[Mapping[str, Any]]) -> tuple[dict[str, tuple[str,
         at = list(ISSUE_COLUMNS).index("p_given") + 1
         columns = [*columns[:at], ("p_given_parent", ("p_parent", "parent p_given")), *columns[at:]]
         note = f"{note} {PARENT_ISSUES_NOTE}"
+    else:
+        note = f"{note} {RANK_NOTE}"
     if any(issue.get("neighbours_p_given") is not None for issue in issues):
         columns += [("neighbours_p_given", ("nb p_given", "neighbours' p_given")),
                     ("neighbours_label", ("nb label", "neighbours' label"))]

@@ -351,3 +351,16 @@ def test_counts_in_the_markdown_report_have_thousands_separators_as_in_the_html_
     # the change table's counts are ints: markdown_table writes them as the consensus table's counts are written
     assert markdown_table(pa.table({"change": ["new"], "items": [3000]})).splitlines()[2] == "| new    | 3,000 |"
     assert markdown_table(pa.table({"rank": [1], "flag": [True]})).splitlines()[2] == "| 1    | True |"
+
+
+@pytest.mark.parametrize("parents", [False, True])
+def test_the_issues_note_says_what_the_rank_orders_by(parents):
+    """With a parent level the rank orders by p_given^0.75 * p_given_parent^0.25, so rank 1 need not have the
+    lowest p_given (a night's top two: 9.0e-57, then 7.3e-58); the note said it had, whatever the level."""
+    issues = [{"rank": rank, "item_id": f"i{rank}", "given_label": "hat", "suggested_label": "bag", "p_given": p,
+               "route": "both", "zero_shot_p_given": p, "zero_shot_label": "bag", "label_aware_p_given": p,
+               "label_aware_label": "bag", "agreeing_modalities": 2, "p_given_parent": parent if parents else None}
+              for rank, p, parent in [(1, 9.0e-57, 1.6e-52), (2, 7.3e-58, 2.2e-45)]]
+    note = _issues_lines(issues)[-1]
+    assert ("Rank 1 has the lowest p_given." in note) is not parents
+    assert ("the rank orders by p_given^0.75 * p_parent^0.25" in note) is parents
