@@ -95,3 +95,33 @@ def test_the_command_check_finds_commands_and_their_options():
                                     ("models", "models --db PATH --keep 4")]
     assert OPTION.findall("run --items x --gold-column label [--dry-run] a--b") == [
         "--items", "--gold-column", "--dry-run"]
+
+
+TABLE_ROW = re.compile(r"^\| (?:view )?`(\w+)` \| ([^|]*) \| (.*) \|$", re.MULTILINE)
+KEYS = {"run_id": "run", "item_id": "item"}  # named by the row's "one row per" (run × item × ...)
+
+
+def documented_columns(text: str) -> dict[str, set[str]]:
+    """Per table row of tables.md: the names in code spans of its notes, with those of the rows it names (the
+    view `consensus_labels` gives joint_labels its columns), and its keys when its "one row per" names them."""
+    own = {name: set(re.findall(r"`(\w+)`", notes)) | {key for key, word in KEYS.items() if word in per}
+           for name, per, notes in TABLE_ROW.findall(text)}
+    return {name: names.union(*(own[other] for other in names if other in own)) for name, names in own.items()}
+
+
+def test_every_column_of_every_table_and_view_is_named_in_its_row_of_tables_md(tmp_path):
+    """An analyst reads the columns' names in docs/tables.md: runs' started_at and n_items, item_labels'
+    base_score and calibration_bins' confidence (a sum, not a mean) were nowhere there."""
+    import duckdb
+
+    from tasks import store
+
+    with store.connect(tmp_path / "fresh.duckdb"):
+        pass
+    with duckdb.connect(str(tmp_path / "fresh.duckdb"), read_only=True) as con:
+        columns = con.execute("SELECT table_name, list(column_name) FROM information_schema.columns "
+                              "WHERE table_schema = 'main' GROUP BY table_name").fetchall()
+    documented = documented_columns((ROOT / "docs" / "tables.md").read_text())
+    missing = sorted(f"{table}.{column}" for table, names in columns
+                     for column in names if column not in documented.get(table, ()))
+    assert not missing, missing
