@@ -1,6 +1,7 @@
 -- One label per run and item, from all its modalities together: what downstream systems consume.
--- Succeeded runs only (current_labels is the latest one alone): a run's rows are loaded by the transaction
--- that marks it succeeded, and a re-run that fails leaves rows and status alone.
+-- Succeeded runs only, every one of them (catalog_labels and current_labels give each live item as the run that
+-- last labelled it): a run's rows are loaded by the transaction that marks it succeeded, and a re-run that fails
+-- leaves rows and status alone.
 -- label       the joint label: the argmax of the item's joint posterior, the product of its modalities'
 --             refined posteriors (METHOD.md step 8), each modality weighted (pairwise_core/joint.py).
 --             An item whose other modalities were rejected uses the ones it has.

@@ -45,8 +45,7 @@ def markdown_table(table: pa.Table, headers: list[str] | None = None) -> str:
 
 
 def latest_run_id(db: str | Path, *, succeeded: bool = False) -> str | None:
-    """The latest run, or the latest succeeded one (what current_labels shows: a run still running
-    or failed has no figures)."""
+    """The latest run, or the latest succeeded one (a run still running or failed has no figures)."""
     table = store.query(db, "report_latest_succeeded_run" if succeeded else "report_latest_run")
     return table.column("run_id")[0].as_py() if table.num_rows else None
 
