@@ -39,7 +39,8 @@ from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
                           calibration_words, change_rows, change_sentences, drift_cells, drift_skipped, issue_cells,
                           issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold, parent_shares_note,
-                          rejected_rows, run_row, shown_classes, shown_parents, signed, stability_scope, status_meaning)
+                          percent, rejected_rows, run_row, shown_classes, shown_parents, signed, stability_scope,
+                          status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -534,7 +535,7 @@ def _metrics_section(db: str | Path, run_id: str) -> _Section:
 
 
 def _percent(value: float | None) -> str | None:
-    return None if value is None else f"{value:.1%}"
+    return None if value is None else percent(value)
 
 
 def _parent_section(db: str | Path, run_id: str, details: str | None) -> list[_Section]:

@@ -364,3 +364,17 @@ def test_the_issues_note_says_what_the_rank_orders_by(parents):
     note = _issues_lines(issues)[-1]
     assert ("Rank 1 has the lowest p_given." in note) is not parents
     assert ("the rank orders by p_given^0.75 * p_parent^0.25" in note) is parents
+
+
+def test_a_share_reads_0_or_100_percent_only_when_it_is():
+    """3 single-modality items of 7,988 read 0.0% and 7,986 of 7,988 at confidence 0.9 or more read 100.0%,
+    in the Markdown report and the HTML one alike."""
+    from tasks import html_report
+    from tasks.report import confidence_summary
+
+    assert [html_report._percent(v) for v in (0, 3 / 7988, 0.0005, 0.25, 7986 / 7988, 1, None)] == [
+        "0.0%", "<0.1%", "0.1%", "25.0%", ">99.9%", "100.0%", None]
+    bands = [{"band": "≥ 0.9", "share": 7986 / 7988, "gold_accuracy": 0.9972},
+             {"band": "0.5–0.9", "share": 2 / 7988, "gold_accuracy": 0.5}]
+    assert confidence_summary(bands, None, 2, {}).startswith(
+        "Joint confidence ≥ 0.9: >99.9%, 99.7% right; 0.5–0.9: <0.1%, 50.0% right")
