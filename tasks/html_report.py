@@ -587,11 +587,12 @@ def _rejected_sections(db: str | Path, run_id: str) -> list[_Section]:
         ["modality", "reason", "rows"], [(r["modality"], r["reason"], r["n_rows"]) for r in rows]))]
 
 
-def _changes_section(db: str | Path, run_id: str, details: str | None) -> _Section:
+def _changes_section(db: str | Path, run_id: str, run: Mapping[str, Any]) -> _Section:
     """What the run changed in the catalog's labels (label_changes), and an incremental night's counts."""
     counted = change_rows(db, run_id)
-    body = "".join(map(_note, change_sentences(details))) + (_table(CHANGE_HEADERS, counted) if counted
-                                                             else _note(no_changes(details)))
+    details = run["details"]
+    body = "".join(map(_note, change_sentences(details, run["succeeded_attempts"]))) + (
+        _table(CHANGE_HEADERS, counted) if counted else _note(no_changes(details)))
     return _Section("changes", "What changed", body)
 
 
@@ -770,7 +771,7 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
         confidence, reliability = _confidence_section(db, run_id, run["details"], len(run["modalities"] or []),
                                                       params)
         sections += [
-            _changes_section(db, run_id, run["details"]),
+            _changes_section(db, run_id, run),
             _metrics_section(db, run_id),
             _consensus_section(db, run_id, len(run["modalities"] or []), params),
             *_rejected_sections(db, run_id),

@@ -113,7 +113,7 @@ def render_report(db: str | Path, run_id: str) -> str:
         return "\n".join(lines)
     if line := graph_line(run["details"]):
         lines.append(line)
-    lines += ["", "## What changed (label_changes)", "", *changes_lines(db, run_id, run["details"])]
+    lines += ["", "## What changed (label_changes)", "", *changes_lines(db, run_id, run)]
     scope_line = night_scope(run["details"])
     scope = [scope_line, ""] if scope_line else []  # under each heading of what the night labelled
     metrics = store.query(db, "report_metrics", {"run_id": run_id}).to_pylist()
@@ -172,15 +172,23 @@ def labelled_kinds(details: Mapping[str, int]) -> str:
             + (f"; {unversioned:,} without a version, checked by fingerprint" if unversioned else ""))
 
 
-def change_sentences(details: str | None) -> list[str]:
+def change_sentences(details: str | None, succeeded_attempts: int = 1) -> list[str]:
     """An incremental night's counts (runs.details.night), and how many items a refit's stability kept: what
-    label_changes does not show (a kept item has no row, and keeps a label the new model would not give)."""
+    label_changes does not show (a kept item has no row, and keeps a label the new model would not give).
+    A re-run of a run that had succeeded (``succeeded_attempts`` > 1) says what its label_changes compare: the
+    catalog before its first attempt, while a night's counts are against the catalog that attempt left (a
+    night re-run with 5 more items gone said "5 deleted" over label_changes' 10)."""
     found = json.loads(details or "{}")
     sentences = []
-    if night := found.get("night"):
+    night = found.get("night")
+    if night:
         sentences.append(f"Incremental night: {night['source']:,} items in the source; labelled "
                          f"{night['labelled']:,} ({labelled_kinds(night)}), {night['deleted']:,} deleted, "
                          f"{night['carried_over']:,} carried over unchanged.")
+    if succeeded_attempts > 1:
+        sentences.append("This run id had succeeded before: its label_changes say what changed since before its "
+                         "first attempt" + (", while the night's counts are against the catalog its earlier "
+                                            "attempt left" if night else "") + ".")
     if (stability := found.get("stability")) and stability["kept"]:
         sentences.append(f"Refit stability ({stability['at']}): {stability['kept']:,} unchanged items kept their "
                          "label from the model before, which the new model would have changed with a confidence "
@@ -216,9 +224,10 @@ def change_rows(db: str | Path, run_id: str) -> list[list[Any]]:
             for r in store.query(db, "run_label_changes", {"run_id": run_id}).to_pylist()]
 
 
-def changes_lines(db: str | Path, run_id: str, details: str | None) -> list[str]:
+def changes_lines(db: str | Path, run_id: str, run: Mapping[str, Any]) -> list[str]:
     """What the run did to the catalog's labels: an incremental night's counts, then label_changes by cause."""
-    lines = [line for sentence in change_sentences(details) for line in (sentence, "")]
+    details = run["details"]
+    lines = [line for sentence in change_sentences(details, run["succeeded_attempts"]) for line in (sentence, "")]
     counted = change_rows(db, run_id)
     if not counted:
         return [*lines, no_changes(details)]

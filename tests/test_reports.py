@@ -1,5 +1,6 @@
 """The analyst's report queries of sql/, and the run lifecycle of tasks/store.py, on a hand-made DuckDB file."""
 
+import html
 import json
 import re
 import subprocess
@@ -378,3 +379,15 @@ def test_a_share_reads_0_or_100_percent_only_when_it_is():
              {"band": "0.5–0.9", "share": 2 / 7988, "gold_accuracy": 0.5}]
     assert confidence_summary(bands, None, 2, {}).startswith(
         "Joint confidence ≥ 0.9: >99.9%, 99.7% right; 0.5–0.9: <0.1%, 50.0% right")
+
+
+def test_a_rerun_of_a_succeeded_run_says_what_its_label_changes_compare(db, tmp_path):
+    """A re-run's label_changes say what changed since before its first attempt; a night's counts are against
+    the catalog that attempt left (a night re-run with 5 more items gone said "5 deleted" over label_changes'
+    10), and nothing in either report said which."""
+    said = "This run id had succeeded before: its label_changes say what changed since before its first attempt."
+    assert said not in render_report(db, "r2") and said not in build_report(db, "r2").html
+    commit(db, tmp_path, "r2", {"a": ("hat", "hat", "hat"), "b": ("hat", "bag", "bag"), "c": ("bag", "bag", "hat")})
+    assert said in render_report(db, "r2").splitlines()
+    assert html.escape(said) in build_report(db, "r2").html
+    assert said not in render_report(db, "r1")
