@@ -433,12 +433,13 @@ def _metrics_table(rows: list[dict]) -> str:
 
 def percent(value: float) -> str:
     """A share to one decimal, but 0.0% and 100.0% only when it is exactly that: 3 single-modality items of
-    7,988 read 0.0%, as if there were none, and 7,986 of 7,988 items at confidence 0.9 or more read 100.0%."""
+    7,988 read 0.0%, as if there were none, and 7,986 of 7,988 items at confidence 0.9 or more read 100.0%.
+    In words, not < and >, which the Markdown tables escape (a terminal showed \\<0.1%)."""
     text = f"{value:.1%}"
     if text == "0.0%" and value > 0:
-        return "<0.1%"
+        return "under 0.1%"
     if text == "100.0%" and value < 1:
-        return ">99.9%"
+        return "over 99.9%"
     return text
 
 

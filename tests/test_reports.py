@@ -374,11 +374,11 @@ def test_a_share_reads_0_or_100_percent_only_when_it_is():
     from tasks.report import confidence_summary
 
     assert [html_report._percent(v) for v in (0, 3 / 7988, 0.0005, 0.25, 7986 / 7988, 1, None)] == [
-        "0.0%", "<0.1%", "0.1%", "25.0%", ">99.9%", "100.0%", None]
+        "0.0%", "under 0.1%", "0.1%", "25.0%", "over 99.9%", "100.0%", None]
     bands = [{"band": "≥ 0.9", "share": 7986 / 7988, "gold_accuracy": 0.9972},
              {"band": "0.5–0.9", "share": 2 / 7988, "gold_accuracy": 0.5}]
     assert confidence_summary(bands, None, 2, {}).startswith(
-        "Joint confidence ≥ 0.9: >99.9%, 99.7% right; 0.5–0.9: <0.1%, 50.0% right")
+        "Joint confidence ≥ 0.9: over 99.9%, 99.7% right; 0.5–0.9: under 0.1%, 50.0% right")
 
 
 def test_a_rerun_of_a_succeeded_run_says_what_its_label_changes_compare(db, tmp_path):
