@@ -177,13 +177,15 @@ def change_sentences(details: str | None, succeeded_attempts: int = 1) -> list[s
     label_changes does not show (a kept item has no row, and keeps a label the new model would not give).
     A re-run of a run that had succeeded (``succeeded_attempts`` > 1) says what its label_changes compare: the
     catalog before its first attempt, while a night's counts are against the catalog that attempt left (a
-    night re-run with 5 more items gone said "5 deleted" over label_changes' 10)."""
+    night re-run with 5 more items gone said "5 deleted" over label_changes' 10). The night's deleted items are
+    those gone from the source, and say so: label_changes' deleted rows also count the items whose every
+    modality is now rejected ("10 deleted" over a table of 11 deleted rows)."""
     found = json.loads(details or "{}")
     sentences = []
     night = found.get("night")
     if night:
         sentences.append(f"Incremental night: {night['source']:,} items in the source; labelled "
-                         f"{night['labelled']:,} ({labelled_kinds(night)}), {night['deleted']:,} deleted, "
+                         f"{night['labelled']:,} ({labelled_kinds(night)}), {night['deleted']:,} gone from the source, "
                          f"{night['carried_over']:,} carried over unchanged.")
     if succeeded_attempts > 1:
         sentences.append("This run id had succeeded before: its label_changes say what changed since before its "

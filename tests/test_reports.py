@@ -391,3 +391,15 @@ def test_a_rerun_of_a_succeeded_run_says_what_its_label_changes_compare(db, tmp_
     assert said in render_report(db, "r2").splitlines()
     assert html.escape(said) in build_report(db, "r2").html
     assert said not in render_report(db, "r1")
+
+
+def test_a_nights_count_of_deleted_items_says_they_are_the_items_gone_from_the_source():
+    """A night's sentence said "10 deleted" over a label_changes table of 11 deleted rows: 10 gone from the
+    source and one whose every modality was now rejected (cause embedding_changed)."""
+    from tasks.report import change_sentences
+
+    night = {"source": 7990, "labelled": 102, "new": 80, "changed": 22, "deleted": 10, "carried_over": 7888,
+             "unversioned": 0}
+    assert change_sentences(json.dumps({"night": night})) == [
+        "Incremental night: 7,990 items in the source; labelled 102 (80 new, 22 changed), 10 gone from the "
+        "source, 7,888 carried over unchanged."]
