@@ -49,7 +49,8 @@ def db(tmp_path):
     return path
 
 
-def test_current_labels_shows_only_the_latest_succeeded_run(db):
+def test_current_labels_after_full_runs_is_the_latest_succeeded_one_s_and_a_failed_run_changes_nothing(db):
+    """After full runs every live item was last labelled by the latest one; nights: tests/test_incremental.py."""
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("SELECT DISTINCT run_id FROM current_labels").fetchall() == [("r2",)]
     store.fail_run(db, "r3", start(db, "r3", {}), "boom")
