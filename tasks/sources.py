@@ -358,6 +358,16 @@ def _plain_strings(table: pa.Table) -> pa.Table:
     return table
 
 
+SPARK_VECTOR_FIELDS = {"type", "size", "indices", "values"}  # Spark ML's VectorUDT, as its Parquet stores it
+
+
+def _vector_hint(kind: pa.DataType) -> str:
+    """What to do with a Spark ML vector column (a struct, dense or sparse, that no list reader reads)."""
+    if pa.types.is_struct(kind) and {kind.field(i).name for i in range(kind.num_fields)} == SPARK_VECTOR_FIELDS:
+        return ": a Spark ML vector; write it as an array (pyspark.ml.functions.vector_to_array)"
+    return ""
+
+
 def _embedding_columns(schema: pa.Schema, where: str) -> dict[str, pa.DataType]:
     found = {}
     for name in schema.names:
@@ -367,7 +377,7 @@ def _embedding_columns(schema: pa.Schema, where: str) -> dict[str, pa.DataType]:
             raise SourceError(f"{where}: column {name} names no modality: name it <modality>{EMBEDDING_SUFFIX}")
         kind = schema.field(name).type
         if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
-            raise SourceError(f"{where}: column {name} must be a list of floats, got {kind}")
+            raise SourceError(f"{where}: column {name} must be a list of floats, got {kind}{_vector_hint(kind)}")
         if not pa.types.is_floating(kind.value_type):
             raise SourceError(f"{where}: column {name} must be a list of floats, got a list of {kind.value_type}")
         found[name.removesuffix(EMBEDDING_SUFFIX)] = kind

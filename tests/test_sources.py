@@ -294,6 +294,19 @@ def test_embedding_column_of_ints_is_named(catalog):
           "column image_embedding must be a list of floats, got a list of int64")
 
 
+def test_a_spark_ml_vector_column_is_named_with_what_to_do(catalog):
+    """Spark ML's VectorUDT is stored as a struct (type, size, indices, values): the message says how to write it."""
+    tmp_path, items, classes = catalog
+    n = items.num_rows
+    vectors = pa.StructArray.from_arrays(
+        [pa.array([1] * n, pa.int8()), pa.nulls(n, pa.int32()), pa.nulls(n, pa.list_(pa.int32())),
+         items.column("image_embedding").combine_chunks().cast(pa.list_(pa.float64()))],
+        names=["type", "size", "indices", "values"])
+    _fail(tmp_path, items.set_column(1, "image_embedding", vectors), classes,
+          "column image_embedding must be a list of floats, got struct<.*>: a Spark ML vector; write it as an array "
+          r"\(pyspark.ml.functions.vector_to_array\)")
+
+
 def test_duplicate_and_single_classes(catalog):
     tmp_path, items, classes = catalog
     duplicated = pa.concat_tables([classes, classes.slice(0, 1)])
