@@ -163,6 +163,8 @@ def parquet_files(pattern: str) -> list[str]:
     """
     if URI_MARK in pattern:
         found = _object_store_files(pattern)
+    elif os.path.isdir(os.path.join(source_root(pattern), DELTA_LOG)):
+        raise SourceError(f"{pattern}: {DELTA_TABLE}")
     elif os.path.isdir(pattern):
         found = sorted(str(p) for p in Path(pattern).rglob("*.parquet") if not hidden(p.relative_to(pattern).parts))
     elif glob.has_magic(pattern):
@@ -174,6 +176,14 @@ def parquet_files(pattern: str) -> list[str]:
     if not found:
         raise SourceError(f"{pattern}: {_unreadable(pattern) or 'matches no Parquet files'}")
     return found
+
+
+DELTA_LOG = "_delta_log"
+# A Delta Lake table's folder keeps the files of its earlier versions until a vacuum: its Parquet files read as a
+# catalog give updated items twice and deleted ones as live
+DELTA_TABLE = (f"a Delta Lake table ({DELTA_LOG}/): its folder also holds the files its log has removed, so its "
+               "Parquet files would give items twice or deleted ones; give a snapshot written to Parquet (deltalake's "
+               "DeltaTable(path).to_pyarrow_table()) or a DuckDB table of it (table:NAME)")
 
 
 def hidden(parts: Sequence[str]) -> bool:
@@ -245,6 +255,8 @@ def _object_store_files(uri: str) -> list[str]:
                 raise SourceError(f"{uri}: no such file")
             if info.type == pafs.FileType.Directory:
                 listed = store.get_file_info(pafs.FileSelector(path, recursive=True))
+                if any(i.path.removeprefix(path).strip("/").split("/")[0] == DELTA_LOG for i in listed):
+                    raise SourceError(f"{uri}: {DELTA_TABLE}")
                 found = [i.path for i in listed if i.is_file and i.path.endswith(".parquet")
                          and not hidden(i.path.removeprefix(path).split("/"))]
             else:

@@ -98,6 +98,14 @@ def test_a_prefix_leaves_out_hidden_objects_as_a_local_folder_does(s3, tmp_path)
                                                                 for i in range(3)]
 
 
+def test_a_delta_lake_table_under_a_prefix_is_refused_as_a_local_one_is(s3, tmp_path):
+    client = boto3.client("s3")
+    (tmp_path / "log.json").write_text("{}")
+    client.upload_file(str(tmp_path / "log.json"), BUCKET, "items/_delta_log/00000000000000000000.json")
+    with pytest.raises(SourceError, match=r"^s3://catalog/items: a Delta Lake table \(_delta_log/\): "):
+        parquet_files(f"s3://{BUCKET}/items")
+
+
 @pytest.mark.parametrize(("uri", "message"), [
     (f"s3://{BUCKET}/nothing-here.parquet", "no such file"),
     (f"s3://{BUCKET}/items/*.csv", "matches no Parquet files"),

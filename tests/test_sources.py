@@ -452,6 +452,18 @@ def test_a_file_whose_folders_lack_a_key_the_run_reads_is_named(catalog):
     assert inspect(str(folder), classes_path, tmp_path).n_items == 1205  # a key the run does not read: no matter
 
 
+def test_a_delta_lake_table_s_folder_is_refused_saying_why(catalog):
+    """Its folder keeps the files of earlier versions: read as Parquet, an updated item came twice."""
+    tmp_path, items, classes = catalog
+    folder = tmp_path / "delta"
+    items_glob, classes_path = write_catalog(folder, items, classes, n_files=2)
+    (folder / "_delta_log").mkdir()
+    (folder / "_delta_log" / "00000000000000000000.json").write_text("{}")
+    for source in (str(folder), items_glob):
+        with pytest.raises(SourceError, match=r"a Delta Lake table \(_delta_log/\): .* \(table:NAME\)$"):
+            inspect(source, classes_path, tmp_path)
+
+
 def test_files_of_one_source_may_differ_in_what_the_run_does_not_read(catalog):
     tmp_path, items, _ = catalog
     folder, classes_path, _ = mixed_folder(catalog)
