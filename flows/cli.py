@@ -526,6 +526,15 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one line, as every other failure of the command is: argparse printed its usage
+    first (22 lines for `pairwise run --strategy foo`), which scripts counting stderr lines took for a crash.
+    `--help` still prints the usage in full."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 class _Once(argparse.Action):
     """An option that takes one value, given once: a second --items silently replaced the first (a full run
     then marked every item of the first file deleted)."""
@@ -561,7 +570,7 @@ def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], *, requ
 def build_parser() -> argparse.ArgumentParser:
     from flows.params import DemoParams, ReclassifyParams
 
-    parser = argparse.ArgumentParser(prog="pairwise", description="Zero-shot catalog reclassification.")
+    parser = _Parser(prog="pairwise", description="Zero-shot catalog reclassification.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="reclassify a catalog and write the output tables to a DuckDB file",
