@@ -125,3 +125,16 @@ def test_every_column_of_every_table_and_view_is_named_in_its_row_of_tables_md(t
     missing = sorted(f"{table}.{column}" for table, names in columns
                      for column in names if column not in documented.get(table, ()))
     assert not missing, missing
+
+
+def test_every_dependency_is_named_in_the_readme_and_in_design_md():
+    """The contract: dependencies beyond prefect, numpy, polars, duckdb and pyarrow are said, with why, in the
+    README. scipy, faiss-cpu, threadpoolctl and rich were declared in pyproject.toml and named nowhere."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.match(r"[A-Za-z0-9_.-]+", requirement).group(0) for requirement in declared]
+    sections = [path.read_text().partition("\n## Dependencies\n")[2].split("\n## ", 1)[0]
+                for path in (ROOT / "README.md", ROOT / "docs" / "design.md")]
+    missing = [name for name in names if not all(name in section for section in sections)]
+    assert not missing, f"declared in pyproject.toml but not named in the README and docs/design.md: {missing}"
