@@ -109,7 +109,7 @@ def _print_report(db: str, run_id: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from flows.params import TRUSTED_DASK, ReclassifyParams
     from tasks.run_log import count, rerun, source_notes, too_few_labels
-    from tasks.runs import first_night, succeeded_before
+    from tasks.runs import check_stored_model, first_night, succeeded_before
     from tasks.sources import inspect_sources
     from tasks.staging import check_staging
     from tasks.store import (
@@ -125,10 +125,16 @@ def _run(args: argparse.Namespace) -> int:
     check_staging(params.db)
     if params.export_dir:
         check_export_dir(params.export_dir, params.db)
-    if params.model and not first_night(params.db, params.model, params.incremental):
+    labels_with_model = bool(params.model) and not first_night(params.db, params.model, params.incremental)
+    if labels_with_model:
         stored_model_row(params.db, params.model)  # none such: refused here, not 10 s later once Prefect started
     plan = inspect_sources(params.items, params.classes, db=params.db, gold_column=params.gold_column,
                            chunk_size=params.chunk_size, changed_column=params.changed_column)
+    # a model that does not fit the catalog, or whose files are gone or damaged, is bad input too: refused here
+    # in one line (the flow's refusal came after Prefect's start and the first progress lines); held until the
+    # flow ends, so that the flow's own check and its label tasks find it loaded (models.load_model)
+    _held = check_stored_model.fn(plan, params.classes, params.db, params.model, params.graph_k,
+                                  params.review) if labels_with_model else None
     _say(args, f"Reclassifying {count(plan.n_items, 'item')} into {count(len(plan.class_names), 'class', 'classes')}"
          f" ({', '.join(plan.modalities)}) -> {params.db}")
     for line in source_notes(plan):

@@ -304,6 +304,27 @@ def test_a_stored_model_that_does_not_fit_the_catalog_is_refused_before_anything
         f"pairwise: model nope: no such stored model in {db} (`pairwise models --db {db}` lists them)\n")
 
 
+def test_a_stored_model_that_cannot_label_the_catalog_is_refused_in_one_line_before_any_progress(  # noqa: F811
+        stored, env, tmp_path):
+    """Without --quiet too: the refusal came from the flow, after Prefect's start, under the progress lines
+    (`Reclassifying ...`, `start Prefect`, `validate the sources`): four lines on stderr for bad input."""
+    db, _, _, _, items_glob, classes_path = stored
+    [(model_id,)] = rows(db, "SELECT model_id FROM models")
+    copy = tmp_path / "copy.duckdb"  # the file without its model store
+    shutil.copyfile(db, copy)
+    gone = pairwise(env, "run", "--items", items_glob, "--classes", classes_path, "--db", str(copy),
+                    "--model", "latest")
+    assert (gone.returncode, gone.stdout, gone.stderr) == (
+        2, "", f"pairwise: model {model_id}: its folder {copy}.models/{model_id} is missing; refit with a full run\n")
+    other = write_catalog(tmp_path / "five", *make_catalog(300, 5, seed=2))
+    before = rows(db, "SELECT count(*) FROM run_attempts")
+    unfit = pairwise(env, "run", "--items", other[0], "--classes", other[1], "--db", str(db), "--model", model_id)
+    assert (unfit.returncode, unfit.stdout, unfit.stderr) == (
+        2, "", f"pairwise: model {model_id} was fitted on other classes (1 of the catalog's not in the model, 0 of "
+               "the model's not in the catalog); refit with a full run (without --model)\n")
+    assert rows(db, "SELECT count(*) FROM run_attempts") == before
+
+
 def test_a_stored_model_reviews_as_the_run_asks(stored, env, tmp_path):  # noqa: F811
     """--review and --issues-below apply to a run with a stored model as to a fit (they were ignored while
     runs.params recorded them); a route the model's review does not hold is refused in one line."""
