@@ -174,7 +174,10 @@ def _validated(model: type[BaseModel], args: argparse.Namespace, context: dict[s
 def _demo(args: argparse.Namespace) -> int:
     from flows.params import DemoParams
 
+    from tasks.demo_catalog import check_demo_db
+
     _validated(DemoParams, args)  # before anything is written
+    check_demo_db(args.db)
     _say(args, f"Generating a synthetic catalog of {args.n_items} items, {args.n_classes} classes, into {args.db}, "
          "and reclassifying it (Prefect flow 'pairwise-demo')...")
 

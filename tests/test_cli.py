@@ -904,3 +904,21 @@ def test_demo_options_out_of_range_are_refused_by_name_before_anything_is_writte
     result = pairwise(env, "demo", "--db", str(db), *option)
     assert (result.returncode, result.stderr) == (2, line + "\n")
     assert not db.exists()
+
+
+def test_the_demo_refuses_a_file_that_holds_another_catalog_and_a_demo_file_takes_another_demo(env, tmp_path):
+    """`pairwise demo --db catalog/pairwise.duckdb` ran its full run there: every item of the catalog was marked
+    deleted (or relabelled, where the demo's item ids matched), and catalog_labels held the demo's labels."""
+    items_glob, classes_path = write_catalog(tmp_path, *make_catalog(300, 3, seed=1))
+    db = tmp_path / "catalog.duckdb"
+    assert pairwise(env, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                    "--run-id", "nightly", "--quiet").returncode == 0
+    before = db.read_bytes()
+    result = pairwise(env, "demo", "--db", str(db), "--n-items", "300")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2, "", f"pairwise: --db {db}: holds runs of another catalog (run nightly, items {items_glob}): the demo "
+               "would mark its items deleted; give the demo a file of its own\n")
+    assert db.read_bytes() == before
+    demo_db = tmp_path / "demo.duckdb"
+    for _ in range(2):  # the demo's own file: its runs all read table:demo_items
+        assert pairwise(env, "demo", "--db", str(demo_db), "--n-items", "300", "--quiet").returncode == 0
