@@ -111,18 +111,12 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.run_log import count, rerun, source_notes, too_few_labels
     from tasks.runs import check_stored_model, first_night, succeeded_before
     from tasks.sources import inspect_sources
-    from tasks.staging import check_staging
-    from tasks.store import (
-        check_db_file, check_export_dir, check_rerun, check_run_lock, check_writable, stored_model_row,
-    )
+    from tasks.store import check_export_dir, check_rerun, stored_model_row
 
     # a Dask address typed here is the user's own choice: no allow-list needed (flows/params.py)
     params = _validated(ReclassifyParams, args, context={TRUSTED_DASK: args.dask_address})
     params = params.for_workers()  # as the flow will: its check of the sources then finds this one's plan
-    check_db_file(params.db)
-    check_writable(params.db)
-    check_run_lock(params.db)
-    check_staging(params.db)
+    _check_db(params.db)
     if params.export_dir:
         check_export_dir(params.export_dir, params.db)
     labels_with_model = bool(params.model) and not first_night(params.db, params.model, params.incremental)
@@ -158,6 +152,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_db(db: str) -> None:
+    """The --db checks of `run` and `demo` before Prefect starts: a folder, a file that is not DuckDB's, one the
+    run could not write, another run writing it, a staging folder not the user's own are bad input, one line
+    (the demo met them in its flow: after its progress lines, a folder as a failed run, exit 1)."""
+    from tasks.staging import check_staging
+    from tasks.store import check_db_file, check_run_lock, check_writable
+
+    check_db_file(db)
+    check_writable(db)
+    check_run_lock(db)
+    check_staging(db)
+
+
 def _validated(model: type[BaseModel], args: argparse.Namespace, context: dict[str, Any] | None = None) -> Any:
     """The command's options as ``model`` takes them; its first complaint as one line naming the option."""
     from pydantic import ValidationError
@@ -177,6 +184,7 @@ def _demo(args: argparse.Namespace) -> int:
     from tasks.demo_catalog import check_demo_db
 
     _validated(DemoParams, args)  # before anything is written
+    _check_db(args.db)
     check_demo_db(args.db)
     _say(args, f"Generating a synthetic catalog of {args.n_items} items, {args.n_classes} classes, into {args.db}, "
          "and reclassifying it (Prefect flow 'pairwise-demo')...")

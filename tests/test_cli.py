@@ -922,3 +922,15 @@ def test_the_demo_refuses_a_file_that_holds_another_catalog_and_a_demo_file_take
     demo_db = tmp_path / "demo.duckdb"
     for _ in range(2):  # the demo's own file: its runs all read table:demo_items
         assert pairwise(env, "demo", "--db", str(demo_db), "--n-items", "300", "--quiet").returncode == 0
+
+
+def test_a_demo_db_that_cannot_be_one_is_refused_in_one_line_before_prefect_starts(env, tmp_path):
+    """As `pairwise run` refuses it: the demo met a folder in its flow, after its progress lines, as a failed run
+    (exit 1, `run failed: IOException: ... Is a directory`), and a file that is not DuckDB's after them too."""
+    other = tmp_path / "notes.txt"
+    other.write_text("not a database\n")
+    for db, line in ((tmp_path, f"pairwise: --db {tmp_path}: a folder, not a DuckDB file\n"),
+                     (other, f"pairwise: --db {other}: not a DuckDB file\n")):
+        result = pairwise(env, "demo", "--db", str(db), "--n-items", "100")
+        assert (result.returncode, result.stdout, result.stderr) == (2, "", line)
+    assert other.read_text() == "not a database\n"
