@@ -129,12 +129,14 @@ def _run(args: argparse.Namespace) -> int:
     # flow ends, so that the flow's own check and its label tasks find it loaded (models.load_model)
     _held = check_stored_model.fn(plan, params.classes, params.db, params.model, params.graph_k,
                                   params.review) if labels_with_model else None
+    rerunning = bool(params.run_id) and succeeded_before(params.db, params.run_id)
+    if rerunning:  # refused alone, before the run's first line: bad input is one line
+        check_rerun(params.db, params.run_id)
     _say(args, f"Reclassifying {count(plan.n_items, 'item')} into {count(len(plan.class_names), 'class', 'classes')}"
          f" ({', '.join(plan.modalities)}) -> {params.db}")
     for line in source_notes(plan):
         _say(args, line)
-    if params.run_id and succeeded_before(params.db, params.run_id):  # the flow's warning reaches the UI alone
-        check_rerun(params.db, params.run_id)
+    if rerunning:  # the flow's warning reaches the UI alone
         _say(args, rerun(params.run_id))
 
     def run() -> dict[str, Any]:

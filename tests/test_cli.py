@@ -934,3 +934,16 @@ def test_a_demo_db_that_cannot_be_one_is_refused_in_one_line_before_prefect_star
         result = pairwise(env, "demo", "--db", str(db), "--n-items", "100")
         assert (result.returncode, result.stdout, result.stderr) == (2, "", line)
     assert other.read_text() == "not a database\n"
+
+
+def test_a_run_id_later_runs_built_on_is_refused_in_one_line(env, tmp_path):
+    """The refusal came under the run's first line (`Reclassifying N items ... -> DB`): two lines for bad input."""
+    items_glob, classes_path = write_catalog(tmp_path, *make_catalog(300, 3, seed=1))
+    db = tmp_path / "o.duckdb"
+    args = ["run", "--items", items_glob, "--classes", classes_path, "--db", str(db)]
+    for run_id in ("first", "second"):
+        assert pairwise(env, *args, "--run-id", run_id, "--quiet").returncode == 0
+    again = pairwise(env, *args, "--run-id", "first")
+    assert (again.returncode, again.stdout) == (2, "")
+    assert again.stderr.startswith("pairwise: run first succeeded before and 1 later run (second) committed since")
+    assert again.stderr.count("\n") == 1, again.stderr
