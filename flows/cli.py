@@ -109,7 +109,7 @@ def _print_report(db: str, run_id: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from flows.params import TRUSTED_DASK, ReclassifyParams
     from tasks.run_log import count, rerun, source_notes, too_few_labels
-    from tasks.runs import check_stored_model, first_night, succeeded_before
+    from tasks.runs import check_night_parents, check_stored_model, first_night, succeeded_before
     from tasks.sources import inspect_sources
     from tasks.store import check_export_dir, check_rerun, stored_model_row
 
@@ -129,6 +129,8 @@ def _run(args: argparse.Namespace) -> int:
     # flow ends, so that the flow's own check and its label tasks find it loaded (models.load_model)
     _held = check_stored_model.fn(plan, params.classes, params.db, params.model, params.graph_k,
                                   params.review) if labels_with_model else None
+    if labels_with_model and params.incremental:  # a night under other parents than the labels it carries over
+        check_night_parents(plan, params.db)
     rerunning = bool(params.run_id) and succeeded_before(params.db, params.run_id)
     if rerunning:  # refused alone, before the run's first line: bad input is one line
         check_rerun(params.db, params.run_id)

@@ -20,6 +20,7 @@ from tasks.report import PARENT_METRICS_NOTE, render_report
 from tasks.run_log import parent_notes
 from tasks.review import PARENT_WEIGHT
 from tasks.sources import SourceError, inspect_sources
+from test_cli import env, pairwise  # noqa: F401 (env is a fixture)
 
 N_ITEMS, N_CLASSES = 1200, 5
 SUM_HIGHEST = ("consensus_labels.parent_label: the parent whose children's joint probabilities sum highest; its "
@@ -140,6 +141,18 @@ def test_a_night_refuses_parents_other_than_the_carried_over_labels_were_given_u
     with pytest.raises(ValueError) as error:
         run(other, **night)
     assert f"parents are not those of run {nameless} (it had none)" in str(error.value)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_command_refuses_a_night_under_other_parents_in_one_line(tmp_path, env):  # noqa: F811
+    """The refusal came from the flow, under `Reclassifying ...`, `start Prefect` and `validate the sources`."""
+    other, _, db, run = two_taxonomies(tmp_path)
+    first = run(tmp_path / "classes.parquet")
+    result = pairwise(env, "run", "--items", str(tmp_path / "items-*.parquet"), "--classes", str(other), "--db", db,
+                      "--model", "latest", "--incremental")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"pairwise: the classes' parents are not those of run {first} (2 classes moved")
+    assert result.stderr.count("\n") == 1, result.stderr
 
 
 @pytest.mark.parametrize(("parent", "message"), [
