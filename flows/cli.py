@@ -578,6 +578,8 @@ def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], *, requ
             kind: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
         elif get_origin(annotation) is Literal:
             kind = {"choices": list(get_args(annotation)), "type": _CONVERTERS.get(name, str), "action": _Once}
+            if name in _CONVERTERS:  # shown as the contract spells them: {tourney,round-robin}
+                kind["metavar"] = "{" + ",".join(choice.replace("_", "-") for choice in kind["choices"]) + "}"
         else:
             kind = {"type": next(t for t in (*get_args(annotation), annotation) if t is not type(None)),
                     "action": _Once}

@@ -947,3 +947,10 @@ def test_a_run_id_later_runs_built_on_is_refused_in_one_line(env, tmp_path):
     assert (again.returncode, again.stdout) == (2, "")
     assert again.stderr.startswith("pairwise: run first succeeded before and 1 later run (second) committed since")
     assert again.stderr.count("\n") == 1, again.stderr
+
+
+def test_the_help_spells_the_strategies_as_the_contract_does(env):
+    """`--strategy tourney|round-robin` in the contract; the help showed {tourney,round_robin} (both are taken)."""
+    for command in ("run", "demo"):
+        shown = pairwise(env, command, "--help", timeout=60)
+        assert shown.returncode == 0 and "--strategy {tourney,round-robin}" in " ".join(shown.stdout.split())
