@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 from flows.params import ReclassifyParams
 from flows.prefect_server import after_commit, unreachable
 from flows.progress import begin_phase, partition_done
+from flows.run_log_failures import install as one_line_failures
 from pairwise_core.model import Review
 from tasks import run_log
 from tasks.artifacts import PROGRESS_EVERY_S, advance_progress, publish_artifacts, start_progress
@@ -50,6 +51,8 @@ from tasks.store import (
 )
 
 __all__ = ["ReclassifyParams", "reclassify_catalog"]
+
+one_line_failures()  # bad input and the like: one line in the flow run's log, no traceback
 
 
 def new_run_id() -> str:
