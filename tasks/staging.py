@@ -130,10 +130,17 @@ class Staging:
 
     def remove(self) -> None:
         """Delete the run's folder, and the staging folder once empty. Nothing is deleted when the staging
-        folder is no longer ours (swapped for a link or another user's folder mid-run): the next run refuses it."""
+        folder is no longer ours (swapped for a link or another user's folder mid-run): the next run refuses it.
+        The folder is first renamed away, at once: a task still starting on the run's threads (a run cancelled
+        from the UI) finds it whole or gone (RunEnded), never half deleted (its model folder missing: 'refit
+        with a full run'). A rename left by a process killed amid the deletion goes with the next run's
+        ``prepare_staging``."""
         try:
             with opened(self.root.parent) as folder:
-                remove_entry(folder, self.root.name)
+                removing = f".{self.root.name}.removing"
+                with suppress(FileNotFoundError):
+                    os.rename(self.root.name, removing, src_dir_fd=folder, dst_dir_fd=folder)
+                remove_entry(folder, removing)
                 empty = not os.listdir(folder)
         except (FileNotFoundError, ValueError):
             return

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,43 @@ def test_staged_arrays_round_trip_as_plain_npy_files(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got, value)
         np.testing.assert_array_equal(np.asarray(staged.mapped(name)), value)
     assert "review" not in staged
+
+
+def test_a_removal_under_way_shows_no_half_removed_folder_to_a_task(tmp_path):
+    """A flow run cancelled from the UI removes its staging while label tasks queued on its threads go on
+    starting: one that found the run's folder there and its model folder already deleted failed with 'model
+    ...: its folder ... is missing; refit with a full run' (28 task runs of one cancelled run). The folder goes
+    at once (renamed, then deleted), so a task finds it whole or gone (RunEnded: its run ended)."""
+    db = tmp_path / "out.duckdb"
+    register(db, "r")
+    staging = Staging.create(str(db), "r")
+    folders = [f"p{k:03d}" for k in range(200)]
+    for name in folders:
+        for j in range(20):
+            staging.path(name, f"{j}.parquet").write_bytes(b"")
+    halfway, removed = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not removed.is_set():
+            if not all((staging.root / name).is_dir() for name in folders) and staging.root.is_dir():
+                halfway.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        staging.remove()
+    finally:
+        removed.set()
+        watcher.join()
+    assert not halfway.is_set()
+    assert not Path(f"{db}.staging").exists()
+
+
+def test_a_task_whose_run_ended_is_not_retried():
+    """Its run's folder will not come back: the cancelled run's queued tasks retried for 5 s (1 s, then 4 s)."""
+    from prefect.states import Failed
+
+    from tasks.policy import is_transient
+    from tasks.staging import RunEnded
+
+    assert not is_transient(None, None, Failed(data=RunEnded("its run ended and removed its folder")))
