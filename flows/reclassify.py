@@ -28,6 +28,7 @@ from pairwise_core.model import Review
 from tasks import run_log
 from tasks.artifacts import PROGRESS_EVERY_S, advance_progress, publish_artifacts, start_progress
 from tasks.environment import run_environment
+from tasks.errors import output_closed
 from tasks.fit import fit_masks, partition_stats
 from tasks.folders import report_path
 from tasks.graph import fit_graph, inductive_graph, propagate_graph
@@ -403,10 +404,11 @@ def graph_record(k: int, done: dict[str, Any] | None, n_labelled: int, model_gra
 
 
 def failure(error: BaseException, staging: Staging) -> BaseException:
-    """What failed the run, where its own error would mislead: its staging folder removed under it, or the
-    Prefect API gone (a progress update's ConnectError). Ctrl-C and SIGTERM are what they are."""
+    """What failed the run, where its own error would mislead: its staging folder removed under it, the
+    Prefect API gone (a progress update's ConnectError), or its worker gone (the SystemExit of a log line's
+    broken pipe). Ctrl-C and SIGTERM are what they are."""
     if not isinstance(error, Exception):
-        return error
+        return output_closed(error) or error
     return staging.gone() or unreachable(error) or error
 
 

@@ -24,10 +24,12 @@ def handled(error: BaseException) -> bool:
     raised by the project's own code, or one of its one-line failures (the lock held, the file kept open, a
     full disk, the run ended or its staging gone, the Prefect API silent, a failed run or export)."""
     from flows.prefect_server import PrefectUnreachable
+    from tasks.errors import OutputClosed
     from tasks.staging import RunEnded, StagingGone
     from tasks.store import DatabaseBusy, ExportFailed, NoRoom, RunFailed, RunLocked
 
-    one_line = (DatabaseBusy, ExportFailed, NoRoom, RunFailed, RunLocked, RunEnded, StagingGone, PrefectUnreachable)
+    one_line = (DatabaseBusy, ExportFailed, NoRoom, OutputClosed, RunFailed, RunLocked, RunEnded, StagingGone,
+                PrefectUnreachable)
     if isinstance(error, one_line):
         return True
     return isinstance(error, ValueError) and _raised_by_project(error)

@@ -33,3 +33,17 @@ def terminated(error: BaseException) -> bool:
     """Whether SIGTERM caused ``error``: Prefect's engine turns it into its TerminationSignal while a flow runs,
     and DuckDB, amid a query, into its own error raised during that one."""
     return any(type(seen).__name__ == "TerminationSignal" for seen in causes(error))
+
+
+class OutputClosed(RuntimeError):
+    """A flow run's console output closed under it: its stdout and stderr are pipes to the Prefect worker that
+    started it, and that worker ended (killed, say). Prefect's console log handler (rich's) then ends the run
+    at its next log line with SystemExit(1), which `runs` recorded as the failure: 'SystemExit: 1'."""
+
+
+def output_closed(error: BaseException) -> OutputClosed | None:
+    """``error`` as its output closing under the run, if it is the exit a broken pipe made of a log line."""
+    if isinstance(error, SystemExit) and any(isinstance(seen, BrokenPipeError) for seen in causes(error)):
+        return OutputClosed("its output closed under it (BrokenPipeError): the Prefect worker that started it "
+                            "(or whatever read its output) ended")
+    return None
