@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
 from prefect.artifacts import update_progress_artifact
 
-from tasks import store
+from tasks import run_log, store
 from tasks.folders import report_path
 from tasks.html_report import Figure, write_report
 from tasks.policy import IO_TASK
@@ -53,15 +53,28 @@ def figures_markdown(figures: Sequence[Figure], html_path: str) -> str:
     return "\n".join(lines)
 
 
+def summary_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The summary table's rows, each value as the run's log says it: the UI showed Python's reprs
+    (``['image', 'text']``, ``{'new': {'new_item': 5000}}``, ``5000``, ``0.245``)."""
+    def shown(field: str, value: Any) -> str:
+        if field == "changes":
+            return run_log.changes(value).removeprefix("Label changes: ")
+        if isinstance(value, list | tuple):
+            return ", ".join(map(str, value))
+        if isinstance(value, float) and field.endswith("_s"):
+            return f"{value:,.2f} s"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value)
+
+    return [{"field": field, "value": shown(field, value)} for field, value in summary.items()]
+
+
 @task(name="publish-artifacts", **IO_TASK)
 def publish_artifacts(db: str, run_id: str, summary: dict[str, Any]) -> tuple[str, str | None]:
     """Publish the run's summary, report and figures in the UI; return the report's text (the CLI prints it),
     and why there is no HTML report, if there is none (the CLI says so: the warning reaches the UI alone)."""
-    create_table_artifact(
-        key=SUMMARY_KEY,
-        table=[{"field": k, "value": str(v)} for k, v in summary.items()],
-        description=f"Run {run_id}",
-    )
+    create_table_artifact(key=SUMMARY_KEY, table=summary_rows(summary), description=f"Run {run_id}")
     path = report_path(db, run_id)
     problem = None
     with store.reading(db):  # both reports' queries over one reader

@@ -59,6 +59,12 @@ def test_a_run_against_the_server_completes_with_artifacts(server_run):
     assert ("pairwise-agreement-report", "markdown") in kinds
     progress = [a for a in artifacts if a["type"] == "progress"]
     assert progress and progress[0]["data"] == 100.0
+    # the summary reads as the run's log does, not as Python's reprs (['image', 'text'], {'new': {...}})
+    summary = next(a for a in artifacts if a["key"] == "pairwise-run-summary")["data"]
+    values = {row["field"]: row["value"] for row in json.loads(summary)}
+    assert values["modalities"] == "image, text" and values["n_items"] == "800"
+    assert values["changes"] == "800 new (new item)", values["changes"]
+    assert re.fullmatch(r"\d+\.\d\d s", values["pass2_s"]), values["pass2_s"]
 
 
 def test_the_flow_run_logs_a_line_per_phase_with_its_figures(server_run):
