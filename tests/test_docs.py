@@ -138,3 +138,14 @@ def test_every_dependency_is_named_in_the_readme_and_in_design_md():
                 for path in (ROOT / "README.md", ROOT / "docs" / "design.md")]
     missing = [name for name in names if not all(name in section for section in sections)]
     assert not missing, f"declared in pyproject.toml but not named in the README and docs/design.md: {missing}"
+
+
+@pytest.mark.parametrize("beside", [".duckdb", ".duckdb.wal", ".duckdb.lock", ".duckdb.staging/r/x.npy",
+                                    ".duckdb.reports/r.html", ".duckdb.models/m/manifest.json"])
+def test_what_the_readmes_demo_writes_in_the_project_folder_is_ignored_by_git(beside):
+    """`pairwise demo` (README) writes pairwise-demo.duckdb and its folders in the project folder: `git status`
+    listed its model store as untracked (`git add -A` took its arrays: 12 MB for a 3,000-item demo)."""
+    import subprocess
+
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"pairwise-demo{beside}"], cwd=ROOT)
+    assert ignored.returncode == 0
