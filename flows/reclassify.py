@@ -130,7 +130,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             log.info(run_log.catalog(plan, params.chunk_size))
             for note in run_log.source_notes(plan):
                 log.warning(note)
-            progress = start_progress(n_parts)
+            progress = start_progress(n_parts, 1 if using else 2)
 
             def partitions(*args: Any, **kwargs: Any) -> list[Any]:
                 if params.dask_address is None:  # a subflow costs seconds: map right here on local threads

@@ -29,10 +29,11 @@ SUMMARY_KEY = "pairwise-run-summary"
 REPORT_KEY = "pairwise-agreement-report"
 
 
-def start_progress(n_partitions: int) -> UUID:
-    return create_progress_artifact(
-        progress=0.0, description=f"Partitions done, of {n_partitions} per pass (two passes)"
-    )
+def start_progress(n_partitions: int, passes: int) -> UUID:
+    """The run's progress artifact: a full run makes two passes over its partitions, a run with a stored model
+    one (a night's said "two passes")."""
+    per = f"of {n_partitions} per pass (two passes)" if passes == 2 else f"of {n_partitions} (one pass: a stored model)"
+    return create_progress_artifact(progress=0.0, description=f"Partitions done, {per}")
 
 
 # Each update is a request the Prefect server answers, about 40 ms of its CPU and the flow's, taken from a pass

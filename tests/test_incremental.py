@@ -291,6 +291,18 @@ def first_difference(found, expected, where=""):
     return None if found == expected else (where, found, expected)
 
 
+def progress_description(run_id: str) -> str:
+    """The description of the progress artifact of the flow run named ``run_id``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter
+
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name={"any_": [run_id]}))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]), type={"any_": ["progress"]}))
+    return artifacts[0].description
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_night_s_progress_counts_the_items_it_read_and_says_how_many_it_labelled(tmp_path, catalog):
     """Its pass said "done, 3,000 items" while its report said "labelled 10": it reads whole partitions and
@@ -298,13 +310,17 @@ def test_a_night_s_progress_counts_the_items_it_read_and_says_how_many_it_labell
     items, classes = catalog
     items_glob, classes_path = write_catalog(tmp_path / "items", items, classes, n_files=2)
     db = tmp_path / "out.duckdb"
-    reclassify_catalog(params(items_glob, classes_path, db))
+    full = reclassify_catalog(params(items_glob, classes_path, db))
     day1, _, _ = night(items, drop=0, new=0, changed=10)
     write_catalog(tmp_path / "items", day1, classes, n_files=2)
     out = io.StringIO()
     with listening(PlainLines(out)):
         night1 = reclassify_catalog(params(items_glob, classes_path, db, model="latest", incremental=True))
     assert night1["details"]["night"]["labelled"] == 10
+    # the UI's progress artifact says how many passes the run makes (a night's said "two passes")
+    n_parts = night1["details"]["n_partitions"]
+    assert progress_description(full["run_id"]) == f"Partitions done, of {n_parts} per pass (two passes)"
+    assert progress_description(night1["run_id"]) == f"Partitions done, of {n_parts} (one pass: a stored model)"
     done = next(line for line in out.getvalue().splitlines() if ": done, " in line)
     read = night1["details"]["night"]["partitions_read"] * CHUNK
     assert f"] pass 1/1: labels of the new and changed items: done, {read:,} items read, 10 labelled, in " in done
