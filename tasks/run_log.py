@@ -122,6 +122,8 @@ def too_few_labels(gold_column: str | None) -> str:
 def partition_pass(name: str, partitions: Sequence[Partition], seconds: float, of: int,
                    share: str = "a seeded share") -> str:
     """``of``: partitions in the catalog, when the pass read ``share`` of them."""
+    if not partitions:  # a night with nothing new or changed: no count and rate of nothing
+        return f"{name}: no partition read ({share}: none of {count(of, 'partition')})"
     items = sum(p.n_rows for p in partitions)
     share = f" ({share} of {of})" if len(partitions) < of else ""
     return (f"{name}: {count(items, 'item')} in {count(len(partitions), 'partition')}{share}, {seconds:.2f} s "

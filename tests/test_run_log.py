@@ -58,3 +58,10 @@ def test_the_gold_note_says_the_parent_level_counts_a_value_naming_a_parent_as_i
                                    gold=GoldValues(5, 1, ("zz",)), parent=Level.of(["animal", "animal", "plant"])))[
         0].endswith("in the parent level's (methods *_parent) a value that names a parent counts as right where the "
                     "item's parent label is that parent, the others as wrong")
+
+
+def test_a_night_with_nothing_to_read_says_so_without_a_rate_of_nothing():
+    """It said 'Pass 1/1, labels: 0 items in 0 partitions (those with new or changed items of 2), 0.00 s (0
+    items/s)'."""
+    assert run_log.partition_pass("Pass 1/1, labels", (), 0.0, 2, "those with new or changed items") == (
+        "Pass 1/1, labels: no partition read (those with new or changed items: none of 2 partitions)")
