@@ -22,14 +22,17 @@ RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 def handled(error: BaseException) -> bool:
     """Whether ``error`` is one Pairwise raises with the whole story in its message: bad input (a ValueError)
     raised by the project's own code, or one of its one-line failures (the lock held, the file kept open, a
-    full disk, the run ended or its staging gone, the Prefect API silent, a failed run or export)."""
+    full disk, the run ended or its staging gone, the Prefect API silent, a failed run or export); or a
+    deployment run's parameters refused by their validation (Prefect's ParameterTypeError, which lists them)."""
+    from prefect.exceptions import ParameterTypeError
+
     from flows.prefect_server import PrefectUnreachable
     from tasks.errors import OutputClosed
     from tasks.staging import RunEnded, StagingGone
     from tasks.store import DatabaseBusy, ExportFailed, NoRoom, RunFailed, RunLocked
 
     one_line = (DatabaseBusy, ExportFailed, NoRoom, OutputClosed, RunFailed, RunLocked, RunEnded, StagingGone,
-                PrefectUnreachable)
+                PrefectUnreachable, ParameterTypeError)
     if isinstance(error, one_line):
         return True
     return isinstance(error, ValueError) and _raised_by_project(error)
@@ -51,12 +54,16 @@ def _raised_by_project(error: BaseException) -> bool:
 
 class OneLineFailures(logging.Filter):
     """Drops the traceback of a record whose exception is handled (its own, not one it was raised during: an
-    error in the handling of another is a bug)."""
+    error in the handling of another is a bug), and names the error in its message if the message does not."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if error is not None and handled(error):
             record.exc_info, record.exc_text = None, None
+            message = record.getMessage()
+            if str(error).splitlines()[0] not in message:  # 'Engine execution exited with unexpected exception'
+                why = " ".join(line.strip() for line in f"{type(error).__name__}: {error}".splitlines())
+                record.msg, record.args = f"{message}: {why}", ()
         return True
 
 

@@ -166,3 +166,34 @@ def test_a_worker_stopped_mid_run_lets_its_flow_run_record_its_end(server, night
         assert con.execute("SELECT status FROM run_attempts WHERE run_id = 'stopped-night'").fetchall() == [
             ("failed",)]
         assert con.execute("SELECT count(*) FROM consensus_labels WHERE run_id = 'stopped-night'").fetchone() == (0,)
+
+
+def test_a_deployment_run_refused_for_its_parameters_logs_why_in_one_line(server, nightly, tmp_path):
+    """A scheduler PAIRWISE_DASK_ALLOWED does not list: the flow run's log (the UI's Logs tab) was a line
+    'Engine execution exited with unexpected exception' and Prefect's traceback, the reason at its end."""
+    url, env = server
+    params = {"params": {"items": "items.parquet", "classes": "classes.parquet", "db": str(tmp_path / "x.duckdb"),
+                         "run_id": "refused-night", "dask_address": "tcp://203.0.113.7:8786"}}
+    created = subprocess.run([str(BIN / "prefect"), "deployment", "run", DEPLOYMENT, "--params", json.dumps(params)],
+                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+    worker = subprocess.Popen([str(BIN / "pairwise"), "worker", "--pool", "pairwise"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        messages: list[str] = []
+        deadline = time.monotonic() + 300
+        while not any(m.startswith("Engine execution exited") for m in messages) and time.monotonic() < deadline:
+            time.sleep(1)
+            run = flow_run(url, nightly["id"], "refused-night")
+            messages = [log["message"] for log in api(url, "/logs/filter", {
+                "logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200})] if run else []
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert flow_run(url, nightly["id"], "refused-night")["state"]["type"] == "FAILED"
+    assert [m for m in messages if "Traceback" in m] == []
+    assert any(m.startswith("Engine execution exited with unexpected exception: ParameterTypeError: ")
+               and "tcp://203.0.113.7:8786 is not an allowed Dask scheduler" in m for m in messages), messages
