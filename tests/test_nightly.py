@@ -197,3 +197,20 @@ def test_a_deployment_run_refused_for_its_parameters_logs_why_in_one_line(server
     assert [m for m in messages if "Traceback" in m] == []
     assert any(m.startswith("Engine execution exited with unexpected exception: ParameterTypeError: ")
                and "tcp://203.0.113.7:8786 is not an allowed Dask scheduler" in m for m in messages), messages
+
+
+def test_the_automation_file_marks_silent_flow_runs_crashed(server):
+    """prefect-automations.yaml as docs/operations.md has it created: a flow run killed with its worker stayed
+    Running for good (checked by hand: with it, such a run was marked Crashed once its heartbeats stopped)."""
+    url, env = server
+    created = subprocess.run([str(BIN / "prefect"), "automation", "create", "--from-file",
+                              "prefect-automations.yaml"], env=env, cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+    (automation,) = [a for a in api(url, "/automations/filter", {})
+                     if a["name"] == "pairwise-crash-silent-flow-runs"]
+    trigger = automation["trigger"]
+    assert (trigger["posture"], trigger["after"], trigger["within"]) == (
+        "Proactive", ["prefect.flow-run.heartbeat"], 600.0)
+    assert {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed"} <= set(trigger["expect"])
+    assert [(a["type"], a["state"]) for a in automation["actions"]] == [("change-flow-run-state", "CRASHED")]
