@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -134,6 +136,23 @@ def labelling_started(url: str, deployment_id: str, run_id: str) -> bool:
                       "name": {"like_": "pair-stats"}}, "limit": 1}))
 
 
+@contextmanager
+def deployment_run_and_worker(env: dict[str, str], params: dict) -> Iterator[subprocess.Popen]:
+    """A flow run of the nightly deployment with ``params``, and a worker of its pool started to take it;
+    the worker is killed after, if the test has not stopped it."""
+    created = subprocess.run([str(BIN / "prefect"), "deployment", "run", DEPLOYMENT, "--params", json.dumps(params)],
+                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+    worker = subprocess.Popen([str(BIN / "pairwise"), "worker", "--pool", "pairwise"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield worker
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
 def test_a_worker_stopped_mid_run_lets_its_flow_run_record_its_end(server, nightly, tmp_path):
     """Stopping, Prefect's worker killed its flow runs without a word: they stayed Running in Prefect and
     'running' in runs. One SIGTERM to the worker now ends its flow run crashed, and its run failed."""
@@ -142,21 +161,12 @@ def test_a_worker_stopped_mid_run_lets_its_flow_run_record_its_end(server, night
     items, classes = write_demo_catalog.fn(str(db), 40_000, 8, 0)
     params = {"params": {"items": items, "classes": classes, "db": str(db), "run_id": "stopped-night",
                          "chunk_size": 250}}  # 160 partitions: still running when the worker is stopped
-    created = subprocess.run([str(BIN / "prefect"), "deployment", "run", DEPLOYMENT, "--params", json.dumps(params)],
-                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stdout + created.stderr
-    worker = subprocess.Popen([str(BIN / "pairwise"), "worker", "--pool", "pairwise"], env=env, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with deployment_run_and_worker(env, params) as worker:
         deadline = time.monotonic() + 300
         while not labelling_started(url, nightly["id"], "stopped-night") and time.monotonic() < deadline:
             time.sleep(0.5)
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=120)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
     assert worker.returncode == 0, output
     assert "Traceback" not in output, output
     assert flow_run(url, nightly["id"], "stopped-night")["state"]["type"] == "CRASHED"
@@ -174,12 +184,7 @@ def test_a_deployment_run_refused_for_its_parameters_logs_why_in_one_line(server
     url, env = server
     params = {"params": {"items": "items.parquet", "classes": "classes.parquet", "db": str(tmp_path / "x.duckdb"),
                          "run_id": "refused-night", "dask_address": "tcp://203.0.113.7:8786"}}
-    created = subprocess.run([str(BIN / "prefect"), "deployment", "run", DEPLOYMENT, "--params", json.dumps(params)],
-                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stdout + created.stderr
-    worker = subprocess.Popen([str(BIN / "pairwise"), "worker", "--pool", "pairwise"], env=env, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with deployment_run_and_worker(env, params) as worker:
         messages: list[str] = []
         deadline = time.monotonic() + 300
         while not any(m.startswith("Engine execution exited") for m in messages) and time.monotonic() < deadline:
@@ -189,10 +194,6 @@ def test_a_deployment_run_refused_for_its_parameters_logs_why_in_one_line(server
                 "logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200})] if run else []
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=120)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
     assert flow_run(url, nightly["id"], "refused-night")["state"]["type"] == "FAILED"
     assert [m for m in messages if "Traceback" in m] == []
     assert any(m.startswith("Engine execution exited with unexpected exception: ParameterTypeError: ")
