@@ -270,6 +270,7 @@ def _models(args: argparse.Namespace) -> int:
     rows = _listed(args.db, "report_models", "no stored models yet (a full run stores one)")
     from tasks.model_retention import folder_bytes
     from tasks.models import damage
+    from tasks.run_log import count
     from tasks.store import stored_model_folder
 
     for row in rows:
@@ -277,8 +278,9 @@ def _models(args: argparse.Namespace) -> int:
         why = damage(folder, row["content_hash"], row["model_id"])
         gone = "" if why is None else f"  DAMAGED ({folder}): {why}"
         print(f"{row['model_id']}  run {row['run_id']}  fitted {row['fitted_at'].isoformat(timespec='seconds')}  "
-              f"fitted on {row['n_items']:,} items  {row['n_classes']:,} classes  {','.join(row['modalities'])}  "
-              f"labels {row['n_live']:,} live items  {_megabytes(folder_bytes(folder))}{gone}")
+              f"fitted on {count(row['n_items'], 'item')}  {count(row['n_classes'], 'class', 'classes')}  "
+              f"{','.join(row['modalities'])}  labels {count(row['n_live'], 'live item')}  "
+              f"{_megabytes(folder_bytes(folder))}{gone}")
     return 0
 
 
@@ -327,8 +329,8 @@ def _runs(args: argparse.Namespace) -> int:
     if args.dry_run:
         raise ValueError("--dry-run goes with --keep: alone, `pairwise runs` only lists")
     for row in _listed(args.db, "report_runs", "no runs yet"):
-        items = "" if row["n_items"] is None else f"  {row['n_items']:,} items"  # NULL until it succeeds
-        print(f"{_run_line(row)}{items}  model {row['model_id'] or '-'}  labels {row['n_live']:,} live items")
+        items = "" if row["n_items"] is None else f"  {count(row['n_items'], 'item')}"  # NULL until it succeeds
+        print(f"{_run_line(row)}{items}  model {row['model_id'] or '-'}  labels {count(row['n_live'], 'live item')}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta
 
+import duckdb
 import pytest
 
 from flows.reclassify import reclassify_catalog
@@ -51,6 +52,9 @@ def test_keep_removes_old_runs_whole_but_those_still_read(copy, env):  # noqa: F
     listed = pairwise(env, "runs", "--db", str(db))
     assert [line.split()[:2] for line in listed.stdout.splitlines()] == [["night", "succeeded"], ["c", "succeeded"],
                                                                         ["a", "succeeded"]]
+    with duckdb.connect(str(db)) as con:  # one item: the listing said "1 items"
+        con.execute("UPDATE runs SET n_items = 1 WHERE run_id = 'a'")
+    assert "  1 item  model " in pairwise(env, "runs", "--db", str(db)).stdout
 
 
 def test_a_run_with_keep_runs_removes_every_older_run_nothing_reads(copy, four_runs):  # noqa: F811
