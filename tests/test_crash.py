@@ -1,5 +1,6 @@
 """`pairwise run` killed with SIGKILL at random moments, many times: readers never see half a run."""
 
+import fcntl
 import os
 import random
 import signal
@@ -76,7 +77,7 @@ FLOW_IN_A_PROCESS = """
 import sys
 from flows.reclassify import ReclassifyParams, reclassify_catalog
 reclassify_catalog(ReclassifyParams(items=sys.argv[1], classes=sys.argv[2], db=sys.argv[3], run_id="orphan",
-                                    chunk_size=500))
+                                    chunk_size=250))
 """
 
 
@@ -84,12 +85,15 @@ def test_a_flow_run_whose_worker_died_says_so_in_runs(server, tmp_path):
     """kill -9 of a Prefect worker closes the pipes its flow run logs to: the run ended at its next log line,
     recorded in runs as 'SystemExit: 1'. It says what happened, and the next run succeeds."""
     _, env = server
-    items, classes = make_catalog(3_000, 5, seed=3)
-    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, row_group_size=500)
+    items, classes = make_catalog(6_000, 5, seed=3)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, row_group_size=250)
     db = tmp_path / "out.duckdb"
     flow = subprocess.Popen([sys.executable, "-c", FLOW_IN_A_PROCESS, items_glob, classes_path, str(db)],
                             env={**env, "PYTHONPATH": str(Path(__file__).parents[1])}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
+    # a pipe of one page: unread, the run blocks on its log lines (48 partition tasks) long before its end. With
+    # Linux's 64 KB, a run the loaded machine let finish before this test read 'start-run' exited 0 (a CI run)
+    fcntl.fcntl(flow.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
     for line in flow.stderr:  # the run has registered: the worker dies now
         if "start-run" in line:
             break
