@@ -480,7 +480,7 @@ def _inspect(
         first = next((k for k, meta in enumerate(metadata) if meta.metadata.num_rows), 0)
         item_schema, n_items = metadata[first].schema_arrow, sum(m.metadata.num_rows for m in metadata)
         keys = _folder_columns(items, files, item_schema)
-        item_schema = pa.schema([*item_schema, *(pa.field(name, pa.string()) for name in keys[files[first]])])
+        item_schema = with_folder_columns(item_schema, keys[files[first]])
     if n_items == 0:  # before the columns: a folder of empty files typed null has no string item_id either
         raise SourceError(f"{items}: no items")
     where = files[first] if len(files) > 1 else items  # of several files, the one whose columns are checked
@@ -568,6 +568,16 @@ def _folder_columns(pattern: str, files: list[str], schema: pa.Schema) -> dict[s
             for path in files}
 
 
+def with_folder_columns(schema: pa.Schema, keys: dict[str, str | None]) -> pa.Schema:
+    """A file's schema with the text columns its folder ``keys`` give it (those it does not hold itself)."""
+    return pa.schema([*schema, *(pa.field(name, pa.string()) for name in keys if name not in schema.names)])
+
+
+def folder_column(value: str | None, n_rows: int) -> pa.Array:
+    """A folder key's column for ``n_rows`` rows: its value in every row."""
+    return pa.repeat(pa.scalar(value, pa.string()), n_rows)
+
+
 def _checked_schema(meta: pq.ParquetFile, first: pa.Schema) -> pa.Schema:
     """The file's schema as the checks see it: a file without rows adds no items, so a column of it typed null
     (what an empty pandas frame of object columns writes, as a night's empty partition may be) is taken as of
@@ -589,7 +599,7 @@ def _check_columns(meta: pq.ParquetFile, first: pa.Schema, dims: dict[str, int],
     Other columns, the columns' order and their nullability may differ, as in files written on other days by
     other writers."""
     schema = _checked_schema(meta, first)
-    schema = pa.schema([*schema, *(pa.field(name, pa.string()) for name in keys if name not in schema.names)])
+    schema = with_folder_columns(schema, keys)
     read = ["item_id", *(f"{m}{EMBEDDING_SUFFIX}" for m in dims), *further]
     refuse_repeated(schema.names, read, path)
     for name in read:
@@ -714,8 +724,8 @@ def _one_column(source: Source, files: list[str], db: str, column: str,
                 if column in folder:
                     n_rows = _parquet_file(path).metadata.num_rows
                     for start in range(0, n_rows, COLUMN_BATCH_ROWS):
-                        value = pa.scalar(folder[column], pa.string())
-                        yield pa.record_batch([pa.repeat(value, min(COLUMN_BATCH_ROWS, n_rows - start))], schema=schema)
+                        yield pa.record_batch([folder_column(folder[column], min(COLUMN_BATCH_ROWS, n_rows - start))],
+                                              schema=schema)
                     continue
                 # by name: asked for column 'gold.label', pyarrow also reads a struct gold's field label
                 for batch in _parquet_file(path).iter_batches(batch_size=COLUMN_BATCH_ROWS, columns=[column]):
@@ -888,7 +898,7 @@ def read_partition(partition: Partition, columns: list[str]) -> Iterator[pa.Reco
     )
     for batch in batches:
         for name, value in folder.items():
-            batch = batch.append_column(name, pa.repeat(pa.scalar(value, pa.string()), batch.num_rows))
+            batch = batch.append_column(name, folder_column(value, batch.num_rows))
         yield batch
 
 
