@@ -1,6 +1,7 @@
 """Shared test setup: hypothesis profiles, one Prefect test server per session, catalog files."""
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -25,6 +26,19 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test leaves the process's environment as it found it. `pairwise` run in-process (flows.cli.main) sets
+    Prefect's quiet defaults in os.environ, and the session's `server` fixture copies os.environ when it starts:
+    a flow subprocess of a later test then logged nothing to its stderr (test_crash's worker_died passed alone
+    and failed in the full suite)."""
+    before, raise_exceptions = dict(os.environ), logging.raiseExceptions
+    yield
+    os.environ.clear()
+    os.environ.update(before)
+    logging.raiseExceptions = raise_exceptions
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """`pairwise run` killed with SIGKILL at random moments, many times: readers never see half a run."""
 
+import fcntl
 import os
 import random
 import signal
@@ -70,3 +71,38 @@ def test_sigkill_at_random_moments_never_shows_half_a_run(server, tmp_path):
     staging = Path(f"{db}.staging")
     assert not staging.exists() or not any(staging.iterdir())
     print(f"{KILLS} kills, {killed_mid_run} mid-run, statuses {sorted(statuses.items())}")
+
+
+FLOW_IN_A_PROCESS = """
+import sys
+from flows.reclassify import ReclassifyParams, reclassify_catalog
+reclassify_catalog(ReclassifyParams(items=sys.argv[1], classes=sys.argv[2], db=sys.argv[3], run_id="orphan",
+                                    chunk_size=250))
+"""
+
+
+def test_a_flow_run_whose_worker_died_says_so_in_runs(server, tmp_path):
+    """kill -9 of a Prefect worker closes the pipes its flow run logs to: the run ended at its next log line,
+    recorded in runs as 'SystemExit: 1'. It says what happened, and the next run succeeds."""
+    _, env = server
+    items, classes = make_catalog(6_000, 5, seed=3)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, row_group_size=250)
+    db = tmp_path / "out.duckdb"
+    flow = subprocess.Popen([sys.executable, "-c", FLOW_IN_A_PROCESS, items_glob, classes_path, str(db)],
+                            env={**env, "PYTHONPATH": str(Path(__file__).parents[1])}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    # a pipe of one page: unread, the run blocks on its log lines (48 partition tasks) long before its end. With
+    # Linux's 64 KB, a run the loaded machine let finish before this test read 'start-run' exited 0 (a CI run)
+    fcntl.fcntl(flow.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    for line in flow.stderr:  # the run has registered: the worker dies now
+        if "start-run" in line:
+            break
+    flow.stderr.close()
+    assert flow.wait(timeout=120) != 0
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, error FROM runs WHERE run_id = 'orphan'").fetchall() == [(
+            "failed", "OutputClosed: its output closed under it (BrokenPipeError): the Prefect worker that started it "
+                      "(or whatever read its output) ended")]
+    again = subprocess.run([PAIRWISE, "run", "--items", items_glob, "--classes", classes_path, "--db", str(db),
+                            "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
