@@ -571,6 +571,14 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, but not an unset one: "(default: None)" names a Python value the
+    user never types, and the help already says what leaving the option out does."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], *, required: Collection[str] = ()) -> None:
     """One option per field of ``model``: its description is the help and its default the default, so the
     CLI, the flow and the Prefect UI's form (which renders the same model) cannot drift apart."""
@@ -599,23 +607,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="reclassify a catalog and write the output tables to a DuckDB file",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=_DefaultsShown)
     _add_fields(run, ReclassifyParams, required={"db"})  # the CLI names the output file, never guesses it
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser("demo", help="reclassify a synthetic demo catalog and print the report",
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                               formatter_class=_DefaultsShown)
     _add_fields(demo, DemoParams)
     demo.set_defaults(handler=_demo)
 
     report = commands.add_parser("report", help="print the report of the latest (or a given) run",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=_DefaultsShown)
     report.add_argument("--db", action=_Once, required=True, default=argparse.SUPPRESS,
                         help="DuckDB file the runs wrote to")
     report.add_argument("--run-id", action=_Once,
-                        help="The run; None: the latest run (with --html, the latest succeeded run)")
+                        help="The run; unset: the latest run (with --html, the latest succeeded run)")
     report.add_argument("--html", action=_Once, metavar="PATH",
-                        help="Write a self-contained HTML report with figures to PATH; None: print Markdown")
+                        help="Write a self-contained HTML report with figures to PATH; unset: print Markdown")
     report.set_defaults(handler=_report)
 
     models = commands.add_parser("models", help="list the stored models: id, run, fitted at, items, classes, "

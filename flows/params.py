@@ -85,18 +85,18 @@ class ReclassifyParams(BaseModel):
     db: str = Field(default="pairwise.duckdb", min_length=1, description="DuckDB file the output tables are written to")
     gold_column: str | None = Field(
         default=None,
-        description="Items column with the current (gold) label; None: no gold metrics and no review of labels",
+        description="Items column with the current (gold) label; unset: no gold metrics and no review of labels",
     )
     strategy: Literal["tourney", "round_robin"] = Field(
         default=_CORE_DEFAULTS["strategy"],
-        description="tourney: K - 1 matches per item in a seeded bracket; round_robin: all K(K-1)/2 matches",
+        description="tourney: K - 1 matches per item in a seeded bracket; round-robin: all K(K-1)/2 matches",
     )
     cutoff: float = Field(default=_CORE_DEFAULTS["cutoff"], ge=0,
                           description="Cross-deviation ratio a dimension must exceed to enter a pair's mask")
     min_dims: int = Field(default=_CORE_DEFAULTS["min_dims"], ge=1,
                           description="Fewest dimensions in a mask: when fewer pass the cutoff, the top ones are kept")
     max_dims: int | None = Field(default=_CORE_DEFAULTS["max_dims"], ge=1,
-                                 description="Most dimensions in a mask (the top ones by ratio); None: no limit")
+                                 description="Most dimensions in a mask (the top ones by ratio); unset: no limit")
     min_items: int = Field(
         default=_CORE_DEFAULTS["min_items"], ge=2,
         description="Fewest confident items on each side of a pair; fewer: the pair falls back to all dimensions",
@@ -107,28 +107,28 @@ class ReclassifyParams(BaseModel):
     )
     score_floor: float | None = Field(
         default=_CORE_DEFAULTS["score_floor"], ge=-1, le=1,
-        description="Items whose top cosine is below it count for no pair's statistics; None: no floor",
+        description="Items whose top cosine is below it count for no pair's statistics; unset: no floor",
     )
     candidates: int | None = Field(
         default=_CORE_DEFAULTS["candidates"], ge=2,
-        description="Many classes: only each item's top-m classes by base score play; None: every class up to "
+        description="Many classes: only each item's top-m classes by base score play; unset: every class up to "
         f"{PRUNE_ABOVE} classes, the top {DEFAULT_CANDIDATES} beyond (a value of at least K plays every class)",
     )
     seed: int = Field(default=_CORE_DEFAULTS["seed"], ge=0, le=MAX_SEED,
                       description="Seeds the tourney bracket, the fit share and the refinement's sample")
     chunk_size: int = Field(default=50_000, ge=1, description="Rows per partition (whole row groups), the unit of work")
     run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN,
-                               description="Name of the run (letters, digits, . _ -); None: a time-stamped one")
+                               description="Name of the run (letters, digits, . _ -); unset: a time-stamped one")
     model: str | None = Field(
         default=None, pattern=RUN_ID_PATTERN,
         description="Label with a stored model ('latest' or a model id: `pairwise models` lists them), no fit: one "
-        "pass over the catalog; None: a full run, which fits a model and stores it")
+        "pass over the catalog; unset: a full run, which fits a model and stores it")
     incremental: bool = Field(
         default=False, description="With --model: label only the items that are new or changed since the model last "
         "labelled them (new and deleted ones found from item_id alone), and carry every other label over")
     changed_column: str | None = Field(
         default=None, description="Items column whose value changes whenever an item's embeddings do (a version, "
-        "updated_at): incremental nights compare it instead of hashing every item's embeddings; None: hash them")
+        "updated_at): incremental nights compare it instead of hashing every item's embeddings; unset: hash them")
     refit_on_drift: bool = Field(
         default=False, description="With --incremental: when the night's items drifted from the model's fit "
         "sample (drift_metrics), refit a model on the whole catalog that same night")
@@ -141,18 +141,18 @@ class ReclassifyParams(BaseModel):
         "posteriors are propagated over the catalog's k-nearest-neighbour graph (k = 20 chosen on the WordNet "
         "catalogs: +2 points joint accuracy on the nouns, -0.4 on the verbs, docs/results.md); with a gold column "
         "the review also weighs in the neighbours' given labels; 0: off, 100 at most. With --model, the model must "
-        "have been fitted with it. None: off for a full run; with --model, the model's own (the k it was fitted "
+        "have been fitted with it. Unset: off for a full run; with --model, the model's own (the k it was fitted "
         "with, off if without), so a night follows the weekly fit")
     keep_models: int | None = Field(
         default=None, ge=1, description="After the run commits, remove the stored models (row and files) but the "
         "newest N; one that still labels live items stays (`pairwise models --keep N` does the same by hand); "
-        "None: keep every model")
+        "unset: keep every model")
     keep_runs: int | None = Field(
         default=None, ge=1, description="After the run commits, remove every run older than the newest N succeeded "
         "ones, all its rows and its HTML report; one that still labels live items or fitted a stored model stays "
-        "(`pairwise runs --keep N` does the same by hand); None: keep every run")
+        "(`pairwise runs --keep N` does the same by hand); unset: keep every run")
     export_dir: str | None = Field(
-        default=None, description="Also write the run's tables as Parquet here; None: only to the DuckDB file")
+        default=None, description="Also write the run's tables as Parquet here; unset: only to the DuckDB file")
     fit_fraction: float = Field(
         default=1.0, gt=0, le=1,
         description="Fit the masks on this seeded share of the partitions (1: all). Only for catalogs whose "
@@ -161,7 +161,7 @@ class ReclassifyParams(BaseModel):
     dask_address: str | None = Field(
         default=None,
         description="Run the partition tasks on this Dask scheduler (tcp://host:8786); a deployment's run may use "
-        f"only one that {DASK_ALLOWED} lists, the command line any; None: on local threads",
+        f"only one that {DASK_ALLOWED} lists, the command line any; unset: on local threads",
     )
 
     @field_validator("run_id", "model", mode="before")

@@ -252,7 +252,7 @@ def test_a_second_run_on_the_same_file_fails_at_once_while_the_first_holds_it(en
         assert precious.read_text() == "precious\n" and not (tmp_path / f"{name}.duckdb").exists()
 
 
-def test_every_option_has_help_that_ends_with_its_default_taken_from_the_params(monkeypatch):
+def test_every_option_has_help_that_ends_with_its_default_taken_from_the_params_unless_unset(monkeypatch):
     from flows.cli import build_parser
     from flows.demo import demo
     from flows.params import DemoParams, ReclassifyParams
@@ -269,7 +269,11 @@ def test_every_option_has_help_that_ends_with_its_default_taken_from_the_params(
             if action.required:
                 assert action.default is argparse.SUPPRESS and f"{action.help} (default" not in text
                 continue
-            assert f"{action.help} (default: {action.default})" in text, f"{name} {action.option_strings[0]}"
+            if action.default is None:  # unset: the help says what that does, and no Python "None" follows it
+                assert action.help in text and f"{action.help} (default" not in text
+                assert "None" not in action.help, f"{name} {action.option_strings[0]}"
+            else:
+                assert f"{action.help} (default: {action.default})" in text, f"{name} {action.option_strings[0]}"
             if params and action.dest in params.model_fields:
                 assert action.default == params.model_fields[action.dest].default
     # the demo flow's own defaults are the demo command's
