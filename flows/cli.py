@@ -597,7 +597,16 @@ def _add_fields(parser: argparse.ArgumentParser, model: type[BaseModel], *, requ
             kind |= {"required": True, "default": argparse.SUPPRESS}  # no "(default: ...)" then
         else:
             kind["default"] = field.default
-        parser.add_argument(f"--{name.replace('_', '-')}", help=field.description, **kind)
+        parser.add_argument(f"--{name.replace('_', '-')}", help=_as_option_help(field.description), **kind)
+
+
+def _as_option_help(description: str | None) -> str | None:
+    """A field's description as the other commands' help reads: lower case first ("items: ..."), as argparse's
+    own; the Prefect UI's form shows it capitalised. A leading name that is spelled so ("DuckDB") stays."""
+    first = description.split(maxsplit=1)[0] if description else ""
+    if len(first) < 2 or any(c.isupper() for c in first[1:]):
+        return description
+    return description[0].lower() + description[1:]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -621,9 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--db", action=_Once, required=True, default=argparse.SUPPRESS,
                         help="DuckDB file the runs wrote to")
     report.add_argument("--run-id", action=_Once,
-                        help="The run; unset: the latest run (with --html, the latest succeeded run)")
+                        help="the run; unset: the latest run (with --html, the latest succeeded run)")
     report.add_argument("--html", action=_Once, metavar="PATH",
-                        help="Write a self-contained HTML report with figures to PATH; unset: print Markdown")
+                        help="write a self-contained HTML report with figures to PATH; unset: print Markdown")
     report.set_defaults(handler=_report)
 
     models = commands.add_parser("models", help="list the stored models: id, run, fitted at, items, classes, "
@@ -651,9 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sub in (run, demo):
         sub.add_argument("--quiet", action="store_true",
-                         help="Print nothing but errors: no progress, no report (`pairwise report` prints it)")
+                         help="print nothing but errors: no progress, no report (`pairwise report` prints it)")
         sub.add_argument("--verbose", action="store_true",
-                         help="Show Prefect's own console logs, and progress as plain lines")
+                         help="show Prefect's own console logs, and progress as plain lines")
 
     classes = commands.add_parser(
         "classes", help="embed class names through prompt templates into a classes table for `run --classes`")

@@ -266,6 +266,8 @@ def test_every_option_has_help_that_ends_with_its_default_taken_from_the_params_
         assert len(options) >= (len(params.model_fields) if params else 3)
         for action in options:
             assert action.help, f"{name} {action.option_strings[0]} has no help"
+            first = action.help.split()[0]  # lower case first, as argparse's own, but a name spelled so (DuckDB)
+            assert not first[0].isupper() or any(c.isupper() for c in first[1:]), f"{name} {action.help}"
             if action.required:
                 assert action.default is argparse.SUPPRESS and f"{action.help} (default" not in text
                 continue
