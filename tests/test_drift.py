@@ -109,3 +109,18 @@ def test_class_shares_drift_when_classes_vanish_and_not_when_resampled():
     reference = rng.integers(0, 10, 5000)
     assert not class_share_shift(reference, rng.integers(0, 10, 2000), 10, seed=0).drifted
     assert class_share_shift(reference, rng.integers(0, 6, 2000), 10, seed=0).drifted
+
+
+def test_class_shares_do_not_drift_on_a_resample_with_hundreds_of_classes():
+    """The reference is a sample too: at K = 330 its 5,000 labels' shares are as noisy as the night's, and a
+    null that drew the night alone against them flagged every no-drift split (taxonomy-nouns: 20 of 20)."""
+    rng = np.random.default_rng(0)
+    k = 330
+    weights = rng.dirichlet(np.full(k, 2.0))
+    alarms = sum(class_share_shift(rng.choice(k, 5000, p=weights), rng.choice(k, 4000, p=weights), k,
+                                   seed=s).drifted for s in range(10))
+    assert alarms == 0
+    # a quarter of the classes gone from the night is still flagged
+    kept = weights * (np.arange(k) >= k // 4)
+    assert class_share_shift(rng.choice(k, 5000, p=weights), rng.choice(k, 4000, p=kept / kept.sum()), k,
+                             seed=0).drifted
