@@ -15,7 +15,6 @@ import csv
 import os
 import re
 import string
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,7 +24,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tasks.encoders import Encoder, encode
-from tasks.sources import EMBEDDING_SUFFIX, PARENT_COLUMN, first_few, is_text, misnamed_parent, refuse_lookalikes
+from tasks.sources import (EMBEDDING_SUFFIX, PARENT_COLUMN, duplicate_names, first_few, is_text, misnamed_parent,
+                           refuse_lookalikes)
 from tasks.sql import OWN_NAMES
 from tasks.staging import replacing
 from tasks.store import check_db_file, connect, run_lock
@@ -69,9 +69,8 @@ def read_names(path: str) -> tuple[list[str], list[str] | None]:
                                             if line.strip()])
     if not names:
         raise ClassesError(f"--names {path}: no class names")
-    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
-    if duplicates:
-        raise ClassesError(f"--names {path}: duplicate class names {', '.join(duplicates)}")
+    if duplicates := duplicate_names(names, parents):
+        raise ClassesError(f"--names {path}: {duplicates}")
     refuse_lookalikes(names, "class names", f"--names {path}")  # `run` would refuse the table written
     if parents is not None:
         refuse_lookalikes(parents, "parents", f"--names {path}")

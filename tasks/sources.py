@@ -511,9 +511,10 @@ def _inspect(
         raise SourceError(f"{classes}: class_name is null in rows {first_few(nulls)}")
     if blank := [str(row) for row, name in enumerate(names) if not name.strip()]:
         raise SourceError(f"{classes}: class_name is empty or blank in rows {first_few(blank)}")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise SourceError(f"{classes}: duplicate class names {', '.join(duplicates)}")
+    parents = (class_table.column(PARENT_COLUMN).to_pylist() if PARENT_COLUMN in class_table.column_names
+               and class_table.column_names.count(PARENT_COLUMN) == 1 else None)
+    if duplicates := duplicate_names(names, parents):
+        raise SourceError(f"{classes}: {duplicates}")
     refuse_lookalikes(names, "class names", classes)
 
     parent = _parent_level(class_table, classes)
@@ -694,6 +695,26 @@ def refuse_lookalikes(names: Iterable[str], what: str, where: str) -> None:
 # taxonomy), and its accuracy, calibration and review would mean nothing.
 GOLD_MIN_SHARE = 0.5
 EXAMPLES = 3  # ids or values an error or a log line shows
+
+
+def duplicate_names(names: Sequence[str], parents: Sequence[Any] | None = None) -> str | None:
+    """What repeats among the class names, for a one-line error, or None. Where a repeated name is under more
+    than one parent (a taxonomy's "mouse" under animal and under device), it says so and how to name them
+    apart: a class is a name, whatever its parent, and "duplicate class names mouse" alone read as a slip."""
+    counts: dict[str, list[Any]] = {}
+    for k, name in enumerate(names):
+        counts.setdefault(name, []).append(parents[k] if parents is not None else None)
+    duplicates = sorted(name for name, under in counts.items() if len(under) > 1)
+    if not duplicates:
+        return None
+    shown = first_few(duplicates)
+    split = [name for name in duplicates if len(set(counts[name])) > 1]
+    if not split:
+        return f"duplicate class names {shown}"
+    name = split[0]
+    under = " and ".join(sorted({str(parent) for parent in counts[name]}))
+    return (f"duplicate class names {shown} ({name} is under {under}): a class name must be unique across "
+            f"parents; name the leaves apart, e.g. '{name} ({sorted({str(p) for p in counts[name]})[0]})'")
 
 
 def first_few(values: Sequence[str], show: Callable[[Sequence[str]], str] = ", ".join) -> str:

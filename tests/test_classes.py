@@ -278,6 +278,8 @@ def test_the_command_writes_parquet_and_says_how_to_use_it(tmp_path, names_file,
         ("animal\nfruit\n", ["--template", "{}", "--template", "not {}", "--encoder", "python:toy_encoder:opposite"],
          "modality text: the prompts of animal, fruit average to zero; change the templates"),
         ("animal\nfruit\nanimal\n", [], "duplicate class names animal"),
+        ("mouse\tanimal\nmouse\tdevice\ncat\tanimal\n", [], "duplicate class names mouse (mouse is under animal "
+         "and device): a class name must be unique across parents; name the leaves apart, e.g. 'mouse (animal)'"),
         ("caf\u00e9\ncafe\u0301\n", [], 'class names "caf\u00e9", "cafe\u0301" are one name but for Unicode normalization'),
         ("animal\tlife\n\nfruit\n", [], "line 3 'fruit' is not leaf<TAB>parent (no tab) while line 1 'animal\\tlife' "
                                        "has a tab; with parents, every line must be one"),

@@ -311,6 +311,15 @@ def test_duplicate_and_single_classes(catalog):
     tmp_path, items, classes = catalog
     duplicated = pa.concat_tables([classes, classes.slice(0, 1)])
     _fail(tmp_path, items, duplicated, "duplicate class names dress")
+    # a taxonomy's leaf repeated under two parents: the message says so, and how to name them apart
+    names = classes.column("class_name").to_pylist()
+    parents = ["clothing"] * len(names)
+    parents[-1] = "furniture"
+    taxonomy = pa.concat_tables([classes.slice(0, 1), classes.slice(1)]).append_column("parent", pa.array(parents))
+    taxonomy = taxonomy.set_column(0, "class_name", pa.array([*names[:-1], names[0]]))
+    _fail(tmp_path, items, taxonomy, re.escape(f"duplicate class names {names[0]} ({names[0]} is under clothing and "
+                                               f"furniture): a class name must be unique across parents; name the "
+                                               f"leaves apart, e.g. '{names[0]} (clothing)'"))
     _fail(tmp_path, items, classes.slice(0, 1), "1 class.es.; at least 2 are needed")
 
 
