@@ -160,8 +160,11 @@ def compact(value: float) -> str:
 
 def _literal(text: str) -> str:
     """``text`` for matplotlib to draw as it is: with no unescaped "$" it is not parsed as mathtext (a class
-    "$5 - $10" was drawn as math, and "$$" failed the whole report), and each "\\$" is drawn as "$"."""
-    return text.replace("$", r"\$")
+    "$5 - $10" was drawn as math, and "$$" failed the whole report), and each "\\$" is drawn as "$". A
+    character that prints as nothing (a tab, a newline, an escape) is written as \\uXXXX, as the terminal
+    report writes it: the font has no glyph for it, so a class "bread<TAB>loaf" was drawn with an empty box
+    and the run's console showed matplotlib's "Glyph 9 missing from font(s)" warning."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text).replace("$", r"\$")
 
 
 def _cut(text: str) -> str:

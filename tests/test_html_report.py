@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -244,6 +245,20 @@ def test_a_class_name_is_outlined_as_plain_text(name):
     vertices, codes = text_to_path.get_text_path(FontProperties(size=9), name, ismath=False)
     assert outline.codes.tolist() == list(codes)
     assert np.allclose(np.diff(outline.vertices, axis=0), np.diff(vertices, axis=0) * 9 / text_to_path.FONT_SCALE)
+
+
+def test_a_class_name_with_a_tab_is_outlined_with_its_escape_and_no_missing_glyph():
+    """A class "bread<TAB>loaf" (pairwise run takes it) was drawn with an empty box, and matplotlib's "Glyph 9
+    missing from font(s)" warning showed on the run's console: it is drawn as the terminal report writes it."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outline = html_report._name_outline("bread\tloaf \x1b$", 9)
+    _, codes = text_to_path.get_text_path(FontProperties(size=9), "bread\\u0009loaf \\u001b$", ismath=False)
+    assert outline.codes.tolist() == list(codes)
+    assert html_report._literal("a\tb $5") == "a\\u0009b \\$5"
 
 
 def test_names_in_every_figure_are_drawn_as_they_are(tmp_path, monkeypatch):
