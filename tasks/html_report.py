@@ -653,6 +653,39 @@ def _confusion_figures(confusions: Mapping[tuple[str, str], dict[str, Counter]],
     return figures
 
 
+def parent_gold_cells(db: str | Path, run_id: str, details: str | None) -> Counter:
+    """(gold class's parent, joint parent label) -> items: the parent level against gold, as agreement_metrics'
+    refined_parent joint row counts it (a gold value that names no class is its own parent). Empty without
+    parents or gold values. confusion_counts has the leaf level only."""
+    parents = json.loads(details or "{}").get("parents")
+    cells: Counter = Counter()
+    if not parents:
+        return cells
+    for row in store.query(db, "report_parent_confusion", {"run_id": run_id}).to_pylist():
+        cells[parents.get(row["gold"], row["gold"]), row["pred"]] += row["n"]
+    return cells
+
+
+def _parent_gold_figure(db: str | Path, run_id: str, details: str | None) -> Figure | None:
+    """The joint parent label against the gold label's parent: at hundreds of leaf classes the leaf heatmaps
+    show 40 of them, while the parents, the level a business often acts on, fit whole."""
+    cells = parent_gold_cells(db, run_id, details)
+    if not cells:
+        return None
+    items: Counter = Counter()
+    for (ref, pred), n in cells.items():
+        items[ref] += n
+        items[pred] += n
+    parents, left_out = shown_classes(items, items, MAX_HEATMAP_CLASSES)
+    caption = ("Rows: the gold label's parent (from the classes table); columns: the joint parent label "
+               "(consensus_labels.parent_label, the parent whose children's joint probabilities sum highest: it may "
+               "differ from the joint label's parent); method refined. Colour: share of the row's items"
+               + (", numbers: items." if len(parents) <= ANNOTATE_UP_TO else ".")
+               + _left_out(left_out, MAX_HEATMAP_CLASSES).replace("classes", "parents"))
+    png = confusion_figure({"refined": cells}, parents, rows="gold parent", columns="joint parent")
+    return Figure(f"{JOINT} parent against gold", caption, png)
+
+
 def _shares_figure(shares: list[dict], confusions: Mapping[tuple[str, str], dict[str, Counter]],
                    items: Mapping[str, int]) -> Figure | None:
     bars: dict[str, dict[str, float]] = defaultdict(dict)
@@ -769,6 +802,8 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
         items = _class_items(shares, confusions)
         agreement = _confusion_figures(confusions, items, gold=False)
         against_gold = _confusion_figures(confusions, items, gold=True)
+        if parent_figure := _parent_gold_figure(db, run_id, run["details"]):
+            against_gold.append(parent_figure)
         share_figure = _shares_figure(shares, confusions, items)
         params = json.loads(run["params"]) if run["params"] else {}
         confidence, reliability = _confidence_section(db, run_id, run["details"], len(run["modalities"] or []),

@@ -327,6 +327,33 @@ def test_the_html_parent_shares_are_capped_as_the_terminal_ones_are(tmp_path):
     assert few.count("<tr><td>") == 20 and "with the most items" not in few
 
 
+def test_the_parent_level_against_gold_is_a_heatmap(tmp_path, made):
+    """At 330 leaf classes the leaf heatmaps show 40; the parents (38 on taxonomy-nouns), the level a business
+    acts on, had no figure: the joint parent label against the gold class's parent is one now, counted as
+    refined_parent's joint gold_accuracy counts it (a gold value naming no class is its own parent)."""
+    db = tmp_path / "out.duckdb"
+    parents = {"bag": "accessories", "hat": "clothing", "shoe": "clothing", TRICKY: "accessories"}
+    other = {"accessories": "clothing", "clothing": "accessories"}
+    with store.connect(db) as con:
+        _insert_run(con, "p", "succeeded", "2026-01-02 00:00:00+00", gold=True, n_items=60, seed=3,
+                    details={"parents": parents})
+        rows = con.execute("SELECT item_id, label FROM joint_labels WHERE run_id = 'p' ORDER BY item_id").fetchall()
+        # the joint label's parent, but every third item the other parent (the sum may pick another parent)
+        con.executemany("UPDATE joint_labels SET parent_label = ?, parent_confidence = 0.5 WHERE run_id = 'p' "
+                        "AND item_id = ?", [(parents[label] if k % 3 else other[parents[label]], item)
+                                            for k, (item, label) in enumerate(rows)])
+        expected = Counter((parents.get(gold, gold), parent) for gold, parent in con.execute(
+            "SELECT gold_class, parent_label FROM joint_labels WHERE run_id = 'p' AND gold_class IS NOT NULL").fetchall())
+        details = con.execute("SELECT details FROM runs WHERE run_id = 'p'").fetchone()[0]
+    assert sum(expected.values()) > 0 and len(expected) > 2
+    assert html_report.parent_gold_cells(db, "p", details) == expected
+    section = _section(html_report.build_report(db, "p").html, "gold")
+    assert "joint parent against gold" in section and "Rows: the gold label&#x27;s parent" in section
+    assert "numbers: items." in section  # two parents: their counts are written in the cells
+    # without parents, no parent figure
+    assert "parent against gold" not in _section(html_report.build_report(made[0], "r-main").html, "gold")
+
+
 def test_default_run_is_the_latest_succeeded_one(made):
     db, _ = made
     assert report.latest_run_id(db, succeeded=True) == "r-main"
