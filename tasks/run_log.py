@@ -90,14 +90,24 @@ def gold_notes(plan: Plan) -> list[str]:
 
 def parent_notes(class_names: Sequence[str], parent: Level | None) -> list[str]:
     """What the user should know of the parent level before the run: parent names that are classes under
-    another parent (``Level.crossed_names``), which label and parent_label would use for two groups."""
-    crossed = [] if parent is None else parent.crossed_names(class_names)
-    if not crossed:
+    another parent (``Level.crossed_names``), which label and parent_label would use for two groups; and
+    parent names that differ from another only in case ("animal" and "Animal": a typo in a names file of
+    hundreds of lines splits a parent in two, and its items' parent labels, shares and metrics with it)."""
+    if parent is None:
         return []
-    shown = [f"{name} (a class under {above})" for name, above in crossed]
-    return [f"{count(len(crossed), 'parent name')} {'is' if len(crossed) == 1 else 'are'} also a class under "
-            f"another parent: {first_few(shown)}; label and parent_label then use one name for two groups (a "
-            "deeper taxonomy flattened?): rename one of them if that is not meant"]
+    notes = []
+    if crossed := parent.crossed_names(class_names):
+        shown = [f"{name} (a class under {above})" for name, above in crossed]
+        notes.append(f"{count(len(crossed), 'parent name')} {'is' if len(crossed) == 1 else 'are'} also a class "
+                     f"under another parent: {first_few(shown)}; label and parent_label then use one name for two "
+                     "groups (a deeper taxonomy flattened?): rename one of them if that is not meant")
+    folded: dict[str, list[str]] = {}
+    for name in parent.names:
+        folded.setdefault(name.casefold(), []).append(name)
+    if cased := [quoted(names) for names in folded.values() if len(names) > 1]:
+        notes.append(f"Parent names that differ only in case: {first_few(cased, '; '.join)}; they are separate "
+                     "parents, each with its own children, shares and metrics: write them alike if that is not meant")
+    return notes
 
 
 def outside_counted(plan: Plan) -> str:

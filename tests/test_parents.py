@@ -215,6 +215,17 @@ def test_a_run_says_which_parent_names_are_classes_under_another_parent(tmp_path
     assert parent_notes(plan.class_names, Level.of(PARENTS)) == parent_notes(plan.class_names, None) == []
 
 
+def test_parent_names_that_differ_only_in_case_are_said():
+    """"animal" and "Animal" in a names file of hundreds of lines are most likely one parent typed twice: the
+    run and `pairwise classes` split it in two, silently."""
+    names = ["cat", "dog", "bird", "apple", "pear"]
+    notes = parent_notes(names, Level.of(["animal", "Animal", "ANIMAL", "Fruit", "fruit"]))
+    assert notes == ['Parent names that differ only in case: "animal", "Animal", "ANIMAL"; "Fruit", "fruit"; they '
+                     "are separate parents, each with its own children, shares and metrics: write them alike if that "
+                     "is not meant"]
+    assert parent_notes(names, Level.of(["animal", "animal", "bird", "fruit", "fruit"])) == []
+
+
 def test_a_gold_column_of_parent_names_is_refused_saying_they_are_parents(tmp_path):
     items, classes = make_catalog(50, N_CLASSES, seed=1)
     parent_of = dict(zip(classes.column("class_name").to_pylist(), PARENTS, strict=True))
