@@ -38,9 +38,9 @@ from tasks import store
 from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
                           calibration_words, change_rows, change_sentences, drift_cells, drift_skipped, issue_cells,
-                          issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold, parent_shares_note,
-                          percent, rejected_rows, run_row, shown_classes, shown_parents, signed, stability_scope,
-                          status_meaning)
+                          issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold,
+                          parent_confidence_line, parent_shares_note, percent, rejected_rows, run_row, shown_classes,
+                          shown_parents, signed, stability_scope, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -551,8 +551,9 @@ def _parent_section(db: str | Path, run_id: str, details: str | None) -> list[_S
     shown, left_out = shown_parents(rows, n_parents(details), code=lambda text: f"<code>{html.escape(text)}</code>")
     table = _table(["parent", "items", "share", "mean confidence"],
                    [(r["parent"], r["n_items"], _percent(r["share"]), r["mean_confidence"]) for r in shown])
+    bands = parent_confidence_line(db, run_id, details)
     return [_Section("parents", "Parent shares", table + (f'<p class="note">{left_out}</p>' if left_out else "")
-                     + _note(parent_shares_note(details)))]
+                     + _note(parent_shares_note(details)) + (_note(bands) if bands else ""))]
 
 
 def _consensus_section(db: str | Path, run_id: str, n_modalities: int, params: Mapping[str, Any]) -> _Section:

@@ -1,5 +1,6 @@
 """The HTML report on a hand-made DuckDB file: its SQL counts, its text, and the page in headless Chromium."""
 
+import html
 import io
 import json
 import shutil
@@ -352,6 +353,37 @@ def test_the_parent_level_against_gold_is_a_heatmap(tmp_path, made):
     assert "numbers: items." in section  # two parents: their counts are written in the cells
     # without parents, no parent figure
     assert "parent against gold" not in _section(html_report.build_report(made[0], "r-main").html, "gold")
+
+
+def test_the_parent_confidence_bands_are_said_in_both_reports(tmp_path, made):
+    """The reports gave the joint label's confidence bands only: on taxonomy-nouns 1.1% of the leaf labels are at
+    0.9 or more, while 18.4% of the parent labels are, 92.4% of them right; the parent level is the one a
+    business often acts on. Both reports now say the parent labels' bands, right against the gold class's
+    parent."""
+    db = tmp_path / "out.duckdb"
+    parents = {"bag": "accessories", "hat": "clothing", "shoe": "clothing", TRICKY: "accessories"}
+    other = {"accessories": "clothing", "clothing": "accessories"}
+    with store.connect(db) as con:
+        _insert_run(con, "p", "succeeded", "2026-01-02 00:00:00+00", gold=True, n_items=90, seed=4,
+                    details={"parents": parents})
+        rows = con.execute("SELECT item_id, gold_class FROM joint_labels WHERE run_id = 'p' ORDER BY item_id").fetchall()
+        # item k: confidence 0.95, 0.7 or 0.2 by k % 3; its gold class's parent, but every fourth item the other one
+        updates = [(parents.get(gold, gold) if k % 4 else other.get(parents.get(gold, gold), "clothing"),
+                    (0.95, 0.7, 0.2)[k % 3], item) for k, (item, gold) in enumerate(rows)]
+        con.executemany("UPDATE joint_labels SET parent_label = ?, parent_confidence = ? WHERE run_id = 'p' AND "
+                        "item_id = ?", updates)
+    golds = dict(rows)
+    parts = []
+    for band, confidence in (("≥ 0.9", 0.95), ("0.5–0.9", 0.7), ("< 0.5", 0.2)):
+        inside = [(golds[item], parent) for parent, c, item in updates if c == confidence]
+        labelled = [(gold, parent) for gold, parent in inside if gold is not None]
+        right = sum(parents.get(gold, gold) == parent for gold, parent in labelled)
+        parts.append(f"{band}: {report.percent(len(inside) / len(updates))}, "
+                     f"{report.percent(right / len(labelled))} right")
+    line = "Parent confidence " + "; ".join(parts) + " (against the gold class's parent)."
+    assert "right" in line and line in report.render_report(db, "p")
+    assert html.escape(line) in _section(html_report.build_report(db, "p").html, "parents")
+    assert "Parent confidence" not in report.render_report(made[0], "r-main")
 
 
 def test_default_run_is_the_latest_succeeded_one(made):
