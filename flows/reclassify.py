@@ -36,6 +36,7 @@ from tasks.graph_labels import apply_graph
 from tasks.label import label_partition
 from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
+from tasks.report import collapsed_fits
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
     check_neighbourhood, check_night_parents, check_still_stored, check_stored_model, commit_run, extend_seal, fail_run,
@@ -158,10 +159,13 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 log.info(run_log.masks(fitted["pair_masks"], timings["fit_s"]))
                 begin_phase("fit the refinement")
                 labels_path = str(staging.path("sample_labels", "pairwise.npz"))
-                calibration = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
-                                             params.refine_params(), params.label_aware(), params.seed, labels_path)
+                refined = fit_refinement([part["sample"] for part in pass1], plan, fitted["model"],
+                                         params.refine_params(), params.label_aware(), params.seed, labels_path)
+                calibration = refined["calibration"]
                 watch.lap("refine")
                 log.info(run_log.refinement(calibration, len(plan.modalities), sample_rate, timings["refine_s"]))
+                for line in collapsed_fits(refined["fits"]):
+                    log.warning(line)
                 if params.label_aware() and calibration == "label-free":
                     log.warning(run_log.too_few_labels(params.gold_column))
                 review = None
@@ -182,6 +186,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                           "params": {"core": params.core_params(), "refine": params.refine_params(),
                                      "calibration": calibration, "review": review and review["route"]}}
                 return {"sealed": sealed, "seed": params.seed, "calibration": calibration, "review": review,
+                        "refinement": refined["fits"],
                         "brackets": fitted["brackets"], "sample_rate": sample_rate,
                         "pair_masks": [fitted["pair_masks"]], "store": stored}
 
@@ -292,6 +297,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 "details": {
                     "brackets": model["brackets"],
                     "calibration": model["calibration"],
+                    "refinement": model.get("refinement"),  # None for a stored model's run: it fitted none
                     "review": model["review"],
                     "sample_rate": model["sample_rate"],
                     "gold": plan.gold and plan.gold.details(),

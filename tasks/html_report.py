@@ -37,8 +37,8 @@ from matplotlib.transforms import Affine2D, Transform, blended_transform_factory
 from tasks import store
 from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
-                          calibration_words, change_rows, change_sentences, drift_cells, drift_skipped, issue_cells,
-                          issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold,
+                          calibration_words, change_rows, change_sentences, collapsed_fits, drift_cells, drift_skipped,
+                          issue_cells, issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold,
                           parent_confidence_line, parent_shares_note, percent, rejected_rows, run_row, shown_classes,
                           shown_parents, signed, stability_scope, status_meaning)
 
@@ -616,6 +616,7 @@ def _confidence_section(db: str | Path, run_id: str, details: str | None, n_moda
     """The reliability diagram, when the run has gold labels to check the confidence against."""
     calibration = json.loads(details).get("calibration") if details else None
     how = f" The confidence was {calibration_words(calibration, n_modalities, params)}." if calibration else ""
+    how += "".join(f" {line}." for line in collapsed_fits(json.loads(details).get("refinement") if details else None))
     rows = store.query(db, "report_calibration", {"run_id": run_id}).to_pylist()
     if not rows:
         return _Section("confidence", "Confidence", _note(

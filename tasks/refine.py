@@ -10,6 +10,7 @@ import numpy as np
 from prefect import task
 
 from pairwise_core import MixtureRefiner
+from pairwise_core.refine import fit_without_collapse
 from pairwise_core.drift import SAMPLE_ROWS
 from pairwise_core.hierarchy import Level, ParentPowers, fit_power
 from pairwise_core.joint import FIT_CLASSES, cross_view_weights, fit_weights, joint_log_posterior, prune_classes
@@ -125,26 +126,27 @@ def drift_reference(sample: Sample, terms: np.ndarray, present: np.ndarray, join
 def fit_refinement(
     sample_paths: list[str], plan: Plan, model_dir: str, refine_params: dict[str, Any], label_aware: bool,
     seed: int, labels_path: str,
-) -> str:
+) -> dict[str, Any]:
     """Per modality, the mixture anchored to the sample's pairwise labels; then the confidence weights, and
     with a parent level and 'gold' calibration the parent confidence's powers (``parent_powers``).
 
     Writes the parts ``refinement`` and ``drift_reference`` of the model in ``model_dir``, and the sample's
-    pairwise labels to ``labels_path`` (``save_labels``); returns how it was calibrated.
+    pairwise labels to ``labels_path`` (``save_labels``); returns how it was calibrated ("calibration") and
+    each modality's mixture temperature and swollen share per fit ("fits": ``fit_without_collapse``).
     """
     classifiers: Classifiers = load_part(model_dir, "classifiers")
     models = classifiers.models
     sample = load_sample(sample_paths, plan.modalities)
 
-    def fit_modality(modality: str) -> tuple[np.ndarray, MixtureRefiner]:
+    def fit_modality(modality: str) -> tuple[np.ndarray, MixtureRefiner, list[float]]:
         labels = pairwise_labels(models[modality], sample, modality)
-        refiner = MixtureRefiner(models[modality].class_embeddings, **refine_params)
         valid = sample.valid[modality]
         if valid.any():
-            refiner.fit(sample.x[modality][valid], labels[valid])
+            refiner, swollen = fit_without_collapse(models[modality].class_embeddings, sample.x[modality][valid],
+                                                    labels[valid], **refine_params)
         else:  # nothing to learn from: the classes stay at their prompts
-            refiner.finalize()
-        return labels, refiner
+            refiner, swollen = MixtureRefiner(models[modality].class_embeddings, **refine_params).finalize(), []
+        return labels, refiner, swollen
 
     # the modalities' tourneys and mixtures are independent, each on a thread of its own (numpy lets the GIL
     # go in their products): the same model as one after the other, on as many cores as modalities
@@ -152,6 +154,8 @@ def fit_refinement(
         fitted = dict(zip(models, pool.map(fit_modality, models), strict=True))
     labels = {modality: fitted[modality][0] for modality in models}
     refiners = {modality: fitted[modality][1] for modality in models}
+    fits = {modality: {"temperature": refiners[modality].temperature, "swollen_shares": fitted[modality][2]}
+            for modality in models}
     save_labels(Path(labels_path), labels)
     rows = np.sort(np.random.default_rng(seed).permutation(sample.n_rows)[:CALIBRATION_ROWS])
     sample = sample.rows(rows)
@@ -167,4 +171,4 @@ def fit_refinement(
         if how == "gold" and plan.parent is not None else None
     save_part(Path(model_dir), "refinement", Refinement(refiners, view, joint, how, free, powers))
     save_part(Path(model_dir), "drift_reference", drift_reference(sample, terms, present, joint, seed))
-    return how
+    return {"calibration": how, "fits": fits}

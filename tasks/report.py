@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from pairwise_core.drift import AUC_METRIC, SHARE_METRIC
+from pairwise_core.refine import COLLAPSED, SWELL
 from tasks import store
 
 
@@ -485,6 +486,20 @@ def parent_confidence_line(db: str | Path, run_id: str, details: str | None) -> 
     return "Parent confidence " + "; ".join(parts) + (" (against the gold class's parent)" if gold else "") + "."
 
 
+def collapsed_fits(fits: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
+    """A line per modality whose mixture collapsed and was fitted again at a higher temperature
+    (``pairwise_core.refine.fit_without_collapse``)."""
+    lines = []
+    for modality, fit in (fits or {}).items():
+        shares = fit["swollen_shares"]
+        if len(shares) > 1:
+            outcome = (f"refitted at temperature {fit['temperature']:g}, {shares[-1]:.1%}" if shares[-1] <= COLLAPSED
+                       else f"still {shares[-1]:.1%} at temperature {fit['temperature']:g}, the highest tried")
+            lines.append(f"Refinement of {modality}: its mixture collapsed ({shares[0]:.1%} of the sample's refined "
+                         f"labels in classes swollen past {SWELL:g}x their pairwise count); {outcome}")
+    return lines
+
+
 def confidence_summary(bands: list[dict], calibration: str | None, n_modalities: int,
                        params: Mapping[str, Any]) -> str:
     """One line: the share of joint labels in each confidence band, and how often they are right; with a gold
@@ -531,6 +546,8 @@ def _consensus_lines(db: str | Path, run_id: str, details: str | None, n_modalit
     if bands:
         calibration = json.loads(details).get("calibration") if details else None
         lines += ["", confidence_summary(bands, calibration, n_modalities, params)]
+    for collapsed in collapsed_fits(json.loads(details or "{}").get("refinement")):
+        lines += ["", collapsed]
     return lines
 
 

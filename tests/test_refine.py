@@ -421,3 +421,79 @@ def test_the_tempered_posterior_is_the_softmax_and_its_top_entry():
     np.testing.assert_array_equal(confidence, posterior[np.arange(200), top])
     assert tempered_posterior(terms, top, weight, full=False)[0] is None
     np.testing.assert_array_equal(tempered_posterior(terms, top, weight, full=False)[1], confidence)
+
+
+@given(st.integers(1, 12), st.lists(st.tuples(st.integers(0, 11), st.integers(0, 11)), min_size=0, max_size=80))
+def test_swollen_share_counts_the_items_of_classes_past_both_bounds(k, pairs):
+    from pairwise_core.refine import SWELL, swollen_share
+
+    refined = np.array([r % k for r, _ in pairs], np.int64)
+    anchor = np.array([a % k for _, a in pairs], np.int64)
+    n = len(pairs)
+    expected = sum(1 for r in refined  # brute force: item by item, its class's counts recounted
+                   if (refined == r).sum() > SWELL * (anchor == r).sum() and (refined == r).sum() > SWELL * n / k)
+    assert swollen_share(refined, anchor, k) == pytest.approx(expected / n if n else 0.0)
+
+
+def _image_view(n_items: int, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The synthetic generator's image view: (items, class embeddings, pairwise labels, gold labels)."""
+    from pairwise_core import PairwiseClassifier, make_catalog
+
+    items, classes = make_catalog(n_items, n_classes, seed=1)
+    names = classes.column("class_name").to_pylist()
+    gold = np.array([names.index(label) for label in items.column("label").to_pylist()])
+    x = np.array(items.column("image_embedding").to_pylist(), np.float32)
+    class_embeddings = np.array(classes.column("image_embedding").to_pylist(), np.float32)
+    return x, class_embeddings, PairwiseClassifier(class_embeddings).fit(x).predict(x), gold
+
+
+def test_a_collapsed_mixture_is_fitted_again_at_a_higher_temperature():
+    """At 60 classes the synthetic image view's mixture collapses: a few classes swell and take the weakly
+    expressed items, and the refined labels fall far below the pairwise ones. Fitted again at twice the
+    temperature, no class swells and the labels come back near the pairwise ones."""
+    from pairwise_core.refine import COLLAPSED, fit_without_collapse, swollen_share
+
+    x, class_embeddings, pairwise, gold = _image_view(4000, 60)
+    plain = MixtureRefiner(class_embeddings).fit(x, pairwise).log_terms(x, pairwise).argmax(axis=1)
+    assert swollen_share(plain, pairwise, 60) > 0.3
+    assert (plain == gold).mean() < (pairwise == gold).mean() - 0.2
+    refiner, shares = fit_without_collapse(class_embeddings, x, pairwise)
+    guarded = refiner.log_terms(x, pairwise).argmax(axis=1)
+    assert refiner.temperature == 0.02 and shares[0] > COLLAPSED >= shares[-1] == swollen_share(guarded, pairwise, 60)
+    assert (guarded == gold).mean() > (pairwise == gold).mean() - 0.07 > (plain == gold).mean() + 0.15
+
+
+def test_a_fit_that_did_not_collapse_is_left_as_it_is():
+    from pairwise_core.refine import fit_without_collapse
+
+    x, class_embeddings, pairwise, _ = _image_view(3000, 13)
+    plain = MixtureRefiner(class_embeddings).fit(x, pairwise)
+    refiner, shares = fit_without_collapse(class_embeddings, x, pairwise)
+    assert shares == [0.0] and refiner.get_params() == plain.get_params()
+    np.testing.assert_array_equal(refiner.means_, plain.means_)
+    np.testing.assert_array_equal(refiner.var_, plain.var_)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_whose_mixture_collapsed_records_and_reports_the_refit(tmp_path):
+    import json
+
+    import duckdb
+
+    from conftest import write_catalog
+    from flows.reclassify import ReclassifyParams, reclassify_catalog
+    from pairwise_core import make_catalog
+    from tasks.report import render_report
+
+    items, classes = make_catalog(4000, 60, seed=1)
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes)
+    db = str(tmp_path / "out.duckdb")
+    reclassify_catalog(ReclassifyParams(items=items_glob, classes=classes_path, db=db, gold_column="label",
+                                        run_id="r"))
+    with duckdb.connect(db, read_only=True) as con:
+        fits = json.loads(con.execute("SELECT details FROM runs WHERE run_id = 'r'").fetchone()[0])["refinement"]
+        accuracy = dict(con.execute("SELECT method, value FROM agreement_metrics WHERE modality_a = 'image' AND "
+                                    "modality_b = 'gold' AND metric = 'gold_accuracy'").fetchall())
+    assert fits["image"]["temperature"] == 0.02 and fits["image"]["swollen_shares"][0] > 0.3
+    assert accuracy["refined"] > accuracy["pairwise"] - 0.07
+    assert "Refinement of image: its mixture collapsed" in render_report(db, "r")
