@@ -20,6 +20,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from threadpoolctl import threadpool_limits
 
+from flows.dask_workers import check_workers
 from flows.params import ReclassifyParams
 from flows.prefect_server import after_commit, unreachable
 from flows.progress import begin_phase, partition_done
@@ -136,6 +137,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             def partitions(*args: Any, **kwargs: Any) -> list[Any]:
                 if params.dask_address is None:  # a subflow costs seconds: map right here on local threads
                     return map_partitions.fn(*args, **kwargs)
+                check_workers(params.dask_address, log)  # workers without the project, or another version of it
                 return map_partitions.with_options(task_runner=dask_runner(params.dask_address))(*args, **kwargs)
 
             def fit() -> dict[str, Any]:
