@@ -76,3 +76,18 @@ def check_workers(address: str, log: Any = None) -> None:
             raise DaskWorkerMismatch(
                 f"the Dask worker {worker} runs other code of this package (code {theirs} in {there}) than the "
                 f"flow (code {ours} in {here}): install the same version on every worker")
+
+
+class DaskSchedulerLost(RuntimeError):
+    """The Dask scheduler went away while a pass ran on it."""
+
+
+def scheduler_lost(error: BaseException, address: str | None) -> DaskSchedulerLost | None:
+    """What failed the run when its Dask scheduler went away mid-pass: distributed cancels the pass's futures
+    (``FutureCancelledError: label_partition-555bb9e46081e0766f5cddbf3ff54243 cancelled for reason:
+    scheduler-connection-lost.``, a task key where the scheduler should be named); None for any other error."""
+    if address is None or type(error).__name__ != "FutureCancelledError" \
+            or getattr(error, "reason", None) != "scheduler-connection-lost":
+        return None
+    return DaskSchedulerLost(f"the Dask scheduler at {address} went away during the run (its connection was lost); "
+                             "nothing was committed: run again once it is back")

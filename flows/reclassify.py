@@ -20,7 +20,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from threadpoolctl import threadpool_limits
 
-from flows.dask_workers import check_workers
+from flows.dask_workers import check_workers, scheduler_lost
 from flows.params import ReclassifyParams
 from flows.prefect_server import after_commit, unreachable
 from flows.progress import begin_phase, partition_done
@@ -338,7 +338,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
         except BaseException as caught:
             if attempt is None and (attempt := registered(db, run_id)) is None:
                 raise  # refused or stopped before the run registered: nothing to record, bad input stays bad input
-            error = failure(caught, staging)
+            error = failure(caught, staging, params.dask_address)
             reason = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
             with suppress(OSError):  # first: a run that filled the disk with staged rows frees it to record why
                 staging.remove()
@@ -411,10 +411,13 @@ def graph_record(k: int, done: dict[str, Any] | None, n_labelled: int, model_gra
     return None
 
 
-def failure(error: BaseException, staging: Staging) -> BaseException:
+def failure(error: BaseException, staging: Staging, dask_address: str | None = None) -> BaseException:
     """What failed the run, where its own error would mislead: its staging folder removed under it, the
-    Prefect API gone (a progress update's ConnectError), or its worker gone (the SystemExit of a log line's
-    broken pipe). Ctrl-C and SIGTERM are what they are."""
+    Prefect API gone (a progress update's ConnectError), its Dask scheduler gone (distributed's cancelled
+    futures), or its worker gone (the SystemExit of a log line's broken pipe). Ctrl-C and SIGTERM are what
+    they are."""
+    if lost := scheduler_lost(error, dask_address):
+        return lost
     if not isinstance(error, Exception):
         return output_closed(error) or error
     return staging.gone() or unreachable(error) or error

@@ -89,3 +89,57 @@ def test_workers_without_the_project_or_with_other_code_are_refused_in_one_line(
         run("same-code")  # workers with the flow's own code pass the check
     with duckdb.connect(str(tmp_path / "out.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM item_labels WHERE run_id = 'same-code'").fetchone()[0] == 2 * 400
+
+
+def test_a_scheduler_that_goes_away_mid_run_is_named_in_the_runs_one_line(tmp_path, monkeypatch):
+    import socket
+    import threading
+
+    from flows.dask_workers import DaskSchedulerLost
+
+    items, classes = make_catalog(3000, 3, seed=4)
+    write_catalog(tmp_path / "in", items, classes, n_files=2, row_group_size=100)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    monkeypatch.setenv(DASK_ALLOWED, address)
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", str(port), "--no-dashboard"], cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = start_worker(address, ROOT, tmp_path / "w")
+    db = tmp_path / "out.duckdb"
+    outcome = {}
+
+    def run():
+        try:
+            reclassify_catalog(ReclassifyParams(
+                items=str(tmp_path / "in" / "items-*.parquet"), classes=str(tmp_path / "in" / "classes.parquet"),
+                db=str(db), gold_column="label", chunk_size=100, run_id="lost", dask_address=address))
+        except BaseException as error:  # noqa: BLE001 - what the run raised is the test's subject
+            outcome["error"] = error
+
+    try:
+        flow = threading.Thread(target=run)
+        flow.start()
+        stats = Path(f"{db}.staging") / "lost" / "stats"
+        deadline = time.monotonic() + 120
+        while not (stats.is_dir() and any(stats.iterdir())):  # pass 1 is under way on the worker
+            assert time.monotonic() < deadline and flow.is_alive(), outcome
+            time.sleep(0.05)
+        scheduler.kill()
+        flow.join(120)
+        assert not flow.is_alive()
+    finally:
+        scheduler.kill()
+        worker.kill()
+        scheduler.wait(30)
+        worker.wait(30)
+    # it was "FutureCancelledError: pair_stats-<hex> cancelled for reason: scheduler-connection-lost."
+    assert isinstance(outcome.get("error"), DaskSchedulerLost), repr(outcome.get("error"))
+    assert str(outcome["error"]) == (f"the Dask scheduler at {address} went away during the run (its connection was "
+                                     "lost); nothing was committed: run again once it is back")
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, error FROM runs").fetchall() == [
+            ("failed", f"DaskSchedulerLost: {outcome['error']}")]
+        assert con.execute("SELECT count(*) FROM item_labels").fetchone()[0] == 0
