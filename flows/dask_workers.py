@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-PACKAGES = ("pairwise_core", "tasks", "flows")
 CONNECT_TIMEOUT_S = 30  # distributed's own default for a scheduler that does not answer
 
 
@@ -35,7 +34,7 @@ def _make_probe() -> Callable[[], tuple[str | None, str]]:
 
         digest = hashlib.sha256()
         where = ""
-        for name in ("pairwise_core", "tasks", "flows"):
+        for name in ("pairwise_core", "tasks", "flows"):  # the project's packages (inside: shipped by value)
             try:
                 module = importlib.import_module(name)
             except Exception as error:  # noqa: BLE001 - any failure to import is the answer
