@@ -328,16 +328,24 @@ def test_the_html_parent_shares_are_capped_as_the_terminal_ones_are(tmp_path):
     assert few.count("<tr><td>") == 20 and "with the most items" not in few
 
 
+PARENTS = {"bag": "accessories", "hat": "clothing", "shoe": "clothing", TRICKY: "accessories"}
+OTHER_PARENT = {"accessories": "clothing", "clothing": "accessories"}
+
+
+def _insert_run_with_parents(con, *, n_items: int, seed: int) -> None:
+    """Run 'p' with gold labels under PARENTS; its joint parent labels are for the test to set."""
+    _insert_run(con, "p", "succeeded", "2026-01-02 00:00:00+00", gold=True, n_items=n_items, seed=seed,
+                details={"parents": PARENTS})
+
+
 def test_the_parent_level_against_gold_is_a_heatmap(tmp_path, made):
     """At 330 leaf classes the leaf heatmaps show 40; the parents (38 on taxonomy-nouns), the level a business
     acts on, had no figure: the joint parent label against the gold class's parent is one now, counted as
     refined_parent's joint gold_accuracy counts it (a gold value naming no class is its own parent)."""
     db = tmp_path / "out.duckdb"
-    parents = {"bag": "accessories", "hat": "clothing", "shoe": "clothing", TRICKY: "accessories"}
-    other = {"accessories": "clothing", "clothing": "accessories"}
+    parents, other = PARENTS, OTHER_PARENT
     with store.connect(db) as con:
-        _insert_run(con, "p", "succeeded", "2026-01-02 00:00:00+00", gold=True, n_items=60, seed=3,
-                    details={"parents": parents})
+        _insert_run_with_parents(con, n_items=60, seed=3)
         rows = con.execute("SELECT item_id, label FROM joint_labels WHERE run_id = 'p' ORDER BY item_id").fetchall()
         # the joint label's parent, but every third item the other parent (the sum may pick another parent)
         con.executemany("UPDATE joint_labels SET parent_label = ?, parent_confidence = 0.5 WHERE run_id = 'p' "
@@ -361,11 +369,9 @@ def test_the_parent_confidence_bands_are_said_in_both_reports(tmp_path, made):
     business often acts on. Both reports now say the parent labels' bands, right against the gold class's
     parent."""
     db = tmp_path / "out.duckdb"
-    parents = {"bag": "accessories", "hat": "clothing", "shoe": "clothing", TRICKY: "accessories"}
-    other = {"accessories": "clothing", "clothing": "accessories"}
+    parents, other = PARENTS, OTHER_PARENT
     with store.connect(db) as con:
-        _insert_run(con, "p", "succeeded", "2026-01-02 00:00:00+00", gold=True, n_items=90, seed=4,
-                    details={"parents": parents})
+        _insert_run_with_parents(con, n_items=90, seed=4)
         rows = con.execute("SELECT item_id, gold_class FROM joint_labels WHERE run_id = 'p' ORDER BY item_id").fetchall()
         # item k: confidence 0.95, 0.7 or 0.2 by k % 3; its gold class's parent, but every fourth item the other one
         updates = [(parents.get(gold, gold) if k % 4 else other.get(parents.get(gold, gold), "clothing"),
