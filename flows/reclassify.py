@@ -186,6 +186,7 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                           "model_id": new_run_id()}  # an id of its own: a run id can be re-run
                 stored = {**sealed, "class_hash": fitted["class_hash"], "dims": dict(plan.dims),
                           "params": {"core": params.core_params(), "refine": params.refine_params(),
+                                     "refinement": refined["fits"],  # the temperature each modality's mixture took
                                      "calibration": calibration, "review": review and review["route"]}}
                 return {"sealed": sealed, "seed": params.seed, "calibration": calibration, "review": review,
                         "refinement": refined["fits"],

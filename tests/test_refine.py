@@ -494,6 +494,7 @@ def test_a_run_whose_mixture_collapsed_records_and_reports_the_refit(tmp_path):
         fits = json.loads(con.execute("SELECT details FROM runs WHERE run_id = 'r'").fetchone()[0])["refinement"]
         accuracy = dict(con.execute("SELECT method, value FROM agreement_metrics WHERE modality_a = 'image' AND "
                                     "modality_b = 'gold' AND metric = 'gold_accuracy'").fetchall())
-    assert fits["image"]["temperature"] == 0.02 and fits["image"]["swollen_shares"][0] > 0.3
+        stored = json.loads(con.execute("SELECT params FROM models").fetchone()[0])["refinement"]
+    assert fits["image"]["temperature"] == 0.02 and fits["image"]["swollen_shares"][0] > 0.3 and stored == fits
     assert accuracy["refined"] > accuracy["pairwise"] - 0.07
     assert "Refinement of image: its mixture collapsed" in render_report(db, "r")
