@@ -38,7 +38,7 @@ from tasks import store
 from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
                           calibration_words, change_rows, change_sentences, collapsed_fits, drift_cells, drift_skipped,
-                          issue_cells, issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold,
+                          issue_cells, issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold, no_metrics,
                           parent_confidence_line, parent_shares_note, percent, rejected_rows, run_row, shown_classes,
                           shown_parents, signed, stability_scope, status_meaning)
 
@@ -520,17 +520,18 @@ def _summary_section(run: Mapping[str, Any]) -> _Section:
     return _Section("run", "Run", _table(["field", "value"], rows))
 
 
-def _metrics_section(db: str | Path, run_id: str) -> _Section:
+def _metrics_section(db: str | Path, run_id: str, n_modalities: int, params: Mapping[str, Any]) -> _Section:
     rows = store.query(db, "report_metrics", {"run_id": run_id}).to_pylist()
     if not rows:
-        return _Section("metrics", "Agreement and accuracy", _note("No metrics for this run."))
+        return _Section("metrics", "Agreement and accuracy", _note(no_metrics(n_modalities, params)))
     table = _table(
         ["metric", "modality a", "modality b", *METHODS, "pairwise − base", "refined − pairwise"],
         [(metric_cell(r), r["modality_a"], r["modality_b"], r["base"], r["pairwise"], r["refined"],
           signed(r["pairwise_minus_base"]), signed(r["refined_minus_pairwise"])) for r in rows],
     )
-    note = _note("agreement_f1_weighted: modality a's labels against modality b's; "
-                 "gold_*: a modality's labels against the gold label; joint: the one label per item from all its "
+    agreement = any(r["metric"] == "agreement_f1_weighted" for r in rows)  # none with one modality
+    note = _note(("agreement_f1_weighted: modality a's labels against modality b's; " if agreement else "")
+                 + "gold_*: a modality's labels against the gold label; joint: the one label per item from all its "
                  "modalities (refined only); gold_ece: expected calibration error of the refined confidence "
                  "against gold over 10 bins (lower is better; see Confidence)."
                  + (f" {PARENT_METRICS_NOTE}" if any(r["level"] == "parent" for r in rows) else ""))
@@ -576,8 +577,12 @@ def _consensus_section(db: str | Path, run_id: str, n_modalities: int, params: M
             "A run made before the joint label (schema version 3): its labels are votes, with no confidence."))
     confidence = _table(["joint confidence", "items", "share", *gold_column],
                         [(b["band"], b["n_items"], _percent(b["share"]), *right(b)) for b in bands])
-    note = _note("One label per item (view consensus_labels), from the joint posterior of all its modalities. "
-                 "Accept by confidence (e.g. ≥ 0.9); send 'split' and low-confidence items to review."
+    # with one modality no item is 'split': the joint posterior is that modality's own
+    note = _note(("One label per item (view consensus_labels), from the joint posterior of all its modalities. "
+                  "Accept by confidence (e.g. ≥ 0.9); send 'split' and low-confidence items to review."
+                  if n_modalities != 1 else
+                  "One label per item (view consensus_labels), from the run's one modality's posterior. "
+                  "Accept by confidence (e.g. ≥ 0.9); send low-confidence items to review.")
                  + ("" if gold else f" {no_gold(params)}: the accuracy of the confidence is not known."))
     return _Section("consensus", "Consensus labels", statuses + confidence + note)
 
@@ -812,7 +817,7 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
                                                       params)
         sections += [
             _changes_section(db, run_id, run),
-            _metrics_section(db, run_id),
+            _metrics_section(db, run_id, len(run["modalities"] or []), params),
             _consensus_section(db, run_id, len(run["modalities"] or []), params),
             *_rejected_sections(db, run_id),
             *_parent_section(db, run_id, run["details"]),

@@ -118,7 +118,8 @@ def render_report(db: str | Path, run_id: str) -> str:
     scope_line = night_scope(run["details"])
     scope = [scope_line, ""] if scope_line else []  # under each heading of what the night labelled
     metrics = store.query(db, "report_metrics", {"run_id": run_id}).to_pylist()
-    lines += ["", "## Agreement and accuracy: base, pairwise, refined", "", *scope, _metrics_table(metrics)]
+    lines += ["", "## Agreement and accuracy: base, pairwise, refined", "", *scope,
+              _metrics_table(metrics, len(run["modalities"] or []), params)]
     if any(r["refined"] is not None for r in metrics):
         lines += ["", metrics_note(metrics)]
     shares = store.query(db, "report_class_distribution", {"run_id": run_id}).to_pylist()
@@ -421,10 +422,20 @@ def metric_cell(row: Mapping[str, Any]) -> str:
     return f"parent {row['metric']}" if row["level"] == "parent" else row["metric"]
 
 
-def _metrics_table(rows: list[dict]) -> str:
+def no_metrics(n_modalities: int, params: Mapping[str, Any]) -> str:
+    """Why a run has no metrics: with one modality and no gold value there is nothing to compare, and a bare
+    "No metrics for this run." under the heading "Agreement and accuracy" left a one-modality user asking why."""
+    if n_modalities != 1:
+        return "No metrics for this run."
+    hint = "" if params.get("gold_column") else " (--gold-column names one)"
+    return (f"No metrics for this run: agreement compares two modalities and this run has one; accuracy needs "
+            f"gold labels. {no_gold(params)}{hint}.")
+
+
+def _metrics_table(rows: list[dict], n_modalities: int = 2, params: Mapping[str, Any] | None = None) -> str:
     """Both gains, under short headers: the report is printed after every run and must stay narrow."""
     if not rows:  # one modality and no gold column: nothing to compare
-        return "No metrics for this run."
+        return no_metrics(n_modalities, params or {})
     table = pa.table({
         "metric": [metric_cell(r) for r in rows],
         "modality": [r["modality_a"] for r in rows],

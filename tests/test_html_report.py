@@ -439,6 +439,39 @@ def test_a_run_with_a_gold_column_but_no_gold_value_says_so_not_that_it_had_none
                          "the confidence cannot be checked.")
 
 
+def _one_modality_run(db: Path, run_id: str, *, gold: bool) -> None:
+    """A run of a text-only catalog as the flow commits it: no agreement between modalities, every item
+    single_modality."""
+    with store.connect(db) as con:
+        _insert_run(con, run_id, "succeeded", "2026-01-02 00:00:00+00", gold=gold, n_items=20, seed=1,
+                    modalities=["text"], params={"gold_column": "label"} if gold else {},
+                    details={"calibration": "gold" if gold else "label-free"})
+        con.execute("DELETE FROM agreement_metrics WHERE metric = 'agreement_f1_weighted' AND run_id = ?", [run_id])
+        con.execute("UPDATE joint_labels SET status = 'single_modality' WHERE run_id = ?", [run_id])
+
+
+def test_a_one_modality_run_says_why_it_has_no_metrics_and_no_split_items(tmp_path):
+    """A text-only catalog without gold: both reports said a bare "No metrics for this run." under "Agreement and
+    accuracy", and the HTML report told the user to send 'split' items to review, a status a run of one modality
+    never gives; with gold, its metrics note explained agreement_f1_weighted, a metric it does not have."""
+    db = tmp_path / "out.duckdb"
+    _one_modality_run(db, "text-only", gold=False)
+    _one_modality_run(db, "text-gold", gold=True)
+    why = ("No metrics for this run: agreement compares two modalities and this run has one; accuracy needs gold "
+           "labels. No gold column in this run (--gold-column names one).")
+    page = html_report.build_report(db, "text-only").html
+    assert why in _section(page, "metrics")
+    assert why in report.render_report(db, "text-only")
+    consensus = _section(page, "consensus")
+    assert "'split'" not in consensus and "send low-confidence items to review" in consensus
+    gold_page = html_report.build_report(db, "text-gold").html
+    assert "gold_ece" in _section(gold_page, "metrics")
+    assert "agreement_f1_weighted" not in _section(gold_page, "metrics")
+    assert "'split'" not in _section(gold_page, "consensus")
+    # two modalities: as before
+    assert report._metrics_table([], 2, {}) == "No metrics for this run."
+
+
 def test_the_reliability_points_are_the_refined_confidence_against_gold(made):
     db, labels = made
     bins: dict[tuple[str, int], list[tuple[float, bool]]] = {}

@@ -289,6 +289,7 @@ def test_the_terminal_parent_shares_are_capped_as_the_class_shares_are():
 def test_a_run_without_metrics_says_so_instead_of_an_empty_table():
     # one modality and no gold column: nothing to compare (the table was its header alone)
     assert _metrics_table([]) == "No metrics for this run."
+    assert _metrics_table([], 1, {}).startswith("No metrics for this run: agreement compares two modalities")
 
 
 def test_a_run_that_labelled_no_item_says_so_instead_of_an_empty_shares_table():
