@@ -504,9 +504,10 @@ def collapsed_fits(fits: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
     for modality, fit in (fits or {}).items():
         shares = fit["swollen_shares"]
         if len(shares) > 1:
-            outcome = (f"fitted again at temperature {fit['temperature']:g}, where {shares[-1]:.1%} were"
-                       if shares[-1] <= COLLAPSED
-                       else f"still {shares[-1]:.1%} at temperature {fit['temperature']:g}, the highest tried")
+            outcome = (f"refitted at temperature {fit['temperature']:g}, where {shares[-1]:.1%} are in swollen classes"
+                       if shares[-1] <= COLLAPSED else
+                       f"still {shares[-1]:.1%} in swollen classes at temperature {fit['temperature']:g}, the highest "
+                       "tried")
             lines.append(f"Refinement of {modality}: its mixture collapsed ({shares[0]:.1%} of the sample's refined "
                          f"labels in classes swollen past {SWELL:g}x their pairwise count); {outcome}")
     return lines

@@ -405,3 +405,16 @@ def test_a_nights_count_of_deleted_items_says_they_are_the_items_gone_from_the_s
     assert change_sentences(json.dumps({"night": night})) == [
         "Incremental night: 7,990 items in the source; labelled 102 (80 new, 22 changed), 10 gone from the "
         "source, 7,888 carried over unchanged."]
+
+
+def test_a_collapsed_fit_says_what_its_last_share_counts():
+    """The line read "refitted at temperature 0.02, 0.0%": a figure with nothing to say what it is."""
+    from tasks.report import collapsed_fits
+    fits = {"image": {"swollen_shares": [0.316, 0.0], "temperature": 0.02},
+            "text": {"swollen_shares": [0.4, 0.3, 0.2, 0.1], "temperature": 0.08},
+            "calm": {"swollen_shares": [0.0], "temperature": 0.01}}
+    assert collapsed_fits(fits) == [
+        "Refinement of image: its mixture collapsed (31.6% of the sample's refined labels in classes swollen past 3x "
+        "their pairwise count); refitted at temperature 0.02, where 0.0% are in swollen classes",
+        "Refinement of text: its mixture collapsed (40.0% of the sample's refined labels in classes swollen past 3x "
+        "their pairwise count); still 10.0% in swollen classes at temperature 0.08, the highest tried"]
