@@ -632,7 +632,8 @@ def _confidence_section(db: str | Path, run_id: str, details: str | None, n_moda
     ece = {modality: bins[0]["ece"] for modality, bins in points.items()}
     caption = ("Reliability of the refined confidence: per bin of confidence (width 0.1), the share of the labels "
                "that are right against gold, at the bin's mean confidence; each modality's own label, and the joint "
-               "label in black. On the diagonal, a confidence of p is right a share p of the time. Below: items per "
+               "label in black" + (" (with one modality they are the same label and confidence: the black curve "
+                                   "hides the other)" if n_modalities == 1 else "") + ". On the diagonal, a confidence of p is right a share p of the time. Below: items per "
                "bin (log scale). ECE: the items' mean distance to the diagonal over the bins." + how)
     figure = Figure("Reliability diagram", caption, reliability_figure(points, ece))
     return _Section("confidence", "Confidence", _figures_html([figure], wide=False)), figure

@@ -472,6 +472,16 @@ def test_a_one_modality_run_says_why_it_has_no_metrics_and_no_split_items(tmp_pa
     assert report._metrics_table([], 2, {}) == "No metrics for this run."
 
 
+def test_a_one_modality_reliability_diagram_says_its_two_curves_are_one(tmp_path, made):
+    """With one modality the diagram's legend names the modality and the joint label, with the same ECE, but
+    shows one curve: the joint's black one is drawn over the other. The caption now says so."""
+    db = tmp_path / "out.duckdb"
+    _one_modality_run(db, "text-gold", gold=True)
+    one = "with one modality they are the same label and confidence"
+    assert one in _section(html_report.build_report(db, "text-gold").html, "confidence")
+    assert one not in _section(html_report.build_report(made[0], "r-main").html, "confidence")
+
+
 def test_the_reliability_points_are_the_refined_confidence_against_gold(made):
     db, labels = made
     bins: dict[tuple[str, int], list[tuple[float, bool]]] = {}
