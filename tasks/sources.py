@@ -134,6 +134,9 @@ class Plan:
     signatures: pa.Table | None = field(default=None, compare=False, repr=False)
     # the items' modalities (<modality>_embedding columns) that the classes have no embeddings for: left out
     unmatched: tuple[str, ...] = ()
+    # and the classes' modalities that the items have no column for: left out too (an items export that lost its
+    # image_embedding ran on the text alone, unsaid)
+    classes_unmatched: tuple[str, ...] = ()
 
     def parents_by_class(self) -> dict[str, str] | None:
         """Each class's parent name (the metrics stage them as a table), if the classes have parents."""
@@ -555,7 +558,8 @@ def _inspect(
             if gold_column is not None else None)
     partitions = tuple(plan_partitions(files, chunk_size, keys)) if files else ()
     return Plan(modalities, dims, tuple(names), n_items, gold_column, tuple(files), partitions, gold, changed_column,
-                parent, signatures, tuple(m for m in item_modalities if m not in modalities))
+                parent, signatures, tuple(m for m in item_modalities if m not in modalities),
+                tuple(m for m in class_modalities if m not in modalities))
 
 
 PARENT_COLUMN = "parent"

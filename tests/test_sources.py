@@ -262,6 +262,20 @@ def test_the_items_modalities_the_classes_lack_are_named_as_left_out(catalog):
     assert whole.unmatched == () and source_notes(whole) == []
 
 
+def test_the_classes_modalities_the_items_lack_are_named_as_left_out(catalog):
+    """An items export that lost its image_embedding, with classes of both: the run labelled by text alone
+    without a word (the other way round had a warning line)."""
+    from tasks.run_log import modality_notes, source_notes
+
+    tmp_path, items, classes = catalog
+    pq.write_table(items.drop(["image_embedding"]), tmp_path / "text-items.parquet")
+    pq.write_table(classes, tmp_path / "both.parquet")
+    plan = inspect(str(tmp_path / "text-items.parquet"), str(tmp_path / "both.parquet"), tmp_path)
+    assert (plan.modalities, plan.unmatched, plan.classes_unmatched) == (("text",), (), ("image",))
+    note = "The items have no image_embedding, which the classes have: 1 modality left out of this run"
+    assert modality_notes(plan) == source_notes(plan) == [note]
+
+
 @pytest.mark.parametrize(("name", "holder"), [("joint", "the joint label"), ("gold", "the gold label")])
 def test_a_modality_named_joint_or_gold_is_refused(catalog, name, holder):
     """The joint label is modality 'joint' in the tables and reports, the gold label modality_b 'gold': a
