@@ -148,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = _flow_or_fail(args, params.db, run)
     if params.label_aware() and not params.model and summary["details"]["calibration"] == "label-free":
-        _say(args, too_few_labels(params.gold_column))  # the flow's warning reaches the UI alone
+        _say(args, too_few_labels(params.gold_column, len(plan.modalities)))  # the flow's warning reaches the UI alone
     _show_report(args, params.db, summary)
     if summary.get("refit"):  # --refit-on-drift: a second run, whose report is its own
         _say(args, f"\nThe night drifted: run {summary['refit']} refitted the model on the whole catalog. Its "

@@ -165,11 +165,12 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                                          params.refine_params(), params.label_aware(), params.seed, labels_path)
                 calibration = refined["calibration"]
                 watch.lap("refine")
-                log.info(run_log.refinement(calibration, len(plan.modalities), sample_rate, timings["refine_s"]))
+                log.info(run_log.refinement(calibration, len(plan.modalities), sample_rate, timings["refine_s"],
+                                            {"gold_column": params.gold_column, "calibration": params.calibration}))
                 for line in collapsed_fits(refined["fits"]):
                     log.warning(line)
                 if params.label_aware() and calibration == "label-free":
-                    log.warning(run_log.too_few_labels(params.gold_column))
+                    log.warning(run_log.too_few_labels(params.gold_column, len(plan.modalities)))
                 review = None
                 if plan.gold_column:
                     begin_phase("fit the review")

@@ -278,12 +278,24 @@ FIXED_CONFIDENCE = ("not fitted to this catalog: with one modality and no gold c
                     "tempering chosen on other catalogs (docs/tables.md, One label per item)")
 
 
+def fixed_confidence(params: Mapping[str, Any]) -> str:
+    """FIXED_CONFIDENCE, with why there was nothing to fit it on: a run with a gold column read "no gold column"
+    when its labels were too few, or --calibration label-free set them aside."""
+    column = params.get("gold_column")
+    if params.get("model") or not column:  # a night: its model's full run fitted (or not) on its own items
+        return FIXED_CONFIDENCE if not params.get("model") else FIXED_CONFIDENCE.replace(
+            "no gold column to fit it on", "its model fitted without gold labels")
+    why = ("--calibration label-free" if params.get("calibration") == "label-free"
+           else f"too few labelled items in gold column {column} to fit it on")
+    return FIXED_CONFIDENCE.replace("no gold column to fit it on", why)
+
+
 def calibration_words(calibration: str, n_modalities: int, params: Mapping[str, Any] | None = None) -> str:
     """How the confidence was fitted; a run with a stored model (--model) fitted nothing itself: its model's
     full run did, on that run's items. With one modality and no gold labels nothing is fitted: "fitted without
     labels" read as if it were, where README and tables.md warn that a threshold may then accept nothing."""
     if calibration == "label-free" and n_modalities == 1:
-        return FIXED_CONFIDENCE
+        return fixed_confidence(params or {})
     words = CALIBRATIONS.get(calibration, calibration)
     return f"{words} when its model was fitted" if params and params.get("model") else words
 # runs.details.parent_confidence in words (flows/reclassify.py parent_confidence)

@@ -128,9 +128,12 @@ def outside_counted(plan: Plan) -> str:
             + " counts as right where the item's parent label is that parent, the others as wrong")
 
 
-def too_few_labels(gold_column: str | None) -> str:
-    """Why a run asked to fit its confidence on the gold labels fitted it without them."""
-    return (f"Confidence fitted without labels: gold column {gold_column} has too few labelled items to fit it on "
+def too_few_labels(gold_column: str | None, n_modalities: int = 2) -> str:
+    """Why a run asked to fit its confidence on the gold labels fitted it without them; with one modality it is
+    not fitted at all ("fitted without labels" read as if it were): a fixed tempering (docs/tables.md)."""
+    how = ("Confidence not fitted: with one modality it is a fixed tempering chosen on other catalogs, as"
+           if n_modalities == 1 else "Confidence fitted without labels:")
+    return (f"{how} gold column {gold_column} has too few labelled items to fit it on "
             f"(at least {MIN_CALIBRATION_ROWS:,} outside each of the seeded sample's {N_FOLDS} folds are needed)")
 
 
@@ -158,9 +161,11 @@ def masks(pair_masks_path: str, seconds: float) -> str:
     return f"Masks fitted in {seconds:.2f} s: " + "; ".join(parts)
 
 
-def refinement(calibration: str, n_modalities: int, sample_rate: float, seconds: float) -> str:
+def refinement(calibration: str, n_modalities: int, sample_rate: float, seconds: float,
+               params: Mapping[str, Any] | None = None) -> str:
+    """``params``: the run's gold column and --calibration, which say why one modality's confidence is fixed."""
     return (f"Refinement fitted in {seconds:.2f} s on a seeded sample ({sample_rate:.1%} of the rows read); "
-            f"confidence {calibration_words(calibration, n_modalities)}")
+            f"confidence {calibration_words(calibration, n_modalities, params)}")
 
 
 def rejected(paths: Sequence[str]) -> str:

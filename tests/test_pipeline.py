@@ -642,6 +642,35 @@ def test_a_one_modality_run_without_gold_says_its_confidence_is_not_fitted(tmp_p
     assert calibration_words("label-free", 2) == "fitted without labels"  # two modalities fit it on each other
 
 
+@pytest.mark.parametrize(("n_labelled", "calibration", "why"), [
+    (None, "label-free", "--calibration label-free"),
+    (150, "auto", "too few labelled items in gold column label to fit it on")])
+def test_a_one_modality_run_with_a_gold_column_says_why_its_confidence_is_not_fitted(tmp_path, catalog, n_labelled,
+                                                                                   calibration, why):
+    """With a gold column, too few labels (or --calibration label-free) and one modality, both reports said "with
+    one modality and no gold column to fit it on", and the warning "Confidence fitted without labels": there was a
+    gold column, and nothing was fitted."""
+    import html
+
+    from tasks.html_report import build_report
+    from tasks.report import FIXED_CONFIDENCE, render_report
+    from tasks.run_log import too_few_labels
+
+    items, classes = catalog
+    if n_labelled is not None:
+        labels = items.column("label").to_pylist()
+        items = items.set_column(items.schema.get_field_index("label"), "label",
+                                 pa.array(labels[:n_labelled] + [None] * (len(labels) - n_labelled)))
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes.drop(["text_embedding"]))
+    summary, db = run(tmp_path, items_glob, classes_path, calibration=calibration)
+    assert summary["details"]["calibration"] == "label-free"
+    said = FIXED_CONFIDENCE.replace("no gold column to fit it on", why)
+    assert f"Confidence {said}." in render_report(db, summary["run_id"])
+    assert html.escape(f"The confidence was {said}.") in build_report(db, summary["run_id"]).html
+    assert too_few_labels("label", 1).startswith("Confidence not fitted: with one modality it is a fixed tempering")
+    assert too_few_labels("label").startswith("Confidence fitted without labels: ")
+
+
 def test_blank_gold_values_count_as_no_label(tmp_path, catalog):
     """An empty or whitespace gold value is an item without a label, as a null is: it was scored as a wrong
     label (joint accuracy 0.500 on a catalog whose other labels were all right)."""
