@@ -504,7 +504,7 @@ def parent_confidence_line(db: str | Path, run_id: str, details: str | None) -> 
             right[row["band"]] += row["n"] if parents.get(row["gold"], row["gold"]) == row["pred"] else 0
     total, gold = sum(items.values()), bool(labelled)
     parts = [f"{band}: {percent(items[band] / total)}"
-             + (f", {_percent(right[band] / labelled[band] if labelled[band] else None)} right" if gold else "")
+             + (f", {right_in_band(right[band] / labelled[band] if labelled[band] else None)}" if gold else "")
              for band in BANDS if items[band]]
     return "Parent confidence " + "; ".join(parts) + (" (against the gold class's parent)" if gold else "") + "."
 
@@ -525,12 +525,17 @@ def collapsed_fits(fits: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
     return lines
 
 
+def right_in_band(share: float | None) -> str:
+    """How often a band's labels are right; a band with no gold-labelled item said "- right"."""
+    return "none with a gold label" if share is None else f"{percent(share)} right"
+
+
 def confidence_summary(bands: list[dict], calibration: str | None, n_modalities: int,
                        params: Mapping[str, Any]) -> str:
     """One line: the share of joint labels in each confidence band, and how often they are right; with a gold
     column without values, that they cannot be checked (the calibration alone reads as if they were)."""
     gold = any(b["gold_accuracy"] is not None for b in bands)
-    parts = [f"{b['band']}: {_percent(b['share'])}" + (f", {_percent(b['gold_accuracy'])} right" if gold else "")
+    parts = [f"{b['band']}: {_percent(b['share'])}" + (f", {right_in_band(b['gold_accuracy'])}" if gold else "")
              for b in bands]
     return ("Joint confidence " + "; ".join(parts) + (" (against gold)" if gold else "") + "."
             + (f" Confidence {calibration_words(calibration, n_modalities, params)}." if calibration else "")

@@ -418,3 +418,12 @@ def test_a_collapsed_fit_says_what_its_last_share_counts():
         "their pairwise count); refitted at temperature 0.02, where 0.0% are in swollen classes",
         "Refinement of text: its mixture collapsed (40.0% of the sample's refined labels in classes swollen past 3x "
         "their pairwise count); still 10.0% in swollen classes at temperature 0.08, the highest tried"]
+
+
+def test_a_band_with_no_gold_labelled_item_says_so_not_a_dash():
+    """One modality, 200 gold labels of 9,802 items: the line read "≥ 0.9: 0.6%, - right"."""
+    from tasks.report import confidence_summary
+    bands = [{"band": "≥ 0.9", "share": 0.006, "gold_accuracy": None},
+             {"band": "0.5–0.9", "share": 0.261, "gold_accuracy": 0.562}]
+    line = confidence_summary(bands, None, 1, {"gold_column": "label"})
+    assert line == "Joint confidence ≥ 0.9: 0.6%, none with a gold label; 0.5–0.9: 26.1%, 56.2% right (against gold)."
