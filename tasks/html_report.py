@@ -38,9 +38,9 @@ from tasks import store
 from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
                           calibration_words, change_rows, change_sentences, collapsed_fits, drift_cells, drift_skipped,
-                          issue_cells, issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold, no_metrics,
-                          parent_confidence_line, parent_shares_note, percent, rejected_rows, run_row, shown_classes,
-                          shown_parents, signed, stability_scope, status_meaning)
+                          issue_cells, issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold,
+                          no_metrics, parent_confidence_line, parent_shares_note, percent, rejected_rows, run_row,
+                          shown_classes, shown_parents, signed, stability_scope, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -633,7 +633,8 @@ def _confidence_section(db: str | Path, run_id: str, details: str | None, n_moda
     caption = ("Reliability of the refined confidence: per bin of confidence (width 0.1), the share of the labels "
                "that are right against gold, at the bin's mean confidence; each modality's own label, and the joint "
                "label in black" + (" (with one modality they are the same label and confidence: the black curve "
-                                   "hides the other)" if n_modalities == 1 else "") + ". On the diagonal, a confidence of p is right a share p of the time. Below: items per "
+                                   "hides the other)" if n_modalities == 1 else "")
+               + ". On the diagonal, a confidence of p is right a share p of the time. Below: items per "
                "bin (log scale). ECE: the items' mean distance to the diagonal over the bins." + how)
     figure = Figure("Reliability diagram", caption, reliability_figure(points, ece))
     return _Section("confidence", "Confidence", _figures_html([figure], wide=False)), figure
