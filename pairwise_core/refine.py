@@ -370,14 +370,13 @@ def fit_without_collapse(class_embeddings: Any, X: Any, labels: Any,
     """A ``MixtureRefiner(class_embeddings, **params)`` fitted on ``X`` anchored to ``labels``, its temperature
     doubled while its refined labels of ``X`` have collapsed (``swollen_share`` above COLLAPSED); and the
     swollen share of each fit, for the run's log. A fit that did not collapse is returned as it is."""
-    refiner = MixtureRefiner(class_embeddings, **params).fit(X, labels)
-    codes = np.asarray(labels)
-    shares = [swollen_share(refiner.log_terms(X, codes).argmax(axis=1), codes, refiner.n_classes_)]
-    while shares[-1] > COLLAPSED and len(shares) <= MAX_DOUBLINGS:
-        refiner = MixtureRefiner(class_embeddings, **{**refiner.get_params(), "temperature": 2 * refiner.temperature})
-        refiner.fit(X, labels)
+    codes, shares = np.asarray(labels), []
+    while True:
+        refiner = MixtureRefiner(class_embeddings, **params).fit(X, codes)
         shares.append(swollen_share(refiner.log_terms(X, codes).argmax(axis=1), codes, refiner.n_classes_))
-    return refiner, shares
+        if shares[-1] <= COLLAPSED or len(shares) > MAX_DOUBLINGS:
+            return refiner, shares
+        params = {**refiner.get_params(), "temperature": 2 * refiner.temperature}
 
 
 def _square_sums(unit: np.ndarray) -> np.ndarray:

@@ -57,15 +57,17 @@ def source_notes(plan: Plan) -> list[str]:
 def modality_notes(plan: Plan) -> list[str]:
     """The items' modalities that the classes have no embeddings for, and so the run leaves out: `pairwise classes`
     writes the modality text alone unless told others, and a catalog's image_embedding went unread, unsaid."""
+    def said(modalities: tuple[str, ...]) -> tuple[str, str]:
+        return (", ".join(f"{m}{EMBEDDING_SUFFIX}" for m in modalities),
+                count(len(modalities), "modality", "modalities"))
+
     notes = []
     if plan.unmatched:
-        columns = ", ".join(f"{m}{EMBEDDING_SUFFIX}" for m in plan.unmatched)
-        left_out = count(len(plan.unmatched), "modality", "modalities")
+        columns, left_out = said(plan.unmatched)
         notes.append(f"The classes have no embeddings for the items' {columns}: {left_out} left out of this run "
                      "(`pairwise classes --modality NAME` writes a modality's class embeddings)")
     if plan.classes_unmatched:  # the other way round: the items lost a column the classes have
-        columns = ", ".join(f"{m}{EMBEDDING_SUFFIX}" for m in plan.classes_unmatched)
-        left_out = count(len(plan.classes_unmatched), "modality", "modalities")
+        columns, left_out = said(plan.classes_unmatched)
         notes.append(f"The items have no {columns}, which the classes have: {left_out} left out of this run")
     return notes
 

@@ -716,9 +716,9 @@ def duplicate_names(names: Sequence[str], parents: Sequence[Any] | None = None) 
     if not split:
         return f"duplicate class names {shown}"
     name = split[0]
-    under = " and ".join(sorted({str(parent) for parent in counts[name]}))
-    return (f"duplicate class names {shown} ({name} is under {under}): a class name must be unique across "
-            f"parents; name the leaves apart, e.g. '{name} ({sorted({str(p) for p in counts[name]})[0]})'")
+    under = sorted({str(parent) for parent in counts[name]})
+    return (f"duplicate class names {shown} ({name} is under {' and '.join(under)}): a class name must be unique "
+            f"across parents; name the leaves apart, e.g. '{name} ({under[0]})'")
 
 
 def first_few(values: Sequence[str], show: Callable[[Sequence[str]], str] = ", ".join) -> str:
