@@ -37,10 +37,12 @@ from matplotlib.transforms import Affine2D, Transform, blended_transform_factory
 from tasks import store
 from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
-                          calibration_words, change_rows, change_sentences, collapsed_fits, drift_cells, drift_skipped,
+                          calibration_words, change_rows, change_sentences, class_reliability, collapsed_fits,
+                          drift_cells, drift_skipped,
                           issue_cells, issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold,
-                          no_metrics, parent_confidence_line, parent_shares_note, percent, rejected_rows, run_row,
-                          shown_classes, shown_parents, signed, stability_scope, status_meaning)
+                          no_metrics, parent_confidence_line, parent_shares_note, percent, rejected_rows,
+                          reliability_left_out, reliability_rows, reliability_sentence, run_row, shown_classes,
+                          shown_parents, signed, stability_scope, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
 MAX_HEATMAP_CLASSES = 40
@@ -584,7 +586,13 @@ def _consensus_section(db: str | Path, run_id: str, n_modalities: int, params: M
                   "One label per item (view consensus_labels), from the run's one modality's posterior. "
                   "Accept by confidence (e.g. ≥ 0.9); send low-confidence items to review.")
                  + ("" if gold else f" {no_gold(params)}: the accuracy of the confidence is not known."))
-    return _Section("consensus", "Consensus labels", statuses + confidence + note)
+    classes = ""
+    if (reliability := class_reliability(db, run_id)) is not None:
+        left_out = reliability_left_out(reliability, code=lambda text: f"<code>{text}</code>")
+        classes = _note(reliability_sentence(reliability)) + (_table(
+            ["class", "items with gold", "mean confidence", "right against gold"], reliability_rows(reliability))
+            if reliability.over else "") + (f'<p class="note">{left_out}</p>' if left_out else "")
+    return _Section("consensus", "Consensus labels", statuses + confidence + note + classes)
 
 
 def _rejected_sections(db: str | Path, run_id: str) -> list[_Section]:

@@ -24,7 +24,8 @@ from tasks.metrics import PARENT_SUFFIX
 from tasks.model_retention import Removal
 from tasks.night import Night
 from tasks.refine import MIN_CALIBRATION_ROWS
-from tasks.report import DRIFT_METRICS, calibration_words, drift_not_measured, labelled_kinds
+from tasks.report import (DRIFT_METRICS, ClassReliability, calibration_words, drift_not_measured, labelled_kinds,
+                          percent)
 from tasks.sample import N_FOLDS
 from tasks.sources import EMBEDDING_SUFFIX, Partition, Plan, first_few, quoted
 
@@ -243,6 +244,19 @@ def drift(result: Mapping[str, Any]) -> list[str]:
     if result["skipped"]:
         lines.append(drift_not_measured(result["skipped"]))
     return lines
+
+
+def overconfident_classes(reliability: ClassReliability, shown: int = 3) -> str:
+    """The classes whose joint labels are far more confident than right against gold, in one line: the Prefect UI's
+    reader learns which labels a confidence threshold would let through wrong."""
+    named = ", ".join(f"{row['class']} ({row['n_gold']:,} {'item' if row['n_gold'] == 1 else 'items'} with gold: "
+                      f"{row['mean_confidence']:.2f} confident, {percent(row['gold_accuracy'])} right)"
+                      for row in reliability.over[:shown])
+    more = len(reliability.over) - shown
+    classes = count(len(reliability.over), "class", "classes")
+    return (f"Joint labels far more confident than right against gold in {classes}: {named}"
+            + (f", and {more} more" if more > 0 else "")
+            + "; a confidence threshold lets their errors through (the report lists them)")
 
 
 def html_report(path: Path) -> str:

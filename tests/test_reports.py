@@ -427,3 +427,70 @@ def test_a_band_with_no_gold_labelled_item_says_so_not_a_dash():
              {"band": "0.5–0.9", "share": 0.261, "gold_accuracy": 0.562}]
     line = confidence_summary(bands, None, 1, {"gold_column": "label"})
     assert line == "Joint confidence ≥ 0.9: 0.6%, none with a gold label; 0.5–0.9: 26.1%, 56.2% right (against gold)."
+
+
+def commit_joint(db, tmp_path, run_id, rows):
+    """rows: (item, label, confidence, gold) of joint_labels, committed as a run does."""
+    from tasks.label import JOINT_SCHEMA
+    path = tmp_path / f"{run_id}-joint.parquet"
+    pq.write_table(pa.Table.from_pylist([
+        {"run_id": run_id, "item_id": item, "label": label, "confidence": confidence, "status": "agreed",
+         "agreeing_modalities": 2, "n_modalities": 2, "gold_class": gold} for item, label, confidence, gold in rows
+    ], schema=JOINT_SCHEMA), path)
+    with store.run_lock(db):
+        started = store.start_run(db, run_id, {"seed": 0, "gold_column": "label"})
+        store.commit_run(db, run_id, started.attempt, {"joint_labels": [str(path)]},
+                         {"n_items": len(rows), "n_classes": 4, "modalities": ["image", "text"], "details": {}})
+
+
+def labelled(label, n, confidence, n_right, start=0):
+    """n joint labels of one class at one confidence, the first n_right right against gold."""
+    return [(f"{label}-{start + i}", label, confidence, label if i < n_right else "other") for i in range(n)]
+
+
+def test_a_class_far_more_confident_than_right_is_named_in_both_reports_and_the_log(tmp_path):
+    """The run's ECE averages over classes: a class that draws other classes' items (WordNet nouns: 'artifact',
+    47% confident, 9% right) hides behind classes right more often than they say. Too few gold labels, or a
+    gap within sampling, names nothing."""
+    from tasks.report import class_reliability
+    from tasks.run_log import overconfident_classes
+    db = str(tmp_path / "out.duckdb")
+    commit_joint(db, tmp_path, "r1", labelled("sink", 100, 0.9, 10) + labelled("fine", 100, 0.8, 76)
+                 + labelled("few", 10, 0.9, 0) + labelled("shy", 100, 0.3, 90)
+                 + labelled("close", 20, 0.5, 4))  # 0.5 against 0.2: 0.3 apart, but 2.7 standard errors
+    reliability = class_reliability(db, "r1")
+    assert [row["class"] for row in reliability.over] == ["sink"] and reliability.n_under == 1
+    assert reliability.over[0]["gold_accuracy"] == pytest.approx(0.1)
+    markdown = render_report(db, "r1")
+    assert "1 class of the joint label is far more confident than right against gold" in markdown
+    assert "1 other class is right more often than confident" in markdown
+    assert re.search(r"\| sink +\| 100 +\| 0\.900 +\| 10\.0% +\|", markdown)
+    assert not re.search(r"\| (fine|few|shy|close) ", markdown.split("far more confident")[1].split("##")[0])
+    page = build_report(db, "r1").html
+    assert "<td>sink</td><td>100</td><td>0.900</td><td>10.0%</td>" in page
+    assert overconfident_classes(reliability) == (
+        "Joint labels far more confident than right against gold in 1 class: sink (100 items with gold: 0.90 "
+        "confident, 10.0% right); a confidence threshold lets their errors through (the report lists them)")
+
+
+def test_without_gold_labels_no_class_is_judged(tmp_path):
+    from tasks.report import class_reliability
+    db = str(tmp_path / "out.duckdb")
+    commit_joint(db, tmp_path, "r1", [(f"i{i}", "sink", 0.9, None) for i in range(50)])
+    assert class_reliability(db, "r1") is None
+    assert "more confident than right" not in render_report(db, "r1")
+
+
+def test_a_long_list_of_classes_shows_the_most_excess_errors_first_and_says_where_the_rest_are(tmp_path):
+    from tasks.report import SHOWN_UNRELIABLE, class_reliability, reliability_left_out, reliability_rows
+    db = str(tmp_path / "out.duckdb")
+    rows = []
+    for k in range(SHOWN_UNRELIABLE + 2):  # class k: 40 + 10 k items, 0.9 confident, none right
+        rows += labelled(f"c{k:02d}", 40 + 10 * k, 0.9, 0, start=1000 * k)
+    commit_joint(db, tmp_path, "r1", rows)
+    reliability = class_reliability(db, "r1")
+    shown = [row[0] for row in reliability_rows(reliability)]
+    assert shown == [f"c{k:02d}" for k in range(SHOWN_UNRELIABLE + 1, 1, -1)]
+    assert reliability_left_out(reliability) == (
+        f"The {SHOWN_UNRELIABLE} with the most errors beyond their confidence, of {SHOWN_UNRELIABLE + 2}; every "
+        "class's figures: the query report_class_reliability.sql (`tasks.sql.statement(\"report_class_reliability\")`).")
