@@ -494,3 +494,14 @@ def test_a_long_list_of_classes_shows_the_most_excess_errors_first_and_says_wher
     assert reliability_left_out(reliability) == (
         f"The {SHOWN_UNRELIABLE} with the most errors beyond their confidence, of {SHOWN_UNRELIABLE + 2}; every "
         "class's figures: the query report_class_reliability.sql (`tasks.sql.statement(\"report_class_reliability\")`).")
+
+
+def test_with_no_class_too_confident_the_report_says_so_in_a_sentence(tmp_path):
+    from tasks.report import class_reliability, reliability_sentence
+    db = str(tmp_path / "out.duckdb")
+    commit_joint(db, tmp_path, "r1", labelled("fine", 100, 0.8, 80) + labelled("shy", 100, 0.3, 90, start=100))
+    reliability = class_reliability(db, "r1")
+    assert reliability.over == [] and reliability.n_under == 1
+    assert reliability_sentence(reliability) == ("No class's joint labels are far more confident than right against "
+                                                 "gold (1 class is right more often than confident).")
+    assert "| fine " not in render_report(db, "r1").split("(1 class is right")[1]
