@@ -41,7 +41,7 @@ from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_
                           drift_cells, drift_skipped,
                           issue_cells, issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold,
                           no_metrics, parent_confidence_line, parent_shares_note, percent, rejected_rows,
-                          reliability_left_out, reliability_rows, reliability_sentence, run_row, shown_classes,
+                          reliability_left_out, reliability_sentence, reliability_table, run_row, shown_classes,
                           shown_parents, signed, stability_scope, status_meaning)
 
 # Beyond this many classes a heatmap's tick labels no longer fit: show the top classes by items.
@@ -559,8 +559,10 @@ def _parent_section(db: str | Path, run_id: str, details: str | None) -> list[_S
                      + _note(parent_shares_note(details)) + (_note(bands) if bands else ""))]
 
 
-def _consensus_section(db: str | Path, run_id: str, n_modalities: int, params: Mapping[str, Any]) -> _Section:
-    """The statuses a downstream system acts on, and how many joint labels are confident enough to accept."""
+def _consensus_section(db: str | Path, run_id: str, n_modalities: int, params: Mapping[str, Any],
+                       details: str | None) -> _Section:
+    """The statuses a downstream system acts on, how many joint labels are confident enough to accept, and with
+    gold labels the classes whose labels are far more confident than right."""
     rows = store.query(db, "report_consensus_status", {"run_id": run_id}).to_pylist()
     if not rows:
         return _Section("consensus", "Consensus labels", _note("No labelled items in this run."))
@@ -589,9 +591,9 @@ def _consensus_section(db: str | Path, run_id: str, n_modalities: int, params: M
     classes = ""
     if (reliability := class_reliability(db, run_id)) is not None:
         left_out = reliability_left_out(reliability, code=lambda text: f"<code>{text}</code>")
-        classes = _note(reliability_sentence(reliability)) + (_table(
-            ["class", "items with gold", "mean confidence", "right against gold"], reliability_rows(reliability))
-            if reliability.over else "") + (f'<p class="note">{left_out}</p>' if left_out else "")
+        classes = _note(reliability_sentence(reliability)) + (
+            _table(*reliability_table(reliability, details)) if reliability.over else "") + (
+            f'<p class="note">{left_out}</p>' if left_out else "")
     return _Section("consensus", "Consensus labels", statuses + confidence + note + classes)
 
 
@@ -828,7 +830,7 @@ def build_report(db: str | Path, run_id: str) -> RunReport:
         sections += [
             _changes_section(db, run_id, run),
             _metrics_section(db, run_id, len(run["modalities"] or []), params),
-            _consensus_section(db, run_id, len(run["modalities"] or []), params),
+            _consensus_section(db, run_id, len(run["modalities"] or []), params, run["details"]),
             *_rejected_sections(db, run_id),
             *_parent_section(db, run_id, run["details"]),
             *_drift_sections(db, run_id, run["details"]),

@@ -609,10 +609,21 @@ def reliability_left_out(reliability: ClassReliability, code=lambda text: f"`{te
             f"every class's figures: the query report_class_reliability.sql ({code(call)}).")
 
 
-def reliability_rows(reliability: ClassReliability) -> list[tuple[str, int, float, str]]:
-    """(class, gold-labelled items, mean confidence, share right) of the classes named, the first few."""
-    return [(row["class"], row["n_gold"], row["mean_confidence"], percent(row["gold_accuracy"]))
-            for row in reliability.over[:SHOWN_UNRELIABLE]]
+RELIABILITY_HEADERS = ["class", "items with gold", "mean confidence", "right against gold", "gold when wrong"]
+
+
+def reliability_table(reliability: ClassReliability, details: str | None) -> tuple[list[str], list[list[Any]]]:
+    """(headers, rows) of the classes named, the first few: each one's gold-labelled items, mean confidence, share
+    right, and the gold classes its wrong labels commonly belong to, as shares of its items (where it draws them
+    from); with a parent level (runs.details.parents) each class's parent too."""
+    parents = json.loads(details or "{}").get("parents") or {}
+    rows = []
+    for row in reliability.over[:SHOWN_UNRELIABLE]:
+        drawn = ", ".join(f"{wrong['gold_class']} {percent(wrong['n'] / row['n_gold'])}"
+                          for wrong in row["wrong_gold"] or [])
+        rows.append([row["class"], *([parents.get(row["class"])] if parents else []), row["n_gold"],
+                     row["mean_confidence"], percent(row["gold_accuracy"]), drawn])
+    return (RELIABILITY_HEADERS[:1] + (["parent"] if parents else []) + RELIABILITY_HEADERS[1:]), rows
 
 
 def rejected_rows(db: str | Path, run_id: str) -> tuple[list[dict], str]:
@@ -652,11 +663,13 @@ def _consensus_lines(db: str | Path, run_id: str, details: str | None, n_modalit
         lines += ["", collapsed]
     if (reliability := class_reliability(db, run_id)) is not None:
         lines += ["", reliability_sentence(reliability)]
-        if shown := reliability_rows(reliability):
+        headers, rows = reliability_table(reliability, details)
+        if rows:
+            columns = [list(column) for column in zip(*rows, strict=True)]
             lines += ["", markdown_table(pa.table({
-                "class": [r[0] for r in shown], "items with gold": [f"{r[1]:,}" for r in shown],
-                "mean confidence": pa.array([r[2] for r in shown], pa.float64()),
-                "right against gold": [r[3] for r in shown]}))]
+                header: (pa.array(column, pa.float64()) if header == "mean confidence"
+                         else [f"{n:,}" for n in column] if header == "items with gold" else column)
+                for header, column in zip(headers, columns, strict=True)}))]
             if left_out := reliability_left_out(reliability):
                 lines += ["", left_out]
     return lines

@@ -464,10 +464,10 @@ def test_a_class_far_more_confident_than_right_is_named_in_both_reports_and_the_
     markdown = render_report(db, "r1")
     assert "1 class of the joint label is far more confident than right against gold" in markdown
     assert "1 other class is right more often than confident" in markdown
-    assert re.search(r"\| sink +\| 100 +\| 0\.900 +\| 10\.0% +\|", markdown)
+    assert re.search(r"\| sink +\| 100 +\| 0\.900 +\| 10\.0% +\| other 90\.0% +\|", markdown)
     assert not re.search(r"\| (fine|few|shy|close) ", markdown.split("far more confident")[1].split("##")[0])
     page = build_report(db, "r1").html
-    assert "<td>sink</td><td>100</td><td>0.900</td><td>10.0%</td>" in page
+    assert "<td>sink</td><td>100</td><td>0.900</td><td>10.0%</td><td>other 90.0%</td>" in page
     assert overconfident_classes(reliability) == (
         "Joint labels far more confident than right against gold in 1 class: sink (100 items with gold: 0.90 "
         "confident, 10.0% right); a confidence threshold lets their errors through (the report lists them)")
@@ -482,18 +482,19 @@ def test_without_gold_labels_no_class_is_judged(tmp_path):
 
 
 def test_a_long_list_of_classes_shows_the_most_excess_errors_first_and_says_where_the_rest_are(tmp_path):
-    from tasks.report import SHOWN_UNRELIABLE, class_reliability, reliability_left_out, reliability_rows
+    from tasks.report import SHOWN_UNRELIABLE, class_reliability, reliability_left_out, reliability_table
     db = str(tmp_path / "out.duckdb")
     rows = []
     for k in range(SHOWN_UNRELIABLE + 2):  # class k: 40 + 10 k items, 0.9 confident, none right
         rows += labelled(f"c{k:02d}", 40 + 10 * k, 0.9, 0, start=1000 * k)
     commit_joint(db, tmp_path, "r1", rows)
     reliability = class_reliability(db, "r1")
-    shown = [row[0] for row in reliability_rows(reliability)]
+    shown = [row[0] for row in reliability_table(reliability, None)[1]]
     assert shown == [f"c{k:02d}" for k in range(SHOWN_UNRELIABLE + 1, 1, -1)]
     assert reliability_left_out(reliability) == (
         f"The {SHOWN_UNRELIABLE} with the most errors beyond their confidence, of {SHOWN_UNRELIABLE + 2}; every "
-        "class's figures: the query report_class_reliability.sql (`tasks.sql.statement(\"report_class_reliability\")`).")
+        "class's figures: the query report_class_reliability.sql "
+        "(`tasks.sql.statement(\"report_class_reliability\")`).")
 
 
 def test_with_no_class_too_confident_the_report_says_so_in_a_sentence(tmp_path):
@@ -505,3 +506,18 @@ def test_with_no_class_too_confident_the_report_says_so_in_a_sentence(tmp_path):
     assert reliability_sentence(reliability) == ("No class's joint labels are far more confident than right against "
                                                  "gold (1 class is right more often than confident).")
     assert "| fine " not in render_report(db, "r1").split("(1 class is right")[1]
+
+
+def test_the_class_table_says_where_a_class_draws_its_items_from_and_its_parent(tmp_path):
+    """'gold when wrong': the commonest gold classes of a class's wrong labels, as shares of its items (WordNet
+    taxonomy: 'variety meat', 10% right, took 53% of its items from 'cut'); with parents, each class's parent."""
+    from tasks.report import class_reliability, reliability_table
+    db = str(tmp_path / "out.duckdb")
+    rows = [(f"s{i}", "sink", 0.9, "sink" if i < 10 else ("cut" if i < 70 else "dish" if i < 90 else f"g{i}"))
+            for i in range(100)]
+    commit_joint(db, tmp_path, "r1", rows)
+    details = json.dumps({"parents": {"sink": "food", "cut": "food", "dish": "food"}})
+    headers, table = reliability_table(class_reliability(db, "r1"), details)
+    assert headers == ["class", "parent", "items with gold", "mean confidence", "right against gold",
+                       "gold when wrong"]
+    assert table == [["sink", "food", 100, pytest.approx(0.9), "10.0%", "cut 60.0%, dish 20.0%, g90 1.0%"]]
