@@ -37,7 +37,7 @@ from tasks.graph_labels import apply_graph
 from tasks.label import label_partition
 from tasks.metrics import compute_metrics
 from tasks.refine import fit_refinement
-from tasks.report import class_reliability, collapsed_fits
+from tasks.report import collapsed_fits
 from tasks.review import fit_review, stage_annotation_issues
 from tasks.runs import (
     check_neighbourhood, check_night_parents, check_still_stored, check_stored_model, commit_run, extend_seal, fail_run,
@@ -370,8 +370,6 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
             db, run_id, {k: v for k, v in summary.items() if k != "details"} | timings)
     if (html := report_path(db, run_id)).is_file():
         log.info(run_log.html_report(html))
-    if (reliability := class_reliability(db, run_id)) is not None and reliability.over:
-        log.warning(run_log.overconfident_classes(reliability))
     export([run_id], params.export_dir, db)
     if params.refit_on_drift and drift and any(row["drifted"] for row in drift["rows"]):
         refit_id = f"{run_id[:122]}-refit"  # a run id's pattern allows 128 characters

@@ -21,7 +21,7 @@ from tasks import run_log, store
 from tasks.folders import report_path
 from tasks.html_report import Figure, write_report
 from tasks.policy import IO_TASK
-from tasks.report import render_report
+from tasks.report import class_reliability, render_report
 
 # artifact keys: lowercase letters, digits and dashes (Prefect's rule); one key per kind,
 # so the UI groups each kind's versions across runs
@@ -78,8 +78,10 @@ def publish_artifacts(db: str, run_id: str, summary: dict[str, Any]) -> tuple[st
     create_table_artifact(key=SUMMARY_KEY, table=summary_rows(summary), description=f"Run {run_id}")
     path = report_path(db, run_id)
     problem = None
-    with store.reading(db):  # both reports' queries over one reader
+    with store.reading(db):  # both reports' queries over one reader, and the log's
         text = markdown = render_report(db, run_id)
+        if (reliability := class_reliability(db, run_id)) is not None and reliability.over:
+            get_run_logger().warning(run_log.overconfident_classes(reliability))
         try:
             markdown += figures_markdown(write_report(db, run_id, path).main_figures, str(path.resolve()))
         except Exception as error:  # the run is committed: a report it cannot draw must not fail it
