@@ -116,6 +116,16 @@ def fit_temperature(log_p: np.ndarray, gold: np.ndarray) -> float:
     return float(np.exp(minimize(loss, np.zeros(1), jac=True, method="L-BFGS-B").x[0]))
 
 
+def retempered(log_p: np.ndarray, fit_gold: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Out of fold: each fold's rows under a temperature fitted on the other folds' rows."""
+    known = fit_gold >= 0
+    out = np.empty_like(log_p)
+    for f in range(N_FOLDS):
+        train = (fold != f) & known
+        out[fold == f] = log_softmax(fit_temperature(log_p[train], fit_gold[train]) * log_p[fold == f])
+    return out
+
+
 def corrected(log_p: np.ndarray, fit_gold: np.ndarray, fold: np.ndarray, lam: float, retemper: bool) -> np.ndarray:
     """Out of fold: each fold's rows under the bias (and temperature) fitted on the other folds' labels; with
     ``retemper``, then a temperature per fold fitted on the other folds' corrected rows."""
@@ -125,13 +135,7 @@ def corrected(log_p: np.ndarray, fit_gold: np.ndarray, fold: np.ndarray, lam: fl
         train = (fold != f) & known
         t, b = fit_bias(log_p[train], fit_gold[train], lam)
         out[fold == f] = log_softmax(t * log_p[fold == f] + b)
-    if retemper:
-        tempered = np.empty_like(out)
-        for f in range(N_FOLDS):
-            train = (fold != f) & known
-            tempered[fold == f] = log_softmax(fit_temperature(out[train], fit_gold[train]) * out[fold == f])
-        out = tempered
-    return out
+    return retempered(out, fit_gold, fold) if retemper else out
 
 
 def prior_shift(log_p: np.ndarray, fit_gold: np.ndarray, fold: np.ndarray, retemper: bool) -> np.ndarray:
@@ -145,13 +149,7 @@ def prior_shift(log_p: np.ndarray, fit_gold: np.ndarray, fold: np.ndarray, retem
         gold_share = (np.bincount(fit_gold[train], minlength=k) + 1) / (train.sum() + k)
         model_share = np.exp(log_p[train]).mean(axis=0)
         out[fold == f] = log_softmax(log_p[fold == f] + np.log(gold_share) - np.log(model_share))
-    if retemper:
-        tempered = np.empty_like(out)
-        for f in range(N_FOLDS):
-            train = (fold != f) & known
-            tempered[fold == f] = log_softmax(fit_temperature(out[train], fit_gold[train]) * out[fold == f])
-        out = tempered
-    return out
+    return retempered(out, fit_gold, fold) if retemper else out
 
 
 def main() -> None:
