@@ -249,8 +249,14 @@ def drift(result: Mapping[str, Any]) -> list[str]:
 def overconfident_classes(reliability: ClassReliability, shown: int = 3) -> str:
     """The classes whose joint labels are far more confident than right against gold, in one line: the Prefect UI's
     reader learns which labels a confidence threshold would let through wrong."""
+    def drawn(row: Mapping[str, Any]) -> str:  # where its wrong labels' items mostly belong
+        wrong = (row.get("wrong_gold") or [None])[0]
+        if wrong is None:
+            return ""
+        return f"; gold when wrong mostly {wrong['gold_class']} ({percent(wrong['n'] / row['n_gold'])})"
+
     named = ", ".join(f"{row['class']} ({row['n_gold']:,} {'item' if row['n_gold'] == 1 else 'items'} with gold: "
-                      f"{row['mean_confidence']:.2f} confident, {percent(row['gold_accuracy'])} right)"
+                      f"{row['mean_confidence']:.2f} confident, {percent(row['gold_accuracy'])} right{drawn(row)})"
                       for row in reliability.over[:shown])
     more = len(reliability.over) - shown
     classes = count(len(reliability.over), "class", "classes")

@@ -470,7 +470,8 @@ def test_a_class_far_more_confident_than_right_is_named_in_both_reports_and_the_
     assert "<td>sink</td><td>100</td><td>0.900</td><td>10.0%</td><td>other 90.0%</td>" in page
     assert overconfident_classes(reliability) == (
         "Joint labels far more confident than right against gold in 1 class: sink (100 items with gold: 0.90 "
-        "confident, 10.0% right); a confidence threshold lets their errors through (the report lists them)")
+        "confident, 10.0% right; gold when wrong mostly other (90.0%)); a confidence threshold lets their errors "
+        "through (the report lists them)")
 
 
 def test_without_gold_labels_no_class_is_judged(tmp_path):
