@@ -38,8 +38,8 @@ from tasks import store
 from tasks.staging import replacing
 from tasks.report import (CHANGE_HEADERS, DRIFT_HEADERS, DRIFT_NOTE, OLD_ISSUES_NOTE, PARENT_METRICS_NOTE,
                           calibration_words, change_rows, change_sentences, class_reliability, collapsed_fits,
-                          drift_cells, drift_skipped,
-                          issue_cells, issue_columns, metric_cell, n_parents, night_scope, no_changes, no_gold,
+                          drift_cells, drift_skipped, issue_cells, issue_columns, metric_cell, n_parents,
+                          night_scope, no_changes, no_gold,
                           no_metrics, parent_confidence_line, parent_shares_note, percent, rejected_rows,
                           reliability_left_out, reliability_sentence, reliability_table, run_row, shown_classes,
                           shown_parents, signed, stability_scope, status_meaning)

@@ -283,10 +283,11 @@ FIXED_CONFIDENCE = ("not fitted to this catalog: with one modality and no gold c
 def fixed_confidence(params: Mapping[str, Any]) -> str:
     """FIXED_CONFIDENCE, with why there was nothing to fit it on: a run with a gold column read "no gold column"
     when its labels were too few, or --calibration label-free set them aside."""
+    if params.get("model"):  # a night: its model's full run fitted (or not) on its own items
+        return FIXED_CONFIDENCE.replace("no gold column to fit it on", "its model fitted without gold labels")
     column = params.get("gold_column")
-    if params.get("model") or not column:  # a night: its model's full run fitted (or not) on its own items
-        return FIXED_CONFIDENCE if not params.get("model") else FIXED_CONFIDENCE.replace(
-            "no gold column to fit it on", "its model fitted without gold labels")
+    if not column:
+        return FIXED_CONFIDENCE
     why = ("--calibration label-free" if params.get("calibration") == "label-free"
            else f"too few labelled items in gold column {column} to fit it on")
     return FIXED_CONFIDENCE.replace("no gold column to fit it on", why)
@@ -664,12 +665,8 @@ def _consensus_lines(db: str | Path, run_id: str, details: str | None, n_modalit
     if (reliability := class_reliability(db, run_id)) is not None:
         lines += ["", reliability_sentence(reliability)]
         headers, rows = reliability_table(reliability, details)
-        if rows:
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            lines += ["", markdown_table(pa.table({
-                header: (pa.array(column, pa.float64()) if header == "mean confidence"
-                         else [f"{n:,}" for n in column] if header == "items with gold" else column)
-                for header, column in zip(headers, columns, strict=True)}))]
+        if rows:  # markdown_table writes the counts and confidences as the other tables do
+            lines += ["", markdown_table(pa.Table.from_pylist([dict(zip(headers, row, strict=True)) for row in rows]))]
             if left_out := reliability_left_out(reliability):
                 lines += ["", left_out]
     return lines

@@ -255,7 +255,7 @@ def overconfident_classes(reliability: ClassReliability, shown: int = 3) -> str:
             return ""
         return f"; gold when wrong mostly {wrong['gold_class']} ({percent(wrong['n'] / row['n_gold'])})"
 
-    named = ", ".join(f"{row['class']} ({row['n_gold']:,} {'item' if row['n_gold'] == 1 else 'items'} with gold: "
+    named = ", ".join(f"{row['class']} ({row['n_gold']:,} items with gold: "  # named classes have CLASS_MIN_GOLD+
                       f"{row['mean_confidence']:.2f} confident, {percent(row['gold_accuracy'])} right{drawn(row)})"
                       for row in reliability.over[:shown])
     more = len(reliability.over) - shown
