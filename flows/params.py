@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from pairwise_core import MixtureRefiner, PairwiseClassifier
 from pairwise_core.classifier import DEFAULT_CANDIDATES, PRUNE_ABOVE
+from pairwise_core.graph import REFERENCE_ITEMS
 
 _CORE_DEFAULTS = {
     name: p.default for name, p in inspect.signature(PairwiseClassifier).parameters.items() if p.kind == p.KEYWORD_ONLY
@@ -143,6 +144,10 @@ class ReclassifyParams(BaseModel):
         "the review also weighs in the neighbours' given labels; 0: off, 100 at most. With --model, the model must "
         "have been fitted with it. Unset: off for a full run; with --model, the model's own (the k it was fitted "
         "with, off if without), so a night follows the weekly fit")
+    graph_reference: int = Field(
+        default=REFERENCE_ITEMS, ge=2, description="With --graph-k: the graph is built over at most this many items, "
+        "a seeded sample; every other item takes one step against its k nearest of them, as a night's new items "
+        "do. Bounds the graph's time and memory and the stored model (docs/results.md)")
     keep_models: int | None = Field(
         default=None, ge=1, description="After the run commits, remove the stored models (row and files) but the "
         "newest N; one that still labels live items stays (`pairwise models --keep N` does the same by hand); "

@@ -249,7 +249,8 @@ def reclassify_catalog(params: ReclassifyParams) -> dict[str, Any]:
                 begin_phase("graph refinement")
                 fitting = model["store"] is not None  # the model keeps what a night's inductive step needs
                 propagated = propagate_graph(graph_parts, params.graph_k, len(plan.modalities), staging,
-                                             model["seed"], model["sealed"]["folder"] if fitting else None)
+                                             model["seed"], model["sealed"]["folder"] if fitting else None,
+                                             params.graph_reference)
                 staged_parts, graph_details = (refine_over_graph(staged_parts, propagated, plan, staging, run_id)
                                                if propagated[0] else (staged_parts, propagated[1]))
                 if fitting:

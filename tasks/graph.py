@@ -46,8 +46,8 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from pairwise_core.graph import (
-    GraphProjection, Neighbourhood, adjacency, edge_weights, fold_powers, inductive, inverse_permutation,
-    label_votes, propagate, reorder, sharpen, top_classes, transition, undirected,
+    REFERENCE_ITEMS, GraphProjection, Neighbourhood, TopRows, adjacency, edge_weights, fold_powers, inductive,
+    inverse_permutation, label_votes, propagate, reorder, sharpen, top_classes, transition, undirected,
 )
 from pairwise_core.pair_stats import normalize_rows
 from tasks.models import ModelMismatch, load_late_part, own_file, read_own_file, save_part
@@ -307,11 +307,17 @@ def recall(points: np.ndarray, found: np.ndarray, seed: int) -> float:
 
 @task(name="propagate-graph", **IO_TASK)
 def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: Staging, seed: int,
-                    model_folder: str | None = None) -> tuple[list[str], dict[str, Any]]:
+                    model_folder: str | None = None, reference: int = REFERENCE_ITEMS
+                    ) -> tuple[list[str], dict[str, Any]]:
     """Propagate every partition's posteriors over the catalog's kNN graph; stage the results per partition
     (``posterior/<i>`` per modality and ``joint``) and say what was done (``runs.details.graph``). With
     ``model_folder`` (a run that fits its model), store there the model's ``neighbourhood`` part. With no
     item to place, nothing: no paths, and the details say why (``skipped``).
+
+    The graph is built over at most ``reference`` items, those with the smallest keys (a seeded sample, the
+    same whatever the rows); every other item takes one step against its k nearest of them and their F as the
+    model stores it (``TopRows``), exactly as an incremental night's new item does with the stored model. So the graph's
+    index, search and propagation stop growing with the catalog, and the model stores only the reference.
 
     Items with no usable view are no point of the graph: they keep no label, as before."""
     began = time.perf_counter()
@@ -324,13 +330,20 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     placed = key_order(keys, np.flatnonzero(np.concatenate(present).any(axis=1)))
     if not len(placed):  # every item rejected: no graph to build (faiss cannot train on no points)
         return [], {"k": k, "skipped": "no item has a usable embedding"}
-    points = _load(part_paths, "points")[placed]
+    inside, outside = placed[:reference], placed[reference:]
+    all_points = _load(part_paths, "points")
+    points = all_points[inside]
     found, cosines, timings, index = neighbours(points, k, seed)
-    measured = recall(points, found, seed) if len(placed) > 1 else 1.0
+    measured = recall(points, found, seed) if len(inside) > 1 else 1.0
     dims = int(points.shape[1])  # the projection's: DIMS, or fewer when the views have fewer
-    del points
-    directed = adjacency(found, edge_weights(cosines, POWER), len(placed))
-    edges = int(directed.nnz)
+    searched = time.perf_counter()
+    if len(outside):  # searched as a night searches the stored index: the same neighbours for the same item
+        out_found, out_cosines = stored_neighbours(index, all_points[outside], keys[outside], keys[inside], k)
+        timings["outside_search_s"] = round(time.perf_counter() - searched, 3)
+        outward = adjacency(out_found, edge_weights(out_cosines, POWER), len(inside))
+    del points, all_points
+    directed = adjacency(found, edge_weights(cosines, POWER), len(inside))
+    edges = int(directed.nnz) + (int(outward.nnz) if len(outside) else 0)
     graph = undirected(directed)
     del directed
     # the items list by list of the index: their neighbours sit near them, and so do their rows of F
@@ -339,42 +352,65 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     step = reorder(transition(graph, symmetric=False), order)
     fold, gold = _load(part_paths, "fold")[placed], _load(part_paths, "gold")[placed]
     # the neighbours' given labels, which the review weighs in (tasks/graph_labels.py); W is let go before the
-    # propagation (1M items: 40M edges)
+    # propagation (1M items: 40M edges). An item outside the reference hears its neighbours in it.
     n_classes = _load(part_paths[:1], "joint").shape[1]
-    votes = None if (gold < 0).all() else _placed_rows(label_votes(graph, gold, n_classes), placed, sum(sizes))
+    votes = None
+    if not (gold < 0).all():
+        inside_gold = gold[: len(inside)]
+        voted = label_votes(graph, inside_gold, n_classes)
+        if len(outside):
+            voted = sparse.vstack([voted, label_votes(outward, inside_gold, n_classes)], format="csr")
+        votes = _placed_rows(voted, placed, sum(sizes))
     del graph
+    outward_step = transition(outward, symmetric=False) if len(outside) else None
+    n_inside = len(inside)
     results: dict[str, np.ndarray] = {}
     powers: dict[str, list[float]] = {}
+    inductive_powers: dict[str, list[float]] = {}
     kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in [f"prior/{i}" for i in range(n_modalities)] + ["joint"]:
+        label = name.replace("prior/", "")
         prior = _load(part_paths, name)
         # the step runs alone after the pass: the propagation's products take every core
-        f = propagate(prior[placed][order], step, alpha=ALPHA, iterations=ITERATIONS,
+        f = propagate(prior[inside][order], step, alpha=ALPHA, iterations=ITERATIONS,
                       threads=os.cpu_count() or 1)[inverse]
-        fitted = fold_powers(f, fold, gold, N_FOLDS, min_rows=MIN_CALIBRATION_ROWS, max_rows=CALIBRATION_ROWS,
-                             seed=seed)
+        fitted = _fold_powers(f, fold[:n_inside], gold[:n_inside], seed)
         power = np.full(N_FOLDS, SHARPEN) if fitted is None else fitted
         out = np.zeros_like(prior)
-        out[placed] = sharpen_by_fold(f, fold, power)
+        out[inside] = sharpen_by_fold(f, fold[:n_inside], power)
+        top = top_classes(f, TOP_CLASSES) if len(outside) or model_folder is not None else None
+        if len(outside):
+            # as a night's item: against the reference's F as the model stores it; one step leaves F less
+            # sharp than ten, so the items outside get powers of their own, which a night's items then take
+            f = inductive(prior[outside], outward_step, TopRows(*top, n_classes), alpha=ALPHA)
+            own = _fold_powers(f, fold[n_inside:], gold[n_inside:], seed)
+            outside_power = power if own is None else own
+            out[outside] = sharpen_by_fold(f, fold[n_inside:], outside_power)
+            inductive_powers[label] = [round(float(p), 4) for p in outside_power]
         results[name.replace("prior", "posterior")] = out
-        powers[name.replace("prior/", "")] = [round(float(p), 4) for p in power]
-        if model_folder is not None:
-            kept[name.replace("prior/", "")] = top_classes(f, TOP_CLASSES)
+        powers[label] = [round(float(p), 4) for p in power]
+        if top is not None:
+            kept[label] = top
     if model_folder is not None:
-        save_neighbourhood(model_folder, index, keys[placed], kept, powers,
-                           {"k": k, "alpha": ALPHA, "power": POWER, "seed": seed,
-                            "n_classes": results["joint"].shape[1]})
+        save_neighbourhood(model_folder, index, keys[inside], kept, inductive_powers or powers,
+                           {"k": k, "alpha": ALPHA, "power": POWER, "seed": seed, "n_classes": n_classes})
     paths = _stage(results, sizes, staging, votes)
     calibration = "gold" if fitted is not None else "label-free"
     # k as asked; k_used: the neighbours each item has, fewer in a catalog of k items or less
     details = {"k": k, "k_used": int(found.shape[1]), "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS,
                "calibration": calibration, "sharpen": powers, "dims": dims,
+               **({"sharpen_outside": inductive_powers} if inductive_powers else {}),
                "index": f"faiss IVF{index.nlist},Flat nprobe {index.nprobe}",
-               "items": int(len(placed)), "edges": edges, "recall": measured,
-               "recall_queries": min(RECALL_QUERIES, len(placed)),
+               "items": int(len(placed)), "reference": int(len(inside)), "edges": edges, "recall": measured,
+               "recall_queries": min(RECALL_QUERIES, len(inside)),
                "vote": None if votes is None else {"power": VOTE_POWER, "pseudo_count": VOTE_PSEUDO_COUNT},
                **timings, "total_s": round(time.perf_counter() - began, 3)}
     return paths, details
+
+
+def _fold_powers(f: np.ndarray, fold: np.ndarray, gold: np.ndarray, seed: int) -> np.ndarray | None:
+    """The sharpening powers per fold fitted on the given labels (``fold_powers``), None with too few."""
+    return fold_powers(f, fold, gold, N_FOLDS, min_rows=MIN_CALIBRATION_ROWS, max_rows=CALIBRATION_ROWS, seed=seed)
 
 
 def key_order(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -79,9 +79,12 @@ def graph_line(details: str | None) -> str | None:
     if graph.get("inductive"):
         return (f"- graph refinement, inductive: {graph['items']:,} items each took one step against its "
                 f"{graph['k']} nearest of the model's {graph['stored_items']:,} stored items")
+    reference = graph.get("reference", graph["items"])  # a run before the bounded graph: every item
+    outside = (f"; the other {graph['items'] - reference:,} items each took one step against its "
+               f"{graph['k']} nearest of them") if reference < graph["items"] else ""
     return (f"- graph refinement: refined and joint labels propagated over a "
             f"{graph.get('k_used', graph['k'])}-nearest-neighbour graph "
-            f"of {graph['items']:,} items (recall {graph['recall']:.3f}, calibration {graph['calibration']})")
+            f"of {reference:,} items (recall {graph['recall']:.3f}, calibration {graph['calibration']}){outside}")
 
 
 def fit_line(db: str | Path, run: Mapping[str, Any], params: Mapping[str, Any]) -> str:

@@ -336,10 +336,13 @@ def graph(details: dict[str, Any]) -> str:
     """What the graph refinement did, in one line."""
     if "skipped" in details:
         return f"Graph refinement skipped: {details['skipped']}"
-    return (f"Graph refinement: {count(details['items'], 'item')}, k = {details['k']} ({details['index']}, recall "
+    reference = details.get("reference", details["items"])
+    outside = (f"; the other {details['items'] - reference:,} items one step each against their k nearest of them "
+               f"(search {details['outside_search_s']:.1f} s)") if reference < details["items"] else ""
+    return (f"Graph refinement: {count(reference, 'item')}, k = {details['k']} ({details['index']}, recall "
             f"{details['recall']:.3f} against exact search on {details['recall_queries']:,} items), propagated "
-            f"{details['iterations']} times at alpha {details['alpha']}: build {details['build_s']:.1f} s, search "
-            f"{details['search_s']:.1f} s, in all {details['total_s'] + details['apply_s']:.1f} s")
+            f"{details['iterations']} times at alpha {details['alpha']}{outside}: build {details['build_s']:.1f} s, "
+            f"search {details['search_s']:.1f} s, in all {details['total_s'] + details['apply_s']:.1f} s")
 
 
 def graph_inductive(details: dict[str, Any]) -> str:

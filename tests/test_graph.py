@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pairwise_core.graph import (
-    GraphProjection, Neighbourhood, adjacency, edge_weights, inductive, label_votes, normalize, propagate, reorder,
-    sharpen, top_classes, top_rows, transition, undirected, with_votes,
+    GraphProjection, Neighbourhood, TopRows, adjacency, edge_weights, inductive, label_votes, normalize, propagate,
+    reorder, sharpen, top_classes, top_rows, transition, undirected, with_votes,
 )
 from pairwise_core.refine import log_softmax
 
@@ -229,12 +229,14 @@ def test_the_projection_is_the_pca_of_the_concatenated_unit_views() -> None:
 
 def inductive_reference(prior: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, stored: np.ndarray,
                         m: int, alpha: float) -> np.ndarray:
-    """METHOD.md step 10.3 written out: each stored row cut to its m largest values, then per new item
-    (1 - alpha) p_i + alpha sum_j w_ij F_j / sum_j w_ij (the prior alone without a neighbour), rows summing
-    to one; in float64, item by item."""
+    """METHOD.md step 10.3 written out: each stored row cut to its m largest values and the mass it lost spread
+    evenly over its other classes, then per new item (1 - alpha) p_i + alpha sum_j w_ij F_j / sum_j w_ij (the
+    prior alone without a neighbour), rows summing to one; in float64, item by item."""
     cut = np.zeros_like(stored, np.float64)
     for j, row in enumerate(stored):
         top = np.argsort(-row, kind="stable")[:m]
+        if m < len(row):
+            cut[j] = max(0.0, 1 - row[top].sum(dtype=np.float64)) / (len(row) - m)
         cut[j, top] = row[top]
     out = np.zeros_like(prior, np.float64)
     for i in range(len(prior)):
@@ -260,7 +262,7 @@ def test_the_inductive_step_with_top_classes_equals_the_dense_reference(n, n_sto
     neighbours = rng.integers(-1, n_stored, (n, k))  # -1: fewer neighbours found
     weights = edge_weights(rng.uniform(-0.3, 1.0, (n, k)), 2.0)  # some clipped to zero
     step = transition(adjacency(neighbours, weights, n_stored), symmetric=False)
-    got = inductive(prior, step, top_rows(*top_classes(stored, m), n_classes), alpha=alpha)
+    got = inductive(prior, step, TopRows(*top_classes(stored, m), n_classes), alpha=alpha)
     np.testing.assert_allclose(got, inductive_reference(prior, neighbours, weights, stored, m, alpha), atol=1e-5)
 
 
@@ -285,7 +287,7 @@ def test_a_neighbourhood_round_trips_as_plain_arrays() -> None:
     assert not any(a.dtype.hasobject for a in arrays.values())
     back = Neighbourhood.from_arrays(arrays, state)
     assert back.settings == hood.settings and list(back.values) == ["0", "joint"]
-    np.testing.assert_array_equal(back.stored("joint").toarray(), np.eye(3))
+    np.testing.assert_array_equal(back.stored("joint").dense(), np.eye(3))
     np.testing.assert_array_equal(back.index, hood.index)  # a model stored before kept the index here, as bytes
     hood.index = None  # now it is a file of its own, beside the arrays
     arrays, state = hood.to_arrays()

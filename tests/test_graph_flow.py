@@ -18,6 +18,7 @@ from tasks.graph import (
     PROBES, VOTE_POWER, VOTE_PSEUDO_COUNT, _members, _placed_rows, build_index, key_order, list_neighbours, n_lists,
     nearest_lists, neighbours, recall, stored_neighbours,
 )
+from tasks.sample import folds_of, item_hash
 
 N_ITEMS, N_CLASSES = 1500, 6
 OPTIONS = {"signal_strength": 0.08, "label_noise": 0.0}  # a weak class signal: some labels for the graph to move
@@ -438,6 +439,50 @@ def test_a_night_labels_its_items_inductively_against_the_stored_graph(tmp_path,
     stored = Path(f"{tampered}.models") / model_id / "neighbourhood.faiss"
     stored.write_bytes(stored.read_bytes()[:-100])
     assert night(tampered, "without", 0)["details"]["graph"]["k"] == 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_graph_over_a_reference_labels_the_other_items_as_a_night_would(tmp_path, catalog):
+    """With more items than ``graph_reference``, the graph is built over that many (the smallest keys) and every
+    other item takes one step against them; the model stores only the reference, and a night's new item with
+    the same embeddings and fold as an item outside it gets the label and confidence the run gave that item."""
+    items, classes = catalog
+    items_glob, classes_path = write_catalog(tmp_path / "in", items, classes, n_files=2)
+    summary, db = run(tmp_path, "day0", items_glob, classes_path, graph_k=5, graph_reference=600)
+    details = json.loads(rows(db, "SELECT details FROM runs")[0][0])["graph"]
+    assert details["items"] == N_ITEMS and details["reference"] == 600 and details["recall_queries"] == 600
+    assert details["index"] == f"faiss IVF{n_lists(600)},Flat nprobe {min(PROBES, n_lists(600))}"
+    assert details["edges"] >= 600 * 5 + (N_ITEMS - 600) * 5 and details["outside_search_s"] >= 0
+    assert details["sharpen_outside"].keys() == details["sharpen"].keys() == {"0", "1", "joint"}
+    assert (f"of 600 items (recall {details['recall']:.3f}, calibration gold); the other {N_ITEMS - 600:,} items "
+            "each took one step against its 5 nearest of them") in summary["report"]
+    joint = {item: (label, confidence) for item, label, confidence in rows(
+        db, "SELECT item_id, label, confidence FROM joint_labels")}
+    assert len(joint) == N_ITEMS and None not in [label for label, _ in joint.values()]
+    [(path,)] = rows(db, "SELECT path FROM models")
+    with np.load(db.parent / path / "neighbourhood.npz") as stored:
+        reference = set(stored["keys"].tolist())
+    keys = item_hash(items.column("item_id").combine_chunks(), 0)
+    assert len(reference) == 600 and reference == set(np.sort(keys)[:600].tolist())
+
+    # a night: copies of 40 items outside the reference under new ids of the same fold
+    outside = [i for i in range(N_ITEMS) if int(keys[i]) not in reference and i not in (3, 700)][:40]
+    copies = []
+    for i in outside:
+        fold = folds_of(keys[i : i + 1])[0]
+        copies.append(next(name for j in range(100) if folds_of(item_hash(
+            pa.array([name := f"copy-{i:07d}-{j}"]), 0))[0] == fold))
+    new = items.take(outside).set_column(0, "item_id", pa.array(copies))
+    night_glob, _ = write_catalog(tmp_path / "night", pa.concat_tables([items, new]), classes, n_files=3)
+    reclassify_catalog(ReclassifyParams(items=night_glob, classes=classes_path, db=str(db), gold_column="label",
+                                        chunk_size=500, run_id="night", model="latest", incremental=True))
+    labelled = {item: (label, confidence) for item, label, confidence in rows(
+        db, "SELECT item_id, label, confidence FROM joint_labels WHERE run_id = 'night'")}
+    assert labelled.keys() == set(copies)
+    night, fitted = [labelled[copy] for copy in copies], [joint[items.column("item_id")[i].as_py()] for i in outside]
+    assert [label for label, _ in night] == [label for label, _ in fitted]
+    # the same neighbours and powers; the item's own posterior rounds as its batch's products do (1e-5 here)
+    np.testing.assert_allclose([c for _, c in night], [c for _, c in fitted], rtol=0, atol=1e-4)
 
 
 @pytest.mark.usefixtures("prefect_harness")

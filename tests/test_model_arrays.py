@@ -296,7 +296,7 @@ def test_a_part_added_after_the_seal_is_sealed_again_and_read_only_on_demand(tmp
     save_part(tmp_path, "neighbourhood", neighbourhood())
     second = extend_seal(str(tmp_path), first, "m")
     assert second != first and has_late_part(tmp_path, second, "m", "neighbourhood")
-    np.testing.assert_array_equal(load_late_part(tmp_path, second, "m", "neighbourhood").stored("joint").toarray(),
+    np.testing.assert_array_equal(load_late_part(tmp_path, second, "m", "neighbourhood").stored("joint").dense(),
                                   np.eye(3))
     assert load_model(tmp_path, second, "m").classifiers is not None
     stored = tmp_path / "neighbourhood.npz"
