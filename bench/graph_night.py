@@ -5,14 +5,14 @@
     R="$PY -m flows.cli run --classes bench/data/real/classes.parquet --gold-column label --quiet"
     NIGHT="--model latest --incremental --run-id night"
     $R --items '/tmp/night/d0/*.parquet' --db /tmp/night/a.duckdb --graph-k 20 --run-id day0
-    cp /tmp/night/a.duckdb /tmp/night/b.duckdb                          # the same day 0 (the model's folder is a's)
+    cp /tmp/night/a.duckdb /tmp/night/b.duckdb; cp -r /tmp/night/a.duckdb.models /tmp/night/b.duckdb.models
     $R --items '/tmp/night/d1/*.parquet' $NIGHT --db /tmp/night/a.duckdb --graph-k 20   # the inductive step
     $R --items '/tmp/night/d1/*.parquet' $NIGHT --db /tmp/night/b.duckdb --graph-k 0    # no graph
     $R --items '/tmp/night/d1/*.parquet' --db /tmp/night/c.duckdb --graph-k 20 --run-id full20
     $PY bench/graph_night.py score /tmp/night a.duckdb:night b.duckdb:night c.duckdb:full20
 
 The night's items are a seeded 10% of the catalog (numpy default_rng(0)); ``score`` gives their gold accuracy,
-refined per view and joint, in each run.
+refined per view and joint, and the joint confidence's ECE (10 equal-width bins), in each run.
 """
 
 from __future__ import annotations
@@ -44,10 +44,14 @@ def score(out: Path, runs: list[str]) -> None:
             views = con.execute("SELECT modality, avg((i.refined_class = n.label)::int) FROM item_labels i "
                                 "JOIN night n USING (item_id) WHERE run_id = ? GROUP BY 1 ORDER BY 1",
                                 [run_id]).fetchall()
-            n, joint = con.execute("SELECT count(*), avg((j.label = n.label)::int) FROM joint_labels j JOIN night n "
-                                   "USING (item_id) WHERE run_id = ?", [run_id]).fetchone()
+            joint = con.execute("SELECT j.confidence, (j.label = n.label)::int AS hit FROM joint_labels j JOIN night n "
+                                "USING (item_id) WHERE run_id = ?", [run_id]).fetchnumpy()
+        confidence, hit = joint["confidence"].astype(np.float64), joint["hit"]
+        bins = np.minimum((confidence * 10).astype(int), 9)
+        ece = sum(abs(hit[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).sum()
+                  for b in range(10) if (bins == b).any()) / len(hit)
         shown = ", ".join(f"{modality} {accuracy:.4f}" for modality, accuracy in views)
-        print(f"{db} {run_id}: {n:,} night items; refined {shown}; joint {joint:.4f}")
+        print(f"{db} {run_id}: {len(hit):,} night items; refined {shown}; joint {hit.mean():.4f}, ECE {ece:.4f}")
 
 
 if __name__ == "__main__":
