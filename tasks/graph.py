@@ -316,13 +316,15 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
 
     The graph is built over at most ``reference`` items, those with the smallest keys (a seeded sample, the
     same whatever the rows); every other item takes one step against its k nearest of them and their F as the
-    model stores it (``TopRows``), exactly as an incremental night's new item does with the stored model. So the graph's
-    index, search and propagation stop growing with the catalog, and the model stores only the reference.
+    model stores it (``TopRows``), exactly as an incremental night's new item does with the stored model. Those
+    items are taken a partition at a time, so past the reference the step's memory does not grow with the
+    catalog, and the model stores only the reference.
 
     Items with no usable view are no point of the graph: they keep no label, as before."""
     began = time.perf_counter()
     present = [_load([path], "present") for path in part_paths]
     sizes = [len(p) for p in present]
+    starts = np.cumsum([0, *sizes])
     keys = _load(part_paths, "keys")
     # the graph's points are the placed rows in the order of their items' keys: the index's k-means, its lists
     # and their search, and the propagation, see the same points in the same order whatever the rows' order or
@@ -331,81 +333,143 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     if not len(placed):  # every item rejected: no graph to build (faiss cannot train on no points)
         return [], {"k": k, "skipped": "no item has a usable embedding"}
     inside, outside = placed[:reference], placed[reference:]
-    all_points = _load(part_paths, "points")
-    points = all_points[inside]
+    points = _rows(part_paths, starts, "points", inside)
     found, cosines, timings, index = neighbours(points, k, seed)
     measured = recall(points, found, seed) if len(inside) > 1 else 1.0
     dims = int(points.shape[1])  # the projection's: DIMS, or fewer when the views have fewer
-    searched = time.perf_counter()
-    if len(outside):  # searched as a night searches the stored index: the same neighbours for the same item
-        out_found, out_cosines = stored_neighbours(index, all_points[outside], keys[outside], keys[inside], k)
-        timings["outside_search_s"] = round(time.perf_counter() - searched, 3)
-        outward = adjacency(out_found, edge_weights(out_cosines, POWER), len(inside))
-    del points, all_points
+    del points
     directed = adjacency(found, edge_weights(cosines, POWER), len(inside))
-    edges = int(directed.nnz) + (int(outward.nnz) if len(outside) else 0)
+    edges = int(directed.nnz)
     graph = undirected(directed)
     del directed
     # the items list by list of the index: their neighbours sit near them, and so do their rows of F
     order = np.concatenate([np.zeros(0, np.int64), *_members(index)])
     inverse = inverse_permutation(order)
     step = reorder(transition(graph, symmetric=False), order)
-    fold, gold = _load(part_paths, "fold")[placed], _load(part_paths, "gold")[placed]
+    fold, gold = _load(part_paths, "fold"), _load(part_paths, "gold")
     # the neighbours' given labels, which the review weighs in (tasks/graph_labels.py); W is let go before the
     # propagation (1M items: 40M edges). An item outside the reference hears its neighbours in it.
     n_classes = _load(part_paths[:1], "joint").shape[1]
-    votes = None
-    if not (gold < 0).all():
-        inside_gold = gold[: len(inside)]
-        voted = label_votes(graph, inside_gold, n_classes)
-        if len(outside):
-            voted = sparse.vstack([voted, label_votes(outward, inside_gold, n_classes)], format="csr")
-        votes = _placed_rows(voted, placed, sum(sizes))
+    labels = [str(i) for i in range(n_modalities)] + ["joint"]
+    given = gold[inside]
+    votes = None if (gold[placed] < 0).all() else label_votes(graph, given, n_classes)
     del graph
-    outward_step = transition(outward, symmetric=False) if len(outside) else None
-    n_inside = len(inside)
-    results: dict[str, np.ndarray] = {}
-    powers: dict[str, list[float]] = {}
-    inductive_powers: dict[str, list[float]] = {}
+    propagated: dict[str, np.ndarray] = {}
+    powers: dict[str, np.ndarray] = {}
     kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in [f"prior/{i}" for i in range(n_modalities)] + ["joint"]:
-        label = name.replace("prior/", "")
-        prior = _load(part_paths, name)
+    for label in labels:
         # the step runs alone after the pass: the propagation's products take every core
-        f = propagate(prior[inside][order], step, alpha=ALPHA, iterations=ITERATIONS,
-                      threads=os.cpu_count() or 1)[inverse]
-        fitted = _fold_powers(f, fold[:n_inside], gold[:n_inside], seed)
-        power = np.full(N_FOLDS, SHARPEN) if fitted is None else fitted
-        out = np.zeros_like(prior)
-        out[inside] = sharpen_by_fold(f, fold[:n_inside], power)
-        top = top_classes(f, TOP_CLASSES) if len(outside) or model_folder is not None else None
-        if len(outside):
-            # as a night's item: against the reference's F as the model stores it; one step leaves F less
-            # sharp than ten, so the items outside get powers of their own, which a night's items then take
-            f = inductive(prior[outside], outward_step, TopRows(*top, n_classes), alpha=ALPHA)
-            own = _fold_powers(f, fold[n_inside:], gold[n_inside:], seed)
-            outside_power = power if own is None else own
-            out[outside] = sharpen_by_fold(f, fold[n_inside:], outside_power)
-            inductive_powers[label] = [round(float(p), 4) for p in outside_power]
-        results[name.replace("prior", "posterior")] = out
-        powers[label] = [round(float(p), 4) for p in power]
-        if top is not None:
-            kept[label] = top
+        f = propagate(_rows(part_paths, starts, _prior(label), inside)[order], step, alpha=ALPHA,
+                      iterations=ITERATIONS, threads=os.cpu_count() or 1)[inverse]
+        fitted = _fold_powers(f, fold[inside], gold[inside], seed)
+        powers[label] = np.full(N_FOLDS, SHARPEN) if fitted is None else fitted
+        propagated[label] = f
+        if len(outside) or model_folder is not None:
+            kept[label] = top_classes(f, TOP_CLASSES)
+    del step
+    outside_powers = _outside_powers(part_paths, starts, outside, index, keys, inside, kept, powers, fold, gold,
+                                     n_classes, k, seed, timings) if len(outside) else {}
+    # a row's place in the reference (-1: outside it, or not placed); the partitions' rows, one at a time
+    position = np.full(int(starts[-1]), -1, np.int64)
+    position[inside] = np.arange(len(inside))
+    beyond = np.zeros(int(starts[-1]), bool)
+    beyond[outside] = True
+    stored_keys = keys[inside]
+    paths = []
+    for number, path in enumerate(part_paths):
+        own = np.arange(starts[number], starts[number + 1])
+        ins, outs = own[position[own] >= 0], own[beyond[own]]
+        arrays: dict[str, Any] = {}
+        staged = StagedArrays(path)
+        onward = None
+        if len(outs):
+            searched = time.perf_counter()
+            onward = adjacency(*_outside_neighbours(index, staged.mapped("points")[outs - own[0]], keys[outs],
+                                                    stored_keys, k), len(inside))
+            timings["outside_search_s"] = timings.get("outside_search_s", 0.0) + time.perf_counter() - searched
+            edges += int(onward.nnz)
+            onward_step = transition(onward, symmetric=False)
+        for label in labels:
+            out = np.zeros((len(own), n_classes), np.float32)
+            out[ins - own[0]] = sharpen_by_fold(propagated[label][position[ins]], fold[ins], powers[label])
+            if onward is not None:
+                f = inductive(staged.mapped(_prior(label))[outs - own[0]], onward_step,
+                              TopRows(*kept[label], n_classes), alpha=ALPHA)
+                out[outs - own[0]] = sharpen_by_fold(f, fold[outs], outside_powers[label])
+            arrays[_prior(label).replace("prior", "posterior")] = out
+        if votes is not None:
+            heard = [votes[position[ins]]] + ([] if onward is None else [label_votes(onward, given, n_classes)])
+            part_votes = _placed_rows(sparse.vstack(heard, format="csr"), np.concatenate([ins, outs]) - own[0],
+                                      len(own))
+            arrays |= {"votes/data": part_votes.data.astype(np.float32), "votes/indices": part_votes.indices,
+                       "votes/indptr": part_votes.indptr}
+        paths.append(save_arrays(staging.path("graph_posteriors", f"part-{number:05d}"), arrays))
+    if "outside_search_s" in timings:
+        timings["outside_search_s"] = round(timings["outside_search_s"], 3)
+    rounded = {label: [round(float(p), 4) for p in power] for label, power in powers.items()}
+    outside_rounded = {label: [round(float(p), 4) for p in power] for label, power in outside_powers.items()}
     if model_folder is not None:
-        save_neighbourhood(model_folder, index, keys[inside], kept, inductive_powers or powers,
+        save_neighbourhood(model_folder, index, stored_keys, kept, outside_rounded or rounded,
                            {"k": k, "alpha": ALPHA, "power": POWER, "seed": seed, "n_classes": n_classes})
-    paths = _stage(results, sizes, staging, votes)
     calibration = "gold" if fitted is not None else "label-free"
     # k as asked; k_used: the neighbours each item has, fewer in a catalog of k items or less
     details = {"k": k, "k_used": int(found.shape[1]), "alpha": ALPHA, "power": POWER, "iterations": ITERATIONS,
-               "calibration": calibration, "sharpen": powers, "dims": dims,
-               **({"sharpen_outside": inductive_powers} if inductive_powers else {}),
+               "calibration": calibration, "sharpen": rounded, "dims": dims,
+               **({"sharpen_outside": outside_rounded} if outside_rounded else {}),
                "index": f"faiss IVF{index.nlist},Flat nprobe {index.nprobe}",
                "items": int(len(placed)), "reference": int(len(inside)), "edges": edges, "recall": measured,
                "recall_queries": min(RECALL_QUERIES, len(inside)),
                "vote": None if votes is None else {"power": VOTE_POWER, "pseudo_count": VOTE_PSEUDO_COUNT},
                **timings, "total_s": round(time.perf_counter() - began, 3)}
     return paths, details
+
+
+def _prior(label: str) -> str:
+    """The staged name of a posterior's prior: ``prior/<i>`` per modality, ``joint``."""
+    return "joint" if label == "joint" else f"prior/{label}"
+
+
+def _rows(paths: list[str], starts: np.ndarray, name: str, rows: np.ndarray) -> np.ndarray:
+    """The staged array ``name``'s rows ``rows`` (indices over every partition's rows, one after the other), in
+    that order: read from each partition's mapped file, so that only those rows are copied."""
+    ascending = np.argsort(rows, kind="stable")
+    wanted = rows[ascending]
+    part = np.searchsorted(starts, wanted, side="right") - 1
+    first = StagedArrays(paths[0]).mapped(name)
+    out = np.empty((len(rows), *first.shape[1:]), first.dtype)
+    out[ascending] = np.concatenate([np.zeros((0, *first.shape[1:]), first.dtype)] + [
+        np.asarray(StagedArrays(paths[p]).mapped(name)[wanted[part == p] - starts[p]]) for p in np.unique(part)])
+    return out
+
+
+def _outside_neighbours(index: Any, points: np.ndarray, keys: np.ndarray, stored_keys: np.ndarray, k: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Items outside the reference: their k nearest reference items as a night finds them, and the edge weights."""
+    found, cosines = stored_neighbours(index, np.asarray(points), keys, stored_keys, k)
+    return found, edge_weights(cosines, POWER)
+
+
+def _outside_powers(paths: list[str], starts: np.ndarray, outside: np.ndarray, index: Any, keys: np.ndarray,
+                    inside: np.ndarray, kept: dict[str, tuple[np.ndarray, np.ndarray]], powers: dict[str, np.ndarray],
+                    fold: np.ndarray, gold: np.ndarray, n_classes: int, k: int, seed: int,
+                    timings: dict[str, float]) -> dict[str, np.ndarray]:
+    """The sharpening powers of the items outside the reference: one step leaves F less sharp than ten, so they
+    are fitted on those items, on a seeded sample of at most CALIBRATION_ROWS with given labels (the
+    reference's own where too few have one). A night's items take them from the model."""
+    labelled = outside[gold[outside] >= 0]
+    sample = np.sort(np.random.default_rng(seed).permutation(labelled)[:CALIBRATION_ROWS])
+    if not len(sample):
+        return dict(powers)
+    searched = time.perf_counter()
+    step = transition(adjacency(*_outside_neighbours(index, _rows(paths, starts, "points", sample), keys[sample],
+                                                     keys[inside], k), len(inside)), symmetric=False)
+    timings["outside_search_s"] = time.perf_counter() - searched
+    fitted = {}
+    for label, own in powers.items():
+        f = inductive(_rows(paths, starts, _prior(label), sample), step, TopRows(*kept[label], n_classes), alpha=ALPHA)
+        power = _fold_powers(f, fold[sample], gold[sample], seed)
+        fitted[label] = own if power is None else power
+    return fitted
 
 
 def _fold_powers(f: np.ndarray, fold: np.ndarray, gold: np.ndarray, seed: int) -> np.ndarray | None:
