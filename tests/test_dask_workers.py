@@ -143,3 +143,24 @@ def test_a_scheduler_that_goes_away_mid_run_is_named_in_the_runs_one_line(tmp_pa
         assert con.execute("SELECT status, error FROM runs").fetchall() == [
             ("failed", f"DaskSchedulerLost: {outcome['error']}")]
         assert con.execute("SELECT count(*) FROM item_labels").fetchone()[0] == 0
+
+
+def test_a_gather_whose_connection_closed_is_the_scheduler_lost_only_if_its_port_is_closed():
+    """Killed as the client gathered, the scheduler failed the run with distributed's CommClosedError (once in CI)
+    instead of its cancelled futures: it is the scheduler lost when nothing answers at its address any more."""
+    import socket
+
+    from distributed.comm.core import CommClosedError
+
+    from flows.dask_workers import DaskSchedulerLost, scheduler_lost
+
+    closed = CommClosedError("in <TCP (closed) ConnectionPool.gather>: ConnectionResetError")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"tcp://127.0.0.1:{listening.getsockname()[1]}"
+        assert scheduler_lost(closed, address) is None  # the scheduler still answers: its own error stands
+    assert isinstance(scheduler_lost(closed, address), DaskSchedulerLost)
+    assert scheduler_lost(RuntimeError("in <TCP (closed)>"), address) is None
+    assert scheduler_lost(closed, None) is None  # not on Dask
+
