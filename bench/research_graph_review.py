@@ -94,8 +94,8 @@ def product_run(items: Path, classes: Path, seed: int, workdir: Path) -> dict:
         sys.exit(f"pairwise run failed with exit code {code}")
     with duckdb.connect(str(db), read_only=True) as con:
         run_id, details = con.execute("SELECT run_id, details FROM runs WHERE status = 'succeeded'").fetchone()
-        issues = con.execute("SELECT item_id, p_given, zero_shot_p_given, label_aware_p_given FROM annotation_issues"
-                             " WHERE run_id = ?", [run_id]).to_arrow_table()
+        issues = con.sql("SELECT item_id, p_given, zero_shot_p_given, label_aware_p_given FROM annotation_issues"
+                         " WHERE run_id = ?", params=[run_id]).to_arrow_table()
     captured["issues"] = issues
     captured["weights"] = json.loads(details)["review"]["weights"]
     captured["hash"] = lambda ids: item_hash(pa.array(ids, pa.string()), seed)

@@ -80,7 +80,7 @@ def run(items: pa.Table, rows: np.ndarray, classes: Path, seed: int, workdir: Pa
     if result.returncode != 0:
         sys.exit(f"pairwise run failed ({name}):\n{result.stderr}")
     with duckdb.connect(str(db), read_only=True) as con:
-        labels = con.execute(
+        labels = con.sql(
             "SELECT c.item_id, c.label, c.confidence, j.gold_class FROM consensus_labels AS c "
             "JOIN joint_labels AS j USING (run_id, item_id) ORDER BY c.item_id").to_arrow_table()
     if labels.num_rows != rows.size:

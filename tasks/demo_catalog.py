@@ -9,6 +9,7 @@ from prefect import task
 
 from pairwise_core import make_catalog
 from tasks.policy import IO_TASK
+from tasks.store import DUCKDB_FILE
 
 DEMO_ITEMS = "demo_items"
 DEMO_CLASSES = "demo_classes"
@@ -32,7 +33,7 @@ def write_demo_catalog(db: str, n_items: int, n_classes: int, seed: int) -> tupl
     """Generate the catalog (pairwise_core.make_catalog) and (re)create its two tables; return their sources."""
     items, classes = make_catalog(n_items, n_classes, seed=seed)
     Path(db).parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(db) as con:
+    with duckdb.connect(db, config=DUCKDB_FILE) as con:
         con.register("new_items", items)
         con.register("new_classes", classes)
         con.execute(f"CREATE OR REPLACE TABLE {DEMO_ITEMS} AS SELECT * FROM new_items")

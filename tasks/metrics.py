@@ -32,8 +32,8 @@ def agreement_metrics(confusion_paths: list[str], calibration_paths: list[str], 
         _use_level(con, confusion_paths, calibration_paths, "leaf")
         metrics = [_metrics(con, params)]
         tables = {
-            "confusion_counts": con.execute(statement("metrics_confusion_total"), params).to_arrow_table(),
-            "calibration_bins": con.execute(statement("metrics_calibration_total"), params).to_arrow_table(),
+            "confusion_counts": con.sql(statement("metrics_confusion_total"), params=params).to_arrow_table(),
+            "calibration_bins": con.sql(statement("metrics_calibration_total"), params=params).to_arrow_table(),
         }
         if parent_level:
             _use_level(con, confusion_paths, calibration_paths, "parent")
@@ -56,8 +56,8 @@ def _use_level(con: duckdb.DuckDBPyConnection, confusion_paths: list[str], calib
 def _metrics(con: duckdb.DuckDBPyConnection, params: dict[str, str]) -> pa.Table:
     """agreement_metrics rows from the registered sums."""
     return pa.concat_tables([
-        con.execute(statement("metrics_agreement"), params).to_arrow_table(),
-        con.execute(statement("metrics_ece"), params).to_arrow_table(),
+        con.sql(statement("metrics_agreement"), params=params).to_arrow_table(),
+        con.sql(statement("metrics_ece"), params=params).to_arrow_table(),
     ], promote_options="permissive")
 
 

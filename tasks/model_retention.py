@@ -116,7 +116,7 @@ def remove_under_lock(db: str | Path, asked: Sequence[str] | None = None, keep: 
 
 
 def _rows(con: Any) -> list[Row]:
-    return con.execute(statement("report_models")).to_arrow_table().to_pylist()
+    return con.sql(statement("report_models")).to_arrow_table().to_pylist()
 
 
 def _sized(removal: Removal, db: str | Path) -> Removal:

@@ -107,11 +107,11 @@ def plan_night(plan: Plan, db: str, staging: Staging, run_id: str, signatures: p
     selections: dict[int, Selection] = {}
     open_part: tuple[int, pq.ParquetWriter] | None = None
     with reader(db) as con:
-        recorded = {tuple(row.values()) for row in con.execute(statement("night_files")).to_arrow_table().to_pylist()}
+        recorded = {tuple(row.values()) for row in con.sql(statement("night_files")).to_arrow_table().to_pylist()}
         deleted_path = staging.path("deleted", "part-00000.parquet")
-        n_deleted = _write_batches(con.execute(statement("night_deleted"), {"source": source})
+        n_deleted = _write_batches(con.sql(statement("night_deleted"), params={"source": source})
                                    .to_arrow_reader(STATE_BATCH_ROWS), deleted_path)
-        state = con.execute(statement("night_source_state"), {"run_id": run_id, "source": source})
+        state = con.sql(statement("night_source_state"), params={"run_id": run_id, "source": source})
         for batch in state.to_arrow_reader(STATE_BATCH_ROWS):
             new = batch.column("new").to_numpy(zero_copy_only=False)
             relabel = batch.column("relabel").fill_null(False).to_numpy(zero_copy_only=False)

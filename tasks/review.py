@@ -105,8 +105,8 @@ def rank_annotation_issues(review_paths: list[str], workdir: Path, run_id: str) 
     with duckdb.connect(config=DUCKDB_MEMORY) as con:
         con.execute("SET temp_directory = ?", [str(workdir / "spill")])
         con.read_parquet(review_paths).create_view("review_items")
-        reader = con.execute(statement("annotation_issues"), {"run_id": run_id, "parent_weight": PARENT_WEIGHT}
-                             ).to_arrow_reader(_BATCH_ROWS)
+        reader = con.sql(statement("annotation_issues"), params={"run_id": run_id, "parent_weight": PARENT_WEIGHT}
+                         ).to_arrow_reader(_BATCH_ROWS)
         writer, rank = None, 0
         for batch in reader:
             ranks = pa.array(np.arange(rank + 1, rank + 1 + batch.num_rows, dtype=np.int32))

@@ -94,4 +94,4 @@ def remove_runs_under_lock(db: str | Path, keep: int) -> RunRemoval:
 
 
 def _rows(con: Any) -> list[Row]:
-    return con.execute(statement("report_runs")).to_arrow_table().to_pylist()
+    return con.sql(statement("report_runs")).to_arrow_table().to_pylist()

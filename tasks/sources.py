@@ -314,14 +314,14 @@ def _table_schema(db: str, table: str) -> tuple[pa.Schema, int]:
         raise SourceError(f"table:{table}: the DuckDB file {db} does not exist")
     with connect(db, read_only=True) as con:
         try:
-            schema = con.execute("SELECT * FROM query_table($name) LIMIT 0", {"name": table}).to_arrow_table().schema
+            schema = con.sql("SELECT * FROM query_table($name) LIMIT 0", params={"name": table}).to_arrow_table().schema
         except duckdb.Error as error:
-            (there,) = con.execute(statement("source_table_exists"), {"name": table}).fetchone()
+            [(there,)] = con.execute(statement("source_table_exists"), {"name": table}).fetchall()
             if not there:
                 raise SourceError(f"table:{table}: no such table in {db}") from None
             # a view over a table since dropped or altered: it is there, and "no such table" sent the user looking
             raise SourceError(f"table:{table}: is in {db} but cannot be read ({str(error).splitlines()[0]})") from None
-        (n_rows,) = con.execute("SELECT count(*) FROM query_table($name)", {"name": table}).fetchone()
+        [(n_rows,)] = con.execute("SELECT count(*) FROM query_table($name)", {"name": table}).fetchall()
     return schema, n_rows
 
 
@@ -332,7 +332,7 @@ def read_table(source: Source, db: str, columns: list[str] | None = None) -> pa.
     if source.table is not None:
         _table_schema(db, source.table)
         with connect(db, read_only=True) as con:
-            table = con.execute("SELECT * FROM query_table($name)", {"name": source.table}).to_arrow_table()
+            table = con.sql("SELECT * FROM query_table($name)", params={"name": source.table}).to_arrow_table()
         return _plain_strings(table.select(columns) if columns else table)
     paths = parquet_files(source.text)
     parts = []
@@ -736,7 +736,7 @@ def _one_column(source: Source, files: list[str], db: str, column: str,
     none, or its staged copy. A column of a file's folder ``keys`` is that key's value in every row."""
     if not files:
         with connect(db, read_only=True) as con:
-            yield con.execute(statement("source_column"), {"name": source.table, "column": column}) \
+            yield con.sql(statement("source_column"), params={"name": source.table, "column": column}) \
                 .to_arrow_reader(COLUMN_BATCH_ROWS)
         return
     schema = pa.schema([pa.field("value", pa.string())])
@@ -828,8 +828,8 @@ def _item_dim(kind: pa.DataType, column: str, dim: int, *, handle: pq.ParquetFil
         return kind.list_size
     if table is not None:
         with connect(db, read_only=True) as con:
-            sample = con.execute(statement("source_embedding_sample"),
-                                 {"name": table, "column": column, "n": _DIM_SAMPLE_ROWS}).to_arrow_table().column(0)
+            sample = con.sql(statement("source_embedding_sample"),
+                             params={"name": table, "column": column, "n": _DIM_SAMPLE_ROWS}).to_arrow_table().column(0)
         return _commonest_length(sample)
     if _all_of_length(handle.metadata, column, dim):
         return dim
@@ -892,7 +892,7 @@ def stage_table(db: str, table: str, directory: Path, chunk_size: int) -> list[s
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "part-00000.parquet"
     with connect(db, read_only=True) as con:
-        reader = con.execute("SELECT * FROM query_table($name)", {"name": table}).to_arrow_reader(chunk_size)
+        reader = con.sql("SELECT * FROM query_table($name)", params={"name": table}).to_arrow_reader(chunk_size)
         with pq.ParquetWriter(path, reader.schema) as writer:
             for batch in reader:
                 writer.write_batch(batch, row_group_size=chunk_size)

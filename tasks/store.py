@@ -44,6 +44,10 @@ from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 # Every DuckDB connection of a run works within this much memory and spills past it: peak RSS must stay
 # flat in the catalog's size (bench/bench_pipeline.py), and DuckDB's default is 80% of the machine.
 DUCKDB_MEMORY = {"memory_limit": "512MB"}
+# A DuckDB file we create is written in DuckDB 1.5's storage format: DuckDB 1.5 and later read it (2.0's own format
+# needs 2.0), and 2.0 writes it about twice as fast as the 1.0 format it creates under 1.5 (a relabel's two million
+# item_labels rows at 1M items: 2.3-2.5 s -> 1.2-1.4 s; docs/performance.md). A file keeps the format it was made in.
+DUCKDB_FILE = {**DUCKDB_MEMORY, "storage_compatibility_version": "v1.5.0"}
 LOCK_WAIT_S = 60.0
 # What recording a run's failure waits for readers, when they made its commit wait LOCK_WAIT_S in vain: the reader
 # that held the file for that long likely holds it still (the record waited a second minute, then failed too).
@@ -93,7 +97,7 @@ def _open(db: str | Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnec
     deadline = time.monotonic() + wait
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only, config=DUCKDB_MEMORY)
+            return duckdb.connect(str(db), read_only=read_only, config=DUCKDB_FILE)
         except duckdb.IOException as error:
             if "Could not set lock" not in str(error):
                 raise
@@ -179,7 +183,7 @@ def _upgraded_copy(db: str | Path, version: int) -> Path:
                 f"{db} is at schema version {version}: reading it takes an upgraded copy in {folder.parent}, which "
                 f"failed ({error.strerror or error}); make room there, set TMPDIR, or let a run upgrade the file"
             ) from None
-        with duckdb.connect(str(folder / source.name), config=DUCKDB_MEMORY) as con:
+        with duckdb.connect(str(folder / source.name), config=DUCKDB_FILE) as con:
             _migrate(con, db)
         _UPGRADED[key] = folder / source.name
     return _UPGRADED[key]
@@ -189,7 +193,7 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
     """The file's schema version: None if it holds none of our tables, 0 if written before versions were recorded."""
     tables = {name for (name,) in con.execute(statement("schema_tables")).fetchall()}
     if "schema_migrations" in tables:
-        return con.execute(statement("schema_version")).fetchone()[0]
+        return con.execute(statement("schema_version")).fetchall()[0][0]
     return 0 if "runs" in tables else None
 
 
@@ -370,12 +374,13 @@ def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started
                      f"found by run {run_id})")
             con.execute(statement("attempt_fail"), {"run_id": stale_id, "attempt": number, "error": error})
             con.execute(statement("run_fail"), {"run_id": stale_id, "error": error})
-        before = con.execute(statement("report_run"), {"run_id": run_id}).to_arrow_table().column("status").to_pylist()
+        before = con.sql(statement("report_run"), params={"run_id": run_id}).to_arrow_table().column("status")
+        before = before.to_pylist()
         since = con.execute(statement("run_succeeded_since"), {"run_id": run_id}).fetchall()
         _refuse_rewrite(run_id, [later for (later,) in since])
         con.execute(statement("run_start"), {"run_id": run_id, "params": text})
-        (attempt,) = con.execute(statement("attempt_start"),
-                                 {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchone()
+        [(attempt,)] = con.execute(statement("attempt_start"),
+                                 {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchall()
     return Started(attempt=attempt, stale=[stale_id for stale_id, *_ in stale],
                    succeeded_before=before == ["succeeded"])
 
@@ -415,8 +420,8 @@ def _check_succeeded(con: duckdb.DuckDBPyConnection, db: str | Path, run_id: str
     Readers and syncs find rows through their run's, so none may commit without it: after a COMMIT that failed
     on a full disk, DuckDB 1.5.6 left files in which rows written to runs were silently lost (the next night's
     own, or earlier runs'). Such a file is refused from then on, in one line, instead of growing worse."""
-    status = con.execute(statement("report_run"), {"run_id": run_id}).to_arrow_table().column("status").to_pylist()
-    orphans = con.execute(statement("catalog_runs_missing")).fetchone()[0]
+    status = con.sql(statement("report_run"), params={"run_id": run_id}).to_arrow_table().column("status").to_pylist()
+    orphans = con.execute(statement("catalog_runs_missing")).fetchall()[0][0]
     if status != ["succeeded"] or orphans:
         found = (f"run {run_id}'s row in runs reads back as {status[0] if status else 'missing'}"
                  if status != ["succeeded"] else f"{orphans:,} catalog rows name runs missing from runs")
@@ -571,7 +576,7 @@ def _committed(con: duckdb.DuckDBPyConnection, run_id: str, attempt: int) -> boo
     (not retried), the run stands whole."""
     with suppress(duckdb.Error):
         return con.execute("SELECT status = 'succeeded' FROM run_attempts WHERE run_id = $run_id AND "
-                           "attempt = $attempt", {"run_id": run_id, "attempt": attempt}).fetchone() == (True,)
+                           "attempt = $attempt", {"run_id": run_id, "attempt": attempt}).fetchall() == [(True,)]
     return False
 
 
@@ -594,7 +599,7 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
     if catalog.stability > 0:
         con.execute(statement("catalog_keep_stable"), {**ids, "model_id": model_id, "stability": catalog.stability,
                                                         "parents": parents})
-        kept = con.execute("SELECT count(*) FROM kept").fetchone()[0]
+        kept = con.execute("SELECT count(*) FROM kept").fetchall()[0][0]
         con.execute(statement("catalog_keep_stable_drop"))
         if catalog.versioned:
             con.execute(statement("catalog_keep_stable_version"))
@@ -602,7 +607,7 @@ def _update_catalog(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str |
     con.execute(statement("delete_run_label_changes"), ids)
     con.execute(statement("label_changes_insert"), {**ids, "model_id": model_id, "modalities": modalities,
                                                     "parents": parents})
-    if con.execute("SELECT count(*) FROM earlier").fetchone()[0]:  # a re-run of a run that had succeeded
+    if con.execute("SELECT count(*) FROM earlier").fetchall()[0][0]:  # a re-run of a run that had succeeded
         con.execute(statement("label_changes_compose"), ids)
         con.execute(statement("delete_run_label_changes"), ids)
         con.execute(statement("label_changes_insert_composed"))
@@ -679,10 +684,10 @@ def query(db: str | Path, name: str, params: Mapping[str, Any] | None = None) ->
     open_reader = (_READING.get() or {}).get(Path(db))
     if open_reader is None:
         with reader(db) as con:
-            return con.execute(statement(name), arguments).to_arrow_table()
+            return con.sql(statement(name), params=arguments).to_arrow_table()
     key = (name, json.dumps(arguments, sort_keys=True, default=str))
     if key not in open_reader.answers:
-        open_reader.answers[key] = open_reader.con.execute(statement(name), arguments).to_arrow_table()
+        open_reader.answers[key] = open_reader.con.sql(statement(name), params=arguments).to_arrow_table()
     return open_reader.answers[key]
 
 
@@ -780,7 +785,7 @@ def export_run(db: str | Path, run_ids: Sequence[str], directory: str | Path) ->
     try:
         with reader(db) as con:
             for table, path in zip(tables, partial, strict=True):
-                results = (con.execute(statement(f"export_{table}"), {"run_id": run_id}).to_arrow_reader()
+                results = (con.sql(statement(f"export_{table}"), params={"run_id": run_id}).to_arrow_reader()
                            for run_id in run_ids)
                 first = next(results)
                 with pq.ParquetWriter(path, first.schema) as writer:

@@ -114,8 +114,8 @@ def _insert_run(con, run_id: str, status: str, started: str, *, gold: bool, n_it
                                 [run_id, modality, classes[a], classes[b], 10 * a + b])
     # the confusion counts, as the labelling tasks count them and the agreement-metrics step stages them
     counts = MetricCounts(classes)
-    rows = con.execute("SELECT * FROM item_labels WHERE run_id = ?", [run_id]).to_arrow_table()
-    counts.add(rows, item_positions(rows), con.execute("SELECT * FROM joint_labels WHERE run_id = ?", [run_id]).to_arrow_table())
+    rows = con.sql("SELECT * FROM item_labels WHERE run_id = ?", params=[run_id]).to_arrow_table()
+    counts.add(rows, item_positions(rows), con.sql("SELECT * FROM joint_labels WHERE run_id = ?", params=[run_id]).to_arrow_table())
     confusion, calibration = (table.drop_columns("level") for table in counts.tables())
     con.execute("INSERT INTO confusion_counts SELECT ?, * FROM confusion", [run_id])
     for method, value in (("base", 0.5), ("pairwise", 0.8), ("refined", None if old else 0.85)):
