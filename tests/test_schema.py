@@ -221,6 +221,26 @@ def test_a_fresh_file_gets_every_migration(tmp_path):
     assert views == {"current_labels", "consensus_labels", "catalog_labels"}
 
 
+def storage_version(db: Path) -> str:
+    with duckdb.connect(str(db), read_only=True) as con:
+        (tags,) = con.execute("SELECT tags FROM duckdb_databases() WHERE path = ?", [str(db)]).fetchall()[0]
+    return tags["storage_version"]
+
+
+def test_a_new_file_is_in_duckdb_1_5s_storage_format_and_an_older_one_keeps_its_own(tmp_path):
+    """Analysts with DuckDB 1.5 read our files (operations.md); DuckDB 2.0 would make new files 2.0-only."""
+    db = tmp_path / "out.duckdb"
+    with store.connect(db) as con:
+        con.execute("SELECT 1").fetchall()
+    assert storage_version(db) == "v1.5.0+"
+    older = tmp_path / "older.duckdb"
+    with duckdb.connect(str(older), config={"storage_compatibility_version": "v1.0.0"}) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS a")
+    with store.connect(older) as con:  # migrated, written to
+        con.execute("INSERT INTO t VALUES (2)")
+    assert storage_version(older) == "v1.0.0+"
+
+
 def test_a_file_of_a_newer_schema_version_is_refused_and_left_as_it_is(tmp_path):
     db = tmp_path / "newer.duckdb"
     with store.connect(db) as con:
