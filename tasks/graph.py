@@ -369,6 +369,8 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     del step
     outside_powers = _outside_powers(part_paths, starts, outside, index, keys, inside, kept, powers, fold, gold,
                                      n_classes, k, seed, timings) if len(outside) else {}
+    # as the model keeps them (4 decimals): a night's item then meets the powers the run gave its twin outside
+    outside_rounded = {label: [round(float(p), 4) for p in power] for label, power in outside_powers.items()}
     # a row's place in the reference (-1: outside it, or not placed); the partitions' rows, one at a time
     position = np.full(int(starts[-1]), -1, np.int64)
     position[inside] = np.arange(len(inside))
@@ -395,7 +397,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
             if onward is not None:
                 f = inductive(staged.mapped(_prior(label))[outs - own[0]], onward_step,
                               TopRows(*kept[label], n_classes), alpha=ALPHA)
-                out[outs - own[0]] = sharpen_by_fold(f, fold[outs], outside_powers[label])
+                out[outs - own[0]] = sharpen_by_fold(f, fold[outs], np.asarray(outside_rounded[label]))
             arrays[_prior(label).replace("prior", "posterior")] = out
         if votes is not None:
             heard = [votes[position[ins]]] + ([] if onward is None else [label_votes(onward, given, n_classes)])
@@ -407,7 +409,6 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     if "outside_search_s" in timings:
         timings["outside_search_s"] = round(timings["outside_search_s"], 3)
     rounded = {label: [round(float(p), 4) for p in power] for label, power in powers.items()}
-    outside_rounded = {label: [round(float(p), 4) for p in power] for label, power in outside_powers.items()}
     if model_folder is not None:
         save_neighbourhood(model_folder, index, stored_keys, kept, outside_rounded or rounded,
                            {"k": k, "alpha": ALPHA, "power": POWER, "seed": seed, "n_classes": n_classes})
