@@ -45,8 +45,9 @@ from tasks.sql import MIGRATIONS, OUTPUT_TABLES, VIEWS, statement
 # flat in the catalog's size (bench/bench_pipeline.py), and DuckDB's default is 80% of the machine.
 DUCKDB_MEMORY = {"memory_limit": "512MB"}
 # A DuckDB file we create is written in DuckDB 1.5's storage format: DuckDB 1.5 and later read it (2.0's own format
-# needs 2.0), and 2.0 writes it about twice as fast as the 1.0 format it creates under 1.5 (a relabel's two million
-# item_labels rows at 1M items: 2.3-2.5 s -> 1.2-1.4 s; docs/performance.md). A file keeps the format it was made in.
+# needs 2.0), and DuckDB 2.0 writes it about twice as fast as 1.5.6 wrote its default, the 1.0 format (a 1M
+# relabel's item_labels and joint_labels rows: 2.3-2.5 s -> 1.2-1.4 s; docs/performance.md). A file keeps the format
+# it was made in.
 DUCKDB_FILE = {**DUCKDB_MEMORY, "storage_compatibility_version": "v1.5.0"}
 LOCK_WAIT_S = 60.0
 # What recording a run's failure waits for readers, when they made its commit wait LOCK_WAIT_S in vain: the reader
@@ -374,13 +375,13 @@ def start_run(db: str | Path, run_id: str, params: Mapping[str, Any]) -> Started
                      f"found by run {run_id})")
             con.execute(statement("attempt_fail"), {"run_id": stale_id, "attempt": number, "error": error})
             con.execute(statement("run_fail"), {"run_id": stale_id, "error": error})
-        before = con.sql(statement("report_run"), params={"run_id": run_id}).to_arrow_table().column("status")
-        before = before.to_pylist()
+        before = (con.sql(statement("report_run"), params={"run_id": run_id}).to_arrow_table()
+                  .column("status").to_pylist())
         since = con.execute(statement("run_succeeded_since"), {"run_id": run_id}).fetchall()
         _refuse_rewrite(run_id, [later for (later,) in since])
         con.execute(statement("run_start"), {"run_id": run_id, "params": text})
         [(attempt,)] = con.execute(statement("attempt_start"),
-                                 {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchall()
+                                   {"run_id": run_id, "params": text, "host": host, "pid": pid}).fetchall()
     return Started(attempt=attempt, stale=[stale_id for stale_id, *_ in stale],
                    succeeded_before=before == ["succeeded"])
 
