@@ -369,8 +369,8 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
     del step
     outside_powers = _outside_powers(part_paths, starts, outside, index, keys, inside, kept, powers, fold, gold,
                                      n_classes, k, seed, timings) if len(outside) else {}
-    # as the model keeps them (4 decimals): a night's item then meets the powers the run gave its twin outside
-    outside_rounded = {label: [round(float(p), 4) for p in power] for label, power in outside_powers.items()}
+    # as the model keeps them: a night's item then meets the powers the run gave its twin outside
+    outside_rounded = _as_stored(outside_powers)
     # a row's place in the reference (-1: outside it, or not placed); the partitions' rows, one at a time
     position = np.full(int(starts[-1]), -1, np.int64)
     position[inside] = np.arange(len(inside))
@@ -408,7 +408,7 @@ def propagate_graph(part_paths: list[str], k: int, n_modalities: int, staging: S
         paths.append(save_arrays(staging.path("graph_posteriors", f"part-{number:05d}"), arrays))
     if "outside_search_s" in timings:
         timings["outside_search_s"] = round(timings["outside_search_s"], 3)
-    rounded = {label: [round(float(p), 4) for p in power] for label, power in powers.items()}
+    rounded = _as_stored(powers)
     if model_folder is not None:
         save_neighbourhood(model_folder, index, stored_keys, kept, outside_rounded or rounded,
                            {"k": k, "alpha": ALPHA, "power": POWER, "seed": seed, "n_classes": n_classes})
@@ -482,6 +482,11 @@ def key_order(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``rows`` in the order of their ``keys`` (``item_hash``: seeded, the same for an item in every file and
     partition); rows with equal keys (the same item id, or a 64-bit collision) in their own order."""
     return rows[np.argsort(keys[rows], kind="stable")]
+
+
+def _as_stored(powers: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Each label's fold powers as the model and runs.details keep them: 4 decimals."""
+    return {label: [round(float(p), 4) for p in power] for label, power in powers.items()}
 
 
 def sharpen_by_fold(f: np.ndarray, fold: np.ndarray, powers: np.ndarray) -> np.ndarray:
